@@ -1,0 +1,111 @@
+"""What every stage shares: atomic output folders, lineage fingerprints, and skip-if-done.
+
+A stage writes into ``OUT.partial-<pid>/`` and, once its ``stats.json`` (with the accounting checked) is
+written, renames the folder to ``OUT``. A crash leaves only a ``.partial`` folder, never a half-written
+``OUT``. A rerun whose ``OUT/stats.json`` carries the same fingerprint (inputs + config + code version)
+skips the stage; anything else recomputes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+from schemas.stats import StageStats
+
+_PACKAGES = ("pipeline", "schemas", "train")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of ccgpt's own source, so a code change invalidates earlier outputs."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for pkg in _PACKAGES:
+        for path in sorted(glob.glob(os.path.join(root, pkg, "**", "*.py"), recursive=True)):
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _input_identity(path: str) -> Any:
+    """A stage folder is identified by its fingerprint; other files by path, size and mtime (as make does)."""
+    stats = os.path.join(path, "stats.json")
+    if os.path.isdir(path) and os.path.exists(stats):
+        with open(stats, encoding="utf-8") as fh:
+            return {"stage_fingerprint": json.load(fh).get("fingerprint")}
+    files = sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)) if os.path.isdir(path) else [path]
+    out = []
+    for f in files:
+        if os.path.isfile(f):
+            st = os.stat(f)
+            out.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+        elif not os.path.exists(f):
+            out.append((f, "remote-or-missing"))
+    return out
+
+
+def fingerprint(stage: str, inputs: list[str], config: Any) -> str:
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    payload = {
+        "stage": stage,
+        "inputs": [_input_identity(p) for p in inputs],
+        "config": cfg,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def is_complete(out_dir: str, fp: str) -> bool:
+    path = os.path.join(out_dir, "stats.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get("fingerprint") == fp
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def stage_output(out_dir: str) -> Iterator[str]:
+    """Yield a temporary folder to write into; on success it replaces ``out_dir`` in one rename."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(f"{out_dir}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = f"{out_dir}.partial-{os.getpid()}"
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out_dir):
+        old = f"{out_dir}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def finish(stats: StageStats, folder: str, fp: str) -> StageStats:
+    """Record lineage and write ``stats.json`` (accounting checked) into the stage's temp folder."""
+    stats.extra["fingerprint"] = fp
+    stats.extra["code_version"] = code_version()
+    stats.save(folder)
+    return stats
+
+
+def load_stats(out_dir: str) -> StageStats:
+    return StageStats.load(out_dir)

@@ -1,0 +1,120 @@
+"""The document table: what curation, quality, dedup and source builders read and write.
+
+Stored as Parquet files (``*.parquet``) in a stage's output folder, so any Beam runner can write them with
+``beam.io.WriteToParquet`` and any tool (pyarrow, DuckDB, Spark) can read them. The schema version travels
+in the Arrow schema metadata.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DOCUMENT_SCHEMA_VERSION = "1"
+
+
+class SchemaError(ValueError):
+    """Raised when a file does not carry the schema (or version) a stage expects."""
+
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # stable: derived from source + record identity
+        pa.field("source", pa.string(), nullable=False),  # mix source name: "crawl", "books", ...
+        pa.field("url", pa.string()),
+        pa.field("warc_record_id", pa.string()),
+        pa.field("date", pa.string()),  # ISO-8601 (WARC-Date for crawl records)
+        pa.field("source_file", pa.string()),  # file the record was read from
+        pa.field("source_offset", pa.int64()),  # byte offset of the record in that file (-1 if n/a)
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("language", pa.string()),
+        pa.field("language_score", pa.float32()),
+        pa.field("quality_score", pa.float32()),  # null until the quality stage scores it
+        pa.field("annotations", pa.string()),  # JSON object: stage-specific notes (dedup cluster, ...)
+    ],
+    metadata={b"ccgpt.schema": b"documents", b"ccgpt.schema_version": DOCUMENT_SCHEMA_VERSION.encode()},
+)
+
+_DEFAULTS: dict[str, Any] = {
+    "url": None,
+    "warc_record_id": None,
+    "date": None,
+    "source_file": None,
+    "source_offset": -1,
+    "language": None,
+    "language_score": None,
+    "quality_score": None,
+    "annotations": "{}",
+}
+
+
+def document_row(**fields: Any) -> dict[str, Any]:
+    """A document as a plain dict with every schema field present (defaults filled in).
+
+    ``annotations`` may be given as a dict; it is stored as a JSON string.
+    """
+    unknown = set(fields) - set(DOCUMENT_SCHEMA.names)
+    if unknown:
+        raise SchemaError(f"unknown document fields: {sorted(unknown)}")
+    for required in ("id", "source", "text"):
+        if fields.get(required) is None:
+            raise SchemaError(f"document field {required!r} is required")
+    row = {**_DEFAULTS, **fields}
+    if isinstance(row["annotations"], dict):
+        row["annotations"] = json.dumps(row["annotations"], sort_keys=True)
+    return {name: row[name] for name in DOCUMENT_SCHEMA.names}
+
+
+def validate_document_schema(schema: pa.Schema, where: str = "input") -> None:
+    """Fail clearly unless ``schema`` is the document schema at the current version."""
+    meta = schema.metadata or {}
+    kind = meta.get(b"ccgpt.schema", b"").decode()
+    version = meta.get(b"ccgpt.schema_version", b"").decode()
+    if kind != "documents":
+        raise SchemaError(f"{where}: not a ccgpt document table (schema tag {kind!r})")
+    if version != DOCUMENT_SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where}: document schema version {version!r}, this ccgpt reads version {DOCUMENT_SCHEMA_VERSION!r}"
+        )
+    missing = [f.name for f in DOCUMENT_SCHEMA if f.name not in schema.names]
+    if missing:
+        raise SchemaError(f"{where}: document table lacks fields {missing}")
+    for f in DOCUMENT_SCHEMA:
+        got = schema.field(f.name).type
+        if got != f.type:
+            raise SchemaError(f"{where}: field {f.name!r} has type {got}, expected {f.type}")
+
+
+def document_files(path: str) -> list[str]:
+    """The Parquet files of a document table: a file, or every ``*.parquet`` under a folder."""
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+        if not files and os.path.exists(os.path.join(path, "stats.json")):
+            return []  # a finished stage that kept no documents: an empty table, not an error
+    else:
+        files = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+    if not files:
+        raise SchemaError(f"{path}: no document table (*.parquet) found")
+    return files
+
+
+def read_documents(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a document table (validated), batch by batch, never the whole table at once."""
+    for f in document_files(path):
+        pf = pq.ParquetFile(f)
+        validate_document_schema(pf.schema_arrow, where=f)
+        for batch in pf.iter_batches(columns=columns, batch_size=1024):
+            yield from batch.to_pylist()
+
+
+def write_documents(rows: list[dict[str, Any]], path: str) -> None:
+    """Write rows as one Parquet file atomically (temp name, then rename). For small, non-Beam writes."""
+    table = pa.Table.from_pylist([document_row(**r) for r in rows], schema=DOCUMENT_SCHEMA)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
