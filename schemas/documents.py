@@ -91,9 +91,12 @@ def validate_document_schema(schema: pa.Schema, where: str = "input") -> None:
 
 
 def document_files(path: str) -> list[str]:
-    """The Parquet files of a document table: a file, or every ``*.parquet`` under a folder."""
+    """The Parquet files of a document table: a file, a glob, or the ``*.parquet`` files directly in a folder.
+
+    Not recursive: a stage may keep side tables in subfolders (curate's ``raw/``) that are not its output.
+    """
     if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+        files = sorted(glob.glob(os.path.join(path, "*.parquet")))
         if not files and os.path.exists(os.path.join(path, "stats.json")):
             return []  # a finished stage that kept no documents: an empty table, not an error
     else:
