@@ -1,0 +1,231 @@
+"""Mix + packed shards through Beam: realised shares, epochs, packing, determinism across runs and runners."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.mix import MixConfig, MixError, draw_plan, global_row_ranks, plan_budget, run_mix
+from pipeline.tokenizer import EOT, TokenizerConfig, load_tokenizer, train_tokenizer
+from schemas.documents import write_documents
+from schemas.manifest import Manifest
+from schemas.stats import StageStats
+
+WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+SIZES = {"crawl": 700, "books": 30, "wiki": 8}  # uneven on purpose: wiki must be repeated, crawl downsampled
+WEIGHTS = {"crawl": 5, "books": 3, "wiki": 2}  # normalised to 0.5 / 0.3 / 0.2
+SEQ_LEN = 32
+BUDGET = 16_000
+
+
+def make_documents(folder: str) -> dict[str, dict[str, str]]:
+    """Three weighted sources over two files, one unweighted source, an empty document and a forged EOT."""
+    rng = random.Random(7)
+    texts: dict[str, dict[str, str]] = {}
+    rows = []
+    for source, n in SIZES.items():
+        for i in range(n):
+            body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40)))
+            text = f"{source} {i}: {body}"
+            if source == "books" and i == 0:
+                text = f"books 0: a {EOT} inside"  # short, so some copy of it lands whole in a row
+            texts.setdefault(source, {})[f"{source}-{i}"] = text
+            rows.append({"id": f"{source}-{i}", "source": source, "text": text})
+    rows += [{"id": f"forum-{i}", "source": "forum", "text": "not in the mix"} for i in range(4)]
+    rows.append({"id": "crawl-empty", "source": "crawl", "text": "   "})
+    rng.shuffle(rows)
+    os.makedirs(folder, exist_ok=True)
+    write_documents(rows[:300], os.path.join(folder, "part-0.parquet"))
+    write_documents(rows[300:], os.path.join(folder, "part-1.parquet"))
+    return texts
+
+
+def mix_config(tokenizer: str, **kw) -> MixConfig:
+    args = dict(tokenizer=tokenizer, weights=WEIGHTS, total_tokens=BUDGET, seq_len=SEQ_LEN, rows_per_shard=128, seed=11)
+    args.update(kw)
+    return MixConfig(**args)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    from pipeline.runner import RunnerConfig
+
+    base = tmp_path_factory.mktemp("mix")
+    docs = str(base / "docs")
+    texts = make_documents(docs)
+    train_tokenizer([docs], str(base / "tok"), TokenizerConfig(vocab_size=400))
+    out = str(base / "shards")
+    stats = run_mix([docs], out, mix_config(str(base / "tok")), RunnerConfig("local", 1, "in_memory"))
+    return {"base": base, "docs": docs, "texts": texts, "tok": str(base / "tok"), "out": out, "stats": stats}
+
+
+def read_rows(folder: str) -> list[tuple[list[int], list[int], str]]:
+    """Every row of every shard, read with pyarrow.ipc alone (no ccgpt code)."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "shard-*.arrow"))):
+        with pa.memory_map(path) as src:
+            table = pa.ipc.open_file(src).read_all()
+        rows += zip(table.column("tokens").to_pylist(), table.column("doc_offsets").to_pylist(),
+                    table.column("source").to_pylist())
+    return rows
+
+
+def shard_bytes(folder: str) -> dict[str, bytes]:
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(folder, "shard-*.arrow")))}
+
+
+def test_realised_shares_and_epochs(mixed):
+    m = Manifest.load(mixed["out"])
+    total = sum(WEIGHTS.values())
+    assert set(m.sources) == set(SIZES)
+    assert abs(m.total_tokens - BUDGET) <= 3 * (SEQ_LEN + 1)
+    for source, s in m.sources.items():
+        assert s.weight == pytest.approx(WEIGHTS[source] / total)
+        assert abs(s.realised_share - s.weight) < 0.005, (source, s.realised_share, s.weight)
+        assert s.realised_share == pytest.approx(s.tokens_drawn / m.total_tokens)
+        assert s.epochs == pytest.approx(s.tokens_drawn / s.tokens_available)
+        assert s.documents == SIZES[source]
+    assert m.sources["crawl"].epochs < 1 < m.sources["books"].epochs < m.sources["wiki"].epochs
+    assert m.sources["wiki"].epochs > 5  # ~3,200 tokens drawn from a few hundred available
+    assert sum(s.tokens for s in m.shards) == m.total_tokens
+
+
+def test_accounting_is_exact(mixed):
+    stats = StageStats.load(mixed["out"]).check()
+    assert stats.read == sum(SIZES.values()) + 4 + 1
+    assert stats.dropped["source_not_in_mix"] == 4
+    assert stats.dropped["empty_text"] == 1
+    assert stats.dropped.get("not_drawn", 0) > 0  # crawl is downsampled
+    # sources drawn for more than one epoch keep every document, and repeat the rest
+    m = Manifest.load(mixed["out"])
+    assert stats.kept >= SIZES["books"] + SIZES["wiki"]
+    assert stats.kept + stats.dropped.get("not_drawn", 0) + stats.dropped.get("packing_tail", 0) == sum(SIZES.values())
+    assert stats.extra["repeated_documents"] > 0
+    assert stats.extra["tokens_per_source"] == {s: v.tokens_drawn for s, v in m.sources.items()}
+    with open(os.path.join(mixed["out"], "outcomes.jsonl")) as fh:
+        assert sum(json.loads(line)["n"] for line in fh) == stats.read
+
+
+def test_rows_offsets_and_sources_decode_back(mixed):
+    tok = load_tokenizer(mixed["tok"])
+    eot = tok.token_to_id(EOT)
+    rows = read_rows(mixed["out"])
+    m = Manifest.load(mixed["out"])
+    assert len(rows) == sum(s.rows for s in m.shards)
+    assert m.token_dtype == "uint16"
+    whole: set[str] = set()
+    for tokens, offsets, source in rows:
+        assert len(tokens) == SEQ_LEN + 1
+        assert offsets == sorted(set(offsets)) and all(0 <= o <= SEQ_LEN for o in offsets)
+        # a document starts exactly where the previous one's end-of-text token ends
+        after_eot = [i + 1 for i, t in enumerate(tokens[:-1]) if t == eot]
+        assert [o for o in offsets if o > 0] == after_eot
+        for a, b in zip(offsets, offsets[1:]):  # a whole document inside the row decodes to one of its texts
+            assert tokens[b - 1] == eot
+            text = tok.decode(tokens[a : b - 1])
+            assert text in mixed["texts"][source].values()
+            whole.add(text)
+    assert len(whole) > 50
+    # the forged end-of-text inside books-0 never became a boundary: its whole text is one document
+    assert mixed["texts"]["books"]["books-0"] in whole
+
+
+def test_rows_are_shuffled_across_sources(mixed):
+    sources = [s for _, _, s in read_rows(mixed["out"])]
+    assert sources[:40].count("crawl") < 40 and len(set(sources[:40])) == 3
+    files = sorted(glob.glob(os.path.join(mixed["out"], "shard-*.arrow")))
+    assert len(files) == -(-len(sources) // 128)  # rows_per_shard rows per file, the last one partial
+
+
+def test_same_seed_gives_byte_identical_shards_on_both_runners(mixed, local_runner, portable_runner):
+    base = mixed["base"]
+    reference = shard_bytes(mixed["out"])
+    assert reference
+    again = str(base / "again")
+    run_mix([mixed["docs"]], again, mix_config(mixed["tok"]), local_runner)
+    assert shard_bytes(again) == reference
+    portable = str(base / "portable")
+    stats = run_mix([mixed["docs"]], portable, mix_config(mixed["tok"]), portable_runner)
+    assert shard_bytes(portable) == reference
+    assert stats.to_dict()["dropped"] == mixed["stats"].to_dict()["dropped"]
+    with open(os.path.join(mixed["out"], "manifest.json")) as a, open(os.path.join(portable, "manifest.json")) as b:
+        ma, mb = json.load(a), json.load(b)
+    assert ma["shards"] == mb["shards"] and ma["sources"] == mb["sources"]
+    other = str(base / "other-seed")
+    run_mix([mixed["docs"]], other, mix_config(mixed["tok"], seed=12), local_runner)
+    assert shard_bytes(other) != reference
+
+
+def test_rerun_is_skipped_when_complete(mixed, local_runner):
+    before = os.stat(os.path.join(mixed["out"], "stats.json")).st_mtime_ns
+    stats = run_mix([mixed["docs"]], mixed["out"], mix_config(mixed["tok"]), local_runner)
+    assert stats.to_dict() == mixed["stats"].to_dict()
+    assert os.stat(os.path.join(mixed["out"], "stats.json")).st_mtime_ns == before
+
+
+def test_mix_table_is_gpt3_table_2_2(mixed):
+    with open(os.path.join(mixed["out"], "mix_table.md")) as fh:
+        lines = fh.read().splitlines()
+    assert lines[0].startswith("| Dataset | Quantity (tokens) | Weight in training mix | Epochs elapsed when training for")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["crawl", "books", "wiki"]
+    assert lines[2].split("|")[3].strip() == "50%"
+
+
+def test_weighted_source_without_documents_is_a_clear_error(mixed, local_runner, tmp_path):
+    cfg = mix_config(mixed["tok"], weights={"crawl": 1, "books": 1, "papers": 1})
+    with pytest.raises(MixError, match=r"\['papers'\] have no documents"):
+        run_mix([mixed["docs"]], str(tmp_path / "out"), cfg, local_runner)
+    assert not os.path.exists(tmp_path / "out")  # nothing half-written
+
+
+def test_bad_weights_fail_before_any_work(tmp_path, local_runner):
+    for weights in ({}, {"a": -1.0}, {"a": 0.0}):
+        with pytest.raises(MixError):
+            run_mix([str(tmp_path)], str(tmp_path / "out"), MixConfig(tokenizer="t", weights=weights), local_runner)
+
+
+def test_budget_zero_repeats_no_source():
+    available = {"crawl": 1000, "books": 100, "wiki": 50}
+    weights = {"crawl": 6, "books": 2, "wiki": 2}
+    budget = plan_budget(available, weights, 0)
+    assert budget == 250  # wiki (20 % of the mix) has 50 tokens: the binding source
+    assert all(budget * w / 10 <= available[s] + 1e-9 for s, w in weights.items())
+    with pytest.raises(MixError, match="no documents"):
+        plan_budget({"crawl": 10}, weights, 0)
+
+
+def test_draw_plan_epochs_and_determinism():
+    ids = [f"d{i}" for i in range(40)]
+    lengths = np.full(40, 10, dtype=np.int64)
+    order, times = draw_plan(ids, lengths, target=1000, seed=3, source="s")  # 2.5 epochs of 400 tokens
+    assert sum(lengths[i] for i in order) == 1000
+    assert sorted(set(times)) == [2, 3] and times.count(3) == 20
+    assert order[:40] != order[40:80]  # each epoch in its own order
+    assert draw_plan(ids, lengths, 1000, 3, "s") == (order, times)
+    down, times = draw_plan(ids, lengths, target=95, seed=3, source="s")  # downsample: closest whole documents
+    assert len(down) in (9, 10) and max(times) == 1
+    assert draw_plan(ids, lengths, 95, 4, "s")[0] != down
+
+
+def test_global_row_ranks_are_a_permutation():
+    ranks = global_row_ranks(5, {"a": 7, "b": 3, "c": 0})
+    allr = np.concatenate([ranks["a"], ranks["b"]])
+    assert sorted(allr.tolist()) == list(range(10)) and "c" not in ranks
+    assert not np.array_equal(ranks["a"], np.arange(7))
+
+
+def test_gpt3_preset_loads_as_a_mix_config():
+    from schemas.config import from_dict, load_yaml
+    from pipeline.mix import normalise_weights
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = from_dict(MixConfig, load_yaml(os.path.join(repo, "configs", "mix-gpt3.yaml"))["mix"])
+    shares = normalise_weights(cfg.weights)
+    assert set(shares) == {"crawl", "webtext2", "books1", "books2", "wikipedia"}
+    assert shares["crawl"] == pytest.approx(60 / 101) and sum(shares.values()) == pytest.approx(1.0)
