@@ -1,0 +1,172 @@
+"""``ccgpt curate``: Common Crawl WARC/WET files -> a curated document table, as one Beam pipeline.
+
+The recipe reads top to bottom in :class:`Curate`: ReadWarc -> Extract -> IdentifyLanguage ->
+HeuristicFilters. Every WARC record (and every damaged-file event) ends with exactly one outcome, so
+``stats.json`` satisfies ``read == kept + sum(dropped)`` on any runner.
+
+Output folder::
+
+    OUT/*.parquet            kept documents (DOCUMENT_SCHEMA; language, language_score set)
+    OUT/raw/*.parquet        every non-empty extracted document before language id and filters
+                             (the unfiltered crawl sample the quality classifier uses as negatives)
+    OUT/stats.json           stage "curate": read / kept / dropped by reason, plus extra: languages
+                             (lid counts over extracted documents), record_types, extracted, failed_files
+    OUT/outcomes.jsonl       raw outcome counts
+    OUT/examples.jsonl       up to ``examples_per_reason`` {"reason","url","text"} per drop reason
+    OUT/failed_files.jsonl   damaged / unreadable inputs with their error: the retry list
+    OUT/counters.jsonl       side counters behind the ``extra`` figures
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+
+from pipeline.accounting import OUTCOMES, WriteOutcomes, read_outcomes, stats_from_outcomes
+from pipeline.extract import ExtractConfig, ExtractText
+from pipeline.filters import FiltersConfig, HeuristicFilters
+from pipeline.langid import IdentifyLanguage, LangIdConfig
+from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
+from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from schemas.documents import DOCUMENT_SCHEMA, write_documents
+from schemas.stats import StageStats
+
+
+@dataclass
+class CurateConfig:
+    read: ReadConfig = field(default_factory=ReadConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    write_raw: bool = field(
+        default=True, metadata={"help": "write every extracted document (pre-langid, pre-filter) to OUT/raw/"}
+    )
+    examples_per_reason: int = field(default=5, metadata={"help": "examples kept per drop reason in examples.jsonl"})
+
+
+class Curate(beam.PTransform):
+    """PCollection of WARC/WET paths -> dict of PCollections:
+
+    ``documents`` (kept), ``raw`` (extracted, unfiltered), ``outcomes`` (one per record / failure),
+    ``examples`` ((reason, example) pairs), ``counters`` (names to count), ``failed`` (damaged files).
+    """
+
+    def __init__(self, cfg: CurateConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, files):
+        cfg = self.cfg
+        read = files | "ReadWarc" >> ReadWarcFiles(cfg.read)
+        extracted = read.records | "Extract" >> beam.ParDo(ExtractText(cfg.extract)).with_outputs(
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
+        )
+        langid = extracted.documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(cfg.langid)).with_outputs(
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
+        )
+        filtered = langid.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(cfg.filters)).with_outputs(
+            OUTCOMES, EXAMPLES, main="documents"
+        )
+        steps = (read, extracted, langid, filtered)
+        return {
+            "documents": filtered.documents,
+            "raw": extracted.documents,
+            "outcomes": [s[OUTCOMES] for s in steps] | "AllOutcomes" >> beam.Flatten(),
+            "examples": [s[EXAMPLES] for s in steps] | "AllExamples" >> beam.Flatten(),
+            "counters": [read[COUNTERS], extracted[COUNTERS], langid[COUNTERS]] | "AllCounters" >> beam.Flatten(),
+            "failed": read[FAILED],
+        }
+
+
+def _example_lines(kv):
+    _, examples = kv
+    for ex in sorted(examples, key=lambda e: (e.get("url") or "", e.get("text") or "")):
+        yield json.dumps(ex, ensure_ascii=False, sort_keys=True)
+
+
+def _counter_line(kv):
+    name, n = kv
+    return json.dumps({"counter": name, "n": n}, sort_keys=True)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _ensure_table(folder: str) -> None:
+    """Beam writes no Parquet file for an empty PCollection; leave one empty, valid table instead."""
+    os.makedirs(folder, exist_ok=True)
+    if not glob.glob(os.path.join(folder, "*.parquet")):
+        write_documents([], os.path.join(folder, "documents-empty.parquet"))
+
+
+def run_curate(
+    inputs: list[str], out_dir: str, cfg: CurateConfig, runner: RunnerConfig, force: bool = False
+) -> StageStats:
+    """Curate WARC/WET ``inputs`` (paths, folders, globs, s3:// gs:// https:// URLs) into ``out_dir``."""
+    fp = fingerprint("curate", inputs, cfg)
+    if not force and is_complete(out_dir, fp):
+        return load_stats(out_dir)
+    files = expand_inputs(inputs)
+    with stage_output(out_dir) as tmp:
+        with make_pipeline(runner) as p:
+            out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)
+            _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
+                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+            )
+            if cfg.write_raw:
+                _ = out["raw"] | "WriteRaw" >> beam.io.WriteToParquet(
+                    os.path.join(tmp, "raw", "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+                )
+            _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
+            _ = (
+                out["examples"]
+                | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
+                | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
+                | "ExampleJson" >> beam.FlatMap(_example_lines)
+                | "WriteExamples" >> beam.io.WriteToText(
+                    os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1
+                )
+            )
+            _ = (
+                out["failed"]
+                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+                | "WriteFailed" >> beam.io.WriteToText(
+                    os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1
+                )
+            )
+            _ = (
+                out["counters"]
+                | "CountCounters" >> beam.combiners.Count.PerElement()
+                | "CounterJson" >> beam.Map(_counter_line)
+                | "WriteCounters" >> beam.io.WriteToText(
+                    os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1
+                )
+            )
+        _ensure_table(tmp)
+        if cfg.write_raw:
+            _ensure_table(os.path.join(tmp, "raw"))
+        for name in ("examples.jsonl", "failed_files.jsonl", "counters.jsonl"):
+            open(os.path.join(tmp, name), "a").close()  # present even when empty
+        stats = stats_from_outcomes("curate", read_outcomes(tmp))
+        counters = {row["counter"]: row["n"] for row in _read_jsonl(os.path.join(tmp, "counters.jsonl"))}
+        failed = _read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
+        stats.extra["input_files"] = len(files)
+        stats.extra["extracted"] = counters.get("extracted", 0)
+        stats.extra["record_types"] = dict(
+            sorted((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("record_type:"))
+        )
+        stats.extra["languages"] = dict(
+            sorted(((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")), key=lambda kv: -kv[1])
+        )
+        stats.extra["failed_files"] = sorted(f["file"] for f in failed)
+        finish(stats, tmp, fp)
+    return stats

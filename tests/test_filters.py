@@ -1,0 +1,146 @@
+"""Heuristic filters: each wrapper agrees with datatrove's filter called on its own; order and PII."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+from pipeline.filters import (
+    C4Config,
+    FilterChain,
+    FiltersConfig,
+    FineWebQualityConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    PiiConfig,
+    UrlBlocklistConfig,
+)
+
+GOOD = (
+    "The history of the town goes back to the twelfth century, when a small group of farmers settled on the "
+    "banks of the river. Over the following decades they built a mill, a church and a market square.\n"
+    "In the sixteenth century the town became an important stop on the trade route between the coast and the "
+    "interior, and merchants from many countries came to sell wool, salt and wine.\n"
+    "Today the old centre is protected as a heritage site. Visitors can walk along the walls, see the restored "
+    "mill and taste the local cheese that is still made with the same methods as four hundred years ago.\n"
+    "The town museum, which opened in 1952, holds a collection of tools, maps and letters that tell the story "
+    "of the people who lived here. It is open every day except Monday."
+)
+REPETITIVE = "\n".join(["Buy cheap shoes online now and save money today."] * 30)
+SHORT = "Click here to continue."
+MENU = "\n".join(["Home", "About us", "Products", "Contact", "Login", "Register", "Cart", "Help"] * 3)
+
+
+def _docs(shared_data=None):
+    docs = {"good": GOOD, "repetitive": REPETITIVE, "short": SHORT, "menu": MENU, "lorem": GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit."}
+    docs["braces"] = GOOD + "\nThe function is written as f(x) = {x + 1} in this old manual."
+    if shared_data:
+        with open(os.path.join(shared_data, "reference", "wikitext-2", "valid.txt"), encoding="utf-8") as fh:
+            wiki = fh.read()
+        docs["wikitext"] = wiki[:4000]
+        docs["wikitext_tail"] = wiki[20000:24000]
+    return docs
+
+
+def _only(name, **overrides) -> FiltersConfig:
+    cfg = FiltersConfig(url_blocklist=UrlBlocklistConfig(enabled=False))
+    for other in ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality"):
+        getattr(cfg, other).enabled = other == name
+    for k, v in overrides.items():
+        setattr(getattr(cfg, name), k, v)
+    return cfg
+
+
+REFERENCES = {
+    "gopher_repetition": lambda: GopherRepetitionFilter(),
+    "gopher_quality": lambda: GopherQualityFilter(),
+    "c4": lambda: C4QualityFilter(filter_no_terminal_punct=False),
+    "fineweb_quality": lambda: FineWebQualityFilter(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_each_filter_matches_datatrove(shared_data, name):
+    chain = FilterChain(_only(name))
+    reference = REFERENCES[name]()
+    verdicts = set()
+    for key, text in _docs(shared_data).items():
+        doc = Document(text=text, id=key)
+        res = reference.filter(doc)
+        ok, reason = res if isinstance(res, tuple) else (res, None)
+        kept, our_reason = chain.apply({"id": key, "text": text, "url": "http://example.org/", "language": "en"})
+        if ok:
+            assert our_reason is None and kept["text"] == doc.text, (name, key)  # same (C4-cleaned) text
+        else:
+            assert kept is None and our_reason == f"{name}:{reason}", (name, key)
+        verdicts.add(bool(ok))
+    assert verdicts == {True, False}, f"{name}: the sample must contain both kept and dropped documents"
+
+
+def test_known_reasons():
+    assert FilterChain(_only("gopher_quality")).apply({"id": "a", "text": SHORT})[1] == "gopher_quality:gopher_short_doc"
+    assert FilterChain(_only("gopher_repetition")).apply({"id": "a", "text": REPETITIVE})[1].startswith("gopher_repetition:dup_")
+    assert FilterChain(_only("c4")).apply({"id": "a", "text": GOOD + "\nlorem ipsum dolor sit amet."})[1] == "c4:lorem_ipsum"
+    assert FilterChain(_only("fineweb_quality")).apply({"id": "a", "text": MENU})[1] == "fineweb_quality:line_punct_ratio"
+    # configurable: lowering the word minimum lets the short text through Gopher quality's first rule
+    got = FilterChain(_only("gopher_quality", min_doc_words=2)).apply({"id": "a", "text": SHORT})[1]
+    assert got != "gopher_quality:gopher_short_doc"
+
+
+def test_first_failing_filter_names_the_reason():
+    # REPETITIVE fails both repetition and quality rules; repetition runs first (FineWeb's order)
+    cfg = FiltersConfig()
+    assert FilterChain(cfg).apply({"id": "a", "text": REPETITIVE})[1].startswith("gopher_repetition:")
+    cfg.gopher_repetition.enabled = False
+    assert FilterChain(cfg).apply({"id": "a", "text": REPETITIVE})[1].startswith("gopher_quality:")
+
+
+def test_good_text_passes_every_default_filter():
+    kept, reason = FilterChain(FiltersConfig()).apply({"id": "a", "text": GOOD, "url": "https://town.example/history"})
+    assert reason is None and kept["text"] == GOOD
+
+
+def test_c4_line_cleaning_rewrites_text():
+    text = GOOD + "\nThis site uses cookies to improve your experience.\nEnable Javascript to see the map."
+    kept, reason = FilterChain(_only("c4")).apply({"id": "a", "text": text})
+    assert reason is None and "cookies" not in kept["text"] and "Javascript" not in kept["text"]
+    assert "twelfth century" in kept["text"]
+
+
+def test_url_blocklist_domains_subdomains_substrings_and_file(tmp_path):
+    listfile = tmp_path / "blocked.txt"
+    listfile.write_text("# adult sites\nbad-site.com\n", encoding="utf-8")
+    cfg = FiltersConfig(url_blocklist=UrlBlocklistConfig(domains=["spam.example"], substrings=["/casino/"], domains_file=str(listfile)))
+    chain = FilterChain(cfg)
+    row = {"id": "a", "text": GOOD}
+    assert chain.apply({**row, "url": "http://spam.example/page"})[1] == "url_blocklist"
+    assert chain.apply({**row, "url": "https://www.SPAM.example:8080/x"})[1] == "url_blocklist"
+    assert chain.apply({**row, "url": "https://news.example/casino/win"})[1] == "url_blocklist"
+    assert chain.apply({**row, "url": "http://bad-site.com/"})[1] == "url_blocklist"
+    assert chain.apply({**row, "url": "http://notspam.example/page"})[1] is None  # suffix, not a subdomain
+    assert chain.apply({**row, "url": "http://[bad"})[1] is None  # malformed URL: not blocked, no crash
+    assert chain.apply({**row, "url": None})[1] is None
+    off = FiltersConfig(url_blocklist=UrlBlocklistConfig(enabled=False, domains=["spam.example"]))
+    assert FilterChain(off).apply({**row, "url": "http://spam.example/"})[1] is None
+
+
+def test_pii_scrubbing_matches_datatrove_formatter():
+    from datatrove.pipeline.formatters import PIIFormatter
+
+    text = GOOD + "\nWrite to jane.doe@mail.example.com or visit our server at 8.8.8.8 (router 192.168.0.1)."
+    kept, _ = FilterChain(FiltersConfig(pii=PiiConfig(enabled=True))).apply({"id": "a", "text": text})
+    assert "jane.doe@mail.example.com" not in kept["text"] and "8.8.8.8" not in kept["text"]
+    assert "192.168.0.1" in kept["text"]  # private address: not personal, kept
+    assert kept["text"] == PIIFormatter().format(text)
+    plain, _ = FilterChain(FiltersConfig()).apply({"id": "a", "text": text})
+    assert "jane.doe@mail.example.com" in plain["text"]  # off by default
+
+
+def test_degenerate_input_never_crashes():
+    chain = FilterChain(FiltersConfig())
+    for text in ["", " ", "\n\n\n", "#" * 500, "…" * 100, "a"]:
+        kept, reason = chain.apply({"id": "a", "text": text})
+        assert kept is None and reason and ":" in reason
