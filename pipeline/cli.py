@@ -145,12 +145,14 @@ def _add_quality(sub: Any) -> None:
     t.add_argument("--negative", nargs="+", required=True, help="raw crawl text: same formats")
     t.add_argument("--out", required=True, help="model folder: model.bin, eval.json, ...")
     t.add_argument("--config", help="YAML with a `quality_train` section")
+    t.add_argument("--force", action="store_true", help="retrain even if the output is up to date")
     add_dataclass_args(t.add_argument_group("training options"), quality.QualityTrainConfig)
 
     def train_handler(args: argparse.Namespace) -> int:
         section, _ = _config_section(args.config, "quality_train")
         cfg = dataclass_from_args(quality.QualityTrainConfig, args, section)
-        print(json.dumps(quality.train_quality(args.positive, args.negative, args.out, cfg), indent=2, default=str))
+        result = quality.train_quality(args.positive, args.negative, args.out, cfg, force=args.force)
+        print(json.dumps({k: v for k, v in result.items() if k != "score_hist"}, indent=2, default=str))
         return 0
 
     t.set_defaults(handler=train_handler)
@@ -158,7 +160,13 @@ def _add_quality(sub: Any) -> None:
     s = qs.add_parser("score", help="print the quality score of every document in PATHs (JSONL to stdout)")
     s.add_argument("--model", required=True, help="model.bin from `quality train`")
     s.add_argument("paths", nargs="+", help="text files, JSONL or document tables")
-    s.set_defaults(handler=lambda a: quality.score_paths_cli(a.model, a.paths))
+
+    def score_handler(args: argparse.Namespace) -> int:
+        for rec in quality.score_paths(args.model, args.paths):
+            print(json.dumps(rec))
+        return 0
+
+    s.set_defaults(handler=score_handler)
 
     f = qs.add_parser("filter", help="score documents and keep them by the Pareto / threshold / top-fraction rule")
     f.add_argument("inputs", nargs="+", help="document tables")
@@ -228,13 +236,13 @@ def _add_shards(sub: Any) -> None:
 
 
 def _add_train(sub: Any) -> None:
-    from train.cli import add_train_args, run_from_args
+    from train.cli import add_train_args, run
 
     p = sub.add_parser("train", help="train a GPT on the Arrow shards (torchrun for multi-GPU)",
                        description="Train a GPT-2/3 decoder on token shards. On several GPUs: "
                                    "torchrun --nproc_per_node=N -m train --shards DIR ...")
     add_train_args(p)
-    p.set_defaults(handler=run_from_args)
+    p.set_defaults(handler=run)
 
 
 def _add_report(sub: Any) -> None:
@@ -278,7 +286,7 @@ _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("source", STAGES["source"].help, lambda sub: _stage_parser(sub, STAGES["source"], "text / JSONL files, folders or globs")),
     ("curate", STAGES["curate"].help, lambda sub: _stage_parser(sub, STAGES["curate"], "WARC/WET files, globs, s3:// gs:// https:// URLs")),
     ("quality", "GPT-3 quality classifier: train, score, filter", _add_quality),
-    ("dedup", STAGES["dedup"].help, lambda sub: _stage_parser(sub, STAGES["dedup"], "document tables, in source-priority order")),
+    ("dedup", STAGES["dedup"].help, lambda sub: _stage_parser(sub, STAGES["dedup"], "document tables (priority comes from each document's source: --source_priority)")),
     ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
     ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
     ("shards", "inspect token shards (verify)", _add_shards),

@@ -1,0 +1,21 @@
+"""Deduplication stage (``ccgpt dedup``): exact and MinHash-LSH near-duplicate removal across sources.
+
+See :mod:`pipeline.dedup.stage` for the pipeline, :mod:`.minhash` (datasketch-identical signatures),
+:mod:`.lsh` (banding), :mod:`.components` (connected components on the runner) and :mod:`.evaluate`.
+"""
+
+from pipeline.dedup.evaluate import evaluate_dedup, pairwise_scores
+from pipeline.dedup.exact import ExactConfig, NormalizeConfig
+from pipeline.dedup.minhash import ShingleConfig
+from pipeline.dedup.stage import DedupConfig, NearConfig, run_dedup
+
+__all__ = [
+    "DedupConfig",
+    "ExactConfig",
+    "NearConfig",
+    "NormalizeConfig",
+    "ShingleConfig",
+    "evaluate_dedup",
+    "pairwise_scores",
+    "run_dedup",
+]

@@ -1,0 +1,850 @@
+"""GPT-3's quality classifier: learn what reference text looks like, then filter the crawl with it.
+
+GPT-3 (Brown et al. 2020, appendix A) trained a classifier to tell curated reference text (WebText, books,
+Wikipedia) from raw Common Crawl and kept a crawl document when ``np.random.pareto(alpha) > 1 - score`` with
+``alpha = 9``. That rule keeps nearly every document the classifier likes while still letting some
+low-scoring ones through, so the curated set does not collapse onto whatever narrow style the reference has.
+DCLM later showed that a fastText classifier with word n-grams, keeping a fixed top fraction of documents,
+works at least as well. This module does all of it:
+
+* :func:`train_quality` trains the fastText classifier on balanced, seeded samples of the two classes,
+  evaluates it on a held-out split next to GPT-3's original recipe (hashed features + logistic regression)
+  and writes ``model.bin``, ``config.json``, ``eval.json``, ``score_hist.png`` and ``stats.json``.
+* :func:`score_documents` / :func:`score_paths` score texts or files with a trained model.
+* :func:`run_quality_filter` is the Beam stage: it scores each document, stores ``quality_score`` and keeps
+  documents by one of three rules (``pareto``, ``threshold``, ``top_fraction``).
+
+The same :func:`normalize_text` runs at train and at score time, so the model never sees text at scoring
+that was prepared differently from what it learned on. The Pareto draw is a pure function of (document id,
+run seed): reruns, any number of workers and any runner keep exactly the same documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterable, Iterator, Literal
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import xxhash
+
+from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from schemas.documents import DOCUMENT_SCHEMA, document_files, read_documents, validate_document_schema
+from schemas.stats import StageStats
+
+HQ_LABEL = "__label__hq"  # reference text ("high quality")
+CC_LABEL = "__label__cc"  # raw crawl
+NORMALIZATION_VERSION = "1"  # bump when normalize_text changes: models trained before then score differently
+MODEL_FILE = "model.bin"
+
+# ----------------------------------------------------------------------------------------------------------
+# Text preparation and input reading
+# ----------------------------------------------------------------------------------------------------------
+
+
+def normalize_text(text: str) -> str:
+    """The one text preparation used for training and for scoring: lowercase, single spaces, one line.
+
+    fastText reads one example per line and rejects newlines at predict time, so every run of whitespace
+    (newlines included) becomes one space. Lowercasing keeps the vocabulary small, which matters for a model
+    trained on a few thousand documents. NUL is a token separator inside fastText but not in Python, so it
+    becomes a space too. A literal ``__label__`` inside a document would be read as a label during training;
+    it is defused to the word ``label``.
+    """
+    if not text:
+        return ""
+    text = text.lower().replace("\x00", " ").replace("__label__", " label ")
+    return " ".join(text.split())
+
+
+def _input_kind(path: str) -> str:
+    """``documents`` (Parquet table), ``jsonl`` (one JSON object a line with ``text``) or ``text`` (blocks)."""
+    if os.path.isdir(path):
+        return "documents"
+    name = path.lower()
+    if name.endswith(".gz"):
+        name = name[: -len(".gz")]
+    if name.endswith(".parquet"):
+        return "documents"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    return "text"
+
+
+def _open_text(path: str) -> io.TextIOBase:
+    """Open a (possibly gzipped) text file; undecodable bytes become U+FFFD rather than stopping the read."""
+    if path.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def iter_records(path: str) -> Iterator[tuple[str | None, str | None]]:
+    """Yield ``(id, text)`` for every record of one input; ``text`` is None for a record that cannot be read.
+
+    Inputs are document tables (a folder of Parquet files or a file), JSON lines with a ``text`` field (and
+    optionally ``id``), or plain text where blank lines separate documents (WikiText, Project Gutenberg and
+    most reference dumps come like that). A malformed JSON line or a non-string ``text`` yields ``(id, None)``
+    so the caller can count it instead of crashing or silently skipping it.
+    """
+    kind = _input_kind(path)
+    if kind == "documents":
+        for row in read_documents(path, columns=["id", "text"]):
+            text = row.get("text")
+            yield row.get("id"), text if isinstance(text, str) else None
+    elif kind == "jsonl":
+        with _open_text(path) as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    yield None, None
+                    continue
+                if not isinstance(obj, dict):
+                    yield None, None
+                    continue
+                doc_id = obj.get("id")
+                text = obj.get("text")
+                yield (str(doc_id) if doc_id is not None else None), (text if isinstance(text, str) else None)
+    else:
+        with _open_text(path) as fh:
+            block: list[str] = []
+            for line in fh:
+                if line.strip():
+                    block.append(line)
+                elif block:
+                    yield None, "".join(block)
+                    block = []
+            if block:
+                yield None, "".join(block)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QualityTrainConfig:
+    dim: int = field(default=64, metadata={"help": "fastText embedding dimension"})
+    epoch: int = field(default=5, metadata={"help": "fastText training epochs"})
+    word_ngrams: int = field(default=2, metadata={"help": "fastText word n-gram length (2 = unigrams + bigrams)"})
+    min_count: int = field(default=2, metadata={"help": "fastText: ignore words seen fewer times"})
+    lr: float = field(default=0.1, metadata={"help": "fastText learning rate"})
+    bucket: int = field(
+        default=200_000,
+        metadata={"help": "fastText hash buckets for word n-grams (model size grows as dim * bucket)"},
+    )
+    test_fraction: float = field(default=0.2, metadata={"help": "held-out share of each class for evaluation"})
+    min_words: int = field(
+        default=20,
+        metadata={"help": "drop documents with fewer words (headings and fragments teach 'short = good')"},
+    )
+    max_per_class: int = field(
+        default=500_000, metadata={"help": "seeded reservoir sample cap per class, bounds memory (0 = no cap)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed for sampling, splitting and fastText"})
+    reproducible: bool = field(
+        default=True, metadata={"help": "train fastText on one thread so the same inputs give the same model"}
+    )
+    threads: int = field(default=0, metadata={"help": "fastText threads when not reproducible (0 = all cores)"})
+    baseline: bool = field(
+        default=True, metadata={"help": "also train GPT-3's hashed-features logistic regression for comparison"}
+    )
+    baseline_features: int = field(default=2**18, metadata={"help": "baseline HashingVectorizer n_features"})
+    baseline_c: float = field(default=1.0, metadata={"help": "baseline LogisticRegression inverse regularisation C"})
+    hist_bins: int = field(default=20, metadata={"help": "bins of the held-out score histograms"})
+    pareto_alpha: float = field(
+        default=9.0, metadata={"help": "alpha for the expected Pareto keep rates reported in eval.json"}
+    )
+
+
+def _collect_class(
+    paths: list[str], name: str, cfg: QualityTrainConfig, stats: StageStats
+) -> tuple[list[str], dict[str, int]]:
+    """Read one class's inputs, drop unusable documents, cap with a seeded reservoir sample.
+
+    The reservoir keeps memory at ``max_per_class`` documents however large the input, and is a uniform
+    sample, unlike taking the first N (which would favour the first file).
+    """
+    rng = random.Random(f"ccgpt-quality-reservoir:{cfg.seed}:{name}")
+    reservoir: list[str] = []
+    seen = 0
+    counts = {"read": 0}
+    for path in paths:
+        for _doc_id, text in iter_records(path):
+            counts["read"] += 1
+            stats.read += 1
+            if text is None:
+                stats.drop("bad_record")
+                continue
+            line = normalize_text(text)
+            if not line:
+                stats.drop("empty_text")
+                continue
+            if line.count(" ") + 1 < cfg.min_words:
+                stats.drop("too_short")
+                continue
+            seen += 1
+            if cfg.max_per_class <= 0 or len(reservoir) < cfg.max_per_class:
+                reservoir.append(line)
+            else:
+                j = rng.randrange(seen)
+                if j < cfg.max_per_class:
+                    reservoir[j] = line
+    if seen > len(reservoir):
+        stats.drop("max_per_class", seen - len(reservoir))
+    counts["usable"] = len(reservoir)
+    return reservoir, counts
+
+
+def _fasttext_scores(model: Any, lines: list[str]) -> list[float]:
+    """P(high quality) for already-normalised lines: the softmax probability of :data:`HQ_LABEL`.
+
+    fastText adds a tiny epsilon inside its log-probabilities, so values are clipped to [0, 1].
+    """
+    if not lines:
+        return []
+    labels, probs = model.predict(lines, k=-1, threshold=0.0)
+    out = []
+    for labs, ps in zip(labels, probs):
+        p = 0.0
+        for lab, pr in zip(labs, ps):
+            if lab == HQ_LABEL:
+                p = float(pr)
+                break
+        out.append(min(1.0, max(0.0, p)))
+    return out
+
+
+def _binary_metrics(y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+
+    pred = (scores >= threshold).astype(int)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, pred, average="binary", pos_label=1, zero_division=0
+    )
+    return {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "accuracy": float(accuracy_score(y, pred)),
+    }
+
+
+def _train_baseline(
+    train_texts: list[str], train_y: np.ndarray, test_texts: list[str], cfg: QualityTrainConfig
+) -> np.ndarray:
+    """GPT-3's original classifier: hashed term frequencies of whitespace tokens, logistic regression.
+
+    GPT-3 used Spark's ``Tokenizer`` (lowercase, split on whitespace) and ``HashingTF``; ``HashingVectorizer``
+    with ``str.split`` on the normalised text is the same feature space.
+    """
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = HashingVectorizer(
+        n_features=cfg.baseline_features,
+        tokenizer=str.split,
+        token_pattern=None,
+        lowercase=False,
+        alternate_sign=False,
+        norm="l2",
+    )
+    clf = LogisticRegression(C=cfg.baseline_c, max_iter=1000, random_state=cfg.seed)
+    clf.fit(vec.transform(train_texts), train_y)
+    return clf.predict_proba(vec.transform(test_texts))[:, list(clf.classes_).index(1)]
+
+
+def _plot_histograms(path: str, edges: list[float], pos: list[int], neg: list[int], title: str) -> None:
+    """Held-out score histograms of both classes; uses the Agg canvas directly, never pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    widths = np.diff(edges)
+    ax.bar(edges[:-1], pos, width=widths, align="edge", alpha=0.6, label="reference (positive)")
+    ax.bar(edges[:-1], neg, width=widths, align="edge", alpha=0.6, label="crawl (negative)")
+    ax.set_xlabel("P(high quality)")
+    ax.set_ylabel("held-out documents")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+
+
+# fastText's trainer runs in a child process whose glibc malloc hands out every block of 64 KiB or more as
+# fresh zero-filled pages (MALLOC_MMAP_THRESHOLD_). The fastText build on PyPI reads parts of its weight
+# matrices before writing them, so inside a long-lived process the model depends on whatever memory was freed
+# earlier: the same seed gives different models, or "Encountered NaN." (with MALLOC_PERTURB_ set, every run
+# changes). Zero-filled pages make those reads the zeros upstream intends, and the model a function of its
+# inputs and seed again.
+_FASTTEXT_CHILD = (
+    "import json, sys\n"
+    "import fasttext\n"
+    "a = json.load(sys.stdin)\n"
+    "out = a.pop('output')\n"
+    "fasttext.train_supervised(**a).save_model(out)\n"
+)
+
+
+def train_fasttext(input_path: str, output_path: str, **params: Any) -> None:
+    """Train a supervised fastText model from ``input_path`` into ``output_path`` (see the note above)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    proc = subprocess.run(
+        [sys.executable, "-c", _FASTTEXT_CHILD],
+        input=json.dumps({"input": input_path, "output": output_path, **params}),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not os.path.exists(output_path):
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        hint = " (lower lr or fewer epochs)" if any("NaN" in line for line in tail) else ""
+        raise RuntimeError(f"fastText training failed{hint}: {' | '.join(tail)}")
+
+
+def train_quality(
+    positives: list[str], negatives: list[str], out_dir: str, cfg: QualityTrainConfig, force: bool = False
+) -> dict[str, Any]:
+    """Train the quality classifier (reference = positive, crawl = negative) and return its evaluation.
+
+    The larger class is downsampled (seeded) to the smaller one so the classifier's 0.5 is a real decision
+    boundary and its scores are comparable across runs with different input sizes. Each class is split
+    ``test_fraction`` held out; the metrics in ``eval.json`` are on that split only. The output folder
+    appears all at once (written under a temporary name, then renamed), and a rerun with the same inputs,
+    config and code returns the stored evaluation unless ``force``.
+    """
+    import sklearn
+
+    if not positives or not negatives:
+        raise ValueError("train_quality needs at least one positive and one negative input")
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    fp = fingerprint(
+        "quality_train", [*positives, *negatives], {"config": dataclasses.asdict(cfg), "positives": len(positives)}
+    )
+    eval_path = os.path.join(out_dir, "eval.json")
+    if not force and is_complete(out_dir, fp) and os.path.exists(eval_path):
+        with open(eval_path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    stats = StageStats(stage="quality_train")
+    pos, pos_counts = _collect_class(positives, "positive", cfg, stats)
+    neg, neg_counts = _collect_class(negatives, "negative", cfg, stats)
+    n = min(len(pos), len(neg))
+    if n < 2:
+        raise ValueError(
+            f"too few usable documents to train and evaluate: {len(pos)} positive, {len(neg)} negative"
+            f" (after dropping {dict(stats.dropped)})"
+        )
+    rng = random.Random(f"ccgpt-quality-split:{cfg.seed}")
+    if len(pos) > n:
+        stats.drop("balance_downsampled", len(pos) - n)
+        pos = rng.sample(pos, n)
+    if len(neg) > n:
+        stats.drop("balance_downsampled", len(neg) - n)
+        neg = rng.sample(neg, n)
+    stats.kept = 2 * n
+    rng.shuffle(pos)
+    rng.shuffle(neg)
+    n_test = min(n - 1, max(1, round(cfg.test_fraction * n)))
+    test = [(t, 1) for t in pos[:n_test]] + [(t, 0) for t in neg[:n_test]]
+    train = [(t, 1) for t in pos[n_test:]] + [(t, 0) for t in neg[n_test:]]
+    rng.shuffle(train)  # fastText's SGD sees lines in file order: interleave the classes
+
+    with stage_output(out_dir) as tmp:
+        train_file = os.path.join(tmp, "train.txt")
+        with open(train_file, "w", encoding="utf-8") as fh:
+            for text, y in train:
+                fh.write(f"{HQ_LABEL if y else CC_LABEL} {text}\n")
+        threads = 1 if cfg.reproducible else (cfg.threads or os.cpu_count() or 1)
+        train_fasttext(
+            train_file,
+            os.path.join(tmp, MODEL_FILE),
+            dim=cfg.dim,
+            epoch=cfg.epoch,
+            wordNgrams=cfg.word_ngrams,
+            minCount=cfg.min_count,
+            lr=cfg.lr,
+            bucket=cfg.bucket,
+            loss="softmax",
+            thread=threads,
+            seed=cfg.seed,
+            verbose=0,
+        )
+        model = load_model(os.path.join(tmp, MODEL_FILE))
+        os.remove(train_file)  # a copy of the training data; the model is the artefact
+
+        test_texts = [t for t, _ in test]
+        y_test = np.array([y for _, y in test])
+        scores = np.array(_fasttext_scores(model, test_texts))
+        result: dict[str, Any] = _binary_metrics(y_test, scores)
+        result.update(
+            threshold=0.5,
+            n_train=len(train),
+            n_test=len(test),
+            n_train_per_class=n - n_test,
+            n_test_per_class=n_test,
+        )
+        if cfg.baseline:
+            base_scores = _train_baseline(
+                [t for t, _ in train], np.array([y for _, y in train]), test_texts, cfg
+            )
+            result.update({f"baseline_{k}": v for k, v in _binary_metrics(y_test, base_scores).items()})
+        edges = np.linspace(0.0, 1.0, cfg.hist_bins + 1)
+        pos_scores, neg_scores = scores[y_test == 1], scores[y_test == 0]
+        result["score_hist"] = {
+            "bins": [float(e) for e in edges],
+            "positive": [int(c) for c in np.histogram(pos_scores, bins=edges)[0]],
+            "negative": [int(c) for c in np.histogram(neg_scores, bins=edges)[0]],
+        }
+        # What GPT-3's rule would keep of each held-out class: E[(2 - s) ** -alpha].
+        result["pareto_alpha"] = cfg.pareto_alpha
+        result["pareto_expected_keep_rate"] = {
+            "positive": float(np.mean((2.0 - pos_scores) ** -cfg.pareto_alpha)),
+            "negative": float(np.mean((2.0 - neg_scores) ** -cfg.pareto_alpha)),
+        }
+        with open(os.path.join(tmp, "eval.json"), "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+            fh.write("\n")
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "config": dataclasses.asdict(cfg),
+                    "positives": list(positives),
+                    "negatives": list(negatives),
+                    "labels": {"positive": HQ_LABEL, "negative": CC_LABEL},
+                    "normalization_version": NORMALIZATION_VERSION,
+                    "fasttext_threads": threads,
+                    "sklearn_version": sklearn.__version__,
+                },
+                fh,
+                indent=2,
+            )
+            fh.write("\n")
+        _plot_histograms(
+            os.path.join(tmp, "score_hist.png"),
+            result["score_hist"]["bins"],
+            result["score_hist"]["positive"],
+            result["score_hist"]["negative"],
+            f"held-out scores (ROC AUC {result['roc_auc']:.3f})",
+        )
+        stats.extra.update(
+            positive=pos_counts,
+            negative=neg_counts,
+            n_train=result["n_train"],
+            n_test=result["n_test"],
+            roc_auc=result["roc_auc"],
+        )
+        if cfg.baseline:
+            stats.extra["baseline_roc_auc"] = result["baseline_roc_auc"]
+        finish(stats, tmp, fp)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------------------
+
+
+def resolve_model_path(model_path: str) -> str:
+    """Accept the model file itself or the folder :func:`train_quality` wrote."""
+    if os.path.isdir(model_path) or model_path.endswith("/"):
+        return os.path.join(model_path, MODEL_FILE)
+    return model_path
+
+
+def load_model(model_path: str) -> Any:
+    """Load a fastText model from a local path or any Beam filesystem (``gs://``, ``s3://``, ...).
+
+    fastText only reads local files, so a remote model is copied to a temporary file first; that is what lets
+    Dataflow or Flink workers run the filter with the model in object storage.
+    """
+    import fasttext
+
+    path = resolve_model_path(model_path)
+    if os.path.exists(path):
+        return fasttext.load_model(path)
+    from apache_beam.io.filesystems import FileSystems
+
+    with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        with FileSystems.open(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return fasttext.load_model(local)
+
+
+@lru_cache(maxsize=4)
+def _cached_model(path: str, mtime_ns: int, size: int) -> Any:
+    return load_model(path)
+
+
+def _model_for(model_path: str) -> Any:
+    """Load once per (path, file version): repeated calls from a CLI or notebook do not reload the model."""
+    path = resolve_model_path(model_path)
+    try:
+        st = os.stat(path)
+        return _cached_model(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_model(path)
+
+
+def score_documents(model_path: str, texts: Iterable[str]) -> list[float]:
+    """P(high quality) for each text, with the same normalisation as training.
+
+    An empty text still gets a score (fastText always sees its end-of-line token) but it means nothing; the
+    filter stage drops such documents as ``empty_text`` instead of scoring them.
+    """
+    model = _model_for(model_path)
+    return _fasttext_scores(model, [normalize_text(t or "") for t in texts])
+
+
+def score_paths(model_path: str, paths: list[str], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """Score every record of the given inputs (same formats as training) for the command line.
+
+    Yields ``{"path", "index", "id", "score"}`` per record in input order; ``score`` is None for a record
+    that could not be read, and ``id`` is None where the format has none (plain text blocks).
+    """
+    model = _model_for(model_path)
+    for path in paths:
+        batch: list[tuple[int, str | None, str | None]] = []
+
+        def flush() -> Iterator[dict[str, Any]]:
+            good = [(i, d, normalize_text(t)) for i, d, t in batch if t is not None]
+            scores = dict(zip((i for i, _, _ in good), _fasttext_scores(model, [t for _, _, t in good])))
+            for i, d, _ in batch:
+                yield {"path": path, "index": i, "id": d, "score": scores.get(i)}
+
+        for index, (doc_id, text) in enumerate(iter_records(path)):
+            batch.append((index, doc_id, text))
+            if len(batch) >= batch_size:
+                yield from flush()
+                batch = []
+        yield from flush()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Keep rules (pure functions: the Beam stage and the tests share them)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _unit_hash(doc_id: str, seed: int, salt: str) -> float:
+    """A uniform number in [0, 1) from (id, seed): 53 bits of xxh64, the resolution of a float64."""
+    h = xxhash.xxh64_intdigest(f"{salt}\x00{doc_id}".encode("utf-8"), seed=seed & 0xFFFFFFFFFFFFFFFF)
+    return (h >> 11) * (1.0 / (1 << 53))
+
+
+def pareto_draw(doc_id: str, seed: int, alpha: float) -> float:
+    """The document's draw from ``np.random.pareto(alpha)`` (Lomax: ``P(X > x) = (1 + x) ** -alpha``).
+
+    Computed by inverse transform of a hash of (id, seed) rather than a numpy Generator: numpy does not
+    promise that a Generator's stream stays the same across releases, while this formula does, so the same
+    run seed keeps the same documents on any machine, runner, worker count and numpy version.
+    """
+    u = _unit_hash(doc_id, seed, "pareto")
+    return (1.0 - u) ** (-1.0 / alpha) - 1.0
+
+
+def pareto_keep(score: float, doc_id: str, seed: int, alpha: float = 9.0) -> bool:
+    """GPT-3's rule: keep when the Pareto draw exceeds ``1 - score``, i.e. with probability ``(2 - s) ** -alpha``."""
+    return pareto_draw(doc_id, seed, alpha) > 1.0 - score
+
+
+def pareto_keep_probability(score: float, alpha: float = 9.0) -> float:
+    """The analytic keep probability of :func:`pareto_keep` for a score in [0, 1]."""
+    return (2.0 - score) ** -alpha
+
+
+def rank_key(score: float, doc_id: str, seed: int) -> tuple[float, float]:
+    """Order for ``top_fraction``: by score, ties broken by a hash of the id so exactly k documents pass."""
+    return (score, _unit_hash(doc_id, seed, "tie"))
+
+
+def exact_cutoff(keys: list[tuple[float, float]], fraction: float) -> tuple[float, float] | None:
+    """The smallest rank key among the top ``round(fraction * n)``; None means keep nothing."""
+    k = round(fraction * len(keys))
+    if k <= 0:
+        return None
+    return sorted(keys, reverse=True)[min(k, len(keys)) - 1]
+
+
+def approximate_cutoff(quantiles: list[tuple[float, float]], fraction: float) -> tuple[float, float] | None:
+    """The cutoff from ``ApproximateQuantiles`` (evenly spaced ranks, min first, max last)."""
+    if not quantiles or fraction <= 0.0:
+        return None
+    if fraction >= 1.0:
+        return quantiles[0]
+    idx = round((1.0 - fraction) * (len(quantiles) - 1))
+    return quantiles[max(0, min(len(quantiles) - 1, idx))]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Beam filter stage
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QualityFilterConfig:
+    model: str = field(default="", metadata={"help": "model.bin, or the folder `quality train` wrote"})
+    rule: Literal["pareto", "threshold", "top_fraction"] = field(
+        default="pareto",
+        metadata={"help": "pareto (GPT-3) | threshold (score >= threshold) | top_fraction (DCLM: best share)"},
+    )
+    alpha: float = field(default=9.0, metadata={"help": "Pareto shape; keep probability is (2 - score) ** -alpha"})
+    seed: int = field(default=0, metadata={"help": "run seed of the per-document Pareto draws and tie breaks"})
+    threshold: float = field(default=0.5, metadata={"help": "rule=threshold: keep documents scoring at least this"})
+    top_fraction: float = field(default=0.1, metadata={"help": "rule=top_fraction: share of scored documents kept"})
+    quantiles: Literal["exact", "approximate"] = field(
+        default="exact",
+        metadata={
+            "help": "rule=top_fraction cutoff: exact (gathers every score, fine to ~10^7 docs) or approximate"
+            " (ApproximateQuantiles, bounded memory)"
+        },
+    )
+    num_quantiles: int = field(default=1001, metadata={"help": "quantiles=approximate: resolution of the cutoff"})
+    hist_bins: int = field(default=20, metadata={"help": "bins of the score histograms in stats.json"})
+
+
+def _with_outcome(outcome: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(OUTCOMES, outcome)
+
+
+class ScoreDocuments(beam.DoFn):
+    """Score each document and set ``quality_score``; unreadable or empty documents become counted drops.
+
+    The score is rounded to float32 before anything uses it, so the stored ``quality_score`` alone decides
+    the keep rule: anyone can re-derive the decision from the output table.
+    """
+
+    def __init__(self, model_path: str):
+        self.model_path = model_path
+        self._model: Any = None
+
+    def setup(self) -> None:
+        self._model = load_model(self.model_path)
+
+    def process(self, row: dict[str, Any]) -> Iterator[Any]:
+        doc_id = row.get("id") if isinstance(row, dict) else None
+        text = row.get("text") if isinstance(row, dict) else None
+        if not isinstance(doc_id, str) or not doc_id or not isinstance(text, str):
+            yield _with_outcome(dropped("bad_record"))
+            return
+        line = normalize_text(text)
+        if not line:
+            yield _with_outcome(dropped("empty_text"))
+            return
+        try:
+            (score,) = _fasttext_scores(self._model, [line])
+        except (ValueError, RuntimeError, UnicodeError):
+            yield _with_outcome(dropped("score_error"))
+            return
+        out = {name: row.get(name) for name in DOCUMENT_SCHEMA.names}
+        out["quality_score"] = float(np.float32(score))
+        yield out
+
+
+class ApplyKeepRule(beam.DoFn):
+    """Keep or drop each scored document by the configured rule; dropped ones count as ``quality``."""
+
+    def __init__(self, cfg: QualityFilterConfig):
+        self.cfg = cfg
+
+    def process(self, row: dict[str, Any], cutoff: tuple[float, float] | None = None) -> Iterator[Any]:
+        cfg = self.cfg
+        score = row["quality_score"]
+        if cfg.rule == "pareto":
+            keep = pareto_keep(score, row["id"], cfg.seed, cfg.alpha)
+        elif cfg.rule == "threshold":
+            keep = score >= cfg.threshold
+        else:
+            keep = cutoff is not None and rank_key(score, row["id"], cfg.seed) >= tuple(cutoff)
+        if keep:
+            yield row
+            yield _with_outcome(KEPT)
+        else:
+            yield _with_outcome(dropped("quality"))
+
+
+def _rank_key_of(row: dict[str, Any], seed: int) -> tuple[float, float]:
+    return rank_key(row["quality_score"], row["id"], seed)
+
+
+def _hist_entries(row: dict[str, Any], which: str, bins: int) -> tuple[str, float]:
+    b = min(bins - 1, max(0, int(row["quality_score"] * bins)))
+    return (f"hist:{which}:{b}", 1.0)
+
+
+def _expected_keep_entry(row: dict[str, Any], alpha: float) -> tuple[str, float]:
+    return ("pareto_expected_keep", pareto_keep_probability(row["quality_score"], alpha))
+
+
+def _score_entry(row: dict[str, Any]) -> tuple[str, float]:
+    return ("score_sum", float(row["quality_score"]))
+
+
+def _cutoff_entries(cutoff: tuple[float, float] | None) -> Iterator[tuple[str, float]]:
+    if cutoff is not None:
+        yield ("cutoff_score", float(cutoff[0]))
+
+
+def _summary_json(kv: tuple[str, float]) -> str:
+    return json.dumps({"key": kv[0], "value": kv[1]}, sort_keys=True)
+
+
+def _read_summary(folder: str) -> dict[str, float]:
+    path = os.path.join(folder, "quality_summary.jsonl")
+    out: dict[str, float] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    out[row["key"]] = out.get(row["key"], 0.0) + float(row["value"])
+    return out
+
+
+def _read_inputs(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
+    """All input document tables as one PCollection of rows.
+
+    Local tables are checked against the document schema before the pipeline starts (a wrong input fails in
+    a second, not after a cluster spins up); remote ones (``gs://...``) are read as given.
+    """
+    reads = []
+    for i, path in enumerate(inputs):
+        if "://" in path:
+            is_pattern = path.endswith(".parquet") or any(c in path for c in "*?[")
+            pattern = path if is_pattern else path.rstrip("/") + "/*.parquet"
+        else:
+            files = document_files(path)
+            if not files:
+                continue  # a finished stage that kept nothing
+            for f in files:
+                validate_document_schema(pq.read_schema(f), where=f)
+            pattern = os.path.join(path, "*.parquet") if os.path.isdir(path) else path
+        reads.append(p | f"Read{i}" >> beam.io.ReadFromParquet(pattern, columns=list(DOCUMENT_SCHEMA.names)))
+    if not reads:
+        return p | "NoInput" >> beam.Create([])
+    return tuple(reads) | "FlattenInputs" >> beam.Flatten()
+
+
+def run_quality_filter(
+    inputs: list[str], out_dir: str, cfg: QualityFilterConfig, runner: RunnerConfig, force: bool = False
+) -> StageStats:
+    """Score every document with the quality model, store ``quality_score``, keep by ``cfg.rule``.
+
+    Output: ``out_dir/documents-*.parquet`` (kept documents, scored), ``outcomes.jsonl``,
+    ``quality_summary.jsonl`` (histogram counts and sums), ``stats.json`` whose ``extra`` holds the rule,
+    ``keep_rate`` (kept / scored), ``mean_score``, the score histograms of scored and kept documents and,
+    for ``pareto``, the analytic ``pareto_expected_keep_rate`` to compare the realised rate with.
+    The model file takes part in the fingerprint, so retraining it reruns the filter.
+    """
+    if not cfg.model:
+        raise ValueError("quality filter needs cfg.model (model.bin or the quality train output folder)")
+    if cfg.rule not in ("pareto", "threshold", "top_fraction"):
+        raise ValueError(f"unknown quality rule {cfg.rule!r}")
+    if cfg.rule == "top_fraction" and not 0.0 <= cfg.top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in [0, 1], got {cfg.top_fraction}")
+    if cfg.rule == "pareto" and cfg.alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {cfg.alpha}")
+    model_path = resolve_model_path(cfg.model)
+    if "://" not in model_path:
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"quality model not found: {model_path}")
+        model_path = os.path.abspath(model_path)  # workers may run in another working directory
+    fp = fingerprint("quality_filter", [*inputs, model_path], cfg)
+    if not force and is_complete(out_dir, fp):
+        return load_stats(out_dir)
+
+    bins = max(1, cfg.hist_bins)
+    with stage_output(out_dir) as tmp:
+        with make_pipeline(runner) as p:
+            docs = _read_inputs(p, inputs)
+            scored = docs | "Score" >> beam.ParDo(ScoreDocuments(model_path)).with_outputs(OUTCOMES, main="scored")
+            side: dict[str, Any] = {}
+            summary_parts = []
+            if cfg.rule == "top_fraction":
+                keys = scored.scored | "RankKeys" >> beam.Map(_rank_key_of, cfg.seed)
+                if cfg.quantiles == "approximate":
+                    cutoff = (
+                        keys
+                        | "Quantiles" >> beam.transforms.stats.ApproximateQuantiles.Globally(max(2, cfg.num_quantiles))
+                        | "Cutoff" >> beam.Map(approximate_cutoff, cfg.top_fraction)
+                    )
+                else:
+                    cutoff = (
+                        keys
+                        | "AllKeys" >> beam.combiners.ToList()
+                        | "Cutoff" >> beam.Map(exact_cutoff, cfg.top_fraction)
+                    )
+                side["cutoff"] = beam.pvalue.AsSingleton(cutoff)
+                summary_parts.append(cutoff | "CutoffEntry" >> beam.FlatMap(_cutoff_entries))
+            kept = scored.scored | "Keep" >> beam.ParDo(ApplyKeepRule(cfg), **side).with_outputs(
+                OUTCOMES, main="kept"
+            )
+            _ = kept.kept | "Write" >> beam.io.WriteToParquet(
+                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+            )
+            _ = (scored[OUTCOMES], kept[OUTCOMES]) | "AllOutcomes" >> beam.Flatten() | WriteOutcomes(tmp)
+
+            summary_parts.append(scored.scored | "HistAll" >> beam.Map(_hist_entries, "scored", bins))
+            summary_parts.append(kept.kept | "HistKept" >> beam.Map(_hist_entries, "kept", bins))
+            summary_parts.append(scored.scored | "ScoreSum" >> beam.Map(_score_entry))
+            if cfg.rule == "pareto":
+                summary_parts.append(scored.scored | "ExpectedKeep" >> beam.Map(_expected_keep_entry, cfg.alpha))
+            _ = (
+                tuple(summary_parts)
+                | "FlattenSummary" >> beam.Flatten()
+                | "SumSummary" >> beam.CombinePerKey(sum)
+                | "SummaryJson" >> beam.Map(_summary_json)
+                | "WriteSummary"
+                >> beam.io.WriteToText(
+                    os.path.join(tmp, "quality_summary.jsonl"), shard_name_template="", num_shards=1
+                )
+            )
+
+        stats = stats_from_outcomes("quality_filter", read_outcomes(tmp))
+        summary = _read_summary(tmp)
+        n_scored = stats.kept + stats.dropped.get("quality", 0)
+        stats.extra["rule"] = cfg.rule
+        stats.extra["scored"] = n_scored
+        stats.extra["keep_rate"] = stats.kept / n_scored if n_scored else 0.0
+        stats.extra["mean_score"] = summary.get("score_sum", 0.0) / n_scored if n_scored else None
+        stats.extra["score_hist"] = {
+            "bins": [i / bins for i in range(bins + 1)],
+            "scored": [int(summary.get(f"hist:scored:{b}", 0)) for b in range(bins)],
+            "kept": [int(summary.get(f"hist:kept:{b}", 0)) for b in range(bins)],
+        }
+        if cfg.rule == "pareto":
+            stats.extra["alpha"] = cfg.alpha
+            stats.extra["pareto_expected_keep_rate"] = (
+                summary.get("pareto_expected_keep", 0.0) / n_scored if n_scored else None
+            )
+        elif cfg.rule == "threshold":
+            stats.extra["threshold"] = cfg.threshold
+        else:
+            stats.extra["top_fraction"] = cfg.top_fraction
+            stats.extra["cutoff_score"] = summary.get("cutoff_score")
+        stats.extra["model"] = model_path
+        finish(stats, tmp, fp)
+    return stats

@@ -1,0 +1,341 @@
+"""The quality classifier: training on real reference text vs real crawl text, scoring, and the filter stage.
+
+Positives are WikiText-2 paragraphs (detokenised, so the classifier cannot key on ``@-@`` markers) and
+Shakespeare passages; negatives are the visible text of real web pages, boilerplate and all, extracted
+with resiliparse the way a naive crawl pipeline would. Training is tiny (small dim, few epochs) so the
+whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+
+import numpy as np
+import pytest
+
+from pipeline.quality import (
+    QualityFilterConfig,
+    QualityTrainConfig,
+    exact_cutoff,
+    iter_records,
+    normalize_text,
+    pareto_draw,
+    pareto_keep,
+    pareto_keep_probability,
+    rank_key,
+    run_quality_filter,
+    score_documents,
+    score_paths,
+    train_quality,
+)
+from pipeline.cli import main
+from schemas.documents import read_documents, write_documents
+from schemas.stats import StageStats
+
+TINY = dict(dim=16, epoch=20, bucket=20_000, min_count=1, word_ngrams=2, lr=0.2, baseline_features=2**14)
+
+
+def _detokenize_wikitext(text: str) -> str:
+    text = text.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".").replace("<unk>", "")
+    text = re.sub(r" ([.,;:!?')])", r"\1", text)
+    return re.sub(r"([(]) ", r"\1", text)
+
+
+def _wikitext_paragraphs(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        blocks = re.split(r"\n\s*\n", fh.read())
+    return [_detokenize_wikitext(b.strip()) for b in blocks if len(b.split()) >= 20 and not b.strip().startswith("=")]
+
+
+def _crawl_texts(html_dir: str, per_archive: int) -> list[str]:
+    """Visible text of real pages (menus, cookie banners and footers included): what raw crawl looks like."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    out = []
+    for name in ("newspaper.tar.gz", "goose3.tar.gz", "trafilatura-eval.tar.gz"):
+        n = 0
+        with tarfile.open(os.path.join(html_dir, name)) as tf:
+            for member in tf:
+                if n >= per_archive:
+                    break
+                if not (member.isfile() and member.name.endswith(".html")):
+                    continue
+                raw = tf.extractfile(member).read()
+                text = extract_plain_text(bytes_to_str(raw, detect_encoding(raw)), main_content=False)
+                words = text.split(" ")
+                if len(words) >= 50:
+                    out.append(" ".join(words[:400]))  # the page's start: navigation, banners, the lead
+                    n += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality_corpus")
+    ref = os.path.join(shared_data, "reference")
+    wiki_train = _wikitext_paragraphs(os.path.join(ref, "wikitext-2", "valid.txt"))
+    wiki_heldout = _wikitext_paragraphs(os.path.join(ref, "wikitext-2", "test.txt"))
+    with open(os.path.join(ref, "tinyshakespeare.txt"), encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    # Shakespeare as plain text, speeches separated by blank lines (the block reader's format): the short
+    # speeches fall under min_words.
+    shakes = os.path.join(root, "shakespeare.txt")
+    with open(shakes, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines[:3000]) + "\n")
+    wiki = os.path.join(root, "wiki.jsonl")
+    with open(wiki, "w", encoding="utf-8") as fh:
+        for i, t in enumerate(wiki_train[:300]):
+            fh.write(json.dumps({"id": f"wiki-{i}", "text": t}) + "\n")
+
+    crawl = _crawl_texts(os.path.join(shared_data, "html"), per_archive=130)
+    crawl_train, crawl_heldout = crawl[:-30], crawl[-30:]
+    crawl_path = os.path.join(root, "crawl.jsonl")
+    with open(crawl_path, "w", encoding="utf-8") as fh:
+        for i, t in enumerate(crawl_train):
+            fh.write(json.dumps({"id": f"crawl-{i}", "text": t}) + "\n")
+
+    # A document table to filter: held-out text of both kinds, plus records that cannot be scored.
+    table = os.path.join(root, "table")
+    os.makedirs(table)
+    rows = [dict(id=f"ref-{i}", source="crawl", text=t) for i, t in enumerate(wiki_heldout[:30])]
+    rows += [dict(id=f"cc-{i}", source="crawl", text=t) for i, t in enumerate(crawl_heldout)]
+    write_documents(rows[::2], os.path.join(table, "part-0.parquet"))
+    odd = rows[1::2] + [
+        dict(id="empty-0", source="crawl", text=""),
+        dict(id="empty-1", source="crawl", text=" \n\t "),
+        dict(id="", source="crawl", text="a document without an id cannot be tracked"),
+    ]
+    write_documents(odd, os.path.join(table, "part-1.parquet"))
+    return {
+        "root": str(root),
+        "positives": [wiki, shakes],
+        "negatives": [crawl_path],
+        "table": table,
+        "n_scorable": len(rows),
+        "table_texts": {r["id"]: r["text"] for r in rows},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    out = os.path.join(corpus["root"], "model")
+    result = train_quality(corpus["positives"], corpus["negatives"], out, QualityTrainConfig(**TINY))
+    return out, result
+
+
+# -- pure functions --------------------------------------------------------------------------------------
+
+
+def test_normalize_text_is_one_lowercase_line():
+    text = "Hello  World\n\nSecond\tLINE\r\n __label__hq injected\x00end "
+    norm = normalize_text(text)
+    assert norm == "hello world second line label hq injected end"
+    assert "\n" not in norm and "__label__" not in norm
+    assert normalize_text(norm) == norm
+    assert normalize_text("") == "" and normalize_text(" \n ") == ""
+
+
+def test_iter_records_reads_every_format(tmp_path):
+    txt = tmp_path / "a.txt"
+    txt.write_text("first block\nstill first\n\n\n  \nsecond block\n", encoding="utf-8")
+    assert [t for _, t in iter_records(str(txt))] == ["first block\nstill first\n", "second block\n"]
+
+    jl = tmp_path / "b.jsonl"
+    jl.write_text('{"id": "x", "text": "ok"}\nnot json\n{"text": 5}\n\n[1, 2]\n{"text": "no id"}\n', encoding="utf-8")
+    assert list(iter_records(str(jl))) == [("x", "ok"), (None, None), (None, None), (None, None), (None, "no id")]
+
+    table = tmp_path / "t"
+    table.mkdir()
+    write_documents([dict(id="d1", source="s", text="doc one")], str(table / "p.parquet"))
+    assert list(iter_records(str(table))) == [("d1", "doc one")]
+
+
+def test_pareto_keep_rate_matches_analytic():
+    """Over many ids the realised keep rate is (2 - s) ** -alpha within 5 standard errors, for each score."""
+    n = 20_000
+    ids = [f"doc-{i}" for i in range(n)]
+    for alpha in (9.0, 3.0):
+        draws = np.array([pareto_draw(d, 7, alpha) for d in ids])
+        assert draws.min() >= 0.0
+        for s in (0.0, 0.25, 0.5, 0.8, 0.95, 1.0):
+            p = pareto_keep_probability(s, alpha)
+            rate = float(np.mean(draws > 1.0 - s))
+            se = max(np.sqrt(p * (1 - p) / n), 1.0 / n)
+            assert abs(rate - p) <= 5 * se, (alpha, s, rate, p)
+            # the per-document function agrees with the vectorised check
+            assert sum(pareto_keep(s, d, 7, alpha) for d in ids[:500]) == int(np.sum(draws[:500] > 1.0 - s))
+
+
+def test_pareto_draw_is_deterministic_per_id_and_seed():
+    a = [pareto_keep(0.6, f"id-{i}", 1) for i in range(2000)]
+    assert a == [pareto_keep(0.6, f"id-{i}", 1) for i in range(2000)]
+    assert a != [pareto_keep(0.6, f"id-{i}", 2) for i in range(2000)]  # another run seed, other documents
+
+
+def test_exact_cutoff_keeps_exactly_k_even_with_tied_scores():
+    ids = [f"d{i}" for i in range(101)]
+    scores = [0.5] * 60 + [round(i / 41, 3) for i in range(41)]  # many exact ties
+    keys = [rank_key(s, d, 3) for s, d in zip(scores, ids)]
+    for fraction in (0.0, 0.1, 0.33, 0.5, 1.0):
+        cut = exact_cutoff(keys, fraction)
+        kept = 0 if cut is None else sum(k >= cut for k in keys)
+        assert kept == round(fraction * len(keys))
+
+
+# -- training --------------------------------------------------------------------------------------------
+
+
+def test_train_separates_reference_from_crawl(trained):
+    out, result = trained
+    for name in ("model.bin", "config.json", "eval.json", "score_hist.png", "stats.json"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with open(os.path.join(out, "score_hist.png"), "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "eval.json"), encoding="utf-8") as fh:
+        assert json.load(fh) == result
+    for key in ("roc_auc", "precision", "recall", "f1", "n_train", "n_test", "baseline_roc_auc", "score_hist"):
+        assert key in result, key
+    assert result["roc_auc"] > 0.85
+    assert result["baseline_roc_auc"] > 0.7
+    assert result["f1"] > 0.7
+    # held-out classes are balanced, and the histograms count every held-out document
+    per_class = result["n_test"] // 2
+    assert sum(result["score_hist"]["positive"]) == per_class == sum(result["score_hist"]["negative"])
+    assert len(result["score_hist"]["bins"]) == TINY.get("hist_bins", 20) + 1
+    # GPT-3's rule keeps far more reference text than crawl under this model
+    keep = result["pareto_expected_keep_rate"]
+    assert keep["positive"] > 3 * keep["negative"]
+
+    stats = StageStats.load(out)
+    stats.check()
+    assert stats.stage == "quality_train"
+    assert stats.kept == result["n_train"] + result["n_test"]
+    assert stats.dropped.get("balance_downsampled", 0) > 0  # more reference paragraphs than crawl pages
+    assert stats.dropped.get("too_short", 0) > 0  # short Shakespeare passages fall under min_words
+    assert stats.read == stats.extra["positive"]["read"] + stats.extra["negative"]["read"]
+
+
+def test_training_is_reproducible(corpus, trained, tmp_path):
+    out, result = trained
+    again = train_quality(corpus["positives"], corpus["negatives"], str(tmp_path / "again"), QualityTrainConfig(**TINY))
+    assert again == result
+    texts = list(corpus["table_texts"].values())
+    assert score_documents(out, texts) == score_documents(str(tmp_path / "again" / "model.bin"), texts)
+    # a different seed gives a different model (the test above could not pass by accident)
+    other = train_quality(
+        corpus["positives"], corpus["negatives"], str(tmp_path / "other"), QualityTrainConfig(**TINY, seed=1)
+    )
+    assert score_documents(str(tmp_path / "other"), texts) != score_documents(out, texts)
+    assert other["n_test"] == result["n_test"]
+
+
+def test_train_skips_when_up_to_date(corpus, trained):
+    out, result = trained
+    mtime = os.stat(os.path.join(out, "model.bin")).st_mtime_ns
+    assert train_quality(corpus["positives"], corpus["negatives"], out, QualityTrainConfig(**TINY)) == result
+    assert os.stat(os.path.join(out, "model.bin")).st_mtime_ns == mtime
+
+
+def test_score_paths_and_cli(corpus, trained, capsys, tmp_path):
+    out, _ = trained
+    recs = list(score_paths(out, [corpus["table"]]))
+    assert len(recs) == corpus["n_scorable"] + 3
+    scored = {r["id"]: r["score"] for r in recs}
+    ref = [scored[i] for i in scored if i.startswith("ref-")]
+    cc = [scored[i] for i in scored if i.startswith("cc-")]
+    assert np.mean(ref) > np.mean(cc) + 0.3
+    assert all(0.0 <= s <= 1.0 for s in scored.values())
+
+    assert main(["quality", "score", "--model", out, corpus["negatives"][0]]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["score"] for l in lines] == [r["score"] for r in score_paths(out, corpus["negatives"])]
+
+    # train through the command line: flags reach the config
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("\n\n".join(f"the committee reviewed the report {i} carefully" for i in range(10)))
+    neg.write_text("\n\n".join(f"click here buy now cheap deal {i} login" for i in range(10)))
+    args = ["quality", "train", "--positive", str(pos), "--negative", str(neg), "--out", str(tmp_path / "m")]
+    assert main(args + ["--min_words", "1", "--dim", "8", "--bucket", "1000"]) == 0
+    cli_eval = json.loads(capsys.readouterr().out)
+    assert cli_eval["n_test"] == 4
+    with open(tmp_path / "m" / "config.json", encoding="utf-8") as fh:
+        assert json.load(fh)["config"]["dim"] == 8
+
+
+# -- the Beam filter stage -------------------------------------------------------------------------------
+
+
+def _kept(out_dir: str) -> dict[str, float]:
+    return {r["id"]: r["quality_score"] for r in read_documents(out_dir)}
+
+
+def _expected_scores(model: str, texts: dict[str, str]) -> dict[str, float]:
+    ids = list(texts)
+    return {i: float(np.float32(s)) for i, s in zip(ids, score_documents(model, [texts[i] for i in ids]))}
+
+
+def test_pareto_filter_accounting_is_exact(corpus, trained, local_runner, tmp_path):
+    model, _ = trained
+    cfg = QualityFilterConfig(model=model, rule="pareto", alpha=9.0, seed=11)
+    stats = run_quality_filter([corpus["table"]], str(tmp_path / "out"), cfg, local_runner)
+    kept = _kept(str(tmp_path / "out"))
+    n_scorable = corpus["n_scorable"]
+    assert stats.read == n_scorable + 3
+    assert stats.dropped["empty_text"] == 2 and stats.dropped["bad_record"] == 1
+    assert stats.kept == len(kept) and stats.dropped.get("quality", 0) == n_scorable - len(kept)
+    # exactly the documents the pure rule keeps, with the scores score_documents gives
+    expected = _expected_scores(model, corpus["table_texts"])
+    assert set(kept) == {i for i, s in expected.items() if pareto_keep(s, i, 11, 9.0)}
+    for i, s in kept.items():
+        assert s == pytest.approx(expected[i], abs=1e-7)
+    # reference text survives, crawl mostly does not
+    assert sum(i.startswith("ref-") for i in kept) > 2 * sum(i.startswith("cc-") for i in kept)
+    hist = stats.extra["score_hist"]
+    assert sum(hist["scored"]) == n_scorable and sum(hist["kept"]) == stats.kept
+    assert stats.extra["keep_rate"] == pytest.approx(stats.kept / n_scorable)
+    assert 0.0 < stats.extra["pareto_expected_keep_rate"] < 1.0
+    # a rerun with the same inputs, config and model is skipped
+    mtime = os.stat(tmp_path / "out" / "stats.json").st_mtime_ns
+    assert run_quality_filter([corpus["table"]], str(tmp_path / "out"), cfg, local_runner).kept == stats.kept
+    assert os.stat(tmp_path / "out" / "stats.json").st_mtime_ns == mtime
+
+
+def test_pareto_filter_keeps_same_ids_on_every_runner(corpus, trained, local_runner, portable_runner, tmp_path):
+    model, _ = trained
+    cfg = QualityFilterConfig(model=model, rule="pareto", alpha=2.0, seed=5)  # alpha 2: many borderline draws
+    a = run_quality_filter([corpus["table"]], str(tmp_path / "local"), cfg, local_runner)
+    b = run_quality_filter([corpus["table"]], str(tmp_path / "portable"), cfg, portable_runner)
+    assert _kept(str(tmp_path / "local")) == _kept(str(tmp_path / "portable"))
+    assert (a.read, a.kept, a.dropped) == (b.read, b.kept, b.dropped)
+    assert 0 < a.kept < corpus["n_scorable"]
+
+
+@pytest.mark.parametrize("quantiles", ["exact", "approximate"])
+def test_top_fraction_keeps_the_best_share(corpus, trained, local_runner, tmp_path, quantiles):
+    model, _ = trained
+    cfg = QualityFilterConfig(model=model, rule="top_fraction", top_fraction=0.3, quantiles=quantiles)
+    stats = run_quality_filter([corpus["table"]], str(tmp_path / "out"), cfg, local_runner)
+    kept = _kept(str(tmp_path / "out"))
+    target = round(0.3 * corpus["n_scorable"])
+    if quantiles == "exact":
+        assert stats.kept == len(kept) == target
+    else:
+        assert abs(stats.kept - target) <= 2
+    expected = _expected_scores(model, corpus["table_texts"])
+    dropped_scores = [s for i, s in expected.items() if i not in kept]
+    assert min(kept.values()) >= max(dropped_scores)
+    assert stats.extra["cutoff_score"] == pytest.approx(min(kept.values()), abs=1e-7)
+    assert stats.read == stats.kept + sum(stats.dropped.values())
+
+
+def test_threshold_rule(corpus, trained, local_runner, tmp_path):
+    model, _ = trained
+    cfg = QualityFilterConfig(model=model, rule="threshold", threshold=0.5)
+    stats = run_quality_filter([corpus["table"]], str(tmp_path / "out"), cfg, local_runner)
+    expected = _expected_scores(model, corpus["table_texts"])
+    assert set(_kept(str(tmp_path / "out"))) == {i for i, s in expected.items() if s >= 0.5}
+    assert stats.dropped["quality"] == sum(s < 0.5 for s in expected.values())

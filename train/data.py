@@ -1,0 +1,453 @@
+"""Streaming, resumable batches from the shard manifest.
+
+What the loader promises, and why:
+
+* **Checked before the first step.** The manifest is version-checked (``Manifest.load``), every shard must
+  exist, carry the shard schema, the manifest's token dtype and its row count, and optionally its sha256.
+  :func:`check_compatibility` compares the tokenizer with the model (vocab size, end-of-text id, context
+  length, an expected tokenizer hash). Finding a wrong file after an hour of training wastes the hour.
+* **Memory-mapped.** Shards are opened with ``pa.memory_map`` + ``pa.ipc.open_file`` and rows are read
+  zero-copy as numpy views; only the per-row ``source`` column is read up front (to stratify the
+  held-out set and count samples per source). Nothing loads a whole shard into memory.
+* **One global order.** Every training row has a global index; each epoch is a seeded permutation of
+  them, the same on every process. The order defines a single stream of samples. Micro-batch ``k`` is
+  the stream's next ``world * batch_size`` samples, and rank ``r`` takes every ``world``-th of them
+  starting at ``r``. So the ranks' micro-batches are disjoint, together they are exactly the
+  single-process micro-batch of size ``world * batch_size``, and DataLoader worker ``w`` builds the
+  micro-batches ``k`` with ``k % num_workers == w`` (the DataLoader returns workers' batches round-robin,
+  which restores the order ``k = 0, 1, 2, ...``).
+* **Exact resume.** The state is ``(epoch, samples consumed in the epoch)`` counted in *global* samples,
+  so a resumed run continues the same stream even with a different number of ranks or workers. The state
+  is advanced when a batch is handed to the trainer, not when a worker prefetches it.
+* **Held-out rows.** ``eval_rows`` rows are removed from training and served by :meth:`ShardLoader.eval_batches`;
+  they are picked round-robin across sources so that every source gets an eval loss.
+
+The tail of an epoch that does not fill a whole global micro-batch is skipped (like ``drop_last``), so
+every rank always runs the same number of steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from schemas.documents import SchemaError
+from schemas.manifest import Manifest
+from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
+from train.config import ModelConfig
+
+LOADER_STATE_VERSION = 1
+MAX_EVAL_FRACTION = 0.1  # never hold out more than this share of the rows, whatever eval_rows says
+_OPEN_SHARDS = 64  # memory maps kept open per process (each holds a file descriptor)
+
+
+class DataError(ValueError):
+    """The shards cannot be used as configured: missing, corrupt, or incompatible with the model."""
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def resolve_model_config(base: ModelConfig, manifest: Manifest, tokenizer_hash: str = "") -> ModelConfig:
+    """Fill ``vocab_size`` / ``n_ctx`` left at 0 from the manifest, then :func:`check_compatibility`."""
+    changes: dict[str, int] = {}
+    if base.vocab_size == 0:
+        changes["vocab_size"] = manifest.tokenizer.vocab_size
+    if base.n_ctx == 0:
+        changes["n_ctx"] = manifest.seq_len
+    cfg = dataclasses.replace(base, **changes)
+    check_compatibility(manifest, cfg, tokenizer_hash)
+    return cfg
+
+
+def check_compatibility(manifest: Manifest, cfg: ModelConfig, tokenizer_hash: str = "") -> None:
+    """Raise :class:`DataError` if the model cannot train on these shards."""
+    tok = manifest.tokenizer
+    if tokenizer_hash and tokenizer_hash != tok.content_hash:
+        raise DataError(
+            f"the shards were tokenized with tokenizer {tok.content_hash[:16]}..., but this run expects "
+            f"{tokenizer_hash[:16]}...; re-tokenize or point --shards at the matching manifest"
+        )
+    if cfg.vocab_size < tok.vocab_size:
+        raise DataError(
+            f"model vocab_size={cfg.vocab_size} is smaller than the tokenizer's vocab_size={tok.vocab_size}; "
+            "token ids past the embedding table would crash training (use --model.vocab_size 0 to take it "
+            "from the manifest)"
+        )
+    if not 0 <= tok.eot_id < cfg.vocab_size:
+        raise DataError(f"end-of-text id {tok.eot_id} is outside the model's vocab_size={cfg.vocab_size}")
+    if cfg.n_ctx < manifest.seq_len:
+        raise DataError(
+            f"model n_ctx={cfg.n_ctx} is shorter than the shards' seq_len={manifest.seq_len} "
+            "(use --model.n_ctx 0 to take it from the manifest)"
+        )
+
+
+def file_sha256(path: str, chunk: int = 1 << 23) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Batch:
+    """One micro-batch: inputs, next-token targets, per-token document ids and the rows' sources."""
+
+    x: torch.Tensor  # [B, T] int64 token ids
+    y: torch.Tensor  # [B, T] int64, x shifted by one
+    doc_ids: torch.Tensor  # [B, T] int32, equal ids = same document (see attention.doc_ids_from_offsets)
+    source_ids: torch.Tensor  # [B] int64 index into ShardLoader.sources
+    sources: list[str]
+    index: torch.Tensor  # [B] int64 global row ids (shard order, then row), to trace what a step trained on
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """Token tensors to ``device``; the bookkeeping fields stay on the host."""
+        return dataclasses.replace(
+            self,
+            x=self.x.to(device, non_blocking=non_blocking),
+            y=self.y.to(device, non_blocking=non_blocking),
+            doc_ids=self.doc_ids.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True) so host-to-GPU copies can overlap compute."""
+        return dataclasses.replace(self, x=self.x.pin_memory(), y=self.y.pin_memory(), doc_ids=self.doc_ids.pin_memory())
+
+
+class _RowReader:
+    """Random access to rows of memory-mapped shards; one per process (maps are not shared across forks)."""
+
+    def __init__(self, paths: list[str], seq_len: int, vocab_size: int | None):
+        self.paths = paths
+        self.seq_len = seq_len
+        self.vocab_size = vocab_size
+        self._open: OrderedDict[int, tuple[Any, list[int], list[tuple[np.ndarray, ...]]]] = OrderedDict()
+        self._pid = os.getpid()
+
+    def _shard(self, shard: int) -> tuple[list[int], list[tuple[np.ndarray, ...]]]:
+        if self._pid != os.getpid():  # forked into a DataLoader worker: reopen our own maps
+            self._open.clear()
+            self._pid = os.getpid()
+        if shard in self._open:
+            self._open.move_to_end(shard)
+            _, starts, cols = self._open[shard]
+            return starts, cols
+        source = pa.memory_map(self.paths[shard], "r")
+        reader = pa.ipc.open_file(source)
+        starts, cols, n = [], [], 0
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            tokens, docs = rb.column(0), rb.column(1)
+            cols.append(
+                (
+                    tokens.values.to_numpy(zero_copy_only=True),
+                    tokens.offsets.to_numpy(zero_copy_only=True),
+                    docs.values.to_numpy(zero_copy_only=True),
+                    docs.offsets.to_numpy(zero_copy_only=True),
+                )
+            )
+            starts.append(n)
+            n += rb.num_rows
+        self._open[shard] = (source, starts, cols)
+        if len(self._open) > _OPEN_SHARDS:
+            _, (old, _, _) = self._open.popitem(last=False)
+            old.close()
+        return starts, cols
+
+    def row(self, shard: int, local: int) -> tuple[np.ndarray, np.ndarray]:
+        starts, cols = self._shard(shard)
+        b = bisect.bisect_right(starts, local) - 1
+        tv, to, dv, do = cols[b]
+        r = local - starts[b]
+        tokens = tv[to[r] : to[r + 1]]
+        offsets = dv[do[r] : do[r + 1]]
+        where = f"{os.path.basename(self.paths[shard])} row {local}"
+        if len(tokens) != self.seq_len + 1:
+            raise DataError(f"{where}: {len(tokens)} tokens, the manifest promises seq_len+1={self.seq_len + 1}")
+        if self.vocab_size is not None and len(tokens) and int(tokens.max()) >= self.vocab_size:
+            raise DataError(f"{where}: token id {int(tokens.max())} >= vocab_size {self.vocab_size}")
+        if len(offsets) and (offsets[0] < 0 or offsets[-1] > self.seq_len or np.any(np.diff(offsets) <= 0)):
+            raise DataError(f"{where}: doc_offsets {offsets.tolist()} are not increasing positions in the row")
+        return tokens, offsets
+
+    def close(self) -> None:
+        for source, _, _ in self._open.values():
+            source.close()
+        self._open.clear()
+
+
+def _make_batch(loader: "ShardLoader", rows: np.ndarray) -> Batch:
+    reader = loader._reader
+    T = reader.seq_len
+    rows = np.asarray(rows, dtype=np.int64)
+    shards = np.searchsorted(loader._shard_starts, rows, side="right") - 1
+    tokens = np.empty((len(rows), T + 1), dtype=np.int64)
+    doc_ids = np.empty((len(rows), T), dtype=np.int32)
+    positions = np.arange(T)
+    for i, (g, shard) in enumerate(zip(rows.tolist(), shards.tolist())):
+        toks, offsets = reader.row(shard, g - int(loader._shard_starts[shard]))
+        tokens[i] = toks
+        doc_ids[i] = np.searchsorted(offsets, positions, side="right")
+    t = torch.from_numpy(tokens)
+    src = loader._row_source[rows].astype(np.int64)
+    return Batch(
+        x=t[:, :-1].contiguous(),
+        y=t[:, 1:].contiguous(),
+        doc_ids=torch.from_numpy(doc_ids),
+        source_ids=torch.from_numpy(src),
+        sources=[loader.sources[s] for s in src],
+        index=torch.from_numpy(rows),
+    )
+
+
+class _EpochStream(IterableDataset):
+    """The micro-batches of one rank for the rest of one epoch, split across DataLoader workers."""
+
+    def __init__(self, loader: "ShardLoader", order: np.ndarray, start: int, n_micro: int):
+        self.loader = loader
+        self.order = order
+        self.start = start
+        self.n_micro = n_micro
+
+    def __iter__(self) -> Iterator[Batch]:
+        ld = self.loader
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        G = ld.world_size * ld.batch_size
+        for k in range(worker, self.n_micro, n_workers):
+            base = self.start + k * G + ld.rank
+            rows = self.order[base : base + ld.world_size * ld.batch_size : ld.world_size]
+            yield _make_batch(ld, rows)
+
+
+class ShardLoader:
+    """Infinite, deterministic, resumable stream of :class:`Batch` for this rank; see the module docstring."""
+
+    def __init__(
+        self,
+        shards: str,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        eval_rows: int = 0,
+        verify_sha256: bool = False,
+        vocab_size: int | None = None,
+        pin_memory: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        d_rank, d_world = _dist_rank_world()
+        self.rank = d_rank if rank is None else rank
+        self.world_size = d_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.root = shards if os.path.isdir(shards) else os.path.dirname(shards)
+        try:
+            self.manifest = Manifest.load(shards)
+        except SchemaError as e:
+            raise DataError(str(e)) from e
+        if self.manifest.shard_schema_version != SHARD_SCHEMA_VERSION:
+            raise DataError(
+                f"{self.root}: the manifest describes shard schema {self.manifest.shard_schema_version!r}, "
+                f"this loader reads {SHARD_SCHEMA_VERSION!r}"
+            )
+        self.seq_len = self.manifest.seq_len
+        self.vocab_size = vocab_size if vocab_size is not None else self.manifest.tokenizer.vocab_size
+        if not self.manifest.shards:
+            raise DataError(f"{self.root}: the manifest lists no shards")
+        self.paths = [os.path.join(self.root, s.file) for s in self.manifest.shards]
+        missing = [p for p in self.paths if not os.path.exists(p)]
+        if missing:
+            raise DataError(f"{len(missing)} shard(s) listed in the manifest are missing, first: {missing[0]}")
+        if verify_sha256:
+            # Each rank hashes a disjoint share of the shards; a mismatch anywhere stops the job.
+            for i in range(self.rank, len(self.paths), self.world_size):
+                got = file_sha256(self.paths[i])
+                if got != self.manifest.shards[i].sha256:
+                    raise DataError(
+                        f"{self.paths[i]}: sha256 {got[:16]}... does not match the manifest's "
+                        f"{self.manifest.shards[i].sha256[:16]}...; the shard was changed or is corrupt"
+                    )
+        self._index_shards()
+        self._reader = _RowReader(self.paths, self.seq_len, self.vocab_size)
+        self._select_eval_rows(eval_rows)
+        self.fingerprint = self._fingerprint()
+        self.epoch = 0
+        self.consumed = 0  # global samples consumed in the current epoch
+        self._source_samples = np.zeros(len(self.sources), dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _index_shards(self) -> None:
+        """Check each shard's schema and row count; record where each shard starts and each row's source.
+
+        Global row ``g`` lives in the shard whose start is the last one <= g. Per-row state is kept to
+        the source id (int16) and the index arrays (uint32 below 2**32 rows), ~10 bytes per row of
+        ``seq_len + 1`` tokens, so a 300B-token corpus of 2049-token rows indexes in ~1.5 GB.
+        """
+        names = list(self.manifest.sources)
+        ids = {n: i for i, n in enumerate(names)}
+        row_source, starts, n = [], [], 0
+        for path, info in zip(self.paths, self.manifest.shards):
+            with pa.memory_map(path, "r") as source:
+                try:
+                    reader = pa.ipc.open_file(source)
+                except pa.ArrowInvalid as e:
+                    raise DataError(f"{path}: not a readable Arrow IPC file ({e})") from e
+                try:
+                    dtype = validate_shard_schema(reader.schema, where=path)
+                except SchemaError as e:
+                    raise DataError(str(e)) from e
+                if dtype != self.manifest.token_dtype:
+                    raise DataError(f"{path}: token dtype {dtype}, the manifest says {self.manifest.token_dtype}")
+                table = reader.read_all()  # zero-copy views into the map; only 'source' is touched
+                if table.num_rows != info.rows:
+                    raise DataError(f"{path}: {table.num_rows} rows, the manifest says {info.rows}")
+                enc = pc.dictionary_encode(table.column("source")).combine_chunks()
+                local_ids = []
+                for name in enc.dictionary.to_pylist():
+                    if name not in ids:  # tolerated: a source the mix table does not list still trains
+                        ids[name] = len(names)
+                        names.append(name)
+                    local_ids.append(ids[name])
+                row_source.append(np.asarray(local_ids, dtype=np.int16)[enc.indices.to_numpy()]
+                                  if table.num_rows else np.zeros(0, np.int16))
+                starts.append(n)
+                n += table.num_rows
+        if len(names) >= 2**15:
+            raise DataError(f"{len(names)} distinct sources; the loader keeps source ids as int16")
+        self.sources: list[str] = names
+        self._shard_starts = np.asarray(starts, dtype=np.int64)
+        self._row_source = np.concatenate(row_source)
+        self.total_rows = n
+        self._index_dtype = np.uint32 if n < 2**32 else np.int64
+
+    def _select_eval_rows(self, eval_rows: int) -> None:
+        """Hold out rows round-robin across sources (each source's rows in a seeded order)."""
+        n = min(eval_rows, int(self.total_rows * MAX_EVAL_FRACTION))
+        rng = np.random.default_rng([self.seed, 0xE7A1])  # a stream of its own, independent of epoch orders
+        keys, rows = [], []
+        for s in range(len(self.sources)):
+            members = rng.permutation(np.flatnonzero(self._row_source == s))
+            keys.append(np.arange(len(members), dtype=np.int64) * len(self.sources) + s)
+            rows.append(members)
+        key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        allrows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self.eval_index = np.sort(allrows[np.argsort(key, kind="stable")[:n]]).astype(np.int64)
+        mask = np.ones(self.total_rows, dtype=bool)
+        mask[self.eval_index] = False
+        self.train_index = np.flatnonzero(mask).astype(self._index_dtype)
+        self.eval_rows = n
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        m = self.manifest
+        h.update(f"{m.seq_len}|{m.token_dtype}|{m.tokenizer.content_hash}|{self.eval_rows}|".encode())
+        for s in m.shards:
+            h.update(f"{s.file}|{s.rows}|{s.sha256};".encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------------------------- iteration
+    @property
+    def global_batch(self) -> int:
+        """Samples consumed from the stream per micro-batch, across all ranks."""
+        return self.world_size * self.batch_size
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Global row indices of the training rows in ``epoch``'s order (identical on every process)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        return self.train_index[rng.permutation(len(self.train_index))]
+
+    def __iter__(self) -> Iterator[Batch]:
+        G = self.global_batch
+        if len(self.train_index) < G:
+            raise DataError(
+                f"{len(self.train_index)} training rows cannot fill one global micro-batch of {G} "
+                f"(world {self.world_size} x batch_size {self.batch_size})"
+            )
+        while True:
+            order = self.epoch_order(self.epoch)
+            n_micro = (len(order) - self.consumed) // G
+            if n_micro <= 0:
+                self.epoch += 1
+                self.consumed = 0
+                continue
+            stream = _EpochStream(self, order, self.consumed, n_micro)
+            if self.num_workers > 0:
+                # A private generator: DataLoader otherwise draws its worker seed from the global torch
+                # RNG, which would shift dropout masks whenever a loader is (re)created, e.g. on resume.
+                batches: Any = DataLoader(
+                    stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                    prefetch_factor=2, generator=torch.Generator().manual_seed(self.seed),
+                )
+            else:
+                batches = stream
+            for batch in batches:
+                taken = order[self.consumed : self.consumed + G]
+                self._source_samples += np.bincount(self._row_source[taken], minlength=len(self.sources))
+                self.consumed += G
+                yield batch
+
+    def eval_batches(self, batch_size: int | None = None) -> Iterator[Batch]:
+        """This rank's share (every world-th row) of the held-out rows, in fixed order."""
+        bs = batch_size or self.batch_size
+        mine = self.eval_index[self.rank :: self.world_size]
+        for i in range(0, len(mine), bs):
+            yield _make_batch(self, mine[i : i + bs])
+
+    # ----------------------------------------------------------------------------------------- state
+    def source_samples(self) -> dict[str, int]:
+        """Training samples drawn per source so far, over all ranks and epochs."""
+        return {name: int(n) for name, n in zip(self.sources, self._source_samples)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain types only, so it survives ``torch.load(weights_only=True)``."""
+        return {
+            "version": LOADER_STATE_VERSION,
+            "epoch": int(self.epoch),
+            "consumed_samples": int(self.consumed),
+            "seed": int(self.seed),
+            "fingerprint": self.fingerprint,
+            "source_samples": self.source_samples(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream where ``state`` left it; call before iterating."""
+        if state.get("version") != LOADER_STATE_VERSION:
+            raise DataError(f"loader state version {state.get('version')!r}, this loader reads {LOADER_STATE_VERSION}")
+        if state["fingerprint"] != self.fingerprint:
+            raise DataError(
+                "the checkpoint was trained on different shards (or a different held-out size); "
+                "resuming would not continue the same data order"
+            )
+        if state["seed"] != self.seed:
+            raise DataError(f"the checkpoint's data seed is {state['seed']}, this run's is {self.seed}")
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed_samples"])
+        counts = state.get("source_samples", {})
+        self._source_samples = np.array([int(counts.get(s, 0)) for s in self.sources], dtype=np.int64)
+
+    def close(self) -> None:
+        self._reader.close()

@@ -1,0 +1,459 @@
+"""The pretraining loop: ``train(cfg) -> summary``.
+
+GPT-3's recipe at any scale: AdamW (betas 0.9/0.95, weight decay 0.1 on matmul weights), linear warmup
+then cosine decay to 10 % of the peak learning rate, global gradient-norm clipping at 1.0, gradient
+accumulation to reach the global batch, bf16 autocast on CUDA. Launched by ``torchrun`` (``WORLD_SIZE``
+> 1) the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); the loader gives every
+rank a disjoint share of one global sample stream, so N ranks with batch b train exactly like one process
+with batch N*b.
+
+Resumption is exact: ``out/checkpoint.pt`` holds the model, the optimizer (moments and step counts), the
+step (which fixes the learning rate), the loader's stream position and every rank's RNG states. On CPU a
+run of N steps and a run of N/2 steps + resume + N/2 steps produce bit-identical losses. Checkpoints are
+written to a temporary file and renamed, so a crash mid-write leaves the previous checkpoint intact, and
+they contain only tensors and plain Python values so they load with ``torch.load(weights_only=True)``
+(no arbitrary code runs when a checkpoint is opened).
+
+Outputs in ``cfg.out``: ``checkpoint.pt``, ``log.jsonl`` (one record per log step and per evaluation),
+``summary.json`` (the returned summary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from train.config import ModelConfig, TrainConfig
+from train.data import ShardLoader, resolve_model_config
+from train.model import GPT
+
+CHECKPOINT_FORMAT = "ccgpt-train-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) used for MFU when --peak_flops is not given.
+# Matched as substrings of torch.cuda.get_device_name(), first match wins (so PCIe/NVL before SXM).
+GPU_PEAK_BF16: list[tuple[str, float]] = [
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("GH200", 989e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or does not belong to this run."""
+
+
+# --------------------------------------------------------------------------------------------- setup
+@dataclasses.dataclass
+class _Dist:
+    rank: int
+    local_rank: int
+    world: int
+    owns_group: bool  # we created the process group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        spec = f"cuda:{local_rank}"
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    return device
+
+
+def _init_distributed(device_spec: str) -> tuple[_Dist, torch.device]:
+    """Join the job torchrun (or a test harness) set up through RANK / WORLD_SIZE / MASTER_* variables."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        return _Dist(rank, local, world, owns_group=False), resolve_device(device_spec, local)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_spec, local)
+    if world <= 1:
+        return _Dist(0, 0, 1, owns_group=False), device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), local, dist.get_world_size(), owns_group=True), device
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA (when the card has bf16), none elsewhere; CPU training stays float32."""
+    if dtype == "float32":
+        return None
+    if device.type != "cuda":
+        if dtype == "bfloat16":
+            raise ValueError("dtype=bfloat16 uses CUDA autocast; on CPU train with dtype float32 (or auto)")
+        return None
+    if dtype == "auto" and not torch.cuda.is_bf16_supported():
+        return None
+    return torch.bfloat16
+
+
+def peak_flops_per_device(cfg: TrainConfig, device: torch.device) -> float | None:
+    """The configured peak, else the card's dense bf16 peak; None (MFU not reported) when unknown."""
+    if cfg.peak_flops > 0:
+        return cfg.peak_flops
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_BF16:
+            if key in name:
+                return flops
+    return None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to lr * min_lr_ratio."""
+    total = cfg.decay_steps or cfg.max_steps
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= total:
+        return min_lr
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+# ----------------------------------------------------------------------------------- RNG and ckpts
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step could touch, as tensors and plain values (weights_only-loadable)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path`` (atomic on POSIX)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+_REQUIRED_KEYS = ("step", "model", "model_config", "optimizer", "loader", "rng", "tokenizer", "tokens_seen")
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Load with ``weights_only=True``; any unreadable or foreign file is a :class:`CheckpointError`."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, disallowed global: all mean "not a usable checkpoint"
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "it is truncated or corrupt. Delete it to start over, or restore a good copy."
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a ccgpt training checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}, this trainer reads {CHECKPOINT_VERSION}")
+    missing = [k for k in _REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    return ckpt
+
+
+def _gather_rng(d: _Dist) -> list[dict[str, Any]]:
+    mine = rng_state()
+    if not d.enabled:
+        return [mine]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def _rewrite_log(path: str, upto_step: int) -> None:
+    """Drop log records past the checkpoint: those steps are about to be trained (and logged) again."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        keep = [line for line in fh if line.strip() and json.loads(line).get("step", 0) <= upto_step]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(keep)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: GPT, loader: ShardLoader, device: torch.device, amp: torch.dtype | None, d: _Dist) -> dict[str, Any]:
+    """Mean next-token loss on the held-out rows, overall and per source, summed over all ranks."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(loader.sources), 2, dtype=torch.float64, device=device)  # [loss sum, tokens]
+    for batch in loader.eval_batches():
+        b = batch.to(device)
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            logits, _ = model(b.x, None, b.doc_ids)
+        per_token = F.cross_entropy(logits.float().transpose(1, 2), b.y, reduction="none")  # [B, T]
+        rows = torch.stack([per_token.sum(1).double(), torch.full_like(per_token[:, 0], b.y.shape[1]).double()], 1)
+        sums.index_add_(0, batch.source_ids.to(device), rows)
+    if d.enabled:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    total = sums.sum(0)
+    if total[1] == 0:
+        return {"eval_loss": None, "eval_loss_by_source": {}}
+    by_source = {s: float(sums[i, 0] / sums[i, 1]) for i, s in enumerate(loader.sources) if sums[i, 1] > 0}
+    return {"eval_loss": float(total[0] / total[1]), "eval_loss_by_source": by_source}
+
+
+# ------------------------------------------------------------------------------------------- training
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) as configured; returns the run summary (also written to ``out/summary.json``)."""
+    d, device = _init_distributed(cfg.device)
+    try:
+        return _train(cfg, d, device)
+    finally:
+        if d.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
+    main = d.rank == 0
+    os.makedirs(cfg.out, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out, CHECKPOINT_NAME)
+    log_path = os.path.join(cfg.out, "log.jsonl")
+    if os.path.exists(ckpt_path) and not cfg.resume:
+        raise FileExistsError(
+            f"{ckpt_path} exists; pass --resume true to continue that run, or choose another --out"
+        )
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = autocast_dtype(cfg.dtype, device)
+
+    loader = ShardLoader(
+        cfg.shards, cfg.batch_size, seed=cfg.seed, rank=d.rank, world_size=d.world,
+        num_workers=cfg.num_workers, eval_rows=cfg.eval_rows, verify_sha256=cfg.verify_sha256,
+        pin_memory=device.type == "cuda",
+    )
+    manifest = loader.manifest
+    model_cfg = resolve_model_config(cfg.base_model_config(), manifest, cfg.tokenizer_hash)
+
+    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+    raw_model = GPT(model_cfg).to(device)
+    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.lr, cfg.betas, device.type, cfg.eps)
+    torch.manual_seed(cfg.seed + 1 + d.rank)  # per-rank dropout streams, independent of init
+
+    start_step, tokens_seen = 0, 0
+    first_loss: float | None = None
+    last_loss: float | None = None
+    resumed = cfg.resume and os.path.exists(ckpt_path)
+    if resumed:
+        ckpt = load_checkpoint(ckpt_path)
+        saved_cfg = ModelConfig(**ckpt["model_config"])
+        if saved_cfg != model_cfg:
+            raise CheckpointError(f"{ckpt_path}: checkpoint model {saved_cfg} differs from this run's {model_cfg}")
+        if ckpt["tokenizer"]["content_hash"] != manifest.tokenizer.content_hash:
+            raise CheckpointError(
+                f"{ckpt_path}: the checkpoint was trained with tokenizer {ckpt['tokenizer']['content_hash'][:16]}..., "
+                f"the shards use {manifest.tokenizer.content_hash[:16]}..."
+            )
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        loader.load_state_dict(ckpt["loader"])
+        start_step, tokens_seen = int(ckpt["step"]), int(ckpt["tokens_seen"])
+        first_loss, last_loss = ckpt.get("first_loss"), ckpt.get("last_loss")
+        if len(ckpt["rng"]) == d.world:
+            set_rng_state(ckpt["rng"][d.rank])
+        else:  # a different world size: the per-rank streams cannot map one to one; reseed deterministically
+            torch.manual_seed(cfg.seed + 1 + d.rank + 1_000_003 * start_step)
+        del ckpt
+        if main:
+            _rewrite_log(log_path, start_step)
+            print(f"resumed from {ckpt_path} at step {start_step}", flush=True)
+    elif main:
+        open(log_path, "w").close()
+        if cfg.resume:
+            print(f"no checkpoint in {cfg.out}; starting from step 0", flush=True)
+
+    model: torch.nn.Module = raw_model
+    if d.enabled:
+        model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    seq_len = manifest.seq_len
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * seq_len
+    flops_per_token = raw_model.estimate_flops_per_token(seq_len)
+    peak = peak_flops_per_device(cfg, device)
+    params = raw_model.num_params()
+    if main:
+        print(
+            f"model {cfg.preset}: {params / 1e6:.2f}M params, {flops_per_token / 1e6:.1f} MFLOP/token | "
+            f"world {d.world} x batch {cfg.batch_size} x accum {cfg.grad_accum} x {seq_len} tokens "
+            f"= {tokens_per_step:,} tokens/step | device {device}"
+            + (" bf16" if amp else " fp32"),
+            flush=True,
+        )
+
+    def log(record: dict[str, Any]) -> None:
+        if main:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def write_checkpoint(step: int) -> str:
+        rngs = _gather_rng(d)  # collective: every rank takes part, rank 0 writes
+        if main:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "step": step,
+                "tokens_seen": tokens_seen,
+                "first_loss": first_loss,
+                "last_loss": last_loss,
+                "model": raw_model.state_dict(),
+                "model_config": dataclasses.asdict(model_cfg),
+                "optimizer": optimizer.state_dict(),
+                "loader": loader.state_dict(),
+                "rng": rngs,
+                "world_size": d.world,
+                "tokenizer": {"content_hash": manifest.tokenizer.content_hash,
+                              "vocab_size": manifest.tokenizer.vocab_size, "eot_id": manifest.tokenizer.eot_id},
+                "train_config": dataclasses.asdict(cfg),
+            })
+        if d.enabled:
+            dist.barrier()
+        return ckpt_path
+
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+    batches = iter(loader)
+    last_eval: dict[str, Any] | None = None
+    last_mfu: float | None = None
+    checkpoint = None
+    t_start = t_last = time.perf_counter()
+    steps_since_log = 0
+    step = start_step
+    model.train()
+    for step in range(start_step, cfg.max_steps):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            batch = next(batches).to(device, non_blocking=True)
+            # Gradients are all-reduced only on the last micro-batch of the step.
+            sync = contextlib.nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else model.no_sync()
+            with sync:
+                with autocast():
+                    _, loss = model(batch.x, batch.y, batch.doc_ids)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += tokens_per_step
+        steps_since_log += 1
+        done = step + 1
+
+        if done % cfg.log_every == 0 or done == cfg.max_steps or done == start_step + 1:
+            mean_loss = loss_sum / cfg.grad_accum
+            if d.enabled:
+                dist.all_reduce(mean_loss)
+                mean_loss /= d.world
+            last_loss = float(mean_loss)
+            if first_loss is None:
+                first_loss = last_loss
+            now = time.perf_counter()
+            tok_s = tokens_per_step * steps_since_log / max(now - t_last, 1e-9)
+            t_last, steps_since_log = now, 0
+            last_mfu = flops_per_token * tok_s / (peak * d.world) if peak else None
+            gn = float(grad_norm)
+            log({"kind": "train", "step": done, "loss": last_loss, "lr": lr, "tokens_per_sec": tok_s,
+                 "mfu": last_mfu, "grad_norm": gn, "tokens": tokens_seen, "epoch": loader.epoch,
+                 "elapsed_s": now - t_start, "samples_by_source": loader.source_samples()})
+            if main:
+                mfu_txt = f"{100 * last_mfu:.1f}%" if last_mfu is not None else "n/a"
+                print(f"step {done}/{cfg.max_steps} | loss {last_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s | "
+                      f"mfu {mfu_txt} | grad norm {gn:.3f}", flush=True)
+
+        if cfg.eval_every and loader.eval_rows and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+            last_eval = evaluate(raw_model, loader, device, amp, d)
+            log({"kind": "eval", "step": done, **last_eval})
+            if main and last_eval["eval_loss"] is not None:
+                per = ", ".join(f"{k} {v:.4f}" for k, v in last_eval["eval_loss_by_source"].items())
+                print(f"eval  {done}/{cfg.max_steps} | loss {last_eval['eval_loss']:.4f} | {per}", flush=True)
+
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.max_steps:
+            checkpoint = write_checkpoint(done)
+
+    final_step = max(start_step, cfg.max_steps)
+    elapsed = time.perf_counter() - t_start
+    run_steps = final_step - start_step
+    summary = {
+        "steps": final_step,
+        "start_step": start_step,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "eval_loss": last_eval["eval_loss"] if last_eval else None,
+        "eval_loss_by_source": last_eval["eval_loss_by_source"] if last_eval else {},
+        "tokens_seen": tokens_seen,
+        "tokens_per_sec": tokens_per_step * run_steps / elapsed if run_steps else None,
+        "mfu": last_mfu,
+        "params": params,
+        "flops_per_token": flops_per_token,
+        "checkpoint": checkpoint or (ckpt_path if os.path.exists(ckpt_path) else None),
+        "log": log_path,
+        "world_size": d.world,
+        "device": str(device),
+        "model_config": dataclasses.asdict(model_cfg),
+        "samples_by_source": loader.source_samples(),
+        "eval_rows": loader.eval_rows,
+        "epoch": loader.epoch,
+    }
+    batches.close()  # stops DataLoader workers before the maps they read are closed
+    loader.close()
+    if main:
+        tmp = os.path.join(cfg.out, f"summary.json.tmp-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, os.path.join(cfg.out, "summary.json"))
+    return summary
