@@ -127,10 +127,12 @@ def _doc_key(seed: int, source: str, tag: str, doc_id: str) -> int:
 def draw_plan(
     ids: list[str], lengths: np.ndarray, target: int, seed: int, source: str
 ) -> tuple[list[int], list[int]]:
-    """Which documents to draw and in what order, to land as close to ``target`` tokens as whole documents allow.
+    """Which documents to draw and in what order, to reach at least ``target`` tokens.
 
     ``epochs = target / available``: every document is drawn ``floor(epochs)`` times, then a seeded hash-ordered
-    subset covers the remainder (the prefix whose token count is closest to it). Each epoch has its own seeded
+    subset covers the remainder (the shortest prefix that reaches it; packing then cuts the stream at the
+    target, so the last drawn document may be cut short and shares land within a row of the target whatever
+    the document sizes). Each epoch has its own seeded
     order, so a repeated document never sits next to its earlier copy. Returns ``(order, times)``: document
     indices in stream order and how often each index is drawn.
     """
@@ -145,11 +147,8 @@ def draw_plan(
     for i in by_select:
         if total >= remainder:
             break
-        nxt = total + int(lengths[i])
-        if nxt - remainder > remainder - total:  # stopping here is closer to the remainder than taking doc i
-            break
         partial.append(i)
-        total = nxt
+        total += int(lengths[i])
     order: list[int] = []
     for epoch in range(whole):
         order.extend(sorted(range(n), key=lambda i: (_doc_key(seed, source, f"epoch{epoch}", ids[i]), ids[i])))
@@ -160,11 +159,12 @@ def draw_plan(
     return order, times
 
 
-def pack_rows(docs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Concatenate documents and cut rows of ``width`` tokens.
+def pack_rows(docs: list[np.ndarray], width: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Concatenate documents and cut rows of ``width`` tokens (at most ``max_tokens``, rounded to whole rows).
 
     Returns ``(rows [n_rows, width], starts, used)``: ``starts`` are the stream positions where each document
-    begins; ``used = n_rows * width`` tokens went into rows, the rest (a partial row) is the dropped tail.
+    begins; ``used = n_rows * width`` tokens went into rows, the rest (a partial row, or what lies past the
+    token target) is the dropped tail.
     """
     if not docs:
         return np.zeros((0, width), dtype=np.uint32), np.zeros(0, dtype=np.int64), 0
@@ -172,6 +172,8 @@ def pack_rows(docs: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarra
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     stream = np.concatenate(docs)
     n_rows = len(stream) // width
+    if max_tokens is not None:
+        n_rows = min(n_rows, int(round(max_tokens / width)))
     used = n_rows * width
     return stream[:used].reshape(n_rows, width), starts, used
 
@@ -313,7 +315,7 @@ class PackSource(beam.DoFn):
         except MixError:
             target = 0  # a weighted source has no documents: draw nothing; the driver reports the error
         order, times = draw_plan(ids, lengths, target, self.seed, source)
-        rows, starts, used = pack_rows([arrays[i] for i in order], width)
+        rows, starts, used = pack_rows([arrays[i] for i in order], width, max_tokens=target)
         landed = np.zeros(len(ids), dtype=np.int64)  # instances of each document with a token in a row
         if len(order):
             np.add.at(landed, np.asarray(order, dtype=np.int64)[starts < used], 1)

@@ -9,10 +9,19 @@ works at least as well. This module does all of it:
 
 * :func:`train_quality` trains the fastText classifier on balanced, seeded samples of the two classes,
   evaluates it on a held-out split next to GPT-3's original recipe (hashed features + logistic regression)
-  and writes ``model.bin``, ``config.json``, ``eval.json``, ``score_hist.png`` and ``stats.json``.
+  and writes ``model.bin``, ``config.json``, ``eval.json``, ``score_hist.png`` and ``stats.json``. With
+  ``folds=K`` it also writes ``model-fold{k}.bin`` for cross-fitting (below).
 * :func:`score_documents` / :func:`score_paths` score texts or files with a trained model.
 * :func:`run_quality_filter` is the Beam stage: it scores each document, stores ``quality_score`` and keeps
   documents by one of three rules (``pareto``, ``threshold``, ``top_fraction``).
+
+Cross-fitting. A run's negatives are the raw crawl and the filter then scores the same crawl documents.
+fastText memorises its training negatives, so every document it trained on scores near 0 and the Pareto
+rule keeps ~1 % of the crawl, reference-like pages included. GPT-3 trained on a small sample of a huge crawl,
+so nearly every document it scored was unseen; at small scale the same holds only if the classifier never
+scores a document it was trained on. ``folds=K`` assigns each negative to fold :func:`fold_of` (a hash of its
+id) and trains one model per fold without that fold's negatives; the filter scores a document of fold k with
+``model-fold{k}.bin``, which never saw it.
 
 The same :func:`normalize_text` runs at train and at score time, so the model never sees text at scoring
 that was prepared differently from what it learned on. The Pareto draw is a pure function of (document id,
@@ -50,6 +59,9 @@ HQ_LABEL = "__label__hq"  # reference text ("high quality")
 CC_LABEL = "__label__cc"  # raw crawl
 NORMALIZATION_VERSION = "1"  # bump when normalize_text changes: models trained before then score differently
 MODEL_FILE = "model.bin"
+FOLD_MODEL_FILE = "model-fold{k}.bin"
+CONFIG_FILE = "config.json"
+FOLD_HASH = "xxh64(b'fold\\x00' + key, seed) mod folds; key = id, else 'text:' + xxh64 of the normalised text"
 
 # ----------------------------------------------------------------------------------------------------------
 # Text preparation and input reading
@@ -135,6 +147,39 @@ def iter_records(path: str) -> Iterator[tuple[str | None, str | None]]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Cross-fitting folds
+# ----------------------------------------------------------------------------------------------------------
+
+
+def fold_key(doc_id: str | None, text: str | None) -> str:
+    """What decides a document's fold: its id, or for a record without one (plain text blocks) its text.
+
+    The filter stage only scores documents with ids, and a crawl document keeps its id from ``curate/raw``
+    (the negatives) to ``curate/`` (what is filtered), so the id is what must agree at train and filter time.
+    The text fallback hashes the normalised text, so whitespace or case differences do not move a document.
+    """
+    if doc_id:
+        return str(doc_id)
+    return "text:" + xxhash.xxh64_hexdigest(normalize_text(text or "").encode("utf-8"))
+
+
+def fold_of(key: str, seed: int, folds: int) -> int:
+    """The cross-fitting fold in ``[0, folds)`` of a document key (see :func:`fold_key`; an id at filter time).
+
+    A pure, stable hash of (key, training seed), not Python's ``hash`` (salted per process) nor a random
+    generator: training and the filter run in different processes, on different machines, and must agree.
+    """
+    if folds <= 1:
+        return 0
+    h = xxhash.xxh64_intdigest(f"fold\x00{key}".encode("utf-8"), seed=seed & 0xFFFFFFFFFFFFFFFF)
+    return h % folds
+
+
+def fold_model_file(k: int) -> str:
+    return FOLD_MODEL_FILE.format(k=k)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------
 
@@ -172,22 +217,30 @@ class QualityTrainConfig:
     pareto_alpha: float = field(
         default=9.0, metadata={"help": "alpha for the expected Pareto keep rates reported in eval.json"}
     )
+    folds: int = field(
+        default=1,
+        metadata={
+            "help": "cross-fitting: K >= 2 also trains model-fold{k}.bin without the negatives of fold k, so the"
+            " filter never scores a crawl document with a model that trained on it (K more trainings)"
+        },
+    )
 
 
 def _collect_class(
     paths: list[str], name: str, cfg: QualityTrainConfig, stats: StageStats
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Read one class's inputs, drop unusable documents, cap with a seeded reservoir sample.
 
-    The reservoir keeps memory at ``max_per_class`` documents however large the input, and is a uniform
-    sample, unlike taking the first N (which would favour the first file).
+    Returns ``(fold key, normalised line)`` pairs: the key (:func:`fold_key`) is what cross-fitting assigns
+    folds by. The reservoir keeps memory at ``max_per_class`` documents however large the input, and is a
+    uniform sample, unlike taking the first N (which would favour the first file).
     """
     rng = random.Random(f"ccgpt-quality-reservoir:{cfg.seed}:{name}")
-    reservoir: list[str] = []
+    reservoir: list[tuple[str, str]] = []
     seen = 0
     counts = {"read": 0}
     for path in paths:
-        for _doc_id, text in iter_records(path):
+        for doc_id, text in iter_records(path):
             counts["read"] += 1
             stats.read += 1
             if text is None:
@@ -201,12 +254,13 @@ def _collect_class(
                 stats.drop("too_short")
                 continue
             seen += 1
+            item = (fold_key(doc_id, line), line)
             if cfg.max_per_class <= 0 or len(reservoir) < cfg.max_per_class:
-                reservoir.append(line)
+                reservoir.append(item)
             else:
                 j = rng.randrange(seen)
                 if j < cfg.max_per_class:
-                    reservoir[j] = line
+                    reservoir[j] = item
     if seen > len(reservoir):
         stats.drop("max_per_class", seen - len(reservoir))
     counts["usable"] = len(reservoir)

@@ -151,28 +151,36 @@ def _mix_section(run_dir: str) -> str:
 
 def _train_section(run_dir: str) -> str:
     log = _read_jsonl(os.path.join(run_dir, "train", "log.jsonl"))
-    train_rows = [r for r in log if "loss" in r and "step" in r]
+    train_rows = [r for r in log if r.get("kind") == "train"]
     if not train_rows:
         return ""
+    evals = [r for r in log if r.get("kind") == "eval" and r.get("eval_loss") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     axes[0].plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train")
-    evals = [r for r in log if "val_loss" in r]
     if evals:
-        axes[0].plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation")
+        axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="validation")
+        for source in sorted(evals[-1].get("eval_loss_by_source") or {}):
+            pts = [(r["step"], r["eval_loss_by_source"][source]) for r in evals
+                   if source in (r.get("eval_loss_by_source") or {})]
+            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "--", label=f"val {source}")
     axes[0].set_title("loss")
     axes[0].set_xlabel("step")
-    axes[0].legend()
-    tps = [r for r in train_rows if r.get("tokens_per_s")]
-    axes[1].plot([r["step"] for r in tps], [r["tokens_per_s"] for r in tps])
+    axes[0].legend(fontsize=8)
+    tps = [r for r in train_rows if r.get("tokens_per_sec")]
+    axes[1].plot([r["step"] for r in tps], [r["tokens_per_sec"] for r in tps])
     axes[1].set_title("tokens / s")
     axes[1].set_xlabel("step")
     first, last = train_rows[0], train_rows[-1]
-    return "\n".join([
-        "<h2>Training</h2>",
-        _table([[first["step"], f"{first['loss']:.4f}", last["step"], f"{last['loss']:.4f}"]],
-               ["first step", "loss", "last step", "loss"]),
-        _png(fig),
-    ])
+    rows = [["train loss", f"{first['loss']:.4f} (step {first['step']})", f"{last['loss']:.4f} (step {last['step']})"]]
+    if evals:
+        rows.append(["validation loss", f"{evals[0]['eval_loss']:.4f} (step {evals[0]['step']})",
+                     f"{evals[-1]['eval_loss']:.4f} (step {evals[-1]['step']})"])
+        for source, v in sorted((evals[-1].get("eval_loss_by_source") or {}).items()):
+            rows.append([f"validation loss: {source}", "", f"{v:.4f}"])
+    mfu = [r["mfu"] for r in train_rows if r.get("mfu") is not None]
+    if mfu:
+        rows.append(["MFU", "", f"{mfu[-1]:.1%}"])
+    return "\n".join(["<h2>Training</h2>", _table(rows, ["", "first", "last"]), _png(fig)])
 
 
 def write_report(run_dir: str, out: str | None = None) -> str:

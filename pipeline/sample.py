@@ -36,7 +36,6 @@ import hashlib
 import io
 import json
 import logging
-import lzma
 import os
 import posixpath
 import re
@@ -52,7 +51,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
@@ -449,6 +448,45 @@ def split_rst_sections(text: str, min_chars: int = 400) -> list[str]:
     return _merge_short(["\n".join(lines[a:b]).strip() for a, b in zip(starts, starts[1:])], min_chars)
 
 
+_RST_ROLE = re.compile(r":[\w:+.-]+:`(?:[^`<]*<)?([^`>]+)>?`")
+_RST_LINK = re.compile(r"`([^`<]+?)\s*(?:<[^>]*>)?`_{1,2}")
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+_RST_ADMONITION = re.compile(r"\.\. (note|warning|seealso|versionadded|versionchanged|deprecated|important|tip)::")
+
+
+def rst_to_text(text: str) -> str:
+    """reST source as the plain prose a reader sees: markup removed, directive blocks (code, index, toctree,
+    targets) dropped, admonition text kept.
+
+    The reference corpus is the quality classifier's positive class; left as raw reST it would teach the
+    classifier to spot markup (``:func:``, ``.. note::``) instead of well-written prose, and every crawl
+    page would score as "not reference" for a reason that has nothing to do with quality.
+    """
+    out: list[str] = []
+    skip_indent: int | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            if stripped and indent <= skip_indent:
+                skip_indent = None
+            else:
+                continue
+        if stripped.startswith(".. "):
+            if _RST_ADMONITION.match(stripped):
+                rest = stripped.split("::", 1)[1].strip()
+                if rest:
+                    out.append(rest)
+            else:
+                skip_indent = indent
+            continue
+        if _RST_UNDERLINE.match(stripped):
+            continue
+        line = _RST_LITERAL.sub(r"\1", _RST_LINK.sub(r"\1", _RST_ROLE.sub(r"\1", line)))
+        out.append(line.replace("**", "").replace("::", ":"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
 _NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\.\s+\S")
 
 
@@ -590,11 +628,7 @@ def _build_pydoc(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]:
     pages = _pages(f, html + assets, lambda n: "https://docs.python.org/3.11/" + n[len(root):])
     n = out.warcs("python3.11-doc", f, pages, cfg.pages_per_file, _info(f, "docs.python.org/3.11 pages"))
     sources = [m for m in members if m.name.startswith(root + "_sources/") and m.name.endswith(".rst.txt")]
-    docs = []
-    for m in sources:
-        text = m.data.decode("utf-8", errors="strict")
-        for i, section in enumerate(split_rst_sections(text)):
-            docs.append((section, _origin(f, m.name, f"section={i}"), m.name))
+    docs = [doc for m in sources for doc in _rst_documents(f, m)]
     out.jsonl("reference/python-docs.jsonl", f, docs)
     return {"html_pages": len(html), "other_responses": len(assets), "responses": n, "reference_docs": len(docs)}
 
@@ -633,17 +667,23 @@ def _build_debfaq(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]
     return {"html_pages": len(html), "responses": n, "docs": len(docs)}
 
 
+def _rst_documents(f: Fetched, m: Member) -> list[tuple[str, str, str]]:
+    """A reST member's sections as plain-prose documents ``(text, origin, member)``."""
+    docs = []
+    for i, section in enumerate(split_rst_sections(m.data.decode("utf-8", errors="strict"))):
+        prose = rst_to_text(section)
+        if prose:
+            docs.append((prose, _origin(f, m.name, f"section={i}"), m.name))
+    return docs
+
+
 def _build_devref(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]:
     root = "usr/share/developers-reference/"
     members = iter_members(f.path, lambda n: n.startswith(root) and n.endswith((".html", ".rst.txt")))
     html = [m for m in members if m.name.endswith(".html") and "/" not in m.name[len(root):]]
     pages = _pages(f, html, lambda n: "https://www.debian.org/doc/manuals/developers-reference/" + n[len(root):])
     n = out.warcs("developers-reference", f, pages, cfg.pages_per_file, _info(f, "Debian Developer's Reference"))
-    docs = []
-    for m in members:
-        if m.name.endswith(".rst.txt"):
-            for i, s in enumerate(split_rst_sections(m.data.decode("utf-8"))):
-                docs.append((s, _origin(f, m.name, f"section={i}"), m.name))
+    docs = [doc for m in members if m.name.endswith(".rst.txt") for doc in _rst_documents(f, m)]
     out.jsonl("sources/docs/developers-reference.jsonl", f, docs)
     return {"html_pages": len(html), "responses": n, "docs": len(docs)}
 

@@ -16,7 +16,7 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 def shared_data() -> str:
     """``../shared/data`` (real Common Crawl excerpts, reference text, ...); skip when it is absent."""
     if not os.path.isdir(SHARED_DATA):
-        pytest.skip(f"real test data not found at ../shared/data (see README: Test data)")
+        pytest.skip("real test data not found at ../shared/data (see README: Test data)")
     return SHARED_DATA
 
 

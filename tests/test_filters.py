@@ -9,12 +9,8 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
 from pipeline.filters import (
-    C4Config,
     FilterChain,
     FiltersConfig,
-    FineWebQualityConfig,
-    GopherQualityConfig,
-    GopherRepetitionConfig,
     PiiConfig,
     UrlBlocklistConfig,
 )

@@ -1,0 +1,249 @@
+"""``ccgpt run CONFIG``: every stage, in order, from one YAML config.
+
+    sample -> curate (crawl) + source (each named source) -> quality train (reference vs raw crawl)
+    -> quality filter (crawl) -> dedup (crawl + sources, across sources) -> tokenizer train -> mix + shards
+    -> shards verify -> train -> report
+
+Each stage skips itself when its output is complete and made from the same inputs, config and code
+(see ``pipeline.stage``), so a rerun after a failure redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.curate import CurateConfig, run_curate
+from pipeline.dedup import DedupConfig, run_dedup
+from pipeline.mix import MixConfig, run_mix
+from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
+from pipeline.runner import RunnerConfig
+from pipeline.sample import SampleConfig, build_sample
+from pipeline.shards import verify_shards
+from pipeline.stage import fingerprint
+from pipeline.sources import SourceConfig, run_source
+from pipeline.tokenizer import TokenizerConfig, train_tokenizer
+from schemas.config import from_dict, load_yaml
+from schemas.stats import StageStats
+from train.config import TrainConfig
+
+log = logging.getLogger("ccgpt.run")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = field(default="runs/demo", metadata={"help": "one folder per stage goes here"})
+    build_sample: bool = field(default=False, metadata={"help": "build the registry sample first"})
+    sample_dir: str = field(default="data/sample", metadata={"help": "where the sample is (or is built)"})
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    crawl: list[str] = field(default_factory=list, metadata={"help": "WARC/WET inputs ({sample_dir} expands)"})
+    reference: list[str] = field(default_factory=list, metadata={"help": "quality positives ({sample_dir} expands)"})
+    sources: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "name -> {paths: [...], format: text|text-file|jsonl, ...}"}
+    )
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    quality_train: QualityTrainConfig = field(default_factory=QualityTrainConfig)
+    quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_run_config(path: str) -> RunConfig:
+    return from_dict(RunConfig, load_yaml(path))
+
+
+def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        p = p.replace("{sample_dir}", cfg.sample_dir)
+        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        if not matches:
+            raise FileNotFoundError(f"run config: {p!r} matches no file")
+        out.extend(matches)
+    return out
+
+
+STAGES = ["sample", "curate", "sources", "quality_train", "quality_filter", "dedup", "tokenizer", "mix",
+          "verify", "train", "report"]
+
+
+class Run:
+    """One run folder: each method is one stage, reading what the previous stages wrote.
+
+    ``ccgpt run`` calls them in order; the Airflow DAG calls one per task (see ``dags/``). Every method is
+    idempotent: a stage whose output is complete and current skips itself.
+    """
+
+    def __init__(self, cfg: RunConfig, force: bool = False):
+        self.cfg = cfg
+        self.force = force
+        self.out = os.path.abspath(cfg.out_dir)
+        self.dirs = {n: os.path.join(self.out, n)
+                     for n in ("curate", "quality_model", "quality", "dedup", "tokenizer", "shards", "train")}
+        os.makedirs(self.out, exist_ok=True)
+
+    def source_dirs(self) -> list[str]:
+        return [os.path.join(self.out, f"source-{name}") for name in sorted(self.cfg.sources)]
+
+    def sample(self) -> Any:
+        if not self.cfg.build_sample:
+            return None
+        return build_sample(self.cfg.sample_dir, self.cfg.sample)
+
+    def curate(self) -> StageStats:
+        c = self.cfg
+        return run_curate(_expand(c.crawl, c), self.dirs["curate"], c.curate, c.runner, force=self.force)
+
+    def sources(self) -> dict[str, StageStats]:
+        done = {}
+        for (name, spec), folder in zip(sorted(self.cfg.sources.items()), self.source_dirs()):
+            spec = dict(spec)
+            paths = _expand(spec.pop("paths"), self.cfg)
+            scfg = from_dict(SourceConfig, {"name": name, **spec})
+            done[name] = run_source(paths, folder, scfg, self.cfg.runner, force=self.force)
+        return done
+
+    def quality_train(self) -> Any:
+        negatives = [os.path.join(self.dirs["curate"], "raw")]
+        return train_quality(_expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_model"],
+                             self.cfg.quality_train)
+
+    def quality_filter(self) -> StageStats:
+        qf = dataclasses.replace(self.cfg.quality_filter, model=os.path.join(self.dirs["quality_model"], "model.bin"))
+        return run_quality_filter([self.dirs["curate"]], self.dirs["quality"], qf, self.cfg.runner, force=self.force)
+
+    def dedup(self) -> StageStats:
+        # survivors by source priority (crawl lowest: GPT-3 removed WebText overlaps from the crawl), then quality
+        return run_dedup(self.source_dirs() + [self.dirs["quality"]], self.dirs["dedup"], self.cfg.dedup,
+                         self.cfg.runner, force=self.force)
+
+    def tokenizer(self) -> Any:
+        return train_tokenizer([self.dirs["dedup"]], self.dirs["tokenizer"], self.cfg.tokenizer)
+
+    def mix(self) -> StageStats:
+        mix_cfg = dataclasses.replace(self.cfg.mix, tokenizer=os.path.join(self.dirs["tokenizer"], "tokenizer.json"))
+        return run_mix([self.dirs["dedup"]], self.dirs["shards"], mix_cfg, self.cfg.runner, force=self.force)
+
+    def verify(self) -> dict[str, Any]:
+        return verify_shards(self.dirs["shards"])
+
+    def train(self) -> dict[str, Any]:
+        """Train, or skip when ``train/`` already finished from the same shards and config, or resume from its
+        checkpoint when an earlier attempt with the same lineage stopped part way (a killed task, a crash)."""
+        from train.trainer import train
+
+        folder = self.dirs["train"]
+        tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["shards"], out=folder, resume=False)
+        fp = fingerprint("train", [self.dirs["shards"]], tcfg)
+        lineage = os.path.join(folder, "lineage.json")
+        summary_path = os.path.join(folder, "summary.json")
+        same = os.path.exists(lineage) and json.load(open(lineage, encoding="utf-8")).get("fingerprint") == fp
+        if same and not self.force and os.path.exists(summary_path):
+            with open(summary_path, encoding="utf-8") as fh:
+                summary = json.load(fh)
+            if summary.get("steps", 0) >= tcfg.max_steps:
+                return summary
+        if not same or self.force:
+            shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{lineage}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"fingerprint": fp, "shards": self.dirs["shards"]}, fh)
+        os.replace(tmp, lineage)
+        return train(dataclasses.replace(tcfg, resume=True))
+
+    def report(self) -> str:
+        from pipeline.report import write_report
+
+        return write_report(self.out)
+
+    def folder(self, stage: str) -> str:
+        return {"sample": self.cfg.sample_dir, "quality_train": self.dirs["quality_model"],
+                "quality_filter": self.dirs["quality"], "mix": self.dirs["shards"], "verify": self.dirs["shards"],
+                "sources": self.out, "report": self.out}.get(stage, self.dirs.get(stage, self.out))
+
+
+def run_stage(config: str | RunConfig, stage: str, force: bool = False) -> Any:
+    """Run one named stage of a run config (what each Airflow task calls)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+    cfg = load_run_config(config) if isinstance(config, str) else config
+    return getattr(Run(cfg, force=force), stage)()
+
+
+def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
+    """Run every stage; print where each output is and a one-screen summary; return that summary."""
+    t_start = time.time()
+    run = Run(cfg, force=force)
+    rows: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    for stage in STAGES:
+        folder = run.folder(stage)
+        print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
+        t0 = time.time()
+        results[stage] = result = getattr(run, stage)()
+        seconds = round(time.time() - t0, 1)
+        if stage == "sources":
+            for name, st in result.items():
+                rows.append(_row(f"source {name}", os.path.join(run.out, f"source-{name}"), st, seconds))
+        elif stage not in ("verify", "report") and not (stage == "sample" and result is None):
+            stats = result if isinstance(result, StageStats) else (
+                StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
+            rows.append(_row(stage, folder, stats, seconds))
+    summary = _summary(rows, results["train"], run.dirs["shards"], results["report"], time.time() - t_start)
+    with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    _print_summary(summary)
+    return summary
+
+
+def _row(name: str, folder: str, stats: StageStats | None, seconds: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"stage": name, "out": os.path.relpath(folder), "seconds": seconds}
+    if stats is not None:
+        row.update(read=stats.read, kept=stats.kept, dropped=dict(stats.dropped))
+    return row
+
+
+def _summary(stages: list[dict[str, Any]], train_summary: dict[str, Any], shards: str, report: str,
+             seconds: float) -> dict[str, Any]:
+    manifest_path = os.path.join(shards, "manifest.json")
+    with open(manifest_path, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    return {
+        "stages": stages,
+        "tokens_per_source": {k: v["tokens_drawn"] for k, v in manifest["sources"].items()},
+        "manifest": os.path.relpath(manifest_path),
+        "train": train_summary,
+        "report": os.path.relpath(report),
+        "seconds": round(seconds, 1),
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print("\n=== ccgpt run summary ===")
+    print(f"{'stage':<22}{'read':>9}{'kept':>9}  seconds  output")
+    for row in summary["stages"]:
+        read = row.get("read", "")
+        kept = row.get("kept", "")
+        print(f"{row['stage']:<22}{read!s:>9}{kept!s:>9}  {row['seconds']:>7}  {row['out']}")
+        for reason, n in sorted(row.get("dropped", {}).items(), key=lambda kv: -kv[1])[:6]:
+            print(f"{'':<24}- {reason}: {n}")
+    print("tokens per source (drawn): " + ", ".join(f"{k} {v:,}" for k, v in summary["tokens_per_source"].items()))
+    tr = summary["train"] or {}
+    if tr:
+        print(f"train: {tr.get('steps')} steps, loss {tr.get('first_loss', float('nan')):.3f} -> "
+              f"{tr.get('last_loss', float('nan')):.3f}, {tr.get('tokens_per_sec') or 0:,.0f} tokens/s, "
+              f"eval loss {tr.get('eval_loss') or float('nan'):.3f}")
+    print(f"manifest: {summary['manifest']}")
+    print(f"report:   {summary['report']}")
+    print(f"total:    {summary['seconds']} s")
