@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
 	touch $(STAMP)
 
+# The sample takes real pages from Debian packages (`apt-get download`), which needs the package lists:
+# refresh them when running as root on a machine that has none yet.
 demo: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then \
+	  echo "apt-get update (package lists for the demo sample)"; apt-get update -qq; fi
 	$(BIN)/ccgpt run configs/demo.yaml
 
 test: $(STAMP)

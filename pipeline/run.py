@@ -188,6 +188,8 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for stage in STAGES:
+        if stage == "sample" and not cfg.build_sample:
+            continue
         folder = run.folder(stage)
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
         t0 = time.time()
@@ -196,7 +198,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
         if stage == "sources":
             for name, st in result.items():
                 rows.append(_row(f"source {name}", os.path.join(run.out, f"source-{name}"), st, seconds))
-        elif stage not in ("verify", "report") and not (stage == "sample" and result is None):
+        elif stage not in ("verify", "report"):
             stats = result if isinstance(result, StageStats) else (
                 StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
             rows.append(_row(stage, folder, stats, seconds))

@@ -1,0 +1,37 @@
+"""The ``ccgpt`` command: every subcommand has ``--help``; stage commands run from flags; verify fails loudly."""
+
+import json
+import os
+
+import pytest
+
+from pipeline.cli import _COMMANDS, main
+from schemas.documents import read_documents
+
+
+@pytest.mark.parametrize("argv", [[]] + [[name] for name, _, _ in _COMMANDS] + [
+    ["quality", "train"], ["quality", "score"], ["quality", "filter"], ["tokenizer", "train"],
+    ["tokenizer", "encode"], ["shards", "verify"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--help"])
+    assert exc.value.code == 0
+    assert "usage: ccgpt" in capsys.readouterr().out
+
+
+def test_stage_command_runs_from_flags(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "a real enough paragraph " * 20}) + "\n" + "{broken\n", encoding="utf-8")
+    out = tmp_path / "books"
+    rc = main(["source", str(src), "--out", str(out), "--name", "books", "--format", "jsonl",
+               "--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"])
+    assert rc == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["read"] == 2 and stats["kept"] == 1 and stats["dropped"] == {"bad_json": 1}
+    assert [d["source"] for d in read_documents(str(out))] == ["books"]
+
+
+def test_shards_verify_reports_failure(tmp_path, capsys):
+    os.makedirs(tmp_path / "shards")
+    assert main(["shards", "verify", str(tmp_path / "shards")]) == 1
+    assert "FAILED" in capsys.readouterr().err
