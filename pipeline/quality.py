@@ -378,6 +378,86 @@ def train_fasttext(input_path: str, output_path: str, **params: Any) -> None:
         raise RuntimeError(f"fastText training failed{hint}: {' | '.join(tail)}")
 
 
+def _train_model(tmp: str, name: str, train: list[tuple[str, int]], cfg: QualityTrainConfig, threads: int) -> None:
+    """Write ``train`` as a fastText file in ``tmp``, train ``tmp/name`` from it, delete the file again.
+
+    The file is a copy of the training data; the model is the artefact.
+    """
+    train_file = os.path.join(tmp, f"{name}.train.txt")
+    with open(train_file, "w", encoding="utf-8") as fh:
+        for text, y in train:
+            fh.write(f"{HQ_LABEL if y else CC_LABEL} {text}\n")
+    train_fasttext(
+        train_file,
+        os.path.join(tmp, name),
+        dim=cfg.dim,
+        epoch=cfg.epoch,
+        wordNgrams=cfg.word_ngrams,
+        minCount=cfg.min_count,
+        lr=cfg.lr,
+        bucket=cfg.bucket,
+        loss="softmax",
+        thread=threads,
+        seed=cfg.seed,
+        verbose=0,
+    )
+    os.remove(train_file)
+
+
+def _fold_training_sets(
+    pos_items: list[tuple[str, str]],
+    neg_items: list[tuple[str, str]],
+    test_pos: list[int],
+    test_neg: list[int],
+    folds: int,
+    seed: int,
+) -> list[tuple[list[tuple[str, int]], dict[str, Any]]]:
+    """Training data of each cross-fitting model: ``[(train lines, counts)]``, empty for ``folds < 2``.
+
+    Model k learns from every usable positive and every usable negative outside fold k, both minus the
+    held-out test split (so all models are evaluated on the same unseen documents), the larger class
+    downsampled (seeded) to the smaller one as for ``model.bin``. It draws from the whole usable pool rather
+    than from ``model.bin``'s training set because a crawl is usually far larger than the reference: the
+    out-of-fold negatives that balancing left out of ``model.bin`` fill the fold model back up.
+
+    Folds go by id because the filter scores the curated version of a document, whose text line cleaning
+    may have changed, while its id is the raw one's. But the crawl is not deduplicated yet (dedup runs after
+    this filter): the same page often comes under several ids, which can land in different folds. So model
+    k also leaves out every out-of-fold negative whose text equals that of a fold-k negative; otherwise it
+    would memorise, through the copy, a document it later scores (``n_duplicates_left_out`` counts them).
+    """
+    if folds < 2:
+        return []
+    held_pos, held_neg = set(test_pos), set(test_neg)
+    pos_pool = [i for i in range(len(pos_items)) if i not in held_pos]
+    neg_fold = [fold_of(key, seed, folds) for key, _ in neg_items]
+    out = []
+    for k in range(folds):
+        rng = random.Random(f"ccgpt-quality-fold:{seed}:{folds}:{k}")
+        in_fold = {line for (_, line), f in zip(neg_items, neg_fold) if f == k}
+        outside = [i for i in range(len(neg_items)) if i not in held_neg and neg_fold[i] != k]
+        neg_pool = [i for i in outside if neg_items[i][1] not in in_fold]
+        m = min(len(pos_pool), len(neg_pool))
+        if m < 1:
+            raise ValueError(
+                f"cross-fitting fold {k} of {folds} has no training data ({len(pos_pool)} positive,"
+                f" {len(neg_pool)} negative documents outside it): use fewer folds or more data"
+            )
+        kpos = rng.sample(pos_pool, m) if len(pos_pool) > m else list(pos_pool)
+        kneg = rng.sample(neg_pool, m) if len(neg_pool) > m else list(neg_pool)
+        train = [(pos_items[i][1], 1) for i in kpos] + [(neg_items[i][1], 0) for i in kneg]
+        rng.shuffle(train)
+        counts = {
+            "model": fold_model_file(k),
+            "n_train_positive": len(kpos),
+            "n_train_negative": len(kneg),
+            "n_fold_negatives": sum(f == k for f in neg_fold),  # usable negatives this model never sees
+            "n_duplicates_left_out": len(outside) - len(neg_pool),
+        }
+        out.append((train, counts))
+    return out
+
+
 def train_quality(
     positives: list[str], negatives: list[str], out_dir: str, cfg: QualityTrainConfig, force: bool = False
 ) -> dict[str, Any]:
@@ -388,6 +468,15 @@ def train_quality(
     ``test_fraction`` held out; the metrics in ``eval.json`` are on that split only. The output folder
     appears all at once (written under a temporary name, then renamed), and a rerun with the same inputs,
     config and code returns the stored evaluation unless ``force``.
+
+    With ``cfg.folds = K >= 2`` (cross-fitting) every negative is assigned to fold :func:`fold_of` of its id
+    (its text's hash when it has none) and ``model-fold{k}.bin`` is trained, like ``model.bin``, on the
+    positives and the negatives outside fold k (see :func:`_fold_training_sets`). ``model.bin`` stays the
+    model for new data; the filter scores each document of fold k with ``model-fold{k}.bin``. That costs K
+    more fastText trainings (about K + 1 times the training time, each fold model being about as large as
+    ``model.bin`` when the crawl outnumbers the reference). ``eval.json`` then also holds each fold model's
+    held-out ROC AUC and, under ``cross_fit.train_negatives``, ``model.bin``'s memorised scores of its own
+    training negatives next to their out-of-fold scores: the gap cross-fitting closes.
     """
     import sklearn
 
@@ -395,6 +484,8 @@ def train_quality(
         raise ValueError("train_quality needs at least one positive and one negative input")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    if cfg.folds < 1:
+        raise ValueError(f"folds must be at least 1, got {cfg.folds}")
     fp = fingerprint(
         "quality_train", [*positives, *negatives], {"config": dataclasses.asdict(cfg), "positives": len(positives)}
     )
@@ -404,51 +495,40 @@ def train_quality(
             return json.load(fh)
 
     stats = StageStats(stage="quality_train")
-    pos, pos_counts = _collect_class(positives, "positive", cfg, stats)
-    neg, neg_counts = _collect_class(negatives, "negative", cfg, stats)
-    n = min(len(pos), len(neg))
+    pos_items, pos_counts = _collect_class(positives, "positive", cfg, stats)
+    neg_items, neg_counts = _collect_class(negatives, "negative", cfg, stats)
+    n = min(len(pos_items), len(neg_items))
     if n < 2:
         raise ValueError(
-            f"too few usable documents to train and evaluate: {len(pos)} positive, {len(neg)} negative"
+            f"too few usable documents to train and evaluate: {len(pos_items)} positive, {len(neg_items)} negative"
             f" (after dropping {dict(stats.dropped)})"
         )
+    # Indices into the collected items: sampling and shuffling an index list consumes the generator exactly as
+    # the item list would, and the indices tell the cross-fitting below which documents are held out.
     rng = random.Random(f"ccgpt-quality-split:{cfg.seed}")
-    if len(pos) > n:
-        stats.drop("balance_downsampled", len(pos) - n)
-        pos = rng.sample(pos, n)
-    if len(neg) > n:
-        stats.drop("balance_downsampled", len(neg) - n)
-        neg = rng.sample(neg, n)
+    pos_idx, neg_idx = list(range(len(pos_items))), list(range(len(neg_items)))
+    if len(pos_idx) > n:
+        stats.drop("balance_downsampled", len(pos_idx) - n)
+        pos_idx = rng.sample(pos_idx, n)
+    if len(neg_idx) > n:
+        stats.drop("balance_downsampled", len(neg_idx) - n)
+        neg_idx = rng.sample(neg_idx, n)
     stats.kept = 2 * n
-    rng.shuffle(pos)
-    rng.shuffle(neg)
+    rng.shuffle(pos_idx)
+    rng.shuffle(neg_idx)
     n_test = min(n - 1, max(1, round(cfg.test_fraction * n)))
-    test = [(t, 1) for t in pos[:n_test]] + [(t, 0) for t in neg[:n_test]]
-    train = [(t, 1) for t in pos[n_test:]] + [(t, 0) for t in neg[n_test:]]
+    test = [(pos_items[i][1], 1) for i in pos_idx[:n_test]] + [(neg_items[i][1], 0) for i in neg_idx[:n_test]]
+    train = [(pos_items[i][1], 1) for i in pos_idx[n_test:]] + [(neg_items[i][1], 0) for i in neg_idx[n_test:]]
     rng.shuffle(train)  # fastText's SGD sees lines in file order: interleave the classes
+    folds = max(1, cfg.folds)
+    fold_sets = _fold_training_sets(pos_items, neg_items, pos_idx[:n_test], neg_idx[:n_test], folds, cfg.seed)
 
     with stage_output(out_dir) as tmp:
-        train_file = os.path.join(tmp, "train.txt")
-        with open(train_file, "w", encoding="utf-8") as fh:
-            for text, y in train:
-                fh.write(f"{HQ_LABEL if y else CC_LABEL} {text}\n")
         threads = 1 if cfg.reproducible else (cfg.threads or os.cpu_count() or 1)
-        train_fasttext(
-            train_file,
-            os.path.join(tmp, MODEL_FILE),
-            dim=cfg.dim,
-            epoch=cfg.epoch,
-            wordNgrams=cfg.word_ngrams,
-            minCount=cfg.min_count,
-            lr=cfg.lr,
-            bucket=cfg.bucket,
-            loss="softmax",
-            thread=threads,
-            seed=cfg.seed,
-            verbose=0,
-        )
+        _train_model(tmp, MODEL_FILE, train, cfg, threads)
         model = load_model(os.path.join(tmp, MODEL_FILE))
-        os.remove(train_file)  # a copy of the training data; the model is the artefact
+        for k, (fold_train, _) in enumerate(fold_sets):
+            _train_model(tmp, fold_model_file(k), fold_train, cfg, threads)
 
         test_texts = [t for t, _ in test]
         y_test = np.array([y for _, y in test])
@@ -479,6 +559,39 @@ def train_quality(
             "positive": float(np.mean((2.0 - pos_scores) ** -cfg.pareto_alpha)),
             "negative": float(np.mean((2.0 - neg_scores) ** -cfg.pareto_alpha)),
         }
+        fold_files = [counts["model"] for _, counts in fold_sets]
+        result["folds"] = folds
+        result["fold_models"] = fold_files
+        if fold_sets:
+            fold_models = [load_model(os.path.join(tmp, f)) for f in fold_files]
+            per_fold = []
+            for fm, (_, counts) in zip(fold_models, fold_sets):
+                fold_test = np.array(_fasttext_scores(fm, test_texts))
+                per_fold.append({**counts, "roc_auc": _binary_metrics(y_test, fold_test)["roc_auc"]})
+            # What cross-fitting changes, on the crawl documents model.bin trained on: their in-sample scores
+            # (memorised) against the scores of the fold model that never saw them, which the filter uses.
+            seen = [neg_items[i] for i in neg_idx[n_test:]]
+            in_sample = np.array(_fasttext_scores(model, [line for _, line in seen]))
+            out_of_fold = np.zeros(len(seen))
+            by_fold: dict[int, list[int]] = {}
+            for j, (key, _) in enumerate(seen):
+                by_fold.setdefault(fold_of(key, cfg.seed, folds), []).append(j)
+            for k, js in by_fold.items():
+                out_of_fold[js] = _fasttext_scores(fold_models[k], [seen[j][1] for j in js])
+            result["cross_fit"] = {
+                "seed": cfg.seed,
+                "fold_hash": FOLD_HASH,
+                "per_fold": per_fold,
+                "train_negatives": {
+                    "n": len(seen),
+                    "mean_score_in_sample": float(np.mean(in_sample)),
+                    "mean_score_out_of_fold": float(np.mean(out_of_fold)),
+                    "pareto_expected_keep_rate_in_sample": float(np.mean((2.0 - in_sample) ** -cfg.pareto_alpha)),
+                    "pareto_expected_keep_rate_out_of_fold": float(
+                        np.mean((2.0 - out_of_fold) ** -cfg.pareto_alpha)
+                    ),
+                },
+            }
         with open(os.path.join(tmp, "eval.json"), "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)
             fh.write("\n")
@@ -492,6 +605,11 @@ def train_quality(
                     "normalization_version": NORMALIZATION_VERSION,
                     "fasttext_threads": threads,
                     "sklearn_version": sklearn.__version__,
+                    # what run_quality_filter reads to route each document to the model that never saw it
+                    "folds": folds,
+                    "fold_models": fold_files,
+                    "fold_seed": cfg.seed,
+                    "fold_hash": FOLD_HASH,
                 },
                 fh,
                 indent=2,
@@ -510,7 +628,10 @@ def train_quality(
             n_train=result["n_train"],
             n_test=result["n_test"],
             roc_auc=result["roc_auc"],
+            folds=folds,
         )
+        if fold_sets:
+            stats.extra["fold_models"] = fold_files
         if cfg.baseline:
             stats.extra["baseline_roc_auc"] = result["baseline_roc_auc"]
         finish(stats, tmp, fp)
@@ -678,6 +799,47 @@ class QualityFilterConfig:
     )
     num_quantiles: int = field(default=1001, metadata={"help": "quantiles=approximate: resolution of the cutoff"})
     hist_bins: int = field(default=20, metadata={"help": "bins of the score histograms in stats.json"})
+    cross_fit: bool = field(
+        default=True,
+        metadata={
+            "help": "use the fold models (model-fold{k}.bin) when the model folder has them: each document is"
+            " scored by the model that did not train on it"
+        },
+    )
+
+
+def _read_model_config(folder: str) -> dict[str, Any] | None:
+    """The ``config.json`` :func:`train_quality` wrote beside the model, local or remote; None when absent."""
+    path = os.path.join(folder, CONFIG_FILE) if "://" not in folder else folder.rstrip("/") + "/" + CONFIG_FILE
+    if "://" not in path:
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read().decode("utf-8"))
+
+
+def cross_fit_models(model_path: str) -> tuple[list[str], int]:
+    """The fold model paths beside ``model_path`` (a model.bin or its folder) and their fold seed.
+
+    Read from the folder's ``config.json``; ``([], 0)`` when the model was trained without folds or has no
+    ``config.json`` beside it (a model file copied on its own is scored as a single model).
+    """
+    path = resolve_model_path(model_path)
+    folder = path.rsplit("/", 1)[0] if "://" in path else os.path.dirname(path)
+    config = _read_model_config(folder)
+    if not config or int(config.get("folds", 1)) < 2:
+        return [], 0
+    files = config.get("fold_models") or [fold_model_file(k) for k in range(int(config["folds"]))]
+    if len(files) != int(config["folds"]):
+        raise ValueError(f"{folder}/{CONFIG_FILE}: {config['folds']} folds but fold models {files}")
+    join = (lambda f: f"{folder}/{f}") if "://" in folder else (lambda f: os.path.join(folder, f))
+    return [join(f) for f in files], int(config.get("fold_seed", config.get("config", {}).get("seed", 0)))
 
 
 def _with_outcome(outcome: str) -> beam.pvalue.TaggedOutput:
@@ -689,14 +851,30 @@ class ScoreDocuments(beam.DoFn):
 
     The score is rounded to float32 before anything uses it, so the stored ``quality_score`` alone decides
     the keep rule: anyone can re-derive the decision from the output table.
+
+    With ``fold_paths`` (cross-fitting) a document whose id falls in fold k (:func:`fold_of` with the
+    training seed) is scored by fold model k, which never trained on it. Every scored document has an id,
+    so ``model.bin`` is then never used and not loaded; ``setup`` loads the models this DoFn uses once per
+    worker, not once per bundle.
     """
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, fold_paths: list[str] | None = None, fold_seed: int = 0):
         self.model_path = model_path
+        self.fold_paths = list(fold_paths or [])
+        self.fold_seed = fold_seed
         self._model: Any = None
+        self._fold_models: list[Any] = []
 
     def setup(self) -> None:
-        self._model = load_model(self.model_path)
+        if self.fold_paths:
+            self._fold_models = [load_model(p) for p in self.fold_paths]
+        else:
+            self._model = load_model(self.model_path)
+
+    def _model_of(self, doc_id: str) -> Any:
+        if self._fold_models:
+            return self._fold_models[fold_of(doc_id, self.fold_seed, len(self._fold_models))]
+        return self._model
 
     def process(self, row: dict[str, Any]) -> Iterator[Any]:
         doc_id = row.get("id") if isinstance(row, dict) else None
@@ -709,7 +887,7 @@ class ScoreDocuments(beam.DoFn):
             yield _with_outcome(dropped("empty_text"))
             return
         try:
-            (score,) = _fasttext_scores(self._model, [line])
+            (score,) = _fasttext_scores(self._model_of(doc_id), [line])
         except (ValueError, RuntimeError, UnicodeError):
             yield _with_outcome(dropped("score_error"))
             return
@@ -751,6 +929,10 @@ def _hist_entries(row: dict[str, Any], which: str, bins: int) -> tuple[str, floa
 
 def _expected_keep_entry(row: dict[str, Any], alpha: float) -> tuple[str, float]:
     return ("pareto_expected_keep", pareto_keep_probability(row["quality_score"], alpha))
+
+
+def _fold_entry(row: dict[str, Any], seed: int, folds: int) -> tuple[str, float]:
+    return (f"fold:{fold_of(row['id'], seed, folds)}", 1.0)
 
 
 def _score_entry(row: dict[str, Any]) -> tuple[str, float]:
@@ -811,7 +993,12 @@ def run_quality_filter(
     ``quality_summary.jsonl`` (histogram counts and sums), ``stats.json`` whose ``extra`` holds the rule,
     ``keep_rate`` (kept / scored), ``mean_score``, the score histograms of scored and kept documents and,
     for ``pareto``, the analytic ``pareto_expected_keep_rate`` to compare the realised rate with.
-    The model file takes part in the fingerprint, so retraining it reruns the filter.
+    The model files take part in the fingerprint, so retraining them reruns the filter.
+
+    When the model folder holds fold models (``train_quality`` with ``folds >= 2``) and ``cfg.cross_fit``,
+    each document is scored by the fold model that did not train on it, so crawl documents that were the
+    classifier's negatives are not scored by a model that memorised them; ``stats.extra`` then records
+    ``cross_fit_folds`` (0 when every document is scored by ``model.bin``) and ``scored_per_fold``.
     """
     if not cfg.model:
         raise ValueError("quality filter needs cfg.model (model.bin or the quality train output folder)")
@@ -826,7 +1013,12 @@ def run_quality_filter(
         if not os.path.exists(model_path):
             raise FileNotFoundError(f"quality model not found: {model_path}")
         model_path = os.path.abspath(model_path)  # workers may run in another working directory
-    fp = fingerprint("quality_filter", [*inputs, model_path], cfg)
+    fold_paths, fold_seed = cross_fit_models(model_path) if cfg.cross_fit else ([], 0)
+    for path in fold_paths:
+        if "://" not in path and not os.path.exists(path):
+            raise FileNotFoundError(f"cross-fitting model not found: {path} (or set cross_fit: false)")
+    folds = len(fold_paths)
+    fp = fingerprint("quality_filter", [*inputs, model_path, *fold_paths], cfg)
     if not force and is_complete(out_dir, fp):
         return load_stats(out_dir)
 
@@ -834,7 +1026,9 @@ def run_quality_filter(
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner) as p:
             docs = _read_inputs(p, inputs)
-            scored = docs | "Score" >> beam.ParDo(ScoreDocuments(model_path)).with_outputs(OUTCOMES, main="scored")
+            scored = docs | "Score" >> beam.ParDo(ScoreDocuments(model_path, fold_paths, fold_seed)).with_outputs(
+                OUTCOMES, main="scored"
+            )
             side: dict[str, Any] = {}
             summary_parts = []
             if cfg.rule == "top_fraction":
@@ -864,6 +1058,8 @@ def run_quality_filter(
             summary_parts.append(scored.scored | "HistAll" >> beam.Map(_hist_entries, "scored", bins))
             summary_parts.append(kept.kept | "HistKept" >> beam.Map(_hist_entries, "kept", bins))
             summary_parts.append(scored.scored | "ScoreSum" >> beam.Map(_score_entry))
+            if folds:
+                summary_parts.append(scored.scored | "FoldCounts" >> beam.Map(_fold_entry, fold_seed, folds))
             if cfg.rule == "pareto":
                 summary_parts.append(scored.scored | "ExpectedKeep" >> beam.Map(_expected_keep_entry, cfg.alpha))
             _ = (
@@ -900,5 +1096,9 @@ def run_quality_filter(
             stats.extra["top_fraction"] = cfg.top_fraction
             stats.extra["cutoff_score"] = summary.get("cutoff_score")
         stats.extra["model"] = model_path
+        stats.extra["cross_fit_folds"] = folds
+        if folds:
+            stats.extra["fold_models"] = fold_paths
+            stats.extra["scored_per_fold"] = [int(summary.get(f"fold:{k}", 0)) for k in range(folds)]
         finish(stats, tmp, fp)
     return stats

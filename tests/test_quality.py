@@ -16,10 +16,13 @@ import tarfile
 import numpy as np
 import pytest
 
+from pipeline import quality
 from pipeline.quality import (
     QualityFilterConfig,
     QualityTrainConfig,
     exact_cutoff,
+    fold_key,
+    fold_of,
     iter_records,
     normalize_text,
     pareto_draw,
@@ -200,6 +203,8 @@ def test_train_separates_reference_from_crawl(trained):
     for key in ("roc_auc", "precision", "recall", "f1", "n_train", "n_test", "baseline_roc_auc", "score_hist"):
         assert key in result, key
     assert result["roc_auc"] > 0.85
+    assert result["folds"] == 1 and result["fold_models"] == [] and "cross_fit" not in result
+    assert not any(f.startswith("model-fold") for f in os.listdir(out))
     assert result["baseline_roc_auc"] > 0.7
     assert result["f1"] > 0.7
     # held-out classes are balanced, and the histograms count every held-out document
@@ -298,6 +303,7 @@ def test_pareto_filter_accounting_is_exact(corpus, trained, local_runner, tmp_pa
     assert sum(hist["scored"]) == n_scorable and sum(hist["kept"]) == stats.kept
     assert stats.extra["keep_rate"] == pytest.approx(stats.kept / n_scorable)
     assert 0.0 < stats.extra["pareto_expected_keep_rate"] < 1.0
+    assert stats.extra["cross_fit_folds"] == 0  # a model trained without folds: model.bin scores everything
     # a rerun with the same inputs, config and model is skipped
     mtime = os.stat(tmp_path / "out" / "stats.json").st_mtime_ns
     assert run_quality_filter([corpus["table"]], str(tmp_path / "out"), cfg, local_runner).kept == stats.kept
@@ -339,3 +345,209 @@ def test_threshold_rule(corpus, trained, local_runner, tmp_path):
     expected = _expected_scores(model, corpus["table_texts"])
     assert set(_kept(str(tmp_path / "out"))) == {i for i, s in expected.items() if s >= 0.5}
     assert stats.dropped["quality"] == sum(s < 0.5 for s in expected.values())
+
+
+# -- cross-fitting ---------------------------------------------------------------------------------------
+
+N_PLANTED = 20
+PINNED_FOLDS = [1, 1, 0, 0, 1, 0, 1, 0]  # xxh64(b"fold\x00doc-{i}", seed=0) % 2
+
+
+def test_fold_of_is_deterministic_and_balanced():
+    ids = [f"<urn:uuid:{i:08d}>" for i in range(12_000)]
+    for folds in (2, 3, 5):
+        a = [fold_of(d, 0, folds) for d in ids]
+        assert a == [fold_of(d, 0, folds) for d in ids]  # a pure function of (id, seed, folds)
+        counts = np.bincount(a, minlength=folds)
+        assert len(counts) == folds
+        expected = len(ids) / folds
+        sd = np.sqrt(len(ids) * (1 / folds) * (1 - 1 / folds))
+        assert np.all(np.abs(counts - expected) < 5 * sd), counts
+        assert a != [fold_of(d, 1, folds) for d in ids]  # another training seed, other folds
+    assert all(fold_of(d, 3, 1) == 0 for d in ids[:100])
+    # pinned: models trained with one version of the hash must be routed the same way by the next one
+    assert [fold_of(f"doc-{i}", 0, 2) for i in range(8)] == PINNED_FOLDS
+    # a record without an id is placed by its normalised text; an id wins over the text
+    assert fold_key(None, "Some  Text\n") == fold_key(None, "some text") != fold_key(None, "other text")
+    assert fold_key("id-1", "some text") == "id-1"
+
+
+def _capture_training_files(calls: list[tuple[str, list[str]]]):
+    """Wrap ``train_fasttext`` to keep (model file name, training lines) of every training: what fastText saw."""
+    real = quality.train_fasttext
+
+    def spy(input_path, output_path, **params):
+        with open(input_path, encoding="utf-8") as fh:
+            calls.append((os.path.basename(output_path), fh.read().splitlines()))
+        return real(input_path, output_path, **params)
+
+    return spy
+
+
+@pytest.fixture(scope="module")
+def planted(corpus):
+    """The crawl negatives plus copies of reference paragraphs planted among them as crawl documents.
+
+    A planted page is what the problem looks like in a run: crawl text whose content is reference-like.
+    As a training negative it is memorised as "crawl" by any model that trained on it.
+    """
+    root = corpus["root"]
+    with open(corpus["positives"][0], encoding="utf-8") as fh:
+        wiki = [json.loads(line)["text"] for line in fh]
+    with open(corpus["negatives"][0], encoding="utf-8") as fh:
+        crawl = [json.loads(line) for line in fh]
+    records = crawl + [{"id": f"planted-{i}", "text": t} for i, t in enumerate(wiki[:N_PLANTED])]
+    negatives = os.path.join(root, "crawl_planted.jsonl")
+    with open(negatives, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+    # What the filter sees: the same documents, same ids, as a document table (curate/ next to curate/raw).
+    table = os.path.join(root, "crawl_table")
+    os.makedirs(table)
+    rows = [dict(id=r["id"], source="crawl", text=r["text"]) for r in records]
+    write_documents(rows[::2], os.path.join(table, "part-0.parquet"))
+    write_documents(rows[1::2], os.path.join(table, "part-1.parquet"))
+
+    cfg = dict(TINY, baseline=False)
+    single = os.path.join(root, "model_planted_1")
+    train_quality(corpus["positives"], [negatives], single, QualityTrainConfig(**cfg))
+    calls: list[tuple[str, list[str]]] = []
+    folded = os.path.join(root, "model_planted_2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(quality, "train_fasttext", _capture_training_files(calls))
+        result = train_quality(corpus["positives"], [negatives], folded, QualityTrainConfig(**cfg, folds=2))
+    return {
+        "negatives": negatives,
+        "table": table,
+        "texts": {r["id"]: r["text"] for r in records},
+        "single": single,
+        "folded": folded,
+        "result": result,
+        "calls": dict(calls),
+    }
+
+
+
+def _training_negatives(lines: list[str]) -> tuple[int, list[str]]:
+    """(number of positive lines, texts of the negative lines) of one fastText training file."""
+    n_pos, neg = 0, []
+    for line in lines:
+        label, text = line.split(" ", 1)
+        if label == "__label__hq":
+            n_pos += 1
+        else:
+            assert label == "__label__cc"
+            neg.append(text)
+    return n_pos, neg
+
+
+def test_fold_models_never_train_on_their_own_fold(planted):
+    """Checked on what fastText was actually given, not on what the code says it did."""
+    folded, result, calls = planted["folded"], planted["result"], planted["calls"]
+    assert sorted(calls) == ["model-fold0.bin", "model-fold1.bin", "model.bin"]
+    for name in ("model.bin", "model-fold0.bin", "model-fold1.bin", "config.json", "eval.json"):
+        assert os.path.getsize(os.path.join(folded, name)) > 0, name
+    with open(os.path.join(folded, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    assert config["folds"] == 2 and config["fold_models"] == ["model-fold0.bin", "model-fold1.bin"]
+    assert config["fold_seed"] == 0
+    with open(os.path.join(folded, "eval.json"), encoding="utf-8") as fh:
+        assert json.load(fh) == result
+    assert result["folds"] == 2 and result["fold_models"] == config["fold_models"]
+
+    # The crawl holds the same page under several ids (as a crawl does before dedup); a fold model must not
+    # have trained on any copy of a document of its fold, so the check goes by text, not by id.
+    fold = {i: fold_of(i, 0, 2) for i in planted["texts"]}
+    folds_of_text: dict[str, set[int]] = {}
+    for i, t in planted["texts"].items():
+        folds_of_text.setdefault(normalize_text(t), set()).add(fold[i])
+    assert any(len(f) == 2 for f in folds_of_text.values())  # the data does exercise the duplicate case
+    n_pos, main_neg = _training_negatives(calls["model.bin"])
+    assert set().union(*(folds_of_text[t] for t in main_neg)) == {0, 1}  # model.bin learned from both folds
+    per_fold = result["cross_fit"]["per_fold"]
+    for k in (0, 1):
+        n_pos, neg = _training_negatives(calls[f"model-fold{k}.bin"])
+        assert neg and not any(k in folds_of_text[t] for t in neg), k  # no text of its own fold
+        assert n_pos == len(neg) == per_fold[k]["n_train_negative"] == per_fold[k]["n_train_positive"]
+        assert per_fold[k]["n_fold_negatives"] == sum(f == k for f in fold.values())  # every record is usable
+        assert per_fold[k]["n_duplicates_left_out"] > 0
+        assert per_fold[k]["roc_auc"] > 0.85
+    # the main model is the one a folds=1 run trains: cross-fitting only adds models
+    texts = list(planted["texts"].values())
+    assert score_documents(planted["folded"], texts) == score_documents(planted["single"], texts)
+    with open(os.path.join(planted["single"], "config.json"), encoding="utf-8") as fh:
+        assert json.load(fh)["fold_models"] == []
+    assert not any(f.startswith("model-fold") for f in os.listdir(planted["single"]))
+    # memorised in-sample scores of model.bin's training negatives are lower than their out-of-fold scores
+    train_neg = result["cross_fit"]["train_negatives"]
+    assert train_neg["n"] == len(main_neg)
+    assert train_neg["mean_score_out_of_fold"] > train_neg["mean_score_in_sample"]
+
+
+def _all_scores(out_dir: str) -> dict[str, float]:
+    return {r["id"]: r["quality_score"] for r in read_documents(out_dir)}
+
+
+def test_cross_fit_filter_scores_each_document_with_the_model_that_did_not_see_it(planted, local_runner, tmp_path):
+    folded, texts = planted["folded"], planted["texts"]
+    keep_all = dict(rule="threshold", threshold=0.0)  # every scored document is written with its score
+    cfg = QualityFilterConfig(model=os.path.join(folded, "model.bin"), **keep_all)
+    out = str(tmp_path / "cross")
+    stats = run_quality_filter([planted["table"]], out, cfg, local_runner)
+    cross = _all_scores(out)
+    fold = {i: fold_of(i, 0, 2) for i in texts}
+    assert stats.read == stats.kept == len(cross) == len(texts) and not stats.dropped
+    assert stats.extra["cross_fit_folds"] == 2
+    assert stats.extra["scored_per_fold"] == [sum(f == k for f in fold.values()) for k in (0, 1)]
+    assert [os.path.basename(p) for p in stats.extra["fold_models"]] == ["model-fold0.bin", "model-fold1.bin"]
+    for k in (0, 1):
+        ids = [i for i in texts if fold[i] == k]
+        expected = _expected_scores(os.path.join(folded, f"model-fold{k}.bin"), {i: texts[i] for i in ids})
+        assert {i: cross[i] for i in ids} == expected
+
+    # cross_fit off: the same folder scores everything with model.bin, exactly as a folds=1 model would
+    plain_out = str(tmp_path / "plain")
+    plain_stats = run_quality_filter(
+        [planted["table"]], plain_out, QualityFilterConfig(model=folded, cross_fit=False, **keep_all), local_runner
+    )
+    plain = _all_scores(plain_out)
+    assert plain == _expected_scores(planted["single"], texts)
+    assert plain_stats.extra["cross_fit_folds"] == 0 and "scored_per_fold" not in plain_stats.extra
+
+    # The planted reference copies were memorised as crawl by model.bin; the model that did not see them
+    # scores them as the reference text they are. The whole crawl gains too: memorised scores are lower.
+    planted_ids = [i for i in texts if i.startswith("planted-")]
+    gain = np.array([cross[i] - plain[i] for i in planted_ids])
+    assert gain.mean() > 0.05 and np.mean(gain > 0) >= 0.7, gain
+    keep = {name: np.mean([pareto_keep_probability(s, 9.0) for s in scores.values()])
+            for name, scores in (("cross", cross), ("plain", plain))}
+    assert keep["cross"] > 1.5 * keep["plain"], keep
+
+    # the fold models take part in the fingerprint: same models -> skipped, a retrained fold model -> rerun
+    mtime = os.stat(os.path.join(out, "stats.json")).st_mtime_ns
+    assert run_quality_filter([planted["table"]], out, cfg, local_runner).kept == stats.kept
+    assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns == mtime
+    fold1 = os.path.join(folded, "model-fold1.bin")
+    st = os.stat(fold1)
+    os.utime(fold1, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    run_quality_filter([planted["table"]], out, cfg, local_runner)
+    assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns != mtime
+
+
+def test_cross_fit_filter_is_the_same_on_every_runner(planted, local_runner, portable_runner, tmp_path):
+    cfg = QualityFilterConfig(model=planted["folded"], rule="pareto", alpha=2.0, seed=5)
+    a = run_quality_filter([planted["table"]], str(tmp_path / "local"), cfg, local_runner)
+    b = run_quality_filter([planted["table"]], str(tmp_path / "portable"), cfg, portable_runner)
+    kept = _kept(str(tmp_path / "local"))
+    assert kept == _kept(str(tmp_path / "portable"))
+    assert (a.read, a.kept, a.dropped) == (b.read, b.kept, b.dropped)
+    assert a.extra["scored_per_fold"] == b.extra["scored_per_fold"] and a.extra["cross_fit_folds"] == 2
+    assert a.read == a.kept + a.dropped.get("quality", 0) == len(planted["texts"])
+    assert 0 < a.kept < a.read
+    # exactly the documents the pure rule keeps under the cross-fitted scores
+    folded, texts = planted["folded"], planted["texts"]
+    scores = {}
+    for k in (0, 1):
+        ids = {i: t for i, t in texts.items() if fold_of(i, 0, 2) == k}
+        scores.update(_expected_scores(os.path.join(folded, f"model-fold{k}.bin"), ids))
+    assert set(kept) == {i for i, s in scores.items() if pareto_keep(s, i, 5, 2.0)}
