@@ -265,11 +265,13 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--out-dir", help="override the config's out_dir")
     p.add_argument("--force", action="store_true", help="recompute every stage")
     p.add_argument("--runner", default=None, help="Beam runner for every curation stage (see `ccgpt curate --help`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config option, e.g. --set mix.seq_len=512 --set train.max_steps=50 (repeatable)")
 
     def handler(args: argparse.Namespace) -> int:
         from pipeline.run import load_run_config, run_all
 
-        cfg = load_run_config(args.config)
+        cfg = load_run_config(args.config, args.set)
         if args.out_dir:
             cfg.out_dir = args.out_dir
         if args.runner:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.dedup import DedupConfig, run_dedup
@@ -27,14 +28,13 @@ from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_qualit
 from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
-from pipeline.stage import fingerprint
+from pipeline.stage import finish, fingerprint
 from pipeline.sources import SourceConfig, run_source
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.config import from_dict, load_yaml
 from schemas.stats import StageStats
 from train.config import TrainConfig
 
-log = logging.getLogger("ccgpt.run")
 
 
 @dataclass
@@ -58,8 +58,22 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_run_config(path: str) -> RunConfig:
-    return from_dict(RunConfig, load_yaml(path))
+def load_run_config(path: str, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config; ``overrides`` are ``dotted.key=YAML`` strings (``mix.seq_len=512``) applied on top,
+    so every option of every stage can be set from the command line without editing the file."""
+    data = load_yaml(path)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects dotted.key=value, got {item!r}")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return from_dict(RunConfig, data)
 
 
 def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
@@ -160,7 +174,18 @@ class Run:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"fingerprint": fp, "shards": self.dirs["shards"]}, fh)
         os.replace(tmp, lineage)
-        return train(dataclasses.replace(tcfg, resume=True))
+        summary = train(dataclasses.replace(tcfg, resume=True))
+        # the trainer's accounting in the common stats shape, counted in shard rows: rows drawn for training
+        # steps (by source) and rows held out for validation
+        rows = sum((summary.get("samples_by_source") or {}).values())
+        stats = StageStats(stage="train", read=rows, kept=rows, extra={
+            "unit": "rows", "steps": summary.get("steps"), "tokens_seen": summary.get("tokens_seen"),
+            "rows_by_source": summary.get("samples_by_source"), "eval_rows": summary.get("eval_rows"),
+            "first_loss": summary.get("first_loss"), "last_loss": summary.get("last_loss"),
+            "eval_loss": summary.get("eval_loss"), "eval_loss_by_source": summary.get("eval_loss_by_source"),
+            "tokens_per_sec": summary.get("tokens_per_sec")})
+        finish(stats, folder, fp)
+        return summary
 
     def report(self) -> str:
         from pipeline.report import write_report

@@ -35,3 +35,15 @@ def test_shards_verify_reports_failure(tmp_path, capsys):
     os.makedirs(tmp_path / "shards")
     assert main(["shards", "verify", str(tmp_path / "shards")]) == 1
     assert "FAILED" in capsys.readouterr().err
+
+
+def test_run_config_overrides(tmp_path):
+    from pipeline.run import load_run_config
+
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo.yaml")
+    cfg = load_run_config(demo, ["mix.seq_len=512", "train.max_steps=7", "curate.langid.languages=[de, fr]"])
+    assert cfg.mix.seq_len == 512 and cfg.train.max_steps == 7 and cfg.curate.langid.languages == ["de", "fr"]
+    with pytest.raises(ValueError, match="unknown option"):
+        load_run_config(demo, ["mix.seq_lenn=1"])
+    with pytest.raises(ValueError, match="dotted.key=value"):
+        load_run_config(demo, ["mix.seq_len"])
