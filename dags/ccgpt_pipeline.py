@@ -4,7 +4,12 @@
            -> sources ------------------------------------------------------^        -> verify -> train -> report
 
 Each task calls ``pipeline.run.run_stage(config, stage)`` — the same code ``ccgpt run`` runs — so the DAG
-holds no business logic. Tasks are idempotent: a stage whose output folder is complete and current (same
+holds no business logic. Why not the Apache Beam provider's ``BeamRunPythonPipelineOperator``: it fails to
+import without the Google provider (~100 packages), and it would launch a second copy of the pipeline
+definition; calling ccgpt's stage functions from a task submits the very same Beam pipeline to whichever
+runner the ``runner`` param names (the task process is the Beam driver; Dataflow, Flink or Spark do the
+work). Training runs in the task process, or as ``torchrun --nproc_per_node=N -m train`` when the
+``train_nproc`` param is set. Tasks are idempotent: a stage whose output folder is complete and current (same
 inputs, config and code fingerprint) returns at once, and a failed attempt never leaves a half-written
 folder (outputs are renamed into place). XComs carry counts and paths, never data. The Beam runner is a DAG
 parameter (``local`` | ``portable`` | ``DataflowRunner`` | ``FlinkRunner`` | ``SparkRunner``), not code;
@@ -42,12 +47,33 @@ def _run(stage: str, params: dict[str, Any]) -> dict[str, Any]:
         cfg.out_dir = params["out_dir"]
     if params.get("runner"):
         cfg.runner = dataclasses.replace(cfg.runner, runner=params["runner"])
+    nproc = int(params.get("train_nproc") or 0)
+    if stage == "train" and nproc > 0:
+        return _torchrun(cfg, params["config"], nproc)
     result = run_stage(cfg, stage, force=bool(params.get("force")))
     if hasattr(result, "to_dict"):
         result = result.to_dict()
     elif isinstance(result, dict) and all(hasattr(v, "to_dict") for v in result.values()) and result:
         result = {k: v.to_dict() for k, v in result.items()}
     return {"stage": stage, "out_dir": cfg.out_dir, "result": result if isinstance(result, (dict, str)) else None}
+
+
+def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
+    """Train with ``torchrun`` (one process per GPU); resumes from the run's checkpoint when one exists."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = os.path.abspath(cfg.out_dir)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "train",
+           "--config", config_path, "--shards", os.path.join(out, "shards"), "--out", os.path.join(out, "train"),
+           "--resume", "true"]
+    print("running:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    with open(os.path.join(out, "train", "summary.json"), encoding="utf-8") as fh:
+        summary = json.load(fh)
+    return {"stage": "train", "out_dir": cfg.out_dir, "result": summary}
 
 
 @dag(
@@ -61,6 +87,7 @@ def _run(stage: str, params: dict[str, Any]) -> dict[str, Any]:
         "out_dir": Param("", type="string", description="override the config's out_dir"),
         "runner": Param("", type="string", description="Beam runner: local, portable, DataflowRunner, ..."),
         "force": Param(False, type="boolean", description="recompute stages even if current"),
+        "train_nproc": Param(0, type="integer", description="0: train in the task; N: torchrun with N processes"),
     },
     doc_md=__doc__,
 )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tarfile
 
 import pytest
 
 from pipeline.runner import RunnerConfig
+from pipeline.sample import Page, write_warc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -30,3 +34,69 @@ def local_runner() -> RunnerConfig:
 def portable_runner() -> RunnerConfig:
     """The portable job API with an embedded endpoint: the path Dataflow, Flink and Spark take."""
     return RunnerConfig(runner="portable")
+
+
+def _write_jsonl(path, texts):
+    with open(path, "w", encoding="utf-8") as fh:
+        for t in texts:
+            fh.write(json.dumps({"text": t}) + "\n")
+
+
+def _wikitext_articles(path, n):
+    """WikiText-2 articles (split at ' = Title = ' headings), tokenisation artefacts undone."""
+    text = open(path, encoding="utf-8").read()
+    parts = re.split(r"\n (?== [^=])", text)
+    arts = [re.sub(r" @(.)@ ", r"\1", p).strip() for p in parts if len(p) > 1500]
+    return arts[:n]
+
+
+@pytest.fixture
+def tiny_inputs(shared_data, tmp_path):
+    d = tmp_path / "inputs"
+    (d / "crawl").mkdir(parents=True)
+    # real news pages wrapped as WARC responses, beside real Common Crawl / web-archive WARCs as they are
+    pages = []
+    with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tar:
+        for m in sorted(tar.getmembers(), key=lambda m: m.name):
+            if m.isfile() and m.name.endswith(".html"):
+                pages.append(Page(url=f"https://example.org/goose3/{os.path.basename(m.name)}",
+                                  body=tar.extractfile(m).read(), content_type="text/html; charset=utf-8",
+                                  mtime=1700000000, origin=f"goose3:{m.name}"))
+    write_warc(str(d / "crawl" / "news.warc.gz"), pages[:40], {"software": "tests"})
+    warc = os.path.join(shared_data, "warc")
+    crawl = [str(d / "crawl" / "news.warc.gz"),
+             os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"),
+             os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
+             os.path.join(warc, "pywb-sample", "iana.warc.gz")]
+    ref = os.path.join(shared_data, "reference")
+    _write_jsonl(d / "reference.jsonl", _wikitext_articles(os.path.join(ref, "wikitext-2", "test.txt"), 40))
+    _write_jsonl(d / "wiki.jsonl", _wikitext_articles(os.path.join(ref, "wikitext-2", "valid.txt"), 30))
+    shakespeare = open(os.path.join(ref, "tinyshakespeare.txt"), encoding="utf-8").read()
+    _write_jsonl(d / "books.jsonl", [shakespeare[i:i + 3000] for i in range(0, 90_000, 3000)])
+    return {"crawl": crawl, "reference": [str(d / "reference.jsonl")],
+            "wiki": str(d / "wiki.jsonl"), "books": str(d / "books.jsonl")}
+
+
+@pytest.fixture
+def tiny_run_config(tiny_inputs):
+    """A run config (as a dict) for the whole pipeline on ``tiny_inputs``: seconds per stage, in one process."""
+    return lambda out_dir: _tiny_config(tiny_inputs, out_dir)
+
+
+def _tiny_config(inputs, out_dir) -> dict:
+    return {
+        "out_dir": out_dir,
+        "crawl": inputs["crawl"],
+        "reference": inputs["reference"],
+        "sources": {"books": {"paths": [inputs["books"]], "format": "jsonl"},
+                    "wiki": {"paths": [inputs["wiki"]], "format": "jsonl"}},
+        "curate": {"extract": {"extractor": "resiliparse"}},
+        "quality_train": {"dim": 16, "epoch": 10, "min_words": 5, "baseline": True},
+        "quality_filter": {"rule": "top_fraction", "top_fraction": 0.6},
+        "tokenizer": {"vocab_size": 600},
+        "mix": {"weights": {"crawl": 0.5, "books": 0.3, "wiki": 0.2}, "total_tokens": 40_000, "seq_len": 64,
+                "rows_per_shard": 200},
+        "train": {"preset": "nano", "batch_size": 8, "max_steps": 24, "warmup_steps": 4, "lr": 0.003,
+                  "eval_every": 12, "log_every": 4, "checkpoint_every": 12},
+        "runner": {"runner": "local", "num_workers": 1, "running_mode": "in_memory"},
+    }
