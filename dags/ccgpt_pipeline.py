@@ -1,7 +1,7 @@
 """Airflow DAG: the ccgpt pipeline, one task per stage, for data engineers.
 
-    sample -> curate ----------------> quality_train -> quality_filter -> dedup -> tokenizer -> mix
-           -> sources ------------------------------------------------------^        -> verify -> train -> report
+    sample -> curate ----------------> quality_train -> quality_filter -> dedup -> decontam -> tokenizer
+           -> sources ------------------------------------------------------^   -> mix -> verify -> train -> report
 
 Each task calls ``pipeline.run.run_stage(config, stage)`` — the same code ``ccgpt run`` runs — so the DAG
 holds no business logic. Why not the Apache Beam provider's ``BeamRunPythonPipelineOperator``: it fails to
@@ -31,7 +31,8 @@ STAGE_DEPENDENCIES = {
     "quality_train": ["curate"],
     "quality_filter": ["quality_train"],
     "dedup": ["quality_filter", "sources"],
-    "tokenizer": ["dedup"],
+    "decontam": ["dedup"],
+    "tokenizer": ["decontam"],
     "mix": ["tokenizer"],
     "verify": ["mix"],
     "train": ["verify"],

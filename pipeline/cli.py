@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pipeline.runner import RunnerConfig
 from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
 
 
@@ -44,6 +43,8 @@ STAGES = {
                            "pipeline.curate", "CurateConfig", "run_curate", "curate"),
     "dedup": StageCommand("dedup", "exact + MinHash-LSH dedup within and across document tables",
                           "pipeline.dedup", "DedupConfig", "run_dedup", "dedup"),
+    "decontam": StageCommand("decontam", "remove benchmark 13-gram overlaps (GPT-3 appendix C rule)",
+                             "pipeline.decontam", "DecontamConfig", "run_decontam", "decontam"),
     "mix": StageCommand("mix", "tokenize, mix sources by weight, write packed Arrow shards + manifest",
                         "pipeline.mix", "MixConfig", "run_mix", "mix"),
 }
@@ -62,7 +63,8 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="recompute even if the output is complete and current")
 
 
-def runner_from_args(args: argparse.Namespace, section: dict[str, Any] | None = None) -> RunnerConfig:
+def runner_from_args(args: argparse.Namespace, section: dict[str, Any] | None = None) -> Any:
+    from pipeline.runner import RunnerConfig  # imports Beam: only for the subcommands that run a pipeline
     from schemas.config import from_dict
 
     cfg = from_dict(RunnerConfig, section)
@@ -245,6 +247,15 @@ def _add_train(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_generate(sub: Any) -> None:
+    from train.generate import add_generate_args, run
+
+    p = sub.add_parser("generate", help="sample text from a training checkpoint",
+                       description="Sample text from a checkpoint (tokenizer found beside its shards).")
+    add_generate_args(p)
+    p.set_defaults(handler=run)
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)")
     p.add_argument("run_dir", help="a run folder written by `ccgpt run`")
@@ -289,10 +300,12 @@ _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("curate", STAGES["curate"].help, lambda sub: _stage_parser(sub, STAGES["curate"], "WARC/WET files, globs, s3:// gs:// https:// URLs")),
     ("quality", "GPT-3 quality classifier: train, score, filter", _add_quality),
     ("dedup", STAGES["dedup"].help, lambda sub: _stage_parser(sub, STAGES["dedup"], "document tables (priority comes from each document's source: --source_priority)")),
+    ("decontam", STAGES["decontam"].help, lambda sub: _stage_parser(sub, STAGES["decontam"], "document tables (the dedup output)")),
     ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
     ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
     ("shards", "inspect token shards (verify)", _add_shards),
     ("train", "train a GPT on the Arrow shards (torchrun for multi-GPU)", _add_train),
+    ("generate", "sample text from a training checkpoint", _add_generate),
     ("report", "write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)", _add_report),
 ]
 

@@ -1,8 +1,8 @@
 """``ccgpt run CONFIG``: every stage, in order, from one YAML config.
 
     sample -> curate (crawl) + source (each named source) -> quality train (reference vs raw crawl)
-    -> quality filter (crawl) -> dedup (crawl + sources, across sources) -> tokenizer train -> mix + shards
-    -> shards verify -> train -> report
+    -> quality filter (crawl) -> dedup (crawl + sources, across sources) -> decontam (benchmark 13-grams)
+    -> tokenizer train -> mix + shards -> shards verify -> train -> report
 
 Each stage skips itself when its output is complete and made from the same inputs, config and code
 (see ``pipeline.stage``), so a rerun after a failure redoes only what is missing.
@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from pipeline.curate import CurateConfig, run_curate
+from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
 from pipeline.mix import MixConfig, run_mix
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
@@ -53,6 +54,7 @@ class RunConfig:
     quality_train: QualityTrainConfig = field(default_factory=QualityTrainConfig)
     quality_filter: QualityFilterConfig = field(default_factory=QualityFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -87,8 +89,8 @@ def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
     return out
 
 
-STAGES = ["sample", "curate", "sources", "quality_train", "quality_filter", "dedup", "tokenizer", "mix",
-          "verify", "train", "report"]
+STAGES = ["sample", "curate", "sources", "quality_train", "quality_filter", "dedup", "decontam", "tokenizer",
+          "mix", "verify", "train", "report"]
 
 
 class Run:
@@ -103,7 +105,7 @@ class Run:
         self.force = force
         self.out = os.path.abspath(cfg.out_dir)
         self.dirs = {n: os.path.join(self.out, n)
-                     for n in ("curate", "quality_model", "quality", "dedup", "tokenizer", "shards", "train")}
+                     for n in ("curate", "quality_model", "quality", "dedup", "decontam", "tokenizer", "shards", "train")}
         os.makedirs(self.out, exist_ok=True)
 
     def source_dirs(self) -> list[str]:
@@ -141,12 +143,23 @@ class Run:
         return run_dedup(self.source_dirs() + [self.dirs["quality"]], self.dirs["dedup"], self.cfg.dedup,
                          self.cfg.runner, force=self.force)
 
+    def decontam(self) -> StageStats | None:
+        """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when no benchmark is set."""
+        if not self.cfg.decontam.benchmarks:
+            return None
+        cfg = dataclasses.replace(self.cfg.decontam, benchmarks=_expand(self.cfg.decontam.benchmarks, self.cfg))
+        return run_decontam([self.dirs["dedup"]], self.dirs["decontam"], cfg, self.cfg.runner, force=self.force)
+
+    def clean_documents(self) -> str:
+        """The document table the tokenizer and the mix read: decontaminated when benchmarks are set."""
+        return self.dirs["decontam"] if self.cfg.decontam.benchmarks else self.dirs["dedup"]
+
     def tokenizer(self) -> Any:
-        return train_tokenizer([self.dirs["dedup"]], self.dirs["tokenizer"], self.cfg.tokenizer)
+        return train_tokenizer([self.clean_documents()], self.dirs["tokenizer"], self.cfg.tokenizer)
 
     def mix(self) -> StageStats:
         mix_cfg = dataclasses.replace(self.cfg.mix, tokenizer=os.path.join(self.dirs["tokenizer"], "tokenizer.json"))
-        return run_mix([self.dirs["dedup"]], self.dirs["shards"], mix_cfg, self.cfg.runner, force=self.force)
+        return run_mix([self.clean_documents()], self.dirs["shards"], mix_cfg, self.cfg.runner, force=self.force)
 
     def verify(self) -> dict[str, Any]:
         return verify_shards(self.dirs["shards"])
@@ -213,7 +226,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for stage in STAGES:
-        if stage == "sample" and not cfg.build_sample:
+        if (stage == "sample" and not cfg.build_sample) or (stage == "decontam" and not cfg.decontam.benchmarks):
             continue
         folder = run.folder(stage)
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)

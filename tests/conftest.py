@@ -70,11 +70,14 @@ def tiny_inputs(shared_data, tmp_path):
              os.path.join(warc, "pywb-sample", "iana.warc.gz")]
     ref = os.path.join(shared_data, "reference")
     _write_jsonl(d / "reference.jsonl", _wikitext_articles(os.path.join(ref, "wikitext-2", "test.txt"), 40))
-    _write_jsonl(d / "wiki.jsonl", _wikitext_articles(os.path.join(ref, "wikitext-2", "valid.txt"), 30))
+    wiki = _wikitext_articles(os.path.join(ref, "wikitext-2", "valid.txt"), 30)
+    _write_jsonl(d / "wiki.jsonl", wiki)
+    # a "benchmark" whose passages sit inside three wiki documents: decontamination must cut them out
+    _write_jsonl(d / "bench.jsonl", [a[500:1200] for a in wiki[:3]])
     shakespeare = open(os.path.join(ref, "tinyshakespeare.txt"), encoding="utf-8").read()
     _write_jsonl(d / "books.jsonl", [shakespeare[i:i + 3000] for i in range(0, 90_000, 3000)])
     return {"crawl": crawl, "reference": [str(d / "reference.jsonl")],
-            "wiki": str(d / "wiki.jsonl"), "books": str(d / "books.jsonl")}
+            "wiki": str(d / "wiki.jsonl"), "books": str(d / "books.jsonl"), "bench": str(d / "bench.jsonl")}
 
 
 @pytest.fixture
@@ -93,6 +96,7 @@ def _tiny_config(inputs, out_dir) -> dict:
         "curate": {"extract": {"extractor": "resiliparse"}},
         "quality_train": {"dim": 16, "epoch": 10, "min_words": 5, "baseline": True},
         "quality_filter": {"rule": "top_fraction", "top_fraction": 0.6},
+        "decontam": {"benchmarks": [inputs["bench"]]},
         "tokenizer": {"vocab_size": 600},
         "mix": {"weights": {"crawl": 0.5, "books": 0.3, "wiki": 0.2}, "total_tokens": 40_000, "seq_len": 64,
                 "rows_per_shard": 200},

@@ -44,7 +44,8 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     out = cfg.out_dir
 
     # every stage accounted for every input record
-    for name in ("curate", "source-books", "source-wiki", "quality_model", "quality", "dedup", "tokenizer", "shards"):
+    for name in ("curate", "source-books", "source-wiki", "quality_model", "quality", "dedup", "decontam", "tokenizer",
+                 "shards", "train"):
         stats = StageStats.load(os.path.join(out, name))
         assert stats.read == stats.kept + sum(stats.dropped.values()), name
         assert stats.read > 0, name
@@ -57,6 +58,8 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     books = StageStats.load(os.path.join(out, "source-books"))
     wiki = StageStats.load(os.path.join(out, "source-wiki"))
     assert dedup.read == quality.kept + books.kept + wiki.kept
+    decontam = StageStats.load(os.path.join(out, "decontam"))
+    assert decontam.read == dedup.kept and decontam.extra["benchmarks"]["bench"]["documents"] >= 3
 
     # shards: verified, readable with plain pyarrow, all three sources mixed
     report = verify_shards(os.path.join(out, "shards"))

@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 AttentionPattern = Literal["dense", "alternating"]
+AttentionImpl = Literal["auto", "sdpa", "flex"]
+LossImpl = Literal["auto", "eager", "chunked", "fused"]
+
+# Fields that choose *how* the model computes, not *what*: a checkpoint trained with one value loads and
+# resumes under another (e.g. trained with FlexAttention on a GPU, sampled with SDPA on a laptop).
+IMPLEMENTATION_FIELDS = ("attention_impl", "loss_impl")
 
 
 @dataclass
@@ -45,6 +51,16 @@ class ModelConfig:
         default=False,
         metadata={"help": "a token attends only to tokens of its own document in the packed row"},
     )
+    attention_impl: AttentionImpl = field(
+        default="auto",
+        metadata={"help": "masked layers via 'sdpa' (explicit mask) or 'flex' (FlexAttention block mask); "
+                          "'auto' = flex on CUDA, sdpa elsewhere (FlexAttention has no CPU backward)"},
+    )
+    loss_impl: LossImpl = field(
+        default="auto",
+        metadata={"help": "output head + cross-entropy: 'eager' (full logits), 'chunked' (PyTorch, never holds "
+                          "all logits), 'fused' (Triton kernels, CUDA); 'auto' = fused on CUDA, eager elsewhere"},
+    )
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd < 1:
@@ -55,10 +71,19 @@ class ModelConfig:
             raise ValueError("vocab_size and n_ctx must be >= 0 (0 = take from the manifest)")
         if self.attention not in ("dense", "alternating"):
             raise ValueError(f"attention must be 'dense' or 'alternating', got {self.attention!r}")
+        if self.attention_impl not in ("auto", "sdpa", "flex"):
+            raise ValueError(f"attention_impl must be 'auto', 'sdpa' or 'flex', got {self.attention_impl!r}")
+        if self.loss_impl not in ("auto", "eager", "chunked", "fused"):
+            raise ValueError(f"loss_impl must be 'auto', 'eager', 'chunked' or 'fused', got {self.loss_impl!r}")
         if self.band_width < 1:
             raise ValueError(f"band_width must be >= 1, got {self.band_width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def same_model(self, other: "ModelConfig") -> bool:
+        """Equal up to :data:`IMPLEMENTATION_FIELDS`, i.e. the same weights mean the same function."""
+        drop = {name: "auto" for name in IMPLEMENTATION_FIELDS}
+        return dataclasses.replace(self, **drop) == dataclasses.replace(other, **drop)
 
     @property
     def head_dim(self) -> int:
@@ -109,6 +134,12 @@ class ModelOverrides:
     attention: Optional[AttentionPattern] = field(default=None, metadata={"help": "override the attention pattern"})
     band_width: Optional[int] = field(default=None, metadata={"help": "override the banded layers' width"})
     doc_masking: Optional[bool] = field(default=None, metadata={"help": "override document masking"})
+    attention_impl: Optional[AttentionImpl] = field(
+        default=None, metadata={"help": "override the attention implementation (auto, sdpa, flex)"}
+    )
+    loss_impl: Optional[LossImpl] = field(
+        default=None, metadata={"help": "override the loss implementation (auto, eager, chunked, fused)"}
+    )
 
     def apply(self, base: ModelConfig) -> ModelConfig:
         changes = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from train.attention import AttentionContext, causal_attention
 from train.config import ModelConfig
+from train.kernels import linear_cross_entropy, resolve_loss_impl
 
 
 class CausalSelfAttention(nn.Module):
@@ -113,21 +114,32 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         doc_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits ``[B, T, vocab]`` and, with ``targets``, the mean next-token cross-entropy.
 
         ``doc_ids`` (``[B, T]``, see :func:`train.attention.doc_ids_from_offsets`) is used only when the
         config enables document masking, so a batch can always carry it.
+
+        With ``targets`` and a chunked or fused ``loss_impl`` (the default on CUDA) the loss is computed
+        straight from the final hidden states by :func:`train.kernels.linear_cross_entropy`, which never
+        holds the full logits, and the returned logits are ``None``.
         """
         B, T = idx.shape
         if T > self.config.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the model's n_ctx={self.config.n_ctx}")
-        ctx = AttentionContext(T, idx.device, doc_ids if self.config.doc_masking else None)
+        ctx = AttentionContext(
+            T, idx.device, doc_ids if self.config.doc_masking else None, impl=self.config.attention_impl
+        )
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
             x = block(x, ctx)
-        logits = self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        if targets is not None and resolve_loss_impl(self.config.loss_impl, idx.device) != "eager":
+            impl = resolve_loss_impl(self.config.loss_impl, idx.device)
+            loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), impl=impl)
+            return None, loss
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))

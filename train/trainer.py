@@ -115,6 +115,17 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def check_device_support(model_cfg: ModelConfig, device: torch.device) -> None:
+    """Refuse, before any data is read, implementation choices that cannot train on ``device``."""
+    if device.type != "cuda" and model_cfg.attention_impl == "flex":
+        raise ValueError(
+            "attention_impl=flex cannot train on CPU (PyTorch has no FlexAttention backward there); "
+            "use sdpa or auto"
+        )
+    if device.type != "cuda" and model_cfg.loss_impl == "fused":
+        raise ValueError("loss_impl=fused runs Triton kernels on CUDA; on CPU use chunked, eager or auto")
+
+
 def peak_flops_per_device(cfg: TrainConfig, device: torch.device) -> float | None:
     """The configured peak, else the card's dense bf16 peak; None (MFU not reported) when unknown."""
     if cfg.peak_flops > 0:
@@ -276,6 +287,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
     )
     manifest = loader.manifest
     model_cfg = resolve_model_config(cfg.base_model_config(), manifest, cfg.tokenizer_hash)
+    check_device_support(model_cfg, device)
 
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
     raw_model = GPT(model_cfg).to(device)
@@ -289,7 +301,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
     if resumed:
         ckpt = load_checkpoint(ckpt_path)
         saved_cfg = ModelConfig(**ckpt["model_config"])
-        if saved_cfg != model_cfg:
+        if not saved_cfg.same_model(model_cfg):
             raise CheckpointError(f"{ckpt_path}: checkpoint model {saved_cfg} differs from this run's {model_cfg}")
         if ckpt["tokenizer"]["content_hash"] != manifest.tokenizer.content_hash:
             raise CheckpointError(

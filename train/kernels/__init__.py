@@ -1,0 +1,21 @@
+"""Fused kernels for training, each beside a plain PyTorch reference it is tested against.
+
+* :mod:`train.kernels.linear_cross_entropy` -- the output head and the cross-entropy in one op that never
+  holds the full ``[tokens, vocab]`` logits: chunked PyTorch everywhere, Triton kernels on CUDA.
+"""
+
+from train.kernels.linear_cross_entropy import (
+    LOSS_IMPLS,
+    linear_cross_entropy,
+    reference_linear_cross_entropy,
+    resolve_loss_impl,
+    triton_available,
+)
+
+__all__ = [
+    "LOSS_IMPLS",
+    "linear_cross_entropy",
+    "reference_linear_cross_entropy",
+    "resolve_loss_impl",
+    "triton_available",
+]
