@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -348,7 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     names = {name for name, _, _ in _COMMANDS}
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in names else None).parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, OSError) as e:
+        # ccgpt's own errors (bad schema, model, config, missing input, ...) are ValueErrors with a message
+        # that names the file; show that, not a traceback. CCGPT_DEBUG=1 shows the traceback.
+        if os.environ.get("CCGPT_DEBUG"):
+            raise
+        print(f"ccgpt {command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ scores a document it was trained on. ``folds=K`` assigns each negative to fold :
 id) and trains one model per fold without that fold's negatives; the filter scores a document of fold k with
 ``model-fold{k}.bin``, which never saw it.
 
+Provenance check. A classifier can separate "reference" from "crawl" by where text comes from (a corpus's
+tokenisation, line breaks, typography) rather than by how good it is. ``holdout_positive`` names reference
+inputs that training never sees; ``eval.json["left_out"]`` reports how well the model ranks them above the
+held-out crawl documents. A score that measures quality transfers to a reference source it never saw.
+
+Bad input never gets a default score: an empty or over-long document is a counted reason (``empty_text``,
+``too_long``) in training and in the filter, ``None`` with a ``reason`` from :func:`score_documents` /
+:func:`score_paths`; a missing, truncated or foreign model file (one trained with other labels) raises
+:class:`QualityError` naming the file before any document is read.
+
 The same :func:`normalize_text` runs at train and at score time, so the model never sees text at scoring
 that was prepared differently from what it learned on. The Pareto draw is a pure function of (document id,
 run seed): reruns, any number of workers and any runner keep exactly the same documents.
@@ -31,12 +41,14 @@ run seed): reruns, any number of workers and any runner keep exactly the same do
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import gzip
 import io
 import json
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -61,7 +73,14 @@ NORMALIZATION_VERSION = "1"  # bump when normalize_text changes: models trained 
 MODEL_FILE = "model.bin"
 FOLD_MODEL_FILE = "model-fold{k}.bin"
 CONFIG_FILE = "config.json"
+DEFAULT_MAX_CHARS = 1_000_000  # Common Crawl truncates records at 1 MiB; longer extracted text is not a page
 FOLD_HASH = "xxh64(b'fold\\x00' + key, seed) mod folds; key = id, else 'text:' + xxh64 of the normalised text"
+
+
+
+class QualityError(ValueError):
+    """A quality model that cannot be used: missing, unreadable, truncated, or trained for other labels."""
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Text preparation and input reading
@@ -81,6 +100,22 @@ def normalize_text(text: str) -> str:
         return ""
     text = text.lower().replace("\x00", " ").replace("__label__", " label ")
     return " ".join(text.split())
+
+
+def unscorable_reason(text: str | None, max_chars: int = DEFAULT_MAX_CHARS) -> str | None:
+    """Why a document gets no score (``bad_record``, ``empty_text``, ``too_long``), or None when it gets one.
+
+    The one place that decides it, so training, :func:`score_documents` and the filter agree. Length is
+    measured on the raw text (characters) before normalisation, so a huge document is rejected without
+    being copied; ``max_chars <= 0`` means no limit.
+    """
+    if not isinstance(text, str):
+        return "bad_record"
+    if max_chars > 0 and len(text) > max_chars:
+        return "too_long"
+    if not text.strip():
+        return "empty_text"
+    return None
 
 
 def _input_kind(path: str) -> str:
@@ -224,6 +259,17 @@ class QualityTrainConfig:
             " filter never scores a crawl document with a model that trained on it (K more trainings)"
         },
     )
+    max_chars: int = field(
+        default=DEFAULT_MAX_CHARS,
+        metadata={"help": "drop documents longer than this many characters as too_long (0 = no limit)"},
+    )
+    holdout_positive: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "reference inputs left out of training (file names or path globs): eval.json['left_out']"
+            " reports their ROC AUC against the held-out crawl, a check that the score is not provenance"
+        },
+    )
 
 
 def _collect_class(
@@ -243,8 +289,9 @@ def _collect_class(
         for doc_id, text in iter_records(path):
             counts["read"] += 1
             stats.read += 1
-            if text is None:
-                stats.drop("bad_record")
+            reason = unscorable_reason(text, cfg.max_chars)
+            if reason is not None:
+                stats.drop(reason)
                 continue
             line = normalize_text(text)
             if not line:
@@ -458,6 +505,32 @@ def _fold_training_sets(
     return out
 
 
+def split_holdout(positives: list[str], patterns: list[str]) -> tuple[list[str], list[str]]:
+    """``(trained, left_out)`` positives: a path is left out when a pattern matches it or its file name.
+
+    Patterns are file names or globs (``fnmatch``), compared with the path as given and with its last
+    component (a folder's name for a document table). A pattern that matches no input is an error, as is
+    leaving out every positive: both are typos that would otherwise silently change what is measured.
+    """
+    if not patterns:
+        return list(positives), []
+
+    def name(path: str) -> str:
+        return os.path.basename(path.rstrip("/")) or path
+
+    def matches(path: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(name(path), pattern)
+
+    unmatched = [pat for pat in patterns if not any(matches(p, pat) for p in positives)]
+    if unmatched:
+        raise ValueError(f"holdout_positive {unmatched} match no positive input (positives: {positives})")
+    left_out = [p for p in positives if any(matches(p, pat) for pat in patterns)]
+    trained = [p for p in positives if p not in left_out]
+    if not trained:
+        raise ValueError(f"holdout_positive {patterns} leaves no positive input to train on")
+    return trained, left_out
+
+
 def train_quality(
     positives: list[str], negatives: list[str], out_dir: str, cfg: QualityTrainConfig, force: bool = False
 ) -> dict[str, Any]:
@@ -494,9 +567,15 @@ def train_quality(
         with open(eval_path, encoding="utf-8") as fh:
             return json.load(fh)
 
+    trained_positives, left_out_paths = split_holdout(positives, list(cfg.holdout_positive))
     stats = StageStats(stage="quality_train")
-    pos_items, pos_counts = _collect_class(positives, "positive", cfg, stats)
+    pos_items, pos_counts = _collect_class(trained_positives, "positive", cfg, stats)
     neg_items, neg_counts = _collect_class(negatives, "negative", cfg, stats)
+    left_items, left_counts = _collect_class(left_out_paths, "left_out", cfg, stats) if left_out_paths else ([], {})
+    if left_out_paths and not left_items:
+        raise ValueError(f"the left-out positives {left_out_paths} hold no usable document")
+    if left_items:
+        stats.drop("left_out", len(left_items))  # scored for eval.json["left_out"], never trained on
     n = min(len(pos_items), len(neg_items))
     if n < 2:
         raise ValueError(
@@ -541,10 +620,12 @@ def train_quality(
             n_train_per_class=n - n_test,
             n_test_per_class=n_test,
         )
+        left_texts = [line for _, line in left_items]
         if cfg.baseline:
-            base_scores = _train_baseline(
-                [t for t, _ in train], np.array([y for _, y in train]), test_texts, cfg
+            base_all = _train_baseline(
+                [t for t, _ in train], np.array([y for _, y in train]), test_texts + left_texts, cfg
             )
+            base_scores, base_left = base_all[: len(test_texts)], base_all[len(test_texts):]
             result.update({f"baseline_{k}": v for k, v in _binary_metrics(y_test, base_scores).items()})
         edges = np.linspace(0.0, 1.0, cfg.hist_bins + 1)
         pos_scores, neg_scores = scores[y_test == 1], scores[y_test == 0]
@@ -559,6 +640,25 @@ def train_quality(
             "positive": float(np.mean((2.0 - pos_scores) ** -cfg.pareto_alpha)),
             "negative": float(np.mean((2.0 - neg_scores) ** -cfg.pareto_alpha)),
         }
+        if left_items:
+            # The left-out reference against the same held-out crawl documents: a classifier that learned a
+            # source's formatting ranks an unseen source no better than chance.
+            left_scores = np.array(_fasttext_scores(model, left_texts))
+            y_left = np.concatenate([np.ones(len(left_scores), dtype=int), np.zeros(len(neg_scores), dtype=int)])
+            left_metrics = _binary_metrics(y_left, np.concatenate([left_scores, neg_scores]))
+            result["left_out"] = {
+                "paths": list(left_out_paths),
+                "n": len(left_items),
+                "n_negative": int(len(neg_scores)),
+                "roc_auc": left_metrics["roc_auc"],
+                "recall": left_metrics["recall"],  # share of the left-out reference scoring >= 0.5
+                "mean_score": float(np.mean(left_scores)),
+                "pareto_expected_keep_rate": float(np.mean((2.0 - left_scores) ** -cfg.pareto_alpha)),
+            }
+            if cfg.baseline:
+                result["left_out"]["baseline_roc_auc"] = _binary_metrics(
+                    y_left, np.concatenate([base_left, base_scores[y_test == 0]])
+                )["roc_auc"]
         fold_files = [counts["model"] for _, counts in fold_sets]
         result["folds"] = folds
         result["fold_models"] = fold_files
@@ -599,7 +699,8 @@ def train_quality(
             json.dump(
                 {
                     "config": dataclasses.asdict(cfg),
-                    "positives": list(positives),
+                    "positives": list(trained_positives),
+                    "left_out_positives": list(left_out_paths),
                     "negatives": list(negatives),
                     "labels": {"positive": HQ_LABEL, "negative": CC_LABEL},
                     "normalization_version": NORMALIZATION_VERSION,
@@ -630,6 +731,8 @@ def train_quality(
             roc_auc=result["roc_auc"],
             folds=folds,
         )
+        if left_items:
+            stats.extra["left_out"] = {**left_counts, "roc_auc": result["left_out"]["roc_auc"]}
         if fold_sets:
             stats.extra["fold_models"] = fold_files
         if cfg.baseline:
@@ -650,24 +753,147 @@ def resolve_model_path(model_path: str) -> str:
     return model_path
 
 
+FASTTEXT_MAGIC = 793712314  # fastText's file magic (int32) followed by its format version
+FASTTEXT_VERSION = 12
+_SUPERVISED = 3  # fastText's model_name enum: cbow 1, skipgram 2, supervised 3
+
+
+def inspect_model(path: str) -> dict[str, Any]:
+    """Read a local fastText ``.bin`` file's structure without loading it; :class:`QualityError` if unusable.
+
+    fastText itself loads a truncated file without complaint (the missing weights are whatever memory held)
+    and only rejects a wrong magic number, so the file is walked here: header, arguments, dictionary, and
+    for an unquantised model the exact byte size of both weight matrices. Returns ``labels``, ``dim``,
+    ``words``, ``quantized`` and ``bytes``. Labels are checked by :func:`check_model`.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise QualityError(f"quality model not found: {path}") from None
+    except OSError as exc:
+        raise QualityError(f"quality model {path} cannot be read: {exc}") from None
+
+    def bad(why: str) -> QualityError:
+        return QualityError(f"quality model {path} is not a usable fastText model: {why}")
+
+    try:
+        magic, version = struct.unpack_from("<ii", data, 0)
+        if magic != FASTTEXT_MAGIC:
+            raise bad("wrong magic number (not a fastText .bin file)")
+        if version != FASTTEXT_VERSION:
+            raise bad(f"fastText file version {version}, expected {FASTTEXT_VERSION}")
+        # Args: dim ws epoch minCount neg wordNgrams loss model bucket minn maxn lrUpdateRate (int32), t (double)
+        args = struct.unpack_from("<12id", data, 8)
+        dim, model_kind = args[0], args[7]
+        if model_kind != _SUPERVISED:
+            raise bad("an unsupervised (word vector) model, not a classifier")
+        off = 8 + struct.calcsize("<12id")
+        n_entries, n_words, n_labels = struct.unpack_from("<iii", data, off)
+        _, prune_size = struct.unpack_from("<qq", data, off + 12)
+        off += 28
+        if n_entries < 0 or n_words < 0 or n_labels < 0 or n_words + n_labels != n_entries:
+            raise bad("corrupt dictionary header")
+        labels = []
+        for _ in range(n_entries):
+            end = data.index(b"\0", off)
+            word = data[off:end]
+            (kind,) = struct.unpack_from("<b", data, end + 9)  # after the int64 count
+            if kind == 1:
+                labels.append(word.decode("utf-8", errors="replace"))
+            off = end + 10
+        off += 8 * max(0, prune_size)
+        quantized = bool(data[off])
+        if not quantized:
+            for _ in range(2):  # input matrix, then (after its own quantisation flag) the output matrix
+                rows, cols = struct.unpack_from("<qq", data, off + 1)
+                if rows < 0 or cols != dim:
+                    raise bad("corrupt weight matrix header")
+                off += 1 + 16 + 4 * rows * cols
+            if off != size:
+                raise bad(f"{size} bytes where its header describes {off} (truncated or damaged)")
+            if n_labels and rows != n_labels:
+                raise bad("output matrix does not match the labels")
+    except (struct.error, ValueError, IndexError) as exc:
+        if isinstance(exc, QualityError):
+            raise
+        raise bad("truncated or damaged") from None
+    return {"labels": labels, "dim": dim, "words": n_words, "quantized": quantized, "bytes": size}
+
+
+def check_model(path: str) -> dict[str, Any]:
+    """:func:`inspect_model` plus the labels this module trains: ``__label__hq`` and ``__label__cc``, only.
+
+    A model trained for something else (a language or topic classifier) would score every document with a
+    probability of a label it does not have: 0.0, a silent default. This refuses it instead.
+    """
+    info = inspect_model(path)
+    labels = info["labels"]
+    if sorted(labels) != sorted([HQ_LABEL, CC_LABEL]):
+        shown = ", ".join(labels[:6]) + (f", ... ({len(labels)} labels)" if len(labels) > 6 else "")
+        raise QualityError(
+            f"quality model {path} was trained with labels [{shown}], not [{HQ_LABEL}, {CC_LABEL}]"
+            " (train it with `ccgpt quality train`)"
+        )
+    return info
+
+
+def _load_local(path: str) -> Any:
+    import fasttext
+
+    check_model(path)
+    try:
+        return fasttext.load_model(path)
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        raise QualityError(f"quality model {path} cannot be loaded: {exc}") from None
+
+
+def _copy_remote(path: str, local: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        if not FileSystems.exists(path):
+            raise QualityError(f"quality model not found: {path}")
+        with FileSystems.open(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except QualityError:
+        raise
+    except Exception as exc:  # any filesystem's own error type
+        raise QualityError(f"quality model {path} cannot be read: {exc}") from None
+
+
+def validate_model(model_path: str) -> dict[str, Any]:
+    """Check a model (local or on any Beam filesystem) without loading it; :class:`QualityError` if unusable."""
+    path = resolve_model_path(model_path)
+    if "://" not in path:
+        return check_model(path)
+    with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        _copy_remote(path, local)
+        try:
+            return check_model(local)
+        except QualityError as exc:
+            raise QualityError(str(exc).replace(local, path)) from None
+
+
 def load_model(model_path: str) -> Any:
     """Load a fastText model from a local path or any Beam filesystem (``gs://``, ``s3://``, ...).
 
     fastText only reads local files, so a remote model is copied to a temporary file first; that is what lets
-    Dataflow or Flink workers run the filter with the model in object storage.
+    Dataflow or Flink workers run the filter with the model in object storage. The file is checked first
+    (:func:`check_model`): a missing, damaged or foreign model raises :class:`QualityError` naming it.
     """
-    import fasttext
-
     path = resolve_model_path(model_path)
-    if os.path.exists(path):
-        return fasttext.load_model(path)
-    from apache_beam.io.filesystems import FileSystems
-
+    if "://" not in path:
+        return _load_local(path)
     with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
         local = os.path.join(tmp, MODEL_FILE)
-        with FileSystems.open(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return fasttext.load_model(local)
+        _copy_remote(path, local)
+        try:
+            return _load_local(local)
+        except QualityError as exc:
+            raise QualityError(str(exc).replace(local, path)) from None
 
 
 @lru_cache(maxsize=4)
@@ -680,36 +906,60 @@ def _model_for(model_path: str) -> Any:
     path = resolve_model_path(model_path)
     try:
         st = os.stat(path)
-        return _cached_model(os.path.abspath(path), st.st_mtime_ns, st.st_size)
     except OSError:
-        return load_model(path)
+        return load_model(path)  # remote, or missing: load_model says which
+    return _cached_model(os.path.abspath(path), st.st_mtime_ns, st.st_size)
 
 
-def score_documents(model_path: str, texts: Iterable[str]) -> list[float]:
+def score_documents(
+    model_path: str, texts: Iterable[str | None], max_chars: int = DEFAULT_MAX_CHARS
+) -> list[float | None]:
     """P(high quality) for each text, with the same normalisation as training.
 
-    An empty text still gets a score (fastText always sees its end-of-line token) but it means nothing; the
-    filter stage drops such documents as ``empty_text`` instead of scoring them.
+    A text that cannot be scored (empty, longer than ``max_chars``, not a string) gets ``None``, never a
+    made-up number; :func:`unscorable_reason` says why. The model is checked before any text is read.
     """
     model = _model_for(model_path)
-    return _fasttext_scores(model, [normalize_text(t or "") for t in texts])
+    lines: list[str | None] = []
+    for text in texts:
+        line = normalize_text(text) if unscorable_reason(text, max_chars) is None else ""
+        lines.append(line or None)
+    good = [line for line in lines if line is not None]
+    it = iter(_fasttext_scores(model, good))
+    return [next(it) if line is not None else None for line in lines]
 
 
-def score_paths(model_path: str, paths: list[str], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+def score_paths(
+    model_path: str, paths: list[str], batch_size: int = 1024, max_chars: int = DEFAULT_MAX_CHARS
+) -> Iterator[dict[str, Any]]:
     """Score every record of the given inputs (same formats as training) for the command line.
 
-    Yields ``{"path", "index", "id", "score"}`` per record in input order; ``score`` is None for a record
-    that could not be read, and ``id`` is None where the format has none (plain text blocks).
+    Yields ``{"path", "index", "id", "score"}`` per record in input order; ``id`` is None where the format
+    has none (plain text blocks). A record that gets no score has ``score`` None and a ``reason``
+    (``bad_record``, ``empty_text`` or ``too_long``).
     """
     model = _model_for(model_path)
     for path in paths:
         batch: list[tuple[int, str | None, str | None]] = []
 
         def flush() -> Iterator[dict[str, Any]]:
-            good = [(i, d, normalize_text(t)) for i, d, t in batch if t is not None]
-            scores = dict(zip((i for i, _, _ in good), _fasttext_scores(model, [t for _, _, t in good])))
+            reasons: dict[int, str] = {}
+            good: list[tuple[int, str]] = []
+            for i, _, t in batch:
+                reason = unscorable_reason(t, max_chars)
+                line = normalize_text(t) if reason is None else ""
+                if reason is None and not line:
+                    reason = "empty_text"
+                if reason is None:
+                    good.append((i, line))
+                else:
+                    reasons[i] = reason
+            scores = dict(zip((i for i, _ in good), _fasttext_scores(model, [line for _, line in good])))
             for i, d, _ in batch:
-                yield {"path": path, "index": i, "id": d, "score": scores.get(i)}
+                rec: dict[str, Any] = {"path": path, "index": i, "id": d, "score": scores.get(i)}
+                if i in reasons:
+                    rec["reason"] = reasons[i]
+                yield rec
 
         for index, (doc_id, text) in enumerate(iter_records(path)):
             batch.append((index, doc_id, text))
@@ -799,6 +1049,10 @@ class QualityFilterConfig:
     )
     num_quantiles: int = field(default=1001, metadata={"help": "quantiles=approximate: resolution of the cutoff"})
     hist_bins: int = field(default=20, metadata={"help": "bins of the score histograms in stats.json"})
+    max_chars: int = field(
+        default=DEFAULT_MAX_CHARS,
+        metadata={"help": "documents longer than this many characters are dropped as too_long (0 = no limit)"},
+    )
     cross_fit: bool = field(
         default=True,
         metadata={
@@ -858,8 +1112,15 @@ class ScoreDocuments(beam.DoFn):
     worker, not once per bundle.
     """
 
-    def __init__(self, model_path: str, fold_paths: list[str] | None = None, fold_seed: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        fold_paths: list[str] | None = None,
+        fold_seed: int = 0,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ):
         self.model_path = model_path
+        self.max_chars = max_chars
         self.fold_paths = list(fold_paths or [])
         self.fold_seed = fold_seed
         self._model: Any = None
@@ -881,6 +1142,10 @@ class ScoreDocuments(beam.DoFn):
         text = row.get("text") if isinstance(row, dict) else None
         if not isinstance(doc_id, str) or not doc_id or not isinstance(text, str):
             yield _with_outcome(dropped("bad_record"))
+            return
+        reason = unscorable_reason(text, self.max_chars)
+        if reason is not None:
+            yield _with_outcome(dropped(reason))
             return
         line = normalize_text(text)
         if not line:
@@ -1010,13 +1275,16 @@ def run_quality_filter(
         raise ValueError(f"alpha must be positive, got {cfg.alpha}")
     model_path = resolve_model_path(cfg.model)
     if "://" not in model_path:
-        if not os.path.exists(model_path):
-            raise FileNotFoundError(f"quality model not found: {model_path}")
         model_path = os.path.abspath(model_path)  # workers may run in another working directory
+    # Every model file is checked here, before any document is read: a missing, damaged or foreign model is
+    # a QualityError naming it, not a failure on a worker after the inputs were read.
+    validate_model(model_path)
     fold_paths, fold_seed = cross_fit_models(model_path) if cfg.cross_fit else ([], 0)
     for path in fold_paths:
-        if "://" not in path and not os.path.exists(path):
-            raise FileNotFoundError(f"cross-fitting model not found: {path} (or set cross_fit: false)")
+        try:
+            validate_model(path)
+        except QualityError as exc:
+            raise QualityError(f"{exc} (a cross-fitting model; or set cross_fit: false)") from None
     folds = len(fold_paths)
     fp = fingerprint("quality_filter", [*inputs, model_path, *fold_paths], cfg)
     if not force and is_complete(out_dir, fp):
@@ -1026,9 +1294,8 @@ def run_quality_filter(
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner) as p:
             docs = _read_inputs(p, inputs)
-            scored = docs | "Score" >> beam.ParDo(ScoreDocuments(model_path, fold_paths, fold_seed)).with_outputs(
-                OUTCOMES, main="scored"
-            )
+            score = ScoreDocuments(model_path, fold_paths, fold_seed, cfg.max_chars)
+            scored = docs | "Score" >> beam.ParDo(score).with_outputs(OUTCOMES, main="scored")
             side: dict[str, Any] = {}
             summary_parts = []
             if cfg.rule == "top_fraction":
