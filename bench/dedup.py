@@ -1,15 +1,32 @@
-"""Throughput of ccgpt's MinHash vs ``datasketch.MinHash`` on the same real texts.
+"""ccgpt dedup vs ``datasketch.MinHashLSH`` and datatrove's MinHash pipeline on the same corpus, by hand.
 
-Run by hand from the repository root::
+Run from the repository root::
 
-    .venv/bin/python -m bench.dedup --docs 2000 --num-perm 128
-    .venv/bin/python -m bench.dedup --docs 500 --stage     # also the whole Beam stage, docs/s
+    .venv/bin/python -m bench.dedup                          # 10k, 20k, 40k documents, all tools
+    .venv/bin/python -m bench.dedup --sizes 10000 --tools ccgpt datatrove
+    .venv/bin/python -m bench.dedup --minhash --docs 3000    # signatures only: ccgpt vs datasketch.MinHash
 
-Texts are the WikiText-2 articles (paragraphs) and the syndicated news articles from ``../shared/data``,
-cycled to ``--docs``. Each side turns a text into word-5-gram shingles (the same function, timed on both
-sides) and a 128-permutation signature on one core: ccgpt with SHA-1 (the default, bit-identical to
-datasketch; checked here on every document) and with XXH3 (the faster option), datasketch via
-``MinHash.update_batch`` on the distinct shingles (its fastest path). Prints docs/s and the ratios.
+**Corpus** (built once per size, not timed): "originals" are three random 60-word chunks of real WikiText-2
+paragraphs (``../shared/data/reference``), so two originals share at most one chunk (Jaccard about 0.2);
+30 % of originals get 1-4 near copies made by 1-3 word substitutions, deletions or insertions each
+(word-5-gram Jaccard to the original about 0.8-0.95) and some exact copies (case and spacing
+changed). Every document carries its ``cluster`` label, so each tool gets a pairwise F1 at every size (the
+synthetic labels count every near copy as a duplicate, including copies whose Jaccard fell below 0.8,
+so recall < 1 is partly the labels'). The real syndicated-news set (``../shared/data/dedup``) is scored too.
+
+**Tools** (each in its own subprocess, so peak RSS is its own; wall time includes start-up):
+
+- ``ccgpt``: ``run_dedup`` (exact + MinHash-LSH at Jaccard 0.8, 128 permutations, bands x rows chosen by
+  the stage, Jaccard verification, connected components on the runner, index written) on Beam's local
+  runner with 2 worker processes, Parquet in and out.
+- ``datasketch``: ``MinHash`` (128 permutations, same word-5-gram shingles) + ``MinHashLSH(threshold=0.8)``
+  query-then-insert in one process, union-find over the matches (no exact pass, no verification).
+- ``datatrove``: ``MinhashDedupSignature`` -> ``MinhashDedupBuckets`` -> ``MinhashDedupCluster`` ->
+  ``MinhashDedupFilter`` with ``LocalPipelineExecutor`` (2 workers, Parquet in and out, its default
+  14 buckets x 8 hashes), cluster ids read back from the kept / excluded documents.
+
+Peak RSS is ``ru_maxrss`` of the tool's process plus the largest of its child processes (a lower bound of
+the sum when workers overlap). Results go to ``--out`` (JSON lines, one per tool and size).
 """
 
 from __future__ import annotations
@@ -17,13 +34,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+NEWS = os.path.join(SHARED, "dedup", "syndicated-news.jsonl")
+TOOLS = ("ccgpt", "datasketch", "datatrove")
 
 
 def load_texts(n: int) -> list[str]:
@@ -31,32 +56,235 @@ def load_texts(n: int) -> list[str]:
     for name in ("valid.txt", "test.txt"):
         with open(os.path.join(SHARED, "reference", "wikitext-2", name), encoding="utf-8") as fh:
             texts.extend(line.strip() for line in fh if len(line.split()) >= 50)
-    with open(os.path.join(SHARED, "dedup", "syndicated-news.jsonl"), encoding="utf-8") as fh:
+    with open(NEWS, encoding="utf-8") as fh:
         texts.extend(json.loads(line)["text"] for line in fh)
     return [texts[i % len(texts)] for i in range(n)]
 
 
-def bench(texts: list[str], num_perm: int) -> dict[str, float]:
+# --- corpus ---------------------------------------------------------------------------------------------------
+
+
+def _chunks() -> list[list[str]]:
+    out = []
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        path = os.path.join(SHARED, "reference", "wikitext-2", name)
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                words = line.split()
+                out.extend(words[i : i + 60] for i in range(0, len(words) - 59, 60))
+    return out
+
+
+def _mutate(words: list[str], rng: random.Random, vocab: list[str]) -> list[str]:
+    out = list(words)
+    for _ in range(rng.randint(1, 3)):
+        op, i = rng.randrange(3), rng.randrange(len(out))
+        if op == 0:
+            out[i] = rng.choice(vocab)
+        elif op == 1 and len(out) > 10:
+            del out[i]
+        else:
+            out.insert(i, rng.choice(vocab))
+    return out
+
+
+def make_corpus(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    chunks = _chunks()
+    vocab = [w for c in chunks[:2000] for w in c]
+    docs: list[dict] = []
+    c = 0
+    while len(docs) < n:
+        original = [w for _ in range(3) for w in rng.choice(chunks)]
+        cluster = f"c{c}"
+        c += 1
+        docs.append({"text": " ".join(original), "cluster": cluster})
+        if rng.random() < 0.3:
+            for _ in range(rng.randint(1, 4)):
+                if rng.random() < 0.2:
+                    docs.append({"text": "\n".join(original).upper() if rng.random() < 0.5 else "  ".join(original),
+                                 "cluster": cluster})
+                else:
+                    docs.append({"text": " ".join(_mutate(original, rng, vocab)), "cluster": cluster})
+    docs = docs[:n]
+    rng.shuffle(docs)
+    for i, d in enumerate(docs):
+        d["id"] = f"d{i:08d}"
+    return docs
+
+
+def write_corpus(docs: list[dict], folder: str) -> None:
+    from schemas.documents import write_documents
+
+    os.makedirs(os.path.join(folder, "parquet"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "jsonl"), exist_ok=True)
+    half = (len(docs) + 1) // 2
+    for part, rows in enumerate((docs[:half], docs[half:])):
+        write_documents([{"id": d["id"], "source": "crawl", "text": d["text"]} for d in rows],
+                        os.path.join(folder, "parquet", f"part-{part}.parquet"))
+        with open(os.path.join(folder, "jsonl", f"part-{part}.jsonl"), "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in rows)
+    with open(os.path.join(folder, "labels.json"), "w", encoding="utf-8") as fh:
+        json.dump({d["id"]: d["cluster"] for d in docs}, fh)
+
+
+# --- tools (each run in a child process: ``python -m bench.dedup --run TOOL FOLDER``) ---------------------
+
+
+def run_ccgpt(folder: str, work: str) -> dict[str, str]:
+    from pipeline.dedup import DedupConfig, run_dedup
+    from pipeline.runner import RunnerConfig
+
+    out = os.path.join(work, "out")
+    run_dedup([os.path.join(folder, "parquet")], out, DedupConfig(), RunnerConfig(runner="local", num_workers=2),
+              force=True)
+    predicted = {}
+    with open(os.path.join(out, "clusters.jsonl"), encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                d = json.loads(line)
+                predicted[d["id"]] = d["cluster"]
+    return predicted
+
+
+def run_datasketch(folder: str, work: str) -> dict[str, str]:
+    from datasketch import MinHash, MinHashLSH
+
+    from pipeline.dedup.components import UnionFind
+    from pipeline.dedup.minhash import ShingleConfig, shingles
+
+    cfg = ShingleConfig()
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    uf = UnionFind()
+    jdir = os.path.join(folder, "jsonl")
+    for name in sorted(os.listdir(jdir)):
+        with open(os.path.join(jdir, name), encoding="utf-8") as fh:
+            for line in fh:
+                d = json.loads(line)
+                items = shingles(d["text"], cfg)
+                if not items:
+                    continue
+                m = MinHash(num_perm=128)
+                m.update_batch(items)
+                for other in lsh.query(m):
+                    uf.union(other, d["id"])
+                lsh.insert(d["id"], m)
+    return uf.components()
+
+
+def run_datatrove(folder: str, work: str) -> dict[str, str]:
+    import xxhash
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+    from datatrove.utils.hashes import xxhash as dt_xxhash
+
+    # datatrove 0.10 hands str to xxhash, which xxhash 4 refuses: encode first (its default, fastest hash).
+    dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+    dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+    cfg = MinhashConfig()
+    jdir = os.path.join(folder, "parquet")
+    tasks = len(os.listdir(jdir))
+    sig, buckets, clusters = (os.path.join(work, x) for x in ("sigs", "buckets", "clusters"))
+    logs = os.path.join(work, "logs")
+    LocalPipelineExecutor(pipeline=[ParquetReader(jdir), MinhashDedupSignature(output_folder=sig, config=cfg)],
+                          tasks=tasks, workers=2, logging_dir=f"{logs}/1").run()
+    LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=sig, output_folder=buckets, config=cfg)],
+                          tasks=cfg.num_buckets, workers=2, logging_dir=f"{logs}/2").run()
+    LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=cfg,
+                                                        save_cluster_id=True)],
+                          tasks=1, workers=1, logging_dir=f"{logs}/3").run()
+    LocalPipelineExecutor(pipeline=[
+        ParquetReader(jdir),
+        MinhashDedupFilter(input_folder=clusters, load_cluster_ids=True,
+                           exclusion_writer=ParquetWriter(os.path.join(work, "removed"))),
+        ParquetWriter(os.path.join(work, "kept")),
+    ], tasks=tasks, workers=2, logging_dir=f"{logs}/4").run()
+    import pyarrow.parquet as pq
+
+    predicted = {}
+    for sub in ("kept", "removed"):
+        base = os.path.join(work, sub)
+        for name in os.listdir(base) if os.path.isdir(base) else []:
+            for d in pq.read_table(os.path.join(base, name), columns=["id", "metadata"]).to_pylist():
+                cid = (d.get("metadata") or {}).get("minhash_cluster_id", -1)
+                if cid != -1:
+                    predicted[d["id"]] = f"dt{cid}"
+    return predicted
+
+
+def child(tool: str, folder: str) -> None:
+    from pipeline.dedup.evaluate import pairwise_scores
+
+    with tempfile.TemporaryDirectory() as work:
+        t = time.perf_counter()
+        predicted = {"ccgpt": run_ccgpt, "datasketch": run_datasketch, "datatrove": run_datatrove}[tool](folder, work)
+        elapsed = time.perf_counter() - t
+    with open(os.path.join(folder, "labels.json"), encoding="utf-8") as fh:
+        truth = json.load(fh)
+    scores = pairwise_scores(predicted, truth)
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) + resource.getrusage(
+        resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"tool": tool, "docs": len(truth), "seconds": round(elapsed, 2),
+                      "docs_per_s": round(len(truth) / elapsed, 1), "peak_rss_mb": round(rss / 1024),
+                      "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),
+                      "f1": round(scores["f1"], 4), "ari": round(scores["ari"], 4)}))
+
+
+def measure(tool: str, folder: str, timeout: float) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.dedup", "--run", tool, folder], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the tool's own worker processes too
+        proc.communicate()
+        return {"tool": tool, "error": f"over {timeout:.0f} s"}
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        return {"tool": tool, "error": stderr[-800:]}
+    return json.loads(lines[-1])
+
+
+def news_folder(work: str) -> str:
+    folder = os.path.join(work, "news")
+    with open(NEWS, encoding="utf-8") as fh:
+        docs = [json.loads(line) for line in fh]
+    write_corpus([{"id": str(d["id"]), "text": d["text"], "cluster": str(d["cluster"])} for d in docs], folder)
+    return folder
+
+
+# --- MinHash signatures only (the original micro-benchmark) ------------------------------------------------
+
+
+def bench_minhash(texts: list[str], num_perm: int) -> dict[str, float]:
     from datasketch import MinHash
 
     from pipeline.dedup.minhash import MinHasher, ShingleConfig, shingles
 
     cfg = ShingleConfig()
     results: dict[str, float] = {}
-
     t = time.perf_counter()
     ours = []
     hasher = MinHasher(num_perm=num_perm)
     for text in texts:
         ours.append(hasher.sketch(shingles(text, cfg))[0])
     results["ccgpt sha1"] = len(texts) / (time.perf_counter() - t)
-
     t = time.perf_counter()
     fast = MinHasher(num_perm=num_perm, hash="xxh3")
     for text in texts:
         fast.sketch(shingles(text, cfg))
     results["ccgpt xxh3"] = len(texts) / (time.perf_counter() - t)
-
     t = time.perf_counter()
     theirs = []
     for text in texts:
@@ -64,47 +292,61 @@ def bench(texts: list[str], num_perm: int) -> dict[str, float]:
         m.update_batch(shingles(text, cfg))
         theirs.append(m.hashvalues)
     results["datasketch"] = len(texts) / (time.perf_counter() - t)
-
     mismatches = sum(not np.array_equal(a, b) for a, b in zip(ours, theirs))
     if mismatches:
         raise SystemExit(f"{mismatches} signatures differ from datasketch")
     return results
 
 
-def bench_stage(texts: list[str]) -> float:
-    from pipeline.dedup import DedupConfig, run_dedup
-    from pipeline.runner import RunnerConfig
-    from schemas.documents import write_documents
-
-    with tempfile.TemporaryDirectory() as tmp:
-        os.makedirs(os.path.join(tmp, "in"))
-        write_documents([{"id": f"d{i:07d}", "source": "crawl", "text": t} for i, t in enumerate(texts)],
-                        os.path.join(tmp, "in", "part-0.parquet"))
-        t = time.perf_counter()
-        stats = run_dedup([os.path.join(tmp, "in")], os.path.join(tmp, "out"), DedupConfig(),
-                          RunnerConfig(runner="local", num_workers=1, running_mode="in_memory"), force=True)
-        elapsed = time.perf_counter() - t
-        print(f"stage: read {stats.read} kept {stats.kept} dropped {stats.dropped} "
-              f"candidates {stats.extra['candidate_pairs']} verified {stats.extra['verified_pairs']}")
-        return len(texts) / elapsed
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])
+    ap.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per tool run; a tool over it stops growing")
+    ap.add_argument("--out", default=None, help="append result JSON lines here")
+    ap.add_argument("--no-news", action="store_true", help="skip the syndicated-news F1 runs")
+    ap.add_argument("--minhash", action="store_true", help="only the signature micro-benchmark")
+    ap.add_argument("--docs", type=int, default=2000, help="texts for --minhash")
     ap.add_argument("--num-perm", type=int, default=128)
-    ap.add_argument("--stage", action="store_true", help="also time run_dedup (Beam local runner, 1 worker)")
+    ap.add_argument("--run", nargs=2, metavar=("TOOL", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    texts = load_texts(args.docs)
-    words = sum(len(t.split()) for t in texts)
-    print(f"{len(texts)} documents, {words / len(texts):.0f} words on average, num_perm={args.num_perm}")
-    res = bench(texts, args.num_perm)
-    for name, rate in res.items():
-        print(f"{name:12s} {rate:10.1f} docs/s")
-    print(f"ratio ccgpt sha1 / datasketch: {res['ccgpt sha1'] / res['datasketch']:.2f}x (identical signatures)")
-    print(f"ratio ccgpt xxh3 / datasketch: {res['ccgpt xxh3'] / res['datasketch']:.2f}x")
-    if args.stage:
-        print(f"stage        {bench_stage(texts):10.1f} docs/s end to end (exact + near, one worker)")
+    if args.run:
+        child(*args.run)
+        return
+    if args.minhash:
+        res = bench_minhash(load_texts(args.docs), args.num_perm)
+        for name, rate in res.items():
+            print(f"{name:12s} {rate:10.1f} docs/s")
+        print(f"ratio ccgpt sha1 / datasketch: {res['ccgpt sha1'] / res['datasketch']:.2f}x (identical signatures)")
+        return
+
+    def report(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    stopped: set[str] = set()
+    with tempfile.TemporaryDirectory() as work:
+        if not args.no_news:
+            folder = news_folder(work)
+            for tool in args.tools:
+                report({"corpus": "syndicated-news", **measure(tool, folder, args.timeout)})
+        for n in args.sizes:
+            folder = os.path.join(work, f"synthetic-{n}")
+            docs = make_corpus(n)
+            write_corpus(docs, folder)
+            words = sum(len(d["text"].split()) for d in docs) / len(docs)
+            labelled = Counter(d["cluster"] for d in docs)
+            print(f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
+                  f"duplicate clusters", flush=True)
+            for tool in args.tools:
+                if tool in stopped:
+                    continue
+                row = {"corpus": "synthetic", **measure(tool, folder, args.timeout)}
+                report(row)
+                if "error" in row:
+                    stopped.add(tool)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ def _print_stats(stats: Any) -> None:
 
 
 def _stage_parser(sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs") -> None:
-    p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+    description = cmd.help + (" Score dedup against labelled clusters with `ccgpt dedup eval FILE.jsonl "
+                              "[--threshold T]` (see `ccgpt dedup eval --help`)." if cmd.name == "dedup" else "")
+    p = sub.add_parser(cmd.name, help=cmd.help, description=description)
     p.add_argument("inputs", nargs="+", help=inputs_help)
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--config", help="YAML run config (its section is used) or a YAML stage section")
@@ -346,6 +348,10 @@ def setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["dedup", "eval"]:  # a command of its own shape beside the dedup stage
+        from pipeline.dedup import eval_main
+
+        return eval_main(argv[2:])
     names = {name for name, _, _ in _COMMANDS}
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in names else None).parse_args(argv)

@@ -47,3 +47,14 @@ def test_run_config_overrides(tmp_path):
         load_run_config(demo, ["mix.seq_lenn=1"])
     with pytest.raises(ValueError, match="dotted.key=value"):
         load_run_config(demo, ["mix.seq_len"])
+
+
+def test_dedup_eval_is_routed(tmp_path, capsys):
+    path = tmp_path / "labelled.jsonl"
+    text = "the quick brown fox jumps over the lazy dog near the quiet river bank today " * 3
+    rows = [{"id": "a", "text": text, "cluster": 1}, {"id": "b", "text": text + " again", "cluster": 1},
+            {"id": "c", "text": "an entirely different document about the weather in spring and autumn", "cluster": 2}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert main(["dedup", "eval", str(path), "--threshold", "0.5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["precision"] == 1.0 and result["recall"] == 1.0 and "ari" in result

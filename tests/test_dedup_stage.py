@@ -96,7 +96,7 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
     kept = _check_accounting(stats, out, n_rows)
     clusters = _clusters(out)
     _check_clusters(stats, kept, clusters)
-    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "clusters.jsonl"} | {
+    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "clusters.jsonl", "index"} | {
         f for f in os.listdir(out) if f.startswith("documents-") and f.endswith(".parquet")
     }
 

@@ -4,7 +4,13 @@ See :mod:`pipeline.dedup.stage` for the pipeline, :mod:`.minhash` (datasketch-id
 :mod:`.lsh` (banding), :mod:`.components` (connected components on the runner) and :mod:`.evaluate`.
 """
 
-from pipeline.dedup.evaluate import evaluate_dedup, pairwise_scores
+from pipeline.dedup.evaluate import (
+    adjusted_rand_index,
+    eval_main,
+    evaluate_dedup,
+    load_labelled,
+    pairwise_scores,
+)
 from pipeline.dedup.exact import ExactConfig, NormalizeConfig
 from pipeline.dedup.minhash import ShingleConfig
 from pipeline.dedup.stage import DedupConfig, NearConfig, run_dedup
@@ -15,7 +21,10 @@ __all__ = [
     "NearConfig",
     "NormalizeConfig",
     "ShingleConfig",
+    "adjusted_rand_index",
+    "eval_main",
     "evaluate_dedup",
+    "load_labelled",
     "pairwise_scores",
     "run_dedup",
 ]

@@ -34,28 +34,56 @@ way through a temporary counts file that is folded into ``stats.json`` and remov
 Output folder: ``documents-*.parquet`` (kept documents of every source), ``stats.json``, ``outcomes.jsonl``,
 ``clusters.jsonl`` (``{"id", "cluster", "source", "survivor", "reason"}`` per cluster member; ``cluster`` is
 the survivor's id, ``reason`` is ``exact_duplicate`` or ``near_duplicate`` for the dropped members, null for
-the survivor).
+the survivor) and ``index/`` (below).
+
+**Incremental dedup.** ``index/`` holds one Parquet row per kept document (``INDEX_SCHEMA``: node key, id,
+source, exact text hash, LSH band hashes, and the sorted shingle-hash set or signature the verification
+needs) plus ``meta.json`` with the settings that made them. A later run with ``DedupConfig.against`` set to
+earlier output folders reads those indexes into the same graph, never their documents: an indexed entry
+joins the exact groups (every new copy is ``dropped:exact_duplicate_of_index``), the LSH buckets and the
+verification joins under a node key that sorts before every new one, so a component holding an indexed
+document is labelled by it and its new members are ``dropped:near_duplicate_of_index``. Indexed documents
+are never emitted again and indexed-indexed pairs are never formed. Each run's index holds its own
+survivors only: to deduplicate crawl N against all earlier ones, pass all earlier folders. The settings that
+decide hashes and bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode)
+must match the indexes' (checked before the pipeline starts).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Literal
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.accounting import (
+    KEPT,
+    OUTCOMES,
+    WriteOutcomes,
+    dropped,
+    read_outcomes,
+    stats_from_outcomes,
+)
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
-from pipeline.dedup.exact import ExactConfig, exact_hash, key_id, rank_key
+from pipeline.dedup.exact import _RANK_WIDTH, ExactConfig, exact_hash, key_id, rank_key
 from pipeline.dedup.lsh import band_keys, lsh_params
-from pipeline.dedup.minhash import MinHasher, ShingleConfig, jaccard, shingles, signature_similarity
+from pipeline.dedup.minhash import (
+    MinHasher,
+    ShingleConfig,
+    jaccard,
+    shingles,
+    signature_similarity,
+)
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
 from schemas.stats import StageStats
 
@@ -66,6 +94,21 @@ BANDS = "bands"
 SKETCHES = "sketches"
 CLUSTERS = "clusters"
 EXACT_MEMBERS = "exact_members"
+INDEX = "index"
+INDEX_DIR = "index"
+INDEX_META = "meta.json"
+INDEX_VERSION = 1
+# An indexed node's key: its earlier key with the rank digits replaced by this mark, which sorts before every
+# digit, so a component holding an indexed document is labelled by it (and ``key_id`` still reads the id).
+INDEX_MARK = "-"
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("exact_hash", pa.string()),
+    ("bands", pa.list_(pa.uint64())),
+    ("sketch", pa.list_(pa.uint64())),
+])
 _COUNTS_FILE = "_dedup_counts.jsonl"
 
 
@@ -124,6 +167,13 @@ class DedupConfig:
     )
     exact: ExactConfig = field(default_factory=ExactConfig)
     near: NearConfig = field(default_factory=NearConfig)
+    against: list[str] = field(
+        default_factory=list,
+        metadata={"help": "earlier dedup output folders: drop documents that duplicate their indexed survivors"},
+    )
+    write_index: bool = field(
+        default=True, metadata={"help": "write index/ (hashes, bands, sketches of the kept documents)"}
+    )
 
 
 # --- DoFns --------------------------------------------------------------------------------------------------
@@ -177,15 +227,27 @@ class ExactSurvivor(beam.DoFn):
     under the cluster their survivor ends up in.
     """
 
-    def process(self, element: tuple[str, Iterable[tuple[str, dict]]]) -> Iterator[Any]:
+    def process(self, element: tuple[str, Iterable[tuple[str, dict | None]]]) -> Iterator[Any]:
         _, members = element
-        best, best_order, n = None, None, 0
-        for item in members:  # one pass, holding only the best row
+        best, best_order, n, indexed = None, None, 0, None
+        for item in members:  # one pass, holding only the best row (and the first indexed key)
+            if item[1] is None:  # an earlier run's survivor (incremental dedup)
+                if indexed is None or item[0] < indexed:
+                    indexed = item[0]
+                continue
             n += 1
             order = _tiebreak(item)
             if best is None or order < best_order:
                 best, best_order = item, order
         if best is None:
+            return
+        if indexed is not None:
+            cluster = key_id(indexed)
+            for key, row in members:
+                if row is not None:
+                    yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate_of_index"))
+                    yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(row["id"], cluster, row["source"], False,
+                                                                           "exact_duplicate_of_index"))
             return
         if n > 1:
             yield beam.pvalue.TaggedOutput(COUNTERS, "exact_duplicate_groups")
@@ -193,6 +255,8 @@ class ExactSurvivor(beam.DoFn):
             # state, as new objects, so the survivor is recognised by value, exactly once).
             skipped = False
             for item in members:
+                if item[1] is None:
+                    continue
                 if not skipped and _tiebreak(item) == best_order:
                     skipped = True
                     continue
@@ -210,10 +274,11 @@ def _no_exact(element: tuple[str, tuple[str, dict]]) -> tuple[str, tuple[dict, i
 class Sketch(beam.DoFn):
     """Survivor -> its LSH band keys and, for verification, its shingle set (or signature)."""
 
-    def __init__(self, near: NearConfig, bands: int, rows: int):
+    def __init__(self, near: NearConfig, bands: int, rows: int, index: bool = False):
         self.near = near
         self.bands = bands
         self.rows = rows
+        self.index = index
         self.hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash)
 
     def process(self, element: tuple[str, tuple[dict, int]]) -> Iterator[Any]:
@@ -227,12 +292,19 @@ class Sketch(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTERS, "documents_without_shingles")
             return
         signature, shingle_set = self.hasher.sketch(items)
-        for band in band_keys(signature, self.bands, self.rows):
+        bands = band_keys(signature, self.bands, self.rows)
+        for band in bands:
             yield beam.pvalue.TaggedOutput(BANDS, (band, key))
+        sketch = None
         if self.near.verify == "jaccard":
-            yield beam.pvalue.TaggedOutput(SKETCHES, (key, shingle_set))
+            sketch = shingle_set
         elif self.near.verify == "signature":
-            yield beam.pvalue.TaggedOutput(SKETCHES, (key, signature))
+            sketch = signature
+        if sketch is not None:
+            yield beam.pvalue.TaggedOutput(SKETCHES, (key, sketch))
+        if self.index:
+            yield beam.pvalue.TaggedOutput(INDEX, (key, ([h for _, h in bands],
+                                                         [] if sketch is None else sketch.tolist())))
 
 
 class BucketPairs(beam.DoFn):
@@ -247,17 +319,43 @@ class BucketPairs(beam.DoFn):
     def process(self, element: tuple[Any, Iterable[str]]) -> Iterator[Any]:
         _, members = element
         keys = sorted(set(members))
-        if len(keys) < 2:
+        if len(keys) < 2 or _is_indexed(keys[-1]):  # indexed keys sort first: nothing new in this bucket
             return
         if len(keys) <= self.all_pairs_max:
             for i, a in enumerate(keys):
                 for b in keys[i + 1 :]:
-                    yield a, b
+                    if not _is_indexed(b):  # indexed-indexed pairs were settled by earlier runs
+                        yield a, b
             return
         yield beam.pvalue.TaggedOutput(COUNTERS, "oversized_buckets")
         centre = keys[0]
         for b in keys[1:]:
-            yield centre, b
+            if not _is_indexed(b):
+                yield centre, b
+
+
+def _is_indexed(key: str) -> bool:
+    return key.startswith(INDEX_MARK)
+
+
+class IndexEntries(beam.DoFn):
+    """An earlier run's index row -> its exact-group entry, band keys and verification sketch."""
+
+    def __init__(self, exact: bool, near: bool):
+        self.exact = exact
+        self.near = near
+
+    def process(self, row: dict) -> Iterator[Any]:
+        key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
+        yield beam.pvalue.TaggedOutput(COUNTERS, "indexed_documents")
+        if self.exact and row.get("exact_hash"):
+            yield beam.pvalue.TaggedOutput("exact", (row["exact_hash"], (key, None)))
+        if self.near:
+            for i, h in enumerate(row.get("bands") or []):
+                yield beam.pvalue.TaggedOutput(BANDS, ((i, int(h)), key))
+            sketch = row.get("sketch")
+            if sketch:
+                yield beam.pvalue.TaggedOutput(SKETCHES, (key, np.asarray(sketch, dtype=np.uint64)))
 
 
 def _ship_first(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Any]]]:
@@ -328,6 +426,9 @@ class Finish(beam.DoFn):
     cluster id is the survivor's document id, and its size counts exact copies too.
     """
 
+    def __init__(self, normalize: Any = None):
+        self.normalize = normalize  # set when writing the index: the exact pass's normalisation
+
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Any]:
         key, grouped = element
         rows = sorted(grouped["rows"], key=lambda r: _tiebreak((key, r[0])))
@@ -342,13 +443,14 @@ class Finish(beam.DoFn):
         if cluster_key is not None:
             cluster = key_id(cluster_key)
             survivor = cluster_key == key
+            reason = "near_duplicate_of_index" if _is_indexed(cluster_key) else "near_duplicate"
             yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(row["id"], cluster, row["source"], survivor,
-                                                                   None if survivor else "near_duplicate"))
+                                                                   None if survivor else reason))
             for member_id, member_source in grouped["exact"]:
                 yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(member_id, cluster, member_source, False,
                                                                        "exact_duplicate"))
             if not survivor:
-                yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("near_duplicate"))
+                yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
                 return
             sizes = list(grouped["size"])
             size = int(sizes[0]) if sizes else 1 + exact_copies
@@ -358,6 +460,13 @@ class Finish(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTERS, f"cluster_size:{size}")
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
         yield beam.pvalue.TaggedOutput(COUNTERS, f"kept:{row['source']}")
+        if self.normalize is not None:
+            sketch = list(grouped.get("index") or [])
+            bands, values = sketch[0] if sketch else ([], [])
+            yield beam.pvalue.TaggedOutput(INDEX, {
+                "key": key, "id": row["id"], "source": row["source"],
+                "exact_hash": exact_hash(row["text"], self.normalize), "bands": bands, "sketch": values,
+            })
         yield _annotate(row, extra)
 
 
@@ -427,6 +536,8 @@ def _extra(counts: dict[str, int], cfg: DedupConfig, bands: int, rows: int, roun
         "oversized_buckets": counts.get("oversized_buckets", 0),
         "documents_without_shingles": counts.get("documents_without_shingles", 0),
         "cc_unconverged_nodes": counts.get("cc_unconverged_nodes", 0),
+        "against": list(cfg.against),
+        "indexed_documents": counts.get("indexed_documents", 0),
         "near": {
             "enabled": cfg.near.enabled,
             "threshold": cfg.threshold,
@@ -437,6 +548,48 @@ def _extra(counts: dict[str, int], cfg: DedupConfig, bands: int, rows: int, roun
             "cc_rounds": rounds,
         },
     }
+
+
+def index_meta(cfg: DedupConfig, bands: int, rows: int) -> dict[str, Any]:
+    """The settings an index's hashes, bands and sketches depend on (must match to dedup against it)."""
+    near = cfg.near
+    return {
+        "version": INDEX_VERSION,
+        "exact": {"enabled": cfg.exact.enabled, "normalize": asdict(cfg.exact.normalize)},
+        "near": {
+            "enabled": near.enabled, "shingles": asdict(near.shingles), "num_perm": near.num_perm,
+            "seed": near.seed, "scheme": near.scheme, "hash": near.hash, "bands": bands, "rows": rows,
+            "verify": near.verify,
+        },
+    }
+
+
+def _index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
+    """The index Parquet files of earlier dedup outputs, after checking their settings match ``meta``."""
+    files: list[str] = []
+    for folder in against:
+        meta_path = os.path.join(folder, INDEX_DIR, INDEX_META)
+        if not os.path.exists(meta_path):
+            raise ValueError(f"dedup: --against {folder}: no {INDEX_DIR}/{INDEX_META} (not a dedup output "
+                             "written with write_index)")
+        with open(meta_path, encoding="utf-8") as fh:
+            theirs = json.load(fh)
+        if theirs.get("version") != INDEX_VERSION:
+            raise ValueError(f"dedup: --against {folder}: index version {theirs.get('version')}, "
+                             f"expected {INDEX_VERSION}")
+        for part in ("exact", "near"):
+            mine, other = meta[part], theirs.get(part, {})
+            if not (mine["enabled"] and other.get("enabled")):
+                if mine["enabled"]:
+                    log.warning("dedup: --against %s: its index was written without the %s pass; its documents "
+                                "take no part in this run's %s pass", folder, part, part)
+                continue
+            diff = sorted(k for k in mine if k != "enabled" and mine[k] != other.get(k))
+            if diff:
+                raise ValueError(f"dedup: --against {folder}: its {part} settings differ in {', '.join(diff)} "
+                                 f"({ {k: other.get(k) for k in diff} } vs { {k: mine[k] for k in diff} })")
+        files.extend(os.path.abspath(f) for f in sorted(glob.glob(os.path.join(folder, INDEX_DIR, "*.parquet"))))
+    return files
 
 
 def validate_config(cfg: DedupConfig) -> None:
@@ -464,12 +617,14 @@ def run_dedup(
 ) -> StageStats:
     """Deduplicate the document tables ``inputs`` (exact, then near) into one document table ``out_dir``."""
     validate_config(cfg)
-    fp = fingerprint("dedup", inputs, cfg)
+    fp = fingerprint("dedup", list(inputs) + [os.path.join(a, INDEX_DIR) for a in cfg.against], cfg)
     if not force and is_complete(out_dir, fp):
         return load_stats(out_dir)
     files, n_rows = _input_files(inputs)
     near = cfg.near
     bands, rows = lsh_params(cfg.threshold, near.num_perm, near.bands, near.rows, near.fp_weight, near.fn_weight)
+    meta = index_meta(cfg, bands, rows)
+    index_files = _index_files(cfg.against, meta)
     rounds = near.cc_rounds if near.cc_rounds > 0 else auto_rounds(n_rows)
     started = time.perf_counter()
     with stage_output(out_dir) as tmp:
@@ -481,15 +636,32 @@ def run_dedup(
             prepared = docs | "Prepare" >> beam.ParDo(Prepare(cfg)).with_outputs(OUTCOMES, COUNTERS, main="docs")
             outcomes = [prepared[OUTCOMES]]
             counters = [prepared[COUNTERS]]
+            cluster_lines = []
+            indexed = None
+            if index_files:
+                indexed = (
+                    p
+                    | "IndexFiles" >> beam.Create(index_files)
+                    | "ReadIndex" >> beam.io.ReadAllFromParquet()
+                    | "IndexEntries" >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled)).with_outputs(
+                        "exact", BANDS, SKETCHES, COUNTERS
+                    )
+                )
+                counters.append(indexed[COUNTERS])
             if cfg.exact.enabled:
+                exact_in = prepared.docs
+                if indexed is not None:
+                    exact_in = (exact_in, indexed["exact"]) | "WithIndexHashes" >> beam.Flatten()
                 exact = (
-                    prepared.docs
+                    exact_in
                     | "GroupExact" >> beam.GroupByKey()
                     | "ExactSurvivor"
-                    >> beam.ParDo(ExactSurvivor()).with_outputs(OUTCOMES, COUNTERS, EXACT_MEMBERS, main="docs")
+                    >> beam.ParDo(ExactSurvivor()).with_outputs(OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS,
+                                                                main="docs")
                 )
                 outcomes.append(exact[OUTCOMES])
                 counters.append(exact[COUNTERS])
+                cluster_lines.append(exact[CLUSTERS])
                 survivors = exact.docs
                 exact_members = exact[EXACT_MEMBERS]
             else:
@@ -498,12 +670,18 @@ def run_dedup(
 
             final_inputs: dict[str, Any] = {"rows": survivors, "exact": exact_members}
             if near.enabled:
-                sketched = survivors | "Sketch" >> beam.ParDo(Sketch(near, bands, rows)).with_outputs(
-                    BANDS, SKETCHES, COUNTERS
+                sketched = survivors | "Sketch" >> beam.ParDo(Sketch(near, bands, rows, cfg.write_index)).with_outputs(
+                    BANDS, SKETCHES, COUNTERS, INDEX
                 )
                 counters.append(sketched[COUNTERS])
+                if cfg.write_index:
+                    final_inputs["index"] = sketched[INDEX]
+                band_entries, sketches = sketched[BANDS], sketched[SKETCHES]
+                if indexed is not None:
+                    band_entries = (band_entries, indexed[BANDS]) | "WithIndexBands" >> beam.Flatten()
+                    sketches = (sketches, indexed[SKETCHES]) | "WithIndexSketches" >> beam.Flatten()
                 buckets = (
-                    sketched[BANDS]
+                    band_entries
                     | "GroupBuckets" >> beam.GroupByKey()
                     | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max)).with_outputs(COUNTERS, main="pairs")
                 )
@@ -514,12 +692,12 @@ def run_dedup(
                     verified = candidates
                 else:
                     probes = (
-                        {"partners": candidates, "sketch": sketched[SKETCHES]}
+                        {"partners": candidates, "sketch": sketches}
                         | "JoinFirst" >> beam.CoGroupByKey()
                         | "ShipFirst" >> beam.FlatMap(_ship_first)
                     )
                     checked = (
-                        {"probes": probes, "sketch": sketched[SKETCHES]}
+                        {"probes": probes, "sketch": sketches}
                         | "JoinSecond" >> beam.CoGroupByKey()
                         | "Verify" >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold)).with_outputs(
                             COUNTERS, main="pairs"
@@ -543,14 +721,22 @@ def run_dedup(
             final = (
                 final_inputs
                 | "JoinFinal" >> beam.CoGroupByKey()
-                | "Finish" >> beam.ParDo(Finish()).with_outputs(OUTCOMES, COUNTERS, CLUSTERS, main="docs")
+                | "Finish" >> beam.ParDo(Finish(cfg.exact.normalize if cfg.write_index else None)).with_outputs(
+                    OUTCOMES, COUNTERS, CLUSTERS, INDEX, main="docs"
+                )
             )
             outcomes.append(final[OUTCOMES])
             counters.append(final[COUNTERS])
+            cluster_lines.append(final[CLUSTERS])
+            if cfg.write_index:
+                os.makedirs(os.path.join(tmp, INDEX_DIR), exist_ok=True)
+                _ = final[INDEX] | "WriteIndex" >> beam.io.WriteToParquet(
+                    os.path.join(tmp, INDEX_DIR, "index"), schema=INDEX_SCHEMA, file_name_suffix=".parquet"
+                )
             _ = final.docs | "WriteDocuments" >> beam.io.WriteToParquet(
                 os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
             )
-            _ = final[CLUSTERS] | "WriteClusters" >> beam.io.WriteToText(
+            _ = tuple(cluster_lines) | "AllClusterLines" >> beam.Flatten() | "WriteClusters" >> beam.io.WriteToText(
                 os.path.join(tmp, "clusters.jsonl"), shard_name_template="", num_shards=1
             )
             _ = tuple(outcomes) | "AllOutcomes" >> beam.Flatten() | "WriteOutcomes" >> WriteOutcomes(tmp)
@@ -574,5 +760,8 @@ def run_dedup(
             )
         if not os.path.exists(os.path.join(tmp, "clusters.jsonl")):
             open(os.path.join(tmp, "clusters.jsonl"), "w").close()
+        if cfg.write_index:
+            with open(os.path.join(tmp, INDEX_DIR, INDEX_META), "w", encoding="utf-8") as fh:
+                json.dump({**meta, "documents": stats.kept}, fh, indent=2, sort_keys=True)
         finish(stats, tmp, fp)
     return stats
