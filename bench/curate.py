@@ -75,7 +75,12 @@ def _warc_documents(folder: str):
 
 def run_datatrove(folder: str) -> tuple[float, int]:
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
     steps = [
         Trafilatura(favour_precision=True, timeout=10.0),
         GopherRepetitionFilter(),
@@ -100,12 +105,17 @@ def main() -> None:
         os.makedirs(folder)
         warc = os.path.join(folder, "bench.warc.gz")
         n = build_warc(warc, args.pages)
+        import resource
+
         dt_s, dt_kept = run_datatrove(folder)
+        rss_dt = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         cc_s, cc_kept = run_ccgpt(warc, os.path.join(tmp, "out"))
+        rss_all = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"pages: {n}")
     print(f"ccgpt curate : {n / cc_s:8.1f} pages/s ({cc_s:.1f} s, kept {cc_kept})")
     print(f"datatrove    : {n / dt_s:8.1f} pages/s ({dt_s:.1f} s, kept {dt_kept})")
-    print(f"ratio ccgpt/datatrove: {dt_s / cc_s:.2f}x")
+    print(f"ratio ccgpt/datatrove: {dt_s / cc_s:.2f}x (one core each: pages/s = pages/s per core)")
+    print(f"peak RSS: {rss_dt:.0f} MiB after datatrove, {rss_all:.0f} MiB after both (one process)")
 
 
 if __name__ == "__main__":

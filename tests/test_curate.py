@@ -117,3 +117,71 @@ def test_curate_portable_runner_matches_local(shared_data, tmp_path, local_runne
     ids = lambda d: sorted(r["id"] for r in read_documents(d))  # noqa: E731
     assert ids(str(tmp_path / "portable")) == ids(str(tmp_path / "local"))
     assert len(DOCUMENT_SCHEMA.names) == pq.read_schema(document_files(str(tmp_path / "portable"))[0]).names.__len__()
+
+
+def test_curate_one_and_two_workers_give_identical_documents(shared_data, tmp_path):
+    """The local runner with 1 worker and with 2 worker processes (multi_processing): same documents, same
+    text, same stats; only the order of rows in the files may differ."""
+    from pipeline.runner import RunnerConfig
+
+    paths = [os.path.join(shared_data, f) for f in FILES[:3]]
+    cfg = CurateConfig(write_raw=False)
+    cfg.langid.languages = []
+    for name in ("gopher_repetition", "gopher_quality", "fineweb_quality"):
+        getattr(cfg.filters, name).enabled = False  # keep enough documents to compare (C4 still rewrites text)
+    runs = {}
+    for workers in (1, 2):
+        out = str(tmp_path / f"w{workers}")
+        stats = run_curate(paths, out, cfg, RunnerConfig(runner="local", num_workers=workers, running_mode="multi_processing"))
+        rows = sorted(read_documents(out), key=lambda r: r["id"])
+        runs[workers] = (stats.read, stats.kept, stats.dropped, rows)
+    assert runs[1][3] and runs[1] == runs[2]
+
+
+def _bad_input_warc(path) -> list[str]:
+    """A per-record-gzip WARC of bad records between good ones, then raw garbage after the last record."""
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    good = ("<html><body><article>" + "<p>The river town kept its old mill, its market and its walls for many "
+            "centuries, and visitors still come to see them every summer.</p>" * 8 + "</article></body></html>")
+    pages = [
+        ("good-1", "text/html; charset=utf-8", good.encode()),
+        ("png-as-html", "text/html", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40),
+        ("bad-utf8", "text/html; charset=utf-8", good.encode()[:400] + b"\xff\xfe\xc3\x28\xa0\xa1" + good.encode()[400:]),
+        ("mixed", "text/html", good.encode("utf-8")[:500] + "Café déjà vu".encode("cp1252") + good.encode()[500:]),
+        ("empty", "text/html", b""),
+        ("bomb", "text/html", b"<div>" * 200_000 + b"deep" + b"</div>" * 200_000),
+        ("huge", "text/html", b"<p>" + b"a" * (50 * 1024 * 1024) + b"</p>"),
+        ("good-2", "text/html; charset=utf-8", good.encode()),
+    ]
+    with open(path, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        for i, (name, ctype, body) in enumerate(pages):
+            headers = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
+            rec = w.create_warc_record(f"http://bad.example/{name}", "response", payload=BytesIO(body), http_headers=headers)
+            w.write_record(rec)
+        fh.write(b"this is garbage after the last record\r\n\r\n")
+    return [name for name, _, _ in pages]
+
+
+def test_curate_generated_bad_input_completes_with_reasons(tmp_path, local_runner):
+    warc = tmp_path / "bad.warc.gz"
+    _bad_input_warc(str(warc))
+    out = str(tmp_path / "out")
+    cfg = CurateConfig()
+    cfg.langid.languages = []
+    cfg.langid.threshold = 0.0
+    for name in ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality"):
+        getattr(cfg.filters, name).enabled = False  # this test is about reading and extraction
+    stats = run_curate([str(warc)], out, cfg, local_runner)
+    assert stats.read == stats.kept + sum(stats.dropped.values()) == 8 + 1  # 8 records + the damaged tail
+    assert stats.dropped.get("too_large") == 1  # the 50 MB page, dropped before parsing (ReadConfig.max_bytes)
+    urls = {r["url"] for r in read_documents(out)}
+    # good pages around the bad ones survive, and so does text with invalid / mixed-encoding bytes
+    assert {f"http://bad.example/{n}" for n in ("good-1", "good-2", "bad-utf8", "mixed")} <= urls
+    # the PNG labelled text/html, the 0-byte page and the nesting bomb yield no text: counted, not crashed
+    assert stats.dropped.get("empty_text", 0) + stats.dropped.get("extract_error", 0) == 8 - 1 - len(urls)
+    assert stats.extra["failed_files"] == [str(warc)]  # the garbage tail: file reported by name

@@ -6,7 +6,12 @@ import os
 
 import pytest
 from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
 
 from pipeline.filters import (
     FilterChain,
@@ -140,3 +145,91 @@ def test_degenerate_input_never_crashes():
     for text in ["", " ", "\n\n\n", "#" * 500, "…" * 100, "a"]:
         kept, reason = chain.apply({"id": "a", "text": text})
         assert kept is None and reason and ":" in reason
+
+
+def _real_texts(shared_data: str, per_archive: int = 55) -> list[str]:
+    """Extracted text of real pages: the first ``per_archive`` pages of each HTML archive in ``../shared/data/html`` plus every HTML response / WET record of the WARC files there."""
+    import glob
+    import tarfile
+
+    from pipeline.extract import (
+        ExtractConfig,
+        decode_html,
+        extract_text,
+        record_to_document,
+    )
+    from pipeline.read import ReadConfig, iter_warc
+
+    cfg = ExtractConfig(extractor="resiliparse")  # fast; keeps more boilerplate, so more drop reasons occur
+    texts = []
+    for archive in sorted(glob.glob(os.path.join(shared_data, "html", "*.tar.gz"))):
+        n = 0
+        with tarfile.open(archive) as tf:
+            for m in tf:
+                if n < per_archive and m.name.endswith((".html", ".htm")):
+                    text = extract_text(decode_html(tf.extractfile(m).read()), cfg)
+                    if text:
+                        texts.append(text)
+                        n += 1
+    for path in sorted(glob.glob(os.path.join(shared_data, "warc", "*", "*"))):
+        for ev in iter_warc(path, ReadConfig()):
+            if ev.kind == "record" and (doc := record_to_document(ev.info, cfg)) is not None:
+                texts.append(doc["text"])
+    # long pages are cut at a line break (datatrove's C4 splits sentences line by line: seconds per long page)
+    return [t if len(t) <= 4000 else t[: t.rfind("\n", 0, 4000) + 1 or 4000] for t in texts]
+
+
+def test_ccgpt_filters_match_datatrove_on_real_text(shared_data):
+    """The default (ccgpt) implementation vs datatrove's classes on the same real extracted text: keep/drop,
+    reason and cleaned text, for the whole chain and for C4 + FineWeb alone (which the chain rarely reaches on
+    boilerplate-heavy pages). Issue 4 asks for >= 99.9 % identical decisions; we see 100 %."""
+    texts = _real_texts(shared_data)
+    assert len(texts) >= 200
+    chains = {}
+    for impl in ("ccgpt", "datatrove"):
+        full = FiltersConfig(url_blocklist=UrlBlocklistConfig(enabled=False), implementation=impl)
+        late = FiltersConfig(url_blocklist=UrlBlocklistConfig(enabled=False), implementation=impl)
+        late.gopher_repetition.enabled = late.gopher_quality.enabled = False
+        chains[impl] = (FilterChain(full), FilterChain(late))
+    compared = same = 0
+    reasons: set = set()
+    for i, text in enumerate(texts):
+        row = {"id": str(i), "text": text, "url": None, "language": "en"}
+        for ours, ref in zip(chains["ccgpt"], chains["datatrove"]):
+            got, want = ours.apply(row), ref.apply(row)
+            compared += 1
+            same += (got[1], got[0] and got[0]["text"]) == (want[1], want[0] and want[0]["text"])
+            reasons.add(want[1])
+    assert same / compared >= 0.999, f"{compared - same} of {compared} decisions differ"
+    # the sample exercises every filter, kept documents and several rules
+    assert None in reasons and {r.split(":")[0] for r in reasons if r} >= {"gopher_repetition", "gopher_quality", "c4", "fineweb_quality"}
+    assert len(reasons) >= 10
+
+
+def test_all_duplicate_ngrams_match_datatrove_walk():
+    """The candidate-only walk equals datatrove's position-by-position walk, ties and skips included, with
+    n-grams compared as concatenations (("ab", "c") equals ("a", "bc"))."""
+    import random
+
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from pipeline.filters import _all_duplicate_chars
+
+    rng = random.Random(4)
+    for _ in range(1500):
+        vocab = ["a", "b", "ab", "ba", "c", "aa"][: rng.randint(1, 6)]
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 40))]
+        offsets = [0]
+        for w in words:
+            offsets.append(offsets[-1] + len(w))
+        for n in range(1, 11):
+            assert _all_duplicate_chars("".join(words), offsets, n) == find_all_duplicate(words, n), (words, n)
+
+
+def test_implementation_switch_gives_the_same_answers():
+    texts = [GOOD, REPETITIVE, SHORT, MENU, "", " ", "\n\n", "#" * 500, "…" * 100, "a", "IS_ALPHA " * 60 + GOOD]
+    ours = FilterChain(FiltersConfig(implementation="ccgpt"))
+    ref = FilterChain(FiltersConfig(implementation="datatrove"))
+    for text in texts:
+        got, want = ours.apply({"id": "a", "text": text}), ref.apply({"id": "a", "text": text})
+        assert (got[1], got[0] and got[0]["text"]) == (want[1], want[0] and want[0]["text"]), text[:40]
