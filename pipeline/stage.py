@@ -36,8 +36,25 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+CONTENT_HASH_MAX_BYTES = 64 << 20
+
+
+def _file_identity(path: str) -> Any:
+    """Small files (models, configs, benchmark sets) by content, so a file rewritten with the same bytes (a
+    model retrained after a crash) keeps downstream fingerprints — and manifests — identical; large inputs
+    (WARC files) by path, size and mtime, as make does, so a rerun never re-reads gigabytes to decide."""
+    st = os.stat(path)
+    if st.st_size <= CONTENT_HASH_MAX_BYTES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return (os.path.basename(path), h.hexdigest())
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
 def _input_identity(path: str) -> Any:
-    """A stage folder is identified by its fingerprint; other files by path, size and mtime (as make does)."""
+    """A stage folder is identified by its fingerprint; other files by :func:`_file_identity`."""
     stats = os.path.join(path, "stats.json")
     if os.path.isdir(path) and os.path.exists(stats):
         with open(stats, encoding="utf-8") as fh:
@@ -46,8 +63,7 @@ def _input_identity(path: str) -> Any:
     out = []
     for f in files:
         if os.path.isfile(f):
-            st = os.stat(f)
-            out.append((os.path.abspath(f), st.st_size, st.st_mtime_ns))
+            out.append(_file_identity(f))
         elif not os.path.exists(f):
             out.append((f, "remote-or-missing"))
     return out
