@@ -13,6 +13,7 @@ import os
 
 import apache_beam as beam
 
+from pipeline.tables import sum_jsonl
 from schemas.stats import StageStats
 
 KEPT = "kept"
@@ -40,15 +41,7 @@ class WriteOutcomes(beam.PTransform):
 
 
 def read_outcomes(folder: str) -> dict[str, int]:
-    path = os.path.join(folder, "outcomes.jsonl")
-    counts: dict[str, int] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    counts[row["outcome"]] = counts.get(row["outcome"], 0) + int(row["n"])
-    return counts
+    return sum_jsonl(os.path.join(folder, "outcomes.jsonl"), "outcome", "n")
 
 
 def stats_from_outcomes(stage: str, counts: dict[str, int]) -> StageStats:

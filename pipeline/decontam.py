@@ -72,12 +72,12 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.tables import read_document_tables, sum_jsonl
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
-from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
+from schemas.documents import DOCUMENT_SCHEMA
 from schemas.stats import StageStats
 
 STAGE = "decontam"
@@ -583,26 +583,6 @@ class Decontaminate(beam.DoFn):
         )
 
 
-def _read_inputs(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
-    """All input document tables as one PCollection (local tables schema-checked before the pipeline starts)."""
-    reads = []
-    for i, path in enumerate(inputs):
-        if "://" in path:
-            is_pattern = path.endswith(".parquet") or glob.has_magic(path)
-            pattern = path if is_pattern else path.rstrip("/") + "/*.parquet"
-        else:
-            files = document_files(path)
-            if not files:
-                continue  # a finished stage that kept nothing
-            for f in files:
-                validate_document_schema(pq.read_schema(f), where=f)
-            pattern = os.path.join(os.path.abspath(path), "*.parquet") if os.path.isdir(path) else os.path.abspath(path)
-        reads.append(p | f"Read{i}" >> beam.io.ReadFromParquet(pattern, columns=list(DOCUMENT_SCHEMA.names)))
-    if not reads:
-        return p | "NoInput" >> beam.Create([])
-    return tuple(reads) | "FlattenInputs" >> beam.Flatten()
-
-
 def _size_entries(bench: BenchmarkSet) -> Iterator[tuple[str, int]]:
     for name in bench.names:
         yield _key("benchmark", name, "ngrams"), len(bench.sets[name])
@@ -617,15 +597,7 @@ def _write_single(pcoll, label: str, path: str):
 
 
 def _read_summary(folder: str) -> dict[tuple, int]:
-    out: dict[tuple, int] = {}
-    path = os.path.join(folder, "decontam_summary.jsonl")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    out[tuple(row["key"])] = out.get(tuple(row["key"]), 0) + int(row["value"])
-    return out
+    return sum_jsonl(os.path.join(folder, "decontam_summary.jsonl"), "key", "value")
 
 
 def run_decontam(
@@ -657,7 +629,7 @@ def run_decontam(
             )
             bench = read.hashes | "BenchmarkSet" >> beam.CombineGlobally(BuildBenchmarkSet(cfg.ngram))
             bench_sizes = bench | "BenchmarkSizes" >> beam.FlatMap(_size_entries)
-            docs = _read_inputs(p, inputs)
+            docs = read_document_tables(p, inputs)
             out = docs | "Decontaminate" >> beam.ParDo(
                 Decontaminate(cfg), bench=beam.pvalue.AsSingleton(bench)
             ).with_outputs(OUTCOMES, SUMMARY, "contaminated", main="documents")

@@ -58,13 +58,13 @@ from typing import Any, Iterable, Iterator, Literal
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.tables import read_document_tables, sum_jsonl
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
-from schemas.documents import DOCUMENT_SCHEMA, document_files, read_documents, validate_document_schema
+from schemas.documents import DOCUMENT_SCHEMA, read_documents
 from schemas.stats import StageStats
 
 HQ_LABEL = "__label__hq"  # reference text ("high quality")
@@ -1214,39 +1214,7 @@ def _summary_json(kv: tuple[str, float]) -> str:
 
 
 def _read_summary(folder: str) -> dict[str, float]:
-    path = os.path.join(folder, "quality_summary.jsonl")
-    out: dict[str, float] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    out[row["key"]] = out.get(row["key"], 0.0) + float(row["value"])
-    return out
-
-
-def _read_inputs(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
-    """All input document tables as one PCollection of rows.
-
-    Local tables are checked against the document schema before the pipeline starts (a wrong input fails in
-    a second, not after a cluster spins up); remote ones (``gs://...``) are read as given.
-    """
-    reads = []
-    for i, path in enumerate(inputs):
-        if "://" in path:
-            is_pattern = path.endswith(".parquet") or any(c in path for c in "*?[")
-            pattern = path if is_pattern else path.rstrip("/") + "/*.parquet"
-        else:
-            files = document_files(path)
-            if not files:
-                continue  # a finished stage that kept nothing
-            for f in files:
-                validate_document_schema(pq.read_schema(f), where=f)
-            pattern = os.path.join(path, "*.parquet") if os.path.isdir(path) else path
-        reads.append(p | f"Read{i}" >> beam.io.ReadFromParquet(pattern, columns=list(DOCUMENT_SCHEMA.names)))
-    if not reads:
-        return p | "NoInput" >> beam.Create([])
-    return tuple(reads) | "FlattenInputs" >> beam.Flatten()
+    return sum_jsonl(os.path.join(folder, "quality_summary.jsonl"), "key", "value", float)
 
 
 def run_quality_filter(
@@ -1293,7 +1261,7 @@ def run_quality_filter(
     bins = max(1, cfg.hist_bins)
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner) as p:
-            docs = _read_inputs(p, inputs)
+            docs = read_document_tables(p, inputs)
             score = ScoreDocuments(model_path, fold_paths, fold_seed, cfg.max_chars)
             scored = docs | "Score" >> beam.ParDo(score).with_outputs(OUTCOMES, main="scored")
             side: dict[str, Any] = {}

@@ -679,11 +679,17 @@ def test_cross_fit_filter_scores_each_document_with_the_model_that_did_not_see_i
     mtime = os.stat(os.path.join(out, "stats.json")).st_mtime_ns
     assert run_quality_filter([planted["table"]], out, cfg, local_runner).kept == stats.kept
     assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns == mtime
-    fold1 = os.path.join(folded, "model-fold1.bin")
-    st = os.stat(fold1)
-    os.utime(fold1, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    run_quality_filter([planted["table"]], out, cfg, local_runner)
-    assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns != mtime
+    # (models are identified by content: a retrained model has new bytes; stand one in with fold 0's bytes)
+    fold0, fold1 = (os.path.join(folded, f"model-fold{k}.bin") for k in (0, 1))
+    original = open(fold1, "rb").read()
+    try:
+        with open(fold1, "wb") as fh:
+            fh.write(open(fold0, "rb").read())
+        run_quality_filter([planted["table"]], out, cfg, local_runner)
+        assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns != mtime
+    finally:
+        with open(fold1, "wb") as fh:
+            fh.write(original)
 
 
 def test_cross_fit_filter_is_the_same_on_every_runner(planted, local_runner, portable_runner, tmp_path):

@@ -84,6 +84,7 @@ from pipeline.dedup.minhash import (
 )
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
+from pipeline.tables import sum_jsonl
 from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
 from schemas.stats import StageStats
 
@@ -505,13 +506,8 @@ def _input_files(inputs: list[str]) -> tuple[list[str], int]:
 
 def _read_counts(tmp: str) -> dict[str, int]:
     path = os.path.join(tmp, _COUNTS_FILE)
-    counts: dict[str, int] = {}
+    counts = sum_jsonl(path, "counter", "n")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    d = json.loads(line)
-                    counts[d["counter"]] = counts.get(d["counter"], 0) + int(d["n"])
         os.remove(path)
     return counts
 
