@@ -46,6 +46,8 @@ def _run(stage: str, params: dict[str, Any]) -> dict[str, Any]:
     cfg = load_run_config(params["config"])
     if params.get("out_dir"):
         cfg.out_dir = params["out_dir"]
+    if params.get("quality_model"):
+        cfg.quality_model = params["quality_model"]
     if params.get("runner"):
         cfg.runner = dataclasses.replace(cfg.runner, runner=params["runner"])
     nproc = int(params.get("train_nproc") or 0)
@@ -88,6 +90,8 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
         "out_dir": Param("", type="string", description="override the config's out_dir"),
         "runner": Param("", type="string", description="Beam runner: local, portable, DataflowRunner, ..."),
         "force": Param(False, type="boolean", description="recompute stages even if current"),
+        "quality_model": Param("", type="string",
+                               description="an existing quality model.bin: skip training one (empty: train)"),
         "train_nproc": Param(0, type="integer", description="0: train in the task; N: torchrun with N processes"),
     },
     doc_md=__doc__,

@@ -46,6 +46,8 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     crawl: list[str] = field(default_factory=list, metadata={"help": "WARC/WET inputs ({sample_dir} expands)"})
     reference: list[str] = field(default_factory=list, metadata={"help": "quality positives ({sample_dir} expands)"})
+    quality_model: str = field(
+        default="", metadata={"help": "an existing quality model (model.bin or its folder): skip quality training"})
     sources: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "name -> {paths: [...], format: text|text-file|jsonl, ...}"}
     )
@@ -130,12 +132,15 @@ class Run:
         return done
 
     def quality_train(self) -> Any:
+        if self.cfg.quality_model:
+            return None  # a model was given: nothing to train
         negatives = [os.path.join(self.dirs["curate"], "raw")]
         return train_quality(_expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_model"],
                              self.cfg.quality_train)
 
     def quality_filter(self) -> StageStats:
-        qf = dataclasses.replace(self.cfg.quality_filter, model=os.path.join(self.dirs["quality_model"], "model.bin"))
+        model = self.cfg.quality_model or os.path.join(self.dirs["quality_model"], "model.bin")
+        qf = dataclasses.replace(self.cfg.quality_filter, model=model)
         return run_quality_filter([self.dirs["curate"]], self.dirs["quality"], qf, self.cfg.runner, force=self.force)
 
     def dedup(self) -> StageStats:
@@ -226,7 +231,8 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for stage in STAGES:
-        if (stage == "sample" and not cfg.build_sample) or (stage == "decontam" and not cfg.decontam.benchmarks):
+        if ((stage == "sample" and not cfg.build_sample) or (stage == "decontam" and not cfg.decontam.benchmarks)
+                or (stage == "quality_train" and cfg.quality_model)):
             continue
         folder = run.folder(stage)
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)

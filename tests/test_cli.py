@@ -58,3 +58,11 @@ def test_dedup_eval_is_routed(tmp_path, capsys):
     assert main(["dedup", "eval", str(path), "--threshold", "0.5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["precision"] == 1.0 and result["recall"] == 1.0 and "ari" in result
+
+
+def test_given_quality_model_skips_training(tmp_path):
+    from pipeline.run import Run, RunConfig
+
+    run = Run(RunConfig(out_dir=str(tmp_path / "run"), quality_model="models/q/model.bin"))
+    assert run.quality_train() is None
+    assert not os.path.exists(tmp_path / "run" / "quality_model")
