@@ -282,7 +282,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         read = row.get("read", "")
         kept = row.get("kept", "")
         print(f"{row['stage']:<22}{read!s:>9}{kept!s:>9}  {row['seconds']:>7}  {row['out']}")
-        for reason, n in sorted(row.get("dropped", {}).items(), key=lambda kv: -kv[1])[:6]:
+        for reason, n in [kv for kv in sorted(row.get("dropped", {}).items(), key=lambda kv: -kv[1]) if kv[1]][:6]:
             print(f"{'':<24}- {reason}: {n}")
     print("tokens per source (drawn): " + ", ".join(f"{k} {v:,}" for k, v in summary["tokens_per_source"].items()))
     tr = summary["train"] or {}
