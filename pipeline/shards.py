@@ -10,7 +10,6 @@ so a corrupt, truncated or missing file reads as a clear message, never as a pya
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from typing import Any
 
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from schemas.documents import SchemaError
-from schemas.manifest import Manifest
+from schemas.manifest import Manifest, file_sha256
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
 
 
@@ -32,14 +31,6 @@ def read_shard(path: str) -> pa.Table:
     """A shard as a pyarrow Table, memory-mapped (zero copy): plain ``pyarrow.ipc``, nothing ccgpt-specific."""
     with pa.memory_map(path, "r") as source:
         return pa.ipc.open_file(source).read_all()
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +108,7 @@ def verify_shards(folder: str) -> dict[str, Any]:
         if not os.path.isfile(path):
             problems.append(f"{info.file}: missing")
             continue
-        sha = _sha256(path)
+        sha = file_sha256(path)
         if sha != info.sha256:
             problems.append(f"{info.file}: sha256 {sha[:16]}… does not match the manifest's {info.sha256[:16]}…")
         try:

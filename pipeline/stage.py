@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator
 
+from schemas.manifest import file_sha256
 from schemas.stats import StageStats
 
 _PACKAGES = ("pipeline", "schemas", "train")
@@ -45,11 +46,7 @@ def _file_identity(path: str) -> Any:
     (WARC files) by path, size and mtime, as make does, so a rerun never re-reads gigabytes to decide."""
     st = os.stat(path)
     if st.st_size <= CONTENT_HASH_MAX_BYTES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return (os.path.basename(path), h.hexdigest())
+        return (os.path.basename(path), file_sha256(path))
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 

@@ -18,6 +18,7 @@ from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline import sample as S
+from schemas.manifest import file_sha256
 
 
 def _goose_pages(shared_data: str, n: int = 12) -> list[S.Page]:
@@ -184,7 +185,7 @@ def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
         name = f"{art.package}_{art.version.replace(':', '%3a')}_all.deb"
         path = os.path.join(cache, "debian", name)
         _deb(path, files)
-        index[art.key] = {"file": name, "version": art.version, "sha256": S.sha256_file(path)}
+        index[art.key] = {"file": name, "version": art.version, "sha256": file_sha256(path)}
     with open(os.path.join(cache, "fetched.json"), "w") as fh:
         json.dump(index, fh)
 
@@ -211,7 +212,7 @@ def test_build_offline_from_cache(tmp_path, shared_data):
     on_disk = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
     assert sorted(prov["files"]) == [f for f in on_disk if f != "provenance.json"]
     for rel, meta in prov["files"].items():
-        assert meta["sha256"] == S.sha256_file(os.path.join(out, rel))
+        assert meta["sha256"] == file_sha256(os.path.join(out, rel))
         assert meta["members"] and meta["from"][0]["sha256"] and meta["from"][0]["version"]
         assert meta["records"]
     css = [m for m in prov["files"]["crawl/python3.11-doc-00002.warc.gz"]["members"] if m.endswith(".css")]

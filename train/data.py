@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas.documents import SchemaError
-from schemas.manifest import Manifest
+from schemas.manifest import Manifest, file_sha256
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
 from train.config import ModelConfig
 
@@ -95,14 +95,6 @@ def check_compatibility(manifest: Manifest, cfg: ModelConfig, tokenizer_hash: st
             f"model n_ctx={cfg.n_ctx} is shorter than the shards' seq_len={manifest.seq_len} "
             "(use --model.n_ctx 0 to take it from the manifest)"
         )
-
-
-def file_sha256(path: str, chunk: int = 1 << 23) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
