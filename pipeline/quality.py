@@ -865,14 +865,19 @@ def _copy_remote(path: str, local: str) -> None:
 
 def validate_model(model_path: str) -> dict[str, Any]:
     """Check a model (local or on any Beam filesystem) without loading it; :class:`QualityError` if unusable."""
-    path = resolve_model_path(model_path)
+    return _on_local_copy(resolve_model_path(model_path), check_model)
+
+
+def _on_local_copy(path: str, fn: Any) -> Any:
+    """``fn(local_path)`` for a local model, or for a temporary copy of a remote one (fastText reads only local
+    files); errors name the original path, not the temporary copy."""
     if "://" not in path:
-        return check_model(path)
+        return fn(path)
     with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
         local = os.path.join(tmp, MODEL_FILE)
         _copy_remote(path, local)
         try:
-            return check_model(local)
+            return fn(local)
         except QualityError as exc:
             raise QualityError(str(exc).replace(local, path)) from None
 
@@ -884,16 +889,7 @@ def load_model(model_path: str) -> Any:
     Dataflow or Flink workers run the filter with the model in object storage. The file is checked first
     (:func:`check_model`): a missing, damaged or foreign model raises :class:`QualityError` naming it.
     """
-    path = resolve_model_path(model_path)
-    if "://" not in path:
-        return _load_local(path)
-    with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        _copy_remote(path, local)
-        try:
-            return _load_local(local)
-        except QualityError as exc:
-            raise QualityError(str(exc).replace(local, path)) from None
+    return _on_local_copy(resolve_model_path(model_path), _load_local)
 
 
 @lru_cache(maxsize=4)
