@@ -51,7 +51,8 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
     stats = run_curate(inputs, out, CurateConfig(), local_runner)
     expected = _expected_read_outcomes(inputs)
     assert stats.read == sum(expected.values()) == stats.kept + sum(stats.dropped.values())
-    for reason in ("warcinfo", "request", "metadata", "revisit", "http_status", "not_html", "truncated_file", "unreadable_file"):
+    for reason in ("warcinfo", "request", "metadata", "revisit", "http_status", "not_html", "truncated_file",
+                   "unreadable_file", "garbage_skipped"):
         assert stats.dropped.get(reason) == expected[reason], reason
     # records that reached extraction end as kept or a later-stage reason
     later = {k: v for k, v in stats.dropped.items() if k not in expected}
@@ -59,10 +60,13 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
     assert all(k in ("empty_text", "extract_error", "language") or ":" in k for k in later), later
     assert stats.kept > 0 and any(k.startswith("gopher_") or k.startswith("fineweb") or k.startswith("c4") for k in later)
 
-    # failed files: the ARC file, the lying example.warc and our cut gzip, with errors (the retry list)
+    # failed files: the ARC file, the lying example.warc (7 bytes skipped, then read on) and our cut gzip,
+    # with errors (the retry list)
     failed = _lines(os.path.join(out, "failed_files.jsonl"))
-    assert sorted(os.path.basename(f["file"]) for f in failed) == ["example.arc", "example.warc", "iana-cut.warc.gz"]
-    assert {f["reason"] for f in failed} == {"unreadable_file", "truncated_file"} and all(f["error"] for f in failed)
+    assert sorted((os.path.basename(f["file"]), f["reason"]) for f in failed) == [
+        ("example.arc", "unreadable_file"), ("example.warc", "garbage_skipped"), ("iana-cut.warc.gz", "truncated_file")
+    ]
+    assert all(f["error"] for f in failed) and stats.extra["garbage_bytes_skipped"] == 7
     assert sorted(os.path.basename(f) for f in stats.extra["failed_files"]) == sorted(os.path.basename(f["file"]) for f in failed)
 
     # kept documents: valid table, unique stable ids, traceable, English above the threshold
@@ -78,7 +82,8 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
     assert len(raw) == stats.extra["extracted"] >= stats.kept
     assert {d["id"] for d in docs} <= {d["id"] for d in raw} and all(d["language"] is None for d in raw)
     assert sum(stats.extra["languages"].values()) == stats.extra["extracted"]
-    assert sum(stats.extra["record_types"].values()) + stats.dropped["truncated_file"] + stats.dropped["unreadable_file"] == stats.read
+    damage = sum(stats.dropped[r] for r in ("truncated_file", "unreadable_file", "garbage_skipped"))
+    assert sum(stats.extra["record_types"].values()) + damage == stats.read
 
     examples = _lines(os.path.join(out, "examples.jsonl"))
     per_reason = Counter(e["reason"] for e in examples)
@@ -139,7 +144,9 @@ def test_curate_one_and_two_workers_give_identical_documents(shared_data, tmp_pa
 
 
 def _bad_input_warc(path) -> list[str]:
-    """A per-record-gzip WARC of bad records between good ones, then raw garbage after the last record."""
+    """A per-record-gzip WARC of bad records between good ones, junk between two records, then raw garbage
+    after the last record."""
+    import gzip
     from io import BytesIO
 
     from warcio.statusandheaders import StatusAndHeaders
@@ -153,16 +160,21 @@ def _bad_input_warc(path) -> list[str]:
         ("bad-utf8", "text/html; charset=utf-8", good.encode()[:400] + b"\xff\xfe\xc3\x28\xa0\xa1" + good.encode()[400:]),
         ("mixed", "text/html", good.encode("utf-8")[:500] + "Café déjà vu".encode("cp1252") + good.encode()[500:]),
         ("empty", "text/html", b""),
-        ("bomb", "text/html", b"<div>" * 200_000 + b"deep" + b"</div>" * 200_000),
+        ("bomb", "text/html", b"<div>" * 15_000 + b"deep" + b"</div>" * 15_000),  # under max_chars below
         ("huge", "text/html", b"<p>" + b"a" * (50 * 1024 * 1024) + b"</p>"),
+        ("gzip-bomb", "text/html", gzip.compress(b"<p>" + b"a" * (20 * 1024 * 1024) + b"</p>")),
+        ("long", "text/html", ("<html><body><p>" + "many words " * 30_000 + "</p></body></html>").encode()),
         ("good-2", "text/html; charset=utf-8", good.encode()),
     ]
     with open(path, "wb") as fh:
         w = WARCWriter(fh, gzip=True)
         for i, (name, ctype, body) in enumerate(pages):
-            headers = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
+            extra = [("Content-Encoding", "gzip")] if name == "gzip-bomb" else []
+            headers = StatusAndHeaders("200 OK", [("Content-Type", ctype), *extra], protocol="HTTP/1.1")
             rec = w.create_warc_record(f"http://bad.example/{name}", "response", payload=BytesIO(body), http_headers=headers)
             w.write_record(rec)
+            if name == "mixed":
+                fh.write(b"junk between two records: must cost these bytes only\r\n" * 3)
         fh.write(b"this is garbage after the last record\r\n\r\n")
     return [name for name, _, _ in pages]
 
@@ -174,14 +186,25 @@ def test_curate_generated_bad_input_completes_with_reasons(tmp_path, local_runne
     cfg = CurateConfig()
     cfg.langid.languages = []
     cfg.langid.threshold = 0.0
+    cfg.extract.max_chars = 200_000
     for name in ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality"):
         getattr(cfg.filters, name).enabled = False  # this test is about reading and extraction
     stats = run_curate([str(warc)], out, cfg, local_runner)
-    assert stats.read == stats.kept + sum(stats.dropped.values()) == 8 + 1  # 8 records + the damaged tail
-    assert stats.dropped.get("too_large") == 1  # the 50 MB page, dropped before parsing (ReadConfig.max_bytes)
+    # 10 records + the junk between two of them + the garbage tail
+    assert stats.read == stats.kept + sum(stats.dropped.values()) == 10 + 2
+    assert stats.dropped["garbage_skipped"] == 2
+    assert stats.extra["garbage_bytes_skipped"] == 3 * 54 + len(b"this is garbage after the last record\r\n\r\n")
+    # the 50 MB page (WARC block) and the 20 MB gzip-encoded page (decoded payload) are over max_bytes
+    assert stats.dropped["too_large"] == 2
+    assert stats.dropped["too_deep"] == 1 and stats.dropped["too_many_chars"] == 1  # the bomb; the long page
     urls = {r["url"] for r in read_documents(out)}
-    # good pages around the bad ones survive, and so does text with invalid / mixed-encoding bytes
+    # good pages around the bad ones survive (good-2 only thanks to the resync after the junk), and so does
+    # text with invalid / mixed-encoding bytes
     assert {f"http://bad.example/{n}" for n in ("good-1", "good-2", "bad-utf8", "mixed")} <= urls
-    # the PNG labelled text/html, the 0-byte page and the nesting bomb yield no text: counted, not crashed
-    assert stats.dropped.get("empty_text", 0) + stats.dropped.get("extract_error", 0) == 8 - 1 - len(urls)
-    assert stats.extra["failed_files"] == [str(warc)]  # the garbage tail: file reported by name
+    # the PNG labelled text/html and the 0-byte page yield no text: counted, not crashed
+    assert stats.dropped.get("empty_text", 0) + stats.dropped.get("extract_error", 0) == 10 - 4 - len(urls)
+    assert stats.extra["failed_files"] == [str(warc)]  # both bad regions: the file reported once, by name
+    failed = _lines(os.path.join(out, "failed_files.jsonl"))
+    assert sorted((f["reason"], f["bytes"]) for f in failed) == sorted(
+        [("garbage_skipped", 3 * 54), ("garbage_skipped", len(b"this is garbage after the last record\r\n\r\n"))]
+    )

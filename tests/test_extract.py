@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from pipeline.extract import ExtractConfig, decode_html, extract_text, record_to_document
+from pipeline.extract import CapExceeded, ExtractConfig, decode_html, extract_text, record_to_document
 
 ARTICLE = (
     "<html><head><title>t</title></head><body><nav>Home | About | Contact</nav>"
@@ -89,3 +89,83 @@ def test_extractors_on_real_articles(shared_data):
         scores[extractor] = (sum(recall) / len(recall), sum(precision) / len(precision))
     assert scores["trafilatura"][0] > 0.8 and scores["resiliparse"][0] > 0.75
     assert scores["trafilatura"][1] > scores["resiliparse"][1]
+
+
+def _nested(n: int, tag: str = "div") -> str:
+    return "<html><body>" + f"<{tag}>" * n + "<p>deep text</p>" + f"</{tag}>" * n + "</body></html>"
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+def test_nesting_bomb_is_too_deep_quickly_for_both_extractors(extractor):
+    """100,000 nested <div>: resiliparse alone would take minutes or crash, lxml would drop the text; the
+    depth cap answers in well under a second with a clear reason, the same for both extractors."""
+    import time
+
+    cfg = ExtractConfig(extractor=extractor)
+    t0 = time.perf_counter()
+    with pytest.raises(CapExceeded) as e:
+        extract_text(_nested(100_000), cfg)
+    assert e.value.reason == "too_deep" and time.perf_counter() - t0 < 5
+    # the cap counts elements from <html> (1) and <body> (2): 254 divs put <p> at 257
+    assert extract_text(_nested(253), cfg) == "deep text"
+    with pytest.raises(CapExceeded):
+        extract_text(_nested(254), cfg)
+    assert extract_text(_nested(100, "span"), ExtractConfig(extractor=extractor, max_depth=200)) == "deep text"
+    with pytest.raises(CapExceeded):
+        extract_text(_nested(300, "span"), ExtractConfig(extractor=extractor, max_depth=200))
+    assert "deep text" in extract_text(_nested(1000), ExtractConfig(extractor="resiliparse", max_depth=0))  # 0: no cap
+
+
+def test_max_chars_counts_decoded_characters():
+    raw = {"id": "a", "source": "crawl", "url": "http://x.org/", "kind": "html", "charset": "utf-8",
+           "payload": ("<html><body><p>" + "é" * 600 + "</p></body></html>").encode("utf-8")}
+    # 1,233 bytes but 633 characters: the cap is on characters, what the extractor works through
+    assert record_to_document(raw, ExtractConfig(max_chars=700)) is not None
+    with pytest.raises(CapExceeded) as e:
+        record_to_document(raw, ExtractConfig(max_chars=600))
+    assert e.value.reason == "too_many_chars" and "633 characters" in str(e.value)
+    with pytest.raises(CapExceeded):  # WET text too
+        record_to_document({**raw, "kind": "text", "payload": b"x" * 601}, ExtractConfig(max_chars=600))
+
+
+def test_caps_through_reader_and_extract(tmp_path):
+    """Reader + extraction on a generated WARC: every cap ends as its own counted reason, nothing raises."""
+    import gzip
+    from collections import Counter
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline.read import ReadConfig, iter_warc
+
+    pages = [
+        ("ok", [], ARTICLE.encode()),
+        ("bomb", [], _nested(100_000).encode()),
+        ("long", [], ("<html><body><p>" + "word " * 340_000 + "</p></body></html>").encode()),
+        # 5 MB of HTML gzip-encoded into ~5 KB: small on disk, over max_bytes once decoded
+        ("gzip-bomb", [("Content-Encoding", "gzip")], gzip.compress(b"<p>" + b"a" * 5_000_000 + b"</p>")),
+    ]
+    path = tmp_path / "caps.warc.gz"
+    with open(path, "wb") as fh:
+        w = WARCWriter(fh, gzip=True)
+        for name, extra, body in pages:
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"), *extra], protocol="HTTP/1.1")
+            w.write_record(w.create_warc_record(f"http://caps.example/{name}", "response", payload=BytesIO(body), http_headers=headers))
+    cfg = ExtractConfig(max_chars=1_500_000)
+    outcomes = Counter()
+    for ev in iter_warc(str(path), ReadConfig(max_bytes=4_000_000)):
+        if ev.kind != "record":
+            outcomes[(ev.info["url"], ev.reason)] += 1
+            continue
+        try:
+            doc = record_to_document(ev.info, cfg)
+            outcomes[(ev.info["url"], "kept" if doc else "empty_text")] += 1
+        except CapExceeded as e:
+            outcomes[(ev.info["url"], e.reason)] += 1
+    assert outcomes == Counter({
+        ("http://caps.example/ok", "kept"): 1,
+        ("http://caps.example/bomb", "too_deep"): 1,
+        ("http://caps.example/long", "too_many_chars"): 1,
+        ("http://caps.example/gzip-bomb", "too_large"): 1,
+    })
