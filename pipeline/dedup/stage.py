@@ -13,28 +13,38 @@ The pipeline graph, every step a Beam transform (nothing is collected on the dri
    ``dropped:exact_duplicate``. The group is scanned once to find the survivor holding only the best row
    (and, only for groups with copies, once more to name them), so a page repeated a million times costs no
    memory.
-3. **Sketch** each survivor: word (or char) n-gram shingles, MinHash signature bit-identical to datasketch,
-   band keys, and the document's 64-bit shingle-hash set (or its signature) for verification.
-4. **LSH buckets**: GroupByKey on ``(band, band hash)``; small buckets give all pairs, oversized ones a
-   star on their minimum (:func:`.lsh.bucket_pairs`); ``Distinct`` -> candidate pairs.
+3. **Sketch** the survivors in batches: word (or char) n-gram shingles, MinHash signature bit-identical to
+   datasketch, band hashes, and the document's 64-bit shingle-hash set (or its signature) for verification.
+4. **LSH buckets**: band entries travel as raw numpy bytes grouped by ``band hash % partitions`` (one element
+   per partition per batch, not one per band per document); each partition sorts its entries by
+   ``(band, hash)`` and only runs of equal keys reach Python: small buckets give all pairs, oversized ones a
+   star on their minimum (:func:`.lsh.bucket_pairs`).
 5. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
-   not at all): two CoGroupByKeys ship the first document's set to the second's.
-6. **Connected components** of the verified pairs on the runner (:mod:`.components`): because node keys
-   sort survivor-first, each component's label *is* its survivor. Cluster sizes add up each member's
-   exact copies.
-7. **Finish**: CoGroupByKey of rows, exact copies, labels and cluster sizes by node key. A *cluster* is a
-   near-duplicate component or an exact group (or both); its survivor is kept with ``{"dedup_cluster",
-   "cluster_size"}`` (and ``exact_duplicates`` when it had exact copies) added to its annotations, the other
-   near-duplicates are ``dropped:near_duplicate``, and every member gets a line in ``clusters.jsonl``.
+   not at all): pairs grouped by the partition of their first node meet that partition's sketches (which
+   also removes pairs found in several bands), the first node's set is shipped to the second node's
+   partition, and the pair is checked there. Both joins are by partition, with batches as elements.
+6. **Connected components** of the verified pairs on the runner (:mod:`.components`, the same partitioned
+   batching): because node keys sort survivor-first, each component's label *is* its survivor. Cluster
+   sizes add up each member's exact copies.
+7. **Finish**: CoGroupByKey of rows, exact copies, labels, cluster sizes and index columns by *output shard*
+   (``partition_of(node key, shards)``). A *cluster* is a near-duplicate component or an exact group (or
+   both); its survivor is kept with ``{"dedup_cluster", "cluster_size"}`` (and ``exact_duplicates`` when it
+   had exact copies) added to its annotations, the other near-duplicates are ``dropped:near_duplicate``,
+   and every member gets a line in ``clusters.jsonl``. Each shard writes its kept documents (and index
+   rows) as one Parquet file sorted by id, and ``clusters.jsonl`` is written sorted, so a rerun gives the
+   same bytes in any process (Beam's grouping order follows the per-process hash seed; the file a row lands
+   in and its place in the file do not).
 
 Every row yields exactly one outcome (``pipeline.accounting``), so ``stats.json`` is exact on any runner.
 Counters for the extras (per-source read/kept, candidate and verified pairs, cluster sizes) travel the same
 way through a temporary counts file that is folded into ``stats.json`` and removed.
 
-Output folder: ``documents-*.parquet`` (kept documents of every source), ``stats.json``, ``outcomes.jsonl``,
-``clusters.jsonl`` (``{"id", "cluster", "source", "survivor", "reason"}`` per cluster member; ``cluster`` is
-the survivor's id, ``reason`` is ``exact_duplicate`` or ``near_duplicate`` for the dropped members, null for
-the survivor) and ``index/`` (below).
+Output folder: ``documents-NNNNN-of-NNNNN.parquet`` (kept documents of every source), ``stats.json``,
+``outcomes.jsonl``, ``clusters.jsonl`` (``{"id", "cluster", "source", "survivor", "reason"}`` per cluster
+member, sorted; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate`` or ``near_duplicate`` for
+the dropped members, null for the survivor) and ``index/`` (below). The shard files and ``clusters.jsonl`` are
+written by the workers straight into the stage's output folder (atomic rename per file), which like every
+ccgpt stage must be a path the workers share with the driver.
 
 **Incremental dedup.** ``index/`` holds one Parquet row per kept document (``INDEX_SCHEMA``: node key, id,
 source, exact text hash, LSH band hashes, and the sorted shingle-hash set or signature the verification
@@ -54,6 +64,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,7 +83,7 @@ from pipeline.accounting import (
     read_outcomes,
     stats_from_outcomes,
 )
-from pipeline.dedup.components import ConnectedComponents, auto_rounds
+from pipeline.dedup.components import ConnectedComponents, auto_rounds, partition_of
 from pipeline.dedup.exact import _RANK_WIDTH, ExactConfig, exact_hash, key_id, rank_key
 from pipeline.dedup.lsh import band_keys, lsh_params
 from pipeline.dedup.minhash import (
@@ -96,6 +107,7 @@ SKETCHES = "sketches"
 CLUSTERS = "clusters"
 EXACT_MEMBERS = "exact_members"
 INDEX = "index"
+PAIRS = "pairs"
 INDEX_DIR = "index"
 INDEX_META = "meta.json"
 INDEX_VERSION = 1
@@ -147,6 +159,14 @@ class NearConfig:
         default=0,
         metadata={"help": "large-star/small-star rounds for connected components (0: max(4, ceil(log2(docs+1))))"},
     )
+    # Band entries, sketches, candidate pairs and component edges cross the shuffles in batches grouped by
+    # partition; a partition's band entries (about 11 small entries per document) and needed sketches are
+    # held by one worker, so the count grows with the input to keep that bounded, and has a floor so a few
+    # local workers all get work.
+    partitions: int = field(
+        default=0,
+        metadata={"help": "shuffle partitions for LSH, verification and components (0: max(8, docs / 25000))"},
+    )
 
 
 @dataclass
@@ -174,6 +194,10 @@ class DedupConfig:
     )
     write_index: bool = field(
         default=True, metadata={"help": "write index/ (hashes, bands, sketches of the kept documents)"}
+    )
+    output_shards: int = field(
+        default=0,
+        metadata={"help": "documents-*.parquet files (by hash of the node key; 0: one per 25000 input rows)"},
     )
 
 
@@ -273,66 +297,136 @@ def _no_exact(element: tuple[str, tuple[str, dict]]) -> tuple[str, tuple[dict, i
 
 
 class Sketch(beam.DoFn):
-    """Survivor -> its LSH band keys and, for verification, its shingle set (or signature)."""
+    """A batch of survivors -> their LSH band keys and verification sketches, grouped by shuffle partition.
 
-    def __init__(self, near: NearConfig, bands: int, rows: int, index: bool = False):
+    Why batches: one element per band per document (11 per document at the default banding) made the local
+    runner's per-element cost the bulk of dedup's time. A batch of documents leaves as at most one element
+    per partition per output: band entries as numpy arrays ``(band index, band hash, node keys)`` under
+    ``band hash % partitions``, sketches as ``(node keys, sketches)`` under ``partition_of(node key)``, and
+    the index columns under the node key's output shard.
+    """
+
+    def __init__(self, near: NearConfig, bands: int, rows: int, partitions: int, shards: int, index: bool = False):
         self.near = near
         self.bands = bands
         self.rows = rows
+        self.partitions = partitions
+        self.shards = shards
         self.index = index
         self.hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash)
 
-    def process(self, element: tuple[str, tuple[dict, int]]) -> Iterator[Any]:
-        key, (row, _) = element
-        try:
-            items = shingles(row["text"], self.near.shingles)
-        except (UnicodeError, ValueError):  # the document still gets its outcome in Finish, unclustered
-            yield beam.pvalue.TaggedOutput(COUNTERS, "documents_without_shingles")
-            return
-        if not items:
-            yield beam.pvalue.TaggedOutput(COUNTERS, "documents_without_shingles")
-            return
-        signature, shingle_set = self.hasher.sketch(items)
-        bands = band_keys(signature, self.bands, self.rows)
-        for band in bands:
-            yield beam.pvalue.TaggedOutput(BANDS, (band, key))
-        sketch = None
-        if self.near.verify == "jaccard":
-            sketch = shingle_set
-        elif self.near.verify == "signature":
-            sketch = signature
-        if sketch is not None:
-            yield beam.pvalue.TaggedOutput(SKETCHES, (key, sketch))
-        if self.index:
-            yield beam.pvalue.TaggedOutput(INDEX, (key, ([h for _, h in bands],
-                                                         [] if sketch is None else sketch.tolist())))
+    def process(self, batch: list[tuple[str, tuple[dict, int]]]) -> Iterator[Any]:
+        keys: list[str] = []
+        hashes: list[list[int]] = []
+        sketches: list[Any] = []
+        index_rows: dict[int, list] = {}
+        for key, (row, _) in batch:
+            try:
+                items = shingles(row["text"], self.near.shingles)
+            except (UnicodeError, ValueError):  # the document still gets its outcome in Finish, unclustered
+                items = []
+            if not items:
+                yield beam.pvalue.TaggedOutput(COUNTERS, "documents_without_shingles")
+                continue
+            signature, shingle_set = self.hasher.sketch(items)
+            band_hashes = [h for _, h in band_keys(signature, self.bands, self.rows)]
+            sketch = None
+            if self.near.verify == "jaccard":
+                sketch = shingle_set
+            elif self.near.verify == "signature":
+                sketch = signature
+            keys.append(key)
+            hashes.append(band_hashes)
+            sketches.append(sketch)
+            if self.index:
+                # Raw bytes, not lists: Beam's fast coder pickles every int >= 2**63 one by one (half of all
+                # 64-bit hashes are), which made these lists the bulk of the runner's encoding time.
+                index_rows.setdefault(partition_of(key, self.shards), []).append(
+                    (key, np.array(band_hashes, dtype=np.uint64).tobytes(),
+                     b"" if sketch is None else np.asarray(sketch, dtype=np.uint64).tobytes()))
+        if keys:
+            yield from _band_elements(keys, np.array(hashes, dtype=np.uint64), self.partitions)
+            if self.near.verify != "none":
+                yield from _sketch_elements(keys, sketches, self.partitions)
+        for shard, entries in index_rows.items():
+            yield beam.pvalue.TaggedOutput(INDEX, (shard, entries))
+
+
+def _band_elements(keys: list[str], hashes: np.ndarray, partitions: int) -> Iterator[Any]:
+    """``hashes[i, band]`` of node ``keys[i]`` -> one ``(band hash % partitions, (bands, hashes, keys))`` each.
+
+    Arrays travel as raw bytes: Beam's fast coder passes bytes through but pickles a numpy array (tens of
+    microseconds each), which showed up as the largest single cost in a profile of the local runner.
+    """
+    part = hashes % np.uint64(partitions)
+    for p in np.unique(part):
+        doc, band = np.nonzero(part == p)
+        yield beam.pvalue.TaggedOutput(BANDS, (int(p), (band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(),
+                                                        [keys[i] for i in doc])))
+
+
+def _sketch_elements(keys: list[str], sketches: list[Any], partitions: int) -> Iterator[Any]:
+    """Node keys and their sketches -> one ``(partition, (keys, sketches))`` per partition of the keys."""
+    out: dict[int, tuple[list, list]] = {}
+    for key, sketch in zip(keys, sketches):
+        ks, ss = out.setdefault(partition_of(key, partitions), ([], []))
+        ks.append(key)
+        ss.append(np.asarray(sketch, dtype=np.uint64).tobytes())  # bytes: see _band_elements
+    for p, value in out.items():
+        yield beam.pvalue.TaggedOutput(SKETCHES, (p, value))
+
+
+def _bucket_candidates(keys: list[str], all_pairs_max: int) -> tuple[list[tuple[str, str]], bool]:
+    """One LSH bucket's node keys -> its candidate pairs (all pairs when small, a star on the minimum when
+    oversized) and whether it was oversized. Indexed-indexed pairs are never formed (earlier runs settled
+    them); indexed keys sort first, so a bucket whose largest key is indexed holds nothing new."""
+    keys = sorted(set(keys))
+    if len(keys) < 2 or _is_indexed(keys[-1]):
+        return [], False
+    if len(keys) <= all_pairs_max:
+        return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:] if not _is_indexed(b)], False
+    return [(keys[0], b) for b in keys[1:] if not _is_indexed(b)], True
 
 
 class BucketPairs(beam.DoFn):
-    """One LSH bucket -> candidate pairs (all pairs when small, a star on the minimum when oversized).
+    """One band partition -> its candidate pairs, found by sorting the band entries (no per-bucket element).
 
-    Holds the bucket's node keys (not texts) in memory to sort them.
+    Every entry of a bucket ``(band, hash)`` lands in partition ``hash % partitions``, so the sort sees whole
+    buckets. Only runs of two or more equal ``(band, hash)`` reach Python. The pairs leave grouped by the
+    partition of their first node, so the next step both removes repeats (a pair found in several bands) and
+    joins the first node's sketch, per partition. Holds the partition's band entries (node keys, not texts).
     """
 
-    def __init__(self, all_pairs_max: int):
+    def __init__(self, all_pairs_max: int, partitions: int):
         self.all_pairs_max = all_pairs_max
+        self.partitions = partitions
 
-    def process(self, element: tuple[Any, Iterable[str]]) -> Iterator[Any]:
-        _, members = element
-        keys = sorted(set(members))
-        if len(keys) < 2 or _is_indexed(keys[-1]):  # indexed keys sort first: nothing new in this bucket
-            return
-        if len(keys) <= self.all_pairs_max:
-            for i, a in enumerate(keys):
-                for b in keys[i + 1 :]:
-                    if not _is_indexed(b):  # indexed-indexed pairs were settled by earlier runs
-                        yield a, b
-            return
-        yield beam.pvalue.TaggedOutput(COUNTERS, "oversized_buckets")
-        centre = keys[0]
-        for b in keys[1:]:
-            if not _is_indexed(b):
-                yield centre, b
+    def process(self, element: tuple[int, Iterable[tuple[np.ndarray, np.ndarray, list]]]) -> Iterator[Any]:
+        _, batches = element
+        bands, hashes, keys = [], [], []
+        for b, h, k in batches:
+            bands.append(np.frombuffer(b, dtype=np.uint16))
+            hashes.append(np.frombuffer(h, dtype=np.uint64))
+            keys.extend(k)
+        band, hsh = np.concatenate(bands), np.concatenate(hashes)
+        order = np.lexsort((hsh, band))
+        band, hsh = band[order], hsh[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (band[1:] != band[:-1]) | (hsh[1:] != hsh[:-1])
+        starts = np.flatnonzero(first)
+        ends = np.append(starts[1:], len(order))
+        multi = ends - starts >= 2
+        out: dict[int, set] = {}
+        oversized = 0
+        for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
+            pairs, big = _bucket_candidates([keys[i] for i in order[s:e].tolist()], self.all_pairs_max)
+            oversized += big
+            for pair in pairs:
+                out.setdefault(partition_of(pair[0], self.partitions), set()).add(pair)
+        if oversized:
+            yield beam.pvalue.TaggedOutput(COUNTERS, ("oversized_buckets", oversized))
+        for p, pairs in out.items():
+            yield p, sorted(pairs)
 
 
 def _is_indexed(key: str) -> bool:
@@ -340,59 +434,110 @@ def _is_indexed(key: str) -> bool:
 
 
 class IndexEntries(beam.DoFn):
-    """An earlier run's index row -> its exact-group entry, band keys and verification sketch."""
+    """A batch of an earlier run's index rows -> their exact-group entries, band keys and sketches."""
 
-    def __init__(self, exact: bool, near: bool):
+    def __init__(self, exact: bool, near: bool, partitions: int):
         self.exact = exact
         self.near = near
+        self.partitions = partitions
 
-    def process(self, row: dict) -> Iterator[Any]:
-        key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
-        yield beam.pvalue.TaggedOutput(COUNTERS, "indexed_documents")
-        if self.exact and row.get("exact_hash"):
-            yield beam.pvalue.TaggedOutput("exact", (row["exact_hash"], (key, None)))
-        if self.near:
-            for i, h in enumerate(row.get("bands") or []):
-                yield beam.pvalue.TaggedOutput(BANDS, ((i, int(h)), key))
-            sketch = row.get("sketch")
-            if sketch:
-                yield beam.pvalue.TaggedOutput(SKETCHES, (key, np.asarray(sketch, dtype=np.uint64)))
+    def process(self, batch: list[dict]) -> Iterator[Any]:
+        keys, hashes, sketches = [], [], []
+        sketched_keys = []
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", len(batch)))
+        for row in batch:
+            key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
+            if self.exact and row.get("exact_hash"):
+                yield beam.pvalue.TaggedOutput("exact", (row["exact_hash"], (key, None)))
+            if not self.near:
+                continue
+            bands = row.get("bands") or []
+            if bands:
+                keys.append(key)
+                hashes.append([int(h) for h in bands])
+            if row.get("sketch"):
+                sketched_keys.append(key)
+                sketches.append(np.asarray(row["sketch"], dtype=np.uint64))
+        if keys:
+            width = max(len(h) for h in hashes)
+            if any(len(h) != width for h in hashes):  # not written by this stage: fall back to one row at a time
+                for key, h in zip(keys, hashes):
+                    yield from _band_elements([key], np.array([h], dtype=np.uint64), self.partitions)
+            else:
+                yield from _band_elements(keys, np.array(hashes, dtype=np.uint64), self.partitions)
+        if sketched_keys:
+            yield from _sketch_elements(sketched_keys, sketches, self.partitions)
 
 
-def _ship_first(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, Any]]]:
-    """``a`` with its partners and its sketch -> ``(b, (a, sketch of a))`` for every candidate pair (a, b)."""
-    a, grouped = element
-    sketches = list(grouped["sketch"])
-    if not sketches:
-        return
-    for b in grouped["partners"]:
-        yield b, (a, sketches[0])
+class ShipFirst(beam.DoFn):
+    """Partition ``p`` with its candidate pairs ``(a, b)`` (``a`` in ``p``) and its sketches -> the distinct
+    pairs, each shipped with ``a``'s sketch to the partition of ``b``.
+
+    Holds the partition's pairs and only the sketches they need. With ``verify="none"`` the distinct pairs
+    are the verified ones (tagged ``PAIRS``).
+    """
+
+    def __init__(self, mode: str, partitions: int):
+        self.mode = mode
+        self.partitions = partitions
+
+    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
+        _, grouped = element
+        pairs: set = set()
+        for batch in grouped["pairs"]:
+            pairs.update(batch)
+        if not pairs:
+            return
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("candidate_pairs", len(pairs)))
+        if self.mode == "none":
+            yield beam.pvalue.TaggedOutput(PAIRS, sorted(pairs))
+            return
+        needed = {a for a, _ in pairs}
+        mine: dict[str, Any] = {}
+        for ks, ss in grouped["sketch"]:
+            for k, s in zip(ks, ss):
+                if k in needed:
+                    mine[k] = s  # raw bytes, shipped on as they are
+        out: dict[int, list] = {}
+        for a, b in sorted(pairs):
+            if a in mine:
+                out.setdefault(partition_of(b, self.partitions), []).append((a, b, mine[a]))
+        yield from out.items()
 
 
 class VerifyPairs(beam.DoFn):
-    """``b`` with its sketch and the shipped sketches of its candidates -> the pairs that really match."""
+    """Partition ``p`` with its sketches and the shipped probes ``(a, b, sketch of a)`` (``b`` in ``p``) -> the
+    pairs that really match, as one batch of edges."""
 
     def __init__(self, mode: str, threshold: float):
         self.mode = mode
         self.threshold = threshold
 
-    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Any]:
-        b, grouped = element
-        sketches = list(grouped["sketch"])
-        if not sketches:
+    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
+        _, grouped = element
+        probes = [probe for batch in grouped["probes"] for probe in batch]
+        if not probes:
             return
-        mine = sketches[0]
+        needed = {b for _, b, _ in probes}
+        mine: dict[str, Any] = {}
+        for ks, ss in grouped["sketch"]:
+            for k, s in zip(ks, ss):
+                if k in needed:
+                    mine[k] = np.frombuffer(s, dtype=np.uint64)
         sim = jaccard if self.mode == "jaccard" else signature_similarity
-        for a, other in grouped["probes"]:
-            if sim(other, mine) >= self.threshold:
-                yield beam.pvalue.TaggedOutput(COUNTERS, "verified_pairs")
-                yield a, b
+        verified = [(a, b) for a, b, other in probes
+                    if b in mine and sim(np.frombuffer(other, dtype=np.uint64), mine[b]) >= self.threshold]
+        if verified:
+            yield beam.pvalue.TaggedOutput(COUNTERS, ("verified_pairs", len(verified)))
+            yield verified
 
 
-def _weight(element: tuple[str, tuple[dict, int]]) -> tuple[str, int]:
-    """A surviving node stands for itself and its exact copies."""
+def _weight(element: tuple[str, tuple[dict, int]]) -> Iterator[tuple[str, int]]:
+    """A surviving node stands for itself and its exact copies; only nodes with copies need saying so (a node
+    without a weight counts 1), which keeps the size join to clustered nodes instead of every document."""
     key, (_, exact_copies) = element
-    return key, 1 + exact_copies
+    if exact_copies:
+        yield key, 1 + exact_copies
 
 
 def _weight_by_label(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, int]]:
@@ -420,25 +565,84 @@ def _annotate(row: dict, extra: dict[str, Any]) -> dict:
     return out
 
 
+def _row_order(row: dict) -> tuple[str, str]:
+    """Sort key of an output row: its id, then (for the rare same-id rows of exact dedup off) all its fields."""
+    return row["id"], json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _write_parquet(rows: list[dict], schema: pa.Schema, path: str) -> None:
+    """Write one Parquet file atomically: a worker retried after a crash rewrites the same bytes."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    os.replace(tmp, path)
+
+
+def shard_file(folder: str, prefix: str, shard: int, shards: int) -> str:
+    return os.path.join(folder, f"{prefix}-{shard:05d}-of-{shards:05d}.parquet")
+
+
 class Finish(beam.DoFn):
-    """Node key with its row(s), exact copies, component label and size -> kept document or near-duplicate drop.
+    """One output shard with its nodes' rows, exact copies, component labels, sizes and index columns -> the
+    shard's kept documents (and index rows) written as one Parquet file, near-duplicates dropped.
 
     A document belongs to a cluster when it is in a near-duplicate component or has exact copies; the
     cluster id is the survivor's document id, and its size counts exact copies too.
+
+    **Byte-identical output.** Beam's grouping order follows each process's hash seed, so a sink that writes
+    rows in arrival order gives a different file on every run. Here the file a document lands in is
+    ``partition_of(node key, shards)`` (a content hash) and rows are written sorted by id, so the same input
+    and settings give the same bytes in any process, on any runner. Holds one shard's rows (the stage sizes
+    shards from the input row count).
     """
 
-    def __init__(self, normalize: Any = None):
+    def __init__(self, folder: str, shards: int, normalize: Any = None):
+        self.folder = folder
+        self.shards = shards
         self.normalize = normalize  # set when writing the index: the exact pass's normalisation
 
-    def process(self, element: tuple[str, dict[str, list]]) -> Iterator[Any]:
-        key, grouped = element
+    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
+        shard, grouped = element
+        nodes: dict[str, dict[str, list]] = {}
+
+        def node(key: str) -> dict[str, list]:
+            return nodes.setdefault(key, {"rows": [], "exact": [], "label": [], "size": [], "index": []})
+
+        for key, value in grouped["rows"]:
+            node(key)["rows"].append(value)
+        for key, value in grouped["exact"]:
+            node(key)["exact"].append(value)
+        for key, value in grouped["label"]:
+            node(key)["label"].append(value)
+        for key, value in grouped["size"]:
+            node(key)["size"].append(value)
+        for entries in grouped.get("index") or []:
+            for key, bands, sketch in entries:
+                node(key)["index"].append((bands, sketch))
+        docs: list[dict] = []
+        index: list[dict] = []
+        counts: dict[str, int] = {}
+        for key in sorted(nodes):
+            yield from self._node(key, nodes[key], docs, index, counts)
+        for name, n in counts.items():  # one counter element per shard, not per document
+            yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
+        if docs:
+            docs.sort(key=_row_order)
+            _write_parquet(docs, DOCUMENT_SCHEMA, shard_file(self.folder, "documents", shard, self.shards))
+        if index:
+            index.sort(key=lambda r: r["key"])
+            _write_parquet(index, INDEX_SCHEMA, shard_file(os.path.join(self.folder, INDEX_DIR), "index", shard,
+                                                           self.shards))
+
+    def _node(self, key: str, grouped: dict[str, list], docs: list[dict], index: list[dict],
+              counts: dict[str, int]) -> Iterator[Any]:
         rows = sorted(grouped["rows"], key=lambda r: _tiebreak((key, r[0])))
         if not rows:
             return
         for _ in rows[1:]:  # only possible with exact dedup off: the same (id, text) twice
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
         row, exact_copies = rows[0]
-        labels = list(grouped["label"])
+        labels = grouped["label"]
         cluster_key = labels[0] if labels else (key if exact_copies else None)
         extra: dict[str, Any] = {}
         if cluster_key is not None:
@@ -453,22 +657,44 @@ class Finish(beam.DoFn):
             if not survivor:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
                 return
-            sizes = list(grouped["size"])
+            sizes = grouped["size"]
             size = int(sizes[0]) if sizes else 1 + exact_copies
             extra.update({"dedup_cluster": cluster, "cluster_size": size})
             if exact_copies:
                 extra["exact_duplicates"] = exact_copies
-            yield beam.pvalue.TaggedOutput(COUNTERS, f"cluster_size:{size}")
+            counts[f"cluster_size:{size}"] = counts.get(f"cluster_size:{size}", 0) + 1
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
-        yield beam.pvalue.TaggedOutput(COUNTERS, f"kept:{row['source']}")
+        counts[f"kept:{row['source']}"] = counts.get(f"kept:{row['source']}", 0) + 1
+        docs.append(_annotate(row, extra))
         if self.normalize is not None:
-            sketch = list(grouped.get("index") or [])
-            bands, values = sketch[0] if sketch else ([], [])
-            yield beam.pvalue.TaggedOutput(INDEX, {
-                "key": key, "id": row["id"], "source": row["source"],
-                "exact_hash": exact_hash(row["text"], self.normalize), "bands": bands, "sketch": values,
-            })
-        yield _annotate(row, extra)
+            bands, values = grouped["index"][0] if grouped["index"] else (b"", b"")
+            index.append({"key": key, "id": row["id"], "source": row["source"],
+                          "exact_hash": exact_hash(row["text"], self.normalize),
+                          "bands": np.frombuffer(bands, dtype=np.uint64).tolist(),
+                          "sketch": np.frombuffer(values, dtype=np.uint64).tolist()})
+
+
+class WriteSortedLines(beam.DoFn):
+    """All lines of a text output (under one key) -> one file, sorted, written atomically: the same bytes
+    whatever order the runner delivered them in. Holds the lines (one short JSON line per cluster member)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[None]:
+        _, lines = element
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(line + "\n" for line in sorted(lines))
+        os.replace(tmp, self.path)
+        return iter(())
+
+
+def _by_shard(shards: int):
+    """``(node key, value)`` -> ``(output shard of the key, (node key, value))``."""
+    def key(element: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
+        return partition_of(element[0], shards), element
+    return key
 
 
 def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
@@ -480,8 +706,9 @@ def _tag_unconverged(_: int) -> str:
     return "cc_unconverged_nodes"
 
 
-def _tag_candidate(_: tuple[str, str]) -> str:
-    return "candidate_pairs"
+def _counter_pair(element: str | tuple[str, int]) -> tuple[str, int]:
+    """A counter is a name (one occurrence) or ``(name, n)`` from a step that counted a whole batch."""
+    return (element, 1) if isinstance(element, str) else (element[0], int(element[1]))
 
 
 def _count_json(element: tuple[str, int]) -> str:
@@ -602,6 +829,8 @@ def validate_config(cfg: DedupConfig) -> None:
          f"near.verify must be jaccard|signature|none, got {near.verify!r}"),
         (near.all_pairs_max >= 1, f"near.all_pairs_max must be >= 1, got {near.all_pairs_max}"),
         (near.cc_rounds >= 0, f"near.cc_rounds must be >= 0, got {near.cc_rounds}"),
+        (near.partitions >= 0, f"near.partitions must be >= 0, got {near.partitions}"),
+        (cfg.output_shards >= 0, f"output_shards must be >= 0, got {cfg.output_shards}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -622,8 +851,12 @@ def run_dedup(
     meta = index_meta(cfg, bands, rows)
     index_files = _index_files(cfg.against, meta)
     rounds = near.cc_rounds if near.cc_rounds > 0 else auto_rounds(n_rows)
+    parts = near.partitions or max(8, math.ceil(n_rows / 25_000))
+    shards = cfg.output_shards or max(1, math.ceil(n_rows / 25_000))
     started = time.perf_counter()
     with stage_output(out_dir) as tmp:
+        if cfg.write_index:
+            os.makedirs(os.path.join(tmp, INDEX_DIR), exist_ok=True)
         with make_pipeline(runner) as p:
             if files:
                 docs = p | "Files" >> beam.Create(files) | "Read" >> beam.io.ReadAllFromParquet()
@@ -639,7 +872,8 @@ def run_dedup(
                     p
                     | "IndexFiles" >> beam.Create(index_files)
                     | "ReadIndex" >> beam.io.ReadAllFromParquet()
-                    | "IndexEntries" >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled)).with_outputs(
+                    | "BatchIndex" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+                    | "IndexEntries" >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled, parts)).with_outputs(
                         "exact", BANDS, SKETCHES, COUNTERS
                     )
                 )
@@ -664,10 +898,18 @@ def run_dedup(
                 survivors = prepared.docs | "NoExact" >> beam.Map(_no_exact)
                 exact_members = p | "NoExactMembers" >> beam.Create([])
 
-            final_inputs: dict[str, Any] = {"rows": survivors, "exact": exact_members}
+            by_shard = _by_shard(shards)
+            final_inputs: dict[str, Any] = {
+                "rows": survivors | "RowsByShard" >> beam.Map(by_shard),
+                "exact": exact_members | "ExactByShard" >> beam.Map(by_shard),
+            }
             if near.enabled:
-                sketched = survivors | "Sketch" >> beam.ParDo(Sketch(near, bands, rows, cfg.write_index)).with_outputs(
-                    BANDS, SKETCHES, COUNTERS, INDEX
+                sketched = (
+                    survivors
+                    | "BatchSurvivors" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
+                    | "Sketch" >> beam.ParDo(Sketch(near, bands, rows, parts, shards, cfg.write_index)).with_outputs(
+                        BANDS, SKETCHES, COUNTERS, INDEX
+                    )
                 )
                 counters.append(sketched[COUNTERS])
                 if cfg.write_index:
@@ -679,21 +921,22 @@ def run_dedup(
                 buckets = (
                     band_entries
                     | "GroupBuckets" >> beam.GroupByKey()
-                    | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max)).with_outputs(COUNTERS, main="pairs")
+                    | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max, parts)).with_outputs(
+                        COUNTERS, main="pairs")
                 )
                 counters.append(buckets[COUNTERS])
-                candidates = buckets.pairs | "DistinctPairs" >> beam.Distinct()
-                counters.append(candidates | "CountCandidates" >> beam.Map(_tag_candidate))
+                shipped = (
+                    {"pairs": buckets.pairs, "sketch": sketches}
+                    | "JoinFirst" >> beam.CoGroupByKey()
+                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, parts)).with_outputs(COUNTERS, PAIRS,
+                                                                                            main="probes")
+                )
+                counters.append(shipped[COUNTERS])
                 if near.verify == "none":
-                    verified = candidates
+                    verified = shipped[PAIRS]
                 else:
-                    probes = (
-                        {"partners": candidates, "sketch": sketches}
-                        | "JoinFirst" >> beam.CoGroupByKey()
-                        | "ShipFirst" >> beam.FlatMap(_ship_first)
-                    )
                     checked = (
-                        {"probes": probes, "sketch": sketches}
+                        {"probes": shipped.probes, "sketch": sketches}
                         | "JoinSecond" >> beam.CoGroupByKey()
                         | "Verify" >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold)).with_outputs(
                             COUNTERS, main="pairs"
@@ -701,45 +944,43 @@ def run_dedup(
                     )
                     counters.append(checked[COUNTERS])
                     verified = checked.pairs
-                cc = ConnectedComponents(rounds)
+                cc = ConnectedComponents(rounds, partitions=parts, batched=True)
                 labels = verified | "Components" >> cc
                 counters.append(cc.unconverged | "CountUnconverged" >> beam.Map(_tag_unconverged))
                 sizes = (
-                    {"label": labels, "weight": survivors | "Weight" >> beam.Map(_weight)}
+                    {"label": labels, "weight": survivors | "Weight" >> beam.FlatMap(_weight)}
                     | "JoinWeights" >> beam.CoGroupByKey()
                     | "ClusterMember" >> beam.FlatMap(_weight_by_label)
                     | "ClusterSize" >> beam.CombinePerKey(sum)
                 )
-                final_inputs.update(label=labels, size=sizes)
+                final_inputs.update(label=labels | "LabelsByShard" >> beam.Map(by_shard),
+                                    size=sizes | "SizesByShard" >> beam.Map(by_shard))
             else:
                 final_inputs.update(label=p | "NoLabels" >> beam.Create([]), size=p | "NoSizes" >> beam.Create([]))
 
             final = (
                 final_inputs
                 | "JoinFinal" >> beam.CoGroupByKey()
-                | "Finish" >> beam.ParDo(Finish(cfg.exact.normalize if cfg.write_index else None)).with_outputs(
-                    OUTCOMES, COUNTERS, CLUSTERS, INDEX, main="docs"
-                )
+                | "Finish" >> beam.ParDo(
+                    Finish(tmp, shards, cfg.exact.normalize if cfg.write_index else None)
+                ).with_outputs(OUTCOMES, COUNTERS, CLUSTERS)
             )
             outcomes.append(final[OUTCOMES])
             counters.append(final[COUNTERS])
             cluster_lines.append(final[CLUSTERS])
-            if cfg.write_index:
-                os.makedirs(os.path.join(tmp, INDEX_DIR), exist_ok=True)
-                _ = final[INDEX] | "WriteIndex" >> beam.io.WriteToParquet(
-                    os.path.join(tmp, INDEX_DIR, "index"), schema=INDEX_SCHEMA, file_name_suffix=".parquet"
-                )
-            _ = final.docs | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = tuple(cluster_lines) | "AllClusterLines" >> beam.Flatten() | "WriteClusters" >> beam.io.WriteToText(
-                os.path.join(tmp, "clusters.jsonl"), shard_name_template="", num_shards=1
+            _ = (
+                tuple(cluster_lines)
+                | "AllClusterLines" >> beam.Flatten()
+                | "ClusterLinesOneKey" >> beam.Map(lambda line: (0, line))
+                | "GroupClusterLines" >> beam.GroupByKey()
+                | "WriteClusters" >> beam.ParDo(WriteSortedLines(os.path.join(tmp, "clusters.jsonl")))
             )
             _ = tuple(outcomes) | "AllOutcomes" >> beam.Flatten() | "WriteOutcomes" >> WriteOutcomes(tmp)
             _ = (
                 tuple(counters)
                 | "AllCounters" >> beam.Flatten()
-                | "CountCounters" >> beam.combiners.Count.PerElement()
+                | "CounterPairs" >> beam.Map(_counter_pair)
+                | "CountCounters" >> beam.CombinePerKey(sum)
                 | "CounterJson" >> beam.Map(_count_json)
                 | "WriteCounters" >> beam.io.WriteToText(
                     os.path.join(tmp, _COUNTS_FILE), shard_name_template="", num_shards=1
@@ -748,6 +989,8 @@ def run_dedup(
         stats = stats_from_outcomes("dedup", read_outcomes(tmp))
         counts = _read_counts(tmp)
         stats.extra.update(_extra(counts, cfg, bands, rows, rounds))
+        stats.extra["near"].update(partitions=parts)
+        stats.extra["output_shards"] = shards
         stats.extra["seconds"] = round(time.perf_counter() - started, 2)
         if stats.extra["cc_unconverged_nodes"]:
             log.warning(
