@@ -32,6 +32,9 @@ class WriteOutcomes(beam.PTransform):
         self.path = os.path.join(folder, "outcomes.jsonl")
 
     def expand(self, outcomes):
+        progress = getattr(outcomes.pipeline, "progress", None)
+        if progress is not None:  # one outcome per input record: counting them is the stage's progress
+            outcomes = outcomes | "Progress" >> beam.ParDo(progress.counter())
         return (
             outcomes
             | "CountOutcomes" >> beam.combiners.Count.PerElement()

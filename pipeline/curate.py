@@ -10,10 +10,12 @@ Output folder::
     OUT/raw/*.parquet        every non-empty extracted document before language id and filters
                              (the unfiltered crawl sample the quality classifier uses as negatives)
     OUT/stats.json           stage "curate": read / kept / dropped by reason, plus extra: languages
-                             (lid counts over extracted documents), record_types, extracted, failed_files
+                             (lid counts over extracted documents), record_types, extracted, failed_files,
+                             garbage_bytes_skipped (bytes between records that were no record)
     OUT/outcomes.jsonl       raw outcome counts
     OUT/examples.jsonl       up to ``examples_per_reason`` {"reason","url","text"} per drop reason
-    OUT/failed_files.jsonl   damaged / unreadable inputs with their error: the retry list
+    OUT/failed_files.jsonl   one line per damage event (garbage_skipped with offset and bytes, truncated_file,
+                             unreadable_file) with its file and error: the retry list
     OUT/counters.jsonl       side counters behind the ``extra`` figures
 """
 
@@ -33,6 +35,7 @@ from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.tables import read_jsonl
 from schemas.documents import DOCUMENT_SCHEMA, write_documents
 from schemas.stats import StageStats
 
@@ -83,25 +86,18 @@ class Curate(beam.PTransform):
         }
 
 
-def _example_lines(kv):
+def example_lines(kv):
     _, examples = kv
     for ex in sorted(examples, key=lambda e: (e.get("url") or "", e.get("text") or "")):
         yield json.dumps(ex, ensure_ascii=False, sort_keys=True)
 
 
-def _counter_line(kv):
+def counter_line(kv):
     name, n = kv
     return json.dumps({"counter": name, "n": n}, sort_keys=True)
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def _ensure_table(folder: str) -> None:
+def ensure_table(folder: str) -> None:
     """Beam writes no Parquet file for an empty PCollection; leave one empty, valid table instead."""
     os.makedirs(folder, exist_ok=True)
     if not glob.glob(os.path.join(folder, "*.parquet")):
@@ -117,7 +113,7 @@ def run_curate(
         return load_stats(out_dir)
     files = expand_inputs(inputs)
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, "curate") as p:
             out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)
             _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
                 os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
@@ -131,7 +127,7 @@ def run_curate(
                 out["examples"]
                 | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
                 | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
-                | "ExampleJson" >> beam.FlatMap(_example_lines)
+                | "ExampleJson" >> beam.FlatMap(example_lines)
                 | "WriteExamples" >> beam.io.WriteToText(
                     os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1
                 )
@@ -146,19 +142,19 @@ def run_curate(
             _ = (
                 out["counters"]
                 | "CountCounters" >> beam.combiners.Count.PerElement()
-                | "CounterJson" >> beam.Map(_counter_line)
+                | "CounterJson" >> beam.Map(counter_line)
                 | "WriteCounters" >> beam.io.WriteToText(
                     os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1
                 )
             )
-        _ensure_table(tmp)
+        ensure_table(tmp)
         if cfg.write_raw:
-            _ensure_table(os.path.join(tmp, "raw"))
+            ensure_table(os.path.join(tmp, "raw"))
         for name in ("examples.jsonl", "failed_files.jsonl", "counters.jsonl"):
             open(os.path.join(tmp, name), "a").close()  # present even when empty
         stats = stats_from_outcomes("curate", read_outcomes(tmp))
-        counters = {row["counter"]: row["n"] for row in _read_jsonl(os.path.join(tmp, "counters.jsonl"))}
-        failed = _read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
+        counters = {row["counter"]: row["n"] for row in read_jsonl(os.path.join(tmp, "counters.jsonl"))}
+        failed = read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
         stats.extra["input_files"] = len(files)
         stats.extra["extracted"] = counters.get("extracted", 0)
         stats.extra["record_types"] = dict(
@@ -167,6 +163,7 @@ def run_curate(
         stats.extra["languages"] = dict(
             sorted(((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")), key=lambda kv: -kv[1])
         )
-        stats.extra["failed_files"] = sorted(f["file"] for f in failed)
+        stats.extra["failed_files"] = sorted({f["file"] for f in failed})  # a file may have several bad regions
+        stats.extra["garbage_bytes_skipped"] = sum(f.get("bytes", 0) for f in failed if f["reason"] == "garbage_skipped")
         finish(stats, tmp, fp)
     return stats

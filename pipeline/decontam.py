@@ -75,7 +75,7 @@ import numpy as np
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.tables import read_document_tables, sum_jsonl
+from pipeline.tables import count_rows, read_document_tables, sum_jsonl
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from schemas.documents import DOCUMENT_SCHEMA
 from schemas.stats import StageStats
@@ -620,7 +620,7 @@ def run_decontam(
         return load_stats(out_dir)
 
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, "decontam", total=count_rows(inputs)) as p:
             read = (
                 p
                 | "Benchmarks" >> beam.Create(benchmarks)

@@ -62,7 +62,7 @@ import xxhash
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.tables import read_document_tables, sum_jsonl
+from pipeline.tables import count_rows, read_document_tables, sum_jsonl
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
 from schemas.documents import DOCUMENT_SCHEMA, read_documents
 from schemas.stats import StageStats
@@ -1256,7 +1256,7 @@ def run_quality_filter(
 
     bins = max(1, cfg.hist_bins)
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, "quality", total=count_rows(inputs)) as p:
             docs = read_document_tables(p, inputs)
             score = ScoreDocuments(model_path, fold_paths, fold_seed, cfg.max_chars)
             scored = docs | "Score" >> beam.ParDo(score).with_outputs(OUTCOMES, main="scored")

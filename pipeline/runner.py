@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.progress import LOCAL_RUNNERS, Progress
+
 
 @dataclass
 class RunnerConfig:
@@ -32,6 +34,7 @@ class RunnerConfig:
         default_factory=list,
         metadata={"help": "extra Beam pipeline options passed through, e.g. --project=p --region=r"},
     )
+    progress: bool = field(default=True, metadata={"help": "print records done, rate and ETA while a stage runs"})
 
 
 def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
@@ -49,15 +52,39 @@ def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
     return PipelineOptions(args + extra, save_main_session=False)
 
 
-def make_pipeline(cfg: RunnerConfig) -> beam.Pipeline:
-    """A Beam pipeline on the configured runner (use as a context manager: ``with make_pipeline(cfg) as p``)."""
+class StagePipeline(beam.Pipeline):
+    """A Beam pipeline that shows progress while it runs (see :mod:`pipeline.progress`).
+
+    :class:`pipeline.accounting.WriteOutcomes` finds ``progress`` through its input's pipeline and counts the
+    outcome stream, one per input record, so every stage reports progress without code of its own.
+    """
+
+    progress: Progress | None = None
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if self.progress is None or exc_type is not None:
+            return super().__exit__(exc_type, exc_val, exc_tb)
+        with self.progress:
+            return super().__exit__(exc_type, exc_val, exc_tb)
+
+
+def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = None) -> StagePipeline:
+    """A Beam pipeline on the configured runner (use as a context manager: ``with make_pipeline(cfg) as p``).
+
+    ``label`` names the stage in progress lines; ``total`` (input records, when known) adds percent and ETA.
+    Progress is counted on local and portable (loopback) runners, whose workers share the driver's disk.
+    """
     options = pipeline_options(cfg)
     if cfg.runner == "local":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        return beam.Pipeline(runner=FnApiRunner(), options=options)
-    if cfg.runner == "portable":
+        p = StagePipeline(runner=FnApiRunner(), options=options)
+    elif cfg.runner == "portable":
         from apache_beam.runners.portability.portable_runner import PortableRunner
 
-        return beam.Pipeline(runner=PortableRunner(), options=options)
-    return beam.Pipeline(options=options)
+        p = StagePipeline(runner=PortableRunner(), options=options)
+    else:
+        p = StagePipeline(options=options)
+    if cfg.progress and cfg.runner in LOCAL_RUNNERS:
+        p.progress = Progress(label, total=total)
+    return p

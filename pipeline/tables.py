@@ -41,6 +41,25 @@ def read_document_tables(p: beam.Pipeline, inputs: list[str]) -> beam.PCollectio
     return tuple(reads) | "FlattenInputs" >> beam.Flatten()
 
 
+def count_rows(inputs: list[str]) -> int | None:
+    """Rows in local document tables, from Parquet footers (no data read); None when any input is remote."""
+    total = 0
+    for path in inputs:
+        if "://" in path:
+            return None
+        for f in document_files(path):
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Every object of a JSON-lines file a stage wrote (absent file: none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def sum_jsonl(path: str, key: str, value: str, cast: Callable[[Any], Any] = int) -> dict[Any, Any]:
     """Sum ``value`` by ``key`` over a JSON-lines file (absent file: empty). List keys become tuples."""
     out: dict[Any, Any] = {}

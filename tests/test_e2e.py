@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+from collections import Counter
 
 import pyarrow as pa
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import verify_shards
 from schemas.config import from_dict
+from schemas.documents import read_documents
 from schemas.stats import StageStats
 
 
@@ -80,7 +83,26 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
 
     # the report shows the recorded figures
     html = open(os.path.join(out, "report.html"), encoding="utf-8").read()
-    assert f"<td>{curate.read}</td>" in html and "Training mix" in html and "data:image/png;base64," in html
+    assert "Training mix" in html and "data:image/png;base64," in html
+    for name in ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train"):
+        st = StageStats.load(os.path.join(out, name))
+        dropped = sum(st.dropped.values())
+        assert f"<tr><td>{name}</td><td>{st.read}</td><td>{st.kept}</td><td>{dropped}</td>" in html, name
+    text_bytes = sum(len(d["text"].encode("utf-8")) for d in read_documents(os.path.join(out, "dedup")))
+    assert f"<td>dedup</td><td>{dedup.read}</td><td>{dedup.kept}</td><td>{dedup.read - dedup.kept}</td>" \
+           f"<td>{text_bytes:,}</td>" in html
+    for shard in manifest["shards"]:
+        assert f"<td>{shard['file']}</td><td>{shard['rows']}</td><td>{shard['tokens']:,}</td>" \
+               f"<td>{shard['sha256'][:16]}…</td>" in html
+    for name, src in manifest["sources"].items():
+        assert f"<td>{name}</td><td>{src['tokens_available']:,}</td>" in html
+    bench = decontam.extra["benchmarks"]["bench"]
+    assert f"<td>bench</td><td>{bench['documents']}</td><td>{bench['characters_removed']}</td>" in html
+    for size, n in dedup.extra["cluster_size_histogram"].items():
+        assert f"<tr><td>{size}</td><td>{n}</td></tr>" in html
+    langs = Counter(d["language"] for d in read_documents(os.path.join(out, "curate")))
+    top, n_top = langs.most_common(1)[0]
+    assert re.search(rf"<tr><td>{top}</td><td>\d*</td><td>{n_top}</td></tr>", html)
 
     # a rerun skips every stage and leaves the outputs byte-identical
     before = {f: open(os.path.join(out, "shards", f), "rb").read() for f in os.listdir(os.path.join(out, "shards"))}

@@ -1,0 +1,162 @@
+"""Run every benchmark in ``bench/`` and write ``docs/BENCHMARKS.md``: each ratio against its peer, the date
+and the machine.
+
+Run by hand from the repository root (minutes to an hour, depending on ``--size``)::
+
+    .venv/bin/python -m bench.run_all                 # every benchmark at its quick size
+    .venv/bin/python -m bench.run_all --size full     # each benchmark's own defaults
+    .venv/bin/python -m bench.run_all --only curate dedup
+
+Each benchmark runs in its own subprocess (so one's peak RSS or crash cannot touch the others) with the
+arguments in ``BENCHES``. Benchmarks print their comparisons as lines holding ``<number>x``; those lines are
+the page's summary, and the whole output follows under each benchmark so no figure is lost in parsing. A
+benchmark that fails or runs out of time is listed with its exit status and the end of its output: the page
+never hides a missing result.
+
+Timings vary with machine load. The page records the load average before and after each benchmark so a
+reader can judge that; compare ratios, which are measured inside one run, rather than absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATIO = re.compile(r"(?<![\w.])\d+(?:\.\d+)?x\b")
+
+
+@dataclass
+class Bench:
+    name: str
+    what: str
+    quick: list[str]
+    full: list[str]
+
+
+BENCHES = [
+    Bench("curate", "WARC → extract → language ID → filters, ccgpt vs datatrove (same filters), one core each; "
+          "extraction quality on trafilatura's evaluation snippets", ["--pages", "150", "--eval-pages", "150"], []),
+    Bench("quality", "fastText quality scoring, ccgpt vs datatrove's FastTextClassifierFilter (same model)",
+          ["--docs", "1500", "--repeat", "2"], []),
+    Bench("dedup", "exact + MinHash-LSH dedup, ccgpt (Beam local runner) vs datasketch MinHashLSH vs datatrove",
+          ["--sizes", "10000", "--no-news"], []),
+    Bench("shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap",
+          [], []),
+    Bench("train", "training step throughput and peak memory, ccgpt vs HF transformers GPT2LMHeadModel", [], []),
+]
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on: CPU model and count, memory, GPU if torch sees one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            kb = int(next(ln for ln in fh if ln.startswith("MemTotal")).split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    gpu = "none"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem, "gpu": gpu,
+            "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
+
+
+def load() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def ratio_lines(output: str) -> list[str]:
+    """The lines of a benchmark's output that state a ratio (``1.48x``), stripped."""
+    return [ln.strip() for ln in output.splitlines() if RATIO.search(ln)]
+
+
+def run_bench(b: Bench, size: str, timeout: float) -> dict:
+    args = b.quick if size == "quick" else b.full
+    cmd = [sys.executable, "-m", f"bench.{b.name}", *args]
+    before, t0 = load(), time.time()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        rc, output = proc.returncode, proc.stdout + (("\n" + proc.stderr) if proc.returncode else "")
+    except subprocess.TimeoutExpired as e:
+        rc = "timeout"
+        output = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    return {"bench": b, "cmd": " ".join(["python", "-m", f"bench.{b.name}", *args]), "rc": rc,
+            "seconds": round(time.time() - t0, 1), "output": output.rstrip(), "load_before": before,
+            "load_after": load()}
+
+
+def render(results: list[dict], info: dict[str, str], when: str) -> str:
+    out = ["# Benchmarks", "",
+           "Written by `python -m bench.run_all` (see its docstring); each section is one benchmark run in its own",
+           "process. Ratios compare ccgpt with its peer measured in the same run, on the same machine and data.", "",
+           f"- date: {when}",
+           f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} memory, GPU: {info['gpu']}",
+           f"- software: Python {info['python']}, {info['os']}", "",
+           "| benchmark | status | seconds | load before / after (1/5/15 min) | ratios |", "|---|---|---:|---|---|"]
+    for r in results:
+        status = "ok" if r["rc"] == 0 else f"failed ({r['rc']})"
+        ratios = "<br>".join(x.replace("|", "/") for x in ratio_lines(r["output"])[:6]) or "—"
+        out.append(f"| {r['bench'].name} | {status} | {r['seconds']} | {r['load_before']} → {r['load_after']} | "
+                   f"{ratios} |")
+    for r in results:
+        out += ["", f"## {r['bench'].name}", "", r["bench"].what + ".", "", f"`{r['cmd']}`", ""]
+        if r["rc"] != 0:
+            out += [f"**Did not finish** (exit status {r['rc']}); the end of its output:", ""]
+        tail = r["output"].splitlines()[-80:] if r["rc"] != 0 else r["output"].splitlines()
+        out += ["```", *tail, "```"]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["quick", "full"], default="quick",
+                    help="quick: small inputs (minutes each); full: each benchmark's own defaults")
+    ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run these benchmarks only")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark")
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "BENCHMARKS.md"))
+    args = ap.parse_args(argv)
+    chosen = [b for b in BENCHES if not args.only or b.name in args.only]
+    info, when = machine(), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results = []
+    for i, b in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] bench.{b.name} ...", flush=True)
+        res = run_bench(b, args.size, args.timeout)
+        print(f"    {'ok' if res['rc'] == 0 else 'FAILED ' + str(res['rc'])} in {res['seconds']} s", flush=True)
+        for line in ratio_lines(res["output"]):
+            print(f"    {line}")
+        results.append(res)
+    tmp = f"{args.out}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(render(results, info, when))
+    os.replace(tmp, args.out)
+    print(f"wrote {os.path.relpath(args.out)}")
+    return 0 if all(r["rc"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
