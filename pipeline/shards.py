@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from schemas.documents import SchemaError
-from schemas.manifest import Manifest, file_sha256
+from schemas.manifest import Manifest, ShardInfo, file_sha256
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
 
 
@@ -79,31 +79,17 @@ def _check_table(table: pa.Table, name: str, seq_len: int, vocab_size: int, eot_
     return problems
 
 
-def verify_shards(folder: str) -> dict[str, Any]:
-    """Check a shard folder against its ``manifest.json``; return a summary or raise :class:`ShardError`.
-
-    Checks: manifest version, every listed shard exists and matches its sha256, the schema is the shard schema
-    with the manifest's token dtype, row and token counts match the manifest, every row has ``seq_len + 1``
-    ids below the vocabulary size, ``doc_offsets`` are sorted, in the row, and mark exactly the positions after
-    an end-of-text token, per-source tokens match the manifest, and no unlisted ``shard-*.arrow`` lies beside.
-    """
-    try:
-        manifest = Manifest.load(folder)
-    except SchemaError as e:
-        raise ShardError(str(e)) from None
-    except (ValueError, ValidationError) as e:  # bad JSON or fields
-        raise ShardError(f"{folder}: manifest.json is not a valid manifest ({e})") from None
-    problems: list[str] = []
-    if manifest.shard_schema_version != SHARD_SCHEMA_VERSION:
-        problems.append(
-            f"manifest lists shard schema version {manifest.shard_schema_version!r}, expected {SHARD_SCHEMA_VERSION!r}"
-        )
+def _check_split(
+    folder: str, manifest: Manifest, infos: list[ShardInfo], problems: list[str]
+) -> tuple[int, int, dict[str, int]]:
+    """Check one split's shard files; append problems; return (rows, tokens, tokens per source) found."""
     vocab_size = manifest.tokenizer.vocab_size
     eot_id = manifest.tokenizer.eot_id
+    width = manifest.seq_len + 1
     source_tokens: dict[str, int] = {}
     rows_total = 0
     tokens_total = 0
-    for info in manifest.shards:
+    for info in infos:
         path = os.path.join(folder, info.file)
         if not os.path.isfile(path):
             problems.append(f"{info.file}: missing")
@@ -122,7 +108,6 @@ def verify_shards(folder: str) -> dict[str, Any]:
             continue
         if dtype != manifest.token_dtype:
             problems.append(f"{info.file}: token dtype {dtype}, manifest says {manifest.token_dtype}")
-        width = manifest.seq_len + 1
         if table.num_rows != info.rows or table.num_rows * width != info.tokens:
             problems.append(
                 f"{info.file}: {table.num_rows} rows, manifest says {info.rows} rows / {info.tokens} tokens"
@@ -132,6 +117,38 @@ def verify_shards(folder: str) -> dict[str, Any]:
         tokens_total += int(pc.sum(pc.list_value_length(table.column("tokens"))).as_py() or 0)
         for source, n in zip(*np.unique(table.column("source").to_numpy(zero_copy_only=False), return_counts=True)):
             source_tokens[str(source)] = source_tokens.get(str(source), 0) + int(n) * width
+    return rows_total, tokens_total, source_tokens
+
+
+def _unlisted(folder: str, pattern: str, infos: list[ShardInfo]) -> list[str]:
+    listed = {s.file for s in infos}
+    return [f for f in sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, pattern))) if f not in listed]
+
+
+def verify_shards(folder: str) -> dict[str, Any]:
+    """Check a shard folder against its ``manifest.json``; return a summary or raise :class:`ShardError`.
+
+    Checks: manifest version, every listed shard exists and matches its sha256, the schema is the shard schema
+    with the manifest's token dtype, row and token counts match the manifest, every row has ``seq_len + 1``
+    ids below the vocabulary size, ``doc_offsets`` are sorted, in the row, and mark exactly the positions after
+    an end-of-text token, per-source tokens match the manifest, and no unlisted ``shard-*.arrow`` lies beside.
+    The validation split (``val-*.arrow``), when the manifest lists one, gets the same checks against its own
+    entries; a manifest from before the split existed verifies without one.
+    """
+    try:
+        manifest = Manifest.load(folder)
+    except SchemaError as e:
+        raise ShardError(str(e)) from None
+    except (ValueError, ValidationError) as e:  # bad JSON or fields
+        raise ShardError(f"{folder}: manifest.json is not a valid manifest ({e})") from None
+    problems: list[str] = []
+    if manifest.shard_schema_version != SHARD_SCHEMA_VERSION:
+        problems.append(
+            f"manifest lists shard schema version {manifest.shard_schema_version!r}, expected {SHARD_SCHEMA_VERSION!r}"
+        )
+    rows_total, tokens_total, source_tokens = _check_split(folder, manifest, manifest.shards, problems)
+    val = manifest.validation
+    val_rows, val_tokens, val_source_tokens = _check_split(folder, manifest, val.shards if val else [], problems)
     if not problems:
         if tokens_total != manifest.total_tokens:
             problems.append(f"shards hold {tokens_total} tokens, manifest total_tokens is {manifest.total_tokens}")
@@ -143,11 +160,22 @@ def verify_shards(folder: str) -> dict[str, Any]:
         unknown = sorted(set(source_tokens) - set(manifest.sources))
         if unknown:
             problems.append(f"shards hold rows of sources not in the manifest: {unknown}")
-    listed = {s.file for s in manifest.shards}
-    extra = sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "shard-*.arrow")))
-    extra = [f for f in extra if f not in listed]
+        if val is not None:
+            if val_tokens != val.total_tokens:
+                problems.append(f"validation shards hold {val_tokens} tokens, the manifest says {val.total_tokens}")
+            for source in sorted(set(val.sources) | set(val_source_tokens)):
+                listed = val.sources[source].tokens_packed if source in val.sources else 0
+                if val_source_tokens.get(source, 0) != listed:
+                    problems.append(
+                        f"validation source {source!r}: shards hold {val_source_tokens.get(source, 0)} tokens, "
+                        f"the manifest says {listed}"
+                    )
+    extra = _unlisted(folder, "shard-*.arrow", manifest.shards)
     if extra:
         problems.append(f"shard file(s) not in the manifest: {extra}")
+    extra = _unlisted(folder, "val-*.arrow", val.shards if val else [])
+    if extra:
+        problems.append(f"validation shard file(s) not in the manifest: {extra}")
     if problems:
         raise ShardError(f"{folder}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return {
@@ -157,7 +185,101 @@ def verify_shards(folder: str) -> dict[str, Any]:
         "tokens": tokens_total,
         "seq_len": manifest.seq_len,
         "token_dtype": manifest.token_dtype,
-        "vocab_size": vocab_size,
+        "vocab_size": manifest.tokenizer.vocab_size,
         "tokenizer_hash": manifest.tokenizer.content_hash,
         "tokens_per_source": dict(sorted(source_tokens.items())),
+        "validation": None if val is None else {
+            "shards": len(val.shards),
+            "rows": val_rows,
+            "tokens": val_tokens,
+            "tokens_per_source": dict(sorted(val_source_tokens.items())),
+        },
     }
+
+
+# --------------------------------------------------------------------------------------------- inspect
+
+
+def _find_tokenizer(folder: str, manifest: Manifest) -> str:
+    """The tokenizer beside the shards: the manifest's ``tokenizer.path`` (relative to the folder), else
+    ``tokenizer.json`` in the folder."""
+    candidates = []
+    rel = manifest.tokenizer.path
+    if rel:
+        candidates.append(rel if os.path.isabs(rel) else os.path.join(folder, rel))
+    candidates.append(os.path.join(folder, "tokenizer.json"))
+    for c in candidates:
+        if os.path.exists(c):
+            return c
+    raise ShardError(f"{folder}: no tokenizer beside the shards (looked for {candidates}); pass --tokenizer")
+
+
+def inspect_shards(
+    folder: str, rows: int = 3, split: str = "train", tokenizer: str | None = None, start: int = 0
+) -> list[dict[str, Any]]:
+    """Decode ``rows`` rows of a split (from global row ``start``, in file order) back to text.
+
+    Each row becomes ``{file, row, source, doc_offsets, segments}``; a segment is the text between two
+    document boundaries, with ``starts_document`` (it begins at a ``doc_offset``; otherwise it continues a
+    document from the row before) and ``ends_document`` (it ends with the end-of-text token; otherwise the
+    document goes on in the next row). Uses the tokenizer that made the shards (found through the manifest).
+    """
+    from pipeline.tokenizer import load_tokenizer
+
+    try:
+        manifest = Manifest.load(folder)
+    except SchemaError as e:
+        raise ShardError(str(e)) from None
+    if split == "train":
+        infos = manifest.shards
+    elif split == "val":
+        if manifest.validation is None:
+            raise ShardError(f"{folder}: the manifest lists no validation split (made before it existed, or with "
+                             "val_fraction 0)")
+        infos = manifest.validation.shards
+    else:
+        raise ShardError(f"split must be 'train' or 'val', got {split!r}")
+    tok = load_tokenizer(tokenizer or _find_tokenizer(folder, manifest))
+    eot = manifest.tokenizer.eot_id
+    out: list[dict[str, Any]] = []
+    skip = max(0, start)
+    for info in infos:
+        if len(out) >= rows:
+            break
+        if skip >= info.rows:
+            skip -= info.rows
+            continue
+        table = read_shard(os.path.join(folder, info.file))
+        for r in range(skip, min(table.num_rows, skip + rows - len(out))):
+            tokens = table.column("tokens")[r].values.to_numpy(zero_copy_only=False)
+            offsets = table.column("doc_offsets")[r].values.to_numpy(zero_copy_only=False).tolist()
+            cuts = sorted({0, *offsets, len(tokens)})
+            segments = []
+            for a, b in zip(cuts, cuts[1:]):
+                piece = tokens[a:b].tolist()
+                ends = bool(piece) and piece[-1] == eot
+                segments.append({
+                    "start": a,
+                    "end": b,
+                    "starts_document": a in offsets,
+                    "ends_document": ends,
+                    "text": tok.decode(piece[:-1] if ends else piece, skip_special_tokens=False),
+                })
+            out.append({"file": info.file, "row": r, "source": table.column("source")[r].as_py(),
+                        "doc_offsets": offsets, "segments": segments})
+        skip = 0
+    return out
+
+
+def format_inspection(rows: list[dict[str, Any]], max_chars: int = 400) -> str:
+    """Rows from :func:`inspect_shards` as readable text: one block per row, one line per document piece."""
+    lines = []
+    for row in rows:
+        lines.append(f"── {row['file']} row {row['row']} · source {row['source']} · "
+                     f"{len(row['doc_offsets'])} document start(s) at {row['doc_offsets']}")
+        for seg in row["segments"]:
+            text = seg["text"] if len(seg["text"]) <= max_chars else seg["text"][:max_chars] + "…"
+            head = "▶ new document" if seg["starts_document"] else "… continued"
+            tail = " ◀ <|endoftext|>" if seg["ends_document"] else " … (continues in its source's next packed row)"
+            lines.append(f"  [{seg['start']}:{seg['end']}] {head}: {text!r}{tail}")
+    return "\n".join(lines)

@@ -49,6 +49,29 @@ class ShardInfo(BaseModel):
     sha256: str
 
 
+class ValidationSource(BaseModel):
+    """One source's held-out documents: whole documents that no training shard contains."""
+
+    documents: int  # documents held out
+    tokens: int  # tokens of those documents (end-of-text included)
+    tokens_packed: int  # tokens in validation rows (the final partial row of each source is dropped)
+
+
+class ValidationSplit(BaseModel):
+    """The per-source validation split: ``val-*.arrow`` shards (same schema as the training shards).
+
+    Documents are chosen per source by a hash of (source, document id), independent of the mix seed, before
+    any sampling, so they are never drawn, repeated or packed into a training shard. Rows are ordered by
+    source, then by position in the source's validation stream (no shuffle: evaluation order is irrelevant).
+    """
+
+    fraction: float  # share of each source's documents held out (before the token cap)
+    max_tokens_per_source: int  # cap on each source's held-out tokens (0 = none)
+    total_tokens: int  # tokens in all validation shards
+    sources: dict[str, ValidationSource]
+    shards: list[ShardInfo]
+
+
 class Manifest(BaseModel):
     schema_version: str = MANIFEST_VERSION
     shard_schema_version: str
@@ -59,6 +82,8 @@ class Manifest(BaseModel):
     total_tokens: int
     sources: dict[str, SourceMix]
     shards: list[ShardInfo]
+    # The held-out split; ``None`` in manifests written before it existed (a loader then holds out training rows).
+    validation: ValidationSplit | None = None
     lineage: dict[str, str] = Field(default_factory=dict)  # input/config/code hashes
 
     @classmethod

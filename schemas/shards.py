@@ -2,8 +2,15 @@
 
 Each row is ``seq_len + 1`` token ids (inputs and shifted targets come from the same row), packed from
 documents of one source joined by the end-of-text token. ``doc_offsets`` lists the positions in the row
-where a document starts, so a trainer can mask attention across documents. Files open with plain
-``pyarrow.ipc.open_file`` (memory-mappable); nothing here needs ccgpt to read.
+where a document starts, so a trainer can mask attention across documents. The validation split
+(``val-00000.arrow`` ...) has the same schema. Files open with plain ``pyarrow.ipc.open_file``
+(memory-mappable); nothing here needs ccgpt to read.
+
+The IPC *file* format (not the stream format) is chosen on purpose: its footer records where every record
+batch lies, so a memory-mapped reader reaches any row in O(1) without scanning the file, and the loader
+opens thousands of shards cheaply. Readers that take only the stream format (Hugging Face
+``Dataset.from_file``) get it zero-copy by skipping the file's 8-byte magic: README, "Reading the shards
+without ccgpt".
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from schemas.manifest import Manifest, ShardInfo, SourceMix, TokenizerInfo
+from schemas.manifest import Manifest, ShardInfo, SourceMix, TokenizerInfo, ValidationSource, ValidationSplit
 from schemas.shards import SHARD_SCHEMA_VERSION, shard_schema
 from train.config import ModelConfig
 from train.data import DataError, ShardLoader, check_compatibility, resolve_model_config
@@ -51,8 +51,13 @@ def make_shards(
     token_dtype: str = "uint16",
     batch_rows: int = 16,
     seed: int = 0,
+    val_rows: int = 0,
 ) -> str:
-    """Write shards + manifest.json into ``root``; rows alternate between sources. Returns ``root``."""
+    """Write shards + manifest.json into ``root``; rows alternate between sources. Returns ``root``.
+
+    ``val_rows > 0`` also writes a validation split, ``val-00000.arrow``: that many rows per source, from
+    documents of their own, ordered by source (as the mix stage writes it).
+    """
     os.makedirs(root, exist_ok=True)
     rng = np.random.default_rng(seed)
     total_rows = sum(rows_per_shard)
@@ -65,29 +70,61 @@ def make_shards(
     cursor = {s: 0 for s in sources}
     schema = shard_schema(token_dtype)
     infos, per_source_rows = [], {s: 0 for s in sources}
-    row_no = 0
-    for i, n_rows in enumerate(rows_per_shard):
-        tokens, offsets, srcs = [], [], []
-        for _ in range(n_rows):
-            s = sources[row_no % len(sources)]
-            row_no += 1
-            toks, starts = streams[s]
-            a = cursor[s]
-            cursor[s] += seq_len + 1
-            tokens.append(toks[a : a + seq_len + 1].tolist())
-            inside = starts[(starts >= a) & (starts < a + seq_len + 1)] - a
-            offsets.append(inside.astype(np.int32).tolist())
-            srcs.append(s)
-            per_source_rows[s] += 1
-        table = pa.Table.from_pydict({"tokens": tokens, "doc_offsets": offsets, "source": srcs}, schema=schema)
-        name = f"shard-{i:05d}.arrow"
+
+    def take_row(s: str) -> tuple[list[int], list[int]]:
+        toks, starts = streams[s]
+        a = cursor[s]
+        cursor[s] += seq_len + 1
+        inside = starts[(starts >= a) & (starts < a + seq_len + 1)] - a
+        return toks[a : a + seq_len + 1].tolist(), inside.astype(np.int32).tolist()
+
+    def write(name: str, table: pa.Table) -> ShardInfo:
         path = os.path.join(root, name)
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for batch in table.to_batches(max_chunksize=batch_rows):
                 writer.write_batch(batch)
         with open(path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
-        infos.append(ShardInfo(file=name, rows=n_rows, tokens=n_rows * (seq_len + 1), sha256=digest))
+        return ShardInfo(file=name, rows=table.num_rows, tokens=table.num_rows * (seq_len + 1), sha256=digest)
+
+    row_no = 0
+    for i, n_rows in enumerate(rows_per_shard):
+        tokens, offsets, srcs = [], [], []
+        for _ in range(n_rows):
+            s = sources[row_no % len(sources)]
+            row_no += 1
+            row, offs = take_row(s)
+            tokens.append(row)
+            offsets.append(offs)
+            srcs.append(s)
+            per_source_rows[s] += 1
+        table = pa.Table.from_pydict({"tokens": tokens, "doc_offsets": offsets, "source": srcs}, schema=schema)
+        infos.append(write(f"shard-{i:05d}.arrow", table))
+    validation = None
+    if val_rows:
+        for s in sources:  # documents of their own: the held-out rows start on a fresh document
+            toks, starts = streams[s]
+            later = starts[starts >= cursor[s]]
+            cursor[s] = int(later[0])
+            need = cursor[s] + (val_rows + 1) * (seq_len + 1)
+            if need > len(toks):
+                cycle = np.unique(toks[toks != EOT])
+                more, more_starts = _cycle_docs(rng, cycle, need - len(toks))
+                streams[s] = (np.concatenate([toks, more]), np.concatenate([starts, more_starts + len(toks)]))
+        vt, vo, vs = [], [], []
+        for s in sorted(sources):
+            for _ in range(val_rows):
+                row, offs = take_row(s)
+                vt.append(row)
+                vo.append(offs)
+                vs.append(s)
+        table = pa.Table.from_pydict({"tokens": vt, "doc_offsets": vo, "source": vs}, schema=schema)
+        vinfo = write("val-00000.arrow", table)
+        validation = ValidationSplit(
+            fraction=0.01, max_tokens_per_source=0, total_tokens=vinfo.tokens, shards=[vinfo],
+            sources={s: ValidationSource(documents=1, tokens=val_rows * (seq_len + 1), tokens_packed=val_rows * (seq_len + 1))
+                     for s in sources},
+        )
     total_tokens = total_rows * (seq_len + 1)
     mix = {
         s: SourceMix(weight=1.0 / len(sources), documents=per_source_rows[s], tokens_available=per_source_rows[s] * (seq_len + 1),
@@ -104,15 +141,16 @@ def make_shards(
         total_tokens=total_tokens,
         sources=mix,
         shards=infos,
+        validation=validation,
     ).save(os.path.join(root, "manifest.json"))
     return root
 
 
-def read_rows(root: str) -> list[tuple[list[int], list[int], str]]:
-    """All rows in global order, read independently of the loader."""
+def read_rows(root: str, split: str = "train") -> list[tuple[list[int], list[int], str]]:
+    """All rows of a split in global order, read independently of the loader."""
     m = Manifest.load(root)
     out = []
-    for s in m.shards:
+    for s in m.shards if split == "train" else m.validation.shards:
         with pa.memory_map(os.path.join(root, s.file)) as src:
             t = pa.ipc.open_file(src).read_all()
             out.extend(zip(t.column("tokens").to_pylist(), t.column("doc_offsets").to_pylist(), t.column("source").to_pylist()))
@@ -236,8 +274,10 @@ def test_source_counters_count_global_samples(shards):
 
 
 def test_held_out_rows_are_stratified_and_never_trained_on(shards):
+    """A manifest without a validation split (as written before it existed): rows are held out of training."""
+    assert Manifest.load(shards).validation is None
     ld = ShardLoader(shards, 4, seed=3, eval_rows=6)
-    assert ld.eval_rows == 6
+    assert ld.eval_rows == 6 and ld.eval_split == "train"
     held = set(ld.eval_index.tolist())
     rows = read_rows(shards)
     assert {rows[g][2] for g in held} == {"web", "books"}
@@ -317,3 +357,46 @@ def test_too_few_rows_for_a_global_batch(tmp_path):
     root = make_shards(str(tmp_path / "s"), rows_per_shard=(3,))
     with pytest.raises(DataError, match="cannot fill"):
         take(ShardLoader(root, 4), 1)
+
+
+def test_validation_split_is_evaluated_and_every_training_row_trains(tmp_path):
+    root = make_shards(str(tmp_path / "s"), val_rows=5)
+    val_rows = read_rows(root, "val")
+    train_rows = read_rows(root)
+    ld = ShardLoader(root, 4, seed=3, eval_rows=6)
+    assert ld.eval_split == "val" and ld.eval_rows == 6
+    assert len(ld.train_index) == ld.total_rows == len(train_rows)  # nothing held out of training
+    batches = list(ld.eval_batches(batch_size=4))
+    got = [g for b in batches for g in b.index.tolist()]
+    assert got == ld.eval_index.tolist() and len(got) == 6
+    for b in batches:  # the rows come from val-00000.arrow, with their sources
+        for i, g in enumerate(b.index.tolist()):
+            tokens, offsets, source = val_rows[g]
+            assert b.x[i].tolist() == tokens[:-1] and b.y[i].tolist() == tokens[1:]
+            assert b.sources[i] == source == ld.sources[int(b.source_ids[i])]
+            assert b.doc_ids[i].tolist() == [sum(1 for o in offsets if o <= t) for t in range(32)]
+    assert sorted({val_rows[g][2] for g in got}) == ["books", "web"]  # round-robin: every source evaluated
+    # the validation documents are not in any training row
+    val_windows = {tuple(t) for t, _, _ in val_rows}
+    assert not val_windows & {tuple(t) for t, _, _ in train_rows}
+    # eval_rows only caps the validation rows: the training order does not depend on it
+    all_val = ShardLoader(root, 4, seed=3, eval_rows=10_000)
+    assert all_val.eval_rows == len(val_rows) == 10 and all_val.fingerprint == ld.fingerprint
+    assert [b.index.tolist() for b in take(all_val, 5)] == [b.index.tolist() for b in take(ld, 5)]
+    # ranks partition the evaluation rows
+    parts = [g for r in range(2) for b in ShardLoader(root, 2, seed=3, eval_rows=6, rank=r, world_size=2).eval_batches()
+             for g in b.index.tolist()]
+    assert sorted(parts) == got
+    assert ShardLoader(root, 4, eval_rows=0).eval_rows == 0
+
+
+def test_missing_or_corrupt_validation_shard_is_a_clear_error(tmp_path):
+    root = make_shards(str(tmp_path / "s"), val_rows=2)
+    m = Manifest.load(root)
+    m.validation.shards[0].sha256 = "0" * 64
+    m.save(os.path.join(root, "manifest.json"))
+    with pytest.raises(DataError, match="val-00000.arrow: sha256"):
+        ShardLoader(root, 4, verify_sha256=True)
+    os.remove(os.path.join(root, "val-00000.arrow"))
+    with pytest.raises(DataError, match="missing.*val-00000"):
+        ShardLoader(root, 4)

@@ -33,8 +33,8 @@ def make_documents(folder: str) -> dict[str, dict[str, str]]:
         for i in range(n):
             body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40)))
             text = f"{source} {i}: {body}"
-            if source == "books" and i == 0:
-                text = f"books 0: a {EOT} inside"  # short, so some copy of it lands whole in a row
+            if source == "books" and i == 1:  # (books-0 is held out for validation)
+                text = f"books 1: a {EOT} inside"  # short, so some copy of it lands whole in a row
             texts.setdefault(source, {})[f"{source}-{i}"] = text
             rows.append({"id": f"{source}-{i}", "source": source, "text": text})
     rows += [{"id": f"forum-{i}", "source": "forum", "text": "not in the mix"} for i in range(4)]
@@ -65,10 +65,10 @@ def mixed(tmp_path_factory):
     return {"base": base, "docs": docs, "texts": texts, "tok": str(base / "tok"), "out": out, "stats": stats}
 
 
-def read_rows(folder: str) -> list[tuple[list[int], list[int], str]]:
-    """Every row of every shard, read with pyarrow.ipc alone (no ccgpt code)."""
+def read_rows(folder: str, pattern: str = "shard-*.arrow") -> list[tuple[list[int], list[int], str]]:
+    """Every row of every shard (in file order), read with pyarrow.ipc alone (no ccgpt code)."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(folder, "shard-*.arrow"))):
+    for path in sorted(glob.glob(os.path.join(folder, pattern))):
         with pa.memory_map(path) as src:
             table = pa.ipc.open_file(src).read_all()
         rows += zip(table.column("tokens").to_pylist(), table.column("doc_offsets").to_pylist(),
@@ -76,8 +76,8 @@ def read_rows(folder: str) -> list[tuple[list[int], list[int], str]]:
     return rows
 
 
-def shard_bytes(folder: str) -> dict[str, bytes]:
-    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(folder, "shard-*.arrow")))}
+def shard_bytes(folder: str, pattern: str = "shard-*.arrow") -> dict[str, bytes]:
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(folder, pattern)))}
 
 
 def test_realised_shares_and_epochs(mixed):
@@ -105,7 +105,10 @@ def test_accounting_is_exact(mixed):
     # sources drawn for more than one epoch keep every document, and repeat the rest
     m = Manifest.load(mixed["out"])
     assert stats.kept >= SIZES["books"] + SIZES["wiki"]
-    assert stats.kept + stats.dropped.get("not_drawn", 0) + stats.dropped.get("packing_tail", 0) == sum(SIZES.values())
+    assert stats.kept + sum(stats.dropped.get(k, 0) for k in ("not_drawn", "packing_tail", "val_packing_tail")) == sum(
+        SIZES.values()
+    )
+    assert 3 <= stats.extra["validation_documents"] <= stats.kept
     assert stats.extra["repeated_documents"] > 0
     assert stats.extra["tokens_per_source"] == {s: v.tokens_drawn for s, v in m.sources.items()}
     with open(os.path.join(mixed["out"], "outcomes.jsonl")) as fh:
@@ -119,6 +122,7 @@ def test_rows_offsets_and_sources_decode_back(mixed):
     m = Manifest.load(mixed["out"])
     assert len(rows) == sum(s.rows for s in m.shards)
     assert m.token_dtype == "uint16"
+    rows += read_rows(mixed["out"], "val-*.arrow")  # validation rows are packed the same way
     whole: set[str] = set()
     for tokens, offsets, source in rows:
         assert len(tokens) == SEQ_LEN + 1
@@ -132,8 +136,76 @@ def test_rows_offsets_and_sources_decode_back(mixed):
             assert text in mixed["texts"][source].values()
             whole.add(text)
     assert len(whole) > 50
-    # the forged end-of-text inside books-0 never became a boundary: its whole text is one document
-    assert mixed["texts"]["books"]["books-0"] in whole
+    # the forged end-of-text inside books-1 never became a boundary: its whole text is one document
+    assert mixed["texts"]["books"]["books-1"] in whole
+
+
+def _documents_of(stream: list[int], eot: int, tok, texts: dict[str, str]) -> tuple[list[str], str | None]:
+    """Ids of the whole documents in a source's token stream (in order), and the id the cut last piece starts."""
+    by_text = {t: i for i, t in texts.items()}
+    pieces, cur = [], []
+    for t in stream:
+        if t == eot:
+            pieces.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    whole = [by_text[tok.decode(p)] for p in pieces]  # KeyError: a piece that is no document's whole text
+    cut = None
+    if cur:
+        starts = [i for t, i in by_text.items() if t.startswith(tok.decode(cur))]
+        cut = starts[0] if len(starts) == 1 else None
+    return whole, cut
+
+
+def test_validation_documents_never_reach_a_training_row(mixed):
+    """Rebuild every source's training and validation token streams from the files and compare documents."""
+    tok = load_tokenizer(mixed["tok"])
+    eot = tok.token_to_id(EOT)
+    m = Manifest.load(mixed["out"])
+    stats = StageStats.load(mixed["out"])
+    train_rows = read_rows(mixed["out"])
+    counts = {s: sum(1 for _, _, src in train_rows if src == s) for s in SIZES}
+    ranks = global_row_ranks(11, counts)  # the shuffle is public: row r of a source sits at ranks[source][r]
+    val_rows = read_rows(mixed["out"], "val-*.arrow")
+    assert [src for _, _, src in val_rows] == sorted(src for _, _, src in val_rows)  # ordered by source
+    assert m.validation is not None and m.validation.fraction == 0.01
+    held_total = 0
+    for source in SIZES:
+        train_stream = [t for r in range(counts[source]) for t in train_rows[ranks[source][r]][0]]
+        val_stream = [t for tokens, _, src in val_rows if src == source for t in tokens]
+        trained_list, train_cut = _documents_of(train_stream, eot, tok, mixed["texts"][source])
+        held_list, val_cut = _documents_of(val_stream, eot, tok, mixed["texts"][source])
+        assert len(held_list) == len(set(held_list)) and val_cut not in held_list  # held out once, never repeated
+        held = set(held_list) | ({val_cut} - {None})
+        trained = set(trained_list) | ({train_cut} - {None})
+        assert held and trained and not held & trained, source
+        v = m.validation.sources[source]
+        assert len(val_stream) == v.tokens_packed >= SEQ_LEN + 1  # at least one full row per source
+        assert v.documents >= max(1, round(0.01 * SIZES[source])) and v.documents < SIZES[source]
+        assert v.documents - len(held) <= 1 + (val_cut is None)  # only the dropped final row's documents are missing
+        held_total += len(held)
+        # the training pool excludes the held-out documents
+        assert m.sources[source].tokens_available + v.tokens == sum(
+            len(tok.encode(t).ids) + 1 for t in mixed["texts"][source].values()
+        )
+    assert held_total == stats.extra["validation_documents"]
+    assert m.validation.total_tokens == len(val_rows) * (SEQ_LEN + 1) == stats.extra["validation_tokens"]
+
+
+def test_select_validation_rules():
+    from pipeline.mix import select_validation
+
+    ids = [f"d{i}" for i in range(1000)]
+    lengths = np.full(1000, 10, dtype=np.int64)
+    chosen = select_validation(ids, lengths, "s", 0.02, 0, width=33)
+    assert len(chosen) == 20 and chosen == select_validation(list(ids), lengths.copy(), "s", 0.02, 0, 33)
+    assert select_validation(ids, lengths, "t", 0.02, 0, 33) != chosen  # each source its own hash order
+    assert len(select_validation(ids, lengths, "s", 0.02, 55, 33)) == 6  # capped: stops once 55 tokens are reached
+    assert len(select_validation(ids, lengths, "s", 0.02, 5, 33)) == 4  # but holds out at least one full row
+    assert len(select_validation(ids[:3], lengths[:3], "s", 0.01, 0, 33)) == 2  # never the last document
+    assert select_validation(ids[:1], lengths[:1], "s", 0.5, 0, 33) == []
+    assert select_validation(ids, lengths, "s", 0.0, 0, 33) == []
 
 
 def test_rows_are_shuffled_across_sources(mixed):
@@ -157,9 +229,12 @@ def test_same_seed_gives_byte_identical_shards_on_both_runners(mixed, local_runn
     with open(os.path.join(mixed["out"], "manifest.json")) as a, open(os.path.join(portable, "manifest.json")) as b:
         ma, mb = json.load(a), json.load(b)
     assert ma["shards"] == mb["shards"] and ma["sources"] == mb["sources"]
+    assert shard_bytes(portable, "val-*.arrow") == shard_bytes(mixed["out"], "val-*.arrow")
     other = str(base / "other-seed")
     run_mix([mixed["docs"]], other, mix_config(mixed["tok"], seed=12), local_runner)
     assert shard_bytes(other) != reference
+    # the held-out documents depend on the document ids only: another seed holds out the very same rows
+    assert shard_bytes(other, "val-*.arrow") == shard_bytes(mixed["out"], "val-*.arrow") != {}
 
 
 def test_rerun_is_skipped_when_complete(mixed, local_runner):
@@ -177,11 +252,48 @@ def test_mix_table_is_gpt3_table_2_2(mixed):
     assert lines[2].split("|")[3].strip() == "50%"
 
 
-def test_weighted_source_without_documents_is_a_clear_error(mixed, local_runner, tmp_path):
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Fail the test if the mix starts a Beam pipeline: the error must come before any work."""
+    import pipeline.mix
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Beam pipeline was started")
+
+    monkeypatch.setattr(pipeline.mix, "make_pipeline", refuse)
+
+
+def test_weighted_source_without_documents_is_a_clear_error(mixed, local_runner, tmp_path, no_pipeline):
     cfg = mix_config(mixed["tok"], weights={"crawl": 1, "books": 1, "papers": 1})
     with pytest.raises(MixError, match=r"\['papers'\] have no documents"):
         run_mix([mixed["docs"]], str(tmp_path / "out"), cfg, local_runner)
     assert not os.path.exists(tmp_path / "out")  # nothing half-written
+
+
+def test_unmeetable_weights_fail_before_the_pipeline(mixed, local_runner, tmp_path, no_pipeline):
+    out = str(tmp_path / "out")
+    # a 0.1 % share of 16,000 tokens is 16 tokens: the source could not get a single row of 33
+    tiny = mix_config(mixed["tok"], weights={"crawl": 998, "books": 1, "wiki": 1})
+    with pytest.raises(MixError, match=r"source 'books': weight 0.001 of a 16000-token budget is 16 tokens, less than one row"):
+        run_mix([mixed["docs"]], out, tiny, local_runner)
+    one = str(tmp_path / "one")  # a weighted source of one document cannot give one to validation and keep one
+    os.makedirs(one)
+    write_documents([{"id": "solo", "source": "solo", "text": "a lone document"}], os.path.join(one, "part-0.parquet"))
+    cfg = mix_config(mixed["tok"], weights={"crawl": 1, "solo": 1})
+    with pytest.raises(MixError, match=r"\{'solo': 1\} have fewer than 2 documents"):
+        run_mix([mixed["docs"], one], out, cfg, local_runner)
+    with pytest.raises(MixError, match="val_fraction"):
+        run_mix([mixed["docs"]], out, mix_config(mixed["tok"], val_fraction=1.0), local_runner)
+    assert not os.path.exists(out)
+
+
+def test_weight_beyond_max_epochs_is_an_error_before_anything_is_written(mixed, local_runner, tmp_path):
+    # wiki's 20 % of the budget needs > 5 passes over its few hundred tokens (test_realised_shares_and_epochs)
+    out = str(tmp_path / "out")
+    with pytest.raises(MixError, match=r"source 'wiki': weight 0.2 of a 16000-token budget needs [\d.]+ epochs .* "
+                                       r"more than max_epochs=4"):
+        run_mix([mixed["docs"]], out, mix_config(mixed["tok"], max_epochs=4), local_runner)
+    assert not os.path.exists(out) and not glob.glob(str(tmp_path / "out.partial-*"))
 
 
 def test_bad_weights_fail_before_any_work(tmp_path, local_runner):

@@ -9,10 +9,11 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.mix import MixConfig, run_mix, write_shard_file
-from pipeline.shards import ShardError, read_shard, verify_shards
+from pipeline.shards import ShardError, format_inspection, inspect_shards, read_shard, verify_shards
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.documents import write_documents
 from schemas.manifest import Manifest
@@ -48,9 +49,22 @@ def copy(shards, tmp_path):
     return dst
 
 
+@pytest.fixture(scope="module")
+def texts(shards) -> dict[str, str]:
+    """id -> text of the documents the shards were made from."""
+    table = pq.read_table(os.path.join(os.path.dirname(shards), "docs", "part-0.parquet"))
+    return dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+
+
 def test_good_folder_verifies(shards):
     summary = verify_shards(shards)
     m = Manifest.load(shards)
+    assert m.validation is not None and [s.file for s in m.validation.shards] == ["val-00000.arrow"]
+    assert summary["validation"] == {
+        "shards": 1, "rows": m.validation.shards[0].rows, "tokens": m.validation.total_tokens,
+        "tokens_per_source": {s: v.tokens_packed for s, v in m.validation.sources.items()},
+    }
+    assert set(m.validation.sources) == {"web", "wiki"}
     assert summary["shards"] == len(m.shards) >= 2
     assert summary["rows"] == sum(s.rows for s in m.shards)
     assert summary["tokens"] == m.total_tokens == summary["rows"] * 17
@@ -85,6 +99,37 @@ def test_missing_shard_and_unlisted_file(copy):
         verify_shards(copy)
     assert "shard-00000.arrow: missing" in str(err.value)
     assert "not in the manifest: ['shard-99999.arrow']" in str(err.value)
+
+
+def test_validation_shards_are_verified_too(copy):
+    path = os.path.join(copy, "val-00000.arrow")
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    shutil.copy(os.path.join(copy, "shard-00000.arrow"), os.path.join(copy, "val-00007.arrow"))
+    with pytest.raises(ShardError) as err:
+        verify_shards(copy)
+    assert "val-00000.arrow: sha256" in str(err.value)
+    assert "validation shard file(s) not in the manifest: ['val-00007.arrow']" in str(err.value)
+
+
+def test_validation_token_counts_are_checked(copy):
+    m = Manifest.load(copy)
+    m.validation.sources["wiki"].tokens_packed += 17
+    m.save(os.path.join(copy, "manifest.json"))
+    with pytest.raises(ShardError, match="validation source 'wiki': shards hold"):
+        verify_shards(copy)
+
+
+def test_manifest_from_before_the_validation_split_still_verifies(copy):
+    data = json.load(open(os.path.join(copy, "manifest.json")))
+    del data["validation"]  # as written before the split existed
+    json.dump(data, open(os.path.join(copy, "manifest.json"), "w"))
+    os.remove(os.path.join(copy, "val-00000.arrow"))
+    summary = verify_shards(copy)
+    assert summary["validation"] is None and summary["rows"] > 0
+    with pytest.raises(ShardError, match="lists no validation split"):
+        inspect_shards(copy, split="val")
 
 
 def test_bad_manifest(copy):
@@ -166,3 +211,103 @@ def test_large_vocabularies_get_uint32_shards(tmp_path):
     assert validate_shard_schema(table.schema) == "uint32"
     assert table.column("tokens").to_pylist() == [[1, 2, 70001, 4], [70000, 5, 9, 1]]  # ordered by position
     assert table.column("source").to_pylist() == ["b", "a"]
+
+
+# --------------------------------------------------------------------------------------------- inspect
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_inspect_decodes_rows_back_to_their_documents(shards, texts, split):
+    m = Manifest.load(shards)
+    infos = m.shards if split == "train" else m.validation.shards
+    n = min(40, infos[0].rows)
+    rows = inspect_shards(shards, rows=n, split=split)
+    assert len(rows) == n
+    table = read_shard(os.path.join(shards, infos[0].file))
+    whole = 0
+    for k, row in enumerate(rows):
+        assert (row["file"], row["row"]) == (infos[0].file, k)
+        assert row["source"] == table.column("source")[k].as_py()
+        assert row["doc_offsets"] == table.column("doc_offsets")[k].as_py()
+        segs = row["segments"]
+        assert segs[0]["start"] == 0 and segs[-1]["end"] == m.seq_len + 1
+        assert [s["start"] for s in segs if s["starts_document"]] == row["doc_offsets"]
+        for seg in segs:
+            if seg["starts_document"] and seg["ends_document"]:  # a whole document: exactly one input text
+                assert seg["text"] in {t for i, t in texts.items() if i.startswith(row["source"] + "-")}
+                whole += 1
+            elif seg["ends_document"]:  # the end of a document begun in an earlier row
+                assert any(t.endswith(seg["text"]) for t in texts.values())
+            elif seg["starts_document"]:  # a document that goes on in the next row
+                assert any(t.startswith(seg["text"]) for t in texts.values())
+    assert whole > 0 or split == "val"  # (the few validation rows of 17 tokens may hold no whole document)
+    text = format_inspection(rows, max_chars=30)
+    assert f"{infos[0].file} row 0 · source {rows[0]['source']}" in text and "▶ new document" in text
+
+
+def test_inspect_start_crosses_files_and_cli(shards, capsys):
+    from pipeline.cli import main
+
+    m = Manifest.load(shards)
+    first = m.shards[0].rows
+    (row,) = inspect_shards(shards, rows=1, start=first + 2)
+    assert (row["file"], row["row"]) == (m.shards[1].file, 2)
+    assert main(["shards", "inspect", shards, "--rows", "2", "--split", "val", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in out] == ["val-00000.arrow"] * 2
+    assert main(["shards", "inspect", shards, "--rows", "1"]) == 0
+    assert "shard-00000.arrow row 0" in capsys.readouterr().out
+    assert main(["shards", "inspect", shards, "--tokenizer", os.path.join(shards, "missing.json")]) != 0
+
+
+# ------------------------------------------------------------------- readers that know nothing of ccgpt
+
+
+def test_plain_pyarrow_reads_any_row_zero_copy(shards):
+    """The recipe in README ("Reading the shards without ccgpt"): memory map + IPC file reader, no copy."""
+    m = Manifest.load(shards)
+    path = os.path.join(shards, m.shards[1].file)
+    mm = pa.memory_map(path)
+    before = pa.total_allocated_bytes()
+    table = pa.ipc.open_file(mm).read_all()  # the footer locates every record batch: no scan, no read
+    i = table.num_rows - 3
+    row = table.column("tokens")[i].values.to_numpy()  # O(1): list offsets into the mapped buffer
+    offsets = table.column("doc_offsets")[i].values.to_numpy()
+    assert pa.total_allocated_bytes() == before  # nothing was copied into Arrow memory
+    assert row.dtype == np.uint16 and len(row) == m.seq_len + 1 and not row.flags.owndata
+    expected = read_shard(path).column("tokens")[i].as_py()
+    assert row.tolist() == expected and offsets.tolist() == read_shard(path).column("doc_offsets")[i].as_py()
+    # the numpy view's memory lies inside the mapped file
+    mm.seek(0)
+    mapped = mm.read_buffer(mm.size())  # zero copy on a memory map: the mapping itself
+    addr = row.__array_interface__["data"][0]
+    assert mapped.address <= addr and addr + row.nbytes <= mapped.address + mapped.size
+    mm.close()
+
+
+def test_hugging_face_datasets_reads_the_shards(shards, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    m = Manifest.load(shards)
+    path = os.path.join(shards, m.shards[0].file)
+    expected = read_shard(path)
+    # zero copy: the IPC file format is "ARROW1" + 2 padding bytes + an IPC stream + footer; datasets reads the
+    # stream straight out of the memory-mapped buffer
+    buffer = pa.memory_map(path).read_buffer()
+    before = pa.total_allocated_bytes()
+    ds = datasets.Dataset.from_buffer(buffer.slice(8))
+    arrow_ds = ds.with_format("arrow")
+    row = arrow_ds[7]
+    assert pa.total_allocated_bytes() == before
+    assert row.column("tokens")[0].as_py() == expected.column("tokens")[7].as_py()
+    assert ds.num_rows == m.shards[0].rows and ds[3]["source"] == expected.column("source")[3].as_py()
+    torch_rows = ds.with_format("numpy")[0:4]["tokens"]
+    assert np.array_equal(torch_rows, np.array(expected.column("tokens").to_pylist()[:4]))
+    # Dataset.from_file reads only the IPC stream format, so it refuses the file format (see README)
+    with pytest.raises(pa.ArrowInvalid):
+        datasets.Dataset.from_file(path)
+    # load_dataset("arrow") reads the file format, copying it once into its cache (then memory-mapped)
+    loaded = datasets.load_dataset("arrow", data_files=[os.path.join(shards, s.file) for s in m.shards],
+                                   split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded.num_rows == sum(s.rows for s in m.shards)
+    assert loaded[0]["tokens"] == expected.column("tokens")[0].as_py()

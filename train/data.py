@@ -19,8 +19,11 @@ What the loader promises, and why:
 * **Exact resume.** The state is ``(epoch, samples consumed in the epoch)`` counted in *global* samples,
   so a resumed run continues the same stream even with a different number of ranks or workers. The state
   is advanced when a batch is handed to the trainer, not when a worker prefetches it.
-* **Held-out rows.** ``eval_rows`` rows are removed from training and served by :meth:`ShardLoader.eval_batches`;
-  they are picked round-robin across sources so that every source gets an eval loss.
+* **Held-out rows.** :meth:`ShardLoader.eval_batches` serves ``eval_rows`` rows picked round-robin across
+  sources, so that every source gets an eval loss. When the manifest lists a validation split (the mix stage
+  writes ``val-*.arrow``: whole documents per source that no training shard contains) they come from it and
+  every training row trains. A manifest from before the split existed still loads: then the rows are held
+  out of the training rows, as before (at most 10 %), and :attr:`ShardLoader.eval_split` says ``"train"``.
 
 The tail of an epoch that does not fill a whole global micro-batch is skipped (like ``drop_last``), so
 every rank always runs the same number of steps.
@@ -184,20 +187,32 @@ class _RowReader:
         self._open.clear()
 
 
-def _make_batch(loader: "ShardLoader", rows: np.ndarray) -> Batch:
-    reader = loader._reader
+@dataclass
+class _Split:
+    """The shards of one split, indexed: where each shard starts (global row ids) and each row's source id."""
+
+    paths: list[str]
+    reader: _RowReader
+    shard_starts: np.ndarray
+    row_source: np.ndarray
+    total_rows: int
+
+
+def _make_batch(loader: "ShardLoader", rows: np.ndarray, split: _Split | None = None) -> Batch:
+    split = split or loader._train
+    reader = split.reader
     T = reader.seq_len
     rows = np.asarray(rows, dtype=np.int64)
-    shards = np.searchsorted(loader._shard_starts, rows, side="right") - 1
+    shards = np.searchsorted(split.shard_starts, rows, side="right") - 1
     tokens = np.empty((len(rows), T + 1), dtype=np.int64)
     doc_ids = np.empty((len(rows), T), dtype=np.int32)
     positions = np.arange(T)
     for i, (g, shard) in enumerate(zip(rows.tolist(), shards.tolist())):
-        toks, offsets = reader.row(shard, g - int(loader._shard_starts[shard]))
+        toks, offsets = reader.row(shard, g - int(split.shard_starts[shard]))
         tokens[i] = toks
         doc_ids[i] = np.searchsorted(offsets, positions, side="right")
     t = torch.from_numpy(tokens)
-    src = loader._row_source[rows].astype(np.int64)
+    src = split.row_source[rows].astype(np.int64)
     return Batch(
         x=t[:, :-1].contiguous(),
         y=t[:, 1:].contiguous(),
@@ -270,21 +285,31 @@ class ShardLoader:
         self.vocab_size = vocab_size if vocab_size is not None else self.manifest.tokenizer.vocab_size
         if not self.manifest.shards:
             raise DataError(f"{self.root}: the manifest lists no shards")
-        self.paths = [os.path.join(self.root, s.file) for s in self.manifest.shards]
-        missing = [p for p in self.paths if not os.path.exists(p)]
+        val = self.manifest.validation
+        # "val": evaluation reads the validation split; "train": a manifest without one, rows held out of training
+        self.eval_split = "val" if val is not None and val.shards else "train"
+        infos = list(self.manifest.shards) + (list(val.shards) if self.eval_split == "val" else [])
+        paths = [os.path.join(self.root, s.file) for s in infos]
+        missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise DataError(f"{len(missing)} shard(s) listed in the manifest are missing, first: {missing[0]}")
         if verify_sha256:
             # Each rank hashes a disjoint share of the shards; a mismatch anywhere stops the job.
-            for i in range(self.rank, len(self.paths), self.world_size):
-                got = file_sha256(self.paths[i])
-                if got != self.manifest.shards[i].sha256:
+            for i in range(self.rank, len(paths), self.world_size):
+                got = file_sha256(paths[i])
+                if got != infos[i].sha256:
                     raise DataError(
-                        f"{self.paths[i]}: sha256 {got[:16]}... does not match the manifest's "
-                        f"{self.manifest.shards[i].sha256[:16]}...; the shard was changed or is corrupt"
+                        f"{paths[i]}: sha256 {got[:16]}... does not match the manifest's "
+                        f"{infos[i].sha256[:16]}...; the shard was changed or is corrupt"
                     )
-        self._index_shards()
-        self._reader = _RowReader(self.paths, self.seq_len, self.vocab_size)
+        self.sources: list[str] = list(self.manifest.sources)
+        self._train = self._index_shards(self.manifest.shards)
+        self.paths = self._train.paths
+        self._val = self._index_shards(val.shards) if self.eval_split == "val" else None
+        if len(self.sources) >= 2**15:
+            raise DataError(f"{len(self.sources)} distinct sources; the loader keeps source ids as int16")
+        self.total_rows = self._train.total_rows
+        self._index_dtype = np.uint32 if self.total_rows < 2**32 else np.int64
         self._select_eval_rows(eval_rows)
         self.fingerprint = self._fingerprint()
         self.epoch = 0
@@ -292,17 +317,19 @@ class ShardLoader:
         self._source_samples = np.zeros(len(self.sources), dtype=np.int64)
 
     # ----------------------------------------------------------------------------------------- setup
-    def _index_shards(self) -> None:
+    def _index_shards(self, infos: list[Any]) -> _Split:
         """Check each shard's schema and row count; record where each shard starts and each row's source.
 
         Global row ``g`` lives in the shard whose start is the last one <= g. Per-row state is kept to
         the source id (int16) and the index arrays (uint32 below 2**32 rows), ~10 bytes per row of
-        ``seq_len + 1`` tokens, so a 300B-token corpus of 2049-token rows indexes in ~1.5 GB.
+        ``seq_len + 1`` tokens, so a 300B-token corpus of 2049-token rows indexes in ~1.5 GB. Source ids
+        are shared by the splits (``self.sources``, extended by any source the mix table does not list).
         """
-        names = list(self.manifest.sources)
+        names = self.sources
         ids = {n: i for i, n in enumerate(names)}
+        paths = [os.path.join(self.root, s.file) for s in infos]
         row_source, starts, n = [], [], 0
-        for path, info in zip(self.paths, self.manifest.shards):
+        for path, info in zip(paths, infos):
             with pa.memory_map(path, "r") as source:
                 try:
                     reader = pa.ipc.open_file(source)
@@ -328,35 +355,53 @@ class ShardLoader:
                                   if table.num_rows else np.zeros(0, np.int16))
                 starts.append(n)
                 n += table.num_rows
-        if len(names) >= 2**15:
-            raise DataError(f"{len(names)} distinct sources; the loader keeps source ids as int16")
-        self.sources: list[str] = names
-        self._shard_starts = np.asarray(starts, dtype=np.int64)
-        self._row_source = np.concatenate(row_source)
-        self.total_rows = n
-        self._index_dtype = np.uint32 if n < 2**32 else np.int64
+        return _Split(
+            paths=paths,
+            reader=_RowReader(paths, self.seq_len, self.vocab_size),
+            shard_starts=np.asarray(starts, dtype=np.int64),
+            row_source=np.concatenate(row_source) if row_source else np.zeros(0, np.int16),
+            total_rows=n,
+        )
 
-    def _select_eval_rows(self, eval_rows: int) -> None:
-        """Hold out rows round-robin across sources (each source's rows in a seeded order)."""
-        n = min(eval_rows, int(self.total_rows * MAX_EVAL_FRACTION))
+    @property
+    def _reader(self) -> _RowReader:
+        return self._train.reader
+
+    @property
+    def _row_source(self) -> np.ndarray:
+        return self._train.row_source
+
+    def _round_robin(self, row_source: np.ndarray, n: int) -> np.ndarray:
+        """``n`` rows picked round-robin across sources (each source's rows in a seeded order), sorted."""
         rng = np.random.default_rng([self.seed, 0xE7A1])  # a stream of its own, independent of epoch orders
         keys, rows = [], []
         for s in range(len(self.sources)):
-            members = rng.permutation(np.flatnonzero(self._row_source == s))
+            members = rng.permutation(np.flatnonzero(row_source == s))
             keys.append(np.arange(len(members), dtype=np.int64) * len(self.sources) + s)
             rows.append(members)
         key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
         allrows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        self.eval_index = np.sort(allrows[np.argsort(key, kind="stable")[:n]]).astype(np.int64)
-        mask = np.ones(self.total_rows, dtype=bool)
-        mask[self.eval_index] = False
-        self.train_index = np.flatnonzero(mask).astype(self._index_dtype)
-        self.eval_rows = n
+        return np.sort(allrows[np.argsort(key, kind="stable")[:n]]).astype(np.int64)
+
+    def _select_eval_rows(self, eval_rows: int) -> None:
+        """Evaluation rows: from the validation split when there is one, else held out of the training rows."""
+        if self._val is not None:
+            self.eval_index = self._round_robin(self._val.row_source, min(eval_rows, self._val.total_rows))
+            self.train_index = np.arange(self.total_rows, dtype=self._index_dtype)
+        else:
+            n = min(eval_rows, int(self.total_rows * MAX_EVAL_FRACTION))
+            self.eval_index = self._round_robin(self._train.row_source, n)
+            mask = np.ones(self.total_rows, dtype=bool)
+            mask[self.eval_index] = False
+            self.train_index = np.flatnonzero(mask).astype(self._index_dtype)
+        self.eval_rows = len(self.eval_index)
 
     def _fingerprint(self) -> str:
         h = hashlib.sha256()
         m = self.manifest
-        h.update(f"{m.seq_len}|{m.token_dtype}|{m.tokenizer.content_hash}|{self.eval_rows}|".encode())
+        # what fixes the training order: the rows, and how many of them were held out of training
+        held = "val" if self.eval_split == "val" else str(self.eval_rows)
+        h.update(f"{m.seq_len}|{m.token_dtype}|{m.tokenizer.content_hash}|{held}|".encode())
         for s in m.shards:
             h.update(f"{s.file}|{s.rows}|{s.sha256};".encode())
         return h.hexdigest()
@@ -403,11 +448,14 @@ class ShardLoader:
                 yield batch
 
     def eval_batches(self, batch_size: int | None = None) -> Iterator[Batch]:
-        """This rank's share (every world-th row) of the held-out rows, in fixed order."""
+        """This rank's share (every world-th row) of the evaluation rows, in fixed order.
+
+        ``Batch.index`` holds row ids of the split they come from (:attr:`eval_split`).
+        """
         bs = batch_size or self.batch_size
         mine = self.eval_index[self.rank :: self.world_size]
         for i in range(0, len(mine), bs):
-            yield _make_batch(self, mine[i : i + bs])
+            yield _make_batch(self, mine[i : i + bs], self._val)
 
     # ----------------------------------------------------------------------------------------- state
     def source_samples(self) -> dict[str, int]:
@@ -442,4 +490,6 @@ class ShardLoader:
         self._source_samples = np.array([int(counts.get(s, 0)) for s in self.sources], dtype=np.int64)
 
     def close(self) -> None:
-        self._reader.close()
+        self._train.reader.close()
+        if self._val is not None:
+            self._val.reader.close()
