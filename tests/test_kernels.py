@@ -1,4 +1,5 @@
-"""Fused linear + cross-entropy: the chunked PyTorch op and the Triton kernels against the plain reference.
+"""Fused kernels against their plain references: linear + cross-entropy (chunked PyTorch and Triton) and
+LayerNorm (Triton), outputs and gradients.
 
 The Triton kernels are run for real on CPU by Triton's interpreter (``TRITON_INTERPRET=1``, fp32, tiny
 sizes). The interpreter is chosen when the kernels are defined, so that check runs in a fresh Python
@@ -18,7 +19,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from train.config import ModelConfig
 from train.kernels import (
+    LayerNorm,
+    layer_norm,
     linear_cross_entropy,
+    resolve_norm_impl,
     reference_linear_cross_entropy,
     resolve_loss_impl,
     triton_available,
@@ -165,3 +169,90 @@ def test_fused_on_gpu_matches_reference(amp):
     tol = 2e-2 if amp else 1e-4
     for a, b in zip(out, ref):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * b.abs().max().item())
+
+
+_INTERPRETED_LN = """
+import json, torch
+from train.config import ModelConfig
+from train.kernels import layer_norm, reference_layer_norm
+from train.kernels import triton_layer_norm
+from train.model import GPT
+out = []
+g = torch.Generator().manual_seed(0)
+# width 48 pads to a 64-wide block; 37 rows over programs of 5 leave a ragged last program; no-bias variant
+for n, bias, per in [(48, True, None), (48, False, 5)]:
+    x = (3.0 + 2.0 * torch.randn(37, n, generator=g)).requires_grad_()
+    w = (1 + 0.3 * torch.randn(n, generator=g)).requires_grad_()
+    b = (0.3 * torch.randn(n, generator=g)).requires_grad_() if bias else None
+    dy = torch.randn(37, n, generator=g)
+    ins = [x, w] + ([b] if bias else [])
+    ref = reference_layer_norm(x, w, b, 1e-5)
+    ref_g = torch.autograd.grad(ref, ins, dy)
+    y = layer_norm(x, w, b, 1e-5, impl="triton")
+    got_g = torch.autograd.grad(y, ins, dy)
+    if per:  # the kernel-level backward with another split of rows over programs
+        _, mean, rstd = triton_layer_norm.forward(x.detach(), w.detach(), None, 1e-5, torch.float32)
+        dx, dw, db = triton_layer_norm.backward(dy, x.detach(), w.detach(), mean, rstd, False, rows_per_program=per)
+        got_g = (dx, dw)
+    out.append([float((y - ref).abs().max())] + [float((a - c).abs().max()) for a, c in zip(got_g, ref_g)]
+               + [float(ref_g[1].abs().max())])
+# the whole model: Triton LayerNorms (3-D activations) against torch's, loss and every gradient
+cfg = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=50, n_ctx=8)
+torch.manual_seed(0)
+a = GPT(ModelConfig(**cfg, norm_impl="torch"))
+b = GPT(ModelConfig(**cfg, norm_impl="triton"))
+b.load_state_dict(a.state_dict())
+idx = torch.randint(0, 50, (2, 8), generator=g)
+la, lb = a(idx, idx)[1], b(idx, idx)[1]
+la.backward(); lb.backward()
+grads = max(float((pa.grad - pb.grad).abs().max()) for pa, pb in zip(a.parameters(), b.parameters()))
+out.append([float((la - lb).abs()), grads])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+def test_triton_layer_norm_interpreted_on_cpu_matches_reference():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": REPO}
+    res = subprocess.run([sys.executable, "-c", _INTERPRETED_LN], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    biased, unbiased, model = json.loads(res.stdout.strip().splitlines()[-1])
+    d_y, d_x, d_w, d_b, w_scale = biased
+    assert w_scale > 1.0  # real gradients (the sum of dy * xhat over 37 rows)
+    assert d_y < 1e-5 and d_x < 1e-5 and d_w < 1e-4 and d_b < 1e-4, biased
+    assert max(unbiased[:3]) < 1e-4, unbiased
+    assert model[0] < 1e-5 and model[1] < 1e-5, model
+
+
+def test_layer_norm_module_and_impl_resolution():
+    assert resolve_norm_impl("auto", "cpu") == "torch"
+    assert resolve_norm_impl("auto", "cuda") == ("triton" if triton_available() else "torch")
+    with pytest.raises(ValueError, match="norm_impl"):
+        resolve_norm_impl("apex", "cpu")
+    ln = LayerNorm(8, bias=False, impl="torch")
+    assert isinstance(ln, torch.nn.LayerNorm) and ln.bias is None and set(ln.state_dict()) == {"weight"}
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(ln(x), torch.nn.functional.layer_norm(x, (8,), ln.weight, None, 1e-5))
+    if triton_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        with pytest.raises(RuntimeError, match="CUDA"):
+            layer_norm(x, ln.weight, None, impl="triton")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and triton")
+@pytest.mark.parametrize("amp", [False, True])
+def test_triton_layer_norm_on_gpu_matches_reference(amp):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1000, 768, generator=g).cuda().requires_grad_()
+    w = (1 + 0.1 * torch.randn(768, generator=g)).cuda().requires_grad_()
+    b = (0.1 * torch.randn(768, generator=g)).cuda().requires_grad_()
+    dy = torch.randn(8, 1000, 768, generator=g).cuda()
+    ref = torch.nn.functional.layer_norm(x, (768,), w, b)
+    ref_g = torch.autograd.grad(ref, (x, w, b), dy)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        y = layer_norm(x, w, b, impl="triton")
+    assert y.dtype == (torch.bfloat16 if amp else torch.float32)
+    got_g = torch.autograd.grad(y, (x, w, b), dy.to(y.dtype))
+    tol = 2e-2 if amp else 1e-4
+    for a, r in zip((y, *got_g), (ref, *ref_g)):
+        torch.testing.assert_close(a.float(), r, rtol=tol, atol=tol * r.abs().max().item())

@@ -134,3 +134,11 @@ def test_unresolved_config_is_rejected():
         GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8))
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(n_layer=1, n_head=3, n_embd=8)
+
+
+def test_adamw_is_fused_on_cuda_only():
+    model = GPT(TINY)
+    cuda = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type="cuda")
+    assert cuda.defaults["fused"] is True  # one multi-tensor kernel per step on the GPU
+    cpu = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type="cpu")
+    assert not cpu.defaults["fused"]

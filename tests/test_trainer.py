@@ -79,6 +79,42 @@ def test_loss_falls_on_repetitive_data(shards, tmp_path):
         assert json.load(fh)["last_loss"] == curve[-1]
     ckpt = load_checkpoint(summary["checkpoint"])  # weights_only load
     assert ckpt["step"] == 30 and ckpt["loader"]["consumed_samples"] >= 0
+    # The same scalars as TensorBoard events, read back with TensorBoard's own reader.
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(os.path.join(out, "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/tokens_per_sec", "train/mfu", "train/grad_norm", "eval/loss",
+            "eval_loss_by_source/web", "eval_loss_by_source/books"} <= tags
+    tb_loss = events.Scalars("train/loss")
+    assert [e.step for e in tb_loss] == list(range(1, 31))
+    assert [e.value for e in tb_loss] == pytest.approx(curve, rel=1e-6)  # float32 in the event file
+    assert [(e.step, e.value) for e in events.Scalars("eval_loss_by_source/web")] == [
+        (r["step"], pytest.approx(r["eval_loss_by_source"]["web"], rel=1e-6)) for r in evals]
+
+
+def test_without_tensorboard_installed_training_logs_jsonl_only(shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    out = str(tmp_path / "run")
+    train(tiny(shards, out, max_steps=2))
+    assert "tensorboard package is not installed" in capsys.readouterr().out
+    assert len(losses(out)) == 2 and not os.path.exists(os.path.join(out, "tensorboard"))
+
+
+def test_compiled_model_trains_like_eager(shards, tmp_path):
+    """compile=true goes through TorchDynamo graph capture and AOTAutograd; 'aot_eager' skips only inductor's
+    code generation (minutes of C++ builds on a small CPU), so the losses must match eager closely."""
+    eager = str(tmp_path / "eager")
+    train(tiny(shards, eager, max_steps=3, tensorboard=False))
+    compiled = str(tmp_path / "compiled")
+    summary = train(tiny(shards, compiled, max_steps=3, tensorboard=False, compile=True, compile_backend="aot_eager"))
+    assert summary["compiled"] is True
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-5)
+    a = load_checkpoint(os.path.join(eager, "checkpoint.pt"))["model"]
+    b = load_checkpoint(os.path.join(compiled, "checkpoint.pt"))["model"]
+    assert set(a) == set(b)  # the checkpoint holds the plain module's names, not the compiled wrapper's
+    for name, tensor in a.items():
+        torch.testing.assert_close(b[name], tensor, rtol=1e-4, atol=1e-6)
 
 
 def test_resume_is_bit_exact(shards, tmp_path):
@@ -138,6 +174,35 @@ def test_ddp_two_processes_match_one_process(shards, tmp_path):
         torch.testing.assert_close(tensor, b["model"][name], rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_process_and_resume(shards, tmp_path):
+    """FSDP2 (2 gloo ranks, sharded weights and moments) == 1 process at the same global batch, through a
+    checkpoint: 2 steps, a full (gathered) checkpoint, resume under FSDP, 2 more steps."""
+    single = str(tmp_path / "single")
+    # 9 held-out rows: rank 0 evaluates 3 batches, rank 1 only 2 (FSDP forwards are collectives, so must not hang)
+    train(tiny(shards, single, batch_size=4, max_steps=4, grad_accum=2, eval_every=2, eval_rows=9))
+    fsdp = str(tmp_path / "fsdp")
+    common = dict(batch_size=2, grad_accum=2, parallel="fsdp", eval_every=2, eval_rows=9)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=2, **common)), nprocs=2, join=True)
+    half = load_checkpoint(os.path.join(fsdp, "checkpoint.pt"))
+    assert half["step"] == 2 and half["world_size"] == 2
+    a = load_checkpoint(os.path.join(single, "checkpoint.pt"))
+    assert set(half["model"]) == set(a["model"])  # full, unsharded tensors: what generate and export read
+    assert all(half["model"][k].shape == v.shape for k, v in a["model"].items())
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=4, resume=True, **common)),
+             nprocs=2, join=True)
+    assert len(losses(fsdp)) == 4
+    assert losses(fsdp) == pytest.approx(losses(single), rel=1e-5)
+    evals = [r["eval_loss"] for r in records(fsdp, "eval")]
+    assert evals == pytest.approx([r["eval_loss"] for r in records(single, "eval")], rel=1e-5)
+    b = load_checkpoint(os.path.join(fsdp, "checkpoint.pt"))
+    assert b["step"] == 4 and b["train_config"]["parallel"] == "fsdp"
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(tensor, b["model"][name], rtol=1e-4, atol=2e-5)
+    for name, state in a["optimizer"]["state"].items():  # the moments, gathered from both shards
+        torch.testing.assert_close(state["exp_avg"], b["optimizer"]["state"][name]["exp_avg"], rtol=1e-3, atol=1e-6)
+
+
 def test_corrupt_checkpoint_is_a_clear_error(shards, tmp_path):
     out = str(tmp_path / "run")
     train(tiny(shards, out, max_steps=2))
@@ -156,7 +221,7 @@ def test_corrupt_checkpoint_is_a_clear_error(shards, tmp_path):
 def test_checkpoint_write_is_atomic_and_loads_weights_only(shards, tmp_path):
     out = str(tmp_path / "run")
     train(tiny(shards, out, max_steps=3, checkpoint_every=1))
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "log.jsonl", "summary.json"]  # no temp files left
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "log.jsonl", "summary.json", "tensorboard"]  # no temp files
     ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert ckpt["step"] == 3 and isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
 
@@ -184,6 +249,21 @@ def test_wrong_vocab_size_fails_before_training(shards, tmp_path):
         train(tiny(shards, out, tokenizer_hash="cd" * 32))
 
 
+def test_resume_on_shards_of_another_tokenizer_is_refused(tmp_path):
+    from schemas.manifest import Manifest
+
+    first = make_shards(str(tmp_path / "a"))
+    out = str(tmp_path / "run")
+    train(tiny(first, out, max_steps=1))
+    other = make_shards(str(tmp_path / "b"))
+    manifest = Manifest.load(other)
+    manifest.tokenizer.content_hash = "ef" * 32
+    manifest.save(os.path.join(other, "manifest.json"))
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        train(tiny(other, out, max_steps=2, resume=True))
+    assert len(losses(out)) == 1  # refused before any step
+
+
 def test_missing_shard_fails_before_training(tmp_path):
     root = make_shards(str(tmp_path / "shards"))
     os.remove(os.path.join(root, "shard-00000.arrow"))
@@ -201,6 +281,13 @@ def test_lr_schedule():
     assert all(a >= b for a, b in zip(after, after[1:]))
     longer = dataclasses.replace(cfg, decay_steps=210)
     assert lr_at(109, longer) > lr_at(109, cfg)
+
+
+def test_triton_norm_on_cpu_is_refused_before_training(shards, tmp_path):
+    with pytest.raises(ValueError, match="norm_impl=triton"):
+        train(tiny(shards, str(tmp_path / "run"), model=ModelOverrides(norm_impl="triton")))
+    with pytest.raises(ValueError, match="parallel"):
+        TrainConfig(parallel="zero3")
 
 
 def test_bf16_is_cuda_only():

@@ -19,10 +19,12 @@ from typing import Literal, Optional
 AttentionPattern = Literal["dense", "alternating"]
 AttentionImpl = Literal["auto", "sdpa", "flex"]
 LossImpl = Literal["auto", "eager", "chunked", "fused"]
+NormImpl = Literal["auto", "torch", "triton"]
+ParallelMode = Literal["ddp", "fsdp"]
 
 # Fields that choose *how* the model computes, not *what*: a checkpoint trained with one value loads and
 # resumes under another (e.g. trained with FlexAttention on a GPU, sampled with SDPA on a laptop).
-IMPLEMENTATION_FIELDS = ("attention_impl", "loss_impl")
+IMPLEMENTATION_FIELDS = ("attention_impl", "loss_impl", "norm_impl")
 
 
 @dataclass
@@ -61,6 +63,11 @@ class ModelConfig:
         metadata={"help": "output head + cross-entropy: 'eager' (full logits), 'chunked' (PyTorch, never holds "
                           "all logits), 'fused' (Triton kernels, CUDA); 'auto' = fused on CUDA, eager elsewhere"},
     )
+    norm_impl: NormImpl = field(
+        default="auto",
+        metadata={"help": "LayerNorms: 'torch' (F.layer_norm) or 'triton' (fused kernel, CUDA); "
+                          "'auto' = triton on CUDA, torch elsewhere and under torch.compile"},
+    )
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd < 1:
@@ -75,6 +82,8 @@ class ModelConfig:
             raise ValueError(f"attention_impl must be 'auto', 'sdpa' or 'flex', got {self.attention_impl!r}")
         if self.loss_impl not in ("auto", "eager", "chunked", "fused"):
             raise ValueError(f"loss_impl must be 'auto', 'eager', 'chunked' or 'fused', got {self.loss_impl!r}")
+        if self.norm_impl not in ("auto", "torch", "triton"):
+            raise ValueError(f"norm_impl must be 'auto', 'torch' or 'triton', got {self.norm_impl!r}")
         if self.band_width < 1:
             raise ValueError(f"band_width must be >= 1, got {self.band_width}")
         if not 0.0 <= self.dropout < 1.0:
@@ -139,6 +148,9 @@ class ModelOverrides:
     )
     loss_impl: Optional[LossImpl] = field(
         default=None, metadata={"help": "override the loss implementation (auto, eager, chunked, fused)"}
+    )
+    norm_impl: Optional[NormImpl] = field(
+        default=None, metadata={"help": "override the LayerNorm implementation (auto, torch, triton)"}
     )
 
     def apply(self, base: ModelConfig) -> ModelConfig:
@@ -244,7 +256,8 @@ class TrainConfig:
     eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps (and at the end); 0 = never"})
     eval_rows: int = field(
         default=256,
-        metadata={"help": "rows held out from training for evaluation, stratified by source (capped at 10%% of rows)"},
+        metadata={"help": ("evaluation rows, stratified by source: from the shards' validation split; for manifests without "
+                          "one, held out of the training rows (capped at 10%% of rows)")},
     )
     log_every: int = field(default=10, metadata={"help": "write a log.jsonl record and a progress line every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"})
@@ -262,6 +275,24 @@ class TrainConfig:
     tokenizer_hash: str = field(
         default="", metadata={"help": "require this tokenizer content_hash in the manifest ('' = accept any)"}
     )
+    parallel: ParallelMode = field(
+        default="ddp",
+        metadata={"help": "with several processes (torchrun): 'ddp' (replicated weights) or 'fsdp' "
+                          "(FSDP2 fully_shard per block + root: weights, gradients, optimizer state sharded)"},
+    )
+    compile: bool = field(
+        default=False, metadata={"help": "wrap the model in torch.compile (inductor needs a C++ compiler on CPU)"}
+    )
+    compile_backend: str = field(
+        default="inductor",
+        metadata={"help": "torch.compile backend: 'inductor' (generated kernels), or e.g. 'aot_eager' to check "
+                          "graph capture without code generation"},
+    )
+    tensorboard: bool = field(
+        default=True,
+        metadata={"help": "also write the logged scalars as TensorBoard events to out/tensorboard "
+                          "(skipped with a note when the tensorboard package is not installed)"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -277,6 +308,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 
     def base_model_config(self) -> ModelConfig:
         """The preset with the overrides applied; vocab_size / n_ctx may still be 0 (resolved from the data)."""

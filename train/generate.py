@@ -54,7 +54,7 @@ def load_model(checkpoint: str, device: torch.device | str = "cpu") -> tuple[GPT
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     ckpt = load_checkpoint(path)
-    cfg = dataclasses.replace(ModelConfig(**ckpt["model_config"]), attention_impl="sdpa", dropout=0.0)
+    cfg = dataclasses.replace(ModelConfig(**ckpt["model_config"]), attention_impl="sdpa", norm_impl="auto", dropout=0.0)
     model = GPT(cfg)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from train.attention import AttentionContext, causal_attention
 from train.config import ModelConfig
-from train.kernels import linear_cross_entropy, resolve_loss_impl
+from train.kernels import LayerNorm, linear_cross_entropy, resolve_loss_impl
 
 
 class CausalSelfAttention(nn.Module):
@@ -60,9 +60,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, window: int | None):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = LayerNorm(cfg.n_embd, bias=cfg.bias, impl=cfg.norm_impl)
         self.attn = CausalSelfAttention(cfg, window)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = LayerNorm(cfg.n_embd, bias=cfg.bias, impl=cfg.norm_impl)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
@@ -81,7 +81,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.n_ctx, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cfg.layer_window(i)) for i in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = LayerNorm(cfg.n_embd, bias=cfg.bias, impl=cfg.norm_impl)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         # Tied embeddings: the output head reads logits off the input embedding (one matrix, one gradient).
         self.lm_head.weight = self.wte.weight

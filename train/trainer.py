@@ -3,9 +3,13 @@
 GPT-3's recipe at any scale: AdamW (betas 0.9/0.95, weight decay 0.1 on matmul weights), linear warmup
 then cosine decay to 10 % of the peak learning rate, global gradient-norm clipping at 1.0, gradient
 accumulation to reach the global batch, bf16 autocast on CUDA. Launched by ``torchrun`` (``WORLD_SIZE``
-> 1) the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA); the loader gives every
-rank a disjoint share of one global sample stream, so N ranks with batch b train exactly like one process
-with batch N*b.
+> 1) the model is wrapped in DistributedDataParallel, or with ``parallel=fsdp`` sharded by FSDP2
+(``fully_shard`` on every block, then on the root, so parameters, gradients and AdamW moments are split
+across ranks and gathered one block at a time); gloo on CPU, nccl on CUDA. The loader gives every rank a
+disjoint share of one global sample stream, so N ranks with batch b train like one process with batch N*b.
+``compile=true`` wraps the (wrapped) model in ``torch.compile``: ``norm_impl=auto`` then means PyTorch's
+LayerNorm (inductor generates its own fused kernel), and the chunked / fused loss runs outside the compiled
+graph (one graph break at the model's end).
 
 Resumption is exact: ``out/checkpoint.pt`` holds the model, the optimizer (moments and step counts), the
 step (which fixes the learning rate), the loader's stream position and every rank's RNG states. On CPU a
@@ -14,8 +18,14 @@ written to a temporary file and renamed, so a crash mid-write leaves the previou
 they contain only tensors and plain Python values so they load with ``torch.load(weights_only=True)``
 (no arbitrary code runs when a checkpoint is opened).
 
+Checkpoints always hold full (unsharded) tensors: under FSDP the model and optimizer state are gathered
+to rank 0 (``torch.distributed.checkpoint.state_dict`` with ``full_state_dict=True``) before writing, so
+one checkpoint resumes under DDP, FSDP or a single process, and ``ccgpt generate`` / ``ccgpt export`` read
+it like any other. The optimizer state is stored keyed by parameter name (the same API on every path).
+
 Outputs in ``cfg.out``: ``checkpoint.pt``, ``log.jsonl`` (one record per log step and per evaluation),
-``summary.json`` (the returned summary).
+``tensorboard/`` (the same scalars as TensorBoard events, when the package is installed), ``summary.json``
+(the returned summary).
 """
 
 from __future__ import annotations
@@ -33,6 +43,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from train.config import ModelConfig, TrainConfig
@@ -124,6 +141,56 @@ def check_device_support(model_cfg: ModelConfig, device: torch.device) -> None:
         )
     if device.type != "cuda" and model_cfg.loss_impl == "fused":
         raise ValueError("loss_impl=fused runs Triton kernels on CUDA; on CPU use chunked, eager or auto")
+    if device.type != "cuda" and model_cfg.norm_impl == "triton":
+        raise ValueError("norm_impl=triton runs Triton kernels on CUDA; on CPU use torch or auto")
+
+
+def check_compile_support(device: torch.device) -> None:
+    """``torch.compile`` with inductor generates C++ on CPU: refuse up front when no compiler is there."""
+    if device.type == "cpu":
+        import shutil
+
+        if not any(shutil.which(cc) for cc in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+            raise ValueError("compile=true on CPU needs a C++ compiler (g++ or clang++) for inductor; "
+                             "install one or train with compile=false")
+
+
+class _TensorBoard:
+    """The scalars of log.jsonl as TensorBoard events in ``out/tensorboard`` (rank 0 only).
+
+    On resume the writer purges events past the checkpoint's step, as :func:`_rewrite_log` does for the
+    JSONL log. Without the ``tensorboard`` package it prints one note and writes nothing.
+    """
+
+    def __init__(self, out: str, enabled: bool, purge_step: int | None):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("note: the tensorboard package is not installed; logging to log.jsonl only "
+                  "(pip install tensorboard, or pass --tensorboard false to silence this)", flush=True)
+            return
+        self.writer = SummaryWriter(os.path.join(out, "tensorboard"), purge_step=purge_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = record["step"]
+        if record.get("kind") == "train":
+            for key in ("loss", "lr", "tokens_per_sec", "mfu", "grad_norm"):
+                if record.get(key) is not None:
+                    self.writer.add_scalar(f"train/{key}", record[key], step)
+        elif record.get("kind") == "eval" and record.get("eval_loss") is not None:
+            self.writer.add_scalar("eval/loss", record["eval_loss"], step)
+            for source, value in (record.get("eval_loss_by_source") or {}).items():
+                self.writer.add_scalar(f"eval_loss_by_source/{source}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def peak_flops_per_device(cfg: TrainConfig, device: torch.device) -> float | None:
@@ -234,25 +301,42 @@ def _rewrite_log(path: str, upto_step: int) -> None:
 # ---------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: GPT, loader: ShardLoader, device: torch.device, amp: torch.dtype | None, d: _Dist) -> dict[str, Any]:
-    """Mean next-token loss on the held-out rows, overall and per source, summed over all ranks."""
+    """Mean next-token loss on the evaluation rows, overall and per source, summed over all ranks.
+
+    The rows come from the shards' validation split (whole documents no training row holds) when the manifest
+    lists one, else from rows held out of the training shards (``eval_split`` says which: "val" / "train").
+    """
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(loader.sources), 2, dtype=torch.float64, device=device)  # [loss sum, tokens]
-    for batch in loader.eval_batches():
+    batches: Any = loader.eval_batches()
+    fsdp = d.enabled and isinstance(model, FSDPModule)
+    if fsdp:
+        # Every FSDP forward all-gathers weights, so every rank must run as many as the busiest one: agree on
+        # that count first; a rank with fewer rows then runs throwaway forwards.
+        batches = list(batches)
+        most = torch.tensor([len(batches)], device=device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    for batch in batches:
         b = batch.to(device)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
             logits, _ = model(b.x, None, b.doc_ids)
         per_token = F.cross_entropy(logits.float().transpose(1, 2), b.y, reduction="none")  # [B, T]
         rows = torch.stack([per_token.sum(1).double(), torch.full_like(per_token[:, 0], b.y.shape[1]).double()], 1)
         sums.index_add_(0, batch.source_ids.to(device), rows)
+    if fsdp:
+        dummy = torch.zeros(1, 1, dtype=torch.long, device=device)
+        for _ in range(int(most) - len(batches)):
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                model(dummy, None, None)
     if d.enabled:
         dist.all_reduce(sums)
     model.train(was_training)
     total = sums.sum(0)
     if total[1] == 0:
-        return {"eval_loss": None, "eval_loss_by_source": {}}
+        return {"eval_loss": None, "eval_loss_by_source": {}, "eval_split": loader.eval_split}
     by_source = {s: float(sums[i, 0] / sums[i, 1]) for i, s in enumerate(loader.sources) if sums[i, 1] > 0}
-    return {"eval_loss": float(total[0] / total[1]), "eval_loss_by_source": by_source}
+    return {"eval_loss": float(total[0] / total[1]), "eval_loss_by_source": by_source, "eval_split": loader.eval_split}
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -285,13 +369,21 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         num_workers=cfg.num_workers, eval_rows=cfg.eval_rows, verify_sha256=cfg.verify_sha256,
         pin_memory=device.type == "cuda",
     )
+    if main and cfg.eval_rows and loader.eval_split != "val":
+        print(f"note: {cfg.shards} has no validation split (made before it existed, or with val_fraction 0): "
+              f"evaluating on {loader.eval_rows} rows held out of the training shards", flush=True)
     manifest = loader.manifest
     model_cfg = resolve_model_config(cfg.base_model_config(), manifest, cfg.tokenizer_hash)
     check_device_support(model_cfg, device)
+    if cfg.compile:
+        if cfg.compile_backend == "inductor":
+            check_compile_support(device)
+        if model_cfg.norm_impl == "auto":  # inductor fuses LayerNorm itself; the Triton op would break the graph
+            model_cfg = dataclasses.replace(model_cfg, norm_impl="torch")
+    fsdp = d.enabled and cfg.parallel == "fsdp"
 
     torch.manual_seed(cfg.seed)  # identical initialisation on every rank
     raw_model = GPT(model_cfg).to(device)
-    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.lr, cfg.betas, device.type, cfg.eps)
     torch.manual_seed(cfg.seed + 1 + d.rank)  # per-rank dropout streams, independent of init
 
     start_step, tokens_seen = 0, 0
@@ -308,8 +400,8 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
                 f"{ckpt_path}: the checkpoint was trained with tokenizer {ckpt['tokenizer']['content_hash'][:16]}..., "
                 f"the shards use {manifest.tokenizer.content_hash[:16]}..."
             )
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        raw_model.load_state_dict(ckpt["model"])  # full tensors, before any sharding
+        optimizer_state = ckpt["optimizer"]
         loader.load_state_dict(ckpt["loader"])
         start_step, tokens_seen = int(ckpt["step"]), int(ckpt["tokens_seen"])
         first_loss, last_loss = ckpt.get("first_loss"), ckpt.get("last_loss")
@@ -326,9 +418,29 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         if cfg.resume:
             print(f"no checkpoint in {cfg.out}; starting from step 0", flush=True)
 
-    model: torch.nn.Module = raw_model
-    if d.enabled:
-        model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    # `wrapped` is what synchronises gradients (DDP, or the FSDP2 root, which is raw_model itself, sharded in
+    # place); `model` is what the loop calls (the same, or its torch.compile wrapper).
+    wrapped: torch.nn.Module = raw_model
+    if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (d.world,))
+        for block in raw_model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(raw_model, mesh=mesh)  # embeddings (tied with the head), positions and the final norm
+    elif d.enabled:
+        wrapped = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    model: torch.nn.Module = torch.compile(wrapped, backend=cfg.compile_backend) if cfg.compile else wrapped
+    # Built on the (possibly sharded) parameters: under FSDP each rank keeps the moments of its own shard.
+    optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.lr, cfg.betas, device.type, cfg.eps)
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if resumed:
+        if optimizer_state["state"] and all(isinstance(k, int) for k in optimizer_state["state"]) and not fsdp:
+            optimizer.load_state_dict(optimizer_state)  # written by an earlier trainer: keyed by position
+        else:
+            set_optimizer_state_dict(raw_model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+        del optimizer_state
 
     seq_len = manifest.seq_len
     tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * seq_len
@@ -338,19 +450,27 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
     if main:
         print(
             f"model {cfg.preset}: {params / 1e6:.2f}M params, {flops_per_token / 1e6:.1f} MFLOP/token | "
-            f"world {d.world} x batch {cfg.batch_size} x accum {cfg.grad_accum} x {seq_len} tokens "
+            + (f"{cfg.parallel} | " if d.enabled else "")
+            + ("compiled | " if cfg.compile else "")
+            + f"world {d.world} x batch {cfg.batch_size} x accum {cfg.grad_accum} x {seq_len} tokens "
             f"= {tokens_per_step:,} tokens/step | device {device}"
             + (" bf16" if amp else " fp32"),
             flush=True,
         )
 
+    tensorboard = _TensorBoard(cfg.out, cfg.tensorboard and main, start_step if resumed else None)
+
     def log(record: dict[str, Any]) -> None:
         if main:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+            tensorboard.write(record)
 
     def write_checkpoint(step: int) -> str:
         rngs = _gather_rng(d)  # collective: every rank takes part, rank 0 writes
+        # Full tensors on CPU; under FSDP a collective that leaves them on rank 0 only.
+        model_state = get_model_state_dict(raw_model, options=full) if fsdp else raw_model.state_dict()
+        optimizer_state = get_optimizer_state_dict(raw_model, optimizer, options=full)
         if main:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT,
@@ -359,9 +479,9 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
                 "tokens_seen": tokens_seen,
                 "first_loss": first_loss,
                 "last_loss": last_loss,
-                "model": raw_model.state_dict(),
+                "model": model_state,
                 "model_config": dataclasses.asdict(model_cfg),
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "loader": loader.state_dict(),
                 "rng": rngs,
                 "world_size": d.world,
@@ -389,8 +509,11 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
             batch = next(batches).to(device, non_blocking=True)
-            # Gradients are all-reduced only on the last micro-batch of the step.
-            sync = contextlib.nullcontext() if (not d.enabled or micro == cfg.grad_accum - 1) else model.no_sync()
+            # Gradients are all-reduced (DDP) or reduce-scattered (FSDP) only on the last micro-batch.
+            last_micro = micro == cfg.grad_accum - 1
+            if fsdp:
+                raw_model.set_requires_gradient_sync(last_micro)
+            sync = contextlib.nullcontext() if (not d.enabled or fsdp or last_micro) else wrapped.no_sync()
             with sync:
                 with autocast():
                     _, loss = model(batch.x, batch.y, batch.doc_ids)
@@ -417,7 +540,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
             tok_s = tokens_per_step * steps_since_log / max(now - t_last, 1e-9)
             t_last, steps_since_log = now, 0
             last_mfu = flops_per_token * tok_s / (peak * d.world) if peak else None
-            gn = float(grad_norm)
+            gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             log({"kind": "train", "step": done, "loss": last_loss, "lr": lr, "tokens_per_sec": tok_s,
                  "mfu": last_mfu, "grad_norm": gn, "tokens": tokens_seen, "epoch": loader.epoch,
                  "elapsed_s": now - t_start, "samples_by_source": loader.source_samples()})
@@ -454,12 +577,15 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         "checkpoint": checkpoint or (ckpt_path if os.path.exists(ckpt_path) else None),
         "log": log_path,
         "world_size": d.world,
+        "parallel": cfg.parallel if d.enabled else None,
+        "compiled": cfg.compile,
         "device": str(device),
         "model_config": dataclasses.asdict(model_cfg),
         "samples_by_source": loader.source_samples(),
         "eval_rows": loader.eval_rows,
         "epoch": loader.epoch,
     }
+    tensorboard.close()
     batches.close()  # stops DataLoader workers before the maps they read are closed
     loader.close()
     if main:

@@ -138,6 +138,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None, None
 
 
+@torch.compiler.disable
+def _chunked(x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v):
+    # Opaque to torch.compile (one graph break at the model's end): the op's whole point is the memory
+    # schedule of its Python chunk loop, which the compiler would unroll and fuse away.
+    return _ChunkedLinearCrossEntropy.apply(x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v)
+
+
 def linear_cross_entropy(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -176,6 +183,6 @@ def linear_cross_entropy(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     targets = targets.contiguous().to(torch.int64)
-    return _ChunkedLinearCrossEntropy.apply(
+    return _chunked(
         x.contiguous(), weight, targets, int(chunk_size), use_triton, int(ignore_index), compute_dtype, block_v
     )
