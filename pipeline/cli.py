@@ -51,6 +51,26 @@ STAGES = {
 }
 
 
+# `ccgpt source KIND ...`: sources with inputs and options of their own, beside `ccgpt source IN... --format F`
+SOURCE_KINDS = {
+    "webtext": StageCommand("webtext", "crawl pages whose URL is on a curated URL list (GPT-2's WebText) -> a named "
+                            "source", "pipeline.webtext", "WebTextConfig", "run_webtext", "webtext"),
+    "wikipedia": StageCommand("wikipedia", "a MediaWiki XML dump (.xml, .xml.bz2) -> a named source of articles",
+                              "pipeline.wikipedia", "WikipediaConfig", "run_wikipedia", "wikipedia"),
+}
+SOURCE_FORMATS = ("text", "text-file", "jsonl")
+
+
+def _source_kind_parser(kind: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccgpt source")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    if kind == "webtext":
+        _stage_parser(sub, SOURCE_KINDS[kind], "WARC/WET files, globs, s3:// gs:// https:// URLs", inputs_flag="--from")
+    else:
+        _stage_parser(sub, SOURCE_KINDS[kind], "MediaWiki XML dumps (.xml, .xml.bz2, .xml.gz), folders or globs")
+    return parser
+
+
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Beam runner")
     g.add_argument("--runner", default=None,
@@ -95,11 +115,19 @@ def _print_stats(stats: Any) -> None:
     print(json.dumps(d, indent=2, default=str))
 
 
-def _stage_parser(sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs") -> None:
+def _stage_parser(sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs",
+                  inputs_flag: str | None = None) -> None:
     description = cmd.help + (" Score dedup against labelled clusters with `ccgpt dedup eval FILE.jsonl "
                               "[--threshold T]` (see `ccgpt dedup eval --help`)." if cmd.name == "dedup" else "")
+    if cmd.name == "source":
+        description += (". Other kinds: `ccgpt source webtext --urls LIST --from WARC... --out DIR` (crawl pages on a "
+                        "curated URL list), `ccgpt source wikipedia DUMP... --out DIR` (a MediaWiki XML dump); "
+                        "`ccgpt source text|text-file|jsonl IN...` is this command with --format set.")
     p = sub.add_parser(cmd.name, help=cmd.help, description=description)
-    p.add_argument("inputs", nargs="+", help=inputs_help)
+    if inputs_flag:
+        p.add_argument(inputs_flag, dest="inputs", nargs="+", required=True, metavar="PATH", help=inputs_help)
+    else:
+        p.add_argument("inputs", nargs="+", help=inputs_help)
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--config", help="YAML run config (its section is used) or a YAML stage section")
     config_cls, _ = cmd.load()
@@ -222,7 +250,7 @@ def _add_tokenizer(sub: Any) -> None:
 
 
 def _add_shards(sub: Any) -> None:
-    s = sub.add_parser("shards", help="inspect token shards")
+    s = sub.add_parser("shards", help="check or decode token shards (verify, inspect)")
     ss = s.add_subparsers(dest="shards_cmd", required=True)
     v = ss.add_parser("verify", help="check the manifest, every shard's checksum, schema, rows and token ids")
     v.add_argument("folder", help="shards folder holding manifest.json")
@@ -238,6 +266,31 @@ def _add_shards(sub: Any) -> None:
         return 0
 
     v.set_defaults(handler=handler)
+
+    i = ss.add_parser("inspect", help="decode a few rows back to text (source, document boundaries)",
+                      description="Decode rows of a shard folder with the tokenizer beside it: each row's source, "
+                                  "where documents start, and each document piece as text.")
+    i.add_argument("folder", help="shards folder holding manifest.json")
+    i.add_argument("--rows", type=int, default=3, help="rows to decode (default 3)")
+    i.add_argument("--start", type=int, default=0, help="first row, counted across the split's files in order")
+    i.add_argument("--split", choices=["train", "val"], default="train", help="training or validation shards")
+    i.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one the manifest names)")
+    i.add_argument("--max-chars", type=int, default=400, help="cut each document piece's text after this many characters")
+    i.add_argument("--json", action="store_true", help="print the rows as JSON instead of text")
+
+    def inspect_handler(args: argparse.Namespace) -> int:
+        from pipeline.shards import ShardError, format_inspection, inspect_shards
+
+        try:
+            rows = inspect_shards(args.folder, rows=args.rows, split=args.split, tokenizer=args.tokenizer,
+                                  start=args.start)
+        except ShardError as e:
+            print(f"shards inspect: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else format_inspection(rows, args.max_chars))
+        return 0
+
+    i.set_defaults(handler=inspect_handler)
 
 
 def _add_train(sub: Any) -> None:
@@ -256,6 +309,16 @@ def _add_generate(sub: Any) -> None:
     p = sub.add_parser("generate", help="sample text from a training checkpoint",
                        description="Sample text from a checkpoint (tokenizer found beside its shards).")
     add_generate_args(p)
+    p.set_defaults(handler=run)
+
+
+def _add_export(sub: Any) -> None:
+    from train.export import add_export_args, run
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face GPT2LMHeadModel folder",
+                       description="Write a checkpoint as a Hugging Face GPT2LMHeadModel folder (safetensors, "
+                                   "config, tokenizer) that transformers loads; needs the 'export' extra.")
+    add_export_args(p)
     p.set_defaults(handler=run)
 
 
@@ -306,9 +369,10 @@ _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("decontam", STAGES["decontam"].help, lambda sub: _stage_parser(sub, STAGES["decontam"], "document tables (the dedup output)")),
     ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
     ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
-    ("shards", "inspect token shards (verify)", _add_shards),
+    ("shards", "check or decode token shards (verify, inspect)", _add_shards),
     ("train", "train a GPT on the Arrow shards (torchrun for multi-GPU)", _add_train),
     ("generate", "sample text from a training checkpoint", _add_generate),
+    ("export", "write a checkpoint as a Hugging Face GPT2LMHeadModel folder", _add_export),
     ("report", "write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)", _add_report),
 ]
 
@@ -352,9 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.dedup import eval_main
 
         return eval_main(argv[2:])
+    if argv[:1] == ["source"] and argv[1:2] and argv[1] in SOURCE_FORMATS:
+        argv = ["source", *argv[2:], "--format", argv[1]]
     names = {name for name, _, _ in _COMMANDS}
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in names else None).parse_args(argv)
+    if argv[:1] == ["source"] and argv[1:2] and argv[1] in SOURCE_KINDS:
+        args = _source_kind_parser(argv[1]).parse_args(argv[1:])
+    else:
+        args = build_parser(command if command in names else None).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except (ValueError, OSError) as e:

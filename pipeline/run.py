@@ -30,7 +30,7 @@ from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
 from pipeline.stage import finish, fingerprint
-from pipeline.sources import SourceConfig, run_source
+from pipeline.sources import run_source_spec
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.config import from_dict, load_yaml
 from schemas.stats import StageStats
@@ -49,7 +49,8 @@ class RunConfig:
     quality_model: str = field(
         default="", metadata={"help": "an existing quality model (model.bin or its folder): skip quality training"})
     sources: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "name -> {paths: [...], format: text|text-file|jsonl, ...}"}
+        default_factory=dict, metadata={"help": "name -> {paths: [...], format: text|text-file|jsonl, ...}, or "
+                                                "{kind: webtext, urls: [...], min_score: N, ...} or {kind: wikipedia, paths: [...]}"}
     )
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
@@ -125,10 +126,8 @@ class Run:
     def sources(self) -> dict[str, StageStats]:
         done = {}
         for (name, spec), folder in zip(sorted(self.cfg.sources.items()), self.source_dirs()):
-            spec = dict(spec)
-            paths = _expand(spec.pop("paths"), self.cfg)
-            scfg = from_dict(SourceConfig, {"name": name, **spec})
-            done[name] = run_source(paths, folder, scfg, self.cfg.runner, force=self.force)
+            done[name] = run_source_spec(name, spec, folder, self.cfg.runner, lambda p: _expand(p, self.cfg),
+                                         crawl=self.cfg.crawl, curate=self.cfg.curate, force=self.force)
         return done
 
     def quality_train(self) -> Any:

@@ -25,6 +25,8 @@ Output layout (``out_dir``)::
     crawl-derived/*.warc.w?t   Common Crawl's own WET/WAT for its excerpt (for comparison, not pipeline input)
     reference/*.jsonl          {"text", "origin"}: high-quality text (the quality classifier's positives)
     sources/<name>/*.jsonl     {"text", "origin"}: other mix sources ("books", "docs")
+    urls/doc-links.jsonl       {"url", "score"}: the links the documentation pages cite, scored by how many
+                               pages cite each (the demo's WebText-style URL list; see ``_Output.url_list``)
     provenance.json            every output file -> package, version, registry, sha256, members; counts
 """
 
@@ -66,6 +68,9 @@ log = logging.getLogger("ccgpt.sample")
 DEFAULT_HANDBOOK_LANGUAGES = [
     "en-US", "de-DE", "fr-FR", "es-ES", "it-IT", "pt-BR", "ru-RU", "ja-JP", "zh-CN", "ar-MA", "el-GR", "pl-PL",
 ]
+
+
+DOC_LINKS = "urls/doc-links.jsonl"
 
 
 @dataclass
@@ -557,12 +562,39 @@ def content_type(name: str, body: bytes) -> str:
     return ctype
 
 
+def page_links(url: str, body: bytes) -> set[str]:
+    """The absolute http(s) URLs a page's ``<a href>`` cite, fragments dropped, the page itself left out.
+
+    lxml (libxml2's HTML parser, which trafilatura already brings) because the documentation indexes are
+    megabytes of links: Python's ``html.parser`` takes 5x longer on them and Resiliparse's selector engine
+    goes quadratic.
+    """
+    import lxml.etree
+    import lxml.html
+
+    try:
+        doc = lxml.html.document_fromstring(body)
+    except (ValueError, lxml.etree.ParserError):
+        return set()
+    out = set()
+    for href in {str(h).strip().split("#", 1)[0] for h in doc.xpath("//a/@href")}:
+        try:
+            target = urllib.parse.urljoin(url, href)
+        except ValueError:  # e.g. a malformed IPv6 host
+            continue
+        if target.startswith(("http://", "https://")) and target != url:
+            out.add(target)
+    return out
+
+
 class _Output:
     """Writes output files under ``out_dir`` and keeps their provenance."""
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
         self.files: dict[str, dict[str, Any]] = {}
+        self.cited_by: dict[str, set[str]] = {}  # URL -> the rebuilt pages whose links cite it
+        self.citing: dict[str, tuple[Fetched, list[str]]] = {}  # package -> (artefact, citing members)
 
     def record(self, rel: str, fetched: list[Fetched], members: list[str], records: Any) -> None:
         path = os.path.join(self.out_dir, rel)
@@ -592,7 +624,32 @@ class _Output:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             total += write_warc(path, chunk, {**info, "isPartOf": f"ccgpt-sample/{stem}"})
             self.record(rel, [fetched], [p.origin.split(":", 1)[1] for p in chunk], count_warc_records(path))
+        for page in pages:
+            if page.content_type.startswith("text/html"):
+                for link in page_links(page.url, page.body):
+                    self.cited_by.setdefault(link, set()).add(page.url)
+                self.citing.setdefault(fetched.artefact.package, (fetched, []))[1].append(page.origin.split(":", 1)[1])
         return total
+
+    def url_list(self, rel: str) -> int:
+        """The links the rebuilt documentation pages cite, as a scored URL list for ``ccgpt source webtext``.
+
+        ``{"url", "score"}`` per cited URL, the score being how many distinct pages cite it: the analogue of
+        the Reddit karma GPT-2's WebText list was filtered by (a link many pages point at is one many authors
+        judged worth pointing at). URLs are absolute but not normalised, as a real list is; sorted by score.
+        """
+        if not self.cited_by:
+            return 0
+        rows = sorted(((-len(pages), url) for url, pages in self.cited_by.items()))
+        path = os.path.join(self.out_dir, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            for neg, url in rows:
+                fh.write(json.dumps({"score": -neg, "url": url}, ensure_ascii=False, sort_keys=True) + "\n")
+        fetched = [f for _, (f, _) in sorted(self.citing.items())]
+        members = sorted(m for _, (_, ms) in self.citing.items() for m in ms)
+        self.record(rel, fetched, members, len(rows))
+        return len(rows)
 
 
 def _info(f: Fetched, what: str) -> dict[str, str]:
@@ -784,6 +841,7 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
             built[artefact.package] = builder(out, fetched, cfg)
             timings[artefact.package] = round(time.monotonic() - t, 2)
             log.info("sample: %s -> %s (%.1fs)", artefact.key, built[artefact.package], timings[artefact.package])
+        out.url_list(DOC_LINKS)
         summary = _summarise(out.files)
         provenance = {
             "summary": summary,
@@ -803,12 +861,15 @@ def _summarise(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
     crawl = {"files": 0, "bytes": 0, "records": {}}
     html = 0
     sources: dict[str, dict[str, int]] = {}
+    url_lists: dict[str, int] = {}
     for rel, meta in files.items():
         if rel.startswith("crawl/"):
             crawl["files"] += 1
             crawl["bytes"] += meta["bytes"]
             for k, v in meta["records"].items():
                 crawl["records"][k] = crawl["records"].get(k, 0) + v
+        elif rel.startswith("urls/"):
+            url_lists[rel] = meta["records"]
         elif rel.endswith(".jsonl"):
             area = "reference" if rel.startswith("reference/") else rel.split("/")[1]
             s = sources.setdefault(area, {"files": 0, "documents": 0, "bytes": 0})
@@ -823,6 +884,7 @@ def _summarise(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "crawl": crawl,
         "html_pages_rebuilt": html,
         "sources": dict(sorted(sources.items())),
+        "url_lists": dict(sorted(url_lists.items())),
         "records_per_file": {rel: meta["records"] for rel, meta in sorted(files.items())},
     }
 

@@ -14,10 +14,16 @@ Formats:
   fills the url column and the remaining fields are kept as ``annotations``. Blank lines are not records.
 
 Files ending in ``.gz`` are decompressed; offsets then count bytes of the decompressed stream.
+
+Two more kinds of source have modules of their own and the same stage contract: ``pipeline.webtext``
+(``ccgpt source webtext``: the crawl pages a curated URL list points at, GPT-2's WebText) and
+``pipeline.wikipedia`` (``ccgpt source wikipedia``: a MediaWiki XML dump). :func:`run_source_spec` builds
+any of the three from an entry of a run config's ``sources`` section.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import hashlib
@@ -25,7 +31,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import apache_beam as beam
 
@@ -208,7 +214,7 @@ def run_source(
     if not force and is_complete(out_dir, fp):
         return load_stats(out_dir)
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, f"source {cfg.name}") as p:
             results = (
                 p
                 | "Files" >> beam.Create(files)
@@ -228,3 +234,55 @@ def run_source(
         stats.extra.update({"source": cfg.name, "format": cfg.format, "files": len(files)})
         finish(stats, tmp, fp)
     return stats
+
+
+SOURCE_KINDS = ("files", "webtext", "wikipedia")
+_CRAWL_SECTIONS = ("read", "extract", "langid", "filters")
+
+
+def run_source_spec(
+    name: str,
+    spec: dict[str, Any],
+    out_dir: str,
+    runner: RunnerConfig,
+    expand: Callable[[list[str]], list[str]],
+    crawl: list[str] | None = None,
+    curate: Any = None,
+    force: bool = False,
+) -> StageStats:
+    """One entry of a run config's ``sources`` (``name -> spec``) built into ``out_dir``.
+
+    ``kind`` picks the builder: ``files`` (the default: ``paths`` + :class:`SourceConfig` fields), ``wikipedia``
+    (``paths`` of dumps + ``WikipediaConfig`` fields) or ``webtext`` (``urls`` + ``WebTextConfig`` fields, the
+    crawl from ``from``, else the run's ``crawl``). A webtext source extracts and filters exactly as the run's
+    ``curate`` section does unless its own ``read`` / ``extract`` / ``langid`` / ``filters`` override keys:
+    the same page must not be judged by two recipes. ``expand`` resolves the run's path patterns.
+    """
+    spec = dict(spec or {})
+    kind = spec.pop("kind", "files")
+    if kind not in SOURCE_KINDS:
+        raise SourceError(f"source {name!r}: unknown kind {kind!r} ({' | '.join(SOURCE_KINDS)})")
+    if kind == "webtext":
+        from pipeline.webtext import WebTextConfig, run_webtext
+        from schemas.config import from_dict
+
+        inputs = expand(list(spec.pop("from", None) or crawl or []))
+        if not inputs:
+            raise SourceError(f"source {name!r}: a webtext source needs crawl input ('from', or the run's crawl)")
+        spec["urls"] = expand(list(spec.get("urls") or []))
+        for section in _CRAWL_SECTIONS:
+            if curate is not None:
+                base = dataclasses.asdict(getattr(curate, section))
+                spec[section] = {**base, **(spec.get(section) or {})}
+        return run_webtext(inputs, out_dir, from_dict(WebTextConfig, {"name": name, **spec}), runner, force=force)
+    if "paths" not in spec:
+        raise SourceError(f"source {name!r}: {kind} needs 'paths'")
+    paths = expand(list(spec.pop("paths")))
+    if kind == "wikipedia":
+        from pipeline.wikipedia import WikipediaConfig, run_wikipedia
+        from schemas.config import from_dict
+
+        return run_wikipedia(paths, out_dir, from_dict(WikipediaConfig, {"name": name, **spec}), runner, force=force)
+    from schemas.config import from_dict
+
+    return run_source(paths, out_dir, from_dict(SourceConfig, {"name": name, **spec}), runner, force=force)

@@ -247,3 +247,47 @@ def test_cached_file_that_changed_is_refused(tmp_path, shared_data):
         fh.write(b"tampered")
     with pytest.raises(S.SampleError, match="cached file changed"):
         S.fetch(S.JARGON, cache, offline=True)
+
+
+def test_page_links():
+    html = b"""<html><head><link href="/style.css"></head><body>
+      <a href="../library/os.html#os.walk">walk</a> <a href="#top">top</a> <a href="">self</a>
+      <a href="https://www.python.org/">python</a> <a href="//docs.python.org/3/">protocol-relative</a>
+      <a href="mailto:docs@python.org">mail</a> <a href="javascript:void(0)">js</a> <a name="anchor">x</a>
+      <a href="glossary.html">glossary</a> <a href="http://[bad">broken</a></body></html>"""
+    got = S.page_links("https://docs.python.org/3.11/tutorial/index.html", html)
+    assert got == {"https://docs.python.org/3.11/library/os.html", "https://www.python.org/",
+                   "https://docs.python.org/3/", "https://docs.python.org/3.11/tutorial/glossary.html"}
+
+
+def test_url_list_of_cited_links(tmp_path, shared_data):
+    """The sample's URL list: every link the rebuilt pages cite, scored by the number of pages citing it;
+    checked against lxml's own link iterator (its resolver, not ours) on the real pages."""
+    import lxml.html
+
+    cache = str(tmp_path / "cache")
+    _fill_cache(cache, shared_data, pages=20)
+    out = str(tmp_path / "sample")
+    manifest = S.build_sample(out, S.SampleConfig(cache_dir=cache, offline=True, min_pages=20, min_reference_docs=1))
+
+    expected: dict[str, set[str]] = {}
+    for rel in sorted(os.listdir(os.path.join(out, "crawl"))):
+        with open(os.path.join(out, "crawl", rel), "rb") as fh:
+            for r in ArchiveIterator(fh):
+                if r.rec_type != "response" or "text/html" not in r.http_headers.get_header("Content-Type"):
+                    continue
+                url = r.rec_headers.get_header("WARC-Target-URI")
+                doc = lxml.html.document_fromstring(r.content_stream().read())
+                doc.make_links_absolute(url, resolve_base_href=False, handle_failures="discard")
+                for el, attr, link, _ in doc.iterlinks():
+                    target = link.split("#", 1)[0]
+                    if el.tag == "a" and attr == "href" and target.startswith(("http://", "https://")) and target != url:
+                        expected.setdefault(target, set()).add(url)
+    rows = [json.loads(line) for line in open(os.path.join(out, S.DOC_LINKS), encoding="utf-8")]
+    assert {r["url"]: r["score"] for r in rows} == {u: len(pages) for u, pages in expected.items()}
+    assert len(rows) > 100 and max(r["score"] for r in rows) > 1
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert manifest["summary"]["url_lists"] == {S.DOC_LINKS: len(rows)}
+    prov = manifest["files"][S.DOC_LINKS]
+    assert {f["package"] for f in prov["from"]} == {"python3.11-doc", "debian-handbook", "developers-reference"}
+    assert prov["sha256"] == file_sha256(os.path.join(out, S.DOC_LINKS))

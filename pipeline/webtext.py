@@ -1,0 +1,586 @@
+"""``ccgpt source webtext``: the crawl pages a curated URL list points at, as a named source (GPT-2's WebText).
+
+GPT-2 built WebText from the pages that Reddit posts with at least 3 karma linked to: people, not a
+classifier, did the quality selection. This stage does the same with any list of URLs and any crawl:
+
+1. **The list** (plain text, one URL per line; or JSONL / CSV / TSV with a URL column and an optional score
+   column) is read in Beam, one streaming DoFn call per file. Every row ends as a usable URL or is counted
+   by reason: ``malformed`` (not an http(s) URL with a host), ``missing_url``, ``bad_row`` (not JSON / not
+   an object), ``invalid_utf8``, ``bad_score`` / ``missing_score`` / ``below_min_score`` (with ``min_score``),
+   ``excluded_domain`` (``exclude_domains``, subdomains included; ``wikipedia.org`` by default, as GPT-2
+   left Wikipedia out because other sources carry it), and ``duplicate`` (the same URL after normalisation:
+   a URL posted twice counts once, with its highest score). ``read == kept + sum(dropped)`` holds for the list
+   too (``stats.json`` -> ``url_list``).
+2. **Normalisation** (:func:`normalize_url`) makes the list and the crawl meet on a key rather than on a
+   string: scheme folded (http = https), ``www.`` stripped, host lowercased (IDN as punycode), default port,
+   userinfo, fragment and trailing slash dropped, tracking parameters (``utm_*``, ``fbclid``, ``gclid``, ...)
+   removed, the remaining query parameters sorted, percent-escapes of unreserved characters decoded.
+3. **The join** runs in Beam, keyed by the normalised URL. A small list (up to ``side_input_max_urls`` rows)
+   is a dict side input every worker holds, and the crawl streams past it without a shuffle; a large list
+   (tens of millions of URLs, GPT-2's was 45 M) is joined with ``CoGroupByKey``, so no worker ever holds
+   it. Both give the same documents and counts (tested).
+4. Matched responses go through the crawl's own pieces, :class:`pipeline.read.ReadWarcFiles`,
+   :class:`pipeline.extract.ExtractText`, :class:`pipeline.langid.IdentifyLanguage` and
+   :class:`pipeline.filters.HeuristicFilters`, with the same configs as ``ccgpt curate``.
+
+Every crawl record has one outcome: the reader's drops, ``not_in_url_list``, ``excluded_domain``,
+``bad_url``, then extraction, language and filter drops, or ``kept``. ``stats.json`` adds ``url_list`` (the
+list's own accounting) and ``matched_urls`` / ``unmatched_urls`` (distinct list URLs found / not found in the
+crawl). A list that matches nothing is a :class:`SourceError`, never a silently empty source.
+
+Documents get their own ids (sha1 of the source name and the crawl document id), so a page that is both in
+the crawl and in WebText is two documents for dedup to settle by source priority, and carry
+``{"url_key", "url_score"}`` as annotations.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import apache_beam as beam
+
+from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.curate import counter_line, ensure_table, example_lines
+from pipeline.extract import ExtractConfig, ExtractText
+from pipeline.filters import FiltersConfig, HeuristicFilters
+from pipeline.langid import IdentifyLanguage, LangIdConfig
+from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
+from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.sources import SourceError, resolve_inputs
+from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.tables import read_jsonl
+from schemas.documents import DOCUMENT_SCHEMA
+from schemas.stats import StageStats
+
+STAGE = "source"
+MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
+
+# Click identifiers and campaign tags that analytics tools append to shared links: they never change the page.
+DEFAULT_TRACKING_PARAMS = [
+    "utm_*", "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid", "ttclid", "igshid",
+    "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "vero_id", "oly_anon_id", "oly_enc_id",
+    "wickedid", "rb_clickid", "s_cid", "__s",
+]
+
+
+@dataclass
+class WebTextConfig:
+    name: str = field(default="webtext", metadata={"help": "source name written to the documents' source column"})
+    urls: list[str] = field(
+        default_factory=list,
+        metadata={"help": "URL list files (plain text, .jsonl, .csv, .tsv; .gz too), folders or globs (required)"},
+    )
+    list_format: Literal["auto", "text", "jsonl", "csv", "tsv"] = field(
+        default="auto", metadata={"help": "URL list format; auto: by file extension (.jsonl, .csv, .tsv, else text)"}
+    )
+    url_field: str = field(default="url", metadata={"help": "jsonl/csv: the column holding the URL"})
+    score_field: str = field(default="score", metadata={"help": "jsonl/csv: the column holding the score (karma)"})
+    min_score: float | None = field(
+        default=None, metadata={"help": "keep list URLs whose score is at least this (e.g. 3 for Reddit karma)"}
+    )
+    exclude_domains: list[str] = field(
+        default_factory=lambda: ["wikipedia.org"],
+        metadata={"help": "domains (and their subdomains) left out, on the list and in the crawl"},
+    )
+    tracking_params: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TRACKING_PARAMS),
+        metadata={"help": "query parameters removed by URL normalisation ('prefix*' matches a prefix)"},
+    )
+    join: Literal["auto", "side_input", "cogroup"] = field(
+        default="auto",
+        metadata={"help": "side_input: list held by every worker; cogroup: shuffle join (any size); auto: by size"},
+    )
+    side_input_max_urls: int = field(
+        default=1_000_000, metadata={"help": "auto join: lists with at most this many rows become a side input"}
+    )
+    read: ReadConfig = field(
+        default_factory=ReadConfig, metadata={"help": "crawl reading, as in curate (read.source is replaced by name)"})
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    examples_per_reason: int = field(default=5, metadata={"help": "examples kept per drop reason in examples.jsonl"})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# URL normalisation
+
+
+_HOST_OK = re.compile(r"^[a-z0-9._-]+$")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SCHEMELESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}(?::\d+)?(?:[/?#]|$)")
+
+
+def _fix_escapes(s: str) -> str:
+    """Decode escapes of unreserved characters (``%7E`` -> ``~``), uppercase the rest, escape raw non-ASCII."""
+    s = _PCT.sub(lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in _UNRESERVED
+                 else "%" + m.group(1).upper(), s)
+    return urllib.parse.quote(s, safe=_PATH_SAFE)
+
+
+def _is_tracking(param: str, tracking: tuple[str, ...]) -> bool:
+    p = param.lower()
+    return any(p.startswith(t[:-1]) if t.endswith("*") else p == t for t in tracking)
+
+
+def normalize_url(url: str, tracking_params: list[str] | tuple[str, ...] = tuple(DEFAULT_TRACKING_PARAMS)) -> str | None:
+    """The join key of a URL (``host[:port]/path[?sorted query]``, no scheme), or None when it is malformed.
+
+    Malformed: empty, containing whitespace, a scheme other than http/https, no host, a host with characters a
+    host cannot have, or a port that is not a number. A scheme-less ``example.org/page`` is read as http.
+    """
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    if not url or any(c.isspace() for c in url):
+        return None
+    if "://" not in url:
+        if url.startswith("//"):
+            url = "http:" + url
+        elif _SCHEMELESS.match(url):
+            url = "http://" + url
+        else:
+            return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:  # bad port, bad IPv6 literal
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    host = host.rstrip(".")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    host = host.lower()
+    if host.startswith("[") or ":" in host:  # IPv6 literal
+        host_part = f"[{host.strip('[]')}]"
+    elif not _HOST_OK.match(host) or ".." in host or host.startswith((".", "-")):
+        return None
+    else:
+        host_part = host[4:] if host.startswith("www.") and host.count(".") >= 2 else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host_part += f":{port}"
+    path = _fix_escapes(parts.path or "/")
+    if len(path) > 1:
+        path = path.rstrip("/") or "/"
+    tracking = tuple(t.lower() for t in tracking_params)
+    query = ""
+    if parts.query:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        kept = sorted((k, v) for k, v in pairs if not _is_tracking(k, tracking))
+        query = urllib.parse.urlencode(kept, quote_via=urllib.parse.quote)
+    return host_part + path + (f"?{query}" if query else "")
+
+
+def url_host(key: str) -> str:
+    """The host of a normalised key (``www.`` already stripped, port removed)."""
+    host = key.split("/", 1)[0]
+    return host.rsplit(":", 1)[0] if not host.startswith("[") else host
+
+
+def excluded(key: str, domains: list[str] | tuple[str, ...]) -> bool:
+    """Whether a normalised key's host is one of ``domains`` or below one (``en.wikipedia.org``)."""
+    host = url_host(key)
+    for d in domains:
+        d = d.lower().strip(".")
+        if d.startswith("www."):
+            d = d[4:]
+        if host == d or host.endswith("." + d):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The URL list
+
+
+def list_format(path: str, cfg: WebTextConfig) -> str:
+    if cfg.list_format != "auto":
+        return cfg.list_format
+    name = path[:-3] if path.endswith(".gz") else path
+    ext = os.path.splitext(name)[1].lower()
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(ext, "text")
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+        yield from fh
+
+
+def _decode(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def csv_columns(path: str, fmt: str) -> list[str]:
+    """The header row of a CSV/TSV list (checked before a pipeline starts)."""
+    first = next(iter(_lines(path)), b"")
+    return next(csv.reader([first.decode("utf-8", "replace")], delimiter="," if fmt == "csv" else "\t"), [])
+
+
+def iter_url_rows(path: str, cfg: WebTextConfig) -> Iterator[tuple[str | None, Any, str | None]]:
+    """Stream one list file: ``(url, score, problem)`` per row; ``problem`` names why a row has no usable URL.
+
+    Plain text: one URL per line; blank lines and ``#`` comments are not rows. JSONL: one object per line.
+    CSV/TSV: a header row naming the columns. A line that is not UTF-8 is a row with ``invalid_utf8``.
+    """
+    fmt = list_format(path, cfg)
+    if fmt == "text":
+        for line in _lines(path):
+            s = _decode(line)
+            if s is None:
+                yield None, None, "invalid_utf8"
+            elif s.strip() and not s.strip().startswith("#"):
+                yield s.strip(), None, None
+    elif fmt == "jsonl":
+        for line in _lines(path):
+            if not line.strip():
+                continue
+            s = _decode(line)
+            if s is None:
+                yield None, None, "invalid_utf8"
+                continue
+            try:
+                obj = json.loads(s)
+            except ValueError:
+                yield None, None, "bad_row"
+                continue
+            if not isinstance(obj, dict):
+                yield None, None, "bad_row"
+                continue
+            url = obj.get(cfg.url_field)
+            yield (url, obj.get(cfg.score_field), None) if isinstance(url, str) else (None, None, "missing_url")
+    elif fmt in ("csv", "tsv"):
+        text = (line.decode("utf-8", "surrogateescape") for line in _lines(path))
+        reader = csv.DictReader(text, delimiter="," if fmt == "csv" else "\t")
+        if reader.fieldnames is None:
+            return
+        if cfg.url_field not in reader.fieldnames:
+            raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {reader.fieldnames}); set --url_field")
+        for row in reader:
+            url = row.get(cfg.url_field)
+            if not url:
+                yield None, None, "missing_url"
+                continue
+            try:
+                "".join(str(v) for v in row.values()).encode("utf-8")
+            except UnicodeEncodeError:
+                yield None, None, "invalid_utf8"
+                continue
+            yield url, row.get(cfg.score_field), None
+    else:
+        raise SourceError(f"unknown URL list format {fmt!r} (text | jsonl | csv | tsv)")
+
+
+def _score(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a score")
+    return float(value)
+
+
+class ReadUrlList(beam.DoFn):
+    """A list file -> ``(key, (score, url))`` per usable row; one outcome per row on the outcome tag."""
+
+    def __init__(self, cfg: WebTextConfig):
+        self.cfg = cfg
+
+    def _drop(self, reason: str, url: Any):
+        yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
+        yield beam.pvalue.TaggedOutput(
+            EXAMPLES, (f"url_list:{reason}", {"reason": f"url_list:{reason}", "url": str(url)[:300], "text": ""}))
+
+    def process(self, path: str):
+        cfg = self.cfg
+        for url, raw_score, problem in iter_url_rows(path, cfg):
+            if problem:
+                yield from self._drop(problem, url)
+                continue
+            key = normalize_url(url, cfg.tracking_params)
+            if key is None:
+                yield from self._drop("malformed", url)
+                continue
+            if excluded(key, cfg.exclude_domains):
+                yield from self._drop("excluded_domain", url)
+                continue
+            try:
+                score = _score(raw_score)
+            except (TypeError, ValueError):
+                if cfg.min_score is not None:
+                    yield from self._drop("bad_score", url)
+                    continue
+                score = None
+            if cfg.min_score is not None:
+                if score is None:
+                    yield from self._drop("missing_score", url)
+                    continue
+                if score < cfg.min_score:
+                    yield from self._drop("below_min_score", url)
+                    continue
+            yield key, (score, url)
+
+
+def _merge_entries(kv):
+    """All rows of one normalised URL -> one usable list URL (the highest score) + ``duplicate`` per extra row."""
+    key, entries = kv
+    entries = sorted(entries, key=lambda e: e[1])
+    scores = [s for s, _ in entries if s is not None]
+    url = entries[0][1]
+    yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
+    for _, u in entries[1:]:
+        yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate"))
+        yield beam.pvalue.TaggedOutput(
+            EXAMPLES, ("url_list:duplicate", {"reason": "url_list:duplicate", "url": f"{u} = {url}"[:300], "text": ""}))
+    yield key, max(scores) if scores else None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The join
+
+
+def webtext_id(name: str, crawl_id: str) -> str:
+    return hashlib.sha1(f"{name}\0{crawl_id}".encode("utf-8")).hexdigest()
+
+
+class KeyByUrl(beam.DoFn):
+    """Crawl page records -> ``(key, record)``; no or malformed URL -> ``bad_url``; excluded domain dropped."""
+
+    def __init__(self, cfg: WebTextConfig):
+        self.cfg = cfg
+
+    def process(self, record: dict[str, Any]):
+        key = normalize_url(record.get("url") or "", self.cfg.tracking_params)
+        if key is None:
+            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("bad_url"))
+            return
+        if excluded(key, self.cfg.exclude_domains):
+            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("excluded_domain"))
+            return
+        yield key, record
+
+
+def _listed(record: dict[str, Any], key: str, score: float | None, name: str) -> dict[str, Any]:
+    return {**record, "id": webtext_id(name, record["id"]), "source": name, "url_key": key, "url_score": score}
+
+
+class MatchSideInput(beam.DoFn):
+    """Join with the list as a dict side input: matched records on the main output, the rest dropped."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def process(self, item, listed):
+        key, record = item
+        if key not in listed:
+            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("not_in_url_list"))
+            return
+        yield beam.pvalue.TaggedOutput(MATCHED, key)
+        yield _listed(record, key, listed[key], self.name)
+
+
+class MatchGrouped(beam.DoFn):
+    """Join after ``CoGroupByKey``: one call per URL key with its list entry (if any) and crawl records."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def process(self, item):
+        key, groups = item
+        scores = list(groups["list"])
+        records = groups["crawl"]
+        if not scores:
+            for _ in records:
+                yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("not_in_url_list"))
+            return
+        found = False
+        for record in records:
+            found = True
+            yield _listed(record, key, scores[0], self.name)
+        if found:
+            yield beam.pvalue.TaggedOutput(MATCHED, key)
+
+
+class ExtractListed(ExtractText):
+    """:class:`ExtractText`, the documents annotated with the list URL they matched and its score."""
+
+    def process(self, raw: dict[str, Any]):
+        note = json.dumps({"url_key": raw["url_key"], "url_score": raw["url_score"]}, sort_keys=True)
+        for out in super().process(raw):
+            yield {**out, "annotations": note} if isinstance(out, dict) else out
+
+
+class WebText(beam.PTransform):
+    """``{"crawl": PCollection of WARC paths, "lists": PCollection of list paths}`` -> dict of PCollections:
+
+    ``documents``, ``outcomes`` (one per crawl record), ``list_outcomes`` (one per list row), ``matched``
+    (distinct matched list keys), ``examples``, ``counters``, ``failed`` (damaged crawl files).
+    """
+
+    def __init__(self, cfg: WebTextConfig, join: str):
+        super().__init__()
+        if join not in ("side_input", "cogroup"):
+            raise ValueError(f"join must be side_input or cogroup, got {join!r}")
+        self.cfg = cfg
+        self.join = join
+
+    def expand(self, inputs):
+        cfg = self.cfg
+        rows = (inputs["lists"] | "SpreadLists" >> beam.Reshuffle()
+                | "ReadList" >> beam.ParDo(ReadUrlList(cfg)).with_outputs(OUTCOMES, EXAMPLES, main="rows"))
+        unique = (rows.rows | "GroupListUrls" >> beam.GroupByKey()
+                  | "MergeListUrls" >> beam.FlatMap(_merge_entries).with_outputs(OUTCOMES, EXAMPLES, main="urls"))
+
+        read_cfg = dataclasses.replace(cfg.read, source=cfg.name)
+        read = inputs["crawl"] | "ReadWarc" >> ReadWarcFiles(read_cfg)
+        keyed = read.records | "KeyByUrl" >> beam.ParDo(KeyByUrl(cfg)).with_outputs(OUTCOMES, main="keyed")
+        if self.join == "side_input":
+            joined = keyed.keyed | "MatchSideInput" >> beam.ParDo(
+                MatchSideInput(cfg.name), beam.pvalue.AsDict(unique.urls)).with_outputs(OUTCOMES, MATCHED, main="records")
+            matched = joined[MATCHED] | "DistinctMatched" >> beam.Distinct()
+        else:
+            joined = ({"list": unique.urls, "crawl": keyed.keyed} | "JoinByUrl" >> beam.CoGroupByKey()
+                      | "MatchGrouped" >> beam.ParDo(MatchGrouped(cfg.name)).with_outputs(OUTCOMES, MATCHED, main="records"))
+            matched = joined[MATCHED]
+        extracted = joined.records | "Extract" >> beam.ParDo(ExtractListed(cfg.extract)).with_outputs(
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents")
+        langid = extracted.documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(cfg.langid)).with_outputs(
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents")
+        filtered = langid.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(cfg.filters)).with_outputs(
+            OUTCOMES, EXAMPLES, main="documents")
+        steps = (read, keyed, joined, extracted, langid, filtered)
+        return {
+            "documents": filtered.documents,
+            "outcomes": [s[OUTCOMES] for s in steps] | "CrawlOutcomes" >> beam.Flatten(),
+            "list_outcomes": [rows[OUTCOMES], unique[OUTCOMES]] | "ListOutcomes" >> beam.Flatten(),
+            "matched": matched,
+            "examples": [s[EXAMPLES] for s in (rows, unique, read, extracted, langid, filtered)]
+            | "AllExamples" >> beam.Flatten(),
+            "counters": [read[COUNTERS], extracted[COUNTERS], langid[COUNTERS]] | "AllCounters" >> beam.Flatten(),
+            "failed": read[FAILED],
+        }
+
+
+def count_list_rows(paths: list[str]) -> int:
+    """Lines in the list files (an upper bound on rows), counted in bytes: what ``join: auto`` decides on."""
+    n = 0
+    for path in paths:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                n += chunk.count(b"\n")
+    return n
+
+
+def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
+    if cfg.join != "auto":
+        return cfg.join
+    return "side_input" if count_list_rows(list_files) <= cfg.side_input_max_urls else "cogroup"
+
+
+def _validate(cfg: WebTextConfig) -> None:
+    if not cfg.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
+        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {cfg.name!r}")
+    if not cfg.urls:
+        raise SourceError("webtext needs a URL list (--urls FILE)")
+    if cfg.join not in ("auto", "side_input", "cogroup"):
+        raise SourceError(f"unknown join {cfg.join!r} (auto | side_input | cogroup)")
+
+
+def run_webtext(
+    inputs: list[str], out_dir: str, cfg: WebTextConfig, runner: RunnerConfig, force: bool = False
+) -> StageStats:
+    """Select the crawl ``inputs`` (WARC/WET paths, globs, URLs) whose URL is on ``cfg.urls``; curate them.
+
+    Output: the document table (``*.parquet``), ``stats.json`` (crawl records accounted; ``url_list``,
+    ``matched_urls``, ``unmatched_urls``, ``join``), ``outcomes.jsonl``, ``url_list/outcomes.jsonl``,
+    ``examples.jsonl``, ``counters.jsonl``, ``failed_files.jsonl``. Raises :class:`SourceError` when the list
+    has no usable URL, nothing on it is in the crawl, or no matched page survives the filters.
+    """
+    _validate(cfg)
+    list_files = [p for p, _ in resolve_inputs(list(cfg.urls))]
+    if cfg.min_score is not None:
+        plain = [p for p in list_files if list_format(p, cfg) == "text"]
+        if plain:
+            raise SourceError(f"--min_score needs scores, but {plain[0]} is a plain-text list (use JSONL or CSV)")
+    for path in list_files:
+        fmt = list_format(path, cfg)
+        if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
+            raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
+    crawl_files = expand_inputs(inputs)
+    fp = fingerprint(STAGE, list(inputs) + list_files, cfg)
+    if not force and is_complete(out_dir, fp):
+        return load_stats(out_dir)
+    join = choose_join(cfg, list_files)
+    with stage_output(out_dir) as tmp:
+        with make_pipeline(runner) as p:
+            out = {"crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
+                   "lists": p | "ListFiles" >> beam.Create(list_files)} | "WebText" >> WebText(cfg, join)
+            _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
+                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet")
+            _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
+            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"))
+            matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
+            _ = ((matched, out["counters"]) | "WithCounters" >> beam.Flatten()
+                 | "CountCounters" >> beam.combiners.Count.PerElement()
+                 | "CounterJson" >> beam.Map(counter_line)
+                 | "WriteCounters" >> beam.io.WriteToText(
+                     os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1))
+            _ = (out["examples"]
+                 | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
+                 | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
+                 | "ExampleJson" >> beam.FlatMap(example_lines)
+                 | "WriteExamples" >> beam.io.WriteToText(
+                     os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1))
+            _ = (out["failed"]
+                 | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+                 | "WriteFailed" >> beam.io.WriteToText(
+                     os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1))
+        ensure_table(tmp)
+        for name in ("examples.jsonl", "failed_files.jsonl", "counters.jsonl",
+                     os.path.join("url_list", "outcomes.jsonl")):
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            open(os.path.join(tmp, name), "a").close()  # present even when empty
+        listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
+        stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
+        counters = {row["counter"]: row["n"] for row in read_jsonl(os.path.join(tmp, "counters.jsonl"))}
+        matched = counters.get("matched_urls", 0)
+        where = f"{len(list_files)} URL list file(s)"
+        if listed.kept == 0:
+            raise SourceError(f"source {cfg.name!r}: no usable URL in {where} (read {listed.read} rows, dropped"
+                              f" {listed.dropped}); check --list_format, --url_field and --min_score")
+        if matched == 0:
+            raise SourceError(f"source {cfg.name!r}: none of the {listed.kept} list URLs is in the crawl"
+                              f" ({stats.read} crawl records from {len(crawl_files)} file(s), dropped {stats.dropped})")
+        if stats.kept == 0:
+            raise SourceError(f"source {cfg.name!r}: {matched} list URLs matched crawl pages, but no page survived"
+                              f" extraction and filters (dropped {stats.dropped})")
+        stats.extra.update({
+            "source": cfg.name, "format": "webtext", "join": join, "input_files": len(crawl_files),
+            "url_list_files": len(list_files), "url_list": listed.to_dict(),
+            "matched_urls": matched, "unmatched_urls": listed.kept - matched,
+            "duplicate_urls": listed.dropped.get("duplicate", 0), "min_score": cfg.min_score,
+            "extracted": counters.get("extracted", 0),
+            "languages": dict(sorted(((k.split(":", 1)[1], v) for k, v in counters.items()
+                                      if k.startswith("language:")), key=lambda kv: -kv[1])),
+            "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, "failed_files.jsonl"))}),
+        })
+        finish(stats, tmp, fp)
+    return stats

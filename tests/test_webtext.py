@@ -1,0 +1,320 @@
+"""``ccgpt source webtext``: URL normalisation, URL lists, and the join with a real crawl, both join strategies
+on the local and the portable runner giving the same documents, every crawl record and list row accounted for."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tarfile
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from pipeline.cli import main
+from pipeline.extract import ExtractConfig
+from pipeline.sample import Page, write_warc
+from pipeline.sources import SourceError
+from pipeline.webtext import WebTextConfig, excluded, normalize_url, run_webtext
+from schemas.documents import read_documents
+
+
+@pytest.mark.parametrize("url, key", [
+    ("https://www.Example.com:443/a/b/?utm_source=x&b=2&a=1#frag", "example.com/a/b?a=1&b=2"),
+    ("http://example.com/a/b?a=1&b=2", "example.com/a/b?a=1&b=2"),
+    ("example.com/a/b?b=2&a=1", "example.com/a/b?a=1&b=2"),  # scheme-less, as lists often have them
+    ("//www.example.com/", "example.com/"),
+    ("https://example.com", "example.com/"),
+    ("HTTP://EXAMPLE.COM/Path/", "example.com/Path"),  # the path keeps its case
+    ("http://example.com:80/x", "example.com/x"),
+    ("https://example.com:8443/x", "example.com:8443/x"),
+    ("https://user:pw@www.example.com/?fbclid=1&gclid=2&utm_campaign=c", "example.com/"),
+    ("https://example.com/?ref=1&UTM_Medium=2&mc_cid=3", "example.com/?ref=1"),
+    ("https://example.com/%7euser/caf%c3%a9", "example.com/~user/caf%C3%A9"),
+    ("https://example.com/café", "example.com/caf%C3%A9"),
+    ("https://bücher.de/", "xn--bcher-kva.de/"),
+    ("https://example.com./x", "example.com/x"),
+    ("https://www.com/", "www.com/"),  # a bare www.<tld> host is not a www. prefix
+    ("https://example.com/a?q=a+b", "example.com/a?q=a%20b"),
+    ("https://example.com/a?q=a%20b", "example.com/a?q=a%20b"),
+    ("http://[2001:db8::1]/x", "[2001:db8::1]/x"),
+])
+def test_normalize_url(url, key):
+    assert normalize_url(url) == key
+
+
+@pytest.mark.parametrize("url", [
+    "", "   ", "not a url", "ftp://example.com/file", "mailto:someone@example.com", "javascript:void(0)",
+    "http://", "https:///path", "http://exa mple.com/", "http://a..b/", "http://-bad.com/", "https://x.org:99999/",
+    "https://x.org:port/", "http://under_score!.com/", "about:blank", "/relative/path", None, 42,
+])
+def test_malformed_urls(url):
+    assert normalize_url(url) is None
+
+
+def test_excluded_domains():
+    domains = ["wikipedia.org", "www.Example.NET"]
+    assert excluded(normalize_url("https://en.wikipedia.org/wiki/X"), domains)
+    assert excluded(normalize_url("https://wikipedia.org/"), domains)
+    assert excluded(normalize_url("http://www.example.net:8080/a"), domains)
+    assert excluded(normalize_url("https://sub.example.net/a"), domains)
+    assert not excluded(normalize_url("https://notwikipedia.org/"), domains)
+    assert not excluded(normalize_url("https://wikipedia.org.evil.com/"), domains)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The join on a real crawl
+
+
+def _goose_urls(n: int) -> list[str]:
+    return [f"https://example.org/goose3/page{i:03d}.html" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def crawl(shared_data, tmp_path_factory):
+    """Real news pages as WARC responses at known URLs, beside real web-archive and Common Crawl WARCs."""
+    d = tmp_path_factory.mktemp("crawl")
+    with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".html")), key=lambda m: m.name)
+        bodies = [tar.extractfile(m).read() for m in members[:40]]
+    pages = [Page(url=u, body=b, content_type="text/html; charset=utf-8", mtime=1700000000, origin=f"goose3:{i}")
+             for i, (u, b) in enumerate(zip(_goose_urls(40), bodies))]
+    write_warc(str(d / "news.warc.gz"), pages, {"software": "tests"})
+    warc = os.path.join(shared_data, "warc")
+    return [str(d / "news.warc.gz"), os.path.join(warc, "pywb-sample", "iana.warc.gz"),
+            os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
+            os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc")]
+
+
+def _list_rows() -> list:
+    g = _goose_urls(40)
+    forms = [lambda u: u, lambda u: u.replace("https://", "http://www."), lambda u: u + "?utm_source=reddit#top",
+             lambda u: u.replace("https://example.org", "HTTPS://WWW.Example.ORG:443"), lambda u: u + "/",
+             lambda u: u.replace("https://", "")]
+    rows: list = [{"url": forms[i % len(forms)](g[i]), "score": 5} for i in range(12)]  # 12 pages, varied forms
+    rows += [{"url": g[i], "score": 1} for i in range(12, 16)]  # below min_score
+    rows += [{"url": g[i], "score": 4} for i in range(16, 20)]
+    rows += [{"url": forms[2](g[i]), "score": 9} for i in range(16, 20)]  # the same 4 pages again: duplicates
+    rows += [
+        {"url": "https://iana.org/domains/root/db/", "score": 5},  # the crawl has /db/ (302) and /db (200)
+        {"url": "iana.org/dnssec", "score": 3},  # crawl: http:// (302) and https:// (200)
+        {"url": "http://www.iana.org/about/#team", "score": 10},
+        {"url": "HTTP://WWW.IANA.ORG/numbers?utm_medium=social&fbclid=abc", "score": 4},
+        {"url": "https://an.wikipedia.org/wiki/Escopete", "score": 50},  # in the crawl, excluded
+        {"url": "https://example.org/goose3/never-crawled.html", "score": 8},  # unmatched
+        {"url": "http://iana.org/not/there", "score": 3},  # unmatched
+        {"url": "not a url", "score": 5}, {"url": "ftp://example.org/file", "score": 5},
+        {"url": "http://", "score": 5}, {"url": "javascript:void(0)", "score": 5},  # malformed
+        "{broken", [1, 2],  # bad_row
+        {"link": g[30], "score": 5},  # missing_url
+        {"url": g[31]},  # missing_score
+        {"url": g[32], "score": "lots"},  # bad_score
+    ]
+    return rows
+
+
+def _write_list(path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+
+
+def _html_responses(paths: list[str]) -> tuple[int, dict[str, int]]:
+    """warcio as the oracle: all records, and HTML 200 responses per URL."""
+    total, html = 0, {}
+    for p in paths:
+        with open(p, "rb") as fh:
+            for r in ArchiveIterator(fh):
+                total += 1
+                if r.rec_type == "response" and r.http_headers.get_statuscode() == "200":
+                    ctype = (r.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower()
+                    if ctype in ("text/html", "application/xhtml+xml"):
+                        url = r.rec_headers.get_header("WARC-Target-URI")
+                        html[url] = html.get(url, 0) + 1
+    return total, html
+
+
+def _cfg(list_path: str, **kw) -> WebTextConfig:
+    return WebTextConfig(urls=[list_path], min_score=3, extract=ExtractConfig(extractor="resiliparse"), **kw)
+
+
+def _docs(out: str) -> list[dict]:
+    return sorted(read_documents(out), key=lambda d: d["id"])
+
+
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory):
+    path = tmp_path_factory.mktemp("list") / "reddit-links.jsonl"
+    _write_list(path, _list_rows())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def side_input_run(crawl, listed, tmp_path_factory):
+    from pipeline.runner import RunnerConfig
+
+    out = str(tmp_path_factory.mktemp("side") / "webtext")
+    runner = RunnerConfig(runner="local", num_workers=1, running_mode="in_memory")
+    return out, run_webtext(crawl, out, _cfg(listed, join="side_input"), runner)
+
+
+def test_join_matches_the_listed_pages(crawl, side_input_run):
+    out, stats = side_input_run
+    total, html = _html_responses(crawl)
+    g = _goose_urls(40)
+    expected_urls = set(g[:12] + g[16:20]) | {"http://www.iana.org/domains/root/db", "https://www.iana.org/dnssec",
+                                              "http://www.iana.org/about", "http://www.iana.org/numbers"}
+    assert expected_urls <= set(html)
+    matched = sum(html[u] for u in expected_urls)
+
+    # every crawl record accounted for; the list's rows too
+    assert stats.read == total
+    assert stats.read == stats.kept + sum(stats.dropped.values())
+    assert stats.dropped["excluded_domain"] == 1  # an.wikipedia.org in the whirlwind crawl
+    assert stats.dropped["not_in_url_list"] == sum(html.values()) - matched - 1
+    assert stats.extra["extracted"] + stats.dropped.get("empty_text", 0) == matched
+    lst = stats.extra["url_list"]
+    assert lst["read"] == len(_list_rows())
+    assert lst["dropped"] == {"below_min_score": 4, "duplicate": 4, "excluded_domain": 1, "malformed": 4,
+                              "bad_row": 2, "missing_url": 1, "missing_score": 1, "bad_score": 1}
+    assert lst["kept"] == 12 + 4 + 4 + 2
+    assert (stats.extra["matched_urls"], stats.extra["unmatched_urls"], stats.extra["duplicate_urls"]) == (20, 2, 4)
+    assert stats.extra["join"] == "side_input"
+
+    docs = _docs(out)
+    assert len(docs) == stats.kept > 10
+    assert {d["url"] for d in docs} <= expected_urls
+    assert all(d["source"] == "webtext" and d["language"] == "en" for d in docs)
+    scores = {d["url"]: json.loads(d["annotations"])["url_score"] for d in docs}
+    if g[16] in scores:
+        assert scores[g[16]] == 9  # a URL listed twice keeps its highest score
+    assert all(s >= 3 for s in scores.values())
+    saved = json.load(open(os.path.join(out, "stats.json")))
+    assert saved["matched_urls"] == 20 and saved["url_list"]["kept"] == 22
+    examples = [json.loads(line) for line in open(os.path.join(out, "examples.jsonl"))]
+    assert {"url_list:malformed", "url_list:duplicate", "url_list:below_min_score"} <= {e["reason"] for e in examples}
+
+
+def _comparable(stats) -> dict:
+    d = stats.to_dict()
+    for k in ("join", "fingerprint", "code_version"):
+        d.pop(k, None)
+        d.get("extra", {}).pop(k, None)
+    return d
+
+
+def test_cogroup_join_gives_the_same_output(crawl, listed, side_input_run, tmp_path, local_runner):
+    out, stats = side_input_run
+    cog = run_webtext(crawl, str(tmp_path / "cog"), _cfg(listed, join="cogroup"), local_runner)
+    assert cog.extra["join"] == "cogroup"
+    assert _comparable(cog) == _comparable(stats)
+    assert _docs(str(tmp_path / "cog")) == _docs(out)
+
+
+def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, portable_runner):
+    """The portable job API pickles the DoFns, the side input and the CoGroupByKey: Dataflow's path."""
+    out, stats = side_input_run
+    for join in ("cogroup", "side_input"):
+        got = run_webtext(crawl, str(tmp_path / join), _cfg(listed, join=join), portable_runner)
+        assert _comparable(got) == _comparable(stats)
+        assert _docs(str(tmp_path / join)) == _docs(out)
+
+
+def test_auto_join_by_list_size(crawl, listed, tmp_path, local_runner):
+    stats = run_webtext(crawl[1:2], str(tmp_path / "a"), _cfg(listed, side_input_max_urls=10), local_runner)
+    assert stats.extra["join"] == "cogroup"  # 37 rows > 10
+    assert stats.extra["matched_urls"] == 4  # only the iana pages are in this crawl
+
+
+def test_text_gz_and_tsv_lists(crawl, tmp_path, local_runner):
+    with gzip.open(tmp_path / "links.txt.gz", "wt", encoding="utf-8") as fh:
+        fh.write("# a plain list: comments and blank lines are not rows\n\nhttp://www.iana.org/\n"
+                 "https://iana.org/\nhttps://iana.org/domains/\nbad url here\n")
+    (tmp_path / "links.tsv").write_bytes(
+        "url\tkarma\nhttp://iana.org/time-zones\t12\nhttps://example.org/elsewhere\t1\n".encode()
+        + b"http://iana.org/\xff\t3\n")
+    cfg = WebTextConfig(urls=[str(tmp_path / "links.txt.gz"), str(tmp_path / "links.tsv")], score_field="karma",
+                        extract=ExtractConfig(extractor="resiliparse"))
+    stats = run_webtext(crawl[1:2], str(tmp_path / "out"), cfg, local_runner)
+    lst = stats.extra["url_list"]
+    assert (lst["read"], lst["kept"], lst["dropped"]) == (7, 4, {"duplicate": 1, "malformed": 1, "invalid_utf8": 1})
+    assert (stats.extra["matched_urls"], stats.extra["unmatched_urls"]) == (3, 1)
+
+
+def test_no_match_and_bad_lists_fail_clearly(crawl, tmp_path, local_runner):
+    _write_list(tmp_path / "elsewhere.jsonl", [{"url": "https://www.python.org/dev/peps/pep-0008/", "score": 9},
+                                               {"url": "https://example.com/", "score": 9}])
+    with pytest.raises(SourceError, match=r"none of the 2 list URLs is in the crawl"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "elsewhere.jsonl")), local_runner)
+    _write_list(tmp_path / "junk.jsonl", [{"url": "not a url", "score": 9}, {"url": "ftp://x.org/", "score": 9}])
+    with pytest.raises(SourceError, match=r"no usable URL .*'malformed': 2"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "junk.jsonl")), local_runner)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SourceError, match=r"no usable URL .*read 0 rows"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "empty.jsonl")), local_runner)
+    (tmp_path / "plain.txt").write_text("http://www.iana.org/\n")
+    with pytest.raises(SourceError, match="plain-text list"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "plain.txt")), local_runner)
+    (tmp_path / "cols.csv").write_text("link,score\nhttp://www.iana.org/,5\n")
+    with pytest.raises(SourceError, match="no 'url' column"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "cols.csv")), local_runner)
+    with pytest.raises(SourceError, match="needs a URL list"):
+        run_webtext(crawl[1:2], str(tmp_path / "o"), WebTextConfig(), local_runner)
+    assert not os.path.exists(tmp_path / "o")  # never a silent empty source
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+
+
+def test_cli(crawl, tmp_path, capsys):
+    (tmp_path / "l.csv").write_text("url,score\nhttp://www.iana.org/about,7\nhttp://www.iana.org/domains,2\n")
+    rc = main(["source", "webtext", "--urls", str(tmp_path / "l.csv"), "--from", crawl[1], "--out",
+               str(tmp_path / "out"), "--min_score", "3", "--name", "links", "--extract.extractor", "resiliparse",
+               "--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"])
+    assert rc == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["matched_urls"] == 1 and stats["url_list"]["dropped"] == {"below_min_score": 1}
+    assert [d["source"] for d in read_documents(str(tmp_path / "out"))] == ["links"] * stats["kept"]
+    rc = main(["source", "webtext", "--urls", str(tmp_path / "nothing.csv"), "--from", crawl[1], "--out",
+               str(tmp_path / "o2")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["webtext", "wikipedia"])
+def test_source_kinds_have_help(kind, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["source", kind, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: ccgpt source {kind}" in out and ("--urls" in out) == (kind == "webtext")
+
+
+def test_run_config_sources_of_every_kind(crawl, listed, shared_data, tmp_path):
+    """A run config's ``sources``: files (the default kind), webtext (crawl and curate sections from the run)
+    and wikipedia, each built into ``source-<name>`` by ``Run.sources``."""
+    from pipeline.run import Run, RunConfig
+    from schemas.config import from_dict
+
+    text = open(os.path.join(shared_data, "reference", "wikitext-2", "valid.txt"), encoding="utf-8").read()
+    article = text[text.index(" = Homarus gammarus = "):][:6000].replace("@-@", "-")
+    dump = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en"><siteinfo>'
+            "<sitename>Wikipedia</sitename><dbname>enwiki</dbname><base>https://en.wikipedia.org/wiki/Main_Page</base>"
+            "<generator>MediaWiki</generator><case>first-letter</case></siteinfo><page><title>Homarus gammarus</title>"
+            "<ns>0</ns><id>1</id><revision><id>2</id><timestamp>2024-01-01T00:00:00Z</timestamp>"
+            f'<text xml:space="preserve">{article.replace("&", "&amp;").replace("<", "&lt;")}</text></revision></page>'
+            "</mediawiki>")
+    (tmp_path / "wiki.xml").write_text(dump, encoding="utf-8")
+    (tmp_path / "books.txt").write_text(text[:20000], encoding="utf-8")
+    cfg = from_dict(RunConfig, {
+        "out_dir": str(tmp_path / "run"), "crawl": crawl,
+        "sources": {"books": {"paths": [str(tmp_path / "books.txt")], "format": "text", "min_chars": 100},
+                    "links": {"kind": "webtext", "urls": [listed], "min_score": 3},
+                    "wiki": {"kind": "wikipedia", "paths": [str(tmp_path / "wiki.xml")]}},
+        "curate": {"extract": {"extractor": "resiliparse"}},
+        "runner": {"runner": "local", "num_workers": 1, "running_mode": "in_memory"}})
+    done = Run(cfg).sources()
+    assert sorted(done) == ["books", "links", "wiki"]
+    assert done["links"].extra["matched_urls"] == 20 and done["links"].extra["format"] == "webtext"
+    assert done["wiki"].kept == 1 and done["books"].kept > 5
+    for name in done:
+        assert {d["source"] for d in read_documents(str(tmp_path / "run" / f"source-{name}"))} == {name}
+    with pytest.raises(SourceError, match="unknown kind"):
+        Run(from_dict(RunConfig, {"out_dir": str(tmp_path / "r2"), "sources": {"x": {"kind": "pdf"}}})).sources()
