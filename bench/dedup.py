@@ -340,6 +340,7 @@ def main() -> None:
             labelled = Counter(d["cluster"] for d in docs)
             print(f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
                   f"duplicate clusters", flush=True)
+            rates = {}
             for tool in args.tools:
                 if tool in stopped:
                     continue
@@ -347,6 +348,12 @@ def main() -> None:
                 report(row)
                 if "error" in row:
                     stopped.add(tool)
+                elif row.get("docs_per_s"):
+                    rates[tool] = row["docs_per_s"]
+            for peer in ("datatrove", "datasketch"):
+                if "ccgpt" in rates and peer in rates:
+                    print(f"ratio ccgpt/{peer} at {n:,} documents: {rates['ccgpt'] / rates[peer]:.2f}x docs/s",
+                          flush=True)
 
 
 if __name__ == "__main__":

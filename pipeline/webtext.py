@@ -530,7 +530,7 @@ def run_webtext(
         return load_stats(out_dir)
     join = choose_join(cfg, list_files)
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, f"source {cfg.name}") as p:
             out = {"crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
                    "lists": p | "ListFiles" >> beam.Create(list_files)} | "WebText" >> WebText(cfg, join)
             _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(

@@ -208,7 +208,7 @@ def run_wikipedia(
     if not force and is_complete(out_dir, fp):
         return load_stats(out_dir)
     with stage_output(out_dir) as tmp:
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, f"source {cfg.name}") as p:
             results = (
                 p
                 | "DumpFiles" >> beam.Create(files)

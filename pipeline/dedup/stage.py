@@ -857,7 +857,7 @@ def run_dedup(
     with stage_output(out_dir) as tmp:
         if cfg.write_index:
             os.makedirs(os.path.join(tmp, INDEX_DIR), exist_ok=True)
-        with make_pipeline(runner) as p:
+        with make_pipeline(runner, "dedup", total=n_rows) as p:
             if files:
                 docs = p | "Files" >> beam.Create(files) | "Read" >> beam.io.ReadAllFromParquet()
             else:
