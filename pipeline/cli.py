@@ -81,6 +81,8 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
                    help="local runner mode")
     g.add_argument("--beam-option", action="append", default=None, metavar="OPT",
                    help="Beam pipeline option passed through, e.g. --beam-option=--project=my-project (repeatable)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="do not print records done, rate and ETA while the pipeline runs")
     g.add_argument("--force", action="store_true", help="recompute even if the output is complete and current")
 
 
@@ -97,6 +99,8 @@ def runner_from_args(args: argparse.Namespace, section: dict[str, Any] | None = 
         cfg.running_mode = args.running_mode
     if args.beam_option:
         cfg.options = list(cfg.options) + list(args.beam_option)
+    if getattr(args, "no_progress", False):
+        cfg.progress = False
     return cfg
 
 

@@ -96,3 +96,15 @@ def test_count_rows_reads_footers_only(tmp_path, local_runner):
                local_runner)
     assert count_rows([str(tmp_path / "out")]) == 12
     assert count_rows(["gs://bucket/table"]) is None
+
+
+def test_cli_prints_progress_unless_told_not_to(tmp_path, capsys):
+    from pipeline.cli import main
+
+    _jsonl(tmp_path / "a.jsonl", 9)
+    base = ["source", "jsonl", str(tmp_path / "a.jsonl"), "--name", "cli", "--runner", "local",
+            "--num-workers", "1", "--running-mode", "in_memory"]
+    assert main(base + ["--out", str(tmp_path / "one")]) == 0
+    assert "progress stage=source cli records=9 " in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "two"), "--no-progress"]) == 0
+    assert "progress" not in capsys.readouterr().err
