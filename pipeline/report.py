@@ -115,15 +115,19 @@ def _funnel(stats: dict[str, dict[str, Any]], sizes: dict[str, dict[str, int]]) 
     return _png(fig)
 
 
-def _languages_section(run_dir: str) -> str:
+def _value_counts(folder: str, column: str) -> dict[str, int]:
+    """How often each value of a string column occurs in a stage's document table (nulls as "?")."""
     counts: dict[str, int] = {}
-    for col in _iter_column(os.path.join(run_dir, "curate", "raw"), "language"):
-        for v, n in zip(*(lambda vc: (vc.field(0).to_pylist(), vc.field(1).to_pylist()))(pc.value_counts(col))):
-            counts[v or "?"] = counts.get(v or "?", 0) + n
-    kept: dict[str, int] = {}
-    for col in _iter_column(os.path.join(run_dir, "curate"), "language"):
-        for v, n in zip(*(lambda vc: (vc.field(0).to_pylist(), vc.field(1).to_pylist()))(pc.value_counts(col))):
-            kept[v or "?"] = kept.get(v or "?", 0) + n
+    for col in _iter_column(folder, column):
+        vc = pc.value_counts(col)
+        for value, n in zip(vc.field(0).to_pylist(), vc.field(1).to_pylist()):
+            counts[value or "?"] = counts.get(value or "?", 0) + n
+    return counts
+
+
+def _languages_section(run_dir: str) -> str:
+    counts = _value_counts(os.path.join(run_dir, "curate", "raw"), "language")
+    kept = _value_counts(os.path.join(run_dir, "curate"), "language")
     if not counts and not kept:
         return ""
     langs = sorted(set(counts) | set(kept), key=lambda k: -(counts.get(k, 0) or kept.get(k, 0)))[:25]

@@ -37,6 +37,7 @@ from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_out
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.sources import SourceError, resolve_inputs
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.tables import read_jsonl
 from schemas.documents import DOCUMENT_SCHEMA, document_row
 from schemas.stats import StageStats
 
@@ -226,8 +227,7 @@ def run_wikipedia(
         open(os.path.join(tmp, "failed_files.jsonl"), "a").close()
         open(os.path.join(tmp, "outcomes.jsonl"), "a").close()
         stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
-        with open(os.path.join(tmp, "failed_files.jsonl"), encoding="utf-8") as fh:
-            failed = [json.loads(line) for line in fh if line.strip()]
+        failed = read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
         where = f"{len(files)} dump file(s)"
         if stats.read == 0:
             raise SourceError(f"source {cfg.name!r}: no page in {where}: an empty dump")

@@ -11,15 +11,12 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_data import make_shards  # noqa: E402
-from test_generate import byte_bpe  # noqa: E402
+from test_generate import train_tiny_run  # noqa: E402
 
-from schemas.manifest import Manifest  # noqa: E402
-from train.config import ModelConfig, TrainConfig  # noqa: E402
+from train.config import ModelConfig  # noqa: E402
 from train.export import ExportError, export, to_hf  # noqa: E402
 from train.generate import load_model, load_tokenizer  # noqa: E402
 from train.model import GPT  # noqa: E402
-from train.trainer import train  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
@@ -27,22 +24,7 @@ pytest.importorskip("safetensors")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("export")
-    shards = make_shards(str(root / "shards"), vocab_size=300, rows_per_shard=(32,))
-    byte_bpe(os.path.join(shards, "tokenizer.json"))
-    manifest = Manifest.load(shards)
-    manifest.tokenizer.path = "tokenizer.json"
-    manifest.tokenizer.eot_id = 0  # <|endoftext|> is the tokenizer's first token
-    manifest.save(os.path.join(shards, "manifest.json"))
-    out = str(root / "run")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig(shards=shards, out=out, preset="nano", batch_size=4, max_steps=3, warmup_steps=1, lr=1e-2,
-                          log_every=1, eval_every=0, eval_rows=0, seed=1, tensorboard=False))
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("export"), lr=1e-2, tensorboard=False)
 
 
 def scrambled(cfg: ModelConfig) -> GPT:

@@ -34,9 +34,8 @@ def byte_bpe(path: str, vocab_size: int = 300) -> int:
     return tok.get_vocab_size()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("gen")
+def train_tiny_run(root, **overrides) -> str:
+    """A 3-step nano run on synthetic shards with a real byte-level BPE beside them; returns the run folder."""
     shards = make_shards(str(root / "shards"), vocab_size=300, rows_per_shard=(32,))
     n = byte_bpe(os.path.join(shards, "tokenizer.json"))
     assert n <= 300
@@ -48,11 +47,17 @@ def run_dir(tmp_path_factory) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(shards=shards, out=out, preset="nano", batch_size=4, max_steps=3, warmup_steps=1,
-                          log_every=1, eval_every=0, eval_rows=0, seed=1))
+        train(TrainConfig(**{"shards": shards, "out": out, "preset": "nano", "batch_size": 4, "max_steps": 3,
+                             "warmup_steps": 1, "log_every": 1, "eval_every": 0, "eval_rows": 0, "seed": 1,
+                             **overrides}))
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> str:
+    return train_tiny_run(tmp_path_factory.mktemp("gen"))
 
 
 def test_seeded_sampling_is_deterministic(run_dir):
