@@ -13,7 +13,10 @@ import random
 import subprocess
 import sys
 
-from schemas.documents import read_documents, write_documents
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.documents import DOCUMENT_SCHEMA, document_row, read_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +25,7 @@ import sys
 from pipeline.dedup import DedupConfig, run_dedup
 from pipeline.runner import RunnerConfig
 runner = RunnerConfig(runner="local", num_workers=int(sys.argv[3]), running_mode=sys.argv[4])
-run_dedup([sys.argv[1]], sys.argv[2], DedupConfig(output_shards=3), runner)
+run_dedup([sys.argv[1]], sys.argv[2], DedupConfig(chunk_rows=100), runner)
 """
 
 
@@ -42,8 +45,10 @@ def _corpus(folder) -> int:
             rows.append({"id": f"exact{i:04d}", "source": "crawl", "text": "  ".join(words).upper()})
     rng.shuffle(rows)
     os.makedirs(folder)
-    write_documents(rows[:150], str(folder / "part-0.parquet"))
-    write_documents(rows[150:], str(folder / "part-1.parquet"))
+    # Row groups of 50 rows, so chunk_rows decides how the files are split into work chunks.
+    for part, chunk in enumerate((rows[:150], rows[150:])):
+        table = pa.Table.from_pylist([document_row(**r) for r in chunk], schema=DOCUMENT_SCHEMA)
+        pq.write_table(table, str(folder / f"part-{part}.parquet"), row_group_size=50)
     return len(rows)
 
 
@@ -68,9 +73,9 @@ def test_outputs_byte_identical_across_hash_seeds(tmp_path):
     second = _run(str(tmp_path / "in"), str(tmp_path / "b"), "2", 2, "multi_threading")
     assert sorted(first) == sorted(second)
     assert [f for f in first if f.startswith("documents-")] == [
-        f"documents-{i:05d}-of-00003.parquet" for i in range(3)
-    ]
-    assert len([f for f in first if f.startswith("index/") and f.endswith(".parquet")]) == 3
+        f"documents-{i:05d}-of-00004.parquet" for i in range(4)
+    ]  # 150 + 140 rows in row groups of 50, chunks of 100 rows: 100 + 50 and 100 + 40
+    assert len([f for f in first if f.startswith("index/") and f.endswith(".parquet")]) == 4
     for name in first:
         assert first[name] == second[name], f"{name} differs between the two runs"
     kept = list(read_documents(str(tmp_path / "a")))
@@ -79,18 +84,19 @@ def test_outputs_byte_identical_across_hash_seeds(tmp_path):
     assert survivors and first["clusters.jsonl"].count(b"\n") == (n - len(kept)) + len(survivors)
 
 
-def test_partition_and_shard_counts_do_not_change_the_result(local_runner, tmp_path):
-    """Partitions only decide where work happens: 1 or 5 LSH/component partitions and 1 or 4 output shards
-    give the same kept documents and the same clusters file."""
+def test_partition_and_chunk_counts_do_not_change_the_result(local_runner, tmp_path):
+    """Partitions and chunks only decide where work happens: 1 or 5 LSH/component partitions and 2 or 6 work
+    chunks (one per file, or one per row group) give the same kept documents and the same clusters file."""
     from pipeline.dedup import DedupConfig, NearConfig, run_dedup
 
     _corpus(tmp_path / "in")
     outputs = []
-    for parts, shards in ((1, 1), (5, 4)):
+    for parts, chunk_rows, chunks in ((1, 1000, 2), (5, 50, 6)):
         out = str(tmp_path / f"out-{parts}")
         stats = run_dedup([str(tmp_path / "in")], out,
-                          DedupConfig(near=NearConfig(partitions=parts), output_shards=shards), local_runner)
-        assert len(glob.glob(os.path.join(out, "documents-*.parquet"))) == shards
+                          DedupConfig(near=NearConfig(partitions=parts), chunk_rows=chunk_rows), local_runner)
+        assert stats.extra["chunks"] == chunks
+        assert len(glob.glob(os.path.join(out, "documents-*.parquet"))) == chunks
         with open(os.path.join(out, "clusters.jsonl"), "rb") as fh:
             outputs.append((sorted(d["id"] for d in read_documents(out)), fh.read(), stats.dropped,
                             stats.extra["candidate_pairs"], stats.extra["verified_pairs"]))

@@ -66,6 +66,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Literal
@@ -103,10 +104,8 @@ log = logging.getLogger(__name__)
 
 COUNTERS = "counters"
 BANDS = "bands"
-SKETCHES = "sketches"
 CLUSTERS = "clusters"
 EXACT_MEMBERS = "exact_members"
-INDEX = "index"
 PAIRS = "pairs"
 INDEX_DIR = "index"
 INDEX_META = "meta.json"
@@ -123,6 +122,7 @@ INDEX_SCHEMA = pa.schema([
     ("sketch", pa.list_(pa.uint64())),
 ])
 _COUNTS_FILE = "_dedup_counts.jsonl"
+_WORK_DIR = "_work"  # sketch files, removed when the stage finishes
 
 
 @dataclass
@@ -195,185 +195,317 @@ class DedupConfig:
     write_index: bool = field(
         default=True, metadata={"help": "write index/ (hashes, bands, sketches of the kept documents)"}
     )
-    output_shards: int = field(
-        default=0,
-        metadata={"help": "documents-*.parquet files (by hash of the node key; 0: one per 25000 input rows)"},
+    chunk_rows: int = field(
+        default=25_000,
+        metadata={"help": "input rows per work chunk (whole row groups): one sketch file and one output file each"},
     )
+
+
+# --- work files -------------------------------------------------------------------------------------------------
+#
+# Why work files: Beam's local runner keeps every shuffle in memory (in the driver, and each worker receives
+# its whole share of a grouped stage), so a document's text and shingle set crossing the shuffles made the
+# stage's memory grow ~15 KB per document per process. Texts and shingle sets therefore never enter a
+# shuffle: each chunk of input rows writes one *sketch file* (its rows' keys, hashes, bands and shingle
+# sets, in input order) into the stage's work folder, the shuffles carry node keys, hashes and row positions
+# only, verification reads the two sketches of a candidate pair from those files, and the kept rows are read
+# again from the input chunk when its output file is written. On a distributed runner the work folder is
+# the shared output path, as for every ccgpt stage.
+
+_READ_COLUMNS = ["id", "source", "text", "quality_score", "url", "source_file", "source_offset", "date"]
+_WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output files
+SKETCH_SCHEMA = INDEX_SCHEMA.append(pa.field("row", pa.int64()))  # row: position in the input chunk
+
+
+def _open_parquet(path: str) -> pq.ParquetFile:
+    if "://" in path:
+        from apache_beam.io.filesystems import FileSystems
+
+        return pq.ParquetFile(FileSystems.open(path))
+    return pq.ParquetFile(path)
+
+
+def plan_chunks(files: list[str], chunk_rows: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Input files -> work chunks ``(file, row groups)``: runs of whole row groups of about ``chunk_rows``
+    rows (a row group is never split, so a chunk is read without decoding rows it does not own)."""
+    chunks: list[tuple[str, tuple[int, ...]]] = []
+    for path in files:
+        meta = _open_parquet(path).metadata
+        groups: list[int] = []
+        n = 0
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if rows == 0:
+                continue
+            groups.append(g)
+            n += rows
+            if n >= chunk_rows:
+                chunks.append((path, tuple(groups)))
+                groups, n = [], 0
+        if groups:
+            chunks.append((path, tuple(groups)))
+    return chunks
+
+
+def _iter_chunk(path: str, groups: tuple[int, ...], columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    pf = _open_parquet(path)
+    if columns is not None:
+        columns = [c for c in columns if c in pf.schema_arrow.names]
+    yield from pf.iter_batches(batch_size=_WORK_ROWS, row_groups=list(groups), columns=columns)
+
+
+def _list_array(arrays: list[np.ndarray]) -> pa.Array:
+    """Equal-typed uint64 arrays -> one Arrow ``list<uint64>`` array, without a Python int per value."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    if arrays:
+        np.cumsum([a.size for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.uint64) if arrays else np.zeros(0, dtype=np.uint64)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.uint64()))
+
+
+def _write_atomic(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schema: pa.Schema) -> int:
+    """Stream batches into one Parquet file (temp name, then rename): a retried worker rewrites the same
+    bytes. Returns the rows written; writes nothing when there are none."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    n = 0
+    writer = None
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, schema)
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch], schema=schema)
+            writer.write_table(table, row_group_size=_WORK_ROWS)
+            n += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if n:
+        os.replace(tmp, path)
+    return n
+
+
+def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
+    """The ``sketch`` column of a sketch or index file at the given row positions, one row group at a time."""
+    wanted = np.unique(np.fromiter(positions, dtype=np.int64))
+    out: dict[int, np.ndarray] = {}
+    if wanted.size == 0:
+        return out
+    pf = _open_parquet(path)
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        stop = start + pf.metadata.row_group(g).num_rows
+        mine = wanted[(wanted >= start) & (wanted < stop)]
+        if mine.size:
+            column = pf.read_row_group(g, columns=["sketch"]).column(0).combine_chunks()
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy(zero_copy_only=False)
+            for pos in mine.tolist():
+                i = pos - start
+                out[pos] = values[offsets[i]:offsets[i + 1]]
+        start = stop
+    return out
 
 
 # --- DoFns --------------------------------------------------------------------------------------------------
 
 
-class Prepare(beam.DoFn):
-    """Row -> ``(text hash, (node key, row))``; malformed or blank rows become counted drops."""
+class ReadChunk(beam.DoFn):
+    """One input chunk -> its exact-group entries ``(group key, Member)``; writes the chunk's sketch file.
 
-    def __init__(self, cfg: DedupConfig):
+    Malformed or blank rows become counted drops. Every other row gets its node key (survivor-ordered, see
+    :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) its shingles'
+    MinHash band hashes and verification sketch (the shingle-hash set, or the signature). The sketch file
+    holds one row per such document, in input order; the entry carries the position there, not the text.
+    """
+
+    def __init__(self, cfg: DedupConfig, bands: int, rows: int, work: str):
         self.cfg = cfg
+        self.bands = bands
+        self.rows = rows
+        self.work = work
 
-    def process(self, row: Any) -> Iterator[Any]:
-        source = row.get("source") if isinstance(row, dict) else None
-        yield beam.pvalue.TaggedOutput(COUNTERS, f"read:{source if isinstance(source, str) else '?'}")
-        if not isinstance(row, dict):
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record"))
-            return
+    def setup(self) -> None:
+        near = self.cfg.near
+        self.hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash) if near.enabled else None
+
+    def process(self, task: tuple[int, str, tuple[int, ...]]) -> Iterator[Any]:
+        chunk, path, groups = task
+        counts: dict[str, int] = {}
+        emitted: list[Any] = []
+        pos = 0
+        offset = 0
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal pos, offset
+            for batch in _iter_chunk(path, groups, _READ_COLUMNS):
+                cols: dict[str, list] = {name: [] for name in SKETCH_SCHEMA.names}
+                bands: list[np.ndarray] = []
+                sketches: list[np.ndarray] = []
+                for i, row in enumerate(batch.to_pylist()):
+                    member = self._row(row, counts, emitted)
+                    if member is None:
+                        continue
+                    key, h, band_hashes, sketch = member
+                    for name, value in (("key", key), ("id", row["id"]), ("source", row["source"]),
+                                        ("exact_hash", h), ("row", offset + i)):
+                        cols[name].append(value)
+                    bands.append(band_hashes)
+                    sketches.append(sketch)
+                    tb = (str(row.get("url") or ""), str(row.get("source_file") or ""),
+                          row["source_offset"] if isinstance(row.get("source_offset"), int) else -1,
+                          str(row.get("date") or ""))
+                    group = h if self.cfg.exact.enabled else key
+                    emitted.append((group, (key, row["source"], tb, chunk, pos, band_hashes.tobytes())))
+                    pos += 1
+                offset += batch.num_rows
+                cols["bands"] = _list_array(bands)
+                cols["sketch"] = _list_array(sketches)
+                yield pa.RecordBatch.from_pydict(cols, schema=SKETCH_SCHEMA)
+
+        # The sketch file is streamed (one record batch at a time); entries leave after it is in place, so
+        # nothing downstream can look up a sketch that is not yet written.
+        _write_atomic(sketch_file(self.work, chunk), batches(), SKETCH_SCHEMA)
+        yield from emitted
+        for name, n in counts.items():
+            yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
+
+    def _row(self, row: dict, counts: dict[str, int], emitted: list) -> tuple | None:
+        source = row.get("source")
+        name = f"read:{source if isinstance(source, str) else '?'}"
+        counts[name] = counts.get(name, 0) + 1
         doc_id, text = row.get("id"), row.get("text")
         if not (isinstance(doc_id, str) and doc_id and isinstance(source, str) and source):
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record"))
-            return
+            emitted.append(beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record")))
+            return None
         if text is None or (isinstance(text, str) and not text.strip()):
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("empty_text"))
-            return
+            emitted.append(beam.pvalue.TaggedOutput(OUTCOMES, dropped("empty_text")))
+            return None
         if not isinstance(text, str):
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record"))
-            return
+            emitted.append(beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record")))
+            return None
         quality = row.get("quality_score")
         try:
             h = exact_hash(text, self.cfg.exact.normalize)
         except (UnicodeError, ValueError):  # e.g. a lone surrogate from a non-Parquet source
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record"))
-            return
+            emitted.append(beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record")))
+            return None
         key = rank_key(source, quality if isinstance(quality, (int, float)) else None, doc_id, h,
                        self.cfg.source_priority, self.cfg.lowest_priority_sources)
-        yield h, (key, row)
+        empty = np.zeros(0, dtype=np.uint64)
+        if self.hasher is None:
+            return key, h, empty, empty
+        try:
+            items = shingles(text, self.cfg.near.shingles)
+        except (UnicodeError, ValueError):  # still exact-deduplicated and kept, just never clustered
+            items = []
+        if not items:
+            return key, h, empty, empty
+        signature, shingle_set = self.hasher.sketch(items)
+        band_hashes = np.array([b for _, b in band_keys(signature, self.bands, self.rows)], dtype=np.uint64)
+        verify = self.cfg.near.verify
+        sketch = shingle_set if verify == "jaccard" else signature if verify == "signature" else empty
+        return key, h, band_hashes, np.asarray(sketch, dtype=np.uint64)
 
 
-def _tiebreak(item: tuple[str, dict]) -> tuple:
-    """Total order on (node key, row): equal keys (same id and text) fall back to the record's provenance."""
-    key, row = item
-    offset = row.get("source_offset")
-    return (key, str(row.get("url") or ""), str(row.get("source_file") or ""),
-            offset if isinstance(offset, int) else -1, str(row.get("date") or ""))
+def sketch_file(work: str, chunk: int) -> str:
+    return os.path.join(work, f"sketch-{chunk:05d}.parquet")
 
 
 class ExactSurvivor(beam.DoFn):
-    """One exact-duplicate group -> its survivor ``(node key, (row, copies dropped))``; the rest dropped.
+    """One exact-duplicate group -> its survivor ``(node key, (source, chunk, position, copies, bands))``; the
+    rest dropped.
 
-    The dropped copies are also emitted as ``(survivor key, (id, source))`` so ``clusters.jsonl`` lists them
-    under the cluster their survivor ends up in.
+    A member is ``(node key, source, provenance, chunk, position, band bytes)``; an earlier run's indexed
+    survivor (incremental dedup) has ``source`` None. The survivor is the smallest by key, then provenance,
+    then position, so every member is distinct and the choice total. The dropped copies are also emitted as
+    ``(survivor key, (id, source))`` so ``clusters.jsonl`` lists them under the cluster their survivor ends
+    up in. With exact dedup off, groups are keyed by node key: only rows with the same id *and* text meet,
+    and the extra ones are ``duplicate_id``.
     """
 
-    def process(self, element: tuple[str, Iterable[tuple[str, dict | None]]]) -> Iterator[Any]:
+    def __init__(self, exact: bool):
+        self.exact = exact
+
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
         _, members = element
         best, best_order, n, indexed = None, None, 0, None
-        for item in members:  # one pass, holding only the best row (and the first indexed key)
-            if item[1] is None:  # an earlier run's survivor (incremental dedup)
-                if indexed is None or item[0] < indexed:
-                    indexed = item[0]
+        for m in members:  # one pass, holding only the best member (and the first indexed key)
+            if m[1] is None:
+                if indexed is None or m[0] < indexed:
+                    indexed = m[0]
                 continue
             n += 1
-            order = _tiebreak(item)
+            order = (m[0], m[2], m[3], m[4])
             if best is None or order < best_order:
-                best, best_order = item, order
+                best, best_order = m, order
         if best is None:
             return
         if indexed is not None:
             cluster = key_id(indexed)
-            for key, row in members:
-                if row is not None:
+            for m in members:
+                if m[1] is not None:
                     yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate_of_index"))
-                    yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(row["id"], cluster, row["source"], False,
+                    yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(key_id(m[0]), cluster, m[1], False,
                                                                            "exact_duplicate_of_index"))
             return
+        copies = 0
         if n > 1:
-            yield beam.pvalue.TaggedOutput(COUNTERS, "exact_duplicate_groups")
-            # Second pass (GroupByKey values re-iterate on every Beam runner; large groups are re-read from
-            # state, as new objects, so the survivor is recognised by value, exactly once).
-            skipped = False
-            for item in members:
-                if item[1] is None:
+            if self.exact:
+                yield beam.pvalue.TaggedOutput(COUNTERS, "exact_duplicate_groups")
+            # Second pass (GroupByKey values re-iterate on every Beam runner); (chunk, position) names a row.
+            for m in members:
+                if m[1] is None or (m[3], m[4]) == (best[3], best[4]):
                     continue
-                if not skipped and _tiebreak(item) == best_order:
-                    skipped = True
-                    continue
-                yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate"))
-                yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (best[0], (item[1]["id"], item[1]["source"])))
-        yield best[0], (best[1], n - 1)
+                if self.exact:
+                    copies += 1
+                    yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate"))
+                    yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (best[0], (key_id(m[0]), m[1])))
+                else:  # the same (id, text) twice with exact dedup off
+                    yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
+        yield best[0], (best[1], best[3], best[4], copies, best[5])
 
 
-def _no_exact(element: tuple[str, tuple[str, dict]]) -> tuple[str, tuple[dict, int]]:
-    """Exact dedup disabled: pass every prepared row on as ``(node key, (row, 0))``."""
-    _, (key, row) = element
-    return key, (row, 0)
+class SurvivorBands(beam.DoFn):
+    """A batch of survivors -> their LSH band entries, one element per partition (see :func:`_band_elements`)."""
 
-
-class Sketch(beam.DoFn):
-    """A batch of survivors -> their LSH band keys and verification sketches, grouped by shuffle partition.
-
-    Why batches: one element per band per document (11 per document at the default banding) made the local
-    runner's per-element cost the bulk of dedup's time. A batch of documents leaves as at most one element
-    per partition per output: band entries as numpy arrays ``(band index, band hash, node keys)`` under
-    ``band hash % partitions``, sketches as ``(node keys, sketches)`` under ``partition_of(node key)``, and
-    the index columns under the node key's output shard.
-    """
-
-    def __init__(self, near: NearConfig, bands: int, rows: int, partitions: int, shards: int, index: bool = False):
-        self.near = near
-        self.bands = bands
-        self.rows = rows
+    def __init__(self, partitions: int):
         self.partitions = partitions
-        self.shards = shards
-        self.index = index
-        self.hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash)
 
-    def process(self, batch: list[tuple[str, tuple[dict, int]]]) -> Iterator[Any]:
-        keys: list[str] = []
-        hashes: list[list[int]] = []
-        sketches: list[Any] = []
-        index_rows: dict[int, list] = {}
-        for key, (row, _) in batch:
-            try:
-                items = shingles(row["text"], self.near.shingles)
-            except (UnicodeError, ValueError):  # the document still gets its outcome in Finish, unclustered
-                items = []
-            if not items:
-                yield beam.pvalue.TaggedOutput(COUNTERS, "documents_without_shingles")
+    def process(self, batch: list[tuple[str, tuple]]) -> Iterator[Any]:
+        keys, chunks, positions, hashes = [], [], [], []
+        without = 0
+        for key, (_, chunk, pos, _, bands) in batch:
+            if not bands:
+                without += 1
                 continue
-            signature, shingle_set = self.hasher.sketch(items)
-            band_hashes = [h for _, h in band_keys(signature, self.bands, self.rows)]
-            sketch = None
-            if self.near.verify == "jaccard":
-                sketch = shingle_set
-            elif self.near.verify == "signature":
-                sketch = signature
             keys.append(key)
-            hashes.append(band_hashes)
-            sketches.append(sketch)
-            if self.index:
-                # Raw bytes, not lists: Beam's fast coder pickles every int >= 2**63 one by one (half of all
-                # 64-bit hashes are), which made these lists the bulk of the runner's encoding time.
-                index_rows.setdefault(partition_of(key, self.shards), []).append(
-                    (key, np.array(band_hashes, dtype=np.uint64).tobytes(),
-                     b"" if sketch is None else np.asarray(sketch, dtype=np.uint64).tobytes()))
+            chunks.append(chunk)
+            positions.append(pos)
+            hashes.append(np.frombuffer(bands, dtype=np.uint64))
+        if without:
+            yield beam.pvalue.TaggedOutput(COUNTERS, ("documents_without_shingles", without))
         if keys:
-            yield from _band_elements(keys, np.array(hashes, dtype=np.uint64), self.partitions)
-            if self.near.verify != "none":
-                yield from _sketch_elements(keys, sketches, self.partitions)
-        for shard, entries in index_rows.items():
-            yield beam.pvalue.TaggedOutput(INDEX, (shard, entries))
+            yield from _band_elements(keys, np.array(chunks, dtype=np.int32), np.array(positions, dtype=np.int64),
+                                      np.stack(hashes), self.partitions)
 
 
-def _band_elements(keys: list[str], hashes: np.ndarray, partitions: int) -> Iterator[Any]:
-    """``hashes[i, band]`` of node ``keys[i]`` -> one ``(band hash % partitions, (bands, hashes, keys))`` each.
+def _band_elements(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
+                   partitions: int) -> Iterator[Any]:
+    """``hashes[i, band]`` of node ``keys[i]`` (sketch at ``chunks[i], positions[i]``) -> one
+    ``(band hash % partitions, (bands, hashes, keys, chunks, positions))`` element per partition.
 
     Arrays travel as raw bytes: Beam's fast coder passes bytes through but pickles a numpy array (tens of
-    microseconds each), which showed up as the largest single cost in a profile of the local runner.
+    microseconds each), and pickles every Python int >= 2**63 on its own (half of all 64-bit hashes).
     """
     part = hashes % np.uint64(partitions)
     for p in np.unique(part):
         doc, band = np.nonzero(part == p)
-        yield beam.pvalue.TaggedOutput(BANDS, (int(p), (band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(),
-                                                        [keys[i] for i in doc])))
-
-
-def _sketch_elements(keys: list[str], sketches: list[Any], partitions: int) -> Iterator[Any]:
-    """Node keys and their sketches -> one ``(partition, (keys, sketches))`` per partition of the keys."""
-    out: dict[int, tuple[list, list]] = {}
-    for key, sketch in zip(keys, sketches):
-        ks, ss = out.setdefault(partition_of(key, partitions), ([], []))
-        ks.append(key)
-        ss.append(np.asarray(sketch, dtype=np.uint64).tobytes())  # bytes: see _band_elements
-    for p, value in out.items():
-        yield beam.pvalue.TaggedOutput(SKETCHES, (p, value))
+        yield beam.pvalue.TaggedOutput(BANDS, (int(p), (
+            band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), [keys[i] for i in doc],
+            chunks[doc].tobytes(), positions[doc].tobytes())))
 
 
 def _bucket_candidates(keys: list[str], all_pairs_max: int) -> tuple[list[tuple[str, str]], bool]:
@@ -392,23 +524,26 @@ class BucketPairs(beam.DoFn):
     """One band partition -> its candidate pairs, found by sorting the band entries (no per-bucket element).
 
     Every entry of a bucket ``(band, hash)`` lands in partition ``hash % partitions``, so the sort sees whole
-    buckets. Only runs of two or more equal ``(band, hash)`` reach Python. The pairs leave grouped by the
-    partition of their first node, so the next step both removes repeats (a pair found in several bands) and
-    joins the first node's sketch, per partition. Holds the partition's band entries (node keys, not texts).
+    buckets. Only runs of two or more equal ``(band, hash)`` reach Python. A pair leaves as
+    ``(a, position of a, b, chunk of b, position of b)`` under the chunk of ``a``'s sketch, so the next step
+    both removes repeats (a pair found in several bands) and reads ``a``'s sketch from one file. Holds the
+    partition's band entries (node keys, not texts).
     """
 
-    def __init__(self, all_pairs_max: int, partitions: int):
+    def __init__(self, all_pairs_max: int):
         self.all_pairs_max = all_pairs_max
-        self.partitions = partitions
 
-    def process(self, element: tuple[int, Iterable[tuple[np.ndarray, np.ndarray, list]]]) -> Iterator[Any]:
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[Any]:
         _, batches = element
-        bands, hashes, keys = [], [], []
-        for b, h, k in batches:
+        bands, hashes, chunks, positions, keys = [], [], [], [], []
+        for b, h, k, c, pos in batches:
             bands.append(np.frombuffer(b, dtype=np.uint16))
             hashes.append(np.frombuffer(h, dtype=np.uint64))
+            chunks.append(np.frombuffer(c, dtype=np.int32))
+            positions.append(np.frombuffer(pos, dtype=np.int64))
             keys.extend(k)
         band, hsh = np.concatenate(bands), np.concatenate(hashes)
+        chunk, position = np.concatenate(chunks), np.concatenate(positions)
         order = np.lexsort((hsh, band))
         band, hsh = band[order], hsh[order]
         first = np.ones(len(order), dtype=bool)
@@ -419,14 +554,17 @@ class BucketPairs(beam.DoFn):
         out: dict[int, set] = {}
         oversized = 0
         for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
-            pairs, big = _bucket_candidates([keys[i] for i in order[s:e].tolist()], self.all_pairs_max)
+            members = order[s:e].tolist()
+            ref = {keys[i]: (int(chunk[i]), int(position[i])) for i in members}
+            pairs, big = _bucket_candidates(list(ref), self.all_pairs_max)
             oversized += big
-            for pair in pairs:
-                out.setdefault(partition_of(pair[0], self.partitions), set()).add(pair)
+            for a, b in pairs:
+                (ca, pa_), (cb, pb) = ref[a], ref[b]
+                out.setdefault(ca, set()).add((a, pa_, b, cb, pb))
         if oversized:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("oversized_buckets", oversized))
-        for p, pairs in out.items():
-            yield p, sorted(pairs)
+        for c, pairs in out.items():
+            yield c, sorted(pairs)
 
 
 def _is_indexed(key: str) -> bool:
@@ -434,108 +572,95 @@ def _is_indexed(key: str) -> bool:
 
 
 class IndexEntries(beam.DoFn):
-    """A batch of an earlier run's index rows -> their exact-group entries, band keys and sketches."""
+    """One index file of an earlier run -> its exact-group members and band entries. Its sketches stay in
+    the file (read by position, like a sketch file's, when a candidate pair needs them)."""
 
     def __init__(self, exact: bool, near: bool, partitions: int):
         self.exact = exact
         self.near = near
         self.partitions = partitions
 
-    def process(self, batch: list[dict]) -> Iterator[Any]:
-        keys, hashes, sketches = [], [], []
-        sketched_keys = []
-        yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", len(batch)))
-        for row in batch:
-            key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
-            if self.exact and row.get("exact_hash"):
-                yield beam.pvalue.TaggedOutput("exact", (row["exact_hash"], (key, None)))
-            if not self.near:
-                continue
-            bands = row.get("bands") or []
-            if bands:
-                keys.append(key)
-                hashes.append([int(h) for h in bands])
-            if row.get("sketch"):
-                sketched_keys.append(key)
-                sketches.append(np.asarray(row["sketch"], dtype=np.uint64))
-        if keys:
-            width = max(len(h) for h in hashes)
-            if any(len(h) != width for h in hashes):  # not written by this stage: fall back to one row at a time
-                for key, h in zip(keys, hashes):
-                    yield from _band_elements([key], np.array([h], dtype=np.uint64), self.partitions)
-            else:
-                yield from _band_elements(keys, np.array(hashes, dtype=np.uint64), self.partitions)
-        if sketched_keys:
-            yield from _sketch_elements(sketched_keys, sketches, self.partitions)
+    def process(self, task: tuple[int, str]) -> Iterator[Any]:
+        chunk, path = task
+        pf = _open_parquet(path)
+        pos = 0
+        for batch in pf.iter_batches(batch_size=_WORK_ROWS, columns=["key", "exact_hash", "bands"]):
+            keys, positions, hashes = [], [], []
+            for row in batch.to_pylist():
+                key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
+                if self.exact and row.get("exact_hash"):
+                    yield row["exact_hash"], (key, None, None, None, None, None)
+                if self.near and row.get("bands"):
+                    keys.append(key)
+                    positions.append(pos)
+                    hashes.append(np.array(row["bands"], dtype=np.uint64))
+                pos += 1
+            if keys:
+                width = max(h.size for h in hashes)
+                if any(h.size != width for h in hashes):
+                    raise ValueError(f"dedup: index file {path}: rows with different band counts")
+                yield from _band_elements(keys, np.full(len(keys), chunk, dtype=np.int32),
+                                          np.array(positions, dtype=np.int64), np.stack(hashes), self.partitions)
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", pos))
 
 
 class ShipFirst(beam.DoFn):
-    """Partition ``p`` with its candidate pairs ``(a, b)`` (``a`` in ``p``) and its sketches -> the distinct
-    pairs, each shipped with ``a``'s sketch to the partition of ``b``.
+    """The candidate pairs whose first node's sketch is in chunk ``c`` -> the distinct pairs, each shipped with
+    that sketch (raw bytes) to the chunk of its second node.
 
-    Holds the partition's pairs and only the sketches they need. With ``verify="none"`` the distinct pairs
-    are the verified ones (tagged ``PAIRS``).
+    Reads only the needed sketches of the chunk's file. With ``verify="none"`` the distinct pairs are the
+    verified ones (tagged ``PAIRS``).
     """
 
-    def __init__(self, mode: str, partitions: int):
+    def __init__(self, mode: str, sketch_files: list[str]):
         self.mode = mode
-        self.partitions = partitions
+        self.sketch_files = sketch_files
 
-    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
-        _, grouped = element
+    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[Any]:
+        chunk, batches = element
         pairs: set = set()
-        for batch in grouped["pairs"]:
+        for batch in batches:
             pairs.update(batch)
         if not pairs:
             return
         yield beam.pvalue.TaggedOutput(COUNTERS, ("candidate_pairs", len(pairs)))
         if self.mode == "none":
-            yield beam.pvalue.TaggedOutput(PAIRS, sorted(pairs))
+            yield beam.pvalue.TaggedOutput(PAIRS, sorted((a, b) for a, _, b, _, _ in pairs))
             return
-        needed = {a for a, _ in pairs}
-        mine: dict[str, Any] = {}
-        for ks, ss in grouped["sketch"]:
-            for k, s in zip(ks, ss):
-                if k in needed:
-                    mine[k] = s  # raw bytes, shipped on as they are
+        sketches = load_sketches(self.sketch_files[chunk], (pa_ for _, pa_, _, _, _ in pairs))
         out: dict[int, list] = {}
-        for a, b in sorted(pairs):
-            if a in mine:
-                out.setdefault(partition_of(b, self.partitions), []).append((a, b, mine[a]))
+        for a, pa_, b, cb, pb in sorted(pairs):
+            out.setdefault(cb, []).append((a, b, pb, sketches[pa_].tobytes()))
         yield from out.items()
 
 
 class VerifyPairs(beam.DoFn):
-    """Partition ``p`` with its sketches and the shipped probes ``(a, b, sketch of a)`` (``b`` in ``p``) -> the
+    """The shipped probes ``(a, b, position of b, sketch of a)`` whose second sketch is in chunk ``c`` -> the
     pairs that really match, as one batch of edges."""
 
-    def __init__(self, mode: str, threshold: float):
+    def __init__(self, mode: str, threshold: float, sketch_files: list[str]):
         self.mode = mode
         self.threshold = threshold
+        self.sketch_files = sketch_files
 
-    def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
-        _, grouped = element
-        probes = [probe for batch in grouped["probes"] for probe in batch]
+    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[Any]:
+        chunk, batches = element
+        probes = [probe for batch in batches for probe in batch]
         if not probes:
             return
-        needed = {b for _, b, _ in probes}
-        mine: dict[str, Any] = {}
-        for ks, ss in grouped["sketch"]:
-            for k, s in zip(ks, ss):
-                if k in needed:
-                    mine[k] = np.frombuffer(s, dtype=np.uint64)
+        sketches = load_sketches(self.sketch_files[chunk], (pb for _, _, pb, _ in probes))
         sim = jaccard if self.mode == "jaccard" else signature_similarity
-        verified = [(a, b) for a, b, other in probes
-                    if b in mine and sim(np.frombuffer(other, dtype=np.uint64), mine[b]) >= self.threshold]
+        verified = [(a, b) for a, b, pb, other in probes
+                    if sim(np.frombuffer(other, dtype=np.uint64), sketches[pb]) >= self.threshold]
         if verified:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("verified_pairs", len(verified)))
             yield verified
 
 
-def _weight(element: tuple[str, tuple[dict, int]]) -> Iterator[tuple[str, int]]:
+def _weight(element: tuple[str, tuple]) -> Iterator[tuple[str, int]]:
     """A surviving node stands for itself and its exact copies; only nodes with copies need saying so (a node
     without a weight counts 1), which keeps the size join to clustered nodes instead of every document."""
-    key, (_, exact_copies) = element
+    key, (_, _, _, exact_copies, _) = element
     if exact_copies:
         yield key, 1 + exact_copies
 
@@ -565,83 +690,36 @@ def _annotate(row: dict, extra: dict[str, Any]) -> dict:
     return out
 
 
-def _row_order(row: dict) -> tuple[str, str]:
-    """Sort key of an output row: its id, then (for the rare same-id rows of exact dedup off) all its fields."""
-    return row["id"], json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
+def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
+    return os.path.join(folder, f"{prefix}-{chunk:05d}-of-{chunks:05d}.parquet")
 
 
-def _write_parquet(rows: list[dict], schema: pa.Schema, path: str) -> None:
-    """Write one Parquet file atomically: a worker retried after a crash rewrites the same bytes."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
-
-
-def shard_file(folder: str, prefix: str, shard: int, shards: int) -> str:
-    return os.path.join(folder, f"{prefix}-{shard:05d}-of-{shards:05d}.parquet")
-
-
-class Finish(beam.DoFn):
-    """One output shard with its nodes' rows, exact copies, component labels, sizes and index columns -> the
-    shard's kept documents (and index rows) written as one Parquet file, near-duplicates dropped.
+class Decide(beam.DoFn):
+    """One node-key partition with its survivors, exact copies, component labels and sizes -> each
+    survivor's fate: kept (``(chunk, (position, annotations))`` for :class:`WriteChunk`) or
+    ``near_duplicate``, and one ``clusters.jsonl`` line per cluster member.
 
     A document belongs to a cluster when it is in a near-duplicate component or has exact copies; the
     cluster id is the survivor's document id, and its size counts exact copies too.
-
-    **Byte-identical output.** Beam's grouping order follows each process's hash seed, so a sink that writes
-    rows in arrival order gives a different file on every run. Here the file a document lands in is
-    ``partition_of(node key, shards)`` (a content hash) and rows are written sorted by id, so the same input
-    and settings give the same bytes in any process, on any runner. Holds one shard's rows (the stage sizes
-    shards from the input row count).
     """
 
-    def __init__(self, folder: str, shards: int, normalize: Any = None):
-        self.folder = folder
-        self.shards = shards
-        self.normalize = normalize  # set when writing the index: the exact pass's normalisation
-
     def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
-        shard, grouped = element
+        _, grouped = element
         nodes: dict[str, dict[str, list]] = {}
-
-        def node(key: str) -> dict[str, list]:
-            return nodes.setdefault(key, {"rows": [], "exact": [], "label": [], "size": [], "index": []})
-
-        for key, value in grouped["rows"]:
-            node(key)["rows"].append(value)
-        for key, value in grouped["exact"]:
-            node(key)["exact"].append(value)
-        for key, value in grouped["label"]:
-            node(key)["label"].append(value)
-        for key, value in grouped["size"]:
-            node(key)["size"].append(value)
-        for entries in grouped.get("index") or []:
-            for key, bands, sketch in entries:
-                node(key)["index"].append((bands, sketch))
-        docs: list[dict] = []
-        index: list[dict] = []
+        for part in ("survivor", "exact", "label", "size"):
+            for key, value in grouped[part]:
+                nodes.setdefault(key, {"survivor": [], "exact": [], "label": [], "size": []})[part].append(value)
         counts: dict[str, int] = {}
         for key in sorted(nodes):
-            yield from self._node(key, nodes[key], docs, index, counts)
-        for name, n in counts.items():  # one counter element per shard, not per document
+            yield from self._node(key, nodes[key], counts)
+        for name, n in counts.items():  # one counter element per partition, not per document
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
-        if docs:
-            docs.sort(key=_row_order)
-            _write_parquet(docs, DOCUMENT_SCHEMA, shard_file(self.folder, "documents", shard, self.shards))
-        if index:
-            index.sort(key=lambda r: r["key"])
-            _write_parquet(index, INDEX_SCHEMA, shard_file(os.path.join(self.folder, INDEX_DIR), "index", shard,
-                                                           self.shards))
 
-    def _node(self, key: str, grouped: dict[str, list], docs: list[dict], index: list[dict],
-              counts: dict[str, int]) -> Iterator[Any]:
-        rows = sorted(grouped["rows"], key=lambda r: _tiebreak((key, r[0])))
-        if not rows:
+    def _node(self, key: str, grouped: dict[str, list], counts: dict[str, int]) -> Iterator[Any]:
+        if not grouped["survivor"]:
             return
-        for _ in rows[1:]:  # only possible with exact dedup off: the same (id, text) twice
-            yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
-        row, exact_copies = rows[0]
+        source, chunk, pos, exact_copies = grouped["survivor"][0]
+        doc_id = key_id(key)
         labels = grouped["label"]
         cluster_key = labels[0] if labels else (key if exact_copies else None)
         extra: dict[str, Any] = {}
@@ -649,7 +727,7 @@ class Finish(beam.DoFn):
             cluster = key_id(cluster_key)
             survivor = cluster_key == key
             reason = "near_duplicate_of_index" if _is_indexed(cluster_key) else "near_duplicate"
-            yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(row["id"], cluster, row["source"], survivor,
+            yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(doc_id, cluster, source, survivor,
                                                                    None if survivor else reason))
             for member_id, member_source in grouped["exact"]:
                 yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(member_id, cluster, member_source, False,
@@ -664,14 +742,64 @@ class Finish(beam.DoFn):
                 extra["exact_duplicates"] = exact_copies
             counts[f"cluster_size:{size}"] = counts.get(f"cluster_size:{size}", 0) + 1
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
-        counts[f"kept:{row['source']}"] = counts.get(f"kept:{row['source']}", 0) + 1
-        docs.append(_annotate(row, extra))
-        if self.normalize is not None:
-            bands, values = grouped["index"][0] if grouped["index"] else (b"", b"")
-            index.append({"key": key, "id": row["id"], "source": row["source"],
-                          "exact_hash": exact_hash(row["text"], self.normalize),
-                          "bands": np.frombuffer(bands, dtype=np.uint64).tolist(),
-                          "sketch": np.frombuffer(values, dtype=np.uint64).tolist()})
+        counts[f"kept:{source}"] = counts.get(f"kept:{source}", 0) + 1
+        yield chunk, (pos, json.dumps(extra, sort_keys=True) if extra else "")
+
+
+class WriteChunk(beam.DoFn):
+    """One chunk's kept positions -> its output file ``documents-<chunk>-of-<chunks>.parquet`` (and its
+    ``index/`` file): the kept rows re-read from the input chunk, in input order, annotations merged.
+
+    The file a document lands in is its input chunk and its place is its input order, so the same input and
+    settings give the same bytes in any process, on any runner, whatever order the shuffles delivered.
+    Streams the chunk one record batch at a time.
+    """
+
+    def __init__(self, chunks: list[tuple[str, tuple[int, ...]]], work: str, folder: str, index: bool):
+        self.chunks = chunks
+        self.work = work
+        self.folder = folder
+        self.index = index
+
+    def process(self, element: tuple[int, Iterable[tuple[int, str]]]) -> Iterator[None]:
+        chunk, kept = element
+        extra = dict(kept)  # sketch-file position -> annotations JSON
+        spill = pq.read_table(sketch_file(self.work, chunk), columns=["row"]).column(0).to_numpy()
+        positions = np.array(sorted(extra), dtype=np.int64)
+        by_row = dict(zip(spill[positions].tolist(), positions.tolist()))
+        path, groups = self.chunks[chunk]
+        n = len(self.chunks)
+
+        def documents() -> Iterator[pa.Table]:
+            start = 0
+            for batch in _iter_chunk(path, groups):
+                rows = [r for r in range(start, start + batch.num_rows) if r in by_row]
+                if rows:
+                    picked = batch.take(pa.array([r - start for r in rows], type=pa.int64())).to_pylist()
+                    out = []
+                    for r, row in zip(rows, picked):
+                        notes = extra[by_row[r]]
+                        out.append(_annotate(row, json.loads(notes) if notes else {}))
+                    yield pa.Table.from_pylist(out, schema=DOCUMENT_SCHEMA)
+                start += batch.num_rows
+
+        written = _write_atomic(chunk_file(self.folder, "documents", chunk, n), documents(), DOCUMENT_SCHEMA)
+        if written != len(extra):
+            raise RuntimeError(f"dedup: chunk {chunk} ({path}): wrote {written} of {len(extra)} kept rows")
+        if self.index:
+            _write_atomic(chunk_file(os.path.join(self.folder, INDEX_DIR), "index", chunk, n),
+                          self._index_rows(chunk, positions), INDEX_SCHEMA)
+        return iter(())
+
+    def _index_rows(self, chunk: int, positions: np.ndarray) -> Iterator[pa.Table]:
+        pf = pq.ParquetFile(sketch_file(self.work, chunk))
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            stop = start + pf.metadata.row_group(g).num_rows
+            mine = positions[(positions >= start) & (positions < stop)] - start
+            if mine.size:
+                yield pf.read_row_group(g, columns=INDEX_SCHEMA.names).take(pa.array(mine))
+            start = stop
 
 
 class WriteSortedLines(beam.DoFn):
@@ -690,11 +818,17 @@ class WriteSortedLines(beam.DoFn):
         return iter(())
 
 
-def _by_shard(shards: int):
-    """``(node key, value)`` -> ``(output shard of the key, (node key, value))``."""
+def _by_partition(partitions: int):
+    """``(node key, value)`` -> ``(partition of the key, (node key, value))``."""
     def key(element: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
-        return partition_of(element[0], shards), element
+        return partition_of(element[0], partitions), element
     return key
+
+
+def _survivor_entry(element: tuple[str, tuple]) -> tuple[str, tuple[str, int, int, int]]:
+    """A survivor without its band bytes: ``(node key, (source, chunk, position, exact copies))``."""
+    key, (source, chunk, pos, copies, _) = element
+    return key, (source, chunk, pos, copies)
 
 
 def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
@@ -830,7 +964,7 @@ def validate_config(cfg: DedupConfig) -> None:
         (near.all_pairs_max >= 1, f"near.all_pairs_max must be >= 1, got {near.all_pairs_max}"),
         (near.cc_rounds >= 0, f"near.cc_rounds must be >= 0, got {near.cc_rounds}"),
         (near.partitions >= 0, f"near.partitions must be >= 0, got {near.partitions}"),
-        (cfg.output_shards >= 0, f"output_shards must be >= 0, got {cfg.output_shards}"),
+        (cfg.chunk_rows >= 1, f"chunk_rows must be >= 1, got {cfg.chunk_rows}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -852,95 +986,87 @@ def run_dedup(
     index_files = _index_files(cfg.against, meta)
     rounds = near.cc_rounds if near.cc_rounds > 0 else auto_rounds(n_rows)
     parts = near.partitions or max(8, math.ceil(n_rows / 25_000))
-    shards = cfg.output_shards or max(1, math.ceil(n_rows / 25_000))
+    chunks = plan_chunks(files, cfg.chunk_rows)
     started = time.perf_counter()
     with stage_output(out_dir) as tmp:
+        work = os.path.join(tmp, _WORK_DIR)
+        os.makedirs(work, exist_ok=True)
         if cfg.write_index:
             os.makedirs(os.path.join(tmp, INDEX_DIR), exist_ok=True)
+        # Chunk c's sketches are in sketch_files[c]; an earlier run's index file i is "chunk" len(chunks) + i.
+        sketch_files = [sketch_file(work, c) for c in range(len(chunks))] + index_files
         with make_pipeline(runner, "dedup", total=n_rows) as p:
-            if files:
-                docs = p | "Files" >> beam.Create(files) | "Read" >> beam.io.ReadAllFromParquet()
-            else:
-                docs = p | "NoInput" >> beam.Create([])
-            prepared = docs | "Prepare" >> beam.ParDo(Prepare(cfg)).with_outputs(OUTCOMES, COUNTERS, main="docs")
-            outcomes = [prepared[OUTCOMES]]
-            counters = [prepared[COUNTERS]]
+            tasks = [(c, path, groups) for c, (path, groups) in enumerate(chunks)]
+            read = (
+                p
+                | "Chunks" >> beam.Create(tasks)
+                | "SpreadChunks" >> beam.Reshuffle()
+                | "ReadChunks" >> beam.ParDo(ReadChunk(cfg, bands, rows, work)).with_outputs(
+                    OUTCOMES, COUNTERS, main="members")
+            )
+            outcomes = [read[OUTCOMES]]
+            counters = [read[COUNTERS]]
             cluster_lines = []
+            members = read.members
             indexed = None
             if index_files:
                 indexed = (
                     p
-                    | "IndexFiles" >> beam.Create(index_files)
-                    | "ReadIndex" >> beam.io.ReadAllFromParquet()
-                    | "BatchIndex" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+                    | "IndexFiles" >> beam.Create([(len(chunks) + i, f) for i, f in enumerate(index_files)])
+                    | "SpreadIndex" >> beam.Reshuffle()
                     | "IndexEntries" >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled, parts)).with_outputs(
-                        "exact", BANDS, SKETCHES, COUNTERS
-                    )
+                        BANDS, COUNTERS, main="exact")
                 )
                 counters.append(indexed[COUNTERS])
-            if cfg.exact.enabled:
-                exact_in = prepared.docs
-                if indexed is not None:
-                    exact_in = (exact_in, indexed["exact"]) | "WithIndexHashes" >> beam.Flatten()
-                exact = (
-                    exact_in
-                    | "GroupExact" >> beam.GroupByKey()
-                    | "ExactSurvivor"
-                    >> beam.ParDo(ExactSurvivor()).with_outputs(OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS,
-                                                                main="docs")
-                )
-                outcomes.append(exact[OUTCOMES])
-                counters.append(exact[COUNTERS])
-                cluster_lines.append(exact[CLUSTERS])
-                survivors = exact.docs
-                exact_members = exact[EXACT_MEMBERS]
-            else:
-                survivors = prepared.docs | "NoExact" >> beam.Map(_no_exact)
-                exact_members = p | "NoExactMembers" >> beam.Create([])
+                members = (members, indexed.exact) | "WithIndexHashes" >> beam.Flatten()
+            exact = (
+                members
+                | "GroupExact" >> beam.GroupByKey()
+                | "ExactSurvivor" >> beam.ParDo(ExactSurvivor(cfg.exact.enabled)).with_outputs(
+                    OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, main="survivors")
+            )
+            outcomes.append(exact[OUTCOMES])
+            counters.append(exact[COUNTERS])
+            cluster_lines.append(exact[CLUSTERS])
+            survivors = exact.survivors
 
-            by_shard = _by_shard(shards)
+            by_partition = _by_partition(parts)
             final_inputs: dict[str, Any] = {
-                "rows": survivors | "RowsByShard" >> beam.Map(by_shard),
-                "exact": exact_members | "ExactByShard" >> beam.Map(by_shard),
+                "survivor": survivors | "SurvivorsByPartition" >> beam.Map(_survivor_entry) | "S" >> beam.Map(
+                    by_partition),
+                "exact": exact[EXACT_MEMBERS] | "ExactByPartition" >> beam.Map(by_partition),
             }
             if near.enabled:
-                sketched = (
+                band_entries = (
                     survivors
-                    | "BatchSurvivors" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
-                    | "Sketch" >> beam.ParDo(Sketch(near, bands, rows, parts, shards, cfg.write_index)).with_outputs(
-                        BANDS, SKETCHES, COUNTERS, INDEX
-                    )
+                    | "BatchSurvivors" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+                    | "SurvivorBands" >> beam.ParDo(SurvivorBands(parts)).with_outputs(BANDS, COUNTERS)
                 )
-                counters.append(sketched[COUNTERS])
-                if cfg.write_index:
-                    final_inputs["index"] = sketched[INDEX]
-                band_entries, sketches = sketched[BANDS], sketched[SKETCHES]
+                counters.append(band_entries[COUNTERS])
+                bands_in = band_entries[BANDS]
                 if indexed is not None:
-                    band_entries = (band_entries, indexed[BANDS]) | "WithIndexBands" >> beam.Flatten()
-                    sketches = (sketches, indexed[SKETCHES]) | "WithIndexSketches" >> beam.Flatten()
+                    bands_in = (bands_in, indexed[BANDS]) | "WithIndexBands" >> beam.Flatten()
                 buckets = (
-                    band_entries
+                    bands_in
                     | "GroupBuckets" >> beam.GroupByKey()
-                    | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max, parts)).with_outputs(
-                        COUNTERS, main="pairs")
+                    | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max)).with_outputs(COUNTERS, main="pairs")
                 )
                 counters.append(buckets[COUNTERS])
                 shipped = (
-                    {"pairs": buckets.pairs, "sketch": sketches}
-                    | "JoinFirst" >> beam.CoGroupByKey()
-                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, parts)).with_outputs(COUNTERS, PAIRS,
-                                                                                            main="probes")
+                    buckets.pairs
+                    | "GroupByFirstChunk" >> beam.GroupByKey()
+                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, sketch_files)).with_outputs(
+                        COUNTERS, PAIRS, main="probes")
                 )
                 counters.append(shipped[COUNTERS])
                 if near.verify == "none":
                     verified = shipped[PAIRS]
                 else:
                     checked = (
-                        {"probes": shipped.probes, "sketch": sketches}
-                        | "JoinSecond" >> beam.CoGroupByKey()
-                        | "Verify" >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold)).with_outputs(
-                            COUNTERS, main="pairs"
-                        )
+                        shipped.probes
+                        | "GroupBySecondChunk" >> beam.GroupByKey()
+                        | "Verify" >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold, sketch_files)).with_outputs(
+                            COUNTERS, main="pairs")
                     )
                     counters.append(checked[COUNTERS])
                     verified = checked.pairs
@@ -953,21 +1079,24 @@ def run_dedup(
                     | "ClusterMember" >> beam.FlatMap(_weight_by_label)
                     | "ClusterSize" >> beam.CombinePerKey(sum)
                 )
-                final_inputs.update(label=labels | "LabelsByShard" >> beam.Map(by_shard),
-                                    size=sizes | "SizesByShard" >> beam.Map(by_shard))
+                final_inputs.update(label=labels | "LabelsByPartition" >> beam.Map(by_partition),
+                                    size=sizes | "SizesByPartition" >> beam.Map(by_partition))
             else:
                 final_inputs.update(label=p | "NoLabels" >> beam.Create([]), size=p | "NoSizes" >> beam.Create([]))
 
-            final = (
+            decided = (
                 final_inputs
-                | "JoinFinal" >> beam.CoGroupByKey()
-                | "Finish" >> beam.ParDo(
-                    Finish(tmp, shards, cfg.exact.normalize if cfg.write_index else None)
-                ).with_outputs(OUTCOMES, COUNTERS, CLUSTERS)
+                | "JoinDecisions" >> beam.CoGroupByKey()
+                | "Decide" >> beam.ParDo(Decide()).with_outputs(OUTCOMES, COUNTERS, CLUSTERS, main="kept")
             )
-            outcomes.append(final[OUTCOMES])
-            counters.append(final[COUNTERS])
-            cluster_lines.append(final[CLUSTERS])
+            outcomes.append(decided[OUTCOMES])
+            counters.append(decided[COUNTERS])
+            cluster_lines.append(decided[CLUSTERS])
+            _ = (
+                decided.kept
+                | "GroupKeptByChunk" >> beam.GroupByKey()
+                | "WriteChunks" >> beam.ParDo(WriteChunk(chunks, work, tmp, cfg.write_index))
+            )
             _ = (
                 tuple(cluster_lines)
                 | "AllClusterLines" >> beam.Flatten()
@@ -986,11 +1115,12 @@ def run_dedup(
                     os.path.join(tmp, _COUNTS_FILE), shard_name_template="", num_shards=1
                 )
             )
+        shutil.rmtree(work)
         stats = stats_from_outcomes("dedup", read_outcomes(tmp))
         counts = _read_counts(tmp)
         stats.extra.update(_extra(counts, cfg, bands, rows, rounds))
         stats.extra["near"].update(partitions=parts)
-        stats.extra["output_shards"] = shards
+        stats.extra["chunks"] = len(chunks)
         stats.extra["seconds"] = round(time.perf_counter() - started, 2)
         if stats.extra["cc_unconverged_nodes"]:
             log.warning(
