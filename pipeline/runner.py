@@ -10,6 +10,7 @@ runner-specific breakage. Any other name (``DataflowRunner``, ``FlinkRunner``, `
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -35,6 +36,31 @@ class RunnerConfig:
         metadata={"help": "extra Beam pipeline options passed through, e.g. --project=p --region=r"},
     )
     progress: bool = field(default=True, metadata={"help": "print records done, rate and ETA while a stage runs"})
+    malloc_arenas: int = field(
+        default=2,
+        metadata={"help": "glibc malloc arenas per process on the local/portable runners (0 = glibc's default)"},
+    )
+
+
+_M_ARENA_MAX = -8  # glibc <malloc.h>
+
+
+def limit_malloc_arenas(arenas: int) -> None:
+    """Cap glibc's malloc arenas in this process and in the worker processes it starts afterwards.
+
+    Why: the local runner moves every bundle through gRPC thread pools, and glibc gives each thread its own
+    arena and keeps freed memory there; with the default (8 per core) the dedup stage's driver peaked at
+    620 MB for 40k documents, with 2 arenas at 426 MB (workers 661 -> 560 MB), and it ran faster. Workers
+    read ``MALLOC_ARENA_MAX`` when they start; this process is capped through ``mallopt``. A no-op where
+    glibc is absent.
+    """
+    if arenas <= 0:
+        return
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
 
 
 def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
@@ -75,6 +101,8 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     Progress is counted on local and portable (loopback) runners, whose workers share the driver's disk.
     """
     options = pipeline_options(cfg)
+    if cfg.runner in LOCAL_RUNNERS:
+        limit_malloc_arenas(cfg.malloc_arenas)
     if cfg.runner == "local":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 

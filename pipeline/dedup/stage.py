@@ -75,6 +75,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
 from pipeline.accounting import (
     KEPT,
@@ -106,6 +107,8 @@ COUNTERS = "counters"
 BANDS = "bands"
 CLUSTERS = "clusters"
 EXACT_MEMBERS = "exact_members"
+SURVIVORS = "survivors"
+WEIGHTS = "weights"
 PAIRS = "pairs"
 INDEX_DIR = "index"
 INDEX_META = "meta.json"
@@ -309,23 +312,82 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
     return out
 
 
+def _pack(strings: list[str]) -> tuple[bytes, bytes]:
+    """Strings -> ``(uint32 lengths, UTF-8 bytes)``: one pair of bytes objects per batch instead of a
+    string object per document, which the local runner would hold (decoded) in its grouping tables."""
+    data = [s.encode("utf-8", "surrogatepass") for s in strings]
+    return np.array([len(d) for d in data], dtype=np.uint32).tobytes(), b"".join(data)
+
+
+def _unpack(packed: tuple[bytes, bytes]) -> list[str]:
+    lengths = np.frombuffer(packed[0], dtype=np.uint32)
+    ends = np.cumsum(lengths, dtype=np.int64).tolist()
+    data = packed[1]
+    out, start = [], 0
+    for end in ends:
+        out.append(data[start:end].decode("utf-8", "surrogatepass"))
+        start = end
+    return out
+
+
+class Members:
+    """Column-wise batch of exact-group members (the element that crosses the exact shuffle).
+
+    ``group``: 16-byte group hash each (the normalised-text hash; the node key's hash with exact dedup off),
+    ``keys``/``sources``: packed strings, ``order``: 64-bit provenance hash (tie-break between equal keys),
+    ``chunk``/``pos``: where the member's sketch is (chunk -1: an earlier run's indexed survivor),
+    ``bands``: the band hashes, ``width`` per member (0 without shingles). Built and read by the helpers below.
+    """
+
+    @staticmethod
+    def pack(rows: list[tuple[bytes, str, str, int, int, int, np.ndarray]]) -> tuple:
+        group, keys, sources, order, chunk, pos, bands = zip(*rows)
+        widths = np.array([b.size for b in bands], dtype=np.uint16)
+        flat = np.concatenate(bands).astype(np.uint64) if widths.sum() else np.zeros(0, dtype=np.uint64)
+        return (b"".join(group), _pack(list(keys)), _pack(list(sources)), np.array(order, dtype=np.uint64).tobytes(),
+                np.array(chunk, dtype=np.int32).tobytes(), np.array(pos, dtype=np.int64).tobytes(),
+                widths.tobytes(), flat.tobytes())
+
+    @staticmethod
+    def unpack(batch: tuple) -> Iterator[tuple[bytes, str, str, int, int, int, np.ndarray]]:
+        group, keys, sources, order, chunk, pos, widths, flat = batch
+        widths_a = np.frombuffer(widths, dtype=np.uint16)
+        ends = np.cumsum(widths_a, dtype=np.int64)
+        bands = np.frombuffer(flat, dtype=np.uint64)
+        rows = zip(_unpack(keys), _unpack(sources), np.frombuffer(order, dtype=np.uint64).tolist(),
+                   np.frombuffer(chunk, dtype=np.int32).tolist(), np.frombuffer(pos, dtype=np.int64).tolist(),
+                   ends.tolist(), widths_a.tolist())
+        for i, (key, source, o, c, p, end, width) in enumerate(rows):
+            yield group[16 * i:16 * (i + 1)], key, source, o, c, p, bands[end - width:end]
+
+
+def _members_by_partition(rows: list[tuple], partitions: int) -> Iterator[tuple[int, tuple]]:
+    """Members -> one ``(partition of the group hash, Members batch)`` element per partition."""
+    out: dict[int, list] = {}
+    for row in rows:
+        out.setdefault(int.from_bytes(row[0][:8], "little") % partitions, []).append(row)
+    for p, members in sorted(out.items()):
+        yield p, Members.pack(members)
+
+
 # --- DoFns --------------------------------------------------------------------------------------------------
 
 
 class ReadChunk(beam.DoFn):
-    """One input chunk -> its exact-group entries ``(group key, Member)``; writes the chunk's sketch file.
+    """One input chunk -> its exact-group members (:class:`Members` batches); writes the chunk's sketch file.
 
     Malformed or blank rows become counted drops. Every other row gets its node key (survivor-ordered, see
     :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) its shingles'
     MinHash band hashes and verification sketch (the shingle-hash set, or the signature). The sketch file
-    holds one row per such document, in input order; the entry carries the position there, not the text.
+    holds one row per such document, in input order; the member carries the position there, not the text.
     """
 
-    def __init__(self, cfg: DedupConfig, bands: int, rows: int, work: str):
+    def __init__(self, cfg: DedupConfig, bands: int, rows: int, work: str, partitions: int):
         self.cfg = cfg
         self.bands = bands
         self.rows = rows
         self.work = work
+        self.partitions = partitions
 
     def setup(self) -> None:
         near = self.cfg.near
@@ -344,6 +406,7 @@ class ReadChunk(beam.DoFn):
                 cols: dict[str, list] = {name: [] for name in SKETCH_SCHEMA.names}
                 bands: list[np.ndarray] = []
                 sketches: list[np.ndarray] = []
+                members: list[tuple] = []
                 for i, row in enumerate(batch.to_pylist()):
                     member = self._row(row, counts, emitted)
                     if member is None:
@@ -354,13 +417,16 @@ class ReadChunk(beam.DoFn):
                         cols[name].append(value)
                     bands.append(band_hashes)
                     sketches.append(sketch)
-                    tb = (str(row.get("url") or ""), str(row.get("source_file") or ""),
-                          row["source_offset"] if isinstance(row.get("source_offset"), int) else -1,
-                          str(row.get("date") or ""))
-                    group = h if self.cfg.exact.enabled else key
-                    emitted.append((group, (key, row["source"], tb, chunk, pos, band_hashes.tobytes())))
+                    provenance = json.dumps([row.get("url"), row.get("source_file"), row.get("source_offset"),
+                                             row.get("date")], default=str)
+                    group = bytes.fromhex(h) if self.cfg.exact.enabled else xxhash.xxh3_128_digest(
+                        key.encode("utf-8", "surrogatepass"))
+                    order = xxhash.xxh3_64_intdigest(provenance.encode("utf-8", "surrogatepass"))
+                    members.append((group, key, row["source"], order, chunk, pos, band_hashes))
                     pos += 1
                 offset += batch.num_rows
+                if members:
+                    emitted.extend(_members_by_partition(members, self.partitions))
                 cols["bands"] = _list_array(bands)
                 cols["sketch"] = _list_array(sketches)
                 yield pa.RecordBatch.from_pydict(cols, schema=SKETCH_SCHEMA)
@@ -414,82 +480,83 @@ def sketch_file(work: str, chunk: int) -> str:
     return os.path.join(work, f"sketch-{chunk:05d}.parquet")
 
 
-class ExactSurvivor(beam.DoFn):
-    """One exact-duplicate group -> its survivor ``(node key, (source, chunk, position, copies, bands))``; the
-    rest dropped.
+class ExactPartition(beam.DoFn):
+    """One partition of exact-group members -> each group's survivor; the rest dropped.
 
-    A member is ``(node key, source, provenance, chunk, position, band bytes)``; an earlier run's indexed
-    survivor (incremental dedup) has ``source`` None. The survivor is the smallest by key, then provenance,
-    then position, so every member is distinct and the choice total. The dropped copies are also emitted as
-    ``(survivor key, (id, source))`` so ``clusters.jsonl`` lists them under the cluster their survivor ends
-    up in. With exact dedup off, groups are keyed by node key: only rows with the same id *and* text meet,
-    and the extra ones are ``duplicate_id``.
+    Groups are found by hash inside the partition (every member of a group lands in the partition of its
+    group hash). The survivor is the smallest by node key, then provenance, then position, so the choice is
+    total and independent of arrival order. An earlier run's indexed survivor in a group makes every new
+    member ``exact_duplicate_of_index``. Dropped copies are emitted as ``(survivor key, (id, source))`` so
+    ``clusters.jsonl`` lists them under the cluster their survivor ends up in. With exact dedup off, groups
+    are keyed by node key: only rows with the same id *and* text meet, and the extra ones are ``duplicate_id``.
+
+    Survivors leave batched: their band entries by band partition (:func:`_band_elements`), and
+    ``(source, chunk, position, exact copies)`` by node-key partition for :class:`Decide`.
     """
 
-    def __init__(self, exact: bool):
+    def __init__(self, exact: bool, near: bool, partitions: int):
         self.exact = exact
+        self.near = near
+        self.partitions = partitions
 
-    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
-        _, members = element
-        best, best_order, n, indexed = None, None, 0, None
-        for m in members:  # one pass, holding only the best member (and the first indexed key)
-            if m[1] is None:
-                if indexed is None or m[0] < indexed:
-                    indexed = m[0]
-                continue
-            n += 1
-            order = (m[0], m[2], m[3], m[4])
-            if best is None or order < best_order:
-                best, best_order = m, order
-        if best is None:
+    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[Any]:
+        _, batches = element
+        groups: dict[bytes, list] = {}
+        for batch in batches:
+            for m in Members.unpack(batch):
+                groups.setdefault(m[0], []).append(m)
+        counts: dict[str, int] = {}
+        survivors: list[tuple] = []
+        for members in groups.values():
+            yield from self._group(members, survivors, counts)
+        for name, n in counts.items():
+            yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
+        by_part: dict[int, list] = {}
+        for s in survivors:
+            by_part.setdefault(partition_of(s[0], self.partitions), []).append(s)
+            if s[4]:
+                yield beam.pvalue.TaggedOutput(WEIGHTS, (s[0], 1 + s[4]))
+        for q, rows in sorted(by_part.items()):
+            keys, sources, chunks, positions, copies, _ = zip(*rows)
+            yield beam.pvalue.TaggedOutput(SURVIVORS, (q, (
+                _pack(list(keys)), _pack(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
+                np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())))
+        if self.near:
+            banded = [s for s in survivors if s[5].size]
+            if len(banded) < len(survivors):
+                yield beam.pvalue.TaggedOutput(COUNTERS, ("documents_without_shingles", len(survivors) - len(banded)))
+            if banded:
+                yield from _band_elements([s[0] for s in banded], np.array([s[2] for s in banded], dtype=np.int32),
+                                          np.array([s[3] for s in banded], dtype=np.int64),
+                                          np.stack([s[5] for s in banded]), self.partitions)
+
+    def _group(self, members: list[tuple], survivors: list[tuple], counts: dict[str, int]) -> Iterator[Any]:
+        new = [m for m in members if m[4] >= 0]
+        if not new:
             return
-        if indexed is not None:
-            cluster = key_id(indexed)
-            for m in members:
-                if m[1] is not None:
-                    yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate_of_index"))
-                    yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(key_id(m[0]), cluster, m[1], False,
-                                                                           "exact_duplicate_of_index"))
+        indexed = [m[1] for m in members if m[4] < 0]
+        if indexed:
+            cluster = key_id(min(indexed))
+            for m in new:
+                yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate_of_index"))
+                yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(key_id(m[1]), cluster, m[2], False,
+                                                                       "exact_duplicate_of_index"))
             return
+        best = min(new, key=lambda m: (m[1], m[3], m[4], m[5]))
         copies = 0
-        if n > 1:
+        if len(new) > 1:
             if self.exact:
-                yield beam.pvalue.TaggedOutput(COUNTERS, "exact_duplicate_groups")
-            # Second pass (GroupByKey values re-iterate on every Beam runner); (chunk, position) names a row.
-            for m in members:
-                if m[1] is None or (m[3], m[4]) == (best[3], best[4]):
+                counts["exact_duplicate_groups"] = counts.get("exact_duplicate_groups", 0) + 1
+            for m in new:
+                if m is best:
                     continue
                 if self.exact:
                     copies += 1
                     yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate"))
-                    yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (best[0], (key_id(m[0]), m[1])))
+                    yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (best[1], (key_id(m[1]), m[2])))
                 else:  # the same (id, text) twice with exact dedup off
                     yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
-        yield best[0], (best[1], best[3], best[4], copies, best[5])
-
-
-class SurvivorBands(beam.DoFn):
-    """A batch of survivors -> their LSH band entries, one element per partition (see :func:`_band_elements`)."""
-
-    def __init__(self, partitions: int):
-        self.partitions = partitions
-
-    def process(self, batch: list[tuple[str, tuple]]) -> Iterator[Any]:
-        keys, chunks, positions, hashes = [], [], [], []
-        without = 0
-        for key, (_, chunk, pos, _, bands) in batch:
-            if not bands:
-                without += 1
-                continue
-            keys.append(key)
-            chunks.append(chunk)
-            positions.append(pos)
-            hashes.append(np.frombuffer(bands, dtype=np.uint64))
-        if without:
-            yield beam.pvalue.TaggedOutput(COUNTERS, ("documents_without_shingles", without))
-        if keys:
-            yield from _band_elements(keys, np.array(chunks, dtype=np.int32), np.array(positions, dtype=np.int64),
-                                      np.stack(hashes), self.partitions)
+        survivors.append((best[1], best[2], best[4], best[5], copies, best[6]))
 
 
 def _band_elements(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
@@ -572,7 +639,7 @@ def _is_indexed(key: str) -> bool:
 
 
 class IndexEntries(beam.DoFn):
-    """One index file of an earlier run -> its exact-group members and band entries. Its sketches stay in
+    """One index file of an earlier run -> its exact-group members (:class:`Members`) and band entries. Its sketches stay in
     the file (read by position, like a sketch file's, when a candidate pair needs them)."""
 
     def __init__(self, exact: bool, near: bool, partitions: int):
@@ -585,16 +652,18 @@ class IndexEntries(beam.DoFn):
         pf = _open_parquet(path)
         pos = 0
         for batch in pf.iter_batches(batch_size=_WORK_ROWS, columns=["key", "exact_hash", "bands"]):
-            keys, positions, hashes = [], [], []
+            keys, positions, hashes, exact = [], [], [], []
             for row in batch.to_pylist():
                 key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
-                if self.exact and row.get("exact_hash"):
-                    yield row["exact_hash"], (key, None, None, None, None, None)
+                if self.exact and row.get("exact_hash"):  # chunk -1 marks an indexed member
+                    exact.append((bytes.fromhex(row["exact_hash"]), key, "", 0, -1, 0, np.zeros(0, np.uint64)))
                 if self.near and row.get("bands"):
                     keys.append(key)
                     positions.append(pos)
                     hashes.append(np.array(row["bands"], dtype=np.uint64))
                 pos += 1
+            if exact:
+                yield from _members_by_partition(exact, self.partitions)
             if keys:
                 width = max(h.size for h in hashes)
                 if any(h.size != width for h in hashes):
@@ -657,14 +726,6 @@ class VerifyPairs(beam.DoFn):
             yield verified
 
 
-def _weight(element: tuple[str, tuple]) -> Iterator[tuple[str, int]]:
-    """A surviving node stands for itself and its exact copies; only nodes with copies need saying so (a node
-    without a weight counts 1), which keeps the size join to clustered nodes instead of every document."""
-    key, (_, _, _, exact_copies, _) = element
-    if exact_copies:
-        yield key, 1 + exact_copies
-
-
 def _weight_by_label(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, int]]:
     """``(component label, weight)`` for a node in a component, so sizes count exact copies too."""
     _, grouped = element
@@ -696,8 +757,8 @@ def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
 
 class Decide(beam.DoFn):
     """One node-key partition with its survivors, exact copies, component labels and sizes -> each
-    survivor's fate: kept (``(chunk, (position, annotations))`` for :class:`WriteChunk`) or
-    ``near_duplicate``, and one ``clusters.jsonl`` line per cluster member.
+    survivor's fate: kept (batched by chunk for :class:`WriteChunk`, with the annotations of clustered
+    ones) or ``near_duplicate``, and one ``clusters.jsonl`` line per cluster member.
 
     A document belongs to a cluster when it is in a near-duplicate component or has exact copies; the
     cluster id is the survivor's document id, and its size counts exact copies too.
@@ -705,23 +766,36 @@ class Decide(beam.DoFn):
 
     def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
         _, grouped = element
-        nodes: dict[str, dict[str, list]] = {}
-        for part in ("survivor", "exact", "label", "size"):
-            for key, value in grouped[part]:
-                nodes.setdefault(key, {"survivor": [], "exact": [], "label": [], "size": []})[part].append(value)
+        exact: dict[str, list] = {}
+        for key, member in grouped["exact"]:
+            exact.setdefault(key, []).append(member)
+        labels = dict(grouped["label"])
+        sizes = dict(grouped["size"])
         counts: dict[str, int] = {}
-        for key in sorted(nodes):
-            yield from self._node(key, nodes[key], counts)
+        kept: dict[int, tuple[list[int], dict[int, str]]] = {}
+        for keys, sources, chunks, positions, copies in grouped["survivor"]:
+            rows = zip(_unpack(keys), _unpack(sources), np.frombuffer(chunks, dtype=np.int32).tolist(),
+                       np.frombuffer(positions, dtype=np.int64).tolist(), np.frombuffer(copies, dtype=np.int64).tolist())
+            for key, source, chunk, pos, n_copies in rows:
+                extra = yield from self._node(key, source, n_copies, labels.get(key), sizes.get(key),
+                                              exact.get(key, []), counts)
+                if extra is None:
+                    continue
+                positions_of, extras = kept.setdefault(chunk, ([], {}))
+                positions_of.append(pos)
+                if extra:
+                    extras[pos] = json.dumps(extra, sort_keys=True)
         for name, n in counts.items():  # one counter element per partition, not per document
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
+        for chunk, (positions_of, extras) in sorted(kept.items()):
+            yield chunk, (np.array(positions_of, dtype=np.int64).tobytes(), extras)
 
-    def _node(self, key: str, grouped: dict[str, list], counts: dict[str, int]) -> Iterator[Any]:
-        if not grouped["survivor"]:
-            return
-        source, chunk, pos, exact_copies = grouped["survivor"][0]
+    @staticmethod
+    def _node(key: str, source: str, exact_copies: int, label: str | None, size: int | None,
+              exact: list[tuple[str, str]], counts: dict[str, int]):
+        """Outcome and cluster lines of one survivor; returns its annotations (None when dropped)."""
         doc_id = key_id(key)
-        labels = grouped["label"]
-        cluster_key = labels[0] if labels else (key if exact_copies else None)
+        cluster_key = label if label is not None else (key if exact_copies else None)
         extra: dict[str, Any] = {}
         if cluster_key is not None:
             cluster = key_id(cluster_key)
@@ -729,21 +803,20 @@ class Decide(beam.DoFn):
             reason = "near_duplicate_of_index" if _is_indexed(cluster_key) else "near_duplicate"
             yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(doc_id, cluster, source, survivor,
                                                                    None if survivor else reason))
-            for member_id, member_source in grouped["exact"]:
+            for member_id, member_source in exact:
                 yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(member_id, cluster, member_source, False,
                                                                        "exact_duplicate"))
             if not survivor:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
-                return
-            sizes = grouped["size"]
-            size = int(sizes[0]) if sizes else 1 + exact_copies
+                return None
+            size = int(size) if size is not None else 1 + exact_copies
             extra.update({"dedup_cluster": cluster, "cluster_size": size})
             if exact_copies:
                 extra["exact_duplicates"] = exact_copies
             counts[f"cluster_size:{size}"] = counts.get(f"cluster_size:{size}", 0) + 1
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
         counts[f"kept:{source}"] = counts.get(f"kept:{source}", 0) + 1
-        yield chunk, (pos, json.dumps(extra, sort_keys=True) if extra else "")
+        return extra
 
 
 class WriteChunk(beam.DoFn):
@@ -761,9 +834,12 @@ class WriteChunk(beam.DoFn):
         self.folder = folder
         self.index = index
 
-    def process(self, element: tuple[int, Iterable[tuple[int, str]]]) -> Iterator[None]:
-        chunk, kept = element
-        extra = dict(kept)  # sketch-file position -> annotations JSON
+    def process(self, element: tuple[int, Iterable[tuple[bytes, dict[int, str]]]]) -> Iterator[None]:
+        chunk, batches = element
+        extra: dict[int, str] = {}  # sketch-file position -> annotations JSON ("" when not clustered)
+        for positions_b, notes in batches:
+            extra.update(dict.fromkeys(np.frombuffer(positions_b, dtype=np.int64).tolist(), ""))
+            extra.update(notes)
         spill = pq.read_table(sketch_file(self.work, chunk), columns=["row"]).column(0).to_numpy()
         positions = np.array(sorted(extra), dtype=np.int64)
         by_row = dict(zip(spill[positions].tolist(), positions.tolist()))
@@ -823,12 +899,6 @@ def _by_partition(partitions: int):
     def key(element: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
         return partition_of(element[0], partitions), element
     return key
-
-
-def _survivor_entry(element: tuple[str, tuple]) -> tuple[str, tuple[str, int, int, int]]:
-    """A survivor without its band bytes: ``(node key, (source, chunk, position, exact copies))``."""
-    key, (source, chunk, pos, copies, _) = element
-    return key, (source, chunk, pos, copies)
 
 
 def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
@@ -1001,7 +1071,7 @@ def run_dedup(
                 p
                 | "Chunks" >> beam.Create(tasks)
                 | "SpreadChunks" >> beam.Reshuffle()
-                | "ReadChunks" >> beam.ParDo(ReadChunk(cfg, bands, rows, work)).with_outputs(
+                | "ReadChunks" >> beam.ParDo(ReadChunk(cfg, bands, rows, work, parts)).with_outputs(
                     OUTCOMES, COUNTERS, main="members")
             )
             outcomes = [read[OUTCOMES]]
@@ -1022,28 +1092,20 @@ def run_dedup(
             exact = (
                 members
                 | "GroupExact" >> beam.GroupByKey()
-                | "ExactSurvivor" >> beam.ParDo(ExactSurvivor(cfg.exact.enabled)).with_outputs(
-                    OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, main="survivors")
+                | "ExactPartition" >> beam.ParDo(ExactPartition(cfg.exact.enabled, near.enabled, parts)).with_outputs(
+                    OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, SURVIVORS, WEIGHTS, BANDS)
             )
             outcomes.append(exact[OUTCOMES])
             counters.append(exact[COUNTERS])
             cluster_lines.append(exact[CLUSTERS])
-            survivors = exact.survivors
 
             by_partition = _by_partition(parts)
             final_inputs: dict[str, Any] = {
-                "survivor": survivors | "SurvivorsByPartition" >> beam.Map(_survivor_entry) | "S" >> beam.Map(
-                    by_partition),
+                "survivor": exact[SURVIVORS],
                 "exact": exact[EXACT_MEMBERS] | "ExactByPartition" >> beam.Map(by_partition),
             }
             if near.enabled:
-                band_entries = (
-                    survivors
-                    | "BatchSurvivors" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
-                    | "SurvivorBands" >> beam.ParDo(SurvivorBands(parts)).with_outputs(BANDS, COUNTERS)
-                )
-                counters.append(band_entries[COUNTERS])
-                bands_in = band_entries[BANDS]
+                bands_in = exact[BANDS]
                 if indexed is not None:
                     bands_in = (bands_in, indexed[BANDS]) | "WithIndexBands" >> beam.Flatten()
                 buckets = (
@@ -1074,7 +1136,7 @@ def run_dedup(
                 labels = verified | "Components" >> cc
                 counters.append(cc.unconverged | "CountUnconverged" >> beam.Map(_tag_unconverged))
                 sizes = (
-                    {"label": labels, "weight": survivors | "Weight" >> beam.FlatMap(_weight)}
+                    {"label": labels, "weight": exact[WEIGHTS]}
                     | "JoinWeights" >> beam.CoGroupByKey()
                     | "ClusterMember" >> beam.FlatMap(_weight_by_label)
                     | "ClusterSize" >> beam.CombinePerKey(sum)
