@@ -49,6 +49,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 NEWS = os.path.join(SHARED, "dedup", "syndicated-news.jsonl")
 TOOLS = ("ccgpt", "datasketch", "datatrove")
+DETAILS: dict = {}  # a tool's own figures worth printing beside the common ones (ccgpt: pairs, chunks)
 
 
 def load_texts(n: int) -> list[str]:
@@ -144,8 +145,10 @@ def run_ccgpt(folder: str, work: str) -> dict[str, str]:
     from pipeline.runner import RunnerConfig
 
     out = os.path.join(work, "out")
-    run_dedup([os.path.join(folder, "parquet")], out, DedupConfig(), RunnerConfig(runner="local", num_workers=2),
-              force=True)
+    stats = run_dedup([os.path.join(folder, "parquet")], out, DedupConfig(),
+                      RunnerConfig(runner="local", num_workers=2), force=True)
+    DETAILS.update({k: stats.extra[k] for k in ("candidate_pairs", "verified_pairs", "oversized_buckets",
+                                                "cc_unconverged_nodes", "chunks")})
     predicted = {}
     with open(os.path.join(out, "clusters.jsonl"), encoding="utf-8") as fh:
         for line in fh:
@@ -243,7 +246,7 @@ def child(tool: str, folder: str) -> None:
     print(json.dumps({"tool": tool, "docs": len(truth), "seconds": round(elapsed, 2),
                       "docs_per_s": round(len(truth) / elapsed, 1), "peak_rss_mb": round(rss / 1024),
                       "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),
-                      "f1": round(scores["f1"], 4), "ari": round(scores["ari"], 4)}))
+                      "f1": round(scores["f1"], 4), "ari": round(scores["ari"], 4), **DETAILS}))
 
 
 def measure(tool: str, folder: str, timeout: float) -> dict:

@@ -40,27 +40,40 @@ class RunnerConfig:
         default=2,
         metadata={"help": "glibc malloc arenas per process on the local/portable runners (0 = glibc's default)"},
     )
+    arrow_pool: str = field(
+        default="system",
+        metadata={"help": "Arrow memory pool on the local/portable runners: system | jemalloc | mimalloc | '' (Arrow's default)"},
+    )
 
 
 _M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
-def limit_malloc_arenas(arenas: int) -> None:
-    """Cap glibc's malloc arenas in this process and in the worker processes it starts afterwards.
+def tune_allocators(arenas: int, arrow_pool: str) -> None:
+    """Cap glibc's malloc arenas and pick Arrow's memory pool, in this process and in the worker processes
+    it starts afterwards (they read ``MALLOC_ARENA_MAX`` / ``ARROW_DEFAULT_MEMORY_POOL`` when they start;
+    this process is set through ``mallopt`` and ``pyarrow.set_memory_pool``).
 
     Why: the local runner moves every bundle through gRPC thread pools, and glibc gives each thread its own
-    arena and keeps freed memory there; with the default (8 per core) the dedup stage's driver peaked at
-    620 MB for 40k documents, with 2 arenas at 426 MB (workers 661 -> 560 MB), and it ran faster. Workers
-    read ``MALLOC_ARENA_MAX`` when they start; this process is capped through ``mallopt``. A no-op where
-    glibc is absent.
+    arena and keeps freed memory there; Arrow's default jemalloc pool also keeps freed pages. On the dedup
+    stage at 40k documents (2 workers) the driver peaked at 620 MB with glibc's default arenas and 426 MB
+    with 2; with Arrow's system pool on top the workers went from 570 to 463 MB and the run from 20.9 to
+    17.5 s. Where glibc or the named pool is absent this does nothing.
     """
-    if arenas <= 0:
-        return
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass
+    if arenas > 0:
+        os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
+        except (OSError, AttributeError):
+            pass
+    if arrow_pool:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", arrow_pool)
+        import pyarrow as pa
+
+        try:
+            pa.set_memory_pool(getattr(pa, f"{arrow_pool}_memory_pool")())
+        except (AttributeError, NotImplementedError, pa.ArrowException):
+            pass
 
 
 def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
@@ -102,7 +115,7 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     """
     options = pipeline_options(cfg)
     if cfg.runner in LOCAL_RUNNERS:
-        limit_malloc_arenas(cfg.malloc_arenas)
+        tune_allocators(cfg.malloc_arenas, cfg.arrow_pool)
     if cfg.runner == "local":
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 

@@ -4,36 +4,41 @@ All inputs (the quality-filtered crawl and curated sources such as books or docs
 a crawl page that copies a book is found like any other duplicate and removed from the *crawl*: the
 survivor of every group is chosen by source priority, then quality score, then id (:mod:`.exact`).
 
-The pipeline graph, every step a Beam transform (nothing is collected on the driver):
+The pipeline graph, every step a Beam transform (nothing is collected on the driver). **Texts and shingle
+sets never enter a shuffle**: Beam's local runner holds every shuffle in memory, and with them aboard the
+stage's memory grew about 15 KB per document per process. The input is split into *chunks* (runs of whole
+Parquet row groups, ``chunk_rows``); a chunk's sketches go to a file in the stage's work folder, the
+shuffles carry hashes, node keys and positions in column batches, and the rows are read again at the end.
 
-1. **Prepare** each row: malformed rows -> ``dropped:invalid_record``, blank text -> ``dropped:empty_text``;
-   the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`) and the 128-bit hash of
-   their normalised text.
-2. **Exact**: GroupByKey on the text hash; the smallest node key survives, the others are
-   ``dropped:exact_duplicate``. The group is scanned once to find the survivor holding only the best row
-   (and, only for groups with copies, once more to name them), so a page repeated a million times costs no
-   memory.
-3. **Sketch** the survivors in batches: word (or char) n-gram shingles, MinHash signature bit-identical to
-   datasketch, band hashes, and the document's 64-bit shingle-hash set (or its signature) for verification.
-4. **LSH buckets**: band entries travel as raw numpy bytes grouped by ``band hash % partitions`` (one element
-   per partition per batch, not one per band per document); each partition sorts its entries by
-   ``(band, hash)`` and only runs of equal keys reach Python: small buckets give all pairs, oversized ones a
-   star on their minimum (:func:`.lsh.bucket_pairs`).
-5. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
-   not at all): pairs grouped by the partition of their first node meet that partition's sketches (which
-   also removes pairs found in several bands), the first node's set is shipped to the second node's
-   partition, and the pair is checked there. Both joins are by partition, with batches as elements.
-6. **Connected components** of the verified pairs on the runner (:mod:`.components`, the same partitioned
+1. **Read chunks** (:class:`ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
+   ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
+   the 128-bit hash of their normalised text, word (or char) n-gram shingles, a MinHash signature
+   bit-identical to datasketch, its band hashes and the verification sketch (the 64-bit shingle-hash set,
+   or the signature). The chunk's *sketch file* gets one row per document; the exact-group members leave
+   as :class:`Members` batches by partition of their text hash.
+2. **Exact** (:class:`ExactPartition`): each partition groups its members by hash; the smallest node key
+   survives, the others are ``dropped:exact_duplicate``. Survivors leave batched: band entries by band
+   partition, ``(source, chunk, position, copies)`` by node-key partition.
+3. **LSH buckets** (:class:`BucketPairs`): band entries travel as raw numpy bytes grouped by ``band hash %
+   partitions``; each partition sorts its entries by ``(band, hash)`` and only runs of equal keys reach
+   Python: small buckets give all pairs, oversized ones a star on their minimum (:func:`.lsh.bucket_pairs`).
+4. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
+   not at all): pairs grouped by the chunk of their first node (which also removes pairs found in several
+   bands) read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
+   the pair is checked against the second sketch, read the same way. Only candidate pairs carry a sketch.
+5. **Connected components** of the verified pairs on the runner (:mod:`.components`, partitioned
    batching): because node keys sort survivor-first, each component's label *is* its survivor. Cluster
    sizes add up each member's exact copies.
-7. **Finish**: CoGroupByKey of rows, exact copies, labels, cluster sizes and index columns by *output shard*
-   (``partition_of(node key, shards)``). A *cluster* is a near-duplicate component or an exact group (or
-   both); its survivor is kept with ``{"dedup_cluster", "cluster_size"}`` (and ``exact_duplicates`` when it
-   had exact copies) added to its annotations, the other near-duplicates are ``dropped:near_duplicate``,
-   and every member gets a line in ``clusters.jsonl``. Each shard writes its kept documents (and index
-   rows) as one Parquet file sorted by id, and ``clusters.jsonl`` is written sorted, so a rerun gives the
-   same bytes in any process (Beam's grouping order follows the per-process hash seed; the file a row lands
-   in and its place in the file do not).
+6. **Decide** (:class:`Decide`): survivors, exact copies, labels and sizes meet by node-key partition. A
+   *cluster* is a near-duplicate component or an exact group (or both); its survivor is kept with
+   ``{"dedup_cluster", "cluster_size"}`` (and ``exact_duplicates`` when it had exact copies) added to its
+   annotations, the other near-duplicates are ``dropped:near_duplicate``, and every member gets a line in
+   ``clusters.jsonl``.
+7. **Write chunks** (:class:`WriteChunk`): each chunk's kept positions -> the chunk's rows read again and
+   written, in input order, as ``documents-<chunk>-of-<chunks>.parquet`` (and its ``index/`` file). The
+   file a document lands in and its place there follow the input, not the order the shuffles delivered
+   (which follows the per-process hash seed), and ``clusters.jsonl`` is written sorted, so a rerun gives
+   the same bytes in any process.
 
 Every row yields exactly one outcome (``pipeline.accounting``), so ``stats.json`` is exact on any runner.
 Counters for the extras (per-source read/kept, candidate and verified pairs, cluster sizes) travel the same
@@ -42,16 +47,17 @@ way through a temporary counts file that is folded into ``stats.json`` and remov
 Output folder: ``documents-NNNNN-of-NNNNN.parquet`` (kept documents of every source), ``stats.json``,
 ``outcomes.jsonl``, ``clusters.jsonl`` (``{"id", "cluster", "source", "survivor", "reason"}`` per cluster
 member, sorted; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate`` or ``near_duplicate`` for
-the dropped members, null for the survivor) and ``index/`` (below). The shard files and ``clusters.jsonl`` are
-written by the workers straight into the stage's output folder (atomic rename per file), which like every
-ccgpt stage must be a path the workers share with the driver.
+the dropped members, null for the survivor) and ``index/`` (below). The output files, the sketch files (in
+``_work/``, removed when the stage ends) and ``clusters.jsonl`` are written by the workers straight into the
+stage's output folder (atomic rename per file), which like every ccgpt stage must be a path the workers
+share with the driver.
 
 **Incremental dedup.** ``index/`` holds one Parquet row per kept document (``INDEX_SCHEMA``: node key, id,
 source, exact text hash, LSH band hashes, and the sorted shingle-hash set or signature the verification
 needs) plus ``meta.json`` with the settings that made them. A later run with ``DedupConfig.against`` set to
 earlier output folders reads those indexes into the same graph, never their documents: an indexed entry
-joins the exact groups (every new copy is ``dropped:exact_duplicate_of_index``), the LSH buckets and the
-verification joins under a node key that sorts before every new one, so a component holding an indexed
+joins the exact groups (every new copy is ``dropped:exact_duplicate_of_index``) and the LSH buckets under a
+node key that sorts before every new one (its sketch is read from the index file, like a chunk's), so a component holding an indexed
 document is labelled by it and its new members are ``dropped:near_duplicate_of_index``. Indexed documents
 are never emitted again and indexed-indexed pairs are never formed. Each run's index holds its own
 survivors only: to deduplicate crawl N against all earlier ones, pass all earlier folders. The settings that
@@ -162,13 +168,13 @@ class NearConfig:
         default=0,
         metadata={"help": "large-star/small-star rounds for connected components (0: max(4, ceil(log2(docs+1))))"},
     )
-    # Band entries, sketches, candidate pairs and component edges cross the shuffles in batches grouped by
-    # partition; a partition's band entries (about 11 small entries per document) and needed sketches are
-    # held by one worker, so the count grows with the input to keep that bounded, and has a floor so a few
-    # local workers all get work.
+    # Exact-group members, band entries, survivors and component edges cross the shuffles in batches grouped
+    # by partition; one partition's entries (about 11 small band entries per document) are held by one
+    # worker, so the count grows with the input to keep that bounded, and has a floor so a few local
+    # workers all get work.
     partitions: int = field(
         default=0,
-        metadata={"help": "shuffle partitions for LSH, verification and components (0: max(8, docs / 25000))"},
+        metadata={"help": "shuffle partitions for exact groups, LSH and components (0: max(8, docs / 25000))"},
     )
 
 
