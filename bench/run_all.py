@@ -5,7 +5,7 @@ Run by hand from the repository root (minutes to an hour, depending on ``--size`
 
     .venv/bin/python -m bench.run_all                 # every benchmark at its quick size
     .venv/bin/python -m bench.run_all --size full     # each benchmark's own defaults
-    .venv/bin/python -m bench.run_all --only curate dedup
+    .venv/bin/python -m bench.run_all --only curate dedup   # rerun these, keep the page's other sections
 
 Each benchmark runs in its own subprocess (so one's peak RSS or crash cannot touch the others) with the
 arguments in ``BENCHES``. Benchmarks print their comparisons as lines holding ``<number>x``; those lines are
@@ -123,12 +123,42 @@ def render(results: list[dict], info: dict[str, str], when: str) -> str:
         out.append(f"| {r['bench'].name} | {status} | {r['seconds']} | {r['load_before']} → {r['load_after']} | "
                    f"{ratios} |")
     for r in results:
-        out += ["", f"## {r['bench'].name}", "", r["bench"].what + ".", "", f"`{r['cmd']}`", ""]
+        out += ["", f"## {r['bench'].name}", "", r["bench"].what + ".", "", f"Run {when}: `{r['cmd']}`", ""]
         if r["rc"] != 0:
             out += [f"**Did not finish** (exit status {r['rc']}); the end of its output:", ""]
         tail = r["output"].splitlines()[-80:] if r["rc"] != 0 else r["output"].splitlines()
         out += ["```", *tail, "```"]
     return "\n".join(out) + "\n"
+
+
+def _split(page: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A rendered page -> (header up to the table, table row per benchmark, section per benchmark)."""
+    head, rows, sections = [], {}, {}
+    current = None
+    for line in page.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = line
+        elif current is not None:
+            sections[current] += "\n" + line
+        elif line.startswith("| ") and not line.startswith("| benchmark |"):
+            rows[line[2:].split(" |", 1)[0]] = line
+        else:
+            head.append(line)
+    return "\n".join(head).rstrip() + "\n", rows, {k: v.rstrip() for k, v in sections.items()}
+
+
+def merge(old: str, new: str) -> str:
+    """``new`` (some benchmarks rerun) over ``old``: the benchmarks not rerun keep their row and section,
+    each section saying when it ran; the header (date, machine) is the new run's."""
+    head, rows, sections = _split(new)
+    _, old_rows, old_sections = _split(old)
+    names = [b.name for b in BENCHES]
+    order = [n for n in names if n in rows or n in old_rows]
+    table = [rows.get(n) or old_rows[n] for n in order]
+    body = [sections.get(n) or old_sections.get(n, "") for n in order]
+    head = head.replace("- date:", "- date of the latest run (each section names its own):")
+    return head + "\n".join(table) + "\n\n" + "\n\n".join(b for b in body if b) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         for line in ratio_lines(res["output"]):
             print(f"    {line}")
         results.append(res)
+    page = render(results, info, when)
+    if args.only and os.path.exists(args.out):  # keep the sections of the benchmarks not rerun
+        with open(args.out, encoding="utf-8") as fh:
+            page = merge(fh.read(), page)
     tmp = f"{args.out}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(render(results, info, when))
+        fh.write(page)
     os.replace(tmp, args.out)
     print(f"wrote {os.path.relpath(args.out)}")
     return 0 if all(r["rc"] == 0 for r in results) else 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run_all import BENCHES, machine, ratio_lines, render
+from bench.run_all import BENCHES, machine, merge, ratio_lines, render
 
 
 def test_ratio_lines_pick_comparisons_only():
@@ -19,3 +19,22 @@ def test_page_lists_every_bench_with_status_and_machine():
     assert "2026-01-01 00:00 UTC" in page and info["cores"] in page and info["cpu"] in page
     assert "| curate | ok | 12.0 |" in page and "2.02x" in page
     assert "| quality | failed (timeout) |" in page and "**Did not finish**" in page and "Traceback: boom" in page
+
+
+def test_only_rerun_keeps_the_other_sections():
+    """``--only dedup`` replaces dedup's row and section and keeps every other benchmark's, in page order."""
+    info = machine()
+
+    def result(i, line):
+        return {"bench": BENCHES[i], "cmd": f"python -m bench.{BENCHES[i].name}", "rc": 0, "seconds": 1.0,
+                "output": line, "load_before": "1 / 1 / 1", "load_after": "1 / 1 / 1"}
+
+    dedup = next(i for i, b in enumerate(BENCHES) if b.name == "dedup")
+    old = render([result(0, "old curate 2.0x"), result(dedup, "old dedup 1.0x")], info, "2026-01-01 00:00 UTC")
+    new = render([result(dedup, "new dedup 3.0x")], info, "2026-02-02 00:00 UTC")
+    page = merge(old, new)
+    assert "old curate 2.0x" in page and "new dedup 3.0x" in page and "old dedup" not in page
+    assert page.index("## curate") < page.index("## dedup")
+    assert page.index("| curate |") < page.index("| dedup |") < page.index("## curate")
+    assert "Run 2026-01-01 00:00 UTC" in page and "Run 2026-02-02 00:00 UTC" in page
+    assert page.count("| benchmark |") == 1
