@@ -1,0 +1,82 @@
+"""The dedup stage's work chunks and column batches: pure functions, no runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dedup.stage import (
+    SKETCH_SCHEMA,
+    Members,
+    _list_array,
+    _pack,
+    _unpack,
+    _write_atomic,
+    load_sketches,
+    plan_chunks,
+)
+
+
+def _file(path, groups: list[int]) -> str:
+    table = pa.table({"x": pa.array(range(sum(groups)), type=pa.int64())})
+    with pq.ParquetWriter(str(path), table.schema) as writer:
+        start = 0
+        for n in groups:
+            writer.write_table(table.slice(start, n))
+            start += n
+    return str(path)
+
+
+def test_chunks_are_runs_of_whole_row_groups(tmp_path):
+    a = _file(tmp_path / "a.parquet", [40, 40, 40, 10])
+    b = _file(tmp_path / "b.parquet", [500])
+    assert plan_chunks([a, b], 80) == [(a, (0, 1)), (a, (2, 3)), (b, (0,))]
+    assert plan_chunks([a], 1) == [(a, (0,)), (a, (1,)), (a, (2,)), (a, (3,))]
+    assert plan_chunks([a], 10**6) == [(a, (0, 1, 2, 3))]
+
+
+def test_packed_strings_round_trip_any_text():
+    strings = ["", "plain", "naïve — ünïcode", "tab\tnul\x00line\n", "\ud800 lone surrogate", "x" * 10_000]
+    assert _unpack(_pack(strings)) == strings
+    assert _unpack(_pack([])) == []
+
+
+def test_members_round_trip_with_and_without_bands():
+    rows = [
+        (bytes(range(16)), "key-a", "crawl", 2**64 - 1, 3, 7, np.array([1, 2**63, 5], dtype=np.uint64)),
+        (bytes(16), "key-b", "books", 0, -1, 0, np.zeros(0, dtype=np.uint64)),
+        (b"\xff" * 16, "kéy-c", "crawl", 12345, 0, 2**40, np.array([9, 8, 7], dtype=np.uint64)),
+    ]
+    back = list(Members.unpack(Members.pack(rows)))
+    assert len(back) == 3
+    for (g, k, s, o, c, p, bands), (g2, k2, s2, o2, c2, p2, bands2) in zip(rows, back):
+        assert (g, k, s, o, c, p) == (g2, k2, s2, o2, c2, p2)
+        assert bands2.dtype == np.uint64 and bands2.tolist() == bands.tolist()
+
+
+def test_sketches_read_back_by_position_across_row_groups(tmp_path):
+    """A sketch file is written in record batches (row groups); any position reads back its own sketch."""
+    rng = np.random.default_rng(0)
+    sketches = [np.unique(rng.integers(0, 2**63, size=int(rng.integers(0, 50)), dtype=np.uint64))
+                for _ in range(2500)]
+
+    def batches():
+        for start in range(0, len(sketches), 1000):
+            part = sketches[start:start + 1000]
+            n = len(part)
+            yield pa.RecordBatch.from_pydict({
+                "key": [f"k{start + i}" for i in range(n)], "id": [str(start + i) for i in range(n)],
+                "source": ["crawl"] * n, "exact_hash": ["0" * 32] * n,
+                "bands": _list_array([np.zeros(0, dtype=np.uint64)] * n), "sketch": _list_array(part),
+                "row": list(range(start, start + n))}, schema=SKETCH_SCHEMA)
+
+    path = str(tmp_path / "sketch.parquet")
+    assert _write_atomic(path, batches(), SKETCH_SCHEMA) == 2500
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    wanted = [0, 999, 1000, 1001, 2499, 1500, 1500]
+    got = load_sketches(path, wanted)
+    assert sorted(got) == sorted(set(wanted))
+    for pos in wanted:
+        assert got[pos].tolist() == sketches[pos].tolist()
+    assert load_sketches(path, []) == {}
