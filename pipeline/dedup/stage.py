@@ -568,17 +568,22 @@ class ExactPartition(beam.DoFn):
 def _band_elements(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
                    partitions: int) -> Iterator[Any]:
     """``hashes[i, band]`` of node ``keys[i]`` (sketch at ``chunks[i], positions[i]``) -> one
-    ``(band hash % partitions, (bands, hashes, keys, chunks, positions))`` element per partition.
+    ``(band hash % partitions, (bands, hashes, docs, keys, chunks, positions))`` element per partition:
+    an entry per band landing there (its band index, hash and document number in this element) and, once
+    per document, its packed key and sketch position.
 
     Arrays travel as raw bytes: Beam's fast coder passes bytes through but pickles a numpy array (tens of
-    microseconds each), and pickles every Python int >= 2**63 on its own (half of all 64-bit hashes).
+    microseconds each), and pickles every Python int >= 2**63 on its own (half of all 64-bit hashes). Keys
+    travel packed, once per document instead of once per band: the local runner holds grouped values
+    decoded, and a string object per band per document was most of what the band shuffle held.
     """
     part = hashes % np.uint64(partitions)
     for p in np.unique(part):
         doc, band = np.nonzero(part == p)
+        docs, local = np.unique(doc, return_inverse=True)
         yield beam.pvalue.TaggedOutput(BANDS, (int(p), (
-            band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), [keys[i] for i in doc],
-            chunks[doc].tobytes(), positions[doc].tobytes())))
+            band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), local.astype(np.uint32).tobytes(),
+            _pack([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes())))
 
 
 def _bucket_candidates(keys: list[str], all_pairs_max: int) -> tuple[list[tuple[str, str]], bool]:
@@ -609,13 +614,15 @@ class BucketPairs(beam.DoFn):
     def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[Any]:
         _, batches = element
         bands, hashes, chunks, positions, keys = [], [], [], [], []
-        for b, h, k, c, pos in batches:
+        docs: list[np.ndarray] = []
+        for b, h, d, k, c, pos in batches:
             bands.append(np.frombuffer(b, dtype=np.uint16))
             hashes.append(np.frombuffer(h, dtype=np.uint64))
+            docs.append(np.frombuffer(d, dtype=np.uint32).astype(np.int64) + len(keys))
             chunks.append(np.frombuffer(c, dtype=np.int32))
             positions.append(np.frombuffer(pos, dtype=np.int64))
-            keys.extend(k)
-        band, hsh = np.concatenate(bands), np.concatenate(hashes)
+            keys.extend(_unpack(k))
+        band, hsh, doc = np.concatenate(bands), np.concatenate(hashes), np.concatenate(docs)
         chunk, position = np.concatenate(chunks), np.concatenate(positions)
         order = np.lexsort((hsh, band))
         band, hsh = band[order], hsh[order]
@@ -627,7 +634,7 @@ class BucketPairs(beam.DoFn):
         out: dict[int, set] = {}
         oversized = 0
         for s, e in zip(starts[multi].tolist(), ends[multi].tolist()):
-            members = order[s:e].tolist()
+            members = doc[order[s:e]].tolist()
             ref = {keys[i]: (int(chunk[i]), int(position[i])) for i in members}
             pairs, big = _bucket_candidates(list(ref), self.all_pairs_max)
             oversized += big
