@@ -152,11 +152,13 @@ class NearConfig:
     )
     bands: int = field(default=0, metadata={"help": "LSH bands (0 with rows=0: chosen from the threshold)"})
     rows: int = field(default=0, metadata={"help": "LSH rows per band (0 with bands=0: chosen from the threshold)"})
-    # Verification removes false positives, so a missed duplicate costs more than an extra candidate: weighting
-    # false negatives 0.7 (datasketch's default is 0.5/0.5) takes the syndicated-news recall at 0.8 from 0.964
-    # to 1.0 for 4 % more candidate pairs, at unchanged precision.
-    fp_weight: float = field(default=0.3, metadata={"help": "weight of false positives when choosing bands x rows"})
-    fn_weight: float = field(default=0.7, metadata={"help": "weight of false negatives when choosing bands x rows"})
+    # Verification removes false positives, so a missed duplicate costs far more than an extra candidate (one
+    # set intersection). datasketch's 0.5/0.5 gives 9 x 13 bands, under which a pair at Jaccard 0.8 becomes a
+    # candidate with probability 0.40; 0.3/0.7 gave 11 x 11 (0.63); 0.05/0.95 gives 16 x 8: 0.95 at 0.8 and
+    # 0.99 at 0.85, 0.06 at 0.5. Measured on a 10k synthetic labelled set: recall 0.931 -> 0.996 for 13 % more
+    # candidate pairs, precision 1.0 both. With ``verify="none"`` candidates are the verdict: raise fp_weight.
+    fp_weight: float = field(default=0.05, metadata={"help": "weight of false positives when choosing bands x rows"})
+    fn_weight: float = field(default=0.95, metadata={"help": "weight of false negatives when choosing bands x rows"})
     verify: Literal["jaccard", "signature", "none"] = field(
         default="jaccard",
         metadata={"help": "check candidates by true shingle Jaccard, by the MinHash estimate, or not at all"},
