@@ -57,9 +57,10 @@ source, exact text hash, LSH band hashes, and the sorted shingle-hash set or sig
 needs) plus ``meta.json`` with the settings that made them. A later run with ``DedupConfig.against`` set to
 earlier output folders reads those indexes into the same graph, never their documents: an indexed entry
 joins the exact groups (every new copy is ``dropped:exact_duplicate_of_index``) and the LSH buckets under a
-node key that sorts before every new one (its sketch is read from the index file, like a chunk's), so a component holding an indexed
-document is labelled by it and its new members are ``dropped:near_duplicate_of_index``. Indexed documents
-are never emitted again and indexed-indexed pairs are never formed. Each run's index holds its own
+node key that sorts before every new one (its sketch is read from the index file, like a chunk's), so a
+component holding an indexed document is labelled by it and its new members are
+``dropped:near_duplicate_of_index``. Indexed documents are never emitted again and indexed-indexed pairs
+are never formed. Each run's index holds its own
 survivors only: to deduplicate crawl N against all earlier ones, pass all earlier folders. The settings that
 decide hashes and bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode)
 must match the indexes' (checked before the pipeline starts).
@@ -339,7 +340,7 @@ def _unpack(packed: tuple[bytes, bytes]) -> list[str]:
 
 
 class Members:
-    """Column-wise batch of exact-group members (the element that crosses the exact shuffle).
+    """Column-wise batch of exact-group members (a tuple of bytes, handed to the exact step in a file).
 
     ``group``: 16-byte group hash each (the normalised-text hash; the node key's hash with exact dedup off),
     ``keys``/``sources``: packed strings, ``order``: 64-bit provenance hash (tie-break between equal keys),
@@ -352,30 +353,60 @@ class Members:
         group, keys, sources, order, chunk, pos, bands = zip(*rows)
         widths = np.array([b.size for b in bands], dtype=np.uint16)
         flat = np.concatenate(bands).astype(np.uint64) if widths.sum() else np.zeros(0, dtype=np.uint64)
-        return (b"".join(group), _pack(list(keys)), _pack(list(sources)), np.array(order, dtype=np.uint64).tobytes(),
-                np.array(chunk, dtype=np.int32).tobytes(), np.array(pos, dtype=np.int64).tobytes(),
-                widths.tobytes(), flat.tobytes())
+        return (b"".join(group), *_pack(list(keys)), *_pack(list(sources)),
+                np.array(order, dtype=np.uint64).tobytes(), np.array(chunk, dtype=np.int32).tobytes(),
+                np.array(pos, dtype=np.int64).tobytes(), widths.tobytes(), flat.tobytes())
 
     @staticmethod
     def unpack(batch: tuple) -> Iterator[tuple[bytes, str, str, int, int, int, np.ndarray]]:
-        group, keys, sources, order, chunk, pos, widths, flat = batch
+        group, key_lengths, key_data, source_lengths, source_data, order, chunk, pos, widths, flat = batch
         widths_a = np.frombuffer(widths, dtype=np.uint16)
         ends = np.cumsum(widths_a, dtype=np.int64)
         bands = np.frombuffer(flat, dtype=np.uint64)
-        rows = zip(_unpack(keys), _unpack(sources), np.frombuffer(order, dtype=np.uint64).tolist(),
+        rows = zip(_unpack((key_lengths, key_data)), _unpack((source_lengths, source_data)),
+                   np.frombuffer(order, dtype=np.uint64).tolist(),
                    np.frombuffer(chunk, dtype=np.int32).tolist(), np.frombuffer(pos, dtype=np.int64).tolist(),
                    ends.tolist(), widths_a.tolist())
         for i, (key, source, o, c, p, end, width) in enumerate(rows):
             yield group[16 * i:16 * (i + 1)], key, source, o, c, p, bands[end - width:end]
 
 
-def _members_by_partition(rows: list[tuple], partitions: int) -> Iterator[tuple[int, tuple]]:
-    """Members -> one ``(partition of the group hash, Members batch)`` element per partition."""
-    out: dict[int, list] = {}
+def _members_by_partition(rows: list[tuple], partitions: int, out: dict[int, list]) -> None:
+    """Members -> one :class:`Members` batch per partition of their group hash, added to ``out``."""
+    parts: dict[int, list] = {}
     for row in rows:
-        out.setdefault(int.from_bytes(row[0][:8], "little") % partitions, []).append(row)
-    for p, members in sorted(out.items()):
-        yield p, Members.pack(members)
+        parts.setdefault(int.from_bytes(row[0][:8], "little") % partitions, []).append(row)
+    for p, members in parts.items():
+        out.setdefault(p, []).append(Members.pack(members))
+
+
+def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[tuple]]) -> Iterator[tuple[int, str]]:
+    """Write each target partition's batches (tuples of bytes) to one Arrow file in the work folder and
+    yield ``(partition, path)``: the element that crosses the shuffle is a path, not the data.
+
+    Why: Beam's local runner holds every shuffle in memory (the driver keeps each grouped PCollection and
+    a worker receives its whole share of a grouped stage at once), so data that grows with the documents
+    (exact-group members, band entries, survivors) crosses from one step to the next as files, the way a
+    distributed runner's shuffle spills to disk; the GroupByKey on the paths is the barrier. The file name
+    is fixed by kind, target and producer, so a retried bundle rewrites the same file (atomic rename).
+    """
+    for p, rows in sorted(batches.items()):
+        path = os.path.join(work, f"{kind}-{p:05d}-{producer}.arrow")
+        table = pa.table({f"f{i}": pa.array([r[i] for r in rows], type=pa.large_binary())
+                          for i in range(len(rows[0]))})
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+        yield p, path
+
+
+def handed(paths: Iterable[str]) -> Iterator[tuple[bytes, ...]]:
+    """The batches :func:`hand_off` wrote to ``paths``, one tuple of bytes each."""
+    for path in sorted(paths):
+        with pa.memory_map(path) as source:
+            table = pa.ipc.open_file(source).read_all()
+        yield from zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))
 
 
 # --- DoFns --------------------------------------------------------------------------------------------------
@@ -405,6 +436,7 @@ class ReadChunk(beam.DoFn):
         chunk, path, groups = task
         counts: dict[str, int] = {}
         emitted: list[Any] = []
+        by_partition: dict[int, list] = {}
         pos = 0
         offset = 0
 
@@ -434,7 +466,7 @@ class ReadChunk(beam.DoFn):
                     pos += 1
                 offset += batch.num_rows
                 if members:
-                    emitted.extend(_members_by_partition(members, self.partitions))
+                    _members_by_partition(members, self.partitions, by_partition)
                 cols["bands"] = _list_array(bands)
                 cols["sketch"] = _list_array(sketches)
                 yield pa.RecordBatch.from_pydict(cols, schema=SKETCH_SCHEMA)
@@ -443,6 +475,7 @@ class ReadChunk(beam.DoFn):
         # nothing downstream can look up a sketch that is not yet written.
         _write_atomic(sketch_file(self.work, chunk), batches(), SKETCH_SCHEMA)
         yield from emitted
+        yield from hand_off(self.work, "members", f"c{chunk:05d}", by_partition)
         for name, n in counts.items():
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
 
@@ -498,19 +531,21 @@ class ExactPartition(beam.DoFn):
     ``clusters.jsonl`` lists them under the cluster their survivor ends up in. With exact dedup off, groups
     are keyed by node key: only rows with the same id *and* text meet, and the extra ones are ``duplicate_id``.
 
-    Survivors leave batched: their band entries by band partition (:func:`_band_elements`), and
-    ``(source, chunk, position, exact copies)`` by node-key partition for :class:`Decide`.
+    Members arrive as files (:func:`hand_off`); survivors leave the same way, batched: their band entries
+    by band partition (:func:`_band_batches`), and ``(source, chunk, position, exact copies)`` by node-key
+    partition for :class:`Decide`.
     """
 
-    def __init__(self, exact: bool, near: bool, partitions: int):
+    def __init__(self, exact: bool, near: bool, partitions: int, work: str):
         self.exact = exact
         self.near = near
         self.partitions = partitions
+        self.work = work
 
-    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[Any]:
-        _, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        part, paths = element
         groups: dict[bytes, list] = {}
-        for batch in batches:
+        for batch in handed(paths):
             for m in Members.unpack(batch):
                 groups.setdefault(m[0], []).append(m)
         counts: dict[str, int] = {}
@@ -524,19 +559,23 @@ class ExactPartition(beam.DoFn):
             by_part.setdefault(partition_of(s[0], self.partitions), []).append(s)
             if s[4]:
                 yield beam.pvalue.TaggedOutput(WEIGHTS, (s[0], 1 + s[4]))
-        for q, rows in sorted(by_part.items()):
+        batches: dict[int, list] = {}
+        for q, rows in by_part.items():
             keys, sources, chunks, positions, copies, _ = zip(*rows)
-            yield beam.pvalue.TaggedOutput(SURVIVORS, (q, (
-                _pack(list(keys)), _pack(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
-                np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())))
+            batches[q] = [(*_pack(list(keys)), *_pack(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
+                           np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())]
+        for q, path in hand_off(self.work, "survivors", f"x{part:05d}", batches):
+            yield beam.pvalue.TaggedOutput(SURVIVORS, (q, path))
         if self.near:
             banded = [s for s in survivors if s[5].size]
             if len(banded) < len(survivors):
                 yield beam.pvalue.TaggedOutput(COUNTERS, ("documents_without_shingles", len(survivors) - len(banded)))
             if banded:
-                yield from _band_elements([s[0] for s in banded], np.array([s[2] for s in banded], dtype=np.int32),
-                                          np.array([s[3] for s in banded], dtype=np.int64),
-                                          np.stack([s[5] for s in banded]), self.partitions)
+                bands = _band_batches([s[0] for s in banded], np.array([s[2] for s in banded], dtype=np.int32),
+                                      np.array([s[3] for s in banded], dtype=np.int64),
+                                      np.stack([s[5] for s in banded]), self.partitions)
+                for bp, path in hand_off(self.work, "bands", f"x{part:05d}", bands):
+                    yield beam.pvalue.TaggedOutput(BANDS, (bp, path))
 
     def _group(self, members: list[tuple], survivors: list[tuple], counts: dict[str, int]) -> Iterator[Any]:
         new = [m for m in members if m[4] >= 0]
@@ -567,25 +606,25 @@ class ExactPartition(beam.DoFn):
         survivors.append((best[1], best[2], best[4], best[5], copies, best[6]))
 
 
-def _band_elements(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
-                   partitions: int) -> Iterator[Any]:
-    """``hashes[i, band]`` of node ``keys[i]`` (sketch at ``chunks[i], positions[i]``) -> one
-    ``(band hash % partitions, (bands, hashes, docs, keys, chunks, positions))`` element per partition:
-    an entry per band landing there (its band index, hash and document number in this element) and, once
-    per document, its packed key and sketch position.
+def _band_batches(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
+                  partitions: int, out: dict[int, list] | None = None) -> dict[int, list]:
+    """``hashes[i, band]`` of node ``keys[i]`` (sketch at ``chunks[i], positions[i]``) -> one batch per band
+    partition (``band hash % partitions``), added to ``out``: ``(bands, hashes, docs, key lengths, keys,
+    chunks, positions)``, an entry per band landing there (its band index, hash and document number in the
+    batch) and, once per document, its packed key and sketch position.
 
-    Arrays travel as raw bytes: Beam's fast coder passes bytes through but pickles a numpy array (tens of
-    microseconds each), and pickles every Python int >= 2**63 on its own (half of all 64-bit hashes). Keys
-    travel packed, once per document instead of once per band: the local runner holds grouped values
-    decoded, and a string object per band per document was most of what the band shuffle held.
+    Arrays travel as raw bytes (no Python int per hash, no pickled numpy array), and keys once per document
+    instead of once per band.
     """
+    out = {} if out is None else out
     part = hashes % np.uint64(partitions)
     for p in np.unique(part):
         doc, band = np.nonzero(part == p)
         docs, local = np.unique(doc, return_inverse=True)
-        yield beam.pvalue.TaggedOutput(BANDS, (int(p), (
+        out.setdefault(int(p), []).append((
             band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), local.astype(np.uint32).tobytes(),
-            _pack([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes())))
+            *_pack([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes()))
+    return out
 
 
 def _bucket_candidates(keys: list[str], all_pairs_max: int) -> tuple[list[tuple[str, str]], bool]:
@@ -605,25 +644,26 @@ class BucketPairs(beam.DoFn):
 
     Every entry of a bucket ``(band, hash)`` lands in partition ``hash % partitions``, so the sort sees whole
     buckets. Only runs of two or more equal ``(band, hash)`` reach Python. A pair leaves as
-    ``(a, position of a, b, chunk of b, position of b)`` under the chunk of ``a``'s sketch, so the next step
-    both removes repeats (a pair found in several bands) and reads ``a``'s sketch from one file. Holds the
-    partition's band entries (node keys, not texts).
+    ``(a, position of a, b, chunk of b, position of b)`` under the chunk of ``a``'s sketch (handed on in a
+    file, :func:`_pack_pairs`), so the next step both removes repeats (a pair found in several bands) and
+    reads ``a``'s sketch from one file. Holds the partition's band entries (node keys, not texts).
     """
 
-    def __init__(self, all_pairs_max: int):
+    def __init__(self, all_pairs_max: int, work: str):
         self.all_pairs_max = all_pairs_max
+        self.work = work
 
-    def process(self, element: tuple[int, Iterable[tuple]]) -> Iterator[Any]:
-        _, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        part, paths = element
         bands, hashes, chunks, positions, keys = [], [], [], [], []
         docs: list[np.ndarray] = []
-        for b, h, d, k, c, pos in batches:
+        for b, h, d, key_lengths, key_data, c, pos in handed(paths):
             bands.append(np.frombuffer(b, dtype=np.uint16))
             hashes.append(np.frombuffer(h, dtype=np.uint64))
             docs.append(np.frombuffer(d, dtype=np.uint32).astype(np.int64) + len(keys))
             chunks.append(np.frombuffer(c, dtype=np.int32))
             positions.append(np.frombuffer(pos, dtype=np.int64))
-            keys.extend(_unpack(k))
+            keys.extend(_unpack((key_lengths, key_data)))
         band, hsh, doc = np.concatenate(bands), np.concatenate(hashes), np.concatenate(docs)
         chunk, position = np.concatenate(chunks), np.concatenate(positions)
         order = np.lexsort((hsh, band))
@@ -645,8 +685,22 @@ class BucketPairs(beam.DoFn):
                 out.setdefault(ca, set()).add((a, pa_, b, cb, pb))
         if oversized:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("oversized_buckets", oversized))
-        for c, pairs in out.items():
-            yield c, sorted(pairs)
+        yield from hand_off(self.work, "pairs", f"b{part:05d}",
+                            {c: [_pack_pairs(sorted(pairs))] for c, pairs in out.items()})
+
+
+def _pack_pairs(pairs: list[tuple[str, int, str, int, int]]) -> tuple[bytes, ...]:
+    """Candidate pairs ``(a, position of a, b, chunk of b, position of b)`` -> one tuple of bytes."""
+    a, pa_, b, cb, pb = zip(*pairs)
+    return (*_pack(list(a)), np.array(pa_, dtype=np.int64).tobytes(), *_pack(list(b)),
+            np.array(cb, dtype=np.int32).tobytes(), np.array(pb, dtype=np.int64).tobytes())
+
+
+def _unpack_pairs(batch: tuple[bytes, ...]) -> Iterator[tuple[str, int, str, int, int]]:
+    a_lengths, a_data, pa_, b_lengths, b_data, cb, pb = batch
+    return zip(_unpack((a_lengths, a_data)), np.frombuffer(pa_, dtype=np.int64).tolist(),
+               _unpack((b_lengths, b_data)), np.frombuffer(cb, dtype=np.int32).tolist(),
+               np.frombuffer(pb, dtype=np.int64).tolist())
 
 
 def _is_indexed(key: str) -> bool:
@@ -654,18 +708,22 @@ def _is_indexed(key: str) -> bool:
 
 
 class IndexEntries(beam.DoFn):
-    """One index file of an earlier run -> its exact-group members (:class:`Members`) and band entries. Its sketches stay in
-    the file (read by position, like a sketch file's, when a candidate pair needs them)."""
+    """One index file of an earlier run -> its exact-group members (:class:`Members`) and band entries, handed
+    on as files like a chunk's. Its sketches stay in the index file (read by position, like a sketch file's,
+    when a candidate pair needs them)."""
 
-    def __init__(self, exact: bool, near: bool, partitions: int):
+    def __init__(self, exact: bool, near: bool, partitions: int, work: str):
         self.exact = exact
         self.near = near
         self.partitions = partitions
+        self.work = work
 
     def process(self, task: tuple[int, str]) -> Iterator[Any]:
         chunk, path = task
         pf = _open_parquet(path)
         pos = 0
+        members: dict[int, list] = {}
+        bands: dict[int, list] = {}
         for batch in pf.iter_batches(batch_size=_WORK_ROWS, columns=["key", "exact_hash", "bands"]):
             keys, positions, hashes, exact = [], [], [], []
             for row in batch.to_pylist():
@@ -678,33 +736,38 @@ class IndexEntries(beam.DoFn):
                     hashes.append(np.array(row["bands"], dtype=np.uint64))
                 pos += 1
             if exact:
-                yield from _members_by_partition(exact, self.partitions)
+                _members_by_partition(exact, self.partitions, members)
             if keys:
                 width = max(h.size for h in hashes)
                 if any(h.size != width for h in hashes):
                     raise ValueError(f"dedup: index file {path}: rows with different band counts")
-                yield from _band_elements(keys, np.full(len(keys), chunk, dtype=np.int32),
-                                          np.array(positions, dtype=np.int64), np.stack(hashes), self.partitions)
+                _band_batches(keys, np.full(len(keys), chunk, dtype=np.int32), np.array(positions, dtype=np.int64),
+                              np.stack(hashes), self.partitions, bands)
+        yield from hand_off(self.work, "members", f"i{chunk:05d}", members)
+        for bp, band_path in hand_off(self.work, "bands", f"i{chunk:05d}", bands):
+            yield beam.pvalue.TaggedOutput(BANDS, (bp, band_path))
         yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", pos))
 
 
 class ShipFirst(beam.DoFn):
     """The candidate pairs whose first node's sketch is in chunk ``c`` -> the distinct pairs, each shipped with
-    that sketch (raw bytes) to the chunk of its second node.
+    that sketch to the chunk of its second node (handed on in a file: ``(a keys, b keys, positions of b,
+    sketch lengths, sketches)``).
 
     Reads only the needed sketches of the chunk's file. With ``verify="none"`` the distinct pairs are the
     verified ones (tagged ``PAIRS``).
     """
 
-    def __init__(self, mode: str, sketch_files: list[str]):
+    def __init__(self, mode: str, sketch_files: list[str], work: str):
         self.mode = mode
         self.sketch_files = sketch_files
+        self.work = work
 
-    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[Any]:
-        chunk, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        chunk, paths = element
         pairs: set = set()
-        for batch in batches:
-            pairs.update(batch)
+        for batch in handed(paths):
+            pairs.update(_unpack_pairs(batch))
         if not pairs:
             return
         yield beam.pvalue.TaggedOutput(COUNTERS, ("candidate_pairs", len(pairs)))
@@ -714,8 +777,14 @@ class ShipFirst(beam.DoFn):
         sketches = load_sketches(self.sketch_files[chunk], (pa_ for _, pa_, _, _, _ in pairs))
         out: dict[int, list] = {}
         for a, pa_, b, cb, pb in sorted(pairs):
-            out.setdefault(cb, []).append((a, b, pb, sketches[pa_].tobytes()))
-        yield from out.items()
+            out.setdefault(cb, []).append((a, b, pb, sketches[pa_]))
+        batches = {}
+        for cb, probes in out.items():
+            a, b, pb, sk = zip(*probes)
+            batches[cb] = [(*_pack(list(a)), *_pack(list(b)), np.array(pb, dtype=np.int64).tobytes(),
+                            np.array([x.size for x in sk], dtype=np.uint32).tobytes(),
+                            np.concatenate(sk).astype(np.uint64).tobytes())]
+        yield from hand_off(self.work, "probes", f"s{chunk:05d}", batches)
 
 
 class VerifyPairs(beam.DoFn):
@@ -727,15 +796,21 @@ class VerifyPairs(beam.DoFn):
         self.threshold = threshold
         self.sketch_files = sketch_files
 
-    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[Any]:
-        chunk, batches = element
-        probes = [probe for batch in batches for probe in batch]
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        chunk, paths = element
+        probes = []
+        for a_lengths, a_data, b_lengths, b_data, pb, sizes, values in handed(paths):
+            ends = np.cumsum(np.frombuffer(sizes, dtype=np.uint32), dtype=np.int64)
+            flat = np.frombuffer(values, dtype=np.uint64)
+            starts = np.concatenate(([0], ends[:-1]))
+            probes.extend(zip(_unpack((a_lengths, a_data)), _unpack((b_lengths, b_data)),
+                              np.frombuffer(pb, dtype=np.int64).tolist(),
+                              (flat[s:e] for s, e in zip(starts.tolist(), ends.tolist()))))
         if not probes:
             return
         sketches = load_sketches(self.sketch_files[chunk], (pb for _, _, pb, _ in probes))
         sim = jaccard if self.mode == "jaccard" else signature_similarity
-        verified = [(a, b) for a, b, pb, other in probes
-                    if sim(np.frombuffer(other, dtype=np.uint64), sketches[pb]) >= self.threshold]
+        verified = [(a, b) for a, b, pb, other in probes if sim(other, sketches[pb]) >= self.threshold]
         if verified:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("verified_pairs", len(verified)))
             yield verified
@@ -788,9 +863,12 @@ class Decide(beam.DoFn):
         sizes = dict(grouped["size"])
         counts: dict[str, int] = {}
         kept: dict[int, tuple[list[int], dict[int, str]]] = {}
-        for keys, sources, chunks, positions, copies in grouped["survivor"]:
-            rows = zip(_unpack(keys), _unpack(sources), np.frombuffer(chunks, dtype=np.int32).tolist(),
-                       np.frombuffer(positions, dtype=np.int64).tolist(), np.frombuffer(copies, dtype=np.int64).tolist())
+        for key_lengths, key_data, source_lengths, source_data, chunks, positions, copies in handed(
+                grouped["survivor"]):
+            rows = zip(_unpack((key_lengths, key_data)), _unpack((source_lengths, source_data)),
+                       np.frombuffer(chunks, dtype=np.int32).tolist(),
+                       np.frombuffer(positions, dtype=np.int64).tolist(),
+                       np.frombuffer(copies, dtype=np.int64).tolist())
             for key, source, chunk, pos, n_copies in rows:
                 extra = yield from self._node(key, source, n_copies, labels.get(key), sizes.get(key),
                                               exact.get(key, []), counts)
@@ -1099,7 +1177,8 @@ def run_dedup(
                     p
                     | "IndexFiles" >> beam.Create([(len(chunks) + i, f) for i, f in enumerate(index_files)])
                     | "SpreadIndex" >> beam.Reshuffle()
-                    | "IndexEntries" >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled, parts)).with_outputs(
+                    | "IndexEntries"
+                    >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled, parts, work)).with_outputs(
                         BANDS, COUNTERS, main="exact")
                 )
                 counters.append(indexed[COUNTERS])
@@ -1107,7 +1186,8 @@ def run_dedup(
             exact = (
                 members
                 | "GroupExact" >> beam.GroupByKey()
-                | "ExactPartition" >> beam.ParDo(ExactPartition(cfg.exact.enabled, near.enabled, parts)).with_outputs(
+                | "ExactPartition"
+                >> beam.ParDo(ExactPartition(cfg.exact.enabled, near.enabled, parts, work)).with_outputs(
                     OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, SURVIVORS, WEIGHTS, BANDS)
             )
             outcomes.append(exact[OUTCOMES])
@@ -1126,13 +1206,14 @@ def run_dedup(
                 buckets = (
                     bands_in
                     | "GroupBuckets" >> beam.GroupByKey()
-                    | "BucketPairs" >> beam.ParDo(BucketPairs(near.all_pairs_max)).with_outputs(COUNTERS, main="pairs")
+                    | "BucketPairs"
+                    >> beam.ParDo(BucketPairs(near.all_pairs_max, work)).with_outputs(COUNTERS, main="pairs")
                 )
                 counters.append(buckets[COUNTERS])
                 shipped = (
                     buckets.pairs
                     | "GroupByFirstChunk" >> beam.GroupByKey()
-                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, sketch_files)).with_outputs(
+                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, sketch_files, work)).with_outputs(
                         COUNTERS, PAIRS, main="probes")
                 )
                 counters.append(shipped[COUNTERS])
