@@ -4,11 +4,14 @@ All inputs (the quality-filtered crawl and curated sources such as books or docs
 a crawl page that copies a book is found like any other duplicate and removed from the *crawl*: the
 survivor of every group is chosen by source priority, then quality score, then id (:mod:`.exact`).
 
-The pipeline graph, every step a Beam transform (nothing is collected on the driver). **Texts and shingle
-sets never enter a shuffle**: Beam's local runner holds every shuffle in memory, and with them aboard the
-stage's memory grew about 15 KB per document per process. The input is split into *chunks* (runs of whole
-Parquet row groups, ``chunk_rows``); a chunk's sketches go to a file in the stage's work folder, the
-shuffles carry hashes, node keys and positions in column batches, and the rows are read again at the end.
+The pipeline graph, every step a Beam transform (nothing is collected on the driver). **No per-document
+data enters a shuffle**: Beam's local runner holds every shuffle in memory, and with texts, shingle sets
+and per-document entries aboard, the stage's memory grew about 15 KB per document per process.
+The input is split into *chunks* (runs of whole Parquet row groups, ``chunk_rows``); a chunk's sketches go
+to a file in the stage's work folder, per-document entries (exact-group members, band entries, survivors,
+candidate pairs, probes) are handed from step to step as column batches in files (:func:`hand_off`, only
+their paths are shuffled), and the kept rows are read again at the end. What still crosses shuffles grows
+with the duplicates found, not the documents: component edges and labels, exact copies, cluster lines.
 
 1. **Read chunks** (:class:`ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
    ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
@@ -19,8 +22,8 @@ shuffles carry hashes, node keys and positions in column batches, and the rows a
 2. **Exact** (:class:`ExactPartition`): each partition groups its members by hash; the smallest node key
    survives, the others are ``dropped:exact_duplicate``. Survivors leave batched: band entries by band
    partition, ``(source, chunk, position, copies)`` by node-key partition.
-3. **LSH buckets** (:class:`BucketPairs`): band entries travel as raw numpy bytes grouped by ``band hash %
-   partitions``; each partition sorts its entries by ``(band, hash)`` and only runs of equal keys reach
+3. **LSH buckets** (:class:`BucketPairs`): band entries are handed over as raw numpy bytes by ``band hash
+   % partitions``; each partition sorts its entries by ``(band, hash)`` and only runs of equal keys reach
    Python: small buckets give all pairs, oversized ones a star on their minimum (:func:`.lsh.bucket_pairs`).
 4. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
    not at all): pairs grouped by the chunk of their first node (which also removes pairs found in several
