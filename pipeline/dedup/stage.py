@@ -10,8 +10,9 @@ and per-document entries aboard, the stage's memory grew about 15 KB per documen
 The input is split into *chunks* (runs of whole Parquet row groups, ``chunk_rows``); a chunk's sketches go
 to a file in the stage's work folder, per-document entries (exact-group members, band entries, survivors,
 candidate pairs, probes) are handed from step to step as column batches in files (:func:`hand_off`, only
-their paths are shuffled), and the kept rows are read again at the end. What still crosses shuffles grows
-with the duplicates found, not the documents: component edges and labels, exact copies, cluster lines.
+their paths are shuffled), and the kept rows are read again at the end; ``clusters.jsonl`` lines are
+sorted per step into files and merged at the end. What still crosses shuffles grows with the duplicates
+found, not the documents: component edges and labels, exact copies.
 
 1. **Read chunks** (:class:`ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
    ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
@@ -71,7 +72,9 @@ must match the indexes' (checked before the pipeline starts).
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import heapq
 import json
 import logging
 import math
@@ -553,8 +556,11 @@ class ExactPartition(beam.DoFn):
                 groups.setdefault(m[0], []).append(m)
         counts: dict[str, int] = {}
         survivors: list[tuple] = []
+        lines: list[str] = []
         for members in groups.values():
-            yield from self._group(members, survivors, counts)
+            yield from self._group(members, survivors, counts, lines)
+        if lines:
+            yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, f"x{part:05d}", lines))
         for name, n in counts.items():
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
         by_part: dict[int, list] = {}
@@ -580,7 +586,8 @@ class ExactPartition(beam.DoFn):
                 for bp, path in hand_off(self.work, "bands", f"x{part:05d}", bands):
                     yield beam.pvalue.TaggedOutput(BANDS, (bp, path))
 
-    def _group(self, members: list[tuple], survivors: list[tuple], counts: dict[str, int]) -> Iterator[Any]:
+    def _group(self, members: list[tuple], survivors: list[tuple], counts: dict[str, int],
+               lines: list[str]) -> Iterator[Any]:
         new = [m for m in members if m[4] >= 0]
         if not new:
             return
@@ -589,8 +596,7 @@ class ExactPartition(beam.DoFn):
             cluster = key_id(min(indexed))
             for m in new:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate_of_index"))
-                yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(key_id(m[1]), cluster, m[2], False,
-                                                                       "exact_duplicate_of_index"))
+                lines.append(_cluster_line(key_id(m[1]), cluster, m[2], False, "exact_duplicate_of_index"))
             return
         best = min(new, key=lambda m: (m[1], m[3], m[4], m[5]))
         copies = 0
@@ -857,8 +863,12 @@ class Decide(beam.DoFn):
     cluster id is the survivor's document id, and its size counts exact copies too.
     """
 
+    def __init__(self, work: str):
+        self.work = work
+
     def process(self, element: tuple[int, dict[str, Iterable]]) -> Iterator[Any]:
-        _, grouped = element
+        part, grouped = element
+        lines: list[str] = []
         exact: dict[str, list] = {}
         for key, member in grouped["exact"]:
             exact.setdefault(key, []).append(member)
@@ -874,7 +884,7 @@ class Decide(beam.DoFn):
                        np.frombuffer(copies, dtype=np.int64).tolist())
             for key, source, chunk, pos, n_copies in rows:
                 extra = yield from self._node(key, source, n_copies, labels.get(key), sizes.get(key),
-                                              exact.get(key, []), counts)
+                                              exact.get(key, []), counts, lines)
                 if extra is None:
                     continue
                 positions_of, extras = kept.setdefault(chunk, ([], {}))
@@ -883,12 +893,14 @@ class Decide(beam.DoFn):
                     extras[pos] = json.dumps(extra, sort_keys=True)
         for name, n in counts.items():  # one counter element per partition, not per document
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
+        if lines:
+            yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, f"d{part:05d}", lines))
         for chunk, (positions_of, extras) in sorted(kept.items()):
             yield chunk, (np.array(positions_of, dtype=np.int64).tobytes(), extras)
 
     @staticmethod
     def _node(key: str, source: str, exact_copies: int, label: str | None, size: int | None,
-              exact: list[tuple[str, str]], counts: dict[str, int]):
+              exact: list[tuple[str, str]], counts: dict[str, int], lines: list[str]):
         """Outcome and cluster lines of one survivor; returns its annotations (None when dropped)."""
         doc_id = key_id(key)
         cluster_key = label if label is not None else (key if exact_copies else None)
@@ -897,11 +909,9 @@ class Decide(beam.DoFn):
             cluster = key_id(cluster_key)
             survivor = cluster_key == key
             reason = "near_duplicate_of_index" if _is_indexed(cluster_key) else "near_duplicate"
-            yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(doc_id, cluster, source, survivor,
-                                                                   None if survivor else reason))
+            lines.append(_cluster_line(doc_id, cluster, source, survivor, None if survivor else reason))
             for member_id, member_source in exact:
-                yield beam.pvalue.TaggedOutput(CLUSTERS, _cluster_line(member_id, cluster, member_source, False,
-                                                                       "exact_duplicate"))
+                lines.append(_cluster_line(member_id, cluster, member_source, False, "exact_duplicate"))
             if not survivor:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
                 return None
@@ -974,18 +984,32 @@ class WriteChunk(beam.DoFn):
             start = stop
 
 
-class WriteSortedLines(beam.DoFn):
-    """All lines of a text output (under one key) -> one file, sorted, written atomically: the same bytes
-    whatever order the runner delivered them in. Holds the lines (one short JSON line per cluster member)."""
+def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
+    """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
+    element that crosses the shuffle, see :func:`hand_off`)."""
+    path = os.path.join(work, f"clusters-{producer}.jsonl")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in sorted(lines))
+    os.replace(tmp, path)
+    return path
+
+
+class MergeSortedLines(beam.DoFn):
+    """The sorted line files of every step (under one key) -> one file, merged in sorted order and written
+    atomically: the same bytes whatever order the runner delivered the files in. Streams (a k-way merge),
+    so a million cluster lines cost one line per file in memory."""
 
     def __init__(self, path: str):
         self.path = path
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[None]:
-        _, lines = element
+        _, paths = element
         tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(line + "\n" for line in sorted(lines))
+        with contextlib.ExitStack() as stack:
+            sources = [stack.enter_context(open(p, encoding="utf-8")) for p in sorted(set(paths))]
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(heapq.merge(*sources))
         os.replace(tmp, self.path)
         return iter(())
 
@@ -1248,7 +1272,7 @@ def run_dedup(
             decided = (
                 final_inputs
                 | "JoinDecisions" >> beam.CoGroupByKey()
-                | "Decide" >> beam.ParDo(Decide()).with_outputs(OUTCOMES, COUNTERS, CLUSTERS, main="kept")
+                | "Decide" >> beam.ParDo(Decide(work)).with_outputs(OUTCOMES, COUNTERS, CLUSTERS, main="kept")
             )
             outcomes.append(decided[OUTCOMES])
             counters.append(decided[COUNTERS])
@@ -1260,10 +1284,10 @@ def run_dedup(
             )
             _ = (
                 tuple(cluster_lines)
-                | "AllClusterLines" >> beam.Flatten()
-                | "ClusterLinesOneKey" >> beam.Map(lambda line: (0, line))
-                | "GroupClusterLines" >> beam.GroupByKey()
-                | "WriteClusters" >> beam.ParDo(WriteSortedLines(os.path.join(tmp, "clusters.jsonl")))
+                | "AllClusterLineFiles" >> beam.Flatten()
+                | "ClusterFilesOneKey" >> beam.Map(lambda path: (0, path))
+                | "GroupClusterFiles" >> beam.GroupByKey()
+                | "WriteClusters" >> beam.ParDo(MergeSortedLines(os.path.join(tmp, "clusters.jsonl")))
             )
             _ = tuple(outcomes) | "AllOutcomes" >> beam.Flatten() | "WriteOutcomes" >> WriteOutcomes(tmp)
             _ = (
