@@ -117,20 +117,16 @@ def make_corpus(n: int, seed: int = 0) -> list[dict]:
 
 
 def write_corpus(docs: list[dict], folder: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from schemas.documents import DOCUMENT_SCHEMA, document_row
+    from schemas.documents import write_documents
 
     os.makedirs(os.path.join(folder, "parquet"), exist_ok=True)
     os.makedirs(os.path.join(folder, "jsonl"), exist_ok=True)
     half = (len(docs) + 1) // 2
     for part, rows in enumerate((docs[:half], docs[half:])):
-        table = pa.Table.from_pylist([document_row(id=d["id"], source="crawl", text=d["text"]) for d in rows],
-                                     schema=DOCUMENT_SCHEMA)
         # Row groups of 50k rows: about the 64 MB groups Beam's WriteToParquet gives these documents, so the
         # tables look like a curate output (dedup splits its work at row-group boundaries).
-        pq.write_table(table, os.path.join(folder, "parquet", f"part-{part}.parquet"), row_group_size=50_000)
+        write_documents([{"id": d["id"], "source": "crawl", "text": d["text"]} for d in rows],
+                        os.path.join(folder, "parquet", f"part-{part}.parquet"), row_group_size=50_000)
         with open(os.path.join(folder, "jsonl", f"part-{part}.jsonl"), "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in rows)
     with open(os.path.join(folder, "labels.json"), "w", encoding="utf-8") as fh:

@@ -115,9 +115,10 @@ def read_documents(path: str, columns: list[str] | None = None) -> Iterator[dict
             yield from batch.to_pylist()
 
 
-def write_documents(rows: list[dict[str, Any]], path: str) -> None:
-    """Write rows as one Parquet file atomically (temp name, then rename). For small, non-Beam writes."""
+def write_documents(rows: list[dict[str, Any]], path: str, row_group_size: int | None = None) -> None:
+    """Write rows as one Parquet file atomically (temp name, then rename). For small, non-Beam writes.
+    ``row_group_size`` caps the rows per row group (pyarrow's default otherwise)."""
     table = pa.Table.from_pylist([document_row(**r) for r in rows], schema=DOCUMENT_SCHEMA)
     tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, row_group_size=row_group_size)
     os.replace(tmp, path)

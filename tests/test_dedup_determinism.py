@@ -13,10 +13,7 @@ import random
 import subprocess
 import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from schemas.documents import DOCUMENT_SCHEMA, document_row, read_documents
+from schemas.documents import read_documents, write_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,8 +44,7 @@ def _corpus(folder) -> int:
     os.makedirs(folder)
     # Row groups of 50 rows, so chunk_rows decides how the files are split into work chunks.
     for part, chunk in enumerate((rows[:150], rows[150:])):
-        table = pa.Table.from_pylist([document_row(**r) for r in chunk], schema=DOCUMENT_SCHEMA)
-        pq.write_table(table, str(folder / f"part-{part}.parquet"), row_group_size=50)
+        write_documents(chunk, str(folder / f"part-{part}.parquet"), row_group_size=50)
     return len(rows)
 
 

@@ -75,6 +75,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -223,16 +224,25 @@ class DedupConfig:
 #
 # Why work files: Beam's local runner keeps every shuffle in memory (in the driver, and each worker receives
 # its whole share of a grouped stage), so a document's text and shingle set crossing the shuffles made the
-# stage's memory grow ~15 KB per document per process. Texts and shingle sets therefore never enter a
-# shuffle: each chunk of input rows writes one *sketch file* (its rows' keys, hashes, bands and shingle
-# sets, in input order) into the stage's work folder, the shuffles carry node keys, hashes and row positions
-# only, verification reads the two sketches of a candidate pair from those files, and the kept rows are read
-# again from the input chunk when its output file is written. On a distributed runner the work folder is
-# the shared output path, as for every ccgpt stage.
+# stage's memory grow ~15 KB per document per process. Each chunk of input rows writes one *sketch file*
+# (its rows' keys, hashes, bands and shingle sets, in input order) into the stage's work folder; the
+# per-document entries between steps go through hand-off files there (:func:`hand_off`), so the shuffles
+# carry file paths; verification reads the two sketches of a candidate pair from the sketch files, and the
+# kept rows are read again from the input chunk when its output file is written. On a distributed runner
+# the work folder is the shared output path, as for every ccgpt stage.
 
 _READ_COLUMNS = ["id", "source", "text", "quality_score", "url", "source_file", "source_offset", "date"]
 _WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output files
 SKETCH_SCHEMA = INDEX_SCHEMA.append(pa.field("row", pa.int64()))  # row: position in the input chunk
+
+
+@contextlib.contextmanager
+def _atomic(path: str) -> Iterator[str]:
+    """A temporary name to write ``path`` under, renamed into place when the block succeeds, so a reader
+    never sees a partial file and a retried worker rewrites the whole file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    yield tmp
+    os.replace(tmp, path)
 
 
 def _open_parquet(path: str) -> pq.ParquetFile:
@@ -285,24 +295,29 @@ def _write_atomic(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schem
     """Stream batches into one Parquet file (temp name, then rename): a retried worker rewrites the same
     bytes. Returns the rows written; writes nothing when there are none."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tables = (b if isinstance(b, pa.Table) else pa.Table.from_batches([b], schema=schema) for b in batches)
+    first = next((t for t in tables if t.num_rows), None)
+    if first is None:
+        return 0
     n = 0
-    writer = None
-    try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, schema)
-            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch], schema=schema)
+    with _atomic(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for table in itertools.chain([first], tables):
             writer.write_table(table, row_group_size=_WORK_ROWS)
-            n += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if n:
-        os.replace(tmp, path)
+            n += table.num_rows
     return n
+
+
+def _rows_at(path: str, positions: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """The rows of a Parquet file at the sorted, distinct ``positions``, one row group at a time: yields each
+    group's positions and their rows (``columns`` only), reading only groups that hold any."""
+    pf = _open_parquet(path)
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        stop = start + pf.metadata.row_group(g).num_rows
+        mine = positions[(positions >= start) & (positions < stop)]
+        if mine.size:
+            yield mine, pf.read_row_group(g, columns=columns).take(pa.array(mine - start))
+        start = stop
 
 
 def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
@@ -311,19 +326,12 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     if wanted.size == 0:
         return out
-    pf = _open_parquet(path)
-    start = 0
-    for g in range(pf.metadata.num_row_groups):
-        stop = start + pf.metadata.row_group(g).num_rows
-        mine = wanted[(wanted >= start) & (wanted < stop)]
-        if mine.size:
-            column = pf.read_row_group(g, columns=["sketch"]).column(0).combine_chunks()
-            offsets = column.offsets.to_numpy()
-            values = column.values.to_numpy(zero_copy_only=False)
-            for pos in mine.tolist():
-                i = pos - start
-                out[pos] = values[offsets[i]:offsets[i + 1]]
-        start = stop
+    for mine, rows in _rows_at(path, wanted, ["sketch"]):
+        column = rows.column(0).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy(zero_copy_only=False)
+        for i, pos in enumerate(mine.tolist()):
+            out[pos] = values[offsets[i]:offsets[i + 1]]
     return out
 
 
@@ -400,10 +408,8 @@ def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[tuple]
         path = os.path.join(work, f"{kind}-{p:05d}-{producer}.arrow")
         table = pa.table({f"f{i}": pa.array([r[i] for r in rows], type=pa.large_binary())
                           for i in range(len(rows[0]))})
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        with _atomic(path) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        os.replace(tmp, path)
         yield p, path
 
 
@@ -969,29 +975,18 @@ class WriteChunk(beam.DoFn):
         if written != len(extra):
             raise RuntimeError(f"dedup: chunk {chunk} ({path}): wrote {written} of {len(extra)} kept rows")
         if self.index:
-            _write_atomic(chunk_file(os.path.join(self.folder, INDEX_DIR), "index", chunk, n),
-                          self._index_rows(chunk, positions), INDEX_SCHEMA)
+            index_rows = (rows for _, rows in _rows_at(sketch_file(self.work, chunk), positions, INDEX_SCHEMA.names))
+            _write_atomic(chunk_file(os.path.join(self.folder, INDEX_DIR), "index", chunk, n), index_rows,
+                          INDEX_SCHEMA)
         return iter(())
-
-    def _index_rows(self, chunk: int, positions: np.ndarray) -> Iterator[pa.Table]:
-        pf = pq.ParquetFile(sketch_file(self.work, chunk))
-        start = 0
-        for g in range(pf.metadata.num_row_groups):
-            stop = start + pf.metadata.row_group(g).num_rows
-            mine = positions[(positions >= start) & (positions < stop)] - start
-            if mine.size:
-                yield pf.read_row_group(g, columns=INDEX_SCHEMA.names).take(pa.array(mine))
-            start = stop
 
 
 def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
     """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
     element that crosses the shuffle, see :func:`hand_off`)."""
     path = os.path.join(work, f"clusters-{producer}.jsonl")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(line + "\n" for line in sorted(lines))
-    os.replace(tmp, path)
     return path
 
 
@@ -1005,12 +1000,10 @@ class MergeSortedLines(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[None]:
         _, paths = element
-        tmp = f"{self.path}.tmp-{os.getpid()}"
         with contextlib.ExitStack() as stack:
             sources = [stack.enter_context(open(p, encoding="utf-8")) for p in sorted(set(paths))]
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with _atomic(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.writelines(heapq.merge(*sources))
-        os.replace(tmp, self.path)
         return iter(())
 
 
