@@ -28,10 +28,10 @@ from train.trainer import check_device_support
 B, H, D = 2, 3, 8
 
 
-def qkv(T: int, seed: int = 0, dtype=torch.float64, device="cpu", requires_grad=False):
+def qkv(T: int, seed: int = 0, dtype=torch.float64, device="cpu", requires_grad=False, head_dim: int = D):
     g = torch.Generator().manual_seed(seed)
     return [
-        torch.randn(B, H, T, D, generator=g, dtype=dtype).to(device).requires_grad_(requires_grad) for _ in range(3)
+        torch.randn(B, H, T, head_dim, generator=g, dtype=dtype).to(device).requires_grad_(requires_grad) for _ in range(3)
     ]
 
 
@@ -93,6 +93,9 @@ def test_auto_picks_flex_on_cuda_only():
     assert resolve_attention_impl("auto", "cpu") == "sdpa"
     assert resolve_attention_impl("auto", "cuda") == "flex"
     assert resolve_attention_impl("sdpa", "cuda") == "sdpa"
+    assert resolve_attention_impl("auto", "cuda", head_dim=8) == "sdpa"  # below FlexAttention's GPU minimum
+    assert resolve_attention_impl("auto", "cuda", head_dim=64) == "flex"
+    assert resolve_attention_impl("flex", "cuda", head_dim=8) == "flex"  # asked for: kept, fails loudly there
     with pytest.raises(ValueError):
         resolve_attention_impl("xformers", "cpu")
     with pytest.raises(ValueError, match="attention_impl"):
@@ -132,12 +135,13 @@ def test_trainer_refuses_flex_on_cpu():
 def test_flex_forward_and_backward_match_reference_on_gpu(T, window, doc_masked):
     ids = doc_ids(T).cuda() if doc_masked else None
     ctx = AttentionContext(T, torch.device("cuda"), ids, impl="flex")
-    q, k, v = qkv(T, dtype=torch.float32, device="cuda", requires_grad=True)
-    w = torch.linspace(-1, 1, D, device="cuda")
+    # FlexAttention's GPU kernel needs a head dimension of at least 16; GPT-3's is 64 or more
+    q, k, v = qkv(T, dtype=torch.float32, device="cuda", requires_grad=True, head_dim=64)
+    w = torch.linspace(-1, 1, 64, device="cuda")
     out = causal_attention(q, k, v, ctx, window)
     grads = torch.autograd.grad((out * w).sum(), (q, k, v))
     q2, k2, v2 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    ref = reference_attention(q2, k2, v2, build_attention_mask(T, window, ids))
+    ref = reference_attention(q2, k2, v2, build_attention_mask(T, window, ids, "cuda"))
     ref_grads = torch.autograd.grad((ref * w.double()).sum(), (q2, k2, v2))
     torch.testing.assert_close(out.double(), ref, rtol=1e-3, atol=1e-3)
     for g, rg in zip(grads, ref_grads):

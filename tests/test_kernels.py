@@ -48,6 +48,22 @@ def loss_and_grads(fn, x, w, t, **kw):
     return loss.detach(), gx, gw
 
 
+@pytest.mark.parametrize("impl", ["eager", "chunked"])
+def test_padding_rows_beyond_n_classes_change_nothing(impl):
+    """A weight with padding rows (aligned matmuls) and ``n_classes`` gives the loss and gradients of the
+    unpadded weight; the padding rows get a zero gradient."""
+    x, w, t = problem()
+    ref = loss_and_grads(reference_linear_cross_entropy, x, w, t)
+    padded = torch.cat([w.detach(), torch.randn(5, w.shape[1], dtype=w.dtype)]).requires_grad_()
+    loss, gx, gw = loss_and_grads(linear_cross_entropy, x, padded, t, impl=impl, chunk_size=7, n_classes=V)
+    torch.testing.assert_close(loss, ref[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gx, ref[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gw[:V], ref[2], rtol=1e-10, atol=1e-12)
+    assert gw[V:].abs().sum() == 0
+    with pytest.raises(ValueError, match="n_classes"):
+        linear_cross_entropy(x, padded, t, impl=impl, n_classes=V + 6)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 1000])
 def test_chunked_matches_reference(chunk_size):
     x, w, t = problem()
@@ -132,6 +148,12 @@ def test_model_chunked_loss_equals_eager():
     assert chunked(idx)[0].shape == (2, 16, V)  # without targets: logits, as always
 
 
+def _interpreter_env() -> dict[str, str]:
+    """The environment of a ``TRITON_INTERPRET=1`` child: the repository first on its path, the caller's kept."""
+    path = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+
+
 _INTERPRETED = """
 import json, torch
 from train.kernels import linear_cross_entropy, reference_linear_cross_entropy
@@ -140,19 +162,26 @@ x, w, t = problem(torch.float32)
 ref = loss_and_grads(reference_linear_cross_entropy, x, w, t)
 # block_v=32 makes each row span 4 vocabulary slices, the last one ragged; chunk_size=5 leaves a ragged chunk
 out = loss_and_grads(linear_cross_entropy, x, w, t, impl="fused", chunk_size=5, block_v=32)
-print(json.dumps([float((a - b).abs().max()) for a, b in zip(out, ref)] + [float(ref[0])]))
+# padding rows beyond n_classes (an aligned weight): same loss and gradients, zero gradient on the padding
+padded = torch.cat([w.detach(), torch.randn(7, w.shape[1])]).requires_grad_()
+pl, pgx, pgw = loss_and_grads(linear_cross_entropy, x, padded, t, impl="fused", chunk_size=5, block_v=32,
+                              n_classes=w.shape[0])
+pad = [float((pl - ref[0]).abs()), float((pgx - ref[1]).abs().max()), float((pgw[: w.shape[0]] - ref[2]).abs().max()),
+       float(pgw[w.shape[0]:].abs().max())]
+print(json.dumps([float((a - b).abs().max()) for a, b in zip(out, ref)] + [float(ref[0])] + pad))
 """
 
 
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_triton_kernels_interpreted_on_cpu_match_reference():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": REPO}
+    env = _interpreter_env()
     res = subprocess.run([sys.executable, "-c", _INTERPRETED], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    d_loss, d_x, d_w, ref_loss = json.loads(res.stdout.strip().splitlines()[-1])
+    d_loss, d_x, d_w, ref_loss, p_loss, p_x, p_w, p_pad = json.loads(res.stdout.strip().splitlines()[-1])
     assert ref_loss > 1.0  # a real loss (about log(100) for random weights)
     assert d_loss < 1e-5 and d_x < 1e-6 and d_w < 1e-6, (d_loss, d_x, d_w)
+    assert p_loss < 1e-5 and p_x < 1e-6 and p_w < 1e-6 and p_pad == 0.0, (p_loss, p_x, p_w, p_pad)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and triton")
@@ -213,7 +242,7 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_triton_layer_norm_interpreted_on_cpu_matches_reference():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": REPO}
+    env = _interpreter_env()
     res = subprocess.run([sys.executable, "-c", _INTERPRETED_LN], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]

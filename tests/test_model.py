@@ -45,8 +45,40 @@ def test_embeddings_are_tied():
 def test_analytic_param_count_matches_the_module(bias, attention):
     cfg = dataclasses.replace(TINY, bias=bias, attention=attention, n_layer=3)
     model = GPT(cfg)
-    assert model.num_params() == cfg.num_params() == sum(p.numel() for p in model.parameters())
+    padding = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd  # aligned embedding rows, not counted
+    assert cfg.padded_vocab_size == 128 and padding > 0
+    assert model.num_params() == cfg.num_params() == sum(p.numel() for p in model.parameters()) - padding
     assert model.num_params(include_positions=False) == cfg.num_params(include_positions=False)
+
+
+def test_vocab_padding_keeps_the_function_of_vocab_size_classes():
+    """The embedding is padded to a multiple of 64 rows for aligned matmuls; the padding changes nothing:
+    logits have vocab_size columns, every loss path equals the unpadded computation, padding rows stay
+    zero with zero gradient, and weights saved without the padding still load."""
+    cfg = dataclasses.replace(TINY, n_layer=2, vocab_size=97)
+    assert cfg.padded_vocab_size == 128 and dataclasses.replace(cfg, vocab_size=128).padded_vocab_size == 128
+    torch.manual_seed(0)
+    model = GPT(cfg).double()
+    assert model.wte.weight.shape[0] == 128 and model.wte.weight[97:].abs().sum() == 0
+    idx = torch.randint(0, 97, (2, 16))
+    tgt = torch.randint(0, 97, (2, 16))
+    hidden = []
+    model.ln_f.register_forward_hook(lambda mod, args, out: hidden.append(out.detach()))
+    logits, loss = model(idx, tgt)
+    assert logits.shape == (2, 16, 97)
+    # the unpadded reference: the final hidden states against the first 97 rows only
+    ref = F.cross_entropy((hidden[0] @ model.wte.weight[:97].detach().t()).reshape(-1, 97), tgt.reshape(-1))
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=1e-6)  # the eager loss is taken in fp32
+    chunked = GPT(dataclasses.replace(cfg, loss_impl="chunked")).double()
+    chunked.load_state_dict(model.state_dict())
+    _, loss_chunked = chunked(idx, tgt)
+    torch.testing.assert_close(loss_chunked, ref, rtol=1e-12, atol=1e-12)
+    loss_chunked.backward()
+    assert chunked.wte.weight.grad[97:].abs().sum() == 0  # never read, never moved
+    unpadded = {k: (v[:97] if k in ("wte.weight", "lm_head.weight") else v) for k, v in model.state_dict().items()}
+    again = GPT(cfg).double()
+    again.load_state_dict(unpadded)
+    torch.testing.assert_close(again(idx, tgt)[1], loss, rtol=0, atol=0)
 
 
 def test_gpt3_small_has_125m_parameters():

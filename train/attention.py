@@ -33,12 +33,17 @@ import torch.nn.functional as F
 ATTENTION_IMPLS = ("auto", "sdpa", "flex")
 
 
-def resolve_attention_impl(impl: str, device: torch.device | str) -> str:
-    """``"auto"`` is ``"flex"`` on CUDA and ``"sdpa"`` elsewhere; explicit choices are kept."""
+FLEX_MIN_HEAD_DIM = 16  # FlexAttention's generated GPU kernel refuses smaller heads (torch 2.11)
+
+
+def resolve_attention_impl(impl: str, device: torch.device | str, head_dim: int | None = None) -> str:
+    """``"auto"`` is ``"flex"`` on CUDA and ``"sdpa"`` elsewhere, and ``"sdpa"`` for heads smaller than
+    FlexAttention's GPU kernel takes (tiny test models); explicit choices are kept."""
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
     if impl == "auto":
-        return "flex" if torch.device(device).type == "cuda" else "sdpa"
+        small = head_dim is not None and head_dim < FLEX_MIN_HEAD_DIM
+        return "flex" if torch.device(device).type == "cuda" and not small else "sdpa"
     return impl
 
 
@@ -146,16 +151,17 @@ class AttentionContext:
 
     Built once per batch so that layers with the same window reuse one mask (or ``BlockMask``) instead of
     rebuilding it; alternating models need at most two (dense and banded). ``impl`` is ``"sdpa"`` or
-    ``"flex"`` (``"auto"`` is resolved for ``device``, see :func:`resolve_attention_impl`).
+    ``"flex"`` (``"auto"`` is resolved for ``device`` and ``head_dim``, see :func:`resolve_attention_impl`).
     """
 
     def __init__(
-        self, seq_len: int, device: torch.device, doc_ids: torch.Tensor | None = None, impl: str = "sdpa"
+        self, seq_len: int, device: torch.device, doc_ids: torch.Tensor | None = None, impl: str = "sdpa",
+        head_dim: int | None = None,
     ):
         self.seq_len = seq_len
         self.device = device
         self.doc_ids = doc_ids
-        self.impl = resolve_attention_impl(impl, device)
+        self.impl = resolve_attention_impl(impl, device, head_dim)
         self._masks: dict[int | None, torch.Tensor] = {}
         self._block_masks: dict[int | None, object] = {}
 

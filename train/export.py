@@ -88,7 +88,8 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
         return t if t is not None else torch.zeros(size, dtype=src["wte.weight"].dtype)
 
     d = cfg.n_embd
-    out["transformer.wte.weight"] = src["wte.weight"]
+    wte = src["wte.weight"][: cfg.vocab_size]  # without the padding rows (ModelConfig.padded_vocab_size)
+    out["transformer.wte.weight"] = wte
     out["transformer.wpe.weight"] = src["wpe.weight"]
     for i in range(cfg.n_layer):
         p, q = f"blocks.{i}.", f"transformer.h.{i}."
@@ -100,7 +101,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             out[q + f"{name}.bias"] = bias(p + f"{name}.bias", width)
     out["transformer.ln_f.weight"] = src["ln_f.weight"]
     out["transformer.ln_f.bias"] = bias("ln_f.bias", d)
-    out["lm_head.weight"] = src["wte.weight"]  # tied
+    out["lm_head.weight"] = wte  # tied
     return out
 
 

@@ -77,12 +77,13 @@ class GPT(nn.Module):
         if cfg.vocab_size <= 0 or cfg.n_ctx <= 0:
             raise ValueError("ModelConfig.vocab_size and n_ctx must be resolved (from the manifest) before building")
         self.config = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        # padded_vocab_size rows: aligned output matmuls; the padding's logits are dropped (config docstring)
+        self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.n_ctx, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, cfg.layer_window(i)) for i in range(cfg.n_layer))
         self.ln_f = LayerNorm(cfg.n_embd, bias=cfg.bias, impl=cfg.norm_impl)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         # Tied embeddings: the output head reads logits off the input embedding (one matrix, one gradient).
         self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
@@ -90,6 +91,16 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=residual_std)
+        with torch.no_grad():
+            self.wte.weight[cfg.vocab_size:].zero_()  # padding rows: never read, kept at zero
+        self._register_load_state_dict_pre_hook(self._pad_vocab_rows)
+
+    def _pad_vocab_rows(self, state_dict, prefix, *args) -> None:
+        """Accept weights saved with ``vocab_size`` embedding rows (before the padding, or sliced for export)."""
+        for key in (prefix + "wte.weight", prefix + "lm_head.weight"):
+            t = state_dict.get(key)
+            if t is not None and t.dim() == 2 and t.shape[0] == self.config.vocab_size < self.config.padded_vocab_size:
+                state_dict[key] = F.pad(t, (0, 0, 0, self.config.padded_vocab_size - t.shape[0]))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -105,8 +116,9 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def num_params(self, include_positions: bool = True) -> int:
-        """Parameters counted once (the tied head shares the token embedding)."""
-        n = sum(p.numel() for p in self.parameters())
+        """Parameters counted once (the tied head shares the token embedding), the vocabulary padding not."""
+        padding = (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        n = sum(p.numel() for p in self.parameters()) - padding
         return n if include_positions else n - self.wpe.weight.numel()
 
     def forward(
@@ -128,7 +140,8 @@ class GPT(nn.Module):
         if T > self.config.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the model's n_ctx={self.config.n_ctx}")
         ctx = AttentionContext(
-            T, idx.device, doc_ids if self.config.doc_masking else None, impl=self.config.attention_impl
+            T, idx.device, doc_ids if self.config.doc_masking else None, impl=self.config.attention_impl,
+            head_dim=self.config.head_dim,
         )
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
@@ -137,12 +150,13 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is not None and resolve_loss_impl(self.config.loss_impl, idx.device) != "eager":
             impl = resolve_loss_impl(self.config.loss_impl, idx.device)
-            loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), impl=impl)
+            loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), impl=impl,
+                                        n_classes=self.config.vocab_size)
             return None, loss
-        logits = self.lm_head(x)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # aligned matmul, padding columns dropped
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     def configure_optimizers(

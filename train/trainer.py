@@ -52,6 +52,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from train.attention import FLEX_MIN_HEAD_DIM
 from train.config import ModelConfig, TrainConfig
 from train.data import ShardLoader, resolve_model_config
 from train.model import GPT
@@ -138,6 +139,11 @@ def check_device_support(model_cfg: ModelConfig, device: torch.device) -> None:
         raise ValueError(
             "attention_impl=flex cannot train on CPU (PyTorch has no FlexAttention backward there); "
             "use sdpa or auto"
+        )
+    if device.type == "cuda" and model_cfg.attention_impl == "flex" and model_cfg.head_dim < FLEX_MIN_HEAD_DIM:
+        raise ValueError(
+            f"attention_impl=flex needs a head dimension of at least {FLEX_MIN_HEAD_DIM} on CUDA "
+            f"(this model's is {model_cfg.head_dim}); use sdpa or auto"
         )
     if device.type != "cuda" and model_cfg.loss_impl == "fused":
         raise ValueError("loss_impl=fused runs Triton kernels on CUDA; on CPU use chunked, eager or auto")

@@ -61,10 +61,11 @@ def default_chunk_size(n_rows: int, vocab: int, dtype: torch.dtype) -> int:
 
 
 def reference_linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+    n_classes: int | None = None,
 ) -> torch.Tensor:
     """The plain version: full logits (in fp32 at least), ``F.cross_entropy`` (mean over non-ignored targets)."""
-    logits = x @ weight.t()
+    logits = (x @ weight.t())[:, :n_classes]
     return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index)
 
 
@@ -77,7 +78,7 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v):
+    def forward(ctx, x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v, n_classes):
         with torch.autocast(x.device.type, enabled=False):
             xc, wc = x.to(compute_dtype), weight.to(compute_dtype)
             n = x.shape[0]
@@ -87,14 +88,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             loss_sum = torch.zeros((), dtype=stat, device=x.device)
             for s in range(0, n, chunk_size):
                 e = min(n, s + chunk_size)
-                logits = xc[s:e] @ wc.t()  # [chunk, vocab], the only logits alive
+                logits = xc[s:e] @ wc.t()  # [chunk, rows of weight], the only logits alive
                 t = targets[s:e]
                 if use_triton:
                     from train.kernels import triton_ce
 
-                    lse[s:e], loss = triton_ce.ce_forward(logits, t, ignore_index, block_v)
+                    lse[s:e], loss = triton_ce.ce_forward(logits, t, ignore_index, block_v, n_classes)
                 else:
-                    lf = logits.to(stat)
+                    lf = logits[:, :n_classes].to(stat)
                     lse[s:e] = torch.logsumexp(lf, dim=-1)
                     valid = t != ignore_index
                     target_logit = lf.gather(1, torch.where(valid, t, 0).unsqueeze(1)).squeeze(1)
@@ -103,13 +104,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 del logits
             n_valid = (targets != ignore_index).sum().clamp(min=1).to(stat)
         ctx.save_for_backward(x, weight, targets, lse, n_valid)
-        ctx.args = (chunk_size, use_triton, ignore_index, compute_dtype, block_v)
+        ctx.args = (chunk_size, use_triton, ignore_index, compute_dtype, block_v, n_classes)
         return (loss_sum / n_valid).to(torch.promote_types(x.dtype, torch.float32))
 
     @staticmethod
     def backward(ctx, grad_loss):
         x, weight, targets, lse, n_valid = ctx.saved_tensors
-        chunk_size, use_triton, ignore_index, compute_dtype, block_v = ctx.args
+        chunk_size, use_triton, ignore_index, compute_dtype, block_v, n_classes = ctx.args
         with torch.autocast(x.device.type, enabled=False):
             xc, wc = x.to(compute_dtype), weight.to(compute_dtype)
             stat = lse.dtype
@@ -124,25 +125,29 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 if use_triton:
                     from train.kernels import triton_ce
 
-                    g = triton_ce.ce_backward_(logits, t, lse[s:e], scale, ignore_index, block_v)
+                    g = triton_ce.ce_backward_(logits, t, lse[s:e], scale, ignore_index, block_v, n_classes)
+                    g[:, n_classes:] = 0  # padding rows of the weight (if any) get no gradient
                 else:
-                    p = torch.exp(logits.to(stat) - lse[s:e].unsqueeze(1))
+                    p = torch.exp(logits[:, :n_classes].to(stat) - lse[s:e].unsqueeze(1))
                     valid = t != ignore_index
                     p[torch.arange(e - s, device=x.device), torch.where(valid, t, 0)] -= 1.0
                     g = (p * (scale * valid).unsqueeze(1)).to(compute_dtype)
+                    g = F.pad(g, (0, logits.shape[1] - g.shape[1]))  # zero gradient for padding rows
                 if grad_x is not None:
                     grad_x[s:e] = (g @ wc).to(x.dtype)
                 grad_w += (g.t() @ xc[s:e]).to(stat)
                 del logits, g
         grad_w = grad_w.to(weight.dtype) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None, None
 
 
 @torch.compiler.disable
-def _chunked(x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v):
+def _chunked(x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v, n_classes):
     # Opaque to torch.compile (one graph break at the model's end): the op's whole point is the memory
     # schedule of its Python chunk loop, which the compiler would unroll and fuse away.
-    return _ChunkedLinearCrossEntropy.apply(x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v)
+    return _ChunkedLinearCrossEntropy.apply(
+        x, weight, targets, chunk_size, use_triton, ignore_index, compute_dtype, block_v, n_classes
+    )
 
 
 def linear_cross_entropy(
@@ -153,8 +158,12 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
     ignore_index: int = -100,
     block_v: int | None = None,
+    n_classes: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``x @ weight.T`` (``x`` ``[N, D]``, ``weight`` ``[V, D]``) against ``targets`` ``[N]``.
+
+    ``n_classes`` (default ``V``) counts the classes: only the first ``n_classes`` logits enter the softmax,
+    so ``weight`` may carry padding rows that keep the matmuls aligned (they get a zero gradient).
 
     ``impl`` is ``"eager"``, ``"chunked"``, ``"fused"`` or ``"auto"`` (see :func:`resolve_loss_impl`).
     ``chunk_size`` is rows per chunk (default: about :data:`CHUNK_BYTES` of logits); ``block_v`` is the
@@ -165,9 +174,13 @@ def linear_cross_entropy(
         raise ValueError(f"expected x [N, D] and weight [V, D], got {tuple(x.shape)} and {tuple(weight.shape)}")
     if targets.shape != x.shape[:1]:
         raise ValueError(f"targets must be [N]={tuple(x.shape[:1])}, got {tuple(targets.shape)}")
+    if n_classes is None:
+        n_classes = weight.shape[0]
+    if not 1 <= n_classes <= weight.shape[0]:
+        raise ValueError(f"n_classes must be in [1, {weight.shape[0]}] (rows of weight), got {n_classes}")
     impl = resolve_loss_impl(impl, x.device)
     if impl == "eager":
-        return reference_linear_cross_entropy(x, weight, targets, ignore_index)
+        return reference_linear_cross_entropy(x, weight, targets, ignore_index, n_classes)
     use_triton = impl == "fused"
     if use_triton:
         if not triton_available():
@@ -184,5 +197,6 @@ def linear_cross_entropy(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     targets = targets.contiguous().to(torch.int64)
     return _chunked(
-        x.contiguous(), weight, targets, int(chunk_size), use_triton, int(ignore_index), compute_dtype, block_v
+        x.contiguous(), weight, targets, int(chunk_size), use_triton, int(ignore_index), compute_dtype, block_v,
+        int(n_classes),
     )

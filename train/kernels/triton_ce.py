@@ -70,10 +70,13 @@ def _num_warps(block: int) -> int:
 
 
 def ce_forward(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, block_v: int | None = None
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, block_v: int | None = None,
+    n_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lse, loss)``, both fp32 ``[rows]``, for a contiguous chunk of logits."""
+    """``(lse, loss)``, both fp32 ``[rows]``, for a contiguous chunk of logits (its first ``n_classes``
+    columns; default all)."""
     rows, n_cols = logits.shape
+    n_cols = n_cols if n_classes is None else n_classes
     lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
     loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
     block = _block_v(n_cols, block_v)
@@ -90,9 +93,12 @@ def ce_backward_(
     scale: torch.Tensor,
     ignore_index: int,
     block_v: int | None = None,
+    n_classes: int | None = None,
 ) -> torch.Tensor:
-    """Turn ``logits`` into ``d(sum of losses * scale)/d logits`` in place and return it."""
+    """Turn ``logits`` into ``d(sum of losses * scale)/d logits`` in place and return it (only its first
+    ``n_classes`` columns, default all: the caller zeroes any others)."""
     rows, n_cols = logits.shape
+    n_cols = n_cols if n_classes is None else n_classes
     block = _block_v(n_cols, block_v)
     ce_backward_kernel[(rows,)](
         logits, logits.stride(0), targets, lse, scale, n_cols, ignore_index, BLOCK_V=block, num_warps=_num_warps(block)
