@@ -6,12 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
 from pipeline.dedup.stage import (
     SKETCH_SCHEMA,
     Members,
     _list_array,
-    _pack,
-    _unpack,
     _write_atomic,
     load_sketches,
     plan_chunks,
@@ -38,8 +37,23 @@ def test_chunks_are_runs_of_whole_row_groups(tmp_path):
 
 def test_packed_strings_round_trip_any_text():
     strings = ["", "plain", "naïve — ünïcode", "tab\tnul\x00line\n", "\ud800 lone surrogate", "x" * 10_000]
-    assert _unpack(_pack(strings)) == strings
-    assert _unpack(_pack([])) == []
+    assert unpack_strings(pack_strings(strings)) == strings
+    assert unpack_strings(pack_strings([])) == []
+
+
+def test_hand_off_writes_one_file_per_producer_and_each_consumer_reads_its_batches(tmp_path):
+    work = str(tmp_path)
+    rows = {3: [(b"a", b"\x00\xff"), (b"b", b"")], 0: [(b"c", b"d")], 5: []}
+    refs = list(hand_off(work, "kind", "p00001", rows))
+    assert [p for p, _ in refs] == [0, 3]  # sorted targets; an empty one gets nothing
+    assert len({ref.rpartition("#")[0] for _, ref in refs}) == 1 == len(list(tmp_path.iterdir()))
+    assert list(handed([refs[1][1]])) == rows[3] and list(handed([refs[0][1]])) == rows[0]
+    again = list(hand_off(work, "kind", "p00001", rows))  # a retried producer rewrites the same file
+    assert again == refs and len(list(tmp_path.iterdir())) == 1
+    other = list(hand_off(work, "kind", "p00002", {3: [(b"z", b"z")]}))
+    # a consumer's rows come in file order whatever order its references arrive in
+    assert list(handed([other[0][1], refs[1][1]])) == rows[3] + [(b"z", b"z")]
+    assert list(hand_off(work, "kind", "p00003", {})) == []
 
 
 def test_members_round_trip_with_and_without_bands():

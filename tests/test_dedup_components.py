@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import apache_beam as beam
@@ -10,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.dedup.components import ConnectedComponents, UnionFind, auto_rounds
+from pipeline.dedup.components import ConnectedComponents, UnionFind, auto_rounds, partition_of, read_labels
 from pipeline.runner import make_pipeline
 
 
@@ -40,15 +41,28 @@ def _graphs() -> list[tuple[str, str]]:
     return chain + ordered_chain + star + random_graph
 
 
-def test_chain_and_random_graphs_match_scipy(local_runner):
+def _labels(refs):
+    """(partition, reference) -> its (node, label) pairs, checking each node is in its own partition."""
+    part, ref = refs
+    for node, label in read_labels([ref]):
+        assert partition_of(node, PARTITIONS) == part
+        yield node, label
+
+
+PARTITIONS = 5
+
+
+def test_chain_and_random_graphs_match_scipy(local_runner, tmp_path):
     edges = _graphs()
     expected = _reference(edges)
     rounds = auto_rounds(len(expected))
     with make_pipeline(local_runner) as p:
-        cc = ConnectedComponents(rounds)
-        labels = p | beam.Create(edges) | cc
+        cc = ConnectedComponents(rounds, str(tmp_path), partitions=PARTITIONS)
+        labels = p | beam.Create(edges) | cc | beam.FlatMap(_labels)
         assert_that(labels, equal_to(sorted(expected.items())), label="LabelsMatch")
-        assert_that(cc.unconverged | beam.combiners.Count.Globally(), equal_to([0]), label="Converged")
+        assert_that(cc.unconverged | beam.CombineGlobally(sum), equal_to([0]), label="Converged")
+    # the edges crossed every step in hand-off files (one per producer and step), never in the shuffles
+    assert any(name.startswith(f"cc-{rounds - 1:03d}-small-") for name in os.listdir(tmp_path))
 
 
 def _check_split_not_merged(expected: dict[str, str]):
@@ -67,15 +81,15 @@ def _check_positive(counts):
     assert counts and counts[0] > 0, counts
 
 
-def test_too_few_rounds_splits_but_never_merges(local_runner):
+def test_too_few_rounds_splits_but_never_merges(local_runner, tmp_path):
     """One round cannot settle a 64-node path: the shortfall is counted, and clusters only split."""
     edges = _graphs()
     expected = _reference(edges)
     with make_pipeline(local_runner) as p:
-        cc = ConnectedComponents(1)
-        labels = p | beam.Create(edges) | cc
+        cc = ConnectedComponents(1, str(tmp_path), partitions=PARTITIONS)
+        labels = p | beam.Create(edges) | cc | beam.FlatMap(_labels)
         assert_that(labels, _check_split_not_merged(expected), label="SplitNotMerged")
-        assert_that(cc.unconverged | beam.combiners.Count.Globally(), _check_positive, label="Unconverged")
+        assert_that(cc.unconverged | beam.CombineGlobally(sum), _check_positive, label="Unconverged")
 
 
 def test_union_find_matches_scipy():

@@ -31,6 +31,8 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import xxhash
 
+from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
+
 UNCONVERGED = "unconverged"
 
 
@@ -75,17 +77,12 @@ def _small_star(element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]
             yield v, m
 
 
-class _Label(beam.DoFn):
-    """Final pass: ``(u, min(Γ(u) ∪ {u}))`` for every node, plus a counter for nodes not yet in a star."""
-
-    def process(self, element: tuple[str, Iterable[str]]) -> Iterator[Any]:
-        u, neighbours = element
-        nbrs = set(neighbours)
-        nbrs.discard(u)
-        m = min(min(nbrs), u) if nbrs else u
-        if m != u and len(nbrs) > 1:
-            yield beam.pvalue.TaggedOutput(UNCONVERGED, 1)
-        yield u, m
+def _label(u: str, neighbours: set[str]) -> tuple[str, bool]:
+    """Final pass for one node: ``(min(Γ(u) ∪ {u}), settled)``; a non-minimum node with more than one
+    neighbour means the graph is not yet a union of stars."""
+    nbrs = neighbours - {u}
+    m = min(min(nbrs), u) if nbrs else u
+    return m, not (m != u and len(nbrs) > 1)
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -97,31 +94,51 @@ def partition_of(key: str, partitions: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) % partitions
 
 
-def _by_partition(edges: Iterable[tuple[str, str]], partitions: int) -> Iterator[tuple[int, list]]:
-    """Edges ``(u, v)`` -> one ``(partition of u, [edges...])`` element per partition that receives any."""
+def _by_partition(edges: Iterable[tuple[str, str]], partitions: int) -> dict[int, list]:
+    """Edges ``(u, v)`` -> ``{partition of u: [one packed edge batch]}`` (see :func:`_pack_edges`)."""
     out: dict[int, list] = {}
     for edge in edges:
         out.setdefault(partition_of(edge[0], partitions), []).append(edge)
-    yield from out.items()
+    return {p: [_pack_edges(edges)] for p, edges in out.items()}
 
 
-def _adjacency(batches: Iterable[list]) -> dict[str, set]:
-    """One partition's edge batches -> ``{u: {v, ...}}`` (every edge is keyed by its first node's partition)."""
+def _pack_edges(edges: list[tuple[str, str]]) -> tuple[bytes, ...]:
+    us, vs = zip(*edges)
+    return (*pack_strings(list(us)), *pack_strings(list(vs)))
+
+
+def _edges(refs: Iterable[str]) -> Iterator[tuple[str, str]]:
+    for u_lengths, u_data, v_lengths, v_data in handed(refs):
+        yield from zip(unpack_strings((u_lengths, u_data)), unpack_strings((v_lengths, v_data)))
+
+
+def _adjacency(refs: Iterable[str]) -> dict[str, set]:
+    """One partition's handed edges -> ``{u: {v, ...}}`` (every edge is keyed by its first node's partition)."""
     adj: dict[str, set] = {}
-    for batch in batches:
-        for u, v in batch:
-            adj.setdefault(u, set()).add(v)
+    for u, v in _edges(refs):
+        adj.setdefault(u, set()).add(v)
     return adj
 
 
+def read_labels(refs: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(node, label)`` pairs from label references that :class:`ConnectedComponents` produced."""
+    return _edges(refs)
+
+
 class _EdgesToPartitions(beam.DoFn):
-    """An edge batch -> both directions, grouped by the partition of the first node (the first large star)."""
+    """An edge batch -> both directions, by the partition of the first node (the first large star), in a
+    hand-off file named by the batch's content hash (the same batch always makes the same file)."""
 
-    def __init__(self, partitions: int):
+    def __init__(self, partitions: int, work: str):
         self.partitions = partitions
+        self.work = work
 
-    def process(self, batch: list) -> Iterator[tuple[int, list]]:
-        yield from _by_partition([e for edge in batch for e in _both_directions(edge)], self.partitions)
+    def process(self, batch: list) -> Iterator[tuple[int, str]]:
+        edges = sorted(e for edge in batch for e in _both_directions(tuple(edge)))
+        if not edges:
+            return
+        producer = xxhash.xxh3_64_hexdigest("\n".join(f"{u}\t{v}" for u, v in edges).encode("utf-8", "surrogatepass"))
+        yield from hand_off(self.work, "cc-edges", producer, _by_partition(edges, self.partitions))
 
 
 class _StarPartition(beam.DoFn):
@@ -133,50 +150,66 @@ class _StarPartition(beam.DoFn):
     the neighbours a per-node GroupByKey would: the result is the same edge set, in a handful of elements.
     """
 
-    def __init__(self, large: bool, partitions: int):
+    def __init__(self, large: bool, partitions: int, work: str, step: str):
         self.large = large
         self.partitions = partitions
+        self.work = work
+        self.step = step
 
-    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[tuple[int, list]]:
-        _, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[int, str]]:
+        part, refs = element
         star = _large_star if self.large else _small_star
         nxt = _towards_smaller if self.large else _both_directions
-        out = [f for u, nbrs in _adjacency(batches).items() for e in star((u, nbrs)) for f in nxt(e)]
-        yield from _by_partition(out, self.partitions)
+        out = [f for u, nbrs in _adjacency(refs).items() for e in star((u, nbrs)) for f in nxt(e)]
+        yield from hand_off(self.work, self.step, f"p{part:05d}", _by_partition(out, self.partitions))
 
 
 class _LabelPartition(beam.DoFn):
-    """Final pass over one partition: ``(u, label)`` per node, plus a ``1`` per node not yet in a star."""
+    """Final pass over one partition: its nodes' ``(node, label)`` pairs in one hand-off file, plus the
+    number of nodes not yet in a star (as an ``unconverged`` output, only when there are any)."""
 
-    def process(self, element: tuple[int, Iterable[list]]) -> Iterator[Any]:
-        _, batches = element
-        label = _Label()
-        for u, nbrs in _adjacency(batches).items():
-            yield from label.process((u, nbrs))
+    def __init__(self, work: str):
+        self.work = work
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        part, refs = element
+        labels, unconverged = [], 0
+        for u, nbrs in sorted(_adjacency(refs).items()):
+            m, settled = _label(u, nbrs)
+            labels.append((u, m))
+            unconverged += not settled
+        if unconverged:
+            yield beam.pvalue.TaggedOutput(UNCONVERGED, unconverged)
+        if labels:
+            yield from hand_off(self.work, "cc-labels", f"p{part:05d}", {part: [_pack_edges(labels)]})
 
 
 class ConnectedComponents(beam.PTransform):
-    """PCollection[(u, v)] undirected edges -> PCollection[(node, component label)] for every node on an edge.
+    """PCollection[(u, v)] undirected edges -> the component label of every node on an edge, as
+    PCollection[(partition, label reference)]: node ``u``'s label is in a reference of partition
+    ``partition_of(u, partitions)``, and :func:`read_labels` turns references into ``(node, label)`` pairs.
 
     The label is the smallest node of the component (once converged). ``.unconverged`` after expansion is a
-    PCollection of ``1`` per node that was not yet settled when the unrolled rounds ran out.
+    PCollection of counts of nodes that were not yet settled when the unrolled rounds ran out (none: empty).
 
-    **Partitioned rounds.** A GroupByKey per node makes every round cost one shuffled element per edge
-    direction, and on a local runner that per-element cost dominated dedup. Each star step instead groups
-    edges by ``partition_of(node, partitions)`` in *batches* (one element per partition per batch) and
-    groups by node inside the partition; the edge set each step produces is exactly the per-node one, so
-    the rounds and their convergence are unchanged, while the elements crossing a shuffle drop from one
-    per edge to about ``partitions`` per upstream batch. ``batched=True`` takes PCollection[list of
-    edges] (what the dedup stage produces); otherwise single edges are batched first.
+    **Partitioned rounds, edges in files.** A GroupByKey per node makes every round cost one shuffled
+    element per edge direction, and on a local runner that per-element cost dominated dedup. Each star step
+    instead groups edges by ``partition_of(node, partitions)`` and by node inside the partition; the edge
+    set each step produces is exactly the per-node one, so the rounds and their convergence are unchanged.
+    The edges themselves go through hand-off files in ``work`` (:mod:`.handoff`): only references cross the
+    ``2 * rounds + 1`` shuffles, so what a local runner keeps per step no longer grows with the graph.
+    ``batched=True`` takes PCollection[list of edges] (what the dedup stage produces); otherwise single
+    edges are batched first.
     """
 
-    def __init__(self, rounds: int, partitions: int = 8, batched: bool = False):
+    def __init__(self, rounds: int, work: str, partitions: int = 8, batched: bool = False):
         super().__init__()
         if rounds < 0:
             raise ValueError("rounds must be >= 0")
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         self.rounds = rounds
+        self.work = work
         self.partitions = partitions
         self.batched = batched
         self.unconverged = None
@@ -184,20 +217,20 @@ class ConnectedComponents(beam.PTransform):
     def expand(self, edges):
         batches = edges if self.batched else edges | "BatchEdges" >> beam.BatchElements(
             min_batch_size=256, max_batch_size=4096)
-        parts = self.partitions
-        keyed = batches | "EmitEdges" >> beam.ParDo(_EdgesToPartitions(parts))
+        parts, work = self.partitions, self.work
+        keyed = batches | "EmitEdges" >> beam.ParDo(_EdgesToPartitions(parts, work))
         for i in range(self.rounds):
             keyed = (
                 keyed
                 | f"LargeStarGroup{i}" >> beam.GroupByKey()
-                | f"LargeStar{i}" >> beam.ParDo(_StarPartition(True, parts))
+                | f"LargeStar{i}" >> beam.ParDo(_StarPartition(True, parts, work, f"cc-{i:03d}-large"))
                 | f"SmallStarGroup{i}" >> beam.GroupByKey()
-                | f"SmallStar{i}" >> beam.ParDo(_StarPartition(False, parts))
+                | f"SmallStar{i}" >> beam.ParDo(_StarPartition(False, parts, work, f"cc-{i:03d}-small"))
             )
         labelled = (
             keyed
             | "LabelGroup" >> beam.GroupByKey()
-            | "Label" >> beam.ParDo(_LabelPartition()).with_outputs(UNCONVERGED, main="labels")
+            | "Label" >> beam.ParDo(_LabelPartition(work)).with_outputs(UNCONVERGED, main="labels")
         )
         self.unconverged = labelled[UNCONVERGED]
         return labelled.labels

@@ -99,7 +99,8 @@ from pipeline.accounting import (
     read_outcomes,
     stats_from_outcomes,
 )
-from pipeline.dedup.components import ConnectedComponents, auto_rounds, partition_of
+from pipeline.dedup.components import ConnectedComponents, auto_rounds, partition_of, read_labels
+from pipeline.dedup.handoff import atomic_path, hand_off, handed, pack_strings, unpack_strings
 from pipeline.dedup.exact import _RANK_WIDTH, ExactConfig, exact_hash, key_id, rank_key
 from pipeline.dedup.lsh import band_keys, lsh_params
 from pipeline.dedup.minhash import (
@@ -236,15 +237,6 @@ _WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output 
 SKETCH_SCHEMA = INDEX_SCHEMA.append(pa.field("row", pa.int64()))  # row: position in the input chunk
 
 
-@contextlib.contextmanager
-def _atomic(path: str) -> Iterator[str]:
-    """A temporary name to write ``path`` under, renamed into place when the block succeeds, so a reader
-    never sees a partial file and a retried worker rewrites the whole file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    yield tmp
-    os.replace(tmp, path)
-
-
 def _open_parquet(path: str) -> pq.ParquetFile:
     if "://" in path:
         from apache_beam.io.filesystems import FileSystems
@@ -300,7 +292,7 @@ def _write_atomic(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schem
     if first is None:
         return 0
     n = 0
-    with _atomic(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for table in itertools.chain([first], tables):
             writer.write_table(table, row_group_size=_WORK_ROWS)
             n += table.num_rows
@@ -335,24 +327,6 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def _pack(strings: list[str]) -> tuple[bytes, bytes]:
-    """Strings -> ``(uint32 lengths, UTF-8 bytes)``: one pair of bytes objects per batch instead of a
-    string object per document, which the local runner would hold (decoded) in its grouping tables."""
-    data = [s.encode("utf-8", "surrogatepass") for s in strings]
-    return np.array([len(d) for d in data], dtype=np.uint32).tobytes(), b"".join(data)
-
-
-def _unpack(packed: tuple[bytes, bytes]) -> list[str]:
-    lengths = np.frombuffer(packed[0], dtype=np.uint32)
-    ends = np.cumsum(lengths, dtype=np.int64).tolist()
-    data = packed[1]
-    out, start = [], 0
-    for end in ends:
-        out.append(data[start:end].decode("utf-8", "surrogatepass"))
-        start = end
-    return out
-
-
 class Members:
     """Column-wise batch of exact-group members (a tuple of bytes, handed to the exact step in a file).
 
@@ -367,7 +341,7 @@ class Members:
         group, keys, sources, order, chunk, pos, bands = zip(*rows)
         widths = np.array([b.size for b in bands], dtype=np.uint16)
         flat = np.concatenate(bands).astype(np.uint64) if widths.sum() else np.zeros(0, dtype=np.uint64)
-        return (b"".join(group), *_pack(list(keys)), *_pack(list(sources)),
+        return (b"".join(group), *pack_strings(list(keys)), *pack_strings(list(sources)),
                 np.array(order, dtype=np.uint64).tobytes(), np.array(chunk, dtype=np.int32).tobytes(),
                 np.array(pos, dtype=np.int64).tobytes(), widths.tobytes(), flat.tobytes())
 
@@ -377,7 +351,7 @@ class Members:
         widths_a = np.frombuffer(widths, dtype=np.uint16)
         ends = np.cumsum(widths_a, dtype=np.int64)
         bands = np.frombuffer(flat, dtype=np.uint64)
-        rows = zip(_unpack((key_lengths, key_data)), _unpack((source_lengths, source_data)),
+        rows = zip(unpack_strings((key_lengths, key_data)), unpack_strings((source_lengths, source_data)),
                    np.frombuffer(order, dtype=np.uint64).tolist(),
                    np.frombuffer(chunk, dtype=np.int32).tolist(), np.frombuffer(pos, dtype=np.int64).tolist(),
                    ends.tolist(), widths_a.tolist())
@@ -392,33 +366,6 @@ def _members_by_partition(rows: list[tuple], partitions: int, out: dict[int, lis
         parts.setdefault(int.from_bytes(row[0][:8], "little") % partitions, []).append(row)
     for p, members in parts.items():
         out.setdefault(p, []).append(Members.pack(members))
-
-
-def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[tuple]]) -> Iterator[tuple[int, str]]:
-    """Write each target partition's batches (tuples of bytes) to one Arrow file in the work folder and
-    yield ``(partition, path)``: the element that crosses the shuffle is a path, not the data.
-
-    Why: Beam's local runner holds every shuffle in memory (the driver keeps each grouped PCollection and
-    a worker receives its whole share of a grouped stage at once), so data that grows with the documents
-    (exact-group members, band entries, survivors) crosses from one step to the next as files, the way a
-    distributed runner's shuffle spills to disk; the GroupByKey on the paths is the barrier. The file name
-    is fixed by kind, target and producer, so a retried bundle rewrites the same file (atomic rename).
-    """
-    for p, rows in sorted(batches.items()):
-        path = os.path.join(work, f"{kind}-{p:05d}-{producer}.arrow")
-        table = pa.table({f"f{i}": pa.array([r[i] for r in rows], type=pa.large_binary())
-                          for i in range(len(rows[0]))})
-        with _atomic(path) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        yield p, path
-
-
-def handed(paths: Iterable[str]) -> Iterator[tuple[bytes, ...]]:
-    """The batches :func:`hand_off` wrote to ``paths``, one tuple of bytes each."""
-    for path in sorted(paths):
-        with pa.memory_map(path) as source:
-            table = pa.ipc.open_file(source).read_all()
-        yield from zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))
 
 
 # --- DoFns --------------------------------------------------------------------------------------------------
@@ -544,8 +491,9 @@ class ExactPartition(beam.DoFn):
     are keyed by node key: only rows with the same id *and* text meet, and the extra ones are ``duplicate_id``.
 
     Members arrive as files (:func:`hand_off`); survivors leave the same way, batched: their band entries
-    by band partition (:func:`_band_batches`), and ``(source, chunk, position, exact copies)`` by node-key
-    partition for :class:`Decide`.
+    by band partition (:func:`_band_batches`), and by node-key partition for :class:`Decide` their
+    ``(source, chunk, position, exact copies)``, the dropped copies ``(survivor key, id, source)`` and, for
+    :class:`ClusterWeights`, the weight ``1 + copies`` of survivors that have copies.
     """
 
     def __init__(self, exact: bool, near: bool, partitions: int, work: str):
@@ -562,22 +510,35 @@ class ExactPartition(beam.DoFn):
                 groups.setdefault(m[0], []).append(m)
         counts: dict[str, int] = {}
         survivors: list[tuple] = []
+        copies: list[tuple[str, str, str]] = []
         lines: list[str] = []
         for members in groups.values():
-            yield from self._group(members, survivors, counts, lines)
+            yield from self._group(members, survivors, copies, counts, lines)
         if lines:
             yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, f"x{part:05d}", lines))
         for name, n in counts.items():
             yield beam.pvalue.TaggedOutput(COUNTERS, (name, n))
         by_part: dict[int, list] = {}
+        weights: dict[int, list] = {}
         for s in survivors:
-            by_part.setdefault(partition_of(s[0], self.partitions), []).append(s)
+            q = partition_of(s[0], self.partitions)
+            by_part.setdefault(q, []).append(s)
             if s[4]:
-                yield beam.pvalue.TaggedOutput(WEIGHTS, (s[0], 1 + s[4]))
+                weights.setdefault(q, []).append((s[0], 1 + s[4]))
+        for q, ref in hand_off(self.work, "weights", f"x{part:05d}",
+                               {q: [_pack_weights(rows)] for q, rows in weights.items()}):
+            yield beam.pvalue.TaggedOutput(WEIGHTS, (q, ref))
+        copies_by_part: dict[int, list] = {}
+        for c in copies:
+            copies_by_part.setdefault(partition_of(c[0], self.partitions), []).append(c)
+        for q, ref in hand_off(self.work, "copies", f"x{part:05d}",
+                               {q: [tuple(b for column in zip(*rows) for b in pack_strings(list(column)))]
+                                for q, rows in copies_by_part.items()}):
+            yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (q, ref))
         batches: dict[int, list] = {}
         for q, rows in by_part.items():
             keys, sources, chunks, positions, copies, _ = zip(*rows)
-            batches[q] = [(*_pack(list(keys)), *_pack(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
+            batches[q] = [(*pack_strings(list(keys)), *pack_strings(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
                            np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())]
         for q, path in hand_off(self.work, "survivors", f"x{part:05d}", batches):
             yield beam.pvalue.TaggedOutput(SURVIVORS, (q, path))
@@ -592,8 +553,8 @@ class ExactPartition(beam.DoFn):
                 for bp, path in hand_off(self.work, "bands", f"x{part:05d}", bands):
                     yield beam.pvalue.TaggedOutput(BANDS, (bp, path))
 
-    def _group(self, members: list[tuple], survivors: list[tuple], counts: dict[str, int],
-               lines: list[str]) -> Iterator[Any]:
+    def _group(self, members: list[tuple], survivors: list[tuple], copies_out: list[tuple[str, str, str]],
+               counts: dict[str, int], lines: list[str]) -> Iterator[Any]:
         new = [m for m in members if m[4] >= 0]
         if not new:
             return
@@ -615,7 +576,7 @@ class ExactPartition(beam.DoFn):
                 if self.exact:
                     copies += 1
                     yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("exact_duplicate"))
-                    yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (best[1], (key_id(m[1]), m[2])))
+                    copies_out.append((best[1], key_id(m[1]), m[2]))
                 else:  # the same (id, text) twice with exact dedup off
                     yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
         survivors.append((best[1], best[2], best[4], best[5], copies, best[6]))
@@ -638,7 +599,7 @@ def _band_batches(keys: list[str], chunks: np.ndarray, positions: np.ndarray, ha
         docs, local = np.unique(doc, return_inverse=True)
         out.setdefault(int(p), []).append((
             band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), local.astype(np.uint32).tobytes(),
-            *_pack([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes()))
+            *pack_strings([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes()))
     return out
 
 
@@ -678,7 +639,7 @@ class BucketPairs(beam.DoFn):
             docs.append(np.frombuffer(d, dtype=np.uint32).astype(np.int64) + len(keys))
             chunks.append(np.frombuffer(c, dtype=np.int32))
             positions.append(np.frombuffer(pos, dtype=np.int64))
-            keys.extend(_unpack((key_lengths, key_data)))
+            keys.extend(unpack_strings((key_lengths, key_data)))
         band, hsh, doc = np.concatenate(bands), np.concatenate(hashes), np.concatenate(docs)
         chunk, position = np.concatenate(chunks), np.concatenate(positions)
         order = np.lexsort((hsh, band))
@@ -707,14 +668,14 @@ class BucketPairs(beam.DoFn):
 def _pack_pairs(pairs: list[tuple[str, int, str, int, int]]) -> tuple[bytes, ...]:
     """Candidate pairs ``(a, position of a, b, chunk of b, position of b)`` -> one tuple of bytes."""
     a, pa_, b, cb, pb = zip(*pairs)
-    return (*_pack(list(a)), np.array(pa_, dtype=np.int64).tobytes(), *_pack(list(b)),
+    return (*pack_strings(list(a)), np.array(pa_, dtype=np.int64).tobytes(), *pack_strings(list(b)),
             np.array(cb, dtype=np.int32).tobytes(), np.array(pb, dtype=np.int64).tobytes())
 
 
 def _unpack_pairs(batch: tuple[bytes, ...]) -> Iterator[tuple[str, int, str, int, int]]:
     a_lengths, a_data, pa_, b_lengths, b_data, cb, pb = batch
-    return zip(_unpack((a_lengths, a_data)), np.frombuffer(pa_, dtype=np.int64).tolist(),
-               _unpack((b_lengths, b_data)), np.frombuffer(cb, dtype=np.int32).tolist(),
+    return zip(unpack_strings((a_lengths, a_data)), np.frombuffer(pa_, dtype=np.int64).tolist(),
+               unpack_strings((b_lengths, b_data)), np.frombuffer(cb, dtype=np.int32).tolist(),
                np.frombuffer(pb, dtype=np.int64).tolist())
 
 
@@ -796,7 +757,7 @@ class ShipFirst(beam.DoFn):
         batches = {}
         for cb, probes in out.items():
             a, b, pb, sk = zip(*probes)
-            batches[cb] = [(*_pack(list(a)), *_pack(list(b)), np.array(pb, dtype=np.int64).tobytes(),
+            batches[cb] = [(*pack_strings(list(a)), *pack_strings(list(b)), np.array(pb, dtype=np.int64).tobytes(),
                             np.array([x.size for x in sk], dtype=np.uint32).tobytes(),
                             np.concatenate(sk).astype(np.uint64).tobytes())]
         yield from hand_off(self.work, "probes", f"s{chunk:05d}", batches)
@@ -818,7 +779,7 @@ class VerifyPairs(beam.DoFn):
             ends = np.cumsum(np.frombuffer(sizes, dtype=np.uint32), dtype=np.int64)
             flat = np.frombuffer(values, dtype=np.uint64)
             starts = np.concatenate(([0], ends[:-1]))
-            probes.extend(zip(_unpack((a_lengths, a_data)), _unpack((b_lengths, b_data)),
+            probes.extend(zip(unpack_strings((a_lengths, a_data)), unpack_strings((b_lengths, b_data)),
                               np.frombuffer(pb, dtype=np.int64).tolist(),
                               (flat[s:e] for s, e in zip(starts.tolist(), ends.tolist()))))
         if not probes:
@@ -831,12 +792,49 @@ class VerifyPairs(beam.DoFn):
             yield verified
 
 
-def _weight_by_label(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, int]]:
-    """``(component label, weight)`` for a node in a component, so sizes count exact copies too."""
-    _, grouped = element
-    labels, weights = list(grouped["label"]), list(grouped["weight"])
-    if labels:
-        yield labels[0], sum(weights) or 1
+def _pack_weights(rows: list[tuple[str, int]]) -> tuple[bytes, ...]:
+    keys, weights = zip(*rows)
+    return (*pack_strings(list(keys)), np.array(weights, dtype=np.int64).tobytes())
+
+
+def _weights(refs: Iterable[str]) -> Iterator[tuple[str, int]]:
+    for key_lengths, key_data, weights in handed(refs):
+        yield from zip(unpack_strings((key_lengths, key_data)), np.frombuffer(weights, dtype=np.int64).tolist())
+
+
+class ClusterWeights(beam.DoFn):
+    """One node-key partition's component labels and survivor weights -> ``(label, weight)`` for each of
+    its labelled nodes (weight ``1 + exact copies``, so cluster sizes count exact copies too), handed on
+    by the partition of the label."""
+
+    def __init__(self, partitions: int, work: str):
+        self.partitions = partitions
+        self.work = work
+
+    def process(self, element: tuple[int, dict[str, Iterable[str]]]) -> Iterator[tuple[int, str]]:
+        part, grouped = element
+        weights = dict(_weights(grouped["weight"]))
+        out: dict[int, list] = {}
+        for node, label in read_labels(grouped["label"]):
+            out.setdefault(partition_of(label, self.partitions), []).append((label, weights.get(node, 1)))
+        yield from hand_off(self.work, "cluster-weights", f"p{part:05d}",
+                            {q: [_pack_weights(rows)] for q, rows in out.items()})
+
+
+class ClusterSizes(beam.DoFn):
+    """One label partition's ``(label, weight)`` entries -> each cluster's size, handed to :class:`Decide`
+    of the same partition (a label is its survivor's node key)."""
+
+    def __init__(self, work: str):
+        self.work = work
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[int, str]]:
+        part, refs = element
+        sizes: dict[str, int] = {}
+        for label, weight in _weights(refs):
+            sizes[label] = sizes.get(label, 0) + weight
+        if sizes:
+            yield from hand_off(self.work, "cluster-sizes", f"p{part:05d}", {part: [_pack_weights(sorted(sizes.items()))]})
 
 
 def _annotate(row: dict, extra: dict[str, Any]) -> dict:
@@ -876,15 +874,17 @@ class Decide(beam.DoFn):
         part, grouped = element
         lines: list[str] = []
         exact: dict[str, list] = {}
-        for key, member in grouped["exact"]:
-            exact.setdefault(key, []).append(member)
-        labels = dict(grouped["label"])
-        sizes = dict(grouped["size"])
+        for key_lengths, key_data, id_lengths, id_data, source_lengths, source_data in handed(grouped["exact"]):
+            for key, doc_id, source in zip(unpack_strings((key_lengths, key_data)), unpack_strings((id_lengths, id_data)),
+                                           unpack_strings((source_lengths, source_data))):
+                exact.setdefault(key, []).append((doc_id, source))
+        labels = dict(read_labels(grouped["label"]))
+        sizes = dict(_weights(grouped["size"]))
         counts: dict[str, int] = {}
         kept: dict[int, tuple[list[int], dict[int, str]]] = {}
         for key_lengths, key_data, source_lengths, source_data, chunks, positions, copies in handed(
                 grouped["survivor"]):
-            rows = zip(_unpack((key_lengths, key_data)), _unpack((source_lengths, source_data)),
+            rows = zip(unpack_strings((key_lengths, key_data)), unpack_strings((source_lengths, source_data)),
                        np.frombuffer(chunks, dtype=np.int32).tolist(),
                        np.frombuffer(positions, dtype=np.int64).tolist(),
                        np.frombuffer(copies, dtype=np.int64).tolist())
@@ -985,7 +985,7 @@ def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
     """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
     element that crosses the shuffle, see :func:`hand_off`)."""
     path = os.path.join(work, f"clusters-{producer}.jsonl")
-    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(line + "\n" for line in sorted(lines))
     return path
 
@@ -1002,16 +1002,9 @@ class MergeSortedLines(beam.DoFn):
         _, paths = element
         with contextlib.ExitStack() as stack:
             sources = [stack.enter_context(open(p, encoding="utf-8")) for p in sorted(set(paths))]
-            with _atomic(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.writelines(heapq.merge(*sources))
         return iter(())
-
-
-def _by_partition(partitions: int):
-    """``(node key, value)`` -> ``(partition of the key, (node key, value))``."""
-    def key(element: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
-        return partition_of(element[0], partitions), element
-    return key
 
 
 def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
@@ -1019,8 +1012,8 @@ def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason
                       ensure_ascii=False)
 
 
-def _tag_unconverged(_: int) -> str:
-    return "cc_unconverged_nodes"
+def _tag_unconverged(n: int) -> tuple[str, int]:
+    return "cc_unconverged_nodes", n
 
 
 def _counter_pair(element: str | tuple[str, int]) -> tuple[str, int]:
@@ -1214,11 +1207,7 @@ def run_dedup(
             counters.append(exact[COUNTERS])
             cluster_lines.append(exact[CLUSTERS])
 
-            by_partition = _by_partition(parts)
-            final_inputs: dict[str, Any] = {
-                "survivor": exact[SURVIVORS],
-                "exact": exact[EXACT_MEMBERS] | "ExactByPartition" >> beam.Map(by_partition),
-            }
+            final_inputs: dict[str, Any] = {"survivor": exact[SURVIVORS], "exact": exact[EXACT_MEMBERS]}
             if near.enabled:
                 bands_in = exact[BANDS]
                 if indexed is not None:
@@ -1248,17 +1237,17 @@ def run_dedup(
                     )
                     counters.append(checked[COUNTERS])
                     verified = checked.pairs
-                cc = ConnectedComponents(rounds, partitions=parts, batched=True)
+                cc = ConnectedComponents(rounds, work, partitions=parts, batched=True)
                 labels = verified | "Components" >> cc
                 counters.append(cc.unconverged | "CountUnconverged" >> beam.Map(_tag_unconverged))
                 sizes = (
                     {"label": labels, "weight": exact[WEIGHTS]}
                     | "JoinWeights" >> beam.CoGroupByKey()
-                    | "ClusterMember" >> beam.FlatMap(_weight_by_label)
-                    | "ClusterSize" >> beam.CombinePerKey(sum)
+                    | "ClusterWeights" >> beam.ParDo(ClusterWeights(parts, work))
+                    | "GroupClusterWeights" >> beam.GroupByKey()
+                    | "ClusterSizes" >> beam.ParDo(ClusterSizes(work))
                 )
-                final_inputs.update(label=labels | "LabelsByPartition" >> beam.Map(by_partition),
-                                    size=sizes | "SizesByPartition" >> beam.Map(by_partition))
+                final_inputs.update(label=labels, size=sizes)
             else:
                 final_inputs.update(label=p | "NoLabels" >> beam.Create([]), size=p | "NoSizes" >> beam.Create([]))
 
