@@ -8,11 +8,11 @@ The pipeline graph, every step a Beam transform (nothing is collected on the dri
 data enters a shuffle**: Beam's local runner holds every shuffle in memory, and with texts, shingle sets
 and per-document entries aboard, the stage's memory grew about 15 KB per document per process.
 The input is split into *chunks* (runs of whole Parquet row groups, ``chunk_rows``); a chunk's sketches go
-to a file in the stage's work folder, per-document entries (exact-group members, band entries, survivors,
-candidate pairs, probes) are handed from step to step as column batches in files (:func:`hand_off`, only
-their paths are shuffled), and the kept rows are read again at the end; ``clusters.jsonl`` lines are
-sorted per step into files and merged at the end. What still crosses shuffles grows with the duplicates
-found, not the documents: component edges and labels, exact copies.
+to a file in the stage's work folder, and everything else that grows with the documents or the duplicates
+(exact-group members and copies, band entries, survivors, candidate pairs, probes, component edges of every
+round, labels, cluster weights and sizes) is handed from step to step in files (:mod:`.handoff`: one Arrow
+file per producer, only references are shuffled); the kept rows are read again at the end and
+``clusters.jsonl`` lines are sorted per step into files and merged at the end.
 
 1. **Read chunks** (:class:`ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
    ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
@@ -30,9 +30,10 @@ found, not the documents: component edges and labels, exact copies.
    not at all): pairs grouped by the chunk of their first node (which also removes pairs found in several
    bands) read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
    the pair is checked against the second sketch, read the same way. Only candidate pairs carry a sketch.
-5. **Connected components** of the verified pairs on the runner (:mod:`.components`, partitioned
-   batching): because node keys sort survivor-first, each component's label *is* its survivor. Cluster
-   sizes add up each member's exact copies.
+5. **Connected components** of the verified pairs on the runner (:mod:`.components`, partitioned, edges
+   in hand-off files): because node keys sort survivor-first, each component's label *is* its survivor.
+   Cluster sizes add up each member's weight, 1 + its exact copies (:class:`ClusterWeights`,
+   :class:`ClusterSizes`).
 6. **Decide** (:class:`Decide`): survivors, exact copies, labels and sizes meet by node-key partition. A
    *cluster* is a near-duplicate component or an exact group (or both); its survivor is kept with
    ``{"dedup_cluster", "cluster_size"}`` (and ``exact_duplicates`` when it had exact copies) added to its
@@ -140,7 +141,7 @@ INDEX_SCHEMA = pa.schema([
     ("sketch", pa.list_(pa.uint64())),
 ])
 _COUNTS_FILE = "_dedup_counts.jsonl"
-_WORK_DIR = "_work"  # sketch files, removed when the stage finishes
+_WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
 
 
 @dataclass
@@ -179,7 +180,7 @@ class NearConfig:
         default=0,
         metadata={"help": "large-star/small-star rounds for connected components (0: max(4, ceil(log2(docs+1))))"},
     )
-    # Exact-group members, band entries, survivors and component edges cross the shuffles in batches grouped
+    # Exact-group members, band entries, survivors and component edges are handed on in files grouped
     # by partition; one partition's entries (about 11 small band entries per document) are held by one
     # worker, so the count grows with the input to keep that bounded, and has a floor so a few local
     # workers all get work.
@@ -538,7 +539,8 @@ class ExactPartition(beam.DoFn):
         batches: dict[int, list] = {}
         for q, rows in by_part.items():
             keys, sources, chunks, positions, copies, _ = zip(*rows)
-            batches[q] = [(*pack_strings(list(keys)), *pack_strings(list(sources)), np.array(chunks, dtype=np.int32).tobytes(),
+            batches[q] = [(*pack_strings(list(keys)), *pack_strings(list(sources)),
+                           np.array(chunks, dtype=np.int32).tobytes(),
                            np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())]
         for q, path in hand_off(self.work, "survivors", f"x{part:05d}", batches):
             yield beam.pvalue.TaggedOutput(SURVIVORS, (q, path))
@@ -834,7 +836,8 @@ class ClusterSizes(beam.DoFn):
         for label, weight in _weights(refs):
             sizes[label] = sizes.get(label, 0) + weight
         if sizes:
-            yield from hand_off(self.work, "cluster-sizes", f"p{part:05d}", {part: [_pack_weights(sorted(sizes.items()))]})
+            yield from hand_off(self.work, "cluster-sizes", f"p{part:05d}",
+                                {part: [_pack_weights(sorted(sizes.items()))]})
 
 
 def _annotate(row: dict, extra: dict[str, Any]) -> dict:
@@ -875,7 +878,8 @@ class Decide(beam.DoFn):
         lines: list[str] = []
         exact: dict[str, list] = {}
         for key_lengths, key_data, id_lengths, id_data, source_lengths, source_data in handed(grouped["exact"]):
-            for key, doc_id, source in zip(unpack_strings((key_lengths, key_data)), unpack_strings((id_lengths, id_data)),
+            for key, doc_id, source in zip(unpack_strings((key_lengths, key_data)),
+                                           unpack_strings((id_lengths, id_data)),
                                            unpack_strings((source_lengths, source_data))):
                 exact.setdefault(key, []).append((doc_id, source))
         labels = dict(read_labels(grouped["label"]))
