@@ -26,7 +26,8 @@ so recall < 1 is partly the labels'). The real syndicated-news set (``../shared/
   14 buckets x 8 hashes), cluster ids read back from the kept / excluded documents.
 
 Peak RSS is ``ru_maxrss`` of the tool's process plus the largest of its child processes (a lower bound of
-the sum when workers overlap). Results go to ``--out`` (JSON lines, one per tool and size).
+the sum when workers overlap), read when the tool returns, before the labels are loaded and scored (runs
+before 2026-11-26 read it after scoring, which at 1M documents added gigabytes to every tool's figure). Results go to ``--out`` (JSON lines, one per tool and size).
 """
 
 from __future__ import annotations
@@ -234,11 +235,12 @@ def child(tool: str, folder: str) -> None:
         t = time.perf_counter()
         predicted = {"ccgpt": run_ccgpt, "datasketch": run_datasketch, "datatrove": run_datatrove}[tool](folder, work)
         elapsed = time.perf_counter() - t
+    # read before the labels are loaded and scored: at 1M documents the scoring alone peaks at gigabytes
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) + resource.getrusage(
+        resource.RUSAGE_CHILDREN).ru_maxrss
     with open(os.path.join(folder, "labels.json"), encoding="utf-8") as fh:
         truth = json.load(fh)
     scores = pairwise_scores(predicted, truth)
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) + resource.getrusage(
-        resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"tool": tool, "docs": len(truth), "seconds": round(elapsed, 2),
                       "docs_per_s": round(len(truth) / elapsed, 1), "peak_rss_mb": round(rss / 1024),
                       "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),
