@@ -64,6 +64,7 @@ from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.stage import code_version, fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import count_rows, read_jsonl
 from pipeline.tokenizer import TOKENIZER_FILE, copy_tokenizer, encode_batch, load_tokenizer, tokenizer_info
+from schemas.atomic import atomic_path
 from schemas.documents import document_files, validate_document_schema
 from schemas.manifest import Manifest, ShardInfo, SourceMix, TokenizerInfo, ValidationSource, ValidationSplit
 from schemas.shards import SHARD_SCHEMA_VERSION, shard_schema, token_dtype_for
@@ -594,15 +595,14 @@ class AssignShard(beam.DoFn):
 
 def write_shard_file(path: str, table: pa.Table) -> str:
     """Write an Arrow IPC file atomically (temp name, then rename); return its sha256."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with pa.OSFile(tmp, "wb") as sink:
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
     h = hashlib.sha256()
-    with open(tmp, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with pa.OSFile(tmp, "wb") as sink:
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+        with open(tmp, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

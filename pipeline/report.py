@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.tables import read_jsonl
+from schemas.atomic import atomic_write_text
 from schemas.documents import document_files
 
 matplotlib.use("Agg")
@@ -338,8 +339,4 @@ def write_report(run_dir: str, out: str | None = None) -> str:
         "font-size:13px;text-align:left}th{background:#f3f3f3}img{display:block;margin:.5em 0}</style></head>"
         "<body>" + "\n".join(p for p in body if p) + "</body></html>"
     )
-    tmp = f"{out}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, page)

@@ -32,6 +32,7 @@ from pipeline.shards import verify_shards
 from pipeline.stage import finish, fingerprint
 from pipeline.sources import run_source_spec
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
+from schemas.atomic import atomic_write_text
 from schemas.config import from_dict, load_yaml
 from schemas.stats import StageStats
 from train.config import TrainConfig
@@ -187,10 +188,7 @@ class Run:
         if not same or self.force:
             shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{lineage}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"fingerprint": fp, "shards": self.dirs["shards"]}, fh)
-        os.replace(tmp, lineage)
+        atomic_write_text(lineage, json.dumps({"fingerprint": fp, "shards": self.dirs["shards"]}))
         summary = train(dataclasses.replace(tcfg, resume=True))
         # the trainer's accounting in the common stats shape, counted in shard rows: rows drawn for training
         # steps (by source) and rows held out for validation

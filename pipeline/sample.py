@@ -59,6 +59,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.stage import stage_output
+from schemas.atomic import atomic_write_text
 from schemas.manifest import file_sha256
 
 log = logging.getLogger("ccgpt.sample")
@@ -242,10 +243,7 @@ def fetch(a: Artefact, cache_dir: str, offline: bool = False) -> Fetched:
         os.remove(path)
         raise SampleError(f"{a.key}: downloaded sha256 {digest} does not match the pinned {a.sha256}")
     index[a.key] = {"file": os.path.basename(path), "version": version, "sha256": digest}
-    tmp = index_path + f".tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(index, fh, indent=2, sort_keys=True)
-    os.replace(tmp, index_path)
+    atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True))
     return Fetched(a, path, version, digest)
 
 

@@ -13,11 +13,10 @@ import glob
 import hashlib
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
+from schemas.atomic import atomic_folder
 from schemas.manifest import file_sha256
 from schemas.stats import StageStats
 
@@ -88,28 +87,7 @@ def is_complete(out_dir: str, fp: str) -> bool:
         return False
 
 
-@contextmanager
-def stage_output(out_dir: str) -> Iterator[str]:
-    """Yield a temporary folder to write into; on success it replaces ``out_dir`` in one rename."""
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    for stale in glob.glob(f"{out_dir}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = f"{out_dir}.partial-{os.getpid()}"
-    os.makedirs(tmp)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(out_dir):
-        old = f"{out_dir}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+stage_output = atomic_folder  # every stage writes its output folder in one rename (schemas.atomic)
 
 
 def finish(stats: StageStats, folder: str, fp: str) -> StageStats:

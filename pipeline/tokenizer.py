@@ -32,6 +32,7 @@ import xxhash
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline.stage import fingerprint, finish, is_complete, stage_output
+from schemas.atomic import atomic_path
 from schemas.documents import document_files, validate_document_schema
 from schemas.stats import StageStats
 
@@ -430,8 +431,7 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
 def copy_tokenizer(tok: Tokenizer, folder: str) -> str:
     """Save ``tok`` as ``folder/tokenizer.json`` so a shard folder carries the tokenizer that made it."""
     path = os.path.join(folder, TOKENIZER_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    tok.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(tmp)
     return path
 

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.atomic import atomic_path
+
 DOCUMENT_SCHEMA_VERSION = "1"
 
 
@@ -119,6 +121,5 @@ def write_documents(rows: list[dict[str, Any]], path: str, row_group_size: int |
     """Write rows as one Parquet file atomically (temp name, then rename). For small, non-Beam writes.
     ``row_group_size`` caps the rows per row group (pyarrow's default otherwise)."""
     table = pa.Table.from_pylist([document_row(**r) for r in rows], schema=DOCUMENT_SCHEMA)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp, row_group_size=row_group_size)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size)

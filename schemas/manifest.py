@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from schemas.atomic import atomic_write_text
 from schemas.documents import SchemaError
 
 MANIFEST_VERSION = "1"
@@ -102,8 +103,4 @@ class Manifest(BaseModel):
 
     def save(self, path: str) -> None:
         """Write atomically (temp file, then rename)."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(self.model_dump_json(indent=2))
-            fh.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")

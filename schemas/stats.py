@@ -7,6 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemas.atomic import atomic_write_text
+
 
 class AccountingError(AssertionError):
     """A stage lost or invented records: its counts do not add up."""
@@ -51,12 +53,7 @@ class StageStats:
         """Check the accounting, then write ``folder/stats.json`` atomically."""
         self.check()
         path = os.path.join(folder, "stats.json")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, folder: str) -> "StageStats":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pipeline.stage import finish, fingerprint, is_complete, stage_output
+from schemas.atomic import atomic_path, atomic_write_text
 from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
 from schemas.stats import StageStats
 
@@ -24,6 +25,30 @@ def test_stage_output_is_atomic(tmp_path):
     with stage_output(out) as tmp:  # a rerun replaces the old output whole
         open(os.path.join(tmp, "new"), "w").write("y")
     assert os.listdir(out) == ["new"]
+
+
+def test_stale_partial_folders_of_killed_writers_are_removed(tmp_path):
+    out = tmp_path / "stage"
+    stale = tmp_path / "stage.partial-99999999"  # a writer killed before its rename
+    stale.mkdir()
+    (stale / "half").write_text("x")
+    with stage_output(str(out)) as tmp:
+        open(os.path.join(tmp, "done"), "w").write("x")
+    assert sorted(os.listdir(tmp_path)) == ["stage"]
+
+
+def test_atomic_file_writes_leave_old_or_new_never_partial(tmp_path):
+    path = str(tmp_path / "f.json")
+    assert atomic_write_text(path, "old") == path
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed mid-write")
+    assert open(path).read() == "old" and os.listdir(tmp_path) == ["f.json"]  # no temporary left behind
+    with atomic_path(path) as tmp:
+        assert tmp != path and os.path.dirname(tmp) == str(tmp_path)  # same folder: the rename is atomic
+        open(tmp, "w").write("new")
+    assert open(path).read() == "new" and os.listdir(tmp_path) == ["f.json"]
 
 
 def test_fingerprint_tracks_inputs_and_config(tmp_path):

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from schemas.atomic import atomic_folder
 from train.config import ModelConfig
 from train.generate import find_tokenizer, load_model, load_tokenizer
 from train.model import GPT
@@ -159,11 +160,7 @@ def export(checkpoint: str, out: str, tokenizer: str | None = None, overwrite: b
             f"{model.config.vocab_size}; it is not the tokenizer this model was trained with"
         )
     hf = to_hf(model, eot_id)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{out}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out) as tmp:  # --overwrite: the old folder is moved aside only once the new one is complete
         hf.save_pretrained(tmp, safe_serialization=True)
         shutil.copyfile(tok_path if os.path.isfile(tok_path) else os.path.join(tok_path, "tokenizer.json"),
                         os.path.join(tmp, "tokenizer.json"))
@@ -174,15 +171,6 @@ def export(checkpoint: str, out: str, tokenizer: str | None = None, overwrite: b
             json.dump({"checkpoint": os.path.abspath(checkpoint), "step": meta.get("step"),
                        "model_config": meta.get("model_config"), "tokenizer": meta.get("tokenizer")}, fh, indent=2)
             fh.write("\n")
-        if os.path.exists(out):  # --overwrite: move the old folder aside only once the new one is complete
-            old = f"{out}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

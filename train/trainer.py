@@ -52,6 +52,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from schemas.atomic import atomic_path, atomic_write_text
 from train.attention import FLEX_MIN_HEAD_DIM
 from train.config import ModelConfig, TrainConfig
 from train.data import ShardLoader, resolve_model_config
@@ -249,16 +250,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path`` (atomic on POSIX)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 _REQUIRED_KEYS = ("step", "model", "model_config", "optimizer", "loader", "rng", "tokenizer", "tokens_seen")
@@ -298,10 +293,7 @@ def _rewrite_log(path: str, upto_step: int) -> None:
         return
     with open(path, encoding="utf-8") as fh:
         keep = [line for line in fh if line.strip() and json.loads(line).get("step", 0) <= upto_step]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(keep)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(keep))
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -595,9 +587,5 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
     batches.close()  # stops DataLoader workers before the maps they read are closed
     loader.close()
     if main:
-        tmp = os.path.join(cfg.out, f"summary.json.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, os.path.join(cfg.out, "summary.json"))
+        atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary

@@ -14,21 +14,13 @@ fixed by kind and producer, so a retried bundle rewrites the same file (temp nam
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary name to write ``path`` under, renamed into place when the block succeeds, so a reader
-    never sees a partial file and a retried worker rewrites the whole file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    yield tmp
-    os.replace(tmp, path)
+from schemas.atomic import atomic_path
 
 
 def pack_strings(strings: list[str]) -> tuple[bytes, bytes]:

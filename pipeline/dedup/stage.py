@@ -101,7 +101,7 @@ from pipeline.accounting import (
     stats_from_outcomes,
 )
 from pipeline.dedup.components import ConnectedComponents, auto_rounds, partition_of, read_labels
-from pipeline.dedup.handoff import atomic_path, hand_off, handed, pack_strings, unpack_strings
+from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
 from pipeline.dedup.exact import _RANK_WIDTH, ExactConfig, exact_hash, key_id, rank_key
 from pipeline.dedup.lsh import band_keys, lsh_params
 from pipeline.dedup.minhash import (
@@ -114,6 +114,7 @@ from pipeline.dedup.minhash import (
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import sum_jsonl
+from schemas.atomic import atomic_path
 from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
 from schemas.stats import StageStats
 
