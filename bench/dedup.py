@@ -26,8 +26,10 @@ so recall < 1 is partly the labels'). The real syndicated-news set (``../shared/
   14 buckets x 8 hashes), cluster ids read back from the kept / excluded documents.
 
 Peak RSS is ``ru_maxrss`` of the tool's process plus the largest of its child processes (a lower bound of
-the sum when workers overlap), read when the tool returns, before the labels are loaded and scored (runs
-before 2026-11-26 read it after scoring, which at 1M documents added gigabytes to every tool's figure). Results go to ``--out`` (JSON lines, one per tool and size).
+the sum when workers overlap), read when the tool returns, before the labels are loaded and scored. The
+corpus is built in a process of its own: Linux carries a forked process's resident size into its
+``ru_maxrss`` across ``exec``, so runs before 2026-11-26, whose parent held the corpus while it started each
+tool, charged every tool with the corpus too (about 4 KB per document: 4.5 GB at 1M). Results go to ``--out`` (JSON lines, one per tool and size).
 """
 
 from __future__ import annotations
@@ -305,6 +307,16 @@ def bench_minhash(texts: list[str], num_perm: int) -> dict[str, float]:
     return results
 
 
+def make_folder(n: int, folder: str) -> None:
+    """The labelled synthetic corpus of ``n`` documents in ``folder``, with a one-line summary."""
+    docs = make_corpus(n)
+    write_corpus(docs, folder)
+    words = sum(len(d["text"].split()) for d in docs) / len(docs)
+    labelled = Counter(d["cluster"] for d in docs)
+    print(f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
+          f"duplicate clusters", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])
@@ -316,9 +328,13 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=2000, help="texts for --minhash")
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--run", nargs=2, metavar=("TOOL", "FOLDER"), help=argparse.SUPPRESS)
+    ap.add_argument("--make", nargs=2, metavar=("N", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run:
         child(*args.run)
+        return
+    if args.make:
+        make_folder(int(args.make[0]), args.make[1])
         return
     if args.minhash:
         res = bench_minhash(load_texts(args.docs), args.num_perm)
@@ -341,12 +357,9 @@ def main() -> None:
                 report({"corpus": "syndicated-news", **measure(tool, folder, args.timeout)})
         for n in args.sizes:
             folder = os.path.join(work, f"synthetic-{n}")
-            docs = make_corpus(n)
-            write_corpus(docs, folder)
-            words = sum(len(d["text"].split()) for d in docs) / len(docs)
-            labelled = Counter(d["cluster"] for d in docs)
-            print(f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
-                  f"duplicate clusters", flush=True)
+            # Built in a child process: a tool's process is forked from this one, and Linux carries the
+            # fork's resident size into the tool's ru_maxrss, so this process must never hold the corpus.
+            subprocess.run([sys.executable, "-m", "bench.dedup", "--make", str(n), folder], cwd=REPO, check=True)
             rates = {}
             for tool in args.tools:
                 if tool in stopped:

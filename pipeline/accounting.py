@@ -25,14 +25,18 @@ def dropped(reason: str) -> str:
 
 
 class WriteOutcomes(beam.PTransform):
-    """PCollection[str] of outcomes -> ``<folder>/outcomes.jsonl`` with one ``{"outcome", "n"}`` per line."""
+    """PCollection[str] of outcomes -> ``<folder>/outcomes.jsonl`` with one ``{"outcome", "n"}`` per line.
 
-    def __init__(self, folder: str):
+    The outcomes of a stage's input records are its progress; ``progress=False`` for a second kind of record
+    in the same pipeline (a URL list beside the crawl), which the progress line must not count."""
+
+    def __init__(self, folder: str, progress: bool = True):
         super().__init__()
         self.path = os.path.join(folder, "outcomes.jsonl")
+        self.progress = progress
 
     def expand(self, outcomes):
-        progress = getattr(outcomes.pipeline, "progress", None)
+        progress = getattr(outcomes.pipeline, "progress", None) if self.progress else None
         if progress is not None:  # one outcome per input record: counting them is the stage's progress
             outcomes = outcomes | "Progress" >> beam.ParDo(progress.counter())
         return (

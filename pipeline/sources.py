@@ -198,6 +198,35 @@ class ReadSourceFile(beam.DoFn):
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
 
 
+def check_source_name(name: str) -> None:
+    """A source's name becomes a folder name and the ``source`` column: letters, digits, ``_ - .`` only."""
+    if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {name!r}")
+
+
+class ReadToDocuments(beam.PTransform):
+    """Input files -> ``reader`` (a DoFn emitting document rows, and outcomes tagged ``OUTCOMES``) -> the
+    stage's ``documents-*.parquet`` and ``outcomes.jsonl`` in ``folder``; the files are spread over the
+    workers first. Returns the reader's outputs, so ``extra_tags`` (e.g. failed files) can be written too."""
+
+    def __init__(self, files: list, reader: beam.DoFn, folder: str, extra_tags: tuple[str, ...] = ()):
+        super().__init__()
+        self.files, self.reader, self.folder, self.extra_tags = files, reader, folder, extra_tags
+
+    def expand(self, pbegin):
+        results = (
+            pbegin
+            | "Files" >> beam.Create(self.files)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_tags, main="documents")
+        )
+        _ = results.documents | "WriteDocuments" >> beam.io.WriteToParquet(
+            os.path.join(self.folder, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+        )
+        _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(self.folder)
+        return results
+
+
 def run_source(
     inputs: list[str], out_dir: str, cfg: SourceConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
@@ -205,8 +234,7 @@ def run_source(
 
     Raises :class:`SourceError` when the name is missing, an input matches nothing, or no document is kept.
     """
-    if not cfg.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
-        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {cfg.name!r}")
+    check_source_name(cfg.name)
     if cfg.format not in ("text", "text-file", "jsonl"):
         raise SourceError(f"unknown format {cfg.format!r} (text | text-file | jsonl)")
     files = resolve_inputs(inputs)
@@ -215,16 +243,7 @@ def run_source(
         return load_stats(out_dir)
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner, f"source {cfg.name}") as p:
-            results = (
-                p
-                | "Files" >> beam.Create(files)
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(ReadSourceFile(cfg)).with_outputs(OUTCOMES, main="documents")
-            )
-            _ = results.documents | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
+            _ = p | "Documents" >> ReadToDocuments(files, ReadSourceFile(cfg), tmp)
         stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
         if stats.kept == 0:
             raise SourceError(

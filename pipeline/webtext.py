@@ -55,7 +55,7 @@ from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.sources import SourceError, resolve_inputs
+from pipeline.sources import SourceError, check_source_name, resolve_inputs
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
 from pipeline.tables import read_jsonl
 from schemas.documents import DOCUMENT_SCHEMA
@@ -496,8 +496,7 @@ def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
 
 
 def _validate(cfg: WebTextConfig) -> None:
-    if not cfg.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
-        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {cfg.name!r}")
+    check_source_name(cfg.name)
     if not cfg.urls:
         raise SourceError("webtext needs a URL list (--urls FILE)")
     if cfg.join not in ("auto", "side_input", "cogroup"):
@@ -536,7 +535,7 @@ def run_webtext(
             _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
                 os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet")
             _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"))
+            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"), progress=False)
             matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
             _ = ((matched, out["counters"]) | "WithCounters" >> beam.Flatten()
                  | "CountCounters" >> beam.combiners.Count.PerElement()

@@ -33,12 +33,12 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.accounting import KEPT, OUTCOMES, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.sources import SourceError, resolve_inputs
+from pipeline.sources import ReadToDocuments, SourceError, check_source_name, resolve_inputs
 from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
 from pipeline.tables import read_jsonl
-from schemas.documents import DOCUMENT_SCHEMA, document_row
+from schemas.documents import document_row
 from schemas.stats import StageStats
 
 STAGE = "source"
@@ -202,24 +202,14 @@ def run_wikipedia(
     inputs: list[str], out_dir: str, cfg: WikipediaConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Build the document table of a Wikipedia (any MediaWiki) dump; the stage contract of ``ccgpt source``."""
-    if not cfg.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
-        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {cfg.name!r}")
+    check_source_name(cfg.name)
     files = [p for p, _ in resolve_inputs(inputs)]
     fp = fingerprint(STAGE, inputs, cfg)
     if not force and is_complete(out_dir, fp):
         return load_stats(out_dir)
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner, f"source {cfg.name}") as p:
-            results = (
-                p
-                | "DumpFiles" >> beam.Create(files)
-                | "Spread" >> beam.Reshuffle()
-                | "ReadDump" >> beam.ParDo(ReadDump(cfg)).with_outputs(OUTCOMES, FAILED, main="documents")
-            )
-            _ = results.documents | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
+            results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
             _ = (results[FAILED]
                  | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
                  | "WriteFailed" >> beam.io.WriteToText(

@@ -226,6 +226,13 @@ def test_auto_join_by_list_size(crawl, listed, tmp_path, local_runner):
     assert stats.extra["matched_urls"] == 4  # only the iana pages are in this crawl
 
 
+def test_progress_counts_crawl_records_not_list_rows(crawl, listed, tmp_path, local_runner, capsys):
+    stats = run_webtext(crawl[1:2], str(tmp_path / "p"), _cfg(listed), local_runner)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress stage=source ")]
+    assert lines, "the stage printed no progress line"
+    assert f"records={stats.read} " in lines[-1]  # the 37 list rows are accounted apart, not counted here
+
+
 def test_text_gz_and_tsv_lists(crawl, tmp_path, local_runner):
     with gzip.open(tmp_path / "links.txt.gz", "wt", encoding="utf-8") as fh:
         fh.write("# a plain list: comments and blank lines are not rows\n\nhttp://www.iana.org/\n"
