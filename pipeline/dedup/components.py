@@ -137,7 +137,9 @@ class _EdgesToPartitions(beam.DoFn):
         edges = sorted(e for edge in batch for e in _both_directions(tuple(edge)))
         if not edges:
             return
-        producer = xxhash.xxh3_64_hexdigest("\n".join(f"{u}\t{v}" for u, v in edges).encode("utf-8", "surrogatepass"))
+        # named by content: a retried batch rewrites its own file (identical batches, identical files)
+        content = "\n".join(f"{u}\t{v}" for u, v in edges).encode("utf-8", "surrogatepass")
+        producer = xxhash.xxh3_64_hexdigest(content)
         yield from hand_off(self.work, "cc-edges", producer, _by_partition(edges, self.partitions))
 
 

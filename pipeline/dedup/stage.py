@@ -512,10 +512,10 @@ class ExactPartition(beam.DoFn):
                 groups.setdefault(m[0], []).append(m)
         counts: dict[str, int] = {}
         survivors: list[tuple] = []
-        copies: list[tuple[str, str, str]] = []
+        exact_copies: list[tuple[str, str, str]] = []
         lines: list[str] = []
         for members in groups.values():
-            yield from self._group(members, survivors, copies, counts, lines)
+            yield from self._group(members, survivors, exact_copies, counts, lines)
         if lines:
             yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, f"x{part:05d}", lines))
         for name, n in counts.items():
@@ -531,11 +531,10 @@ class ExactPartition(beam.DoFn):
                                {q: [_pack_weights(rows)] for q, rows in weights.items()}):
             yield beam.pvalue.TaggedOutput(WEIGHTS, (q, ref))
         copies_by_part: dict[int, list] = {}
-        for c in copies:
+        for c in exact_copies:
             copies_by_part.setdefault(partition_of(c[0], self.partitions), []).append(c)
         for q, ref in hand_off(self.work, "copies", f"x{part:05d}",
-                               {q: [tuple(b for column in zip(*rows) for b in pack_strings(list(column)))]
-                                for q, rows in copies_by_part.items()}):
+                               {q: [_pack_copies(rows)] for q, rows in copies_by_part.items()}):
             yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (q, ref))
         batches: dict[int, list] = {}
         for q, rows in by_part.items():
@@ -795,6 +794,18 @@ class VerifyPairs(beam.DoFn):
             yield verified
 
 
+def _pack_copies(rows: list[tuple[str, str, str]]) -> tuple[bytes, ...]:
+    """Dropped exact copies ``(survivor key, id, source)`` -> one tuple of bytes."""
+    keys, ids, sources = zip(*rows)
+    return (*pack_strings(list(keys)), *pack_strings(list(ids)), *pack_strings(list(sources)))
+
+
+def _copies(refs: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+    for key_lengths, key_data, id_lengths, id_data, source_lengths, source_data in handed(refs):
+        yield from zip(unpack_strings((key_lengths, key_data)), unpack_strings((id_lengths, id_data)),
+                       unpack_strings((source_lengths, source_data)))
+
+
 def _pack_weights(rows: list[tuple[str, int]]) -> tuple[bytes, ...]:
     keys, weights = zip(*rows)
     return (*pack_strings(list(keys)), np.array(weights, dtype=np.int64).tobytes())
@@ -878,11 +889,8 @@ class Decide(beam.DoFn):
         part, grouped = element
         lines: list[str] = []
         exact: dict[str, list] = {}
-        for key_lengths, key_data, id_lengths, id_data, source_lengths, source_data in handed(grouped["exact"]):
-            for key, doc_id, source in zip(unpack_strings((key_lengths, key_data)),
-                                           unpack_strings((id_lengths, id_data)),
-                                           unpack_strings((source_lengths, source_data))):
-                exact.setdefault(key, []).append((doc_id, source))
+        for key, doc_id, source in _copies(grouped["exact"]):
+            exact.setdefault(key, []).append((doc_id, source))
         labels = dict(read_labels(grouped["label"]))
         sizes = dict(_weights(grouped["size"]))
         counts: dict[str, int] = {}
