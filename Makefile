@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 BASE   := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test lint install clean-demo
 
 install: $(BASE)
 
@@ -34,7 +34,11 @@ demo: $(BASE)
 	  echo "apt-get update (package lists for the demo sample)"; apt-get update -qq; fi
 	$(BIN)/ccgpt run configs/demo.yaml
 
-test: $(DEV)
+lint: $(DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean-demo:

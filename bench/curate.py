@@ -7,8 +7,8 @@ Run by hand from the repository root::
 The input is a per-record-gzip WARC built here from the real article pages in
 ``../shared/data/html/newspaper.tar.gz`` (repeated to ``--pages`` responses), so both sides read the same
 bytes. Both run in one process on one core: ccgpt through Beam's local runner (1 worker, so Beam's own
-overhead is included), datatrove by chaining its pipeline steps' ``run`` generators (no executor) behind a warcio loop equivalent
-to its WarcReader (which needs cchardet/python-magic, not installed here). ccgpt
+overhead is included), datatrove by chaining its pipeline steps' ``run`` generators (no executor) behind a warcio
+loop equivalent to its WarcReader (which needs cchardet/python-magic, not installed here). ccgpt
 additionally runs language id (``languages=[]``, ``threshold=0``: the model runs, nothing is dropped);
 datatrove's LanguageFilter is left out because it downloads its model. Prints pages/s for each and the ratio.
 
@@ -77,7 +77,9 @@ def build_warc(path: str, pages: int) -> int:
         for i in range(pages):
             name, body = html[i % len(html)]
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            rec = w.create_warc_record(f"http://bench.example/{i}/{name}", "response", payload=BytesIO(body), http_headers=headers)
+            rec = w.create_warc_record(
+                f"http://bench.example/{i}/{name}", "response", payload=BytesIO(body), http_headers=headers
+            )
             w.write_record(rec)
     return pages
 
@@ -90,7 +92,9 @@ def run_ccgpt(warc: str, out: str) -> tuple[float, int]:
     cfg.langid.languages = []
     cfg.langid.threshold = 0.0
     t0 = time.perf_counter()
-    stats = run_curate([warc], out, cfg, RunnerConfig(runner="local", num_workers=1, running_mode="in_memory"), force=True)
+    stats = run_curate(
+        [warc], out, cfg, RunnerConfig(runner="local", num_workers=1, running_mode="in_memory"), force=True
+    )
     return time.perf_counter() - t0, stats.kept
 
 
@@ -106,8 +110,11 @@ def _warc_documents(folder: str):
                 if rec.rec_type != "response" or "html" not in (rec.http_headers.get_header("Content-Type") or ""):
                     continue
                 html = rec.content_stream().read().decode("utf-8", "replace")
-                yield Document(text=html, id=rec.rec_headers.get_header("WARC-Record-ID"),
-                               metadata={"url": rec.rec_headers.get_header("WARC-Target-URI")})
+                yield Document(
+                    text=html,
+                    id=rec.rec_headers.get_header("WARC-Record-ID"),
+                    metadata={"url": rec.rec_headers.get_header("WARC-Target-URI")},
+                )
 
 
 def run_datatrove(folder: str) -> tuple[float, int]:
@@ -118,6 +125,7 @@ def run_datatrove(folder: str) -> tuple[float, int]:
         GopherQualityFilter,
         GopherRepetitionFilter,
     )
+
     steps = [
         Trafilatura(favour_precision=True, timeout=10.0),
         GopherRepetitionFilter(),
@@ -251,8 +259,10 @@ def main() -> None:
     print(f"ccgpt curate : {n / cc_s:8.1f} pages/s ({cc_s:.1f} s, kept {cc_kept})")
     print(f"datatrove    : {n / dt_s:8.1f} pages/s ({dt_s:.1f} s, kept {dt_kept})")
     print(f"ratio ccgpt/datatrove: {dt_s / cc_s:.2f}x (one core each: pages/s = pages/s per core)")
-    print(f"plain loop   : {n / loop_s:8.1f} pages/s ({loop_s:.1f} s, kept {loop_kept}); "
-          f"Beam overhead of the curate stage: {100 * (cc_s - loop_s) / loop_s:+.0f} %")
+    print(
+        f"plain loop   : {n / loop_s:8.1f} pages/s ({loop_s:.1f} s, kept {loop_kept}); "
+        f"Beam overhead of the curate stage: {100 * (cc_s - loop_s) / loop_s:+.0f} %"
+    )
     print(f"peak RSS: {rss_dt:.0f} MiB after datatrove, {rss_all:.0f} MiB after both (one process)")
     if args.eval_pages:
         q = extraction_quality(args.eval_pages)
@@ -260,8 +270,10 @@ def main() -> None:
         print(f"extraction quality on {args.eval_pages} pages of trafilatura's evaluation set (snippets):")
         print(f"  {'extractor':24s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'pages/s':>8s} {'vs datatrove':>12s}")
         for name, r in q.items():
-            print(f"  {name:24s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} {r['pages_s']:8.1f} "
-                  f"{r['pages_s'] / base:11.2f}x")
+            print(
+                f"  {name:24s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} {r['pages_s']:8.1f} "
+                f"{r['pages_s'] / base:11.2f}x"
+            )
 
 
 if __name__ == "__main__":

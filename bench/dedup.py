@@ -29,7 +29,8 @@ Peak RSS is ``ru_maxrss`` of the tool's process plus the largest of its child pr
 the sum when workers overlap), read when the tool returns, before the labels are loaded and scored. The
 corpus is built in a process of its own: Linux carries a forked process's resident size into its
 ``ru_maxrss`` across ``exec``, so runs before 2026-11-26, whose parent held the corpus while it started each
-tool, charged every tool with the corpus too (about 4 KB per document: 4.5 GB at 1M). Results go to ``--out`` (JSON lines, one per tool and size).
+tool, charged every tool with the corpus too (about 4 KB per document: 4.5 GB at 1M).
+Results go to ``--out`` (JSON lines, one per tool and size).
 """
 
 from __future__ import annotations
@@ -108,8 +109,12 @@ def make_corpus(n: int, seed: int = 0) -> list[dict]:
         if rng.random() < 0.3:
             for _ in range(rng.randint(1, 4)):
                 if rng.random() < 0.2:
-                    docs.append({"text": "\n".join(original).upper() if rng.random() < 0.5 else "  ".join(original),
-                                 "cluster": cluster})
+                    docs.append(
+                        {
+                            "text": "\n".join(original).upper() if rng.random() < 0.5 else "  ".join(original),
+                            "cluster": cluster,
+                        }
+                    )
                 else:
                     docs.append({"text": " ".join(_mutate(original, rng, vocab)), "cluster": cluster})
     docs = docs[:n]
@@ -128,8 +133,11 @@ def write_corpus(docs: list[dict], folder: str) -> None:
     for part, rows in enumerate((docs[:half], docs[half:])):
         # Row groups of 50k rows: about the 64 MB groups Beam's WriteToParquet gives these documents, so the
         # tables look like a curate output (dedup splits its work at row-group boundaries).
-        write_documents([{"id": d["id"], "source": "crawl", "text": d["text"]} for d in rows],
-                        os.path.join(folder, "parquet", f"part-{part}.parquet"), row_group_size=50_000)
+        write_documents(
+            [{"id": d["id"], "source": "crawl", "text": d["text"]} for d in rows],
+            os.path.join(folder, "parquet", f"part-{part}.parquet"),
+            row_group_size=50_000,
+        )
         with open(os.path.join(folder, "jsonl", f"part-{part}.jsonl"), "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in rows)
     with open(os.path.join(folder, "labels.json"), "w", encoding="utf-8") as fh:
@@ -144,10 +152,15 @@ def run_ccgpt(folder: str, work: str) -> dict[str, str]:
     from pipeline.runner import RunnerConfig
 
     out = os.path.join(work, "out")
-    stats = run_dedup([os.path.join(folder, "parquet")], out, DedupConfig(),
-                      RunnerConfig(runner="local", num_workers=2), force=True)
-    DETAILS.update({k: stats.extra[k] for k in ("candidate_pairs", "verified_pairs", "oversized_buckets",
-                                                "cc_unconverged_nodes", "chunks")})
+    stats = run_dedup(
+        [os.path.join(folder, "parquet")], out, DedupConfig(), RunnerConfig(runner="local", num_workers=2), force=True
+    )
+    DETAILS.update(
+        {
+            k: stats.extra[k]
+            for k in ("candidate_pairs", "verified_pairs", "oversized_buckets", "cc_unconverged_nodes", "chunks")
+        }
+    )
     predicted = {}
     with open(os.path.join(out, "clusters.jsonl"), encoding="utf-8") as fh:
         for line in fh:
@@ -204,19 +217,38 @@ def run_datatrove(folder: str, work: str) -> dict[str, str]:
     tasks = len(os.listdir(jdir))
     sig, buckets, clusters = (os.path.join(work, x) for x in ("sigs", "buckets", "clusters"))
     logs = os.path.join(work, "logs")
-    LocalPipelineExecutor(pipeline=[ParquetReader(jdir), MinhashDedupSignature(output_folder=sig, config=cfg)],
-                          tasks=tasks, workers=2, logging_dir=f"{logs}/1").run()
-    LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=sig, output_folder=buckets, config=cfg)],
-                          tasks=cfg.num_buckets, workers=2, logging_dir=f"{logs}/2").run()
-    LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=cfg,
-                                                        save_cluster_id=True)],
-                          tasks=1, workers=1, logging_dir=f"{logs}/3").run()
-    LocalPipelineExecutor(pipeline=[
-        ParquetReader(jdir),
-        MinhashDedupFilter(input_folder=clusters, load_cluster_ids=True,
-                           exclusion_writer=ParquetWriter(os.path.join(work, "removed"))),
-        ParquetWriter(os.path.join(work, "kept")),
-    ], tasks=tasks, workers=2, logging_dir=f"{logs}/4").run()
+    LocalPipelineExecutor(
+        pipeline=[ParquetReader(jdir), MinhashDedupSignature(output_folder=sig, config=cfg)],
+        tasks=tasks,
+        workers=2,
+        logging_dir=f"{logs}/1",
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[MinhashDedupBuckets(input_folder=sig, output_folder=buckets, config=cfg)],
+        tasks=cfg.num_buckets,
+        workers=2,
+        logging_dir=f"{logs}/2",
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=cfg, save_cluster_id=True)],
+        tasks=1,
+        workers=1,
+        logging_dir=f"{logs}/3",
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[
+            ParquetReader(jdir),
+            MinhashDedupFilter(
+                input_folder=clusters,
+                load_cluster_ids=True,
+                exclusion_writer=ParquetWriter(os.path.join(work, "removed")),
+            ),
+            ParquetWriter(os.path.join(work, "kept")),
+        ],
+        tasks=tasks,
+        workers=2,
+        logging_dir=f"{logs}/4",
+    ).run()
     import pyarrow.parquet as pq
 
     predicted = {}
@@ -238,21 +270,42 @@ def child(tool: str, folder: str) -> None:
         predicted = {"ccgpt": run_ccgpt, "datasketch": run_datasketch, "datatrove": run_datatrove}[tool](folder, work)
         elapsed = time.perf_counter() - t
     # read before the labels are loaded and scored: at 1M documents the scoring alone peaks at gigabytes
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) + resource.getrusage(
-        resource.RUSAGE_CHILDREN).ru_maxrss
+    rss = (
+        max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0)
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     with open(os.path.join(folder, "labels.json"), encoding="utf-8") as fh:
         truth = json.load(fh)
     scores = pairwise_scores(predicted, truth)
-    print(json.dumps({"tool": tool, "docs": len(truth), "seconds": round(elapsed, 2),
-                      "docs_per_s": round(len(truth) / elapsed, 1), "peak_rss_mb": round(rss / 1024),
-                      "precision": round(scores["precision"], 4), "recall": round(scores["recall"], 4),
-                      "f1": round(scores["f1"], 4), "ari": round(scores["ari"], 4), **DETAILS}))
+    print(
+        json.dumps(
+            {
+                "tool": tool,
+                "docs": len(truth),
+                "seconds": round(elapsed, 2),
+                "docs_per_s": round(len(truth) / elapsed, 1),
+                "peak_rss_mb": round(rss / 1024),
+                "precision": round(scores["precision"], 4),
+                "recall": round(scores["recall"], 4),
+                "f1": round(scores["f1"], 4),
+                "ari": round(scores["ari"], 4),
+                **DETAILS,
+            }
+        )
+    )
 
 
 def measure(tool: str, folder: str, timeout: float) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.dedup", "--run", tool, folder], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.dedup", "--run", tool, folder],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -313,8 +366,11 @@ def make_folder(n: int, folder: str) -> None:
     write_corpus(docs, folder)
     words = sum(len(d["text"].split()) for d in docs) / len(docs)
     labelled = Counter(d["cluster"] for d in docs)
-    print(f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
-          f"duplicate clusters", flush=True)
+    print(
+        f"# {n} documents, {words:.0f} words on average, {sum(1 for v in labelled.values() if v > 1)} "
+        f"duplicate clusters",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -372,8 +428,9 @@ def main() -> None:
                     rates[tool] = row["docs_per_s"]
             for peer in ("datatrove", "datasketch"):
                 if "ccgpt" in rates and peer in rates:
-                    print(f"ratio ccgpt/{peer} at {n:,} documents: {rates['ccgpt'] / rates[peer]:.2f}x docs/s",
-                          flush=True)
+                    print(
+                        f"ratio ccgpt/{peer} at {n:,} documents: {rates['ccgpt'] / rates[peer]:.2f}x docs/s", flush=True
+                    )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,9 @@ def bench(model: str, texts: list[str], repeat: int) -> dict[str, float]:
     rows = [{"id": f"doc-{i}", "source": "crawl", "text": text} for i, text in enumerate(texts)]
     # keep_labels with min score 0 keeps every document; with neither keep nor remove labels the installed
     # datatrove fails on loading the model (it concatenates [] + None)
-    dt = FastTextClassifierFilter(model_url=model, keep_labels=(HQ_LABEL.removeprefix("__label__"), 0.0),
-                                  newline_replacement=" ")
+    dt = FastTextClassifierFilter(
+        model_url=model, keep_labels=(HQ_LABEL.removeprefix("__label__"), 0.0), newline_replacement=" "
+    )
     _ = dt.model  # load outside the timed part
 
     def ccgpt_batch() -> None:
@@ -158,8 +159,10 @@ def main() -> None:
         pool = crawl + ref
         texts = [pool[i % len(pool)] for i in range(args.docs)]
         words = sum(len(t.split()) for t in texts) / len(texts)
-        print(f"{len(texts)} documents ({len(crawl)} crawl pages + {len(ref)} WikiText paragraphs, cycled),"
-              f" {words:.0f} words on average; one core")
+        print(
+            f"{len(texts)} documents ({len(crawl)} crawl pages + {len(ref)} WikiText paragraphs, cycled),"
+            f" {words:.0f} words on average; one core"
+        )
         results = bench(model, texts, args.repeat)
     for name, rate in results.items():
         print(f"{name:40s} {rate:10.0f} docs/s")

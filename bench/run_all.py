@@ -42,14 +42,28 @@ class Bench:
 
 
 BENCHES = [
-    Bench("curate", "WARC → extract → language ID → filters, ccgpt vs datatrove (same filters), one core each; "
-          "extraction quality on trafilatura's evaluation snippets", ["--pages", "150", "--eval-pages", "150"], []),
-    Bench("quality", "fastText quality scoring, ccgpt vs datatrove's FastTextClassifierFilter (same model)",
-          ["--docs", "1500", "--repeat", "2"], []),
-    Bench("dedup", "exact + MinHash-LSH dedup, ccgpt (Beam local runner) vs datasketch MinHashLSH vs datatrove",
-          ["--sizes", "10000", "--no-news"], []),
-    Bench("shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap",
-          [], []),
+    Bench(
+        "curate",
+        "WARC → extract → language ID → filters, ccgpt vs datatrove (same filters), one core each; "
+        "extraction quality on trafilatura's evaluation snippets",
+        ["--pages", "150", "--eval-pages", "150"],
+        [],
+    ),
+    Bench(
+        "quality",
+        "fastText quality scoring, ccgpt vs datatrove's FastTextClassifierFilter (same model)",
+        ["--docs", "1500", "--repeat", "2"],
+        [],
+    ),
+    Bench(
+        "dedup",
+        "exact + MinHash-LSH dedup, ccgpt (Beam local runner) vs datasketch MinHashLSH vs datatrove",
+        ["--sizes", "10000", "--no-news"],
+        [],
+    ),
+    Bench(
+        "shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap", [], []
+    ),
     Bench("train", "training step throughput and peak memory, ccgpt vs HF transformers GPT2LMHeadModel", [], []),
 ]
 
@@ -78,8 +92,14 @@ def machine() -> dict[str, str]:
             gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem, "gpu": gpu,
-            "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}"}
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
 
 
 def load() -> str:
@@ -104,24 +124,37 @@ def run_bench(b: Bench, size: str, timeout: float) -> dict:
     except subprocess.TimeoutExpired as e:
         rc = "timeout"
         output = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-    return {"bench": b, "cmd": " ".join(["python", "-m", f"bench.{b.name}", *args]), "rc": rc,
-            "seconds": round(time.time() - t0, 1), "output": output.rstrip(), "load_before": before,
-            "load_after": load()}
+    return {
+        "bench": b,
+        "cmd": " ".join(["python", "-m", f"bench.{b.name}", *args]),
+        "rc": rc,
+        "seconds": round(time.time() - t0, 1),
+        "output": output.rstrip(),
+        "load_before": before,
+        "load_after": load(),
+    }
 
 
 def render(results: list[dict], info: dict[str, str], when: str) -> str:
-    out = ["# Benchmarks", "",
-           "Written by `python -m bench.run_all` (see its docstring); each section is one benchmark run in its own",
-           "process. Ratios compare ccgpt with its peer measured in the same run, on the same machine and data.", "",
-           f"- date: {when}",
-           f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} memory, GPU: {info['gpu']}",
-           f"- software: Python {info['python']}, {info['os']}", "",
-           "| benchmark | status | seconds | load before / after (1/5/15 min) | ratios |", "|---|---|---:|---|---|"]
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `python -m bench.run_all` (see its docstring); each section is one benchmark run in its own",
+        "process. Ratios compare ccgpt with its peer measured in the same run, on the same machine and data.",
+        "",
+        f"- date: {when}",
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory']} memory, GPU: {info['gpu']}",
+        f"- software: Python {info['python']}, {info['os']}",
+        "",
+        "| benchmark | status | seconds | load before / after (1/5/15 min) | ratios |",
+        "|---|---|---:|---|---|",
+    ]
     for r in results:
         status = "ok" if r["rc"] == 0 else f"failed ({r['rc']})"
         ratios = "<br>".join(x.replace("|", "/") for x in ratio_lines(r["output"])[:6]) or "—"
-        out.append(f"| {r['bench'].name} | {status} | {r['seconds']} | {r['load_before']} → {r['load_after']} | "
-                   f"{ratios} |")
+        out.append(
+            f"| {r['bench'].name} | {status} | {r['seconds']} | {r['load_before']} → {r['load_after']} | {ratios} |"
+        )
     for r in results:
         out += ["", f"## {r['bench'].name}", "", r["bench"].what + ".", "", f"Run {when}: `{r['cmd']}`", ""]
         if r["rc"] != 0:
@@ -162,16 +195,21 @@ def merge(old: str, new: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["quick", "full"], default="quick",
-                    help="quick: small inputs (minutes each); full: each benchmark's own defaults")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--size",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: small inputs (minutes each); full: each benchmark's own defaults",
+    )
     ap.add_argument("--only", nargs="+", choices=[b.name for b in BENCHES], help="run these benchmarks only")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "BENCHMARKS.md"))
     args = ap.parse_args(argv)
     chosen = [b for b in BENCHES if not args.only or b.name in args.only]
-    info, when = machine(), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info, when = machine(), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     results = []
     for i, b in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] bench.{b.name} ...", flush=True)

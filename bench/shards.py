@@ -100,8 +100,15 @@ def time_ccgpt(docs_dir: str, tok: str, out: str) -> tuple[float, int]:
     from pipeline.mix import MixConfig, run_mix
     from pipeline.runner import RunnerConfig
 
-    cfg = MixConfig(tokenizer=tok, weights={"ref": 1.0}, total_tokens=0, seq_len=SEQ_LEN, rows_per_shard=256,
-                    val_fraction=0.0, seed=0)
+    cfg = MixConfig(
+        tokenizer=tok,
+        weights={"ref": 1.0},
+        total_tokens=0,
+        seq_len=SEQ_LEN,
+        rows_per_shard=256,
+        val_fraction=0.0,
+        seed=0,
+    )
     t = time.perf_counter()
     stats = run_mix([docs_dir], out, cfg, RunnerConfig("local", 1, "in_memory"), force=True)
     return time.perf_counter() - t, int(stats.extra["tokens_available"]["ref"])
@@ -203,8 +210,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         docs_dir = os.path.join(tmp, "docs")
         os.makedirs(docs_dir)
-        write_documents([{"id": f"ref-{i}", "source": "ref", "text": t} for i, t in enumerate(docs)],
-                        os.path.join(docs_dir, "part-0.parquet"))
+        write_documents(
+            [{"id": f"ref-{i}", "source": "ref", "text": t} for i, t in enumerate(docs)],
+            os.path.join(docs_dir, "part-0.parquet"),
+        )
         train_tokenizer([docs_dir], os.path.join(tmp, "tok"), TokenizerConfig(vocab_size=8192))
         tok = os.path.join(tmp, "tok", "tokenizer.json")
         print(f"corpus: {len(docs):,} documents, {sum(len(t) for t in docs) / 1e6:.2f} MB of text")
@@ -217,14 +226,18 @@ def main() -> None:
         print(f"ccgpt mix (encode + pack + shuffle + write) : {cc_tokens / cc_s:12,.0f} tokens/s ({cc_s:.1f} s)")
         print(f"datatrove DocumentTokenizer                 : {dt_tokens / dt_s:12,.0f} tokens/s ({dt_s:.1f} s)")
         print(f"ratio ccgpt/datatrove: {(cc_tokens / cc_s) / (dt_tokens / dt_s):.2f}x (one core each)")
-        print(f"ccgpt encode_batch alone (no Beam)          : {enc_tokens / enc_s:12,.0f} tokens/s ({enc_s:.1f} s), "
-              f"{(enc_tokens / enc_s) / (dt_tokens / dt_s):.2f}x datatrove")
+        print(
+            f"ccgpt encode_batch alone (no Beam)          : {enc_tokens / enc_s:12,.0f} tokens/s ({enc_s:.1f} s), "
+            f"{(enc_tokens / enc_s) / (dt_tokens / dt_s):.2f}x datatrove"
+        )
 
         reads = time_reads(os.path.join(tmp, "shards"), dt_out, args.reads, args.seed)
         width = SEQ_LEN + 1
         for name, rate in reads.items():
-            print(f"random rows {name:10s}: {rate:10,.0f} rows/s = {rate * width / 1e6:8.1f} M tokens/s "
-                  f"({rate / reads['memmap']:.2f}x np.memmap)")
+            print(
+                f"random rows {name:10s}: {rate:10,.0f} rows/s = {rate * width / 1e6:8.1f} M tokens/s "
+                f"({rate / reads['memmap']:.2f}x np.memmap)"
+            )
 
 
 if __name__ == "__main__":

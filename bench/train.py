@@ -101,8 +101,16 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     base = get_preset(setup.preset)
-    cfg = dataclasses.replace(base, vocab_size=setup.vocab, n_ctx=setup.seq_len, attention="dense", dropout=0.0,
-                              loss_impl=loss_impl, norm_impl=norm_impl, attention_impl="sdpa")
+    cfg = dataclasses.replace(
+        base,
+        vocab_size=setup.vocab,
+        n_ctx=setup.seq_len,
+        attention="dense",
+        dropout=0.0,
+        loss_impl=loss_impl,
+        norm_impl=norm_impl,
+        attention_impl="sdpa",
+    )
     if kind == "hf":
         from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -114,7 +122,9 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
         small = dataclasses.replace(cfg, n_layer=1, n_embd=16, n_head=1, vocab_size=32, n_ctx=8)
         m = GPT(small)
         if kind == "hf":
-            m = AutoModelForCausalLM.from_config(GPT2Config(**hf_config_kwargs(small, None)), attn_implementation="sdpa")
+            m = AutoModelForCausalLM.from_config(
+                GPT2Config(**hf_config_kwargs(small, None)), attn_implementation="sdpa"
+            )
         m.to(device)  # the variant's kernels (Triton ones need CUDA tensors) are what gets warmed up
         ids = torch.zeros(1, 8, dtype=torch.long, device=device)
         out = m(ids, ids)[1] if kind != "hf" else m(input_ids=ids).logits.sum()
@@ -139,12 +149,17 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
 
         def loss_fn(x, y):
             return model(x, y)[1]
+
     model.to(device).train()
     if kind == "hf":
         decay = [p for p in model.parameters() if p.dim() >= 2]
         rest = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                                lr=1e-4, betas=(0.9, 0.95), **({"fused": True} if cuda else {}))
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+            lr=1e-4,
+            betas=(0.9, 0.95),
+            **({"fused": True} if cuda else {}),
+        )
     else:
         opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), device.type)
     g = torch.Generator().manual_seed(1)
@@ -175,8 +190,14 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
-    result = {"variant": name, "tokens_per_sec": tok_s, "tokens_per_cpu_sec": tokens / cpu_s, "peak_bytes": peak,
-              "first_loss": first, "flops_per_token": flops_per_token}
+    result = {
+        "variant": name,
+        "tokens_per_sec": tok_s,
+        "tokens_per_cpu_sec": tokens / cpu_s,
+        "peak_bytes": peak,
+        "first_loss": first,
+        "flops_per_token": flops_per_token,
+    }
     if cuda:
         from train.trainer import GPU_PEAK_BF16
 
@@ -190,8 +211,10 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
 def _line(res: dict) -> str:
     mfu = f" | MFU {100 * res['mfu']:.1f}%" if res.get("mfu") is not None else ""
     cpu = f" ({res['tokens_per_cpu_sec']:,.0f} per CPU-s)" if "mfu" not in res else ""
-    return (f"{res['variant']:<36} {res['tokens_per_sec']:>8,.0f} tok/s{cpu} | peak {res['peak_bytes'] / 2**20:>6,.0f} MiB"
-            f" | first loss {res['first_loss']:.4f}{mfu}")
+    return (
+        f"{res['variant']:<36} {res['tokens_per_sec']:>8,.0f} tok/s{cpu} | peak {res['peak_bytes'] / 2**20:>6,.0f} MiB"
+        f" | first loss {res['first_loss']:.4f}{mfu}"
+    )
 
 
 def _result(p, queue) -> dict | None:
@@ -231,8 +254,11 @@ def run(setup: Setup, variants: list[tuple[str, str, str, str]], rounds: int) ->
             print(f"round {r + 1}: {_line(res)}", flush=True)
             old = best.get(name)
             if old is None or res["tokens_per_sec"] > old["tokens_per_sec"]:
-                best[name] = {**res, "peak_bytes": max(res["peak_bytes"], old["peak_bytes"] if old else 0),
-                              "tokens_per_cpu_sec": max(res["tokens_per_cpu_sec"], old["tokens_per_cpu_sec"] if old else 0)}
+                best[name] = {
+                    **res,
+                    "peak_bytes": max(res["peak_bytes"], old["peak_bytes"] if old else 0),
+                    "tokens_per_cpu_sec": max(res["tokens_per_cpu_sec"], old["tokens_per_cpu_sec"] if old else 0),
+                }
             else:
                 old["peak_bytes"] = max(old["peak_bytes"], res["peak_bytes"])
                 old["tokens_per_cpu_sec"] = max(old["tokens_per_cpu_sec"], res["tokens_per_cpu_sec"])
@@ -286,14 +312,20 @@ def main() -> None:
     ours, hf = by_name.get(variants[0][0]), by_name.get(variants[-1][0])
     if ours and hf:
         per_cpu = "" if cuda else f" (per CPU-second {ours['tokens_per_cpu_sec'] / hf['tokens_per_cpu_sec']:.2f}x)"
-        print(f"ccgpt / HF throughput: {ours['tokens_per_sec'] / hf['tokens_per_sec']:.2f}x{per_cpu}, "
-              f"peak memory {ours['peak_bytes'] / hf['peak_bytes']:.2f}x", flush=True)
+        print(
+            f"ccgpt / HF throughput: {ours['tokens_per_sec'] / hf['tokens_per_sec']:.2f}x{per_cpu}, "
+            f"peak memory {ours['peak_bytes'] / hf['peak_bytes']:.2f}x",
+            flush=True,
+        )
     eager = next((r for r in results if "eager" in r["variant"]), None)
     lean = next((r for r in results if "fused" in r["variant"] or "chunked" in r["variant"]), None)
     if eager and lean:
-        print(f"{lean['variant']} vs {eager['variant']}: peak memory "
-              f"{(eager['peak_bytes'] - lean['peak_bytes']) / 2**20:,.0f} MiB less, "
-              f"throughput {lean['tokens_per_sec'] / eager['tokens_per_sec']:.2f}x", flush=True)
+        print(
+            f"{lean['variant']} vs {eager['variant']}: peak memory "
+            f"{(eager['peak_bytes'] - lean['peak_bytes']) / 2**20:,.0f} MiB less, "
+            f"throughput {lean['tokens_per_sec'] / eager['tokens_per_sec']:.2f}x",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"setup": dataclasses.asdict(setup), "results": results}, fh, indent=2)

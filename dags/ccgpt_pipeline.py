@@ -69,9 +69,23 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
     import sys
 
     out = os.path.abspath(cfg.out_dir)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "train",
-           "--config", config_path, "--shards", os.path.join(out, "shards"), "--out", os.path.join(out, "train"),
-           "--resume", "true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "train",
+        "--config",
+        config_path,
+        "--shards",
+        os.path.join(out, "shards"),
+        "--out",
+        os.path.join(out, "train"),
+        "--resume",
+        "true",
+    ]
     print("running:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     with open(os.path.join(out, "train", "summary.json"), encoding="utf-8") as fh:
@@ -90,8 +104,9 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
         "out_dir": Param("", type="string", description="override the config's out_dir"),
         "runner": Param("", type="string", description="Beam runner: local, portable, DataflowRunner, ..."),
         "force": Param(False, type="boolean", description="recompute stages even if current"),
-        "quality_model": Param("", type="string",
-                               description="an existing quality model.bin: skip training one (empty: train)"),
+        "quality_model": Param(
+            "", type="string", description="an existing quality model.bin: skip training one (empty: train)"
+        ),
         "train_nproc": Param(0, type="integer", description="0: train in the task; N: torchrun with N processes"),
     },
     doc_md=__doc__,

@@ -59,7 +59,7 @@ def stats_from_outcomes(stage: str, counts: dict[str, int]) -> StageStats:
         if outcome == KEPT:
             stats.kept += n
         elif outcome.startswith("dropped:"):
-            stats.drop(outcome[len("dropped:"):], n)
+            stats.drop(outcome[len("dropped:") :], n)
         else:
             raise ValueError(f"unknown outcome {outcome!r} (expected 'kept' or 'dropped:<reason>')")
     return stats.check()

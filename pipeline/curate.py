@@ -34,7 +34,7 @@ from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import read_jsonl
 from schemas.documents import DOCUMENT_SCHEMA, write_documents
 from schemas.stats import StageStats
@@ -128,24 +128,21 @@ def run_curate(
                 | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
                 | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
                 | "ExampleJson" >> beam.FlatMap(example_lines)
-                | "WriteExamples" >> beam.io.WriteToText(
-                    os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1
-                )
+                | "WriteExamples"
+                >> beam.io.WriteToText(os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1)
             )
             _ = (
                 out["failed"]
                 | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                | "WriteFailed" >> beam.io.WriteToText(
-                    os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1
-                )
+                | "WriteFailed"
+                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
             )
             _ = (
                 out["counters"]
                 | "CountCounters" >> beam.combiners.Count.PerElement()
                 | "CounterJson" >> beam.Map(counter_line)
-                | "WriteCounters" >> beam.io.WriteToText(
-                    os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1
-                )
+                | "WriteCounters"
+                >> beam.io.WriteToText(os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1)
             )
         ensure_table(tmp)
         if cfg.write_raw:
@@ -161,9 +158,14 @@ def run_curate(
             sorted((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("record_type:"))
         )
         stats.extra["languages"] = dict(
-            sorted(((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")), key=lambda kv: -kv[1])
+            sorted(
+                ((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")),
+                key=lambda kv: -kv[1],
+            )
         )
         stats.extra["failed_files"] = sorted({f["file"] for f in failed})  # a file may have several bad regions
-        stats.extra["garbage_bytes_skipped"] = sum(f.get("bytes", 0) for f in failed if f["reason"] == "garbage_skipped")
+        stats.extra["garbage_bytes_skipped"] = sum(
+            f.get("bytes", 0) for f in failed if f["reason"] == "garbage_skipped"
+        )
         finish(stats, tmp, fp)
     return stats

@@ -26,7 +26,8 @@ its parent's id plus ``#k`` (k = 0, 1, ... in text order); its ``annotations`` g
 with the parent id, the fragment's character range in the parent and the benchmarks that cut the parent.
 
 **N-grams are hashed.** A word hashes to 64 bits (BLAKE2b of its UTF-8 bytes), an n-gram to a polynomial
-of its word hashes modulo 2**64 (odd base, so two n-grams that differ in one word differ in hash unless those words' hashes collide).
+of its word hashes modulo 2**64 (odd base, so two n-grams that differ in one word differ in hash unless those
+words' hashes collide).
 A benchmark is a sorted ``numpy.uint64`` array: 8 bytes per distinct n-gram and a binary search per
 document n-gram. A false collision needs two distinct 13-grams with equal 64-bit hashes: with ``B``
 benchmark n-grams, about ``B / 2**64`` per document n-gram (1e-10 for a billion benchmark n-grams).
@@ -75,8 +76,8 @@ import numpy as np
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.tables import count_rows, read_document_tables, sum_jsonl
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
+from pipeline.tables import count_rows, read_document_tables, sum_jsonl
 from schemas.documents import DOCUMENT_SCHEMA
 from schemas.stats import StageStats
 
@@ -205,7 +206,7 @@ def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
     acc = np.zeros(m, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for i in range(n):
-            acc = acc * _BASE + word_hashes[i:i + m]
+            acc = acc * _BASE + word_hashes[i : i + m]
     return acc
 
 
@@ -372,7 +373,7 @@ def _hash_benchmark(texts: Iterable[str], n: int, running: bool, chunk: int = 1 
         wh = hasher(words)
         if running:
             wh = np.concatenate([carry, wh])
-            carry = wh[-(n - 1):] if n > 1 else np.empty(0, dtype=np.uint64)
+            carry = wh[-(n - 1) :] if n > 1 else np.empty(0, dtype=np.uint64)
         h = ngram_hashes(wh, n)
         if len(h):
             pending.append(h)
@@ -551,7 +552,12 @@ class Decontaminate(beam.DoFn):
         for k, (s, e) in enumerate(res.fragments):
             kept_chars += e - s
             note = {"parent": doc["id"], "fragment": k, "start": s, "end": e, "benchmarks": names}
-            yield {**doc, "id": f"{doc['id']}#{k}", "text": text[s:e], "annotations": _annotations(doc.get("annotations"), note)}
+            yield {
+                **doc,
+                "id": f"{doc['id']}#{k}",
+                "text": text[s:e],
+                "annotations": _annotations(doc.get("annotations"), note),
+            }
         summary = {
             _key("documents_contaminated"): 1,
             _key("fragments_created"): len(res.fragments),

@@ -172,7 +172,9 @@ class ExtractText(beam.DoFn):
             doc = record_to_document(raw, self.cfg)
         except CapExceeded as e:
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(e.reason))
-            yield beam.pvalue.TaggedOutput(EXAMPLES, (e.reason, {"reason": e.reason, "url": raw.get("url"), "text": str(e)}))
+            yield beam.pvalue.TaggedOutput(
+                EXAMPLES, (e.reason, {"reason": e.reason, "url": raw.get("url"), "text": str(e)})
+            )
             return
         except Exception as e:  # noqa: BLE001 - a pathological page must not stop the run
             reason = "extract_error"

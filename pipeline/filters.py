@@ -71,7 +71,9 @@ class GopherQualityConfig:
     min_avg_word_length: int = field(default=3, metadata={"help": "min mean word length"})
     max_avg_word_length: int = field(default=10, metadata={"help": "max mean word length"})
     max_symbol_word_ratio: float = field(default=0.1, metadata={"help": "max '#' or ellipsis per word"})
-    max_bullet_lines_ratio: float = field(default=0.9, metadata={"help": "max fraction of lines starting with a bullet"})
+    max_bullet_lines_ratio: float = field(
+        default=0.9, metadata={"help": "max fraction of lines starting with a bullet"}
+    )
     max_ellipsis_lines_ratio: float = field(default=0.3, metadata={"help": "max fraction of lines ending with '...'"})
     max_non_alpha_words_ratio: float = field(
         default=0.8, metadata={"help": "min fraction of words with an alphabetic char (datatrove's name)"}
@@ -81,7 +83,9 @@ class GopherQualityConfig:
 
 @dataclass
 class C4Config:
-    enabled: bool = field(default=True, metadata={"help": "run datatrove's C4QualityFilter (line cleaning + doc rules)"})
+    enabled: bool = field(
+        default=True, metadata={"help": "run datatrove's C4QualityFilter (line cleaning + doc rules)"}
+    )
     filter_no_terminal_punct: bool = field(
         default=False,
         metadata={"help": "drop lines not ending in . ! ? \" ' (C4 paper: on; FineWeb: off, it removed too much)"},
@@ -100,7 +104,9 @@ class C4Config:
 class FineWebQualityConfig:
     enabled: bool = field(default=True, metadata={"help": "run datatrove's FineWebQualityFilter"})
     line_punct_thr: float = field(default=0.12, metadata={"help": "min fraction of lines ending in punctuation"})
-    line_punct_exclude_zero: bool = field(default=False, metadata={"help": "do not drop when no line ends in punctuation"})
+    line_punct_exclude_zero: bool = field(
+        default=False, metadata={"help": "do not drop when no line ends in punctuation"}
+    )
     short_line_thr: float = field(default=0.67, metadata={"help": "max fraction of short lines"})
     short_line_length: int = field(default=30, metadata={"help": "a line this short (chars) counts as short"})
     char_duplicates_ratio: float = field(default=0.01, metadata={"help": "max fraction of chars in duplicated lines"})
@@ -119,8 +125,10 @@ class PiiConfig:
 class FiltersConfig:
     implementation: Literal["ccgpt", "datatrove"] = field(
         default="ccgpt",
-        metadata={"help": "ccgpt: our single-split implementation of the four word-based filters (checked "
-                          "against datatrove's); datatrove: call datatrove's filter classes"},
+        metadata={
+            "help": "ccgpt: our single-split implementation of the four word-based filters (checked "
+            "against datatrove's); datatrove: call datatrove's filter classes"
+        },
     )
     url_blocklist: UrlBlocklistConfig = field(default_factory=UrlBlocklistConfig)
     gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
@@ -207,7 +215,9 @@ class FilterChain:
         cfg = self.cfg
         out: list[tuple[str, Any]] = []
         if cfg.gopher_repetition.enabled:
-            out.append(("gopher_repetition", GopherRepetitionFilter(**_kwargs(cfg.gopher_repetition), language=language)))
+            out.append(
+                ("gopher_repetition", GopherRepetitionFilter(**_kwargs(cfg.gopher_repetition), language=language))
+            )
         if cfg.gopher_quality.enabled:
             out.append(("gopher_quality", GopherQualityFilter(**_kwargs(cfg.gopher_quality), language=language)))
         if cfg.c4.enabled:
@@ -260,19 +270,20 @@ class FilterChain:
     def _apply_datatrove(self, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         from datatrove.data import Document
 
-        doc = Document(text=row["text"], id=row["id"], metadata={"url": row.get("url"), "language": row.get("language")})
+        doc = Document(
+            text=row["text"], id=row["id"], metadata={"url": row.get("url"), "language": row.get("language")}
+        )
         for name, flt in self._filters(row.get("language")):
             try:
                 result = flt.filter(doc)
             except Exception:  # noqa: BLE001 - e.g. a division by zero on a degenerate text
                 return None, f"{name}:error"
-            ok, reason = (result if isinstance(result, tuple) else (result, None))
+            ok, reason = result if isinstance(result, tuple) else (result, None)
             if not ok:
                 return None, f"{name}:{reason or 'rejected'}"
             if not doc.text.strip():
                 return None, f"{name}:empty_after_cleaning"
         return self._finish(row, doc.text)
-
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -296,6 +307,7 @@ class FilterChain:
 # ``tests/test_filters.py`` checks keep/drop decisions, reasons and cleaned text against datatrove's classes on
 # real extracted text.
 # --------------------------------------------------------------------------------------------------------------
+
 
 def _dup_counts(items: list[str]) -> tuple[int, int]:
     """datatrove's ``find_duplicates``: (elements seen before, their characters), without the Python loop."""
@@ -640,7 +652,9 @@ class HeuristicFilters(beam.DoFn):
         kept, reason = self._chain.apply(row)
         if kept is None:
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
-            yield beam.pvalue.TaggedOutput(EXAMPLES, (reason, {"reason": reason, "url": row.get("url"), "text": row["text"][:300]}))
+            yield beam.pvalue.TaggedOutput(
+                EXAMPLES, (reason, {"reason": reason, "url": row.get("url"), "text": row["text"][:300]})
+            )
             return
         yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
         yield kept

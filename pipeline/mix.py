@@ -48,8 +48,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -104,18 +105,23 @@ class MixConfig:
     encode_batch_size: int = field(default=256, metadata={"help": "documents per tokenizer batch call"})
     val_fraction: float = field(
         default=0.01,
-        metadata={"help": "share of each weighted source's documents held out as its validation split (chosen by a "
-                          "hash of the document id, never trained on); 0 = no validation split"},
+        metadata={
+            "help": "share of each weighted source's documents held out as its validation split (chosen by a "
+            "hash of the document id, never trained on); 0 = no validation split"
+        },
     )
     val_max_tokens: int = field(
         default=1_000_000,
-        metadata={"help": "cap on each source's held-out tokens (whole documents; at least one row is held out); "
-                          "0 = no cap"},
+        metadata={
+            "help": "cap on each source's held-out tokens (whole documents; at least one row is held out); 0 = no cap"
+        },
     )
     max_epochs: float = field(
         default=0.0,
-        metadata={"help": "most passes over a source's training tokens a weight may ask for (GPT-3's largest was "
-                          "3.4, Wikipedia); a weight that needs more is an error; 0 = no cap"},
+        metadata={
+            "help": "most passes over a source's training tokens a weight may ask for (GPT-3's largest was "
+            "3.4, Wikipedia); a weight that needs more is an error; 0 = no cap"
+        },
     )
 
 
@@ -157,8 +163,10 @@ def source_target(source: str, available: dict[str, int], weights: dict[str, flo
 
 
 def _missing_message(missing: list[str], present: dict[str, int], what: str) -> str:
-    return (f"weighted source(s) {missing} have no {what} in the inputs "
-            f"(sources present: {sorted(s for s, n in present.items() if n > 0)})")
+    return (
+        f"weighted source(s) {missing} have no {what} in the inputs "
+        f"(sources present: {sorted(s for s, n in present.items() if n > 0)})"
+    )
 
 
 def plan_problems(
@@ -205,7 +213,7 @@ def count_documents(files: list[str]) -> dict[str, int]:
     return counts
 
 
-def preflight(documents: dict[str, int], cfg: "MixConfig") -> None:
+def preflight(documents: dict[str, int], cfg: MixConfig) -> None:
     """Every check that needs no tokenizing, run before the pipeline: raise :class:`MixError` on the first.
 
     ``documents`` is the count per source (:func:`count_documents`). Weighted sources must be present; with a
@@ -266,9 +274,7 @@ def _doc_key(seed: int, source: str, tag: str, doc_id: str) -> int:
     return xxhash.xxh64_intdigest(f"{seed}\x00{source}\x00{tag}\x00{doc_id}".encode())
 
 
-def draw_plan(
-    ids: list[str], lengths: np.ndarray, target: int, seed: int, source: str
-) -> tuple[list[int], list[int]]:
+def draw_plan(ids: list[str], lengths: np.ndarray, target: int, seed: int, source: str) -> tuple[list[int], list[int]]:
     """Which documents to draw and in what order, to reach at least ``target`` tokens.
 
     ``epochs = target / available``: every document is drawn ``floor(epochs)`` times, then a seeded hash-ordered
@@ -445,11 +451,14 @@ class PlanSource(beam.DoFn):
         fraction = self.val_fraction if self.weights.get(source, 0.0) > 0 else 0.0
         val = select_validation(ids, lens, source, fraction, self.val_max_tokens, self.seq_len + 1)
         val_tokens = int(lens[val].sum()) if val else 0
-        yield source, {
-            "val_ids": [ids[i] for i in val],
-            "val_tokens": val_tokens,
-            "train_tokens": int(lens.sum()) - val_tokens,
-        }
+        yield (
+            source,
+            {
+                "val_ids": [ids[i] for i in val],
+                "val_tokens": val_tokens,
+                "train_tokens": int(lens.sum()) - val_tokens,
+            },
+        )
 
 
 def _dedup_sorted(grouped: Iterable[tuple[str, bytes]]) -> tuple[dict[str, bytes], int]:
@@ -487,7 +496,12 @@ class PackSource(beam.DoFn):
     """
 
     def __init__(
-        self, weights: dict[str, float], total_tokens: int, seq_len: int, seed: int, token_dtype: str,
+        self,
+        weights: dict[str, float],
+        total_tokens: int,
+        seq_len: int,
+        seed: int,
+        token_dtype: str,
         max_epochs: float = 0.0,
     ):
         self.weights = dict(weights)
@@ -498,7 +512,9 @@ class PackSource(beam.DoFn):
         self.max_epochs = max_epochs
 
     def process(
-        self, element: tuple[str, Iterable[tuple[str, bytes]]], available: dict[str, int],
+        self,
+        element: tuple[str, Iterable[tuple[str, bytes]]],
+        available: dict[str, int],
         plans: dict[str, dict[str, Any]],
     ) -> Iterator[Any]:
         source, grouped = element
@@ -587,7 +603,9 @@ class AssignShard(beam.DoFn):
             else:
                 counts = dict(key)
                 firsts = np.cumsum([0] + [counts[s] for s in sorted(counts)])
-                self._ranks = {s: firsts[k] + np.arange(counts[s], dtype=np.int64) for k, s in enumerate(sorted(counts))}
+                self._ranks = {
+                    s: firsts[k] + np.arange(counts[s], dtype=np.int64) for k, s in enumerate(sorted(counts))
+                }
             self._cache_key = key
         rank = int(self._ranks[source][r])
         yield rank // self.rows_per_shard, (rank % self.rows_per_shard, source, row)
@@ -662,7 +680,8 @@ def format_mix_table(manifest: Manifest) -> str:
     total = manifest.total_tokens
     val = manifest.validation
     lines = [
-        f"| Dataset | Quantity (tokens) | Weight in training mix | Epochs elapsed when training for {_human(total)} tokens |"
+        "| Dataset | Quantity (tokens) | Weight in training mix | "
+        f"Epochs elapsed when training for {_human(total)} tokens |"
         + (" Held out for validation (tokens) |" if val else ""),
         "|---|---:|---:|---:|" + ("---:|" if val else ""),
     ]
@@ -687,18 +706,31 @@ def _validate(cfg: MixConfig) -> dict[str, float]:
             f" {cfg.total_tokens})"
         )
     if not 0.0 <= cfg.val_fraction < 1.0 or cfg.val_max_tokens < 0:
-        raise MixError(f"need 0 <= val_fraction < 1 and val_max_tokens >= 0 (got {cfg.val_fraction}, {cfg.val_max_tokens})")
+        raise MixError(
+            f"need 0 <= val_fraction < 1 and val_max_tokens >= 0 (got {cfg.val_fraction}, {cfg.val_max_tokens})"
+        )
     if not (math.isfinite(cfg.max_epochs) and cfg.max_epochs >= 0):
         raise MixError(f"max_epochs must be >= 0 (0 = no cap), got {cfg.max_epochs}")
     return normalise_weights(cfg.weights)
 
 
-def _write_rows(rows: Any, label: str, folder: str, cfg: MixConfig, token_dtype: str, rows_per_source: Any,
-                shuffle: bool, pattern: str, infos_file: str) -> None:
+def _write_rows(
+    rows: Any,
+    label: str,
+    folder: str,
+    cfg: MixConfig,
+    token_dtype: str,
+    rows_per_source: Any,
+    shuffle: bool,
+    pattern: str,
+    infos_file: str,
+) -> None:
     (
         rows
-        | f"Assign{label}" >> beam.ParDo(
-            AssignShard(cfg.seed, cfg.rows_per_shard, shuffle=shuffle), rows_per_source=beam.pvalue.AsDict(rows_per_source)
+        | f"Assign{label}"
+        >> beam.ParDo(
+            AssignShard(cfg.seed, cfg.rows_per_shard, shuffle=shuffle),
+            rows_per_source=beam.pvalue.AsDict(rows_per_source),
         )
         | f"GroupBy{label}" >> beam.GroupByKey()
         | f"Write{label}" >> beam.ParDo(WriteShard(folder, token_dtype, cfg.seq_len, pattern))
@@ -754,7 +786,8 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
             packed = (
                 encoded.docs
                 | "GroupBySource" >> beam.GroupByKey()
-                | "Pack" >> beam.ParDo(
+                | "Pack"
+                >> beam.ParDo(
                     PackSource(shares, cfg.total_tokens, cfg.seq_len, cfg.seed, token_dtype, cfg.max_epochs),
                     available=beam.pvalue.AsDict(available),
                     plans=beam.pvalue.AsDict(plans),
@@ -763,13 +796,25 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
             outcomes_parts.append(packed[OUTCOMES])
             rows_per_source = packed[SOURCE_STATS] | "RowsPerSource" >> beam.Map(_rows_of)
             val_rows_per_source = packed[SOURCE_STATS] | "ValRowsPerSource" >> beam.Map(_rows_of, key="val_rows")
-            _write_rows(packed.rows, "Shards", tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE)
-            _write_rows(packed[VAL_ROWS], "ValShards", tmp, cfg, token_dtype, val_rows_per_source, False,
-                        VAL_SHARD_PATTERN, _VAL_SHARDS_FILE)
+            _write_rows(
+                packed.rows, "Shards", tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE
+            )
+            _write_rows(
+                packed[VAL_ROWS],
+                "ValShards",
+                tmp,
+                cfg,
+                token_dtype,
+                val_rows_per_source,
+                False,
+                VAL_SHARD_PATTERN,
+                _VAL_SHARDS_FILE,
+            )
             (
                 packed[SOURCE_STATS]
                 | "SourceJson" >> beam.Map(json.dumps, sort_keys=True)
-                | "SourceStats" >> beam.io.WriteToText(os.path.join(tmp, _SOURCES_FILE), shard_name_template="", num_shards=1)
+                | "SourceStats"
+                >> beam.io.WriteToText(os.path.join(tmp, _SOURCES_FILE), shard_name_template="", num_shards=1)
             )
             outcomes_parts | "AllOutcomes" >> beam.Flatten() | WriteOutcomes(tmp)
 
@@ -785,13 +830,12 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
             raise MixError("; ".join(problems))
         total = sum(v["tokens_drawn"] for v in per_source.values())
         if total == 0:
-            raise MixError(
-                f"the budget fills no row of {cfg.seq_len + 1} tokens: raise total_tokens or lower seq_len"
-            )
+            raise MixError(f"the budget fills no row of {cfg.seq_len + 1} tokens: raise total_tokens or lower seq_len")
         no_val_rows = sorted(s for s, v in per_source.items() if v["val_documents"] and not v["val_rows"])
         if no_val_rows:
-            log.warning("validation: source(s) %s hold out too few tokens to fill one row of %d", no_val_rows,
-                        cfg.seq_len + 1)
+            log.warning(
+                "validation: source(s) %s hold out too few tokens to fill one row of %d", no_val_rows, cfg.seq_len + 1
+            )
         validation = None
         if cfg.val_fraction > 0:
             validation = ValidationSplit(
@@ -799,8 +843,9 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
                 max_tokens_per_source=cfg.val_max_tokens,
                 total_tokens=sum(v["val_tokens_packed"] for v in per_source.values()),
                 sources={
-                    s: ValidationSource(documents=v["val_documents"], tokens=v["val_tokens"],
-                                        tokens_packed=v["val_tokens_packed"])
+                    s: ValidationSource(
+                        documents=v["val_documents"], tokens=v["val_tokens"], tokens_packed=v["val_tokens_packed"]
+                    )
                     for s, v in sorted(per_source.items())
                     if v["val_documents"]
                 },

@@ -91,8 +91,15 @@ class Progress:
     Use as a context manager around the pipeline run; the final line gives the count and the elapsed time.
     """
 
-    def __init__(self, label: str, total: int | None = None, unit: str = "records", interval: float | None = None,
-                 stream: TextIO | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        unit: str = "records",
+        interval: float | None = None,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+    ):
         self.label = label
         self.total = total
         self.unit = unit
@@ -111,8 +118,12 @@ class Progress:
     def snapshot(self) -> dict[str, Any]:
         n = read_count(self.folder) if self.folder else 0
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        snap: dict[str, Any] = {"stage": self.label, self.unit: n, "elapsed": format_seconds(elapsed),
-                                "rate": round(n / elapsed, 1)}
+        snap: dict[str, Any] = {
+            "stage": self.label,
+            self.unit: n,
+            "elapsed": format_seconds(elapsed),
+            "rate": round(n / elapsed, 1),
+        }
         if self.total:
             snap["total"] = self.total
             snap["percent"] = round(100.0 * min(n, self.total) / self.total, 1)
@@ -145,7 +156,7 @@ class Progress:
         while not self._stop.wait(self.interval):
             self._emit()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._started = time.monotonic()
         if self.folder:
             self._thread = threading.Thread(target=self._loop, name=f"progress-{self.label}", daemon=True)

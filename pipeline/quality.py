@@ -52,9 +52,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -62,8 +63,8 @@ import xxhash
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import count_rows, read_document_tables, sum_jsonl
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
 from schemas.documents import DOCUMENT_SCHEMA, read_documents
 from schemas.stats import StageStats
 
@@ -75,7 +76,6 @@ FOLD_MODEL_FILE = "model-fold{k}.bin"
 CONFIG_FILE = "config.json"
 DEFAULT_MAX_CHARS = 1_000_000  # Common Crawl truncates records at 1 MiB; longer extracted text is not a page
 FOLD_HASH = "xxh64(b'fold\\x00' + key, seed) mod folds; key = id, else 'text:' + xxh64 of the normalised text"
-
 
 
 class QualityError(ValueError):
@@ -206,7 +206,7 @@ def fold_of(key: str, seed: int, folds: int) -> int:
     """
     if folds <= 1:
         return 0
-    h = xxhash.xxh64_intdigest(f"fold\x00{key}".encode("utf-8"), seed=seed & 0xFFFFFFFFFFFFFFFF)
+    h = xxhash.xxh64_intdigest(f"fold\x00{key}".encode(), seed=seed & 0xFFFFFFFFFFFFFFFF)
     return h % folds
 
 
@@ -337,9 +337,7 @@ def _binary_metrics(y: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
     pred = (scores >= threshold).astype(int)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, pred, average="binary", pos_label=1, zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average="binary", pos_label=1, zero_division=0)
     return {
         "roc_auc": float(roc_auc_score(y, scores)),
         "precision": float(precision),
@@ -625,7 +623,7 @@ def train_quality(
             base_all = _train_baseline(
                 [t for t, _ in train], np.array([y for _, y in train]), test_texts + left_texts, cfg
             )
-            base_scores, base_left = base_all[: len(test_texts)], base_all[len(test_texts):]
+            base_scores, base_left = base_all[: len(test_texts)], base_all[len(test_texts) :]
             result.update({f"baseline_{k}": v for k, v in _binary_metrics(y_test, base_scores).items()})
         edges = np.linspace(0.0, 1.0, cfg.hist_bins + 1)
         pos_scores, neg_scores = scores[y_test == 1], scores[y_test == 0]
@@ -687,9 +685,7 @@ def train_quality(
                     "mean_score_in_sample": float(np.mean(in_sample)),
                     "mean_score_out_of_fold": float(np.mean(out_of_fold)),
                     "pareto_expected_keep_rate_in_sample": float(np.mean((2.0 - in_sample) ** -cfg.pareto_alpha)),
-                    "pareto_expected_keep_rate_out_of_fold": float(
-                        np.mean((2.0 - out_of_fold) ** -cfg.pareto_alpha)
-                    ),
+                    "pareto_expected_keep_rate_out_of_fold": float(np.mean((2.0 - out_of_fold) ** -cfg.pareto_alpha)),
                 },
             }
         with open(os.path.join(tmp, "eval.json"), "w", encoding="utf-8") as fh:
@@ -938,7 +934,7 @@ def score_paths(
     for path in paths:
         batch: list[tuple[int, str | None, str | None]] = []
 
-        def flush() -> Iterator[dict[str, Any]]:
+        def flush(batch=batch, path=path) -> Iterator[dict[str, Any]]:
             reasons: dict[int, str] = {}
             good: list[tuple[int, str]] = []
             for i, _, t in batch:
@@ -960,9 +956,9 @@ def score_paths(
         for index, (doc_id, text) in enumerate(iter_records(path)):
             batch.append((index, doc_id, text))
             if len(batch) >= batch_size:
-                yield from flush()
+                yield from flush(batch)
                 batch = []
-        yield from flush()
+        yield from flush(batch)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -972,7 +968,7 @@ def score_paths(
 
 def _unit_hash(doc_id: str, seed: int, salt: str) -> float:
     """A uniform number in [0, 1) from (id, seed): 53 bits of xxh64, the resolution of a float64."""
-    h = xxhash.xxh64_intdigest(f"{salt}\x00{doc_id}".encode("utf-8"), seed=seed & 0xFFFFFFFFFFFFFFFF)
+    h = xxhash.xxh64_intdigest(f"{salt}\x00{doc_id}".encode(), seed=seed & 0xFFFFFFFFFFFFFFFF)
     return (h >> 11) * (1.0 / (1 << 53))
 
 
@@ -1278,9 +1274,7 @@ def run_quality_filter(
                     )
                 side["cutoff"] = beam.pvalue.AsSingleton(cutoff)
                 summary_parts.append(cutoff | "CutoffEntry" >> beam.FlatMap(_cutoff_entries))
-            kept = scored.scored | "Keep" >> beam.ParDo(ApplyKeepRule(cfg), **side).with_outputs(
-                OUTCOMES, main="kept"
-            )
+            kept = scored.scored | "Keep" >> beam.ParDo(ApplyKeepRule(cfg), **side).with_outputs(OUTCOMES, main="kept")
             _ = kept.kept | "Write" >> beam.io.WriteToParquet(
                 os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
             )
@@ -1299,9 +1293,7 @@ def run_quality_filter(
                 | "SumSummary" >> beam.CombinePerKey(sum)
                 | "SummaryJson" >> beam.Map(_summary_json)
                 | "WriteSummary"
-                >> beam.io.WriteToText(
-                    os.path.join(tmp, "quality_summary.jsonl"), shard_name_template="", num_shards=1
-                )
+                >> beam.io.WriteToText(os.path.join(tmp, "quality_summary.jsonl"), shard_name_template="", num_shards=1)
             )
 
         stats = stats_from_outcomes("quality_filter", read_outcomes(tmp))

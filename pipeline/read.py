@@ -38,8 +38,9 @@ import hashlib
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
@@ -60,7 +61,9 @@ class ReadConfig:
     source: str = field(default="crawl", metadata={"help": "mix source name written into every document"})
     max_bytes: int = field(
         default=4 * 1024 * 1024,
-        metadata={"help": "records whose WARC Content-Length, or decoded HTTP payload, exceeds this are dropped as too_large"},
+        metadata={
+            "help": "records whose WARC Content-Length, or decoded HTTP payload, exceeds this are dropped as too_large"
+        },
     )
     html_content_types: list[str] = field(
         default_factory=lambda: list(HTML_CONTENT_TYPES),
@@ -106,10 +109,11 @@ def expand_inputs(inputs: list[str]) -> list[str]:
             else:
                 found = [inp]
         else:
-            local = inp[len("file://"):] if inp.startswith("file://") else inp
+            local = inp[len("file://") :] if inp.startswith("file://") else inp
             if os.path.isdir(local):
                 found = sorted(
-                    p for p in glob.glob(os.path.join(local, "**", "*"), recursive=True)
+                    p
+                    for p in glob.glob(os.path.join(local, "**", "*"), recursive=True)
                     if os.path.isfile(p) and p.endswith(WARC_SUFFIXES)
                 )
             elif any(c in local for c in "*?["):
@@ -130,7 +134,7 @@ def open_stream(path: str):
         import fsspec
 
         return fsspec.open(path, "rb").open()
-    return open(path[len("file://"):] if path.startswith("file://") else path, "rb", buffering=_CHUNK)
+    return open(path[len("file://") :] if path.startswith("file://") else path, "rb", buffering=_CHUNK)
 
 
 def doc_id(record_id: str | None, source_file: str, offset: int) -> str:
@@ -282,11 +286,9 @@ def _scan_for_record(stream, start: int) -> tuple[int | None, int | None]:
         chunk = stream.read(_CHUNK)
         if len(chunk) < len(_GZIP_MAGIC):
             return bad, None
-        hits = sorted(
-            i for magic in (_GZIP_MAGIC, _WARC_MAGIC) for i in _find_all(chunk, magic)
-        )
+        hits = sorted(i for magic in (_GZIP_MAGIC, _WARC_MAGIC) for i in _find_all(chunk, magic))
         for i in hits:
-            probe = chunk[i:i + _PROBE]
+            probe = chunk[i : i + _PROBE]
             if len(probe) < _PROBE and len(chunk) == _CHUNK:  # the candidate runs past this chunk: read it again
                 stream.seek(pos + i)
                 probe = stream.read(_PROBE)
@@ -367,9 +369,16 @@ def _iter_segments(path: str, stream, cfg: ReadConfig) -> Iterator[ReadEvent]:
             try:
                 end = _record_end(stream, *last) if last is not None else segment_start
             except _CutMember as cut:
-                yield ReadEvent("failed", "truncated_file", {
-                    "file": path, "records": seen, "offset": cut.args[0],
-                    "error": f"the file ends inside the gzip member of the record at offset {cut.args[0]}"})
+                yield ReadEvent(
+                    "failed",
+                    "truncated_file",
+                    {
+                        "file": path,
+                        "records": seen,
+                        "offset": cut.args[0],
+                        "error": f"the file ends inside the gzip member of the record at offset {cut.args[0]}",
+                    },
+                )
                 return
             if end is None:  # the last record's extent is unknown (whole-file gzip): trust FastWARC, or resync after it
                 if error is None:
@@ -379,10 +388,14 @@ def _iter_segments(path: str, stream, cfg: ReadConfig) -> Iterator[ReadEvent]:
         except (OSError, ValueError):  # cannot look behind the stop: the rest is lost, say so where we know it
             if error is not None:
                 yield ReadEvent(
-                    "failed", "truncated_file" if seen else "unreadable_file", {"file": path, "error": error, "records": seen}
+                    "failed",
+                    "truncated_file" if seen else "unreadable_file",
+                    {"file": path, "error": error, "records": seen},
                 )
             elif seen == 0:
-                yield ReadEvent("failed", "unreadable_file", {"file": path, "error": "no WARC records found", "records": 0})
+                yield ReadEvent(
+                    "failed", "unreadable_file", {"file": path, "error": "no WARC records found", "records": 0}
+                )
             return
         if bad is None:  # only blank lines after the last record: a clean end
             if error is not None or seen == 0:
@@ -402,15 +415,26 @@ def _iter_segments(path: str, stream, cfg: ReadConfig) -> Iterator[ReadEvent]:
             yield ReadEvent(
                 "failed",
                 reason,
-                {"file": path, "error": f"{size - bad} bytes from offset {bad} to the end: {why}", "records": seen,
-                 "offset": bad, "bytes": size - bad},
+                {
+                    "file": path,
+                    "error": f"{size - bad} bytes from offset {bad} to the end: {why}",
+                    "records": seen,
+                    "offset": bad,
+                    "bytes": size - bad,
+                },
             )
             return
         yield ReadEvent(
             "failed",
             "garbage_skipped",
-            {"file": path, "error": f"{nxt - bad} bytes skipped from offset {bad} to the next record: {why}",
-             "records": seen, "offset": bad, "bytes": nxt - bad, "resumed_at": nxt},
+            {
+                "file": path,
+                "error": f"{nxt - bad} bytes skipped from offset {bad} to the next record: {why}",
+                "records": seen,
+                "offset": bad,
+                "bytes": nxt - bad,
+                "resumed_at": nxt,
+            },
         )
         stream.seek(nxt)
         segment_start = nxt
@@ -425,9 +449,13 @@ def _record_event(rec, path: str, cfg: ReadConfig, html_types: set[str]) -> tupl
     block, total = _read_block(rec.reader, cfg.max_bytes if keepable else 0)
     if total < length:
         return ReadEvent(
-            "failed", "truncated_file",
-            {"file": path, "error": f"{rtype} record at offset {offset} ends after {total} of {length} bytes",
-             "offset": offset},
+            "failed",
+            "truncated_file",
+            {
+                "file": path,
+                "error": f"{rtype} record at offset {offset} ends after {total} of {length} bytes",
+                "offset": offset,
+            },
         ), False
     url = _target_uri(rec)
     info = {"url": url, "record_type": rtype, "offset": offset}
@@ -484,7 +512,9 @@ class ReadWarc(beam.DoFn):
             elif ev.kind == "dropped":
                 yield beam.pvalue.TaggedOutput(COUNTERS, f"record_type:{ev.info['record_type']}")
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(ev.reason))
-                yield beam.pvalue.TaggedOutput(EXAMPLES, (ev.reason, {"reason": ev.reason, "url": ev.info["url"], "text": ""}))
+                yield beam.pvalue.TaggedOutput(
+                    EXAMPLES, (ev.reason, {"reason": ev.reason, "url": ev.info["url"], "text": ""})
+                )
             else:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(ev.reason))
                 yield beam.pvalue.TaggedOutput(FAILED, {"reason": ev.reason, **ev.info})
@@ -504,5 +534,6 @@ class ReadWarcFiles(beam.PTransform):
         return (
             files
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.ParDo(ReadWarc(self.cfg)).with_outputs(OUTCOMES, EXAMPLES, COUNTERS, FAILED, main="records")
+            | "ReadRecords"
+            >> beam.ParDo(ReadWarc(self.cfg)).with_outputs(OUTCOMES, EXAMPLES, COUNTERS, FAILED, main="records")
         )

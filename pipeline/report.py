@@ -85,8 +85,9 @@ def table_sizes(run_dir: str, stats: dict[str, dict[str, Any]]) -> dict[str, dic
     """Documents and UTF-8 text bytes in each document-table stage's output, counted from the tables."""
     sizes = {}
     for name in stats:
-        if name == "quality_model" or not any(name == p or (p.endswith("-") and name.startswith(p))
-                                              for p in DOCUMENT_STAGES):
+        if name == "quality_model" or not any(
+            name == p or (p.endswith("-") and name.startswith(p)) for p in DOCUMENT_STAGES
+        ):
             continue
         docs = nbytes = 0
         for col in _iter_column(os.path.join(run_dir, name), "text"):
@@ -133,18 +134,27 @@ def _languages_section(run_dir: str) -> str:
         return ""
     langs = sorted(set(counts) | set(kept), key=lambda k: -(counts.get(k, 0) or kept.get(k, 0)))[:25]
     rows = [[lang, counts.get(lang, ""), kept.get(lang, 0)] for lang in langs]
-    out = ["<h2>Languages</h2>",
-           _table(rows, ["language", "extracted pages (raw sample)" if counts else "", "kept by curate"])]
+    out = [
+        "<h2>Languages</h2>",
+        _table(rows, ["language", "extracted pages (raw sample)" if counts else "", "kept by curate"]),
+    ]
     base = counts or kept
-    out.append(_bar(langs, [base.get(lang, 0) for lang in langs],
-                    "Languages of extracted pages" if counts else "Languages of kept pages", "documents"))
+    out.append(
+        _bar(
+            langs,
+            [base.get(lang, 0) for lang in langs],
+            "Languages of extracted pages" if counts else "Languages of kept pages",
+            "documents",
+        )
+    )
     return "\n".join(out)
 
 
 def _scores_section(run_dir: str) -> str:
     """Quality scores of the crawl pages the quality stage scored (kept), beside the classifier's eval plot."""
-    scores = [col.to_numpy(zero_copy_only=False) for col in _iter_column(os.path.join(run_dir, "quality"),
-                                                                          "quality_score")]
+    scores = [
+        col.to_numpy(zero_copy_only=False) for col in _iter_column(os.path.join(run_dir, "quality"), "quality_score")
+    ]
     values = np.concatenate(scores) if scores else np.array([])
     values = values[~np.isnan(values.astype(float))] if values.size else values
     if not values.size:
@@ -155,9 +165,15 @@ def _scores_section(run_dir: str) -> str:
     ax.set_ylabel("kept pages")
     ax.set_title(f"Quality scores of the {values.size:,} kept crawl pages")
     q = np.quantile(values, [0.1, 0.5, 0.9])
-    return "\n".join(["<h3>Quality scores of kept pages</h3>",
-                      _table([[f"{q[0]:.3f}", f"{q[1]:.3f}", f"{q[2]:.3f}", f"{values.min():.3f}"]],
-                             ["p10", "median", "p90", "min"]), _png(fig)])
+    return "\n".join(
+        [
+            "<h3>Quality scores of kept pages</h3>",
+            _table(
+                [[f"{q[0]:.3f}", f"{q[1]:.3f}", f"{q[2]:.3f}", f"{values.min():.3f}"]], ["p10", "median", "p90", "min"]
+            ),
+            _png(fig),
+        ]
+    )
 
 
 def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int = 3) -> str:
@@ -181,9 +197,17 @@ def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int
     largest = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:examples]
     for cluster, rows in largest:
         rows = sorted(rows, key=lambda r: (not r.get("survivor"), r["id"]))
-        out.append(f"<details><summary>cluster {html.escape(cluster[:16])}… ({len(rows)} documents)</summary>"
-                   + _table([[r["id"][:16] + "…", r.get("source"), "survivor" if r.get("survivor") else r.get("reason")]
-                             for r in rows[:30]], ["document", "source", "outcome"]) + "</details>")
+        out.append(
+            f"<details><summary>cluster {html.escape(cluster[:16])}… ({len(rows)} documents)</summary>"
+            + _table(
+                [
+                    [r["id"][:16] + "…", r.get("source"), "survivor" if r.get("survivor") else r.get("reason")]
+                    for r in rows[:30]
+                ],
+                ["document", "source", "outcome"],
+            )
+            + "</details>"
+        )
     return "\n".join(out)
 
 
@@ -191,22 +215,38 @@ def _decontam_section(stats: dict[str, dict[str, Any]]) -> str:
     s = stats.get("decontam")
     if not s or not s.get("benchmarks"):
         return ""
-    rows = [[name, b.get("documents", 0), b.get("characters_removed", 0), b.get("characters_lost", 0)]
-            for name, b in sorted(s["benchmarks"].items())]
+    rows = [
+        [name, b.get("documents", 0), b.get("characters_removed", 0), b.get("characters_lost", 0)]
+        for name, b in sorted(s["benchmarks"].items())
+    ]
     chars = s.get("characters") or {}
-    return "\n".join([f"<h2>Decontamination ({s.get('ngram')}-grams)</h2>",
-                      _table(rows, ["benchmark", "documents hit", "characters removed", "characters lost"]),
-                      _table([[chars.get("read"), chars.get("kept"), chars.get("in_fragments"), chars.get("removed"),
-                               s.get("documents_contaminated"), s.get("fragments_created")]],
-                             ["characters read", "kept whole", "in fragments", "removed", "documents contaminated",
-                              "fragments"])])
+    return "\n".join(
+        [
+            f"<h2>Decontamination ({s.get('ngram')}-grams)</h2>",
+            _table(rows, ["benchmark", "documents hit", "characters removed", "characters lost"]),
+            _table(
+                [
+                    [
+                        chars.get("read"),
+                        chars.get("kept"),
+                        chars.get("in_fragments"),
+                        chars.get("removed"),
+                        s.get("documents_contaminated"),
+                        s.get("fragments_created"),
+                    ]
+                ],
+                ["characters read", "kept whole", "in fragments", "removed", "documents contaminated", "fragments"],
+            ),
+        ]
+    )
 
 
 def _stage_section(name: str, s: dict[str, Any], run_dir: str) -> str:
     parts = [f"<h3>{html.escape(name)}</h3>"]
     base = ["stage", "read", "kept", "dropped"]
-    parts.append(_table([[s.get("read"), s.get("kept"), sum((s.get("dropped") or {}).values())]],
-                        ["read", "kept", "dropped"]))
+    parts.append(
+        _table([[s.get("read"), s.get("kept"), sum((s.get("dropped") or {}).values())]], ["read", "kept", "dropped"])
+    )
     dropped = s.get("dropped") or {}
     if dropped:
         items = sorted(dropped.items(), key=lambda kv: -kv[1])
@@ -228,8 +268,11 @@ def _stage_section(name: str, s: dict[str, Any], run_dir: str) -> str:
     examples = read_jsonl(os.path.join(run_dir, name, "examples.jsonl"))
     if examples:
         rows = [[e.get("reason"), e.get("url") or "", (e.get("text") or "")[:200]] for e in examples[:60]]
-        parts.append("<details><summary>dropped examples</summary>"
-                     + _table(rows, ["reason", "url", "text (start)"]) + "</details>")
+        parts.append(
+            "<details><summary>dropped examples</summary>"
+            + _table(rows, ["reason", "url", "text (start)"])
+            + "</details>"
+        )
     return "\n".join(parts)
 
 
@@ -243,7 +286,9 @@ def _quality_section(run_dir: str) -> str:
     png = os.path.join(run_dir, "quality_model", "score_hist.png")
     if os.path.exists(png):
         with open(png, "rb") as fh:
-            out.append(f'<img alt="score histogram" src="data:image/png;base64,{base64.b64encode(fh.read()).decode()}">')
+            out.append(
+                f'<img alt="score histogram" src="data:image/png;base64,{base64.b64encode(fh.read()).decode()}">'
+            )
     return "\n".join(out)
 
 
@@ -253,21 +298,43 @@ def _mix_section(run_dir: str) -> str:
         return ""
     m = _load_json(path)
     total = m.get("total_tokens", 0)
-    rows = [[name, f"{src['tokens_available']:,}", f"{src['weight'] * 100:.1f}%", f"{src['realised_share'] * 100:.2f}%",
-             f"{src['epochs']:.2f}", src["documents"]] for name, src in m["sources"].items()]
-    out = [f"<h2>Training mix ({total:,} tokens, seq_len {m['seq_len']}, {m['token_dtype']}, "
-           f"vocab {m['tokenizer']['vocab_size']:,})</h2>",
-           _table(rows, ["Dataset", "Quantity (tokens)", "Weight in training mix", "Realised share",
-                         f"Epochs elapsed when training for {total:,} tokens", "documents"])]
+    rows = [
+        [
+            name,
+            f"{src['tokens_available']:,}",
+            f"{src['weight'] * 100:.1f}%",
+            f"{src['realised_share'] * 100:.2f}%",
+            f"{src['epochs']:.2f}",
+            src["documents"],
+        ]
+        for name, src in m["sources"].items()
+    ]
+    out = [
+        f"<h2>Training mix ({total:,} tokens, seq_len {m['seq_len']}, {m['token_dtype']}, "
+        f"vocab {m['tokenizer']['vocab_size']:,})</h2>",
+        _table(
+            rows,
+            [
+                "Dataset",
+                "Quantity (tokens)",
+                "Weight in training mix",
+                "Realised share",
+                f"Epochs elapsed when training for {total:,} tokens",
+                "documents",
+            ],
+        ),
+    ]
     shard_rows = [[s["file"], s["rows"], f"{s['tokens']:,}", s["sha256"][:16] + "…"] for s in m["shards"]]
     out += ["<h3>Shards</h3>", _table(shard_rows, ["file", "rows", "tokens", "sha256"])]
     val = m.get("validation")
     if val:
         val_rows = [[name, v["documents"], f"{v['tokens_packed']:,}"] for name, v in val["sources"].items()]
         val_rows += [[s["file"], s["rows"], f"{s['tokens']:,}"] for s in val["shards"]]
-        out += [f"<h3>Validation split ({val['total_tokens']:,} tokens; whole documents held out of training, "
-                f"{val['fraction'] * 100:.3g}% per source)</h3>",
-                _table(val_rows, ["source / file", "documents / rows", "tokens"])]
+        out += [
+            f"<h3>Validation split ({val['total_tokens']:,} tokens; whole documents held out of training, "
+            f"{val['fraction'] * 100:.3g}% per source)</h3>",
+            _table(val_rows, ["source / file", "documents / rows", "tokens"]),
+        ]
     return "\n".join(out)
 
 
@@ -282,8 +349,11 @@ def _train_section(run_dir: str) -> str:
     if evals:
         axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="validation")
         for source in sorted(evals[-1].get("eval_loss_by_source") or {}):
-            pts = [(r["step"], r["eval_loss_by_source"][source]) for r in evals
-                   if source in (r.get("eval_loss_by_source") or {})]
+            pts = [
+                (r["step"], r["eval_loss_by_source"][source])
+                for r in evals
+                if source in (r.get("eval_loss_by_source") or {})
+            ]
             axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "--", label=f"val {source}")
     axes[0].set_title("loss")
     axes[0].set_xlabel("step")
@@ -299,8 +369,13 @@ def _train_section(run_dir: str) -> str:
     first, last = train_rows[0], train_rows[-1]
     rows = [["train loss", f"{first['loss']:.4f} (step {first['step']})", f"{last['loss']:.4f} (step {last['step']})"]]
     if evals:
-        rows.append(["validation loss", f"{evals[0]['eval_loss']:.4f} (step {evals[0]['step']})",
-                     f"{evals[-1]['eval_loss']:.4f} (step {evals[-1]['step']})"])
+        rows.append(
+            [
+                "validation loss",
+                f"{evals[0]['eval_loss']:.4f} (step {evals[0]['step']})",
+                f"{evals[-1]['eval_loss']:.4f} (step {evals[-1]['step']})",
+            ]
+        )
         for source, v in sorted((evals[-1].get("eval_loss_by_source") or {}).items()):
             rows.append([f"validation loss: {source}", "", f"{v:.4f}"])
     mfu = [r["mfu"] for r in train_rows if r.get("mfu") is not None]
@@ -318,9 +393,19 @@ def write_report(run_dir: str, out: str | None = None) -> str:
         "<h1>ccgpt run report</h1>",
         f"<p>Run folder: <code>{html.escape(os.path.basename(os.path.abspath(run_dir)))}</code></p>",
         "<h2>Funnel</h2>",
-        _table([[n, s.get("read"), s.get("kept"), sum((s.get("dropped") or {}).values()),
-                 f"{sizes[n]['bytes']:,}" if n in sizes else ""] for n, s in stats.items()],
-               ["stage", "read", "kept", "dropped", "text bytes kept"]),
+        _table(
+            [
+                [
+                    n,
+                    s.get("read"),
+                    s.get("kept"),
+                    sum((s.get("dropped") or {}).values()),
+                    f"{sizes[n]['bytes']:,}" if n in sizes else "",
+                ]
+                for n, s in stats.items()
+            ],
+            ["stage", "read", "kept", "dropped", "text bytes kept"],
+        ),
         _funnel(stats, sizes),
         _languages_section(run_dir),
         _quality_section(run_dir),

@@ -29,14 +29,13 @@ from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_qualit
 from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
-from pipeline.stage import finish, fingerprint
 from pipeline.sources import run_source_spec
+from pipeline.stage import fingerprint, finish
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.atomic import atomic_write_text
 from schemas.config import from_dict, load_yaml
 from schemas.stats import StageStats
 from train.config import TrainConfig
-
 
 
 @dataclass
@@ -48,10 +47,14 @@ class RunConfig:
     crawl: list[str] = field(default_factory=list, metadata={"help": "WARC/WET inputs ({sample_dir} expands)"})
     reference: list[str] = field(default_factory=list, metadata={"help": "quality positives ({sample_dir} expands)"})
     quality_model: str = field(
-        default="", metadata={"help": "an existing quality model (model.bin or its folder): skip quality training"})
+        default="", metadata={"help": "an existing quality model (model.bin or its folder): skip quality training"}
+    )
     sources: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "name -> {paths: [...], format: text|text-file|jsonl, ...}, or "
-                                                "{kind: webtext, urls: [...], min_score: N, ...} or {kind: wikipedia, paths: [...]}"}
+        default_factory=dict,
+        metadata={
+            "help": "name -> {paths: [...], format: text|text-file|jsonl, ...}, or "
+            "{kind: webtext, urls: [...], min_score: N, ...} or {kind: wikipedia, paths: [...]}"
+        },
     )
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
@@ -93,8 +96,20 @@ def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
     return out
 
 
-STAGES = ["sample", "curate", "sources", "quality_train", "quality_filter", "dedup", "decontam", "tokenizer",
-          "mix", "verify", "train", "report"]
+STAGES = [
+    "sample",
+    "curate",
+    "sources",
+    "quality_train",
+    "quality_filter",
+    "dedup",
+    "decontam",
+    "tokenizer",
+    "mix",
+    "verify",
+    "train",
+    "report",
+]
 
 
 class Run:
@@ -108,8 +123,10 @@ class Run:
         self.cfg = cfg
         self.force = force
         self.out = os.path.abspath(cfg.out_dir)
-        self.dirs = {n: os.path.join(self.out, n)
-                     for n in ("curate", "quality_model", "quality", "dedup", "decontam", "tokenizer", "shards", "train")}
+        self.dirs = {
+            n: os.path.join(self.out, n)
+            for n in ("curate", "quality_model", "quality", "dedup", "decontam", "tokenizer", "shards", "train")
+        }
         os.makedirs(self.out, exist_ok=True)
 
     def source_dirs(self) -> list[str]:
@@ -127,16 +144,25 @@ class Run:
     def sources(self) -> dict[str, StageStats]:
         done = {}
         for (name, spec), folder in zip(sorted(self.cfg.sources.items()), self.source_dirs()):
-            done[name] = run_source_spec(name, spec, folder, self.cfg.runner, lambda p: _expand(p, self.cfg),
-                                         crawl=self.cfg.crawl, curate=self.cfg.curate, force=self.force)
+            done[name] = run_source_spec(
+                name,
+                spec,
+                folder,
+                self.cfg.runner,
+                lambda p: _expand(p, self.cfg),
+                crawl=self.cfg.crawl,
+                curate=self.cfg.curate,
+                force=self.force,
+            )
         return done
 
     def quality_train(self) -> Any:
         if self.cfg.quality_model:
             return None  # a model was given: nothing to train
         negatives = [os.path.join(self.dirs["curate"], "raw")]
-        return train_quality(_expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_model"],
-                             self.cfg.quality_train)
+        return train_quality(
+            _expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_model"], self.cfg.quality_train
+        )
 
     def quality_filter(self) -> StageStats:
         model = self.cfg.quality_model or os.path.join(self.dirs["quality_model"], "model.bin")
@@ -145,8 +171,13 @@ class Run:
 
     def dedup(self) -> StageStats:
         # survivors by source priority (crawl lowest: GPT-3 removed WebText overlaps from the crawl), then quality
-        return run_dedup(self.source_dirs() + [self.dirs["quality"]], self.dirs["dedup"], self.cfg.dedup,
-                         self.cfg.runner, force=self.force)
+        return run_dedup(
+            self.source_dirs() + [self.dirs["quality"]],
+            self.dirs["dedup"],
+            self.cfg.dedup,
+            self.cfg.runner,
+            force=self.force,
+        )
 
     def decontam(self) -> StageStats | None:
         """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when no benchmark is set."""
@@ -193,12 +224,23 @@ class Run:
         # the trainer's accounting in the common stats shape, counted in shard rows: rows drawn for training
         # steps (by source) and rows held out for validation
         rows = sum((summary.get("samples_by_source") or {}).values())
-        stats = StageStats(stage="train", read=rows, kept=rows, extra={
-            "unit": "rows", "steps": summary.get("steps"), "tokens_seen": summary.get("tokens_seen"),
-            "rows_by_source": summary.get("samples_by_source"), "eval_rows": summary.get("eval_rows"),
-            "first_loss": summary.get("first_loss"), "last_loss": summary.get("last_loss"),
-            "eval_loss": summary.get("eval_loss"), "eval_loss_by_source": summary.get("eval_loss_by_source"),
-            "tokens_per_sec": summary.get("tokens_per_sec")})
+        stats = StageStats(
+            stage="train",
+            read=rows,
+            kept=rows,
+            extra={
+                "unit": "rows",
+                "steps": summary.get("steps"),
+                "tokens_seen": summary.get("tokens_seen"),
+                "rows_by_source": summary.get("samples_by_source"),
+                "eval_rows": summary.get("eval_rows"),
+                "first_loss": summary.get("first_loss"),
+                "last_loss": summary.get("last_loss"),
+                "eval_loss": summary.get("eval_loss"),
+                "eval_loss_by_source": summary.get("eval_loss_by_source"),
+                "tokens_per_sec": summary.get("tokens_per_sec"),
+            },
+        )
         finish(stats, folder, fp)
         return summary
 
@@ -208,9 +250,15 @@ class Run:
         return write_report(self.out)
 
     def folder(self, stage: str) -> str:
-        return {"sample": self.cfg.sample_dir, "quality_train": self.dirs["quality_model"],
-                "quality_filter": self.dirs["quality"], "mix": self.dirs["shards"], "verify": self.dirs["shards"],
-                "sources": self.out, "report": self.out}.get(stage, self.dirs.get(stage, self.out))
+        return {
+            "sample": self.cfg.sample_dir,
+            "quality_train": self.dirs["quality_model"],
+            "quality_filter": self.dirs["quality"],
+            "mix": self.dirs["shards"],
+            "verify": self.dirs["shards"],
+            "sources": self.out,
+            "report": self.out,
+        }.get(stage, self.dirs.get(stage, self.out))
 
 
 def run_stage(config: str | RunConfig, stage: str, force: bool = False) -> Any:
@@ -228,8 +276,11 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for stage in STAGES:
-        if ((stage == "sample" and not cfg.build_sample) or (stage == "decontam" and not cfg.decontam.benchmarks)
-                or (stage == "quality_train" and cfg.quality_model)):
+        if (
+            (stage == "sample" and not cfg.build_sample)
+            or (stage == "decontam" and not cfg.decontam.benchmarks)
+            or (stage == "quality_train" and cfg.quality_model)
+        ):
             continue
         folder = run.folder(stage)
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
@@ -240,8 +291,11 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
             for name, st in result.items():
                 rows.append(_row(f"source {name}", os.path.join(run.out, f"source-{name}"), st, seconds))
         elif stage not in ("verify", "report"):
-            stats = result if isinstance(result, StageStats) else (
-                StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
+            stats = (
+                result
+                if isinstance(result, StageStats)
+                else (StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
+            )
             rows.append(_row(stage, folder, stats, seconds))
     summary = _summary(rows, results["train"], run.dirs["shards"], results["report"], time.time() - t_start)
     with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
@@ -257,8 +311,9 @@ def _row(name: str, folder: str, stats: StageStats | None, seconds: float) -> di
     return row
 
 
-def _summary(stages: list[dict[str, Any]], train_summary: dict[str, Any], shards: str, report: str,
-             seconds: float) -> dict[str, Any]:
+def _summary(
+    stages: list[dict[str, Any]], train_summary: dict[str, Any], shards: str, report: str, seconds: float
+) -> dict[str, Any]:
     manifest_path = os.path.join(shards, "manifest.json")
     with open(manifest_path, encoding="utf-8") as fh:
         manifest = json.load(fh)
@@ -284,9 +339,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print("tokens per source (drawn): " + ", ".join(f"{k} {v:,}" for k, v in summary["tokens_per_source"].items()))
     tr = summary["train"] or {}
     if tr:
-        print(f"train: {tr.get('steps')} steps, loss {tr.get('first_loss', float('nan')):.3f} -> "
-              f"{tr.get('last_loss', float('nan')):.3f}, {tr.get('tokens_per_sec') or 0:,.0f} tokens/s, "
-              f"eval loss {tr.get('eval_loss') or float('nan'):.3f}")
+        print(
+            f"train: {tr.get('steps')} steps, loss {tr.get('first_loss', float('nan')):.3f} -> "
+            f"{tr.get('last_loss', float('nan')):.3f}, {tr.get('tokens_per_sec') or 0:,.0f} tokens/s, "
+            f"eval loss {tr.get('eval_loss') or float('nan'):.3f}"
+        )
     print(f"manifest: {summary['manifest']}")
     print(f"report:   {summary['report']}")
     print(f"total:    {summary['seconds']} s")

@@ -29,7 +29,8 @@ class RunnerConfig:
     )
     num_workers: int = field(default=0, metadata={"help": "local runner worker processes (0 = one per core)"})
     running_mode: str = field(
-        default="multi_processing", metadata={"help": "local runner mode: multi_processing | in_memory | multi_threading"}
+        default="multi_processing",
+        metadata={"help": "local runner mode: multi_processing | in_memory | multi_threading"},
     )
     options: list[str] = field(
         default_factory=list,
@@ -42,7 +43,10 @@ class RunnerConfig:
     )
     arrow_pool: str = field(
         default="system",
-        metadata={"help": "Arrow memory pool on the local/portable runners: system | jemalloc | mimalloc | '' (Arrow's default)"},
+        metadata={
+            "help": "Arrow memory pool on the local/portable runners: "
+            "system | jemalloc | mimalloc | '' (Arrow's default)"
+        },
     )
 
 

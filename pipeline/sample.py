@@ -50,9 +50,10 @@ import urllib.parse
 import urllib.request
 import uuid
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
@@ -67,7 +68,18 @@ log = logging.getLogger("ccgpt.sample")
 # Well-translated languages for language ID, plus el-GR and pl-PL, whose translations are largely unfinished:
 # most of their pages are the English text in another language's page frame (real near-duplicates of en-US).
 DEFAULT_HANDBOOK_LANGUAGES = [
-    "en-US", "de-DE", "fr-FR", "es-ES", "it-IT", "pt-BR", "ru-RU", "ja-JP", "zh-CN", "ar-MA", "el-GR", "pl-PL",
+    "en-US",
+    "de-DE",
+    "fr-FR",
+    "es-ES",
+    "it-IT",
+    "pt-BR",
+    "ru-RU",
+    "ja-JP",
+    "zh-CN",
+    "ar-MA",
+    "el-GR",
+    "pl-PL",
 ]
 
 
@@ -151,9 +163,23 @@ class Fetched:
 def _download_pypi(a: Artefact, dest: str) -> str:
     """``pip download`` the sdist: pip honours the user's index configuration (mirrors, proxies, certs)."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-         f"{a.package}=={a.version}", "-d", dest],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"{a.package}=={a.version}",
+            "-d",
+            dest,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     hits = [f for f in os.listdir(dest) if f.startswith(f"{a.package}-{a.version}") and f.endswith(".tar.gz")]
     if not hits:
@@ -163,7 +189,9 @@ def _download_pypi(a: Artefact, dest: str) -> str:
 
 def _download_npm(a: Artefact, dest: str) -> str:
     """Fetch the tarball ``npm pack`` would fetch, straight from the registry: no Node.js needed."""
-    registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY") or "https://registry.npmjs.org/"
+    registry = (
+        os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY") or "https://registry.npmjs.org/"
+    )
     url = f"{registry.rstrip('/')}/{a.package}/-/{a.package}-{a.version}.tgz"
     path = os.path.join(dest, f"{a.package}-{a.version}.tgz")
     with urllib.request.urlopen(url, timeout=60) as resp, open(path + ".part", "wb") as fh:
@@ -182,13 +210,19 @@ def _download_debian(a: Artefact, dest: str) -> str:
         raise SampleError("apt-get not found (Debian packages need a Debian/Ubuntu machine)")
 
     def attempt(spec: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["apt-get", "download", "-q", spec], cwd=dest, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            ["apt-get", "download", "-q", spec], cwd=dest, capture_output=True, text=True, timeout=300
+        )
 
     before = set(os.listdir(dest))
     res = attempt(f"{a.package}={a.version}")
     if res.returncode != 0:
-        log.warning("sample: %s=%s not in the archive (%s); taking the current version",
-                    a.package, a.version, res.stderr.strip().splitlines()[-1:] or "")
+        log.warning(
+            "sample: %s=%s not in the archive (%s); taking the current version",
+            a.package,
+            a.version,
+            res.stderr.strip().splitlines()[-1:] or "",
+        )
         res = attempt(a.package)
         if res.returncode != 0:
             hint = " (run 'apt-get update' first?)" if "Unable to locate" in res.stderr else ""
@@ -267,12 +301,12 @@ def read_ar(data: bytes) -> dict[str, bytes]:
         raise SampleError("not an ar archive (missing !<arch> magic)")
     pos, out = 8, {}
     while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
+        header = data[pos : pos + 60]
         if header[58:60] != b"`\n":
             raise SampleError(f"corrupt ar header at byte {pos}")
         name = header[:16].decode("ascii").strip().rstrip("/")
         size = int(header[48:58].decode("ascii").strip())
-        out[name] = data[pos + 60:pos + 60 + size]
+        out[name] = data[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size % 2)  # members are 2-byte aligned
     return out
 
@@ -330,11 +364,11 @@ def record_id(*parts: str) -> str:
 
 
 def warc_date(mtime: int) -> str:
-    return datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(mtime, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def http_date(mtime: int) -> str:
-    return datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return datetime.fromtimestamp(mtime, tz=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def write_warc(path: str, pages: Iterable[Page], info: dict[str, str]) -> int:
@@ -351,15 +385,20 @@ def write_warc(path: str, pages: Iterable[Page], info: dict[str, str]) -> int:
         writer = WARCWriter(fh, gzip=True, warc_version="1.0")
         newest = max((p.mtime for p in pages), default=0)
         fields = "".join(f"{k}: {v}\r\n" for k, v in info.items()).encode("utf-8")
-        writer.write_record(writer.create_warc_record(
-            "", "warcinfo", payload=io.BytesIO(fields), length=len(fields),
-            warc_content_type="application/warc-fields",
-            warc_headers_dict={
-                "WARC-Record-ID": record_id("warcinfo", filename, json.dumps(info, sort_keys=True)),
-                "WARC-Date": warc_date(newest),
-                "WARC-Filename": filename,
-            },
-        ))
+        writer.write_record(
+            writer.create_warc_record(
+                "",
+                "warcinfo",
+                payload=io.BytesIO(fields),
+                length=len(fields),
+                warc_content_type="application/warc-fields",
+                warc_headers_dict={
+                    "WARC-Record-ID": record_id("warcinfo", filename, json.dumps(info, sort_keys=True)),
+                    "WARC-Date": warc_date(newest),
+                    "WARC-Filename": filename,
+                },
+            )
+        )
         for page in pages:
             date = warc_date(page.mtime)
             body_digest = hashlib.sha256(page.body).hexdigest()
@@ -367,25 +406,44 @@ def write_warc(path: str, pages: Iterable[Page], info: dict[str, str]) -> int:
             req_id = record_id("request", page.url, body_digest)
             split = urllib.parse.urlsplit(page.url)
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")
-            req_headers = StatusAndHeaders(f"GET {target} HTTP/1.1", [
-                ("Host", split.netloc),
-                ("User-Agent", "ccgpt-sample (rebuilt from a package; see warcinfo)"),
-                ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
-            ], is_http_request=True)
-            writer.write_record(writer.create_warc_record(
-                page.url, "request", payload=io.BytesIO(b""), length=0, http_headers=req_headers,
-                warc_headers_dict={"WARC-Record-ID": req_id, "WARC-Date": date, "WARC-Concurrent-To": resp_id},
-            ))
-            resp_headers = StatusAndHeaders("200 OK", [
-                ("Content-Type", page.content_type),
-                ("Content-Length", str(len(page.body))),
-                ("Last-Modified", http_date(page.mtime)),
-            ], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(
-                page.url, "response", payload=io.BytesIO(page.body), length=len(page.body),
-                http_headers=resp_headers,
-                warc_headers_dict={"WARC-Record-ID": resp_id, "WARC-Date": date},
-            ))
+            req_headers = StatusAndHeaders(
+                f"GET {target} HTTP/1.1",
+                [
+                    ("Host", split.netloc),
+                    ("User-Agent", "ccgpt-sample (rebuilt from a package; see warcinfo)"),
+                    ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+                ],
+                is_http_request=True,
+            )
+            writer.write_record(
+                writer.create_warc_record(
+                    page.url,
+                    "request",
+                    payload=io.BytesIO(b""),
+                    length=0,
+                    http_headers=req_headers,
+                    warc_headers_dict={"WARC-Record-ID": req_id, "WARC-Date": date, "WARC-Concurrent-To": resp_id},
+                )
+            )
+            resp_headers = StatusAndHeaders(
+                "200 OK",
+                [
+                    ("Content-Type", page.content_type),
+                    ("Content-Length", str(len(page.body))),
+                    ("Last-Modified", http_date(page.mtime)),
+                ],
+                protocol="HTTP/1.1",
+            )
+            writer.write_record(
+                writer.create_warc_record(
+                    page.url,
+                    "response",
+                    payload=io.BytesIO(page.body),
+                    length=len(page.body),
+                    http_headers=resp_headers,
+                    warc_headers_dict={"WARC-Record-ID": resp_id, "WARC-Date": date},
+                )
+            )
             n += 1
     os.replace(tmp, path)
     return n
@@ -435,7 +493,12 @@ def split_rst_sections(text: str, min_chars: int = 400) -> list[str]:
     starts = [0]
     for i in range(1, len(lines)):
         title = lines[i - 1].strip()
-        if title and _RST_UNDERLINE.match(lines[i]) and len(lines[i].strip()) >= len(title) and not _RST_UNDERLINE.match(lines[i - 1]):
+        if (
+            title
+            and _RST_UNDERLINE.match(lines[i])
+            and len(lines[i].strip()) >= len(title)
+            and not _RST_UNDERLINE.match(lines[i - 1])
+        ):
             start = i - 1
             if start >= 1 and _RST_UNDERLINE.match(lines[start - 1]):  # overlined title
                 start -= 1
@@ -515,8 +578,13 @@ def split_jargon_entries(text: str) -> list[str]:
     if not starts:
         return [text.strip()] if text.strip() else []
     bounds = [0] + starts + [len(lines)] if starts[0] > 0 else starts + [len(lines)]
-    docs = ["\n".join(line.strip() if j == 0 else line[3:] if line.startswith("   ") else line
-                      for j, line in enumerate(lines[a:b])).strip() for a, b in zip(bounds, bounds[1:])]
+    docs = [
+        "\n".join(
+            line.strip() if j == 0 else line[3:] if line.startswith("   ") else line
+            for j, line in enumerate(lines[a:b])
+        ).strip()
+        for a, b in zip(bounds, bounds[1:])
+    ]
     return [d for d in docs if d]
 
 
@@ -543,9 +611,16 @@ def _merge_short(parts: list[str], min_chars: int) -> list[str]:
 
 
 _CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8", ".css": "text/css", ".js": "application/javascript",
-    ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon", ".jpg": "image/jpeg",
-    ".txt": "text/plain; charset=utf-8", ".py": "text/x-python", ".pdf": "application/pdf",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".js": "application/javascript",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".jpg": "image/jpeg",
+    ".txt": "text/plain; charset=utf-8",
+    ".py": "text/x-python",
+    ".pdf": "application/pdf",
 }
 
 
@@ -616,7 +691,7 @@ class _Output:
     def warcs(self, stem: str, fetched: Fetched, pages: list[Page], per_file: int, info: dict[str, str]) -> int:
         total = 0
         for k in range(0, len(pages), per_file):
-            chunk = pages[k:k + per_file]
+            chunk = pages[k : k + per_file]
             rel = f"crawl/{stem}-{k // per_file:05d}.warc.gz"
             path = os.path.join(self.out_dir, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -655,13 +730,15 @@ def _info(f: Fetched, what: str) -> dict[str, str]:
         "software": "ccgpt sample builder",
         "format": "WARC File Format 1.0",
         "description": f"{what}; rebuilt from {f.artefact.registry} package {f.artefact.package} {f.version}"
-                       f" (sha256 {f.sha256}); HTTP headers are reconstructed, bodies are the package's files",
+        f" (sha256 {f.sha256}); HTTP headers are reconstructed, bodies are the package's files",
     }
 
 
 def _pages(f: Fetched, members: list[Member], url_of: Callable[[str], str]) -> list[Page]:
-    return [Page(url_of(m.name), m.data, content_type(m.name, m.data), m.mtime,
-                 f"{f.artefact.package}:{m.name}") for m in members]
+    return [
+        Page(url_of(m.name), m.data, content_type(m.name, m.data), m.mtime, f"{f.artefact.package}:{m.name}")
+        for m in members
+    ]
 
 
 def _origin(f: Fetched, member: str, part: str | None = None) -> str:
@@ -674,7 +751,7 @@ def _build_pydoc(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]:
     members = iter_members(f.path, lambda n: n.startswith(root))
     html = [m for m in members if m.name.endswith(".html")]
     assets = [m for m in members if m.name.startswith((root + "_static/", root + "_images/"))]
-    pages = _pages(f, html + assets, lambda n: "https://docs.python.org/3.11/" + n[len(root):])
+    pages = _pages(f, html + assets, lambda n: "https://docs.python.org/3.11/" + n[len(root) :])
     n = out.warcs("python3.11-doc", f, pages, cfg.pages_per_file, _info(f, "docs.python.org/3.11 pages"))
     sources = [m for m in members if m.name.startswith(root + "_sources/") and m.name.endswith(".rst.txt")]
     docs = [doc for m in sources for doc in _rst_documents(f, m)]
@@ -686,18 +763,25 @@ def _build_handbook(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, in
     root = "usr/share/doc/debian-handbook/html/"
     langs = set(cfg.handbook_languages)
     members = iter_members(
-        f.path, lambda n: n.startswith(root) and n.endswith(".html") and n[len(root):].split("/")[0] in langs
+        f.path, lambda n: n.startswith(root) and n.endswith(".html") and n[len(root) :].split("/")[0] in langs
     )
-    found = sorted({m.name[len(root):].split("/")[0] for m in members})
+    found = sorted({m.name[len(root) :].split("/")[0] for m in members})
     missing = sorted(langs - set(found))
     if missing:
         log.warning("sample: debian-handbook has no pages for %s", missing)
-    pages = _pages(f, members, lambda n: "https://debian-handbook.info/browse/" + n[len(root):].replace("/", "/stable/", 1))
+    pages = _pages(
+        f, members, lambda n: "https://debian-handbook.info/browse/" + n[len(root) :].replace("/", "/stable/", 1)
+    )
     n = 0
     for lang in found:
         chunk = [p for p in pages if p.url.startswith(f"https://debian-handbook.info/browse/{lang}/")]
-        n += out.warcs(f"debian-handbook-{lang}", f, chunk, cfg.pages_per_file,
-                       _info(f, f"The Debian Administrator's Handbook ({lang})"))
+        n += out.warcs(
+            f"debian-handbook-{lang}",
+            f,
+            chunk,
+            cfg.pages_per_file,
+            _info(f, f"The Debian Administrator's Handbook ({lang})"),
+        )
     return {"html_pages": len(members), "responses": n, "languages": len(found)}
 
 
@@ -705,7 +789,7 @@ def _build_debfaq(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]
     root = "usr/share/doc/debian/FAQ/"
     members = iter_members(f.path, lambda n: n.startswith(root) and n.endswith((".en.html", ".en.txt.gz")))
     html = [m for m in members if m.name.endswith(".html")]
-    pages = _pages(f, html, lambda n: "https://www.debian.org/doc/manuals/debian-faq/" + n[len(root):])
+    pages = _pages(f, html, lambda n: "https://www.debian.org/doc/manuals/debian-faq/" + n[len(root) :])
     n = out.warcs("debian-faq", f, pages, cfg.pages_per_file, _info(f, "The Debian GNU/Linux FAQ"))
     docs = []
     for m in members:
@@ -729,8 +813,8 @@ def _rst_documents(f: Fetched, m: Member) -> list[tuple[str, str, str]]:
 def _build_devref(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]:
     root = "usr/share/developers-reference/"
     members = iter_members(f.path, lambda n: n.startswith(root) and n.endswith((".html", ".rst.txt")))
-    html = [m for m in members if m.name.endswith(".html") and "/" not in m.name[len(root):]]
-    pages = _pages(f, html, lambda n: "https://www.debian.org/doc/manuals/developers-reference/" + n[len(root):])
+    html = [m for m in members if m.name.endswith(".html") and "/" not in m.name[len(root) :]]
+    pages = _pages(f, html, lambda n: "https://www.debian.org/doc/manuals/developers-reference/" + n[len(root) :])
     n = out.warcs("developers-reference", f, pages, cfg.pages_per_file, _info(f, "Debian Developer's Reference"))
     docs = [doc for m in members if m.name.endswith(".rst.txt") for doc in _rst_documents(f, m)]
     out.jsonl("sources/docs/developers-reference.jsonl", f, docs)
@@ -741,8 +825,11 @@ def _build_debref(out: _Output, f: Fetched, cfg: SampleConfig) -> dict[str, int]
     name = "usr/share/debian-reference/debian-reference.en.txt.gz"
     (m,) = iter_members(f.path, lambda n: n == name)
     sections = split_numbered_sections(gzip.decompress(m.data).decode("utf-8"))
-    out.jsonl("sources/books/debian-reference.jsonl", f,
-              [(s, _origin(f, name, f"section={i}"), name) for i, s in enumerate(sections)])
+    out.jsonl(
+        "sources/books/debian-reference.jsonl",
+        f,
+        [(s, _origin(f, name, f"section={i}"), name) for i, s in enumerate(sections)],
+    )
     return {"docs": len(sections)}
 
 
@@ -915,9 +1002,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = build_sample(args.out, dataclass_from_args(SampleConfig, args))
     s = manifest["summary"]
-    print(json.dumps({"out_dir": manifest["out_dir"], "seconds": manifest["seconds"], "crawl": s["crawl"],
-                      "html_pages_rebuilt": s["html_pages_rebuilt"], "sources": s["sources"],
-                      "skipped": manifest["skipped"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "out_dir": manifest["out_dir"],
+                "seconds": manifest["seconds"],
+                "crawl": s["crawl"],
+                "html_pages_rebuilt": s["html_pages_rebuilt"],
+                "sources": s["sources"],
+                "skipped": manifest["skipped"],
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -68,7 +68,9 @@ def _check_table(table: pa.Table, name: str, seq_len: int, vocab_size: int, eot_
         positive = offs > 0
         before = tokens[row_of[positive] * width + offs[positive].astype(np.int64) - 1]
         if np.any(before != eot_id):
-            problems.append(f"{name}: {int((before != eot_id).sum())} doc_offset(s) not right after an end-of-text token")
+            problems.append(
+                f"{name}: {int((before != eot_id).sum())} doc_offset(s) not right after an end-of-text token"
+            )
     # every document start (a position after an end-of-text token) must be listed
     eot_pos = np.flatnonzero(tokens == eot_id)
     starts = eot_pos[(eot_pos % width) != width - 1] + 1
@@ -155,7 +157,8 @@ def verify_shards(folder: str) -> dict[str, Any]:
         for source, mix in manifest.sources.items():
             if source_tokens.get(source, 0) != mix.tokens_drawn:
                 problems.append(
-                    f"source {source!r}: shards hold {source_tokens.get(source, 0)} tokens, manifest says {mix.tokens_drawn}"
+                    f"source {source!r}: shards hold {source_tokens.get(source, 0)} tokens, "
+                    f"manifest says {mix.tokens_drawn}"
                 )
         unknown = sorted(set(source_tokens) - set(manifest.sources))
         if unknown:
@@ -188,7 +191,9 @@ def verify_shards(folder: str) -> dict[str, Any]:
         "vocab_size": manifest.tokenizer.vocab_size,
         "tokenizer_hash": manifest.tokenizer.content_hash,
         "tokens_per_source": dict(sorted(source_tokens.items())),
-        "validation": None if val is None else {
+        "validation": None
+        if val is None
+        else {
             "shards": len(val.shards),
             "rows": val_rows,
             "tokens": val_tokens,
@@ -234,8 +239,9 @@ def inspect_shards(
         infos = manifest.shards
     elif split == "val":
         if manifest.validation is None:
-            raise ShardError(f"{folder}: the manifest lists no validation split (made before it existed, or with "
-                             "val_fraction 0)")
+            raise ShardError(
+                f"{folder}: the manifest lists no validation split (made before it existed, or with val_fraction 0)"
+            )
         infos = manifest.validation.shards
     else:
         raise ShardError(f"split must be 'train' or 'val', got {split!r}")
@@ -258,15 +264,24 @@ def inspect_shards(
             for a, b in zip(cuts, cuts[1:]):
                 piece = tokens[a:b].tolist()
                 ends = bool(piece) and piece[-1] == eot
-                segments.append({
-                    "start": a,
-                    "end": b,
-                    "starts_document": a in offsets,
-                    "ends_document": ends,
-                    "text": tok.decode(piece[:-1] if ends else piece, skip_special_tokens=False),
-                })
-            out.append({"file": info.file, "row": r, "source": table.column("source")[r].as_py(),
-                        "doc_offsets": offsets, "segments": segments})
+                segments.append(
+                    {
+                        "start": a,
+                        "end": b,
+                        "starts_document": a in offsets,
+                        "ends_document": ends,
+                        "text": tok.decode(piece[:-1] if ends else piece, skip_special_tokens=False),
+                    }
+                )
+            out.append(
+                {
+                    "file": info.file,
+                    "row": r,
+                    "source": table.column("source")[r].as_py(),
+                    "doc_offsets": offsets,
+                    "segments": segments,
+                }
+            )
         skip = 0
     return out
 
@@ -275,8 +290,10 @@ def format_inspection(rows: list[dict[str, Any]], max_chars: int = 400) -> str:
     """Rows from :func:`inspect_shards` as readable text: one block per row, one line per document piece."""
     lines = []
     for row in rows:
-        lines.append(f"── {row['file']} row {row['row']} · source {row['source']} · "
-                     f"{len(row['doc_offsets'])} document start(s) at {row['doc_offsets']}")
+        lines.append(
+            f"── {row['file']} row {row['row']} · source {row['source']} · "
+            f"{len(row['doc_offsets'])} document start(s) at {row['doc_offsets']}"
+        )
         for seg in row["segments"]:
             text = seg["text"] if len(seg["text"]) <= max_chars else seg["text"][:max_chars] + "…"
             head = "▶ new document" if seg["starts_document"] else "… continued"

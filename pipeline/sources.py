@@ -30,14 +30,15 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from schemas.documents import DOCUMENT_SCHEMA, document_row
 from schemas.stats import StageStats
 
@@ -88,7 +89,7 @@ def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
 
 
 def document_id(name: str, key: str, index: int) -> str:
-    return hashlib.sha1(f"{name}\0{key}\0{index}".encode("utf-8")).hexdigest()
+    return hashlib.sha1(f"{name}\0{key}\0{index}".encode()).hexdigest()
 
 
 _BLANK_LINES = re.compile(rb"(?:\r?\n)(?:[ \t]*\r?\n)+")
@@ -98,8 +99,8 @@ def split_blocks(data: bytes) -> Iterator[tuple[int, bytes]]:
     """``(offset, block)`` for each blank-line-separated block; separators themselves are not documents."""
     pos = 0
     for m in _BLANK_LINES.finditer(data):
-        if data[pos:m.start()].strip():
-            yield pos, data[pos:m.start()]
+        if data[pos : m.start()].strip():
+            yield pos, data[pos : m.start()]
         pos = m.end()
     if data[pos:].strip():
         yield pos, data[pos:]

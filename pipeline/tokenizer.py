@@ -23,8 +23,9 @@ import hashlib
 import heapq
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -217,8 +218,10 @@ def load_tokenizer(path: str) -> Tokenizer:
     pair (the other is looked up beside it); or a tiktoken rank file. Never downloads anything.
     """
     if not os.path.exists(path):
-        raise TokenizerError(f"{path}: tokenizer not found (give a tokenizer.json, its folder, GPT-2's "
-                             "encoder.json + vocab.bpe, or a .tiktoken rank file)")
+        raise TokenizerError(
+            f"{path}: tokenizer not found (give a tokenizer.json, its folder, GPT-2's "
+            "encoder.json + vocab.bpe, or a .tiktoken rank file)"
+        )
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, TOKENIZER_FILE)):
             return load_tokenizer(os.path.join(path, TOKENIZER_FILE))
@@ -229,8 +232,9 @@ def load_tokenizer(path: str) -> Tokenizer:
         ranks = sorted(f for f in os.listdir(path) if f.endswith(".tiktoken"))
         if len(ranks) == 1:
             return load_tokenizer(os.path.join(path, ranks[0]))
-        raise TokenizerError(f"{path}: folder holds no {TOKENIZER_FILE}, no vocabulary+merges pair and not "
-                             f"exactly one .tiktoken file")
+        raise TokenizerError(
+            f"{path}: folder holds no {TOKENIZER_FILE}, no vocabulary+merges pair and not exactly one .tiktoken file"
+        )
     name = os.path.basename(path)
     if name.endswith(".json"):
         try:
@@ -434,4 +438,3 @@ def copy_tokenizer(tok: Tokenizer, folder: str) -> str:
     with atomic_path(path) as tmp:
         tok.save(tmp)
     return path
-

@@ -43,8 +43,9 @@ import json
 import os
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 
@@ -56,7 +57,7 @@ from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.sources import SourceError, check_source_name, resolve_inputs
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import read_jsonl
 from schemas.documents import DOCUMENT_SCHEMA
 from schemas.stats import StageStats
@@ -66,9 +67,31 @@ MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
 
 # Click identifiers and campaign tags that analytics tools append to shared links: they never change the page.
 DEFAULT_TRACKING_PARAMS = [
-    "utm_*", "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid", "ttclid", "igshid",
-    "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "vero_id", "oly_anon_id", "oly_enc_id",
-    "wickedid", "rb_clickid", "s_cid", "__s",
+    "utm_*",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "yclid",
+    "twclid",
+    "ttclid",
+    "igshid",
+    "mc_cid",
+    "mc_eid",
+    "_ga",
+    "_gl",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "vero_id",
+    "oly_anon_id",
+    "oly_enc_id",
+    "wickedid",
+    "rb_clickid",
+    "s_cid",
+    "__s",
 ]
 
 
@@ -103,7 +126,8 @@ class WebTextConfig:
         default=1_000_000, metadata={"help": "auto join: lists with at most this many rows become a side input"}
     )
     read: ReadConfig = field(
-        default_factory=ReadConfig, metadata={"help": "crawl reading, as in curate (read.source is replaced by name)"})
+        default_factory=ReadConfig, metadata={"help": "crawl reading, as in curate (read.source is replaced by name)"}
+    )
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
@@ -124,8 +148,9 @@ _SCHEMELESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}(?::\d+)?(?:[
 
 def _fix_escapes(s: str) -> str:
     """Decode escapes of unreserved characters (``%7E`` -> ``~``), uppercase the rest, escape raw non-ASCII."""
-    s = _PCT.sub(lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in _UNRESERVED
-                 else "%" + m.group(1).upper(), s)
+    s = _PCT.sub(
+        lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in _UNRESERVED else "%" + m.group(1).upper(), s
+    )
     return urllib.parse.quote(s, safe=_PATH_SAFE)
 
 
@@ -134,7 +159,9 @@ def _is_tracking(param: str, tracking: tuple[str, ...]) -> bool:
     return any(p.startswith(t[:-1]) if t.endswith("*") else p == t for t in tracking)
 
 
-def normalize_url(url: str, tracking_params: list[str] | tuple[str, ...] = tuple(DEFAULT_TRACKING_PARAMS)) -> str | None:
+def normalize_url(
+    url: str, tracking_params: list[str] | tuple[str, ...] = tuple(DEFAULT_TRACKING_PARAMS)
+) -> str | None:
     """The join key of a URL (``host[:port]/path[?sorted query]``, no scheme), or None when it is malformed.
 
     Malformed: empty, containing whitespace, a scheme other than http/https, no host, a host with characters a
@@ -219,7 +246,7 @@ def list_format(path: str, cfg: WebTextConfig) -> str:
 
 
 def _lines(path: str) -> Iterator[bytes]:
-    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as fh:
         yield from fh
 
 
@@ -307,7 +334,8 @@ class ReadUrlList(beam.DoFn):
     def _drop(self, reason: str, url: Any):
         yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
         yield beam.pvalue.TaggedOutput(
-            EXAMPLES, (f"url_list:{reason}", {"reason": f"url_list:{reason}", "url": str(url)[:300], "text": ""}))
+            EXAMPLES, (f"url_list:{reason}", {"reason": f"url_list:{reason}", "url": str(url)[:300], "text": ""})
+        )
 
     def process(self, path: str):
         cfg = self.cfg
@@ -349,7 +377,8 @@ def _merge_entries(kv):
     for _, u in entries[1:]:
         yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate"))
         yield beam.pvalue.TaggedOutput(
-            EXAMPLES, ("url_list:duplicate", {"reason": "url_list:duplicate", "url": f"{u} = {url}"[:300], "text": ""}))
+            EXAMPLES, ("url_list:duplicate", {"reason": "url_list:duplicate", "url": f"{u} = {url}"[:300], "text": ""})
+        )
     yield key, max(scores) if scores else None
 
 
@@ -358,7 +387,7 @@ def _merge_entries(kv):
 
 
 def webtext_id(name: str, crawl_id: str) -> str:
-    return hashlib.sha1(f"{name}\0{crawl_id}".encode("utf-8")).hexdigest()
+    return hashlib.sha1(f"{name}\0{crawl_id}".encode()).hexdigest()
 
 
 class KeyByUrl(beam.DoFn):
@@ -444,28 +473,41 @@ class WebText(beam.PTransform):
 
     def expand(self, inputs):
         cfg = self.cfg
-        rows = (inputs["lists"] | "SpreadLists" >> beam.Reshuffle()
-                | "ReadList" >> beam.ParDo(ReadUrlList(cfg)).with_outputs(OUTCOMES, EXAMPLES, main="rows"))
-        unique = (rows.rows | "GroupListUrls" >> beam.GroupByKey()
-                  | "MergeListUrls" >> beam.FlatMap(_merge_entries).with_outputs(OUTCOMES, EXAMPLES, main="urls"))
+        rows = (
+            inputs["lists"]
+            | "SpreadLists" >> beam.Reshuffle()
+            | "ReadList" >> beam.ParDo(ReadUrlList(cfg)).with_outputs(OUTCOMES, EXAMPLES, main="rows")
+        )
+        unique = (
+            rows.rows
+            | "GroupListUrls" >> beam.GroupByKey()
+            | "MergeListUrls" >> beam.FlatMap(_merge_entries).with_outputs(OUTCOMES, EXAMPLES, main="urls")
+        )
 
         read_cfg = dataclasses.replace(cfg.read, source=cfg.name)
         read = inputs["crawl"] | "ReadWarc" >> ReadWarcFiles(read_cfg)
         keyed = read.records | "KeyByUrl" >> beam.ParDo(KeyByUrl(cfg)).with_outputs(OUTCOMES, main="keyed")
         if self.join == "side_input":
             joined = keyed.keyed | "MatchSideInput" >> beam.ParDo(
-                MatchSideInput(cfg.name), beam.pvalue.AsDict(unique.urls)).with_outputs(OUTCOMES, MATCHED, main="records")
+                MatchSideInput(cfg.name), beam.pvalue.AsDict(unique.urls)
+            ).with_outputs(OUTCOMES, MATCHED, main="records")
             matched = joined[MATCHED] | "DistinctMatched" >> beam.Distinct()
         else:
-            joined = ({"list": unique.urls, "crawl": keyed.keyed} | "JoinByUrl" >> beam.CoGroupByKey()
-                      | "MatchGrouped" >> beam.ParDo(MatchGrouped(cfg.name)).with_outputs(OUTCOMES, MATCHED, main="records"))
+            joined = (
+                {"list": unique.urls, "crawl": keyed.keyed}
+                | "JoinByUrl" >> beam.CoGroupByKey()
+                | "MatchGrouped" >> beam.ParDo(MatchGrouped(cfg.name)).with_outputs(OUTCOMES, MATCHED, main="records")
+            )
             matched = joined[MATCHED]
         extracted = joined.records | "Extract" >> beam.ParDo(ExtractListed(cfg.extract)).with_outputs(
-            OUTCOMES, EXAMPLES, COUNTERS, main="documents")
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
+        )
         langid = extracted.documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(cfg.langid)).with_outputs(
-            OUTCOMES, EXAMPLES, COUNTERS, main="documents")
+            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
+        )
         filtered = langid.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(cfg.filters)).with_outputs(
-            OUTCOMES, EXAMPLES, main="documents")
+            OUTCOMES, EXAMPLES, main="documents"
+        )
         steps = (read, keyed, joined, extracted, langid, filtered)
         return {
             "documents": filtered.documents,
@@ -483,7 +525,7 @@ def count_list_rows(paths: list[str]) -> int:
     """Lines in the list files (an upper bound on rows), counted in bytes: what ``join: auto`` decides on."""
     n = 0
     for path in paths:
-        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 n += chunk.count(b"\n")
     return n
@@ -530,31 +572,47 @@ def run_webtext(
     join = choose_join(cfg, list_files)
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner, f"source {cfg.name}") as p:
-            out = {"crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
-                   "lists": p | "ListFiles" >> beam.Create(list_files)} | "WebText" >> WebText(cfg, join)
+            out = {
+                "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
+                "lists": p | "ListFiles" >> beam.Create(list_files),
+            } | "WebText" >> WebText(cfg, join)
             _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet")
+                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+            )
             _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"), progress=False)
+            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(
+                os.path.join(tmp, "url_list"), progress=False
+            )
             matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
-            _ = ((matched, out["counters"]) | "WithCounters" >> beam.Flatten()
-                 | "CountCounters" >> beam.combiners.Count.PerElement()
-                 | "CounterJson" >> beam.Map(counter_line)
-                 | "WriteCounters" >> beam.io.WriteToText(
-                     os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1))
-            _ = (out["examples"]
-                 | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
-                 | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
-                 | "ExampleJson" >> beam.FlatMap(example_lines)
-                 | "WriteExamples" >> beam.io.WriteToText(
-                     os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1))
-            _ = (out["failed"]
-                 | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                 | "WriteFailed" >> beam.io.WriteToText(
-                     os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1))
+            _ = (
+                (matched, out["counters"])
+                | "WithCounters" >> beam.Flatten()
+                | "CountCounters" >> beam.combiners.Count.PerElement()
+                | "CounterJson" >> beam.Map(counter_line)
+                | "WriteCounters"
+                >> beam.io.WriteToText(os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1)
+            )
+            _ = (
+                out["examples"]
+                | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
+                | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
+                | "ExampleJson" >> beam.FlatMap(example_lines)
+                | "WriteExamples"
+                >> beam.io.WriteToText(os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1)
+            )
+            _ = (
+                out["failed"]
+                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+                | "WriteFailed"
+                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
+            )
         ensure_table(tmp)
-        for name in ("examples.jsonl", "failed_files.jsonl", "counters.jsonl",
-                     os.path.join("url_list", "outcomes.jsonl")):
+        for name in (
+            "examples.jsonl",
+            "failed_files.jsonl",
+            "counters.jsonl",
+            os.path.join("url_list", "outcomes.jsonl"),
+        ):
             os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
             open(os.path.join(tmp, name), "a").close()  # present even when empty
         listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
@@ -563,23 +621,41 @@ def run_webtext(
         matched = counters.get("matched_urls", 0)
         where = f"{len(list_files)} URL list file(s)"
         if listed.kept == 0:
-            raise SourceError(f"source {cfg.name!r}: no usable URL in {where} (read {listed.read} rows, dropped"
-                              f" {listed.dropped}); check --list_format, --url_field and --min_score")
+            raise SourceError(
+                f"source {cfg.name!r}: no usable URL in {where} (read {listed.read} rows, dropped"
+                f" {listed.dropped}); check --list_format, --url_field and --min_score"
+            )
         if matched == 0:
-            raise SourceError(f"source {cfg.name!r}: none of the {listed.kept} list URLs is in the crawl"
-                              f" ({stats.read} crawl records from {len(crawl_files)} file(s), dropped {stats.dropped})")
+            raise SourceError(
+                f"source {cfg.name!r}: none of the {listed.kept} list URLs is in the crawl"
+                f" ({stats.read} crawl records from {len(crawl_files)} file(s), dropped {stats.dropped})"
+            )
         if stats.kept == 0:
-            raise SourceError(f"source {cfg.name!r}: {matched} list URLs matched crawl pages, but no page survived"
-                              f" extraction and filters (dropped {stats.dropped})")
-        stats.extra.update({
-            "source": cfg.name, "format": "webtext", "join": join, "input_files": len(crawl_files),
-            "url_list_files": len(list_files), "url_list": listed.to_dict(),
-            "matched_urls": matched, "unmatched_urls": listed.kept - matched,
-            "duplicate_urls": listed.dropped.get("duplicate", 0), "min_score": cfg.min_score,
-            "extracted": counters.get("extracted", 0),
-            "languages": dict(sorted(((k.split(":", 1)[1], v) for k, v in counters.items()
-                                      if k.startswith("language:")), key=lambda kv: -kv[1])),
-            "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, "failed_files.jsonl"))}),
-        })
+            raise SourceError(
+                f"source {cfg.name!r}: {matched} list URLs matched crawl pages, but no page survived"
+                f" extraction and filters (dropped {stats.dropped})"
+            )
+        stats.extra.update(
+            {
+                "source": cfg.name,
+                "format": "webtext",
+                "join": join,
+                "input_files": len(crawl_files),
+                "url_list_files": len(list_files),
+                "url_list": listed.to_dict(),
+                "matched_urls": matched,
+                "unmatched_urls": listed.kept - matched,
+                "duplicate_urls": listed.dropped.get("duplicate", 0),
+                "min_score": cfg.min_score,
+                "extracted": counters.get("extracted", 0),
+                "languages": dict(
+                    sorted(
+                        ((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")),
+                        key=lambda kv: -kv[1],
+                    )
+                ),
+                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, "failed_files.jsonl"))}),
+            }
+        )
         finish(stats, tmp, fp)
     return stats

@@ -28,15 +28,16 @@ import json
 import os
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import apache_beam as beam
 
 from pipeline.accounting import KEPT, OUTCOMES, dropped, read_outcomes, stats_from_outcomes
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.sources import ReadToDocuments, SourceError, check_source_name, resolve_inputs
-from pipeline.stage import finish, fingerprint, is_complete, load_stats, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
 from pipeline.tables import read_jsonl
 from schemas.documents import document_row
 from schemas.stats import StageStats
@@ -44,8 +45,17 @@ from schemas.stats import StageStats
 STAGE = "source"
 FAILED = "failed"
 
-DEFAULT_DROP_SECTIONS = ["References", "External links", "See also", "Further reading", "Notes", "Bibliography",
-                         "Sources", "Citations", "Footnotes"]
+DEFAULT_DROP_SECTIONS = [
+    "References",
+    "External links",
+    "See also",
+    "Further reading",
+    "Notes",
+    "Bibliography",
+    "Sources",
+    "Citations",
+    "Footnotes",
+]
 
 
 @dataclass
@@ -148,13 +158,14 @@ class ReadDump(beam.DoFn):
                     yield from self._page(page, prefixes, base, db, path)
         except Exception as e:  # noqa: BLE001 - not XML, not a MediaWiki export, a cut-off .bz2: count and list it
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("bad_dump"))
-            yield beam.pvalue.TaggedOutput(FAILED, {"file": path, "error": f"{type(e).__name__}: {e}"[:500],
-                                                    "pages": pages})
+            yield beam.pvalue.TaggedOutput(
+                FAILED, {"file": path, "error": f"{type(e).__name__}: {e}"[:500], "pages": pages}
+            )
 
     def _page(self, page, prefixes: set[str], base: str, db: str, path: str) -> Iterator[Any]:
         cfg = self.cfg
         revision = None
-        for revision in page:  # the last revision is the current text (full-history dumps list them all)
+        for revision in page:  # noqa: B007 - the last revision is the current text (full-history dumps list all)
             pass
         if getattr(page, "namespace", None) not in cfg.namespaces:
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("namespace"))
@@ -187,7 +198,7 @@ class ReadDump(beam.DoFn):
             return
         title = page.title
         yield document_row(
-            id=hashlib.sha1(f"{cfg.name}\0{db}\0{page.id}".encode("utf-8")).hexdigest(),
+            id=hashlib.sha1(f"{cfg.name}\0{db}\0{page.id}".encode()).hexdigest(),
             source=cfg.name,
             url=article_url(base, title),
             date=str(revision.timestamp) if revision is not None and revision.timestamp else None,
@@ -210,10 +221,12 @@ def run_wikipedia(
     with stage_output(out_dir) as tmp:
         with make_pipeline(runner, f"source {cfg.name}") as p:
             results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
-            _ = (results[FAILED]
-                 | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                 | "WriteFailed" >> beam.io.WriteToText(
-                     os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1))
+            _ = (
+                results[FAILED]
+                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+                | "WriteFailed"
+                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
+            )
         open(os.path.join(tmp, "failed_files.jsonl"), "a").close()
         open(os.path.join(tmp, "outcomes.jsonl"), "a").close()
         stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
@@ -223,9 +236,17 @@ def run_wikipedia(
             raise SourceError(f"source {cfg.name!r}: no page in {where}: an empty dump")
         if stats.kept == 0:
             errors = "; ".join(f"{f['file']}: {f['error']}" for f in failed[:3])
-            raise SourceError(f"source {cfg.name!r}: no article kept from {where} (read {stats.read} pages/files,"
-                              f" dropped {stats.dropped}){'; ' + errors if errors else ''}")
-        stats.extra.update({"source": cfg.name, "format": "wikipedia", "files": len(files),
-                            "failed_files": sorted(f["file"] for f in failed)})
+            raise SourceError(
+                f"source {cfg.name!r}: no article kept from {where} (read {stats.read} pages/files,"
+                f" dropped {stats.dropped}){'; ' + errors if errors else ''}"
+            )
+        stats.extra.update(
+            {
+                "source": cfg.name,
+                "format": "wikipedia",
+                "files": len(files),
+                "failed_files": sorted(f["file"] for f in failed),
+            }
+        )
         finish(stats, tmp, fp)
     return stats

@@ -10,8 +10,8 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 @contextmanager

@@ -51,8 +51,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
             add_dataclass_args(parser, tp, prefix=f"{name}.")
             continue
         helptext = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            )
         )
         helptext = f"{helptext} (default: {default!r})" if helptext else f"(default: {default!r})"
         origin = typing.get_origin(tp)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -88,7 +88,7 @@ class Manifest(BaseModel):
     lineage: dict[str, str] = Field(default_factory=dict)  # input/config/code hashes
 
     @classmethod
-    def load(cls, path: str) -> "Manifest":
+    def load(cls, path: str) -> Manifest:
         """Load and version-check ``manifest.json`` (``path`` may be the file or its folder)."""
         if os.path.isdir(path):
             path = os.path.join(path, "manifest.json")

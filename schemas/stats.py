@@ -25,7 +25,7 @@ class StageStats:
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
-    def check(self) -> "StageStats":
+    def check(self) -> StageStats:
         total = self.kept + sum(self.dropped.values())
         if total != self.read:
             raise AccountingError(
@@ -44,7 +44,7 @@ class StageStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StageStats":
+    def from_dict(cls, d: dict[str, Any]) -> StageStats:
         d = dict(d)
         base = {k: d.pop(k) for k in ("stage", "read", "kept", "dropped") if k in d}
         return cls(**base, extra=d)
@@ -56,6 +56,6 @@ class StageStats:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
-    def load(cls, folder: str) -> "StageStats":
+    def load(cls, folder: str) -> StageStats:
         with open(os.path.join(folder, "stats.json"), encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))

@@ -14,14 +14,25 @@ import os
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-GOOD_PAGE = ("<html><head><title>Mill town</title></head><body><article>" + "".join(
-    f"<p>The river town kept its old mill number {i}, its market and its walls for many centuries, and "
-    f"visitors still come every summer to see the stones, the water wheel and the narrow lanes.</p>"
-    for i in range(10)) + "</article></body></html>").encode()
+GOOD_PAGE = (
+    "<html><head><title>Mill town</title></head><body><article>"
+    + "".join(
+        f"<p>The river town kept its old mill number {i}, its market and its walls for many centuries, and "
+        f"visitors still come every summer to see the stones, the water wheel and the narrow lanes.</p>"
+        for i in range(10)
+    )
+    + "</article></body></html>"
+).encode()
 
 
-def _record(w: WARCWriter, url: str, body: bytes, ctype: str = "text/html; charset=utf-8", status: str = "200 OK",
-            rtype: str = "response") -> None:
+def _record(
+    w: WARCWriter,
+    url: str,
+    body: bytes,
+    ctype: str = "text/html; charset=utf-8",
+    status: str = "200 OK",
+    rtype: str = "response",
+) -> None:
     headers = StatusAndHeaders(status, [("Content-Type", ctype)], protocol="HTTP/1.1")
     w.write_record(w.create_warc_record(url, rtype, payload=io.BytesIO(body), http_headers=headers))
 
@@ -33,8 +44,12 @@ def bad_warc(path: str) -> None:
         _record(w, "http://bad.example/good-1", GOOD_PAGE)
         _record(w, "http://bad.example/png-as-html", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, "text/html")
         _record(w, "http://bad.example/bad-utf8", GOOD_PAGE[:400] + b"\xff\xfe\xc3\x28" + GOOD_PAGE[400:])
-        _record(w, "http://bad.example/mixed", GOOD_PAGE[:500] + "Café déjà vu".encode("cp1252") + GOOD_PAGE[500:],
-                "text/html")
+        _record(
+            w,
+            "http://bad.example/mixed",
+            GOOD_PAGE[:500] + "Café déjà vu".encode("cp1252") + GOOD_PAGE[500:],
+            "text/html",
+        )
         _record(w, "http://bad.example/empty", b"", "text/html")
         _record(w, "http://bad.example/bomb", b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000, "text/html")
         _record(w, "http://bad.example/huge", b"<p>" + b"a" * (50 * 1024 * 1024) + b"</p>", "text/html")
@@ -83,13 +98,16 @@ def build(root: str, tiny: dict) -> dict:
     marker = wiki[5][:600] + " <|endoftext|> " + wiki[5][600:]
     bench = [json.loads(line)["text"] for line in open(tiny["bench"], encoding="utf-8")]
     # a document the benchmark cuts into more than max_splits pieces: dropped whole by decontamination
-    shredded = " ".join(f"Filler paragraph {i} " + "with ordinary words " * 50 + bench[0][i * 20: i * 20 + 300]
-                        for i in range(12))
+    shredded = " ".join(
+        f"Filler paragraph {i} " + "with ordinary words " * 50 + bench[0][i * 20 : i * 20 + 300] for i in range(12)
+    )
     with open(wiki_path, "wb") as fh:
         for t in wiki[:5] + [marker] + wiki[6:] + [books[1], shredded]:
             fh.write(json.dumps({"text": t}).encode() + b"\n")
         fh.write(json.dumps({"text": "   "}).encode() + b"\n")
     return {
         "crawl": tiny["crawl"] + [os.path.join(crawl, "*.warc.gz")],
-        "books": books_path, "wiki": wiki_path, "marker_doc": marker,
+        "books": books_path,
+        "wiki": wiki_path,
+        "marker_doc": marker,
     }

@@ -59,15 +59,23 @@ def tiny_inputs(shared_data, tmp_path):
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tar:
         for m in sorted(tar.getmembers(), key=lambda m: m.name):
             if m.isfile() and m.name.endswith(".html"):
-                pages.append(Page(url=f"https://example.org/goose3/{os.path.basename(m.name)}",
-                                  body=tar.extractfile(m).read(), content_type="text/html; charset=utf-8",
-                                  mtime=1700000000, origin=f"goose3:{m.name}"))
+                pages.append(
+                    Page(
+                        url=f"https://example.org/goose3/{os.path.basename(m.name)}",
+                        body=tar.extractfile(m).read(),
+                        content_type="text/html; charset=utf-8",
+                        mtime=1700000000,
+                        origin=f"goose3:{m.name}",
+                    )
+                )
     write_warc(str(d / "crawl" / "news.warc.gz"), pages[:40], {"software": "tests"})
     warc = os.path.join(shared_data, "warc")
-    crawl = [str(d / "crawl" / "news.warc.gz"),
-             os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"),
-             os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
-             os.path.join(warc, "pywb-sample", "iana.warc.gz")]
+    crawl = [
+        str(d / "crawl" / "news.warc.gz"),
+        os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"),
+        os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
+        os.path.join(warc, "pywb-sample", "iana.warc.gz"),
+    ]
     ref = os.path.join(shared_data, "reference")
     _write_jsonl(d / "reference.jsonl", _wikitext_articles(os.path.join(ref, "wikitext-2", "test.txt"), 40))
     wiki = _wikitext_articles(os.path.join(ref, "wikitext-2", "valid.txt"), 30)
@@ -75,9 +83,14 @@ def tiny_inputs(shared_data, tmp_path):
     # a "benchmark" whose passages sit inside three wiki documents: decontamination must cut them out
     _write_jsonl(d / "bench.jsonl", [a[500:1200] for a in wiki[:3]])
     shakespeare = open(os.path.join(ref, "tinyshakespeare.txt"), encoding="utf-8").read()
-    _write_jsonl(d / "books.jsonl", [shakespeare[i:i + 3000] for i in range(0, 90_000, 3000)])
-    return {"crawl": crawl, "reference": [str(d / "reference.jsonl")],
-            "wiki": str(d / "wiki.jsonl"), "books": str(d / "books.jsonl"), "bench": str(d / "bench.jsonl")}
+    _write_jsonl(d / "books.jsonl", [shakespeare[i : i + 3000] for i in range(0, 90_000, 3000)])
+    return {
+        "crawl": crawl,
+        "reference": [str(d / "reference.jsonl")],
+        "wiki": str(d / "wiki.jsonl"),
+        "books": str(d / "books.jsonl"),
+        "bench": str(d / "bench.jsonl"),
+    }
 
 
 @pytest.fixture
@@ -91,16 +104,30 @@ def _tiny_config(inputs, out_dir) -> dict:
         "out_dir": out_dir,
         "crawl": inputs["crawl"],
         "reference": inputs["reference"],
-        "sources": {"books": {"paths": [inputs["books"]], "format": "jsonl"},
-                    "wiki": {"paths": [inputs["wiki"]], "format": "jsonl"}},
+        "sources": {
+            "books": {"paths": [inputs["books"]], "format": "jsonl"},
+            "wiki": {"paths": [inputs["wiki"]], "format": "jsonl"},
+        },
         "curate": {"extract": {"extractor": "resiliparse"}},
         "quality_train": {"dim": 16, "epoch": 10, "min_words": 5, "baseline": True},
         "quality_filter": {"rule": "top_fraction", "top_fraction": 0.6},
         "decontam": {"benchmarks": [inputs["bench"]]},
         "tokenizer": {"vocab_size": 600},
-        "mix": {"weights": {"crawl": 0.5, "books": 0.3, "wiki": 0.2}, "total_tokens": 40_000, "seq_len": 64,
-                "rows_per_shard": 200},
-        "train": {"preset": "nano", "batch_size": 8, "max_steps": 24, "warmup_steps": 4, "lr": 0.003,
-                  "eval_every": 12, "log_every": 4, "checkpoint_every": 12},
+        "mix": {
+            "weights": {"crawl": 0.5, "books": 0.3, "wiki": 0.2},
+            "total_tokens": 40_000,
+            "seq_len": 64,
+            "rows_per_shard": 200,
+        },
+        "train": {
+            "preset": "nano",
+            "batch_size": 8,
+            "max_steps": 24,
+            "warmup_steps": 4,
+            "lr": 0.003,
+            "eval_every": 12,
+            "log_every": 4,
+            "checkpoint_every": 12,
+        },
         "runner": {"runner": "local", "num_workers": 1, "running_mode": "in_memory"},
     }

@@ -98,4 +98,6 @@ def test_doc_masking_blocks_information_across_documents():
     assert not torch.allclose(out[..., :6, :], out2[..., :6, :])
     # Without document masking the same change does leak forward.
     plain = AttentionContext(T, torch.device("cpu"))
-    assert not torch.allclose(causal_attention(q, k, v, plain)[..., 6:, :], causal_attention(q, k2, v2, plain)[..., 6:, :])
+    assert not torch.allclose(
+        causal_attention(q, k, v, plain)[..., 6:, :], causal_attention(q, k2, v2, plain)[..., 6:, :]
+    )

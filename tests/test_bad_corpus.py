@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import bad_corpus
 import pyarrow as pa
 import pytest
 
@@ -13,7 +14,6 @@ from pipeline.shards import ShardError, verify_shards
 from schemas.config import from_dict
 from schemas.documents import read_documents
 from schemas.stats import StageStats
-import bad_corpus
 
 
 @pytest.mark.slow
@@ -26,28 +26,41 @@ def test_whole_pipeline_on_bad_input(tiny_inputs, tiny_run_config, tmp_path):
     cfg = from_dict(RunConfig, raw)
     run_all(cfg)
     out = cfg.out_dir
-    stats = {name: StageStats.load(os.path.join(out, name)) for name in (
-        "curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train")}
+    stats = {
+        name: StageStats.load(os.path.join(out, name))
+        for name in ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train")
+    }
     for name, st in stats.items():
         assert st.read == st.kept + sum(st.dropped.values()), name
 
     # curate: each damaged file reported by name, each bad record under its reason, good records around kept
     cur = stats["curate"]
     crawl = os.path.join(str(tmp_path / "bad"), "crawl")
-    assert {os.path.join(crawl, f) for f in ("bad.warc.gz", "truncated.warc.gz", "empty.warc.gz",
-                                             "not-a-warc.warc.gz")} <= set(cur.extra["failed_files"])
+    assert {
+        os.path.join(crawl, f) for f in ("bad.warc.gz", "truncated.warc.gz", "empty.warc.gz", "not-a-warc.warc.gz")
+    } <= set(cur.extra["failed_files"])
     assert cur.dropped["unreadable_file"] == 2  # the empty file and the plain gzip that is no WARC
     assert cur.dropped["truncated_file"] == 1 and cur.dropped["garbage_skipped"] == 1
     assert cur.extra["garbage_bytes_skipped"] > 0
     assert cur.dropped["too_deep"] == 1 and cur.dropped["too_large"] >= 1  # the nesting bomb, the 50 MB page
     assert cur.dropped["http_status"] >= 1 and cur.dropped["not_html"] >= 1  # the 404, the PDF
     extracted = {d["url"] for d in read_documents(os.path.join(out, "curate", "raw"))}
-    assert {"http://bad.example/good-1", "http://bad.example/good-2", "http://bad.example/bad-utf8",
-            "http://bad.example/mixed", "http://cut.example/first"} <= extracted
+    assert {
+        "http://bad.example/good-1",
+        "http://bad.example/good-2",
+        "http://bad.example/bad-utf8",
+        "http://bad.example/mixed",
+        "http://cut.example/first",
+    } <= extracted
 
     # sources: every malformed line counted under its own reason
-    assert stats["source-books"].dropped == {"bad_json": 1, "empty_text": 1, "invalid_utf8": 1,
-                                             "missing_text_field": 1, "text_not_string": 1}
+    assert stats["source-books"].dropped == {
+        "bad_json": 1,
+        "empty_text": 1,
+        "invalid_utf8": 1,
+        "missing_text_field": 1,
+        "text_not_string": 1,
+    }
     assert stats["source-wiki"].dropped == {"empty_text": 1}
 
     # each stage reads exactly what the one before kept

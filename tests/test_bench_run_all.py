@@ -11,8 +11,15 @@ def test_ratio_lines_pick_comparisons_only():
 
 
 def test_page_lists_every_bench_with_status_and_machine():
-    ok = {"bench": BENCHES[0], "cmd": "python -m bench.curate", "rc": 0, "seconds": 12.0,
-          "output": "ratio ccgpt/datatrove: 2.02x", "load_before": "1.0 / 1.0 / 1.0", "load_after": "2.0 / 1.0 / 1.0"}
+    ok = {
+        "bench": BENCHES[0],
+        "cmd": "python -m bench.curate",
+        "rc": 0,
+        "seconds": 12.0,
+        "output": "ratio ccgpt/datatrove: 2.02x",
+        "load_before": "1.0 / 1.0 / 1.0",
+        "load_after": "2.0 / 1.0 / 1.0",
+    }
     bad = {**ok, "bench": BENCHES[1], "rc": "timeout", "output": "partial line\nTraceback: boom"}
     info = machine()
     page = render([ok, bad], info, "2026-01-01 00:00 UTC")
@@ -26,8 +33,15 @@ def test_only_rerun_keeps_the_other_sections():
     info = machine()
 
     def result(i, line):
-        return {"bench": BENCHES[i], "cmd": f"python -m bench.{BENCHES[i].name}", "rc": 0, "seconds": 1.0,
-                "output": line, "load_before": "1 / 1 / 1", "load_after": "1 / 1 / 1"}
+        return {
+            "bench": BENCHES[i],
+            "cmd": f"python -m bench.{BENCHES[i].name}",
+            "rc": 0,
+            "seconds": 1.0,
+            "output": line,
+            "load_before": "1 / 1 / 1",
+            "load_after": "1 / 1 / 1",
+        }
 
     dedup = next(i for i, b in enumerate(BENCHES) if b.name == "dedup")
     old = render([result(0, "old curate 2.0x"), result(dedup, "old dedup 1.0x")], info, "2026-01-01 00:00 UTC")

@@ -9,9 +9,19 @@ from pipeline.cli import _COMMANDS, main
 from schemas.documents import read_documents
 
 
-@pytest.mark.parametrize("argv", [[]] + [[name] for name, _, _ in _COMMANDS] + [
-    ["quality", "train"], ["quality", "score"], ["quality", "filter"], ["tokenizer", "train"],
-    ["tokenizer", "encode"], ["shards", "verify"]])
+@pytest.mark.parametrize(
+    "argv",
+    [[]]
+    + [[name] for name, _, _ in _COMMANDS]
+    + [
+        ["quality", "train"],
+        ["quality", "score"],
+        ["quality", "filter"],
+        ["tokenizer", "train"],
+        ["tokenizer", "encode"],
+        ["shards", "verify"],
+    ],
+)
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv + ["--help"])
@@ -23,8 +33,24 @@ def test_stage_command_runs_from_flags(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": "a real enough paragraph " * 20}) + "\n" + "{broken\n", encoding="utf-8")
     out = tmp_path / "books"
-    rc = main(["source", str(src), "--out", str(out), "--name", "books", "--format", "jsonl",
-               "--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"])
+    rc = main(
+        [
+            "source",
+            str(src),
+            "--out",
+            str(out),
+            "--name",
+            "books",
+            "--format",
+            "jsonl",
+            "--runner",
+            "local",
+            "--num-workers",
+            "1",
+            "--running-mode",
+            "in_memory",
+        ]
+    )
     assert rc == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["read"] == 2 and stats["kept"] == 1 and stats["dropped"] == {"bad_json": 1}
@@ -52,8 +78,11 @@ def test_run_config_overrides(tmp_path):
 def test_dedup_eval_is_routed(tmp_path, capsys):
     path = tmp_path / "labelled.jsonl"
     text = "the quick brown fox jumps over the lazy dog near the quiet river bank today " * 3
-    rows = [{"id": "a", "text": text, "cluster": 1}, {"id": "b", "text": text + " again", "cluster": 1},
-            {"id": "c", "text": "an entirely different document about the weather in spring and autumn", "cluster": 2}]
+    rows = [
+        {"id": "a", "text": text, "cluster": 1},
+        {"id": "b", "text": text + " again", "cluster": 1},
+        {"id": "c", "text": "an entirely different document about the weather in spring and autumn", "cluster": 2},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     assert main(["dedup", "eval", str(path), "--threshold", "0.5"]) == 0
     result = json.loads(capsys.readouterr().out)

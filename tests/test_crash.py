@@ -21,13 +21,16 @@ import time
 import pytest
 import yaml
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _start(config: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", config], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", config],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _kill_when(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> None:
@@ -48,8 +51,15 @@ def _data_files(run: str) -> dict[str, bytes]:
     """What must be byte-identical: document tables, dedup clusters and index, shards, manifest, mix table,
     tokenizer."""
     files = {}
-    for pattern in ("shards/*.arrow", "shards/manifest.json", "shards/mix_table.md", "tokenizer/tokenizer.json",
-                    "*/*.parquet", "dedup/clusters.jsonl", "dedup/index/*.parquet"):
+    for pattern in (
+        "shards/*.arrow",
+        "shards/manifest.json",
+        "shards/mix_table.md",
+        "tokenizer/tokenizer.json",
+        "*/*.parquet",
+        "dedup/clusters.jsonl",
+        "dedup/index/*.parquet",
+    ):
         for path in sorted(glob.glob(os.path.join(run, pattern))):
             with open(path, "rb") as fh:
                 files[os.path.relpath(path, run)] = fh.read()
@@ -66,8 +76,10 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
         yaml.safe_dump(cfg, fh)
 
     # the uninterrupted run, moved aside; the interrupted one then runs in the same place with the same config
-    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "run", config], cwd=REPO,
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "pipeline.cli", "run", config], cwd=REPO, capture_output=True).returncode
+        == 0
+    )
     os.rename(tmp_path / "run", tmp_path / "clean")
     killed = str(tmp_path / "run")
     # Beam stages mid-write: the first stage, one in the middle, the shard writer
@@ -77,8 +89,9 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     _kill_when(_start(config), os.path.join(killed, "train", "checkpoint.pt"))  # training mid-way
     with open(os.path.join(killed, "train", "log.jsonl"), encoding="utf-8") as fh:
         assert len(fh.readlines()) < 20  # it really stopped part way
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", config], cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", config], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     clean_files, killed_files = _data_files(str(tmp_path / "clean")), _data_files(killed)
@@ -86,7 +99,13 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     assert clean_files == killed_files
     assert not glob.glob(os.path.join(killed, "*.partial-*"))
     # training resumed exactly: the same loss at every logged step (a restart also logs its first step)
-    losses = [{r["step"]: r["loss"] for r in map(json.loads, open(os.path.join(run, "train", "log.jsonl")))
-               if r["kind"] == "train"} for run in (str(tmp_path / "clean"), killed)]
+    losses = [
+        {
+            r["step"]: r["loss"]
+            for r in map(json.loads, open(os.path.join(run, "train", "log.jsonl")))
+            if r["kind"] == "train"
+        }
+        for run in (str(tmp_path / "clean"), killed)
+    ]
     assert max(losses[0]) == max(losses[1]) == 60
     assert {step: losses[1][step] for step in losses[0]} == losses[0]

@@ -51,23 +51,38 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
     stats = run_curate(inputs, out, CurateConfig(), local_runner)
     expected = _expected_read_outcomes(inputs)
     assert stats.read == sum(expected.values()) == stats.kept + sum(stats.dropped.values())
-    for reason in ("warcinfo", "request", "metadata", "revisit", "http_status", "not_html", "truncated_file",
-                   "unreadable_file", "garbage_skipped"):
+    for reason in (
+        "warcinfo",
+        "request",
+        "metadata",
+        "revisit",
+        "http_status",
+        "not_html",
+        "truncated_file",
+        "unreadable_file",
+        "garbage_skipped",
+    ):
         assert stats.dropped.get(reason) == expected[reason], reason
     # records that reached extraction end as kept or a later-stage reason
     later = {k: v for k, v in stats.dropped.items() if k not in expected}
     assert stats.kept + sum(later.values()) == expected["record"]
     assert all(k in ("empty_text", "extract_error", "language") or ":" in k for k in later), later
-    assert stats.kept > 0 and any(k.startswith("gopher_") or k.startswith("fineweb") or k.startswith("c4") for k in later)
+    assert stats.kept > 0 and any(
+        k.startswith("gopher_") or k.startswith("fineweb") or k.startswith("c4") for k in later
+    )
 
     # failed files: the ARC file, the lying example.warc (7 bytes skipped, then read on) and our cut gzip,
     # with errors (the retry list)
     failed = _lines(os.path.join(out, "failed_files.jsonl"))
     assert sorted((os.path.basename(f["file"]), f["reason"]) for f in failed) == [
-        ("example.arc", "unreadable_file"), ("example.warc", "garbage_skipped"), ("iana-cut.warc.gz", "truncated_file")
+        ("example.arc", "unreadable_file"),
+        ("example.warc", "garbage_skipped"),
+        ("iana-cut.warc.gz", "truncated_file"),
     ]
     assert all(f["error"] for f in failed) and stats.extra["garbage_bytes_skipped"] == 7
-    assert sorted(os.path.basename(f) for f in stats.extra["failed_files"]) == sorted(os.path.basename(f["file"]) for f in failed)
+    assert sorted(os.path.basename(f) for f in stats.extra["failed_files"]) == sorted(
+        os.path.basename(f["file"]) for f in failed
+    )
 
     # kept documents: valid table, unique stable ids, traceable, English above the threshold
     docs = list(read_documents(out))
@@ -137,7 +152,9 @@ def test_curate_one_and_two_workers_give_identical_documents(shared_data, tmp_pa
     runs = {}
     for workers in (1, 2):
         out = str(tmp_path / f"w{workers}")
-        stats = run_curate(paths, out, cfg, RunnerConfig(runner="local", num_workers=workers, running_mode="multi_processing"))
+        stats = run_curate(
+            paths, out, cfg, RunnerConfig(runner="local", num_workers=workers, running_mode="multi_processing")
+        )
         rows = sorted(read_documents(out), key=lambda r: r["id"])
         runs[workers] = (stats.read, stats.kept, stats.dropped, rows)
     assert runs[1][3] and runs[1] == runs[2]
@@ -152,12 +169,18 @@ def _bad_input_warc(path) -> list[str]:
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
-    good = ("<html><body><article>" + "<p>The river town kept its old mill, its market and its walls for many "
-            "centuries, and visitors still come to see them every summer.</p>" * 8 + "</article></body></html>")
+    good = (
+        "<html><body><article>" + "<p>The river town kept its old mill, its market and its walls for many "
+        "centuries, and visitors still come to see them every summer.</p>" * 8 + "</article></body></html>"
+    )
     pages = [
         ("good-1", "text/html; charset=utf-8", good.encode()),
         ("png-as-html", "text/html", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40),
-        ("bad-utf8", "text/html; charset=utf-8", good.encode()[:400] + b"\xff\xfe\xc3\x28\xa0\xa1" + good.encode()[400:]),
+        (
+            "bad-utf8",
+            "text/html; charset=utf-8",
+            good.encode()[:400] + b"\xff\xfe\xc3\x28\xa0\xa1" + good.encode()[400:],
+        ),
         ("mixed", "text/html", good.encode("utf-8")[:500] + "Café déjà vu".encode("cp1252") + good.encode()[500:]),
         ("empty", "text/html", b""),
         ("bomb", "text/html", b"<div>" * 15_000 + b"deep" + b"</div>" * 15_000),  # under max_chars below
@@ -168,10 +191,12 @@ def _bad_input_warc(path) -> list[str]:
     ]
     with open(path, "wb") as fh:
         w = WARCWriter(fh, gzip=True)
-        for i, (name, ctype, body) in enumerate(pages):
+        for name, ctype, body in pages:
             extra = [("Content-Encoding", "gzip")] if name == "gzip-bomb" else []
             headers = StatusAndHeaders("200 OK", [("Content-Type", ctype), *extra], protocol="HTTP/1.1")
-            rec = w.create_warc_record(f"http://bad.example/{name}", "response", payload=BytesIO(body), http_headers=headers)
+            rec = w.create_warc_record(
+                f"http://bad.example/{name}", "response", payload=BytesIO(body), http_headers=headers
+            )
             w.write_record(rec)
             if name == "mixed":
                 fh.write(b"junk between two records: must cost these bytes only\r\n" * 3)

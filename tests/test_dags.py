@@ -21,8 +21,10 @@ from schemas.stats import StageStats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAG_FILE = os.path.join(REPO, "dags", "ccgpt_pipeline.py")
-needs_airflow = pytest.mark.skipif(importlib.util.find_spec("airflow") is None,
-                                   reason="Airflow not installed (optional extra: pip install -e '.[airflow]')")
+needs_airflow = pytest.mark.skipif(
+    importlib.util.find_spec("airflow") is None,
+    reason="Airflow not installed (optional extra: pip install -e '.[airflow]')",
+)
 
 
 def _dependencies() -> dict:
@@ -46,20 +48,27 @@ def _airflow_env(tmp_path) -> dict:
     home = tmp_path / "airflow"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-               AIRFLOW__CORE__DAGS_FOLDER=os.path.dirname(DAG_FILE), PYTHONPATH=REPO)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        AIRFLOW__CORE__DAGS_FOLDER=os.path.dirname(DAG_FILE),
+        PYTHONPATH=REPO,
+    )
     return env
 
 
 @needs_airflow
 def test_dag_imports_without_errors_or_cycles(tmp_path):
-    code = ("import json; from airflow.models.dagbag import DagBag; b = DagBag(dag_folder=%r); "
-            "d = b.dags.get('ccgpt_pipeline'); "
-            "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()}, "
-            "'tasks': sorted(d.task_ids) if d else []}))" % os.path.dirname(DAG_FILE))
-    res = subprocess.run([sys.executable, "-c", code], env=_airflow_env(tmp_path), capture_output=True, text=True,
-                         timeout=300)
+    code = (
+        f"import json; from airflow.models.dagbag import DagBag; b = DagBag(dag_folder={os.path.dirname(DAG_FILE)!r}); "
+        "d = b.dags.get('ccgpt_pipeline'); "
+        "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()}, "
+        "'tasks': sorted(d.task_ids) if d else []}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=_airflow_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["errors"] == {}
@@ -73,14 +82,15 @@ def test_dag_test_runs_the_whole_pipeline(tiny_run_config, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(tiny_run_config(str(out_dir))), encoding="utf-8")
     env = _airflow_env(tmp_path)
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    code = ("import sys; sys.path.insert(0, %r); from ccgpt_pipeline import ccgpt_pipeline; "
-            "r = ccgpt_pipeline().test(run_conf={'config': %r}); print('STATE', r.state)"
-            % (os.path.dirname(DAG_FILE), str(config)))
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900,
-                         cwd=REPO)
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(DAG_FILE)!r}); from ccgpt_pipeline import ccgpt_pipeline; "
+        f"r = ccgpt_pipeline().test(run_conf={{'config': {str(config)!r}}}); print('STATE', r.state)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0 and "STATE success" in res.stdout, (res.stdout[-3000:], res.stderr[-3000:])
     assert verify_shards(str(out_dir / "shards"))
     for stage in ("curate", "quality", "dedup", "shards", "train"):

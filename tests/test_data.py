@@ -121,15 +121,27 @@ def make_shards(
         table = pa.Table.from_pydict({"tokens": vt, "doc_offsets": vo, "source": vs}, schema=schema)
         vinfo = write("val-00000.arrow", table)
         validation = ValidationSplit(
-            fraction=0.01, max_tokens_per_source=0, total_tokens=vinfo.tokens, shards=[vinfo],
-            sources={s: ValidationSource(documents=1, tokens=val_rows * (seq_len + 1), tokens_packed=val_rows * (seq_len + 1))
-                     for s in sources},
+            fraction=0.01,
+            max_tokens_per_source=0,
+            total_tokens=vinfo.tokens,
+            shards=[vinfo],
+            sources={
+                s: ValidationSource(
+                    documents=1, tokens=val_rows * (seq_len + 1), tokens_packed=val_rows * (seq_len + 1)
+                )
+                for s in sources
+            },
         )
     total_tokens = total_rows * (seq_len + 1)
     mix = {
-        s: SourceMix(weight=1.0 / len(sources), documents=per_source_rows[s], tokens_available=per_source_rows[s] * (seq_len + 1),
-                     tokens_drawn=per_source_rows[s] * (seq_len + 1), epochs=1.0,
-                     realised_share=per_source_rows[s] / total_rows)
+        s: SourceMix(
+            weight=1.0 / len(sources),
+            documents=per_source_rows[s],
+            tokens_available=per_source_rows[s] * (seq_len + 1),
+            tokens_drawn=per_source_rows[s] * (seq_len + 1),
+            epochs=1.0,
+            realised_share=per_source_rows[s] / total_rows,
+        )
         for s in sources
     }
     Manifest(
@@ -153,7 +165,9 @@ def read_rows(root: str, split: str = "train") -> list[tuple[list[int], list[int
     for s in m.shards if split == "train" else m.validation.shards:
         with pa.memory_map(os.path.join(root, s.file)) as src:
             t = pa.ipc.open_file(src).read_all()
-            out.extend(zip(t.column("tokens").to_pylist(), t.column("doc_offsets").to_pylist(), t.column("source").to_pylist()))
+            out.extend(
+                zip(t.column("tokens").to_pylist(), t.column("doc_offsets").to_pylist(), t.column("source").to_pylist())
+            )
     return out
 
 
@@ -384,8 +398,12 @@ def test_validation_split_is_evaluated_and_every_training_row_trains(tmp_path):
     assert all_val.eval_rows == len(val_rows) == 10 and all_val.fingerprint == ld.fingerprint
     assert [b.index.tolist() for b in take(all_val, 5)] == [b.index.tolist() for b in take(ld, 5)]
     # ranks partition the evaluation rows
-    parts = [g for r in range(2) for b in ShardLoader(root, 2, seed=3, eval_rows=6, rank=r, world_size=2).eval_batches()
-             for g in b.index.tolist()]
+    parts = [
+        g
+        for r in range(2)
+        for b in ShardLoader(root, 2, seed=3, eval_rows=6, rank=r, world_size=2).eval_batches()
+        for g in b.index.tolist()
+    ]
     assert sorted(parts) == got
     assert ShardLoader(root, 4, eval_rows=0).eval_rows == 0
 

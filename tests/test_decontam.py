@@ -86,7 +86,9 @@ def test_margins_of_200_characters_each_side():
     assert res.removed_by == {"synthetic": e - s + 400}
     # the margin is clipped at the text's ends and leaves no empty piece
     res = decontaminate_text(PLANT + " " + right, BENCH, CFG)
-    assert res.removals == [(0, len(PLANT) + 200)] and res.fragments == [(len(PLANT) + 200, len(PLANT) + 1 + len(right))]
+    assert res.removals == [(0, len(PLANT) + 200)] and res.fragments == [
+        (len(PLANT) + 200, len(PLANT) + 1 + len(right))
+    ]
     # a 12-word overlap is no collision
     twelve = " ".join(PLANT.split()[:12])
     assert decontaminate_text(f"{left} {twelve} {right}", BENCH, CFG).outcome == "kept"
@@ -172,7 +174,7 @@ def _plant_documents(wiki: str, blocks: list[str], n_docs: int, every: int, seed
     lines = [ln for ln in wiki.split("\n") if len(ln.split()) >= 60]
     docs, planted = [], {}
     for i in range(n_docs):
-        text = "\n\n".join(blocks[6 * i: 6 * i + 6])
+        text = "\n\n".join(blocks[6 * i : 6 * i + 6])
         if i % every == 0:
             passages = []
             for _ in range(rng.randint(1, 3)):
@@ -215,7 +217,7 @@ def test_planted_wikitext_recall_and_no_false_removal(shared_data):
         assert res.outcome != "kept"
         fragments = [text[s:e] for s, e in res.fragments]
         for at, passage in planted[i]:
-            assert text[at:at + len(passage)] == passage
+            assert text[at : at + len(passage)] == passage
             words, starts, ends = words_with_spans(passage)
             for j in range(len(words) - 12):  # every planted 13-gram's characters lie in a removal
                 planted_grams += 1
@@ -253,9 +255,12 @@ def test_stage_local_and_portable_agree_with_exact_accounting(tmp_path, shared_d
     wiki_path = os.path.join(shared_data, "reference", "wikitext-2", "test.txt")
     qa = tmp_path / "qa.jsonl"
     qa.write_text(
-        json.dumps({"question": PLANT, "choices": ["a", "b"]}) + "\n"
-        + json.dumps({"other": "no text field"}) + "\n"
-        + json.dumps({"question": "too short", "choices": [_filler(200, 9)]}) + "\n"
+        json.dumps({"question": PLANT, "choices": ["a", "b"]})
+        + "\n"
+        + json.dumps({"other": "no text field"})
+        + "\n"
+        + json.dumps({"question": "too short", "choices": [_filler(200, 9)]})
+        + "\n"
     )
     cfg = DecontamConfig(benchmarks=[wiki_path, f"qa={qa}"], text_fields=["question", "choices"])
 
@@ -268,7 +273,9 @@ def test_stage_local_and_portable_agree_with_exact_accounting(tmp_path, shared_d
 
     # exact accounting against the pure rule
     qa_set = BenchmarkSet.from_texts(13, {"qa": [PLANT, "a", "b", "too short", _filler(200, 9)]})
-    bench = BenchmarkSet.from_arrays(13, [("test", _wikitext_set(wiki).sets["wikitext2_test"]), ("qa", qa_set.sets["qa"])])
+    bench = BenchmarkSet.from_arrays(
+        13, [("test", _wikitext_set(wiki).sets["wikitext2_test"]), ("qa", qa_set.sets["qa"])]
+    )
     results = [decontaminate_text(t, bench, CFG) for t in docs]
     expected_drops: dict[str, int] = {}
     for r in results:
@@ -306,7 +313,11 @@ def test_stage_local_and_portable_agree_with_exact_accounting(tmp_path, shared_d
             assert frag["text"] == text[s:e] and frag["source"] == "plays"
             note = json.loads(frag["annotations"])
             assert note["n"] == i and note["decontam"] == {
-                "parent": f"d{i:04d}", "fragment": k, "start": s, "end": e, "benchmarks": sorted(r.hits)
+                "parent": f"d{i:04d}",
+                "fragment": k,
+                "start": s,
+                "end": e,
+                "benchmarks": sorted(r.hits),
             }
     log = [json.loads(x) for x in (tmp_path / "local" / "contaminated.jsonl").read_text().splitlines()]
     assert len(log) == sum(r.outcome not in ("kept", EMPTY) for r in results)

@@ -45,7 +45,9 @@ def test_giant_cluster_stays_linear(shared_data, local_runner, tmp_path):
     rows = []
     for i in range(n):
         # a copy with its own trailing word: Jaccard between any two copies 55/57
-        rows.append({"id": f"copy{rng.randrange(10**9):09d}-{i}", "source": "crawl", "text": " ".join(base + [f"x{i}"])})
+        rows.append(
+            {"id": f"copy{rng.randrange(10**9):09d}-{i}", "source": "crawl", "text": " ".join(base + [f"x{i}"])}
+        )
     _write(tmp_path / "in", rows)
     out = str(tmp_path / "out")
     stats = run_dedup([str(tmp_path / "in")], out, DedupConfig(), local_runner)

@@ -72,18 +72,24 @@ def test_members_round_trip_with_and_without_bands():
 def test_sketches_read_back_by_position_across_row_groups(tmp_path):
     """A sketch file is written in record batches (row groups); any position reads back its own sketch."""
     rng = np.random.default_rng(0)
-    sketches = [np.unique(rng.integers(0, 2**63, size=int(rng.integers(0, 50)), dtype=np.uint64))
-                for _ in range(2500)]
+    sketches = [np.unique(rng.integers(0, 2**63, size=int(rng.integers(0, 50)), dtype=np.uint64)) for _ in range(2500)]
 
     def batches():
         for start in range(0, len(sketches), 1000):
-            part = sketches[start:start + 1000]
+            part = sketches[start : start + 1000]
             n = len(part)
-            yield pa.RecordBatch.from_pydict({
-                "key": [f"k{start + i}" for i in range(n)], "id": [str(start + i) for i in range(n)],
-                "source": ["crawl"] * n, "exact_hash": ["0" * 32] * n,
-                "bands": _list_array([np.zeros(0, dtype=np.uint64)] * n), "sketch": _list_array(part),
-                "row": list(range(start, start + n))}, schema=SKETCH_SCHEMA)
+            yield pa.RecordBatch.from_pydict(
+                {
+                    "key": [f"k{start + i}" for i in range(n)],
+                    "id": [str(start + i) for i in range(n)],
+                    "source": ["crawl"] * n,
+                    "exact_hash": ["0" * 32] * n,
+                    "bands": _list_array([np.zeros(0, dtype=np.uint64)] * n),
+                    "sketch": _list_array(part),
+                    "row": list(range(start, start + n)),
+                },
+                schema=SKETCH_SCHEMA,
+            )
 
     path = str(tmp_path / "sketch.parquet")
     assert _write_atomic(path, batches(), SKETCH_SCHEMA) == 2500

@@ -50,10 +50,12 @@ def _corpus(folder) -> int:
 
 def _run(src: str, out: str, seed: str, workers: int, mode: str) -> dict[str, bytes]:
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    subprocess.run([sys.executable, "-c", _RUN, src, out, str(workers), mode], cwd=REPO, env=env, check=True,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", _RUN, src, out, str(workers), mode], cwd=REPO, env=env, check=True, timeout=300
+    )
     names = ["clusters.jsonl", "index/meta.json"] + sorted(
-        os.path.relpath(f, out) for pattern in ("documents-*.parquet", "index/*.parquet")
+        os.path.relpath(f, out)
+        for pattern in ("documents-*.parquet", "index/*.parquet")
         for f in glob.glob(os.path.join(out, pattern))
     )
     files = {}
@@ -89,11 +91,22 @@ def test_partition_and_chunk_counts_do_not_change_the_result(local_runner, tmp_p
     outputs = []
     for parts, chunk_rows, chunks in ((1, 1000, 2), (5, 50, 6)):
         out = str(tmp_path / f"out-{parts}")
-        stats = run_dedup([str(tmp_path / "in")], out,
-                          DedupConfig(near=NearConfig(partitions=parts), chunk_rows=chunk_rows), local_runner)
+        stats = run_dedup(
+            [str(tmp_path / "in")],
+            out,
+            DedupConfig(near=NearConfig(partitions=parts), chunk_rows=chunk_rows),
+            local_runner,
+        )
         assert stats.extra["chunks"] == chunks
         assert len(glob.glob(os.path.join(out, "documents-*.parquet"))) == chunks
         with open(os.path.join(out, "clusters.jsonl"), "rb") as fh:
-            outputs.append((sorted(d["id"] for d in read_documents(out)), fh.read(), stats.dropped,
-                            stats.extra["candidate_pairs"], stats.extra["verified_pairs"]))
+            outputs.append(
+                (
+                    sorted(d["id"] for d in read_documents(out)),
+                    fh.read(),
+                    stats.dropped,
+                    stats.extra["candidate_pairs"],
+                    stats.extra["verified_pairs"],
+                )
+            )
     assert outputs[0] == outputs[1]

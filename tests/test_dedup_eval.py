@@ -60,14 +60,20 @@ def test_eval_main_scores_and_writes_json(tmp_path, capsys):
     assert printed["ari"] == pytest.approx(adjusted_rand_score(truth, pred))
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"id": "a", "text": "x"}\n', "labelled.jsonl:1: missing field(s) cluster"),
-    ('{"id": "a", "text": "x", "cluster": 1}\n\n{"text": "y", "cluster": 1}\n', "labelled.jsonl:3: missing field(s) id"),
-    ('{"id": "a", "text": "x", "cluster": 1}\n{"id": "a", "text": "y", "cluster": 1}\n', "repeats"),
-    ('{"id": "a", "text": null, "cluster": 1}\n', "text must be a string"),
-    ("not json\n", "not valid JSON"),
-    ("[1, 2]\n", "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"id": "a", "text": "x"}\n', "labelled.jsonl:1: missing field(s) cluster"),
+        (
+            '{"id": "a", "text": "x", "cluster": 1}\n\n{"text": "y", "cluster": 1}\n',
+            "labelled.jsonl:3: missing field(s) id",
+        ),
+        ('{"id": "a", "text": "x", "cluster": 1}\n{"id": "a", "text": "y", "cluster": 1}\n', "repeats"),
+        ('{"id": "a", "text": null, "cluster": 1}\n', "text must be a string"),
+        ("not json\n", "not valid JSON"),
+        ("[1, 2]\n", "expected a JSON object"),
+    ],
+)
 def test_eval_main_bad_files(tmp_path, capsys, content, message):
     path = tmp_path / "labelled.jsonl"
     path.write_text(content, encoding="utf-8")

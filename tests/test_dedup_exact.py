@@ -27,9 +27,17 @@ def _key(source, quality, doc_id):
 
 def test_rank_key_orders_by_priority_then_quality_then_id():
     docs = [
-        ("books", None, "z"), ("wiki", 0.99, "a"), ("news", 0.5, "b"), ("crawl", 1.0, "a"),
-        ("books", 0.1, "y"), ("news", None, "a"), ("news", 0.5, "a"), ("news", -3.0, "a"), ("news", 2.5, "c"),
-        ("news", float("nan"), "0"), ("news", 0.5, "ab"),
+        ("books", None, "z"),
+        ("wiki", 0.99, "a"),
+        ("news", 0.5, "b"),
+        ("crawl", 1.0, "a"),
+        ("books", 0.1, "y"),
+        ("news", None, "a"),
+        ("news", 0.5, "a"),
+        ("news", -3.0, "a"),
+        ("news", 2.5, "c"),
+        ("news", float("nan"), "0"),
+        ("news", 0.5, "ab"),
     ]
     expected = sorted(
         docs,

@@ -77,20 +77,39 @@ def test_second_crawl_against_first_index(local_runner, tmp_path):
     assert clusters["new-exact"]["cluster"] == "old1"
     assert clusters["new-exact"]["reason"] == "exact_duplicate_of_index"
     assert clusters["new-near"]["cluster"] == "old2" == clusters["new-near-of-near"]["cluster"]
-    assert clusters["fresh-near"] == {"id": "fresh-near", "cluster": "fresh", "source": "crawl", "survivor": False,
-                                      "reason": "near_duplicate"}
+    assert clusters["fresh-near"] == {
+        "id": "fresh-near",
+        "cluster": "fresh",
+        "source": "crawl",
+        "survivor": False,
+        "reason": "near_duplicate",
+    }
     # The second index holds only the second run's survivors; a third run passes both folders.
     assert sorted(r["id"] for r in _index_ids(run2)) == ["fresh", "unrelated"]
-    _write(tmp_path / "crawl3", [{"id": "again", "source": "crawl", "text": " ".join(_edit(fresh, rng))},
-                                 {"id": "again-old", "source": "crawl", "text": " ".join(old["old3"])}])
-    s3 = run_dedup([str(tmp_path / "crawl3")], str(tmp_path / "dedup3"), DedupConfig(against=[run1, run2]),
-                   local_runner)
+    _write(
+        tmp_path / "crawl3",
+        [
+            {"id": "again", "source": "crawl", "text": " ".join(_edit(fresh, rng))},
+            {"id": "again-old", "source": "crawl", "text": " ".join(old["old3"])},
+        ],
+    )
+    s3 = run_dedup(
+        [str(tmp_path / "crawl3")], str(tmp_path / "dedup3"), DedupConfig(against=[run1, run2]), local_runner
+    )
     assert s3.kept == 0 and s3.dropped == {"near_duplicate_of_index": 1, "exact_duplicate_of_index": 1}
 
     # Settings that change hashes or bands must match the index's; a folder without an index is refused.
     with pytest.raises(ValueError, match="num_perm"):
-        run_dedup([str(tmp_path / "crawl3")], str(tmp_path / "d4"),
-                  DedupConfig(against=[run1], near=NearConfig(num_perm=64)), local_runner)
+        run_dedup(
+            [str(tmp_path / "crawl3")],
+            str(tmp_path / "d4"),
+            DedupConfig(against=[run1], near=NearConfig(num_perm=64)),
+            local_runner,
+        )
     with pytest.raises(ValueError, match="no index"):
-        run_dedup([str(tmp_path / "crawl3")], str(tmp_path / "d5"), DedupConfig(against=[str(tmp_path / "crawl1")]),
-                  local_runner)
+        run_dedup(
+            [str(tmp_path / "crawl3")],
+            str(tmp_path / "d5"),
+            DedupConfig(against=[str(tmp_path / "crawl1")]),
+            local_runner,
+        )

@@ -61,7 +61,10 @@ def test_empty_set_signature_is_datasketch_initial_state():
 def test_shingles():
     cfg = ShingleConfig(ngram=3)
     assert shingles("One two, THREE four\ttwo three four", cfg) == [
-        b"one two three", b"two three four", b"three four two", b"four two three"
+        b"one two three",
+        b"two three four",
+        b"three four two",
+        b"four two three",
     ]
     assert shingles("just two", cfg) == [b"just two"]  # shorter than n: one shingle
     assert shingles("!!! ...", cfg) == []

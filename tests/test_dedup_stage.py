@@ -73,7 +73,8 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
         quality[min(by_cluster[c], key=lambda d: d["id"])["id"]] = 0.2
     crawl_rows = [
         {"id": d["id"], "source": "crawl", "text": d["text"], "quality_score": quality.get(d["id"])}
-        for d in docs if d["id"] not in {b["id"] for b in books.values()}
+        for d in docs
+        if d["id"] not in {b["id"] for b in books.values()}
     ]
     # Exact crawl copies of two books (case and spacing changed): removed from the crawl, the book stays.
     for c in multi[:2]:
@@ -86,8 +87,10 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
     half = len(crawl_rows) // 2
     write_documents(crawl_rows[:half], str(tmp_path / "crawl" / "part-0.parquet"))
     write_documents(crawl_rows[half:], str(tmp_path / "crawl" / "part-1.parquet"))
-    write_documents([{"id": b["id"], "source": "books", "text": b["text"]} for b in books.values()],
-                    str(tmp_path / "books" / "part-0.parquet"))
+    write_documents(
+        [{"id": b["id"], "source": "books", "text": b["text"]} for b in books.values()],
+        str(tmp_path / "books" / "part-0.parquet"),
+    )
     out = str(tmp_path / "dedup")
 
     stats = run_dedup([str(tmp_path / "crawl"), str(tmp_path / "books")], out, DedupConfig(), local_runner)
@@ -130,8 +133,10 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
 
     # Same inputs and config: the finished output is reused, not recomputed.
     mtime = os.stat(os.path.join(out, "stats.json")).st_mtime_ns
-    assert run_dedup([str(tmp_path / "crawl"), str(tmp_path / "books")], out, DedupConfig(), local_runner).to_dict() \
+    assert (
+        run_dedup([str(tmp_path / "crawl"), str(tmp_path / "books")], out, DedupConfig(), local_runner).to_dict()
         == stats.to_dict()
+    )
     assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns == mtime
 
 
@@ -195,8 +200,19 @@ def test_config_flags_round_trip():
     parser = argparse.ArgumentParser()
     add_dataclass_args(parser, DedupConfig)
     args = parser.parse_args(
-        ["--source_priority", "books", "wiki", "--threshold", "0.7", "--near.shingles.kind", "char",
-         "--exact.normalize.strip_punctuation", "true", "--near.verify", "signature"]
+        [
+            "--source_priority",
+            "books",
+            "wiki",
+            "--threshold",
+            "0.7",
+            "--near.shingles.kind",
+            "char",
+            "--exact.normalize.strip_punctuation",
+            "true",
+            "--near.verify",
+            "signature",
+        ]
     )
     cfg = dataclass_from_args(DedupConfig, args, {"near": {"num_perm": 64}})
     assert cfg.source_priority == ["books", "wiki"] and cfg.lowest_priority_sources == ["crawl"]

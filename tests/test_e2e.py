@@ -47,8 +47,18 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     out = cfg.out_dir
 
     # every stage accounted for every input record
-    for name in ("curate", "source-books", "source-wiki", "quality_model", "quality", "dedup", "decontam", "tokenizer",
-                 "shards", "train"):
+    for name in (
+        "curate",
+        "source-books",
+        "source-wiki",
+        "quality_model",
+        "quality",
+        "dedup",
+        "decontam",
+        "tokenizer",
+        "shards",
+        "train",
+    ):
         stats = StageStats.load(os.path.join(out, name))
         assert stats.read == stats.kept + sum(stats.dropped.values()), name
         assert stats.read > 0, name
@@ -89,11 +99,15 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
         dropped = sum(st.dropped.values())
         assert f"<tr><td>{name}</td><td>{st.read}</td><td>{st.kept}</td><td>{dropped}</td>" in html, name
     text_bytes = sum(len(d["text"].encode("utf-8")) for d in read_documents(os.path.join(out, "dedup")))
-    assert f"<td>dedup</td><td>{dedup.read}</td><td>{dedup.kept}</td><td>{dedup.read - dedup.kept}</td>" \
-           f"<td>{text_bytes:,}</td>" in html
+    assert (
+        f"<td>dedup</td><td>{dedup.read}</td><td>{dedup.kept}</td><td>{dedup.read - dedup.kept}</td>"
+        f"<td>{text_bytes:,}</td>" in html
+    )
     for shard in manifest["shards"]:
-        assert f"<td>{shard['file']}</td><td>{shard['rows']}</td><td>{shard['tokens']:,}</td>" \
-               f"<td>{shard['sha256'][:16]}…</td>" in html
+        assert (
+            f"<td>{shard['file']}</td><td>{shard['rows']}</td><td>{shard['tokens']:,}</td>"
+            f"<td>{shard['sha256'][:16]}…</td>" in html
+        )
     for name, src in manifest["sources"].items():
         assert f"<td>{name}</td><td>{src['tokens_available']:,}</td>" in html
     bench = decontam.extra["benchmarks"]["bench"]

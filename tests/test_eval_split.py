@@ -44,15 +44,29 @@ def test_evaluate_is_the_mean_loss_of_each_source_on_the_validation_rows(tmp_pat
     assert set(got["eval_loss_by_source"]) == {"web", "books"}
     for source, (total, n) in sums.items():
         assert got["eval_loss_by_source"][source] == pytest.approx(total / n, rel=1e-5)
-    assert got["eval_loss"] == pytest.approx(sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values()), rel=1e-5)
+    assert got["eval_loss"] == pytest.approx(
+        sum(v[0] for v in sums.values()) / sum(v[1] for v in sums.values()), rel=1e-5
+    )
     loader.close()
 
 
 def test_training_logs_validation_loss_per_source_and_trains_on_every_row(tmp_path):
     root = make_shards(str(tmp_path / "s"), val_rows=2)
     out = str(tmp_path / "run")
-    cfg = TrainConfig(shards=root, out=out, preset="nano", batch_size=4, max_steps=4, warmup_steps=1, lr=3e-3,
-                      log_every=1, eval_every=2, eval_rows=16, checkpoint_every=0, seed=3)
+    cfg = TrainConfig(
+        shards=root,
+        out=out,
+        preset="nano",
+        batch_size=4,
+        max_steps=4,
+        warmup_steps=1,
+        lr=3e-3,
+        log_every=1,
+        eval_every=2,
+        eval_rows=16,
+        checkpoint_every=0,
+        seed=3,
+    )
     summary = train(cfg)
     with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as fh:
         evals = [r for r in map(json.loads, fh) if r["kind"] == "eval"]
@@ -64,8 +78,19 @@ def test_training_logs_validation_loss_per_source_and_trains_on_every_row(tmp_pa
 def test_old_manifest_without_a_split_still_evaluates_on_held_out_training_rows(tmp_path, capsys):
     root = make_shards(str(tmp_path / "s"))
     out = str(tmp_path / "run")
-    cfg = TrainConfig(shards=root, out=out, preset="nano", batch_size=4, max_steps=2, warmup_steps=1,
-                      log_every=1, eval_every=2, eval_rows=4, checkpoint_every=0, seed=3)
+    cfg = TrainConfig(
+        shards=root,
+        out=out,
+        preset="nano",
+        batch_size=4,
+        max_steps=2,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=2,
+        eval_rows=4,
+        checkpoint_every=0,
+        seed=3,
+    )
     summary = train(cfg)
     assert summary["eval_rows"] == 4 and set(summary["eval_loss_by_source"]) == {"web", "books"}
     assert "has no validation split" in capsys.readouterr().out

@@ -13,7 +13,9 @@ from pipeline.extract import CapExceeded, ExtractConfig, decode_html, extract_te
 ARTICLE = (
     "<html><head><title>t</title></head><body><nav>Home | About | Contact</nav>"
     "<article><h1>Rivers of the north</h1>"
-    + "".join(f"<p>The river number {i} flows slowly through the old valley towards the cold sea.</p>" for i in range(8))
+    + "".join(
+        f"<p>The river number {i} flows slowly through the old valley towards the cold sea.</p>" for i in range(8)
+    )
     + "</article><footer>Copyright 2024 Example Corp. All rights reserved.</footer></body></html>"
 )
 
@@ -46,9 +48,17 @@ def test_trafilatura_drops_boilerplate():
 
 def test_record_to_document_fields_and_empty():
     raw = {
-        "id": "abc", "source": "crawl", "url": "http://x.org/", "warc_record_id": "<urn:uuid:1>",
-        "date": "2024-01-01T00:00:00Z", "source_file": "f.warc.gz", "source_offset": 12,
-        "kind": "html", "payload": ARTICLE.encode("utf-8"), "charset": "utf-8", "record_type": "response",
+        "id": "abc",
+        "source": "crawl",
+        "url": "http://x.org/",
+        "warc_record_id": "<urn:uuid:1>",
+        "date": "2024-01-01T00:00:00Z",
+        "source_file": "f.warc.gz",
+        "source_offset": 12,
+        "kind": "html",
+        "payload": ARTICLE.encode("utf-8"),
+        "charset": "utf-8",
+        "record_type": "response",
     }
     doc = record_to_document(raw, ExtractConfig())
     assert doc["id"] == "abc" and doc["source_offset"] == 12 and doc["language"] is None
@@ -117,8 +127,14 @@ def test_nesting_bomb_is_too_deep_quickly_for_both_extractors(extractor):
 
 
 def test_max_chars_counts_decoded_characters():
-    raw = {"id": "a", "source": "crawl", "url": "http://x.org/", "kind": "html", "charset": "utf-8",
-           "payload": ("<html><body><p>" + "é" * 600 + "</p></body></html>").encode("utf-8")}
+    raw = {
+        "id": "a",
+        "source": "crawl",
+        "url": "http://x.org/",
+        "kind": "html",
+        "charset": "utf-8",
+        "payload": ("<html><body><p>" + "é" * 600 + "</p></body></html>").encode("utf-8"),
+    }
     # 1,233 bytes but 633 characters: the cap is on characters, what the extractor works through
     assert record_to_document(raw, ExtractConfig(max_chars=700)) is not None
     with pytest.raises(CapExceeded) as e:
@@ -150,8 +166,14 @@ def test_caps_through_reader_and_extract(tmp_path):
     with open(path, "wb") as fh:
         w = WARCWriter(fh, gzip=True)
         for name, extra, body in pages:
-            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8"), *extra], protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(f"http://caps.example/{name}", "response", payload=BytesIO(body), http_headers=headers))
+            headers = StatusAndHeaders(
+                "200 OK", [("Content-Type", "text/html; charset=utf-8"), *extra], protocol="HTTP/1.1"
+            )
+            w.write_record(
+                w.create_warc_record(
+                    f"http://caps.example/{name}", "response", payload=BytesIO(body), http_headers=headers
+                )
+            )
     cfg = ExtractConfig(max_chars=1_500_000)
     outcomes = Counter()
     for ev in iter_warc(str(path), ReadConfig(max_bytes=4_000_000)):
@@ -163,9 +185,11 @@ def test_caps_through_reader_and_extract(tmp_path):
             outcomes[(ev.info["url"], "kept" if doc else "empty_text")] += 1
         except CapExceeded as e:
             outcomes[(ev.info["url"], e.reason)] += 1
-    assert outcomes == Counter({
-        ("http://caps.example/ok", "kept"): 1,
-        ("http://caps.example/bomb", "too_deep"): 1,
-        ("http://caps.example/long", "too_many_chars"): 1,
-        ("http://caps.example/gzip-bomb", "too_large"): 1,
-    })
+    assert outcomes == Counter(
+        {
+            ("http://caps.example/ok", "kept"): 1,
+            ("http://caps.example/bomb", "too_deep"): 1,
+            ("http://caps.example/long", "too_many_chars"): 1,
+            ("http://caps.example/gzip-bomb", "too_large"): 1,
+        }
+    )

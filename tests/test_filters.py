@@ -36,7 +36,13 @@ MENU = "\n".join(["Home", "About us", "Products", "Contact", "Login", "Register"
 
 
 def _docs(shared_data=None):
-    docs = {"good": GOOD, "repetitive": REPETITIVE, "short": SHORT, "menu": MENU, "lorem": GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit."}
+    docs = {
+        "good": GOOD,
+        "repetitive": REPETITIVE,
+        "short": SHORT,
+        "menu": MENU,
+        "lorem": GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.",
+    }
     docs["braces"] = GOOD + "\nThe function is written as f(x) = {x + 1} in this old manual."
     if shared_data:
         with open(os.path.join(shared_data, "reference", "wikitext-2", "valid.txt"), encoding="utf-8") as fh:
@@ -82,10 +88,21 @@ def test_each_filter_matches_datatrove(shared_data, name):
 
 
 def test_known_reasons():
-    assert FilterChain(_only("gopher_quality")).apply({"id": "a", "text": SHORT})[1] == "gopher_quality:gopher_short_doc"
-    assert FilterChain(_only("gopher_repetition")).apply({"id": "a", "text": REPETITIVE})[1].startswith("gopher_repetition:dup_")
-    assert FilterChain(_only("c4")).apply({"id": "a", "text": GOOD + "\nlorem ipsum dolor sit amet."})[1] == "c4:lorem_ipsum"
-    assert FilterChain(_only("fineweb_quality")).apply({"id": "a", "text": MENU})[1] == "fineweb_quality:line_punct_ratio"
+    assert (
+        FilterChain(_only("gopher_quality")).apply({"id": "a", "text": SHORT})[1] == "gopher_quality:gopher_short_doc"
+    )
+    assert (
+        FilterChain(_only("gopher_repetition"))
+        .apply({"id": "a", "text": REPETITIVE})[1]
+        .startswith("gopher_repetition:dup_")
+    )
+    assert (
+        FilterChain(_only("c4")).apply({"id": "a", "text": GOOD + "\nlorem ipsum dolor sit amet."})[1]
+        == "c4:lorem_ipsum"
+    )
+    assert (
+        FilterChain(_only("fineweb_quality")).apply({"id": "a", "text": MENU})[1] == "fineweb_quality:line_punct_ratio"
+    )
     # configurable: lowering the word minimum lets the short text through Gopher quality's first rule
     got = FilterChain(_only("gopher_quality", min_doc_words=2)).apply({"id": "a", "text": SHORT})[1]
     assert got != "gopher_quality:gopher_short_doc"
@@ -114,7 +131,9 @@ def test_c4_line_cleaning_rewrites_text():
 def test_url_blocklist_domains_subdomains_substrings_and_file(tmp_path):
     listfile = tmp_path / "blocked.txt"
     listfile.write_text("# adult sites\nbad-site.com\n", encoding="utf-8")
-    cfg = FiltersConfig(url_blocklist=UrlBlocklistConfig(domains=["spam.example"], substrings=["/casino/"], domains_file=str(listfile)))
+    cfg = FiltersConfig(
+        url_blocklist=UrlBlocklistConfig(domains=["spam.example"], substrings=["/casino/"], domains_file=str(listfile))
+    )
     chain = FilterChain(cfg)
     row = {"id": "a", "text": GOOD}
     assert chain.apply({**row, "url": "http://spam.example/page"})[1] == "url_blocklist"
@@ -148,7 +167,8 @@ def test_degenerate_input_never_crashes():
 
 
 def _real_texts(shared_data: str, per_archive: int = 55) -> list[str]:
-    """Extracted text of real pages: the first ``per_archive`` pages of each HTML archive in ``../shared/data/html`` plus every HTML response / WET record of the WARC files there."""
+    """Extracted text of real pages: the first ``per_archive`` pages of each HTML archive in ``../shared/data/html``
+    plus every HTML response / WET record of the WARC files there."""
     import glob
     import tarfile
 
@@ -202,7 +222,12 @@ def test_ccgpt_filters_match_datatrove_on_real_text(shared_data):
             reasons.add(want[1])
     assert same / compared >= 0.999, f"{compared - same} of {compared} decisions differ"
     # the sample exercises every filter, kept documents and several rules
-    assert None in reasons and {r.split(":")[0] for r in reasons if r} >= {"gopher_repetition", "gopher_quality", "c4", "fineweb_quality"}
+    assert None in reasons and {r.split(":")[0] for r in reasons if r} >= {
+        "gopher_repetition",
+        "gopher_quality",
+        "c4",
+        "fineweb_quality",
+    }
     assert len(reasons) >= 10
 
 

@@ -31,7 +31,8 @@ B, H, D = 2, 3, 8
 def qkv(T: int, seed: int = 0, dtype=torch.float64, device="cpu", requires_grad=False, head_dim: int = D):
     g = torch.Generator().manual_seed(seed)
     return [
-        torch.randn(B, H, T, head_dim, generator=g, dtype=dtype).to(device).requires_grad_(requires_grad) for _ in range(3)
+        torch.randn(B, H, T, head_dim, generator=g, dtype=dtype).to(device).requires_grad_(requires_grad)
+        for _ in range(3)
     ]
 
 
@@ -42,7 +43,12 @@ def doc_ids(T: int) -> torch.Tensor:
 
 
 CASES = [  # (T, window, doc_masked); T=300 spans several 128-token blocks, most of them skipped
-    (16, 4, True), (16, 1, True), (300, 64, False), (300, None, True), (300, 64, True), (300, 300, True),
+    (16, 4, True),
+    (16, 1, True),
+    (300, 64, False),
+    (300, None, True),
+    (300, 64, True),
+    (300, 300, True),
 ]
 
 
@@ -104,8 +110,16 @@ def test_auto_picks_flex_on_cuda_only():
 
 def test_model_flex_equals_sdpa_forward_on_cpu():
     T = 16  # the shapes of the T=16 cases above, so FlexAttention's tracing cache is reused
-    base = ModelConfig(n_layer=2, n_head=H, n_embd=H * D, vocab_size=50, n_ctx=T, attention="alternating",
-                       band_width=4, doc_masking=True)
+    base = ModelConfig(
+        n_layer=2,
+        n_head=H,
+        n_embd=H * D,
+        vocab_size=50,
+        n_ctx=T,
+        attention="alternating",
+        band_width=4,
+        doc_masking=True,
+    )
     torch.manual_seed(0)
     sdpa = GPT(dataclasses.replace(base, attention_impl="sdpa")).double().eval()
     flex = GPT(dataclasses.replace(base, attention_impl="flex")).double().eval()

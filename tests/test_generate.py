@@ -28,8 +28,14 @@ def byte_bpe(path: str, vocab_size: int = 300) -> int:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        TEXTS,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok.save(path)
     return tok.get_vocab_size()
 
@@ -47,9 +53,23 @@ def train_tiny_run(root, **overrides) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(**{"shards": shards, "out": out, "preset": "nano", "batch_size": 4, "max_steps": 3,
-                             "warmup_steps": 1, "log_every": 1, "eval_every": 0, "eval_rows": 0, "seed": 1,
-                             **overrides}))
+        train(
+            TrainConfig(
+                **{
+                    "shards": shards,
+                    "out": out,
+                    "preset": "nano",
+                    "batch_size": 4,
+                    "max_steps": 3,
+                    "warmup_steps": 1,
+                    "log_every": 1,
+                    "eval_every": 0,
+                    "eval_rows": 0,
+                    "seed": 1,
+                    **overrides,
+                }
+            )
+        )
     finally:
         torch.set_num_threads(threads)
     return out
@@ -121,12 +141,44 @@ def test_cli_help_text_prompt_and_ids(run_dir, capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "--max-new-tokens" in capsys.readouterr().out
-    assert main([run_dir, "--prompt", "the cat", "--max-new-tokens", "5", "--seed", "1", "--json",
-                 "--device", "cpu", "--no-stop-at-eot"]) == 0
+    assert (
+        main(
+            [
+                run_dir,
+                "--prompt",
+                "the cat",
+                "--max-new-tokens",
+                "5",
+                "--seed",
+                "1",
+                "--json",
+                "--device",
+                "cpu",
+                "--no-stop-at-eot",
+            ]
+        )
+        == 0
+    )
     rec = json.loads(capsys.readouterr().out.strip())
     assert len(rec["ids"]) == 5 and rec["text"].startswith("the cat")
-    assert main([run_dir, "--prompt-ids", "3,4", "--max-new-tokens", "4", "--temperature", "0",
-                 "--num-samples", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                run_dir,
+                "--prompt-ids",
+                "3,4",
+                "--max-new-tokens",
+                "4",
+                "--temperature",
+                "0",
+                "--num-samples",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("-" * 40) == 1
     assert main([run_dir + "/missing.pt", "--prompt-ids", "3"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

@@ -22,9 +22,9 @@ from train.kernels import (
     LayerNorm,
     layer_norm,
     linear_cross_entropy,
-    resolve_norm_impl,
     reference_linear_cross_entropy,
     resolve_loss_impl,
+    resolve_norm_impl,
     triton_available,
 )
 from train.model import GPT
@@ -175,8 +175,15 @@ print(json.dumps([float((a - b).abs().max()) for a, b in zip(out, ref)] + [float
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_triton_kernels_interpreted_on_cpu_match_reference():
     env = _interpreter_env()
-    res = subprocess.run([sys.executable, "-c", _INTERPRETED], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     d_loss, d_x, d_w, ref_loss, p_loss, p_x, p_w, p_pad = json.loads(res.stdout.strip().splitlines()[-1])
     assert ref_loss > 1.0  # a real loss (about log(100) for random weights)
@@ -243,8 +250,15 @@ print(json.dumps(out))
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_triton_layer_norm_interpreted_on_cpu_matches_reference():
     env = _interpreter_env()
-    res = subprocess.run([sys.executable, "-c", _INTERPRETED_LN], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED_LN],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     biased, unbiased, model = json.loads(res.stdout.strip().splitlines()[-1])
     d_y, d_x, d_w, d_b, w_scale = biased

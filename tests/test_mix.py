@@ -71,8 +71,11 @@ def read_rows(folder: str, pattern: str = "shard-*.arrow") -> list[tuple[list[in
     for path in sorted(glob.glob(os.path.join(folder, pattern))):
         with pa.memory_map(path) as src:
             table = pa.ipc.open_file(src).read_all()
-        rows += zip(table.column("tokens").to_pylist(), table.column("doc_offsets").to_pylist(),
-                    table.column("source").to_pylist())
+        rows += zip(
+            table.column("tokens").to_pylist(),
+            table.column("doc_offsets").to_pylist(),
+            table.column("source").to_pylist(),
+        )
     return rows
 
 
@@ -247,7 +250,9 @@ def test_rerun_is_skipped_when_complete(mixed, local_runner):
 def test_mix_table_is_gpt3_table_2_2(mixed):
     with open(os.path.join(mixed["out"], "mix_table.md")) as fh:
         lines = fh.read().splitlines()
-    assert lines[0].startswith("| Dataset | Quantity (tokens) | Weight in training mix | Epochs elapsed when training for")
+    assert lines[0].startswith(
+        "| Dataset | Quantity (tokens) | Weight in training mix | Epochs elapsed when training for"
+    )
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["crawl", "books", "wiki"]
     assert lines[2].split("|")[3].strip() == "50%"
 
@@ -274,7 +279,9 @@ def test_unmeetable_weights_fail_before_the_pipeline(mixed, local_runner, tmp_pa
     out = str(tmp_path / "out")
     # a 0.1 % share of 16,000 tokens is 16 tokens: the source could not get a single row of 33
     tiny = mix_config(mixed["tok"], weights={"crawl": 998, "books": 1, "wiki": 1})
-    with pytest.raises(MixError, match=r"source 'books': weight 0.001 of a 16000-token budget is 16 tokens, less than one row"):
+    with pytest.raises(
+        MixError, match=r"source 'books': weight 0.001 of a 16000-token budget is 16 tokens, less than one row"
+    ):
         run_mix([mixed["docs"]], out, tiny, local_runner)
     one = str(tmp_path / "one")  # a weighted source of one document cannot give one to validation and keep one
     os.makedirs(one)
@@ -290,8 +297,11 @@ def test_unmeetable_weights_fail_before_the_pipeline(mixed, local_runner, tmp_pa
 def test_weight_beyond_max_epochs_is_an_error_before_anything_is_written(mixed, local_runner, tmp_path):
     # wiki's 20 % of the budget needs > 5 passes over its few hundred tokens (test_realised_shares_and_epochs)
     out = str(tmp_path / "out")
-    with pytest.raises(MixError, match=r"source 'wiki': weight 0.2 of a 16000-token budget needs [\d.]+ epochs .* "
-                                       r"more than max_epochs=4"):
+    with pytest.raises(
+        MixError,
+        match=r"source 'wiki': weight 0.2 of a 16000-token budget needs [\d.]+ epochs .* "
+        r"more than max_epochs=4",
+    ):
         run_mix([mixed["docs"]], out, mix_config(mixed["tok"], max_epochs=4), local_runner)
     assert not os.path.exists(out) and not glob.glob(str(tmp_path / "out.partial-*"))
 
@@ -333,8 +343,8 @@ def test_global_row_ranks_are_a_permutation():
 
 
 def test_gpt3_preset_loads_as_a_mix_config():
-    from schemas.config import from_dict, load_yaml
     from pipeline.mix import normalise_weights
+    from schemas.config import from_dict, load_yaml
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = from_dict(MixConfig, load_yaml(os.path.join(repo, "configs", "mix-gpt3.yaml"))["mix"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.config import GPT3_TABLE, GPT3_VOCAB_SIZE, ModelConfig, PRESETS, get_preset
+from train.config import GPT3_TABLE, GPT3_VOCAB_SIZE, PRESETS, ModelConfig, get_preset
 from train.model import GPT
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, vocab_size=97, n_ctx=32)

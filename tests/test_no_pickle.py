@@ -61,10 +61,13 @@ def test_no_unsafe_deserialisation(rel, tree):
 
 
 def test_the_scan_catches_unsafe_calls():
-    bad = ast.parse("import pickle\nimport torch, numpy as np, yaml\n"
-                    "torch.load('c.pt')\ntorch.load('c.pt', weights_only=False)\n"
-                    "np.load('a.npy', allow_pickle=True)\nyaml.load(open('x'))\n")
+    bad = ast.parse(
+        "import pickle\nimport torch, numpy as np, yaml\n"
+        "torch.load('c.pt')\ntorch.load('c.pt', weights_only=False)\n"
+        "np.load('a.npy', allow_pickle=True)\nyaml.load(open('x'))\n"
+    )
     assert len(_problems(bad)) == 5
-    good = ast.parse("import torch, yaml\ntorch.load('c.pt', map_location='cpu', weights_only=True)\n"
-                     "yaml.safe_load('a: 1')\n")
+    good = ast.parse(
+        "import torch, yaml\ntorch.load('c.pt', map_location='cpu', weights_only=True)\nyaml.safe_load('a: 1')\n"
+    )
     assert _problems(good) == []

@@ -69,15 +69,20 @@ def test_format_seconds():
     assert format_seconds(0) == "0:00:00" and format_seconds(3725.4) == "1:02:05"
 
 
-@pytest.mark.parametrize("runner", [
-    RunnerConfig(runner="local", num_workers=2, running_mode="multi_processing"),
-    RunnerConfig(runner="portable"),
-], ids=["local-2-processes", "portable"])
+@pytest.mark.parametrize(
+    "runner",
+    [
+        RunnerConfig(runner="local", num_workers=2, running_mode="multi_processing"),
+        RunnerConfig(runner="portable"),
+    ],
+    ids=["local-2-processes", "portable"],
+)
 def test_stage_progress_counts_every_record(tmp_path, capsys, runner):
     for k in range(3):
         _jsonl(tmp_path / f"part{k}.jsonl", 50 + k)
-    stats = run_source([str(tmp_path / "*.jsonl")], str(tmp_path / "out"),
-                       SourceConfig(name="prog", format="jsonl"), runner)
+    stats = run_source(
+        [str(tmp_path / "*.jsonl")], str(tmp_path / "out"), SourceConfig(name="prog", format="jsonl"), runner
+    )
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress stage=source prog ")]
     assert lines, "the stage printed no progress line"
     assert f"records={stats.read} " in lines[-1] and stats.read == 153
@@ -85,15 +90,18 @@ def test_stage_progress_counts_every_record(tmp_path, capsys, runner):
 
 def test_progress_off_and_remote_runners_print_nothing(tmp_path, capsys):
     _jsonl(tmp_path / "a.jsonl", 5)
-    run_source([str(tmp_path / "a.jsonl")], str(tmp_path / "out"), SourceConfig(name="quiet", format="jsonl"),
-               RunnerConfig(runner="local", num_workers=1, running_mode="in_memory", progress=False))
+    run_source(
+        [str(tmp_path / "a.jsonl")],
+        str(tmp_path / "out"),
+        SourceConfig(name="quiet", format="jsonl"),
+        RunnerConfig(runner="local", num_workers=1, running_mode="in_memory", progress=False),
+    )
     assert "progress" not in capsys.readouterr().err
 
 
 def test_count_rows_reads_footers_only(tmp_path, local_runner):
     _jsonl(tmp_path / "a.jsonl", 12)
-    run_source([str(tmp_path / "a.jsonl")], str(tmp_path / "out"), SourceConfig(name="c", format="jsonl"),
-               local_runner)
+    run_source([str(tmp_path / "a.jsonl")], str(tmp_path / "out"), SourceConfig(name="c", format="jsonl"), local_runner)
     assert count_rows([str(tmp_path / "out")]) == 12
     assert count_rows(["gs://bucket/table"]) is None
 
@@ -102,8 +110,19 @@ def test_cli_prints_progress_unless_told_not_to(tmp_path, capsys):
     from pipeline.cli import main
 
     _jsonl(tmp_path / "a.jsonl", 9)
-    base = ["source", "jsonl", str(tmp_path / "a.jsonl"), "--name", "cli", "--runner", "local",
-            "--num-workers", "1", "--running-mode", "in_memory"]
+    base = [
+        "source",
+        "jsonl",
+        str(tmp_path / "a.jsonl"),
+        "--name",
+        "cli",
+        "--runner",
+        "local",
+        "--num-workers",
+        "1",
+        "--running-mode",
+        "in_memory",
+    ]
     assert main(base + ["--out", str(tmp_path / "one")]) == 0
     assert "progress stage=source cli records=9 " in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "two"), "--no-progress"]) == 0

@@ -10,9 +10,9 @@ speeches out of training reports how well it ranks them anyway (quality, not pro
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
-import gzip
 import re
 import tarfile
 import zipfile
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from pipeline import quality
+from pipeline.cli import main
 from pipeline.quality import (
     QualityFilterConfig,
     QualityTrainConfig,
@@ -38,7 +39,6 @@ from pipeline.quality import (
     score_paths,
     train_quality,
 )
-from pipeline.cli import main
 from schemas.documents import read_documents, write_documents
 from schemas.stats import StageStats
 
@@ -338,7 +338,10 @@ def test_training_is_reproducible(corpus, trained, tmp_path):
     assert score_documents(out, texts) == score_documents(str(tmp_path / "again" / "model.bin"), texts)
     # a different seed gives a different model (the test above could not pass by accident)
     other = train_quality(
-        corpus["positives"], corpus["negatives"], str(tmp_path / "other"), QualityTrainConfig(**TINY, seed=1, baseline=False)
+        corpus["positives"],
+        corpus["negatives"],
+        str(tmp_path / "other"),
+        QualityTrainConfig(**TINY, seed=1, baseline=False),
     )
     assert score_documents(str(tmp_path / "other"), texts) != score_documents(out, texts)
     assert other["n_test"] == result["n_test"]
@@ -405,8 +408,8 @@ def test_score_paths_and_cli(corpus, trained, capsys, tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scored.values())
 
     assert main(["quality", "score", "--model", out, corpus["negatives"][0]]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert [l["score"] for l in lines] == [r["score"] for r in score_paths(out, corpus["negatives"])]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["score"] for line in lines] == [r["score"] for r in score_paths(out, corpus["negatives"])]
 
     # train through the command line: flags reach the config
     pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
@@ -448,8 +451,10 @@ def test_pareto_filter_accounting_is_exact(corpus, trained, local_runner, tmp_pa
         assert s == pytest.approx(expected[i], abs=1e-7)
     # reference text is far likelier to survive than crawl (the analytic keep rates: 30 documents a class are
     # too few for the realised counts at alpha 9)
-    keep = {p: np.mean([pareto_keep_probability(s, 9.0) for i, s in expected.items() if i.startswith(p)])
-            for p in ("ref-", "cc-")}
+    keep = {
+        p: np.mean([pareto_keep_probability(s, 9.0) for i, s in expected.items() if i.startswith(p)])
+        for p in ("ref-", "cc-")
+    }
     assert keep["ref-"] > 3 * keep["cc-"], keep
     hist = stats.extra["score_hist"]
     assert sum(hist["scored"]) == n_scorable and sum(hist["kept"]) == stats.kept
@@ -579,7 +584,6 @@ def planted(corpus):
     }
 
 
-
 def _training_negatives(lines: list[str]) -> tuple[int, list[str]]:
     """(number of positive lines, texts of the negative lines) of one fastText training file."""
     n_pos, neg = 0, []
@@ -671,8 +675,10 @@ def test_cross_fit_filter_scores_each_document_with_the_model_that_did_not_see_i
     planted_ids = [i for i in texts if i.startswith("planted-")]
     gain = np.array([cross[i] - plain[i] for i in planted_ids])
     assert gain.mean() > 0.05 and np.mean(gain > 0) >= 0.7, gain
-    keep = {name: np.mean([pareto_keep_probability(s, 9.0) for s in scores.values()])
-            for name, scores in (("cross", cross), ("plain", plain))}
+    keep = {
+        name: np.mean([pareto_keep_probability(s, 9.0) for s in scores.values()])
+        for name, scores in (("cross", cross), ("plain", plain))
+    }
     assert keep["cross"] > 1.5 * keep["plain"], keep
 
     # the fold models take part in the fingerprint: same models -> skipped, a retrained fold model -> rerun
@@ -736,8 +742,20 @@ def bad_models(shared_data, corpus, trained, tmp_path_factory):
         for label, docs in (("a", corpus["sources"]["wikitext"]), ("b", corpus["sources"]["bible-kjv"])):
             fh.writelines(f"__label__{label} {normalize_text(t)}\n" for t in docs[:50])
     foreign = root / "labels_ab.bin"
-    quality.train_fasttext(str(train_file), str(foreign), dim=8, epoch=2, minCount=1, bucket=1000, verbose=0,
-                           wordNgrams=2, thread=1, seed=0, lr=0.1, loss="softmax")
+    quality.train_fasttext(
+        str(train_file),
+        str(foreign),
+        dim=8,
+        epoch=2,
+        minCount=1,
+        bucket=1000,
+        verbose=0,
+        wordNgrams=2,
+        thread=1,
+        seed=0,
+        lr=0.1,
+        loss="softmax",
+    )
     return {
         "missing": (str(root / "missing.bin"), "not found"),
         "truncated": (str(truncated), "truncated or damaged"),
@@ -786,13 +804,15 @@ def test_damaged_fold_model_fails_before_the_filter_runs(planted, corpus, local_
             (folder / name).write_bytes(src.read())
     (folder / "model-fold1.bin").write_bytes(b"\0" * 100)
     with pytest.raises(quality.QualityError, match="model-fold1.bin") as exc:
-        run_quality_filter([corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)),
-                           local_runner)
+        run_quality_filter(
+            [corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)), local_runner
+        )
     assert "cross_fit: false" in str(exc.value)
     (folder / "model-fold1.bin").unlink()
     with pytest.raises(quality.QualityError, match="model-fold1.bin.*not found|not found.*model-fold1.bin"):
-        run_quality_filter([corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)),
-                           local_runner)
+        run_quality_filter(
+            [corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)), local_runner
+        )
     assert not (tmp_path / "out").exists()
 
 

@@ -50,7 +50,10 @@ def test_parse_http_response_tolerates_lying_transfer_encoding():
     )
     status, ctype, charset, payload = parse_http_response(block)
     assert (status, ctype, charset.lower(), payload) == (200, "text/html", "iso-8859-1", body)
-    chunked = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    chunked = (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
     assert parse_http_response(chunked) == (404, "text/plain", None, b"hello")
     assert parse_http_response(b"\x00\x01 not http at all") is None
 
@@ -135,8 +138,13 @@ def test_lying_content_length_is_skipped_and_reading_resumes(shared_data):
     warcio warns and goes on. We count those 7 bytes and resume at the 6th record, as warcio does."""
     events = _events(os.path.join(shared_data, "warc/pywb-sample/example.warc"))
     assert [(e.kind, e.reason) for e in events] == [
-        ("dropped", "warcinfo"), ("record", None), ("dropped", "request"), ("dropped", "revisit"),
-        ("dropped", "request"), ("failed", "garbage_skipped"), ("dropped", "http_status"),
+        ("dropped", "warcinfo"),
+        ("record", None),
+        ("dropped", "request"),
+        ("dropped", "revisit"),
+        ("dropped", "request"),
+        ("failed", "garbage_skipped"),
+        ("dropped", "http_status"),
     ]
     gap = events[5].info
     assert (gap["offset"], gap["bytes"], gap["resumed_at"], gap["records"]) == (4764, 7, 4771, 5)
@@ -170,9 +178,13 @@ def test_plain_gzip_written_here_roundtrips(tmp_path):
         w = WARCWriter(fh, gzip=True)
         body = "<html><body><p>Café crème brûlée</p></body></html>".encode("cp1252")
         headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=windows-1252")], protocol="HTTP/1.1")
-        w.write_record(w.create_warc_record("http://example.com/a", "response", payload=BytesIO(body), http_headers=headers))
+        w.write_record(
+            w.create_warc_record("http://example.com/a", "response", payload=BytesIO(body), http_headers=headers)
+        )
         headers = StatusAndHeaders("301 Moved", [("Location", "/b")], protocol="HTTP/1.1")
-        w.write_record(w.create_warc_record("http://example.com/c", "response", payload=BytesIO(b""), http_headers=headers))
+        w.write_record(
+            w.create_warc_record("http://example.com/c", "response", payload=BytesIO(b""), http_headers=headers)
+        )
     events = _events(str(out))
     assert [(e.kind, e.reason) for e in events] == [("record", None), ("dropped", "http_status")]
     assert events[0].info["charset"] == "windows-1252" and events[0].info["payload"] == body
@@ -197,8 +209,12 @@ def _record_bytes(gz: bool, n: int = 5) -> list[bytes]:
         body = f"<html><body><p>page {i} ".encode() + b"text " * 50 + b"</p></body></html>"
         headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
         rtype = "response" if i % 2 == 0 else "resource"
-        rec = w.create_warc_record(f"http://resync.example/{i}", rtype, payload=BytesIO(body),
-                                   http_headers=headers if rtype == "response" else None)
+        rec = w.create_warc_record(
+            f"http://resync.example/{i}",
+            rtype,
+            payload=BytesIO(body),
+            http_headers=headers if rtype == "response" else None,
+        )
         w.write_record(rec)
         out.append(buf.getvalue())
     return out
@@ -239,7 +255,9 @@ def _assert_resynced(tmp_path, gz, records, garbage: dict[int, bytes]):
         if e.kind == "failed":
             got.append((e.kind, e.reason, e.info["offset"], e.info["bytes"]))
         else:
-            got.append((e.info["record_type"], e.info.get("source_offset", e.info.get("offset")), e.info.get("warc_record_id")))
+            got.append(
+                (e.info["record_type"], e.info.get("source_offset", e.info.get("offset")), e.info.get("warc_record_id"))
+            )
     # resource records are dropped without an id in the event; compare ids where the event has one
     assert [g[:2] if g[0] != "failed" else g for g in got] == [x[:2] if x[0] != "failed" else x for x in expected]
     assert [g[2] for g in got if g[0] == "response"] == [x[2] for x in expected if x[0] == "response"]
@@ -264,7 +282,7 @@ def test_gzip_members_that_stop_fastwarc_silently_or_are_corrupt(tmp_path):
     makes it raise half way through a record. Both are skipped whole, and what follows is read."""
     records = _record_bytes(True)
     corrupt = bytearray(records[2])
-    corrupt[len(corrupt) // 2: len(corrupt) // 2 + 8] = b"\x00" * 8
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 8] = b"\x00" * 8
     got = _assert_resynced(tmp_path, True, records[:2] + records[3:], {1: gzip.compress(b""), 2: bytes(corrupt)})
     assert [g[1] for g in got if g[0] == "failed"] == ["garbage_skipped", "garbage_skipped"]
 
@@ -282,12 +300,16 @@ def test_cut_or_corrupt_last_record_is_truncation_not_garbage(tmp_path):
     (FastWARC's short block for a cut member, our scan for a member corrupted half way)."""
     records = _record_bytes(True, 3)
     corrupt = bytearray(records[2])
-    corrupt[len(corrupt) // 2: len(corrupt) // 2 + 8] = b"\x00" * 8
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 8] = b"\x00" * 8
     for last in (records[2][:-30] + b"junk", bytes(corrupt)):
         path = tmp_path / "last.warc.gz"
         path.write_bytes(records[0] + records[1] + last)
         events = _events(str(path))
-        assert [(e.kind, e.reason) for e in events] == [("record", None), ("dropped", "resource"), ("failed", "truncated_file")]
+        assert [(e.kind, e.reason) for e in events] == [
+            ("record", None),
+            ("dropped", "resource"),
+            ("failed", "truncated_file"),
+        ]
         assert events[-1].info["offset"] == len(records[0]) + len(records[1]) and events[-1].info["records"] == 2
 
 
@@ -297,8 +319,11 @@ def test_real_files_with_bytes_between_records_match_warcio(shared_data, rel):
     the resync we see warcio's records at warcio's offsets, plus one counted ``garbage_skipped`` region."""
     path = os.path.join(shared_data, rel)
     events = _events(path)
-    got = [(e.info["record_type"], e.info["source_offset"] if e.kind == "record" else e.info["offset"])
-           for e in events if e.kind != "failed"]
+    got = [
+        (e.info["record_type"], e.info["source_offset"] if e.kind == "record" else e.info["offset"])
+        for e in events
+        if e.kind != "failed"
+    ]
     assert got == [(t, o) for t, o, _ in _warcio_records(path)]
     assert [e.reason for e in events if e.kind == "failed"] == ["garbage_skipped"]
 
@@ -360,8 +385,9 @@ def test_file_cut_inside_the_last_gzip_member_is_reported(tmp_path):
     for name in ("first", "second"):
         headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
         body = (f"<html><body><p>{name} page " + "with words " * 200 + "</p></body></html>").encode()
-        w.write_record(w.create_warc_record(f"http://cut.example/{name}", "response", payload=BytesIO(body),
-                                            http_headers=headers))
+        w.write_record(
+            w.create_warc_record(f"http://cut.example/{name}", "response", payload=BytesIO(body), http_headers=headers)
+        )
         sizes.append(buf.tell())
     data = buf.getvalue()
     path = tmp_path / "cut.warc.gz"

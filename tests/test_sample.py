@@ -25,8 +25,13 @@ def _goose_pages(shared_data: str, n: int = 12) -> list[S.Page]:
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tf:
         members = sorted((m for m in tf if m.isreg() and m.name.endswith(".html")), key=lambda m: m.name)[:n]
         return [
-            S.Page(f"https://example.org/goose3/{m.name}", tf.extractfile(m).read(),
-                   S.content_type(m.name, b""), int(m.mtime) or 1_600_000_000, f"goose3:{m.name}")
+            S.Page(
+                f"https://example.org/goose3/{m.name}",
+                tf.extractfile(m).read(),
+                S.content_type(m.name, b""),
+                int(m.mtime) or 1_600_000_000,
+                f"goose3:{m.name}",
+            )
             for m in members
         ]
 
@@ -160,24 +165,39 @@ def test_splitters_give_sections_not_lines():
 def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
     """A cache holding small stand-ins for the packages (real pages, tiny archives) and their index."""
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tf:
-        html = [tf.extractfile(m).read() for m in sorted(tf.getmembers(), key=lambda m: m.name)
-                if m.isreg() and m.name.endswith(".html")][:pages]
+        html = [
+            tf.extractfile(m).read()
+            for m in sorted(tf.getmembers(), key=lambda m: m.name)
+            if m.isreg() and m.name.endswith(".html")
+        ][:pages]
     root = "./usr/share/doc/python3.11/html/"
     pyfiles = {f"{root}page{i:03d}.html": body for i, body in enumerate(html)}
     pyfiles[f"{root}_static/basic.css"] = b"body { margin: 0 }"
     pyfiles[f"{root}_sources/tutorial/x.rst.txt"] = ("Tutorial\n========\n\n" + "Python prose. " * 80).encode()
     contents = {
         S.PYDOC: pyfiles,
-        S.HANDBOOK: {f"./usr/share/doc/debian-handbook/html/{lang}/p{i}.html": html[i]
-                     for lang in ("en-US", "de-DE") for i in range(3)},
-        S.JARGON: {"./usr/share/doc/jargon-text/jargon.txt.gz": gzip.compress(
-            b"Front\n\n   :foo: n.\n\n   A thing that is long enough to matter.\n", mtime=0)},
-        S.DEVREF: {"./usr/share/developers-reference/index.html": html[0],
-                   "./usr/share/developers-reference/_static/skip.html": b"<p>not a page of the manual</p>",
-                   "./usr/share/developers-reference/_sources/scope.rst.txt":
-                       ("Scope\n=====\n\n" + "Developer duties. " * 40).encode()},
-        S.DEBREF: {"./usr/share/debian-reference/debian-reference.en.txt.gz": gzip.compress(
-            ("1. One\n\n1. One\n" + "words " * 100).encode(), mtime=0)},
+        S.HANDBOOK: {
+            f"./usr/share/doc/debian-handbook/html/{lang}/p{i}.html": html[i]
+            for lang in ("en-US", "de-DE")
+            for i in range(3)
+        },
+        S.JARGON: {
+            "./usr/share/doc/jargon-text/jargon.txt.gz": gzip.compress(
+                b"Front\n\n   :foo: n.\n\n   A thing that is long enough to matter.\n", mtime=0
+            )
+        },
+        S.DEVREF: {
+            "./usr/share/developers-reference/index.html": html[0],
+            "./usr/share/developers-reference/_static/skip.html": b"<p>not a page of the manual</p>",
+            "./usr/share/developers-reference/_sources/scope.rst.txt": (
+                "Scope\n=====\n\n" + "Developer duties. " * 40
+            ).encode(),
+        },
+        S.DEBREF: {
+            "./usr/share/debian-reference/debian-reference.en.txt.gz": gzip.compress(
+                ("1. One\n\n1. One\n" + "words " * 100).encode(), mtime=0
+            )
+        },
     }
     index = {}
     os.makedirs(os.path.join(cache, "debian"))
@@ -206,7 +226,10 @@ def test_build_offline_from_cache(tmp_path, shared_data):
     assert {k: v["documents"] for k, v in summary["sources"].items()} == {"reference": 1, "books": 3, "docs": 1}
     # python docs: 21 responses (20 pages + 1 stylesheet) in files of 8
     assert sorted(f for f in os.listdir(os.path.join(out, "crawl")) if f.startswith("python")) == [
-        "python3.11-doc-00000.warc.gz", "python3.11-doc-00001.warc.gz", "python3.11-doc-00002.warc.gz"]
+        "python3.11-doc-00000.warc.gz",
+        "python3.11-doc-00001.warc.gz",
+        "python3.11-doc-00002.warc.gz",
+    ]
 
     prov = json.load(open(os.path.join(out, "provenance.json")))
     on_disk = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
@@ -256,8 +279,12 @@ def test_page_links():
       <a href="mailto:docs@python.org">mail</a> <a href="javascript:void(0)">js</a> <a name="anchor">x</a>
       <a href="glossary.html">glossary</a> <a href="http://[bad">broken</a></body></html>"""
     got = S.page_links("https://docs.python.org/3.11/tutorial/index.html", html)
-    assert got == {"https://docs.python.org/3.11/library/os.html", "https://www.python.org/",
-                   "https://docs.python.org/3/", "https://docs.python.org/3.11/tutorial/glossary.html"}
+    assert got == {
+        "https://docs.python.org/3.11/library/os.html",
+        "https://www.python.org/",
+        "https://docs.python.org/3/",
+        "https://docs.python.org/3.11/tutorial/glossary.html",
+    }
 
 
 def test_url_list_of_cited_links(tmp_path, shared_data):
@@ -281,7 +308,12 @@ def test_url_list_of_cited_links(tmp_path, shared_data):
                 doc.make_links_absolute(url, resolve_base_href=False, handle_failures="discard")
                 for el, attr, link, _ in doc.iterlinks():
                     target = link.split("#", 1)[0]
-                    if el.tag == "a" and attr == "href" and target.startswith(("http://", "https://")) and target != url:
+                    if (
+                        el.tag == "a"
+                        and attr == "href"
+                        and target.startswith(("http://", "https://"))
+                        and target != url
+                    ):
                         expected.setdefault(target, set()).add(url)
     rows = [json.loads(line) for line in open(os.path.join(out, S.DOC_LINKS), encoding="utf-8")]
     assert {r["url"]: r["score"] for r in rows} == {u: len(pages) for u, pages in expected.items()}

@@ -34,8 +34,9 @@ def test_wrong_schema_and_version_fail_clearly(tmp_path):
     with pytest.raises(SchemaError, match="not a ccgpt document table"):
         list(read_documents(str(tmp_path / "plain.parquet")))
     old = DOCUMENT_SCHEMA.with_metadata({b"ccgpt.schema": b"documents", b"ccgpt.schema_version": b"0"})
-    pq.write_table(pa.Table.from_pylist([document_row(id="a", source="s", text="t")], schema=old),
-                   tmp_path / "old.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([document_row(id="a", source="s", text="t")], schema=old), tmp_path / "old.parquet"
+    )
     with pytest.raises(SchemaError, match="version '0'"):
         list(read_documents(str(tmp_path / "old.parquet")))
 
@@ -60,10 +61,17 @@ def test_shard_schema():
 
 def test_manifest_roundtrip_and_version(tmp_path):
     m = Manifest(
-        shard_schema_version="1", seq_len=8, token_dtype="uint16", seed=1, total_tokens=9,
+        shard_schema_version="1",
+        seq_len=8,
+        token_dtype="uint16",
+        seed=1,
+        total_tokens=9,
         tokenizer=TokenizerInfo(content_hash="h", vocab_size=10, eot_id=0),
-        sources={"crawl": SourceMix(weight=1.0, documents=1, tokens_available=9, tokens_drawn=9, epochs=1.0,
-                                    realised_share=1.0)},
+        sources={
+            "crawl": SourceMix(
+                weight=1.0, documents=1, tokens_available=9, tokens_drawn=9, epochs=1.0, realised_share=1.0
+            )
+        },
         shards=[ShardInfo(file="shard-00000.arrow", rows=1, tokens=9, sha256="x")],
     )
     m.save(str(tmp_path / "manifest.json"))

@@ -36,8 +36,14 @@ def shards(tmp_path_factory):
     os.makedirs(base / "docs")
     write_documents(rows, str(base / "docs" / "part-0.parquet"))
     train_tokenizer([str(base / "docs")], str(base / "tok"), TokenizerConfig(vocab_size=300))
-    cfg = MixConfig(tokenizer=str(base / "tok"), weights={"web": 3, "wiki": 1}, total_tokens=3000, seq_len=16,
-                    rows_per_shard=40, seed=1)
+    cfg = MixConfig(
+        tokenizer=str(base / "tok"),
+        weights={"web": 3, "wiki": 1},
+        total_tokens=3000,
+        seq_len=16,
+        rows_per_shard=40,
+        seed=1,
+    )
     run_mix([str(base / "docs")], str(base / "out"), cfg, RunnerConfig("local", 1, "in_memory"))
     return str(base / "out")
 
@@ -61,7 +67,9 @@ def test_good_folder_verifies(shards):
     m = Manifest.load(shards)
     assert m.validation is not None and [s.file for s in m.validation.shards] == ["val-00000.arrow"]
     assert summary["validation"] == {
-        "shards": 1, "rows": m.validation.shards[0].rows, "tokens": m.validation.total_tokens,
+        "shards": 1,
+        "rows": m.validation.shards[0].rows,
+        "tokens": m.validation.total_tokens,
         "tokens_per_source": {s: v.tokens_packed for s, v in m.validation.sources.items()},
     }
     assert set(m.validation.sources) == {"web", "wiki"}
@@ -156,7 +164,9 @@ def _rewrite(folder: str, mutate) -> None:
     width = tokens.shape[1]
     new = pa.Table.from_arrays(
         [
-            pa.ListArray.from_arrays(pa.array(np.arange(len(tokens) + 1, dtype=np.int32) * width), pa.array(tokens.ravel())),
+            pa.ListArray.from_arrays(
+                pa.array(np.arange(len(tokens) + 1, dtype=np.int32) * width), pa.array(tokens.ravel())
+            ),
             pa.array(offsets, type=pa.list_(pa.int32())),
             table.column("source"),
         ],
@@ -202,8 +212,10 @@ def test_unsorted_doc_offsets(copy):
 def test_large_vocabularies_get_uint32_shards(tmp_path):
     from pipeline.mix import WriteShard
 
-    rows = [(1, "a", (np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2])),
-            (0, "b", (np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0]))]
+    rows = [
+        (1, "a", (np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2])),
+        (0, "b", (np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0])),
+    ]
     (info,) = WriteShard(str(tmp_path), "uint32", seq_len=3).process((7, rows))
     assert json.loads(info)["file"] == "shard-00007.arrow"
     with pa.memory_map(str(tmp_path / "shard-00007.arrow")) as src:
@@ -307,7 +319,11 @@ def test_hugging_face_datasets_reads_the_shards(shards, tmp_path, monkeypatch):
     with pytest.raises(pa.ArrowInvalid):
         datasets.Dataset.from_file(path)
     # load_dataset("arrow") reads the file format, copying it once into its cache (then memory-mapped)
-    loaded = datasets.load_dataset("arrow", data_files=[os.path.join(shards, s.file) for s in m.shards],
-                                   split="train", cache_dir=str(tmp_path / "cache"))
+    loaded = datasets.load_dataset(
+        "arrow",
+        data_files=[os.path.join(shards, s.file) for s in m.shards],
+        split="train",
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert loaded.num_rows == sum(s.rows for s in m.shards)
     assert loaded[0]["tokens"] == expected.column("tokens")[0].as_py()

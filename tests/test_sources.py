@@ -34,14 +34,19 @@ def test_text_blocks_from_real_plays(tmp_path, shared_data, local_runner):
     first = docs[0]
     assert first["source"] == "plays" and first["source_file"] == path
     # the offset points at the block in the file
-    assert open(path, "rb").read()[first["source_offset"]:].decode("utf-8").startswith(first["text"])
+    assert open(path, "rb").read()[first["source_offset"] :].decode("utf-8").startswith(first["text"])
     index = blocks.index(first["text"])
     assert first["id"] == hashlib.sha1(f"plays\0tinyshakespeare.txt\0{index}".encode()).hexdigest()
 
 
 def test_text_file_per_file_from_a_folder(tmp_path, shared_data, local_runner):
     folder = os.path.join(shared_data, "reference", "wikitext-2")
-    stats = run_source([folder], str(tmp_path / "out"), SourceConfig(name="wiki", format="text-file", max_chars=5_000_000), local_runner)
+    stats = run_source(
+        [folder],
+        str(tmp_path / "out"),
+        SourceConfig(name="wiki", format="text-file", max_chars=5_000_000),
+        local_runner,
+    )
     assert (stats.read, stats.kept, stats.dropped) == (2, 2, {})
     docs = {os.path.basename(d["source_file"]): d for d in read_documents(str(tmp_path / "out"))}
     assert sorted(docs) == ["test.txt", "valid.txt"]
@@ -72,24 +77,30 @@ def test_jsonl_bad_lines_are_counted(tmp_path, local_runner):
     stats = run_source([str(tmp_path / "in" / "*.jsonl")], str(tmp_path / "out"), cfg, local_runner)
     assert stats.read == 10 and stats.kept == 2
     assert stats.dropped == {
-        "bad_json": 2, "empty_text": 1, "invalid_utf8": 1, "missing_text_field": 1, "text_not_string": 1,
-        "too_large": 1, "too_short": 1,
+        "bad_json": 2,
+        "empty_text": 1,
+        "invalid_utf8": 1,
+        "missing_text_field": 1,
+        "text_not_string": 1,
+        "too_large": 1,
+        "too_short": 1,
     }
     docs = _docs(str(tmp_path / "out"))
     assert [d["text"] for d in docs] == ["A proper document with enough text.", "Another proper document, kept."]
     assert docs[0]["url"] == "https://example.org/a"
     assert json.loads(docs[0]["annotations"]) == {"origin": "o1"}
     assert docs[1]["id"] == document_id("mixed", "part.jsonl", 9)  # line number, blank lines included
-    assert data[docs[1]["source_offset"]:].startswith(lines[9].encode())
+    assert data[docs[1]["source_offset"] :].startswith(lines[9].encode())
     saved = json.load(open(tmp_path / "out" / "stats.json"))
     assert saved["kept"] == 2 and saved["source"] == "mixed" and saved["fingerprint"]
 
 
 def test_invalid_utf8_block_and_gzip_input(tmp_path, local_runner):
-    raw = "First paragraph, fine.\n\n".encode() + b"Second \xc3\x28 broken.\n\n\n" + "Third, fine too.\n".encode()
+    raw = b"First paragraph, fine.\n\n" + b"Second \xc3\x28 broken.\n\n\n" + b"Third, fine too.\n"
     (tmp_path / "a.txt.gz").write_bytes(gzip.compress(raw))
-    stats = run_source([str(tmp_path / "a.txt.gz")], str(tmp_path / "out"), SourceConfig(name="t", format="text"),
-                       local_runner)
+    stats = run_source(
+        [str(tmp_path / "a.txt.gz")], str(tmp_path / "out"), SourceConfig(name="t", format="text"), local_runner
+    )
     assert (stats.read, stats.kept, stats.dropped) == (3, 2, {"invalid_utf8": 1})
     assert [d["text"] for d in _docs(str(tmp_path / "out"))] == ["First paragraph, fine.", "Third, fine too."]
 
@@ -116,8 +127,9 @@ def test_errors_are_clear(tmp_path, local_runner):
         run_source([str(tmp_path)], str(tmp_path / "o"), SourceConfig(name=""), local_runner)
     (tmp_path / "tiny.txt").write_text("too small\n")
     with pytest.raises(SourceError, match="no document kept"):
-        run_source([str(tmp_path / "tiny.txt")], str(tmp_path / "o"), SourceConfig(name="x", min_chars=100),
-                   local_runner)
+        run_source(
+            [str(tmp_path / "tiny.txt")], str(tmp_path / "o"), SourceConfig(name="x", min_chars=100), local_runner
+        )
     assert not os.path.exists(tmp_path / "o")  # never a silent empty source
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
 

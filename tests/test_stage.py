@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.stage import finish, fingerprint, is_complete, stage_output
+from pipeline.stage import fingerprint, finish, is_complete, stage_output
 from schemas.atomic import atomic_path, atomic_write_text
 from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
 from schemas.stats import StageStats

@@ -22,8 +22,10 @@ from pipeline.tokenizer import (
 from schemas.documents import write_documents
 from schemas.stats import StageStats
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
-         "river mountain café naïve Zürich 東京 данные").split()
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which "
+    "river mountain café naïve Zürich 東京 данные"
+).split()
 
 
 def _corpus(folder: str, n: int = 120, seed: int = 0) -> list[dict]:
@@ -62,7 +64,7 @@ def test_train_writes_tokenizer_info_and_exact_stats(trained):
     assert stats.read == len(rows)
     assert stats.dropped == {"empty_text": 1, "not_sampled": 0}
     assert stats.kept == len(rows) - 1 == info["sample_documents"]
-    text = "Zürich river 東京 — unseen bytes \x00 \U0001F600 too"
+    text = "Zürich river 東京 — unseen bytes \x00 \U0001f600 too"
     assert tok.decode(tok.encode(text).ids) == text  # byte-level: nothing is unknown
 
 
@@ -134,7 +136,9 @@ def test_gpt2_formats_hash_equal_and_encode_identically(gpt2, shared_data):
     assert info_pair["vocab_size"] == 50257 and info_pair["eot_id"] == 50256
     # the folder and the merges file resolve to the same tokenizer
     assert tokenizer_content_hash(load_tokenizer(os.path.join(folder, "gpt2"))) == info_pair["content_hash"]
-    assert tokenizer_content_hash(load_tokenizer(os.path.join(folder, "gpt2", "vocab.bpe"))) == info_pair["content_hash"]
+    assert (
+        tokenizer_content_hash(load_tokenizer(os.path.join(folder, "gpt2", "vocab.bpe"))) == info_pair["content_hash"]
+    )
     with open(os.path.join(shared_data, "reference", "wikitext-2", "valid.txt"), encoding="utf-8") as fh:
         text = fh.read(150_000)
     a, b = encode_batch(from_pair, [text, "Hello world"]), encode_batch(from_ranks, [text, "Hello world"])

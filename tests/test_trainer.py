@@ -39,8 +39,18 @@ def shards(tmp_path_factory) -> str:
 
 def tiny(shards: str, out: str, **kw) -> TrainConfig:
     base = dict(
-        shards=shards, out=out, preset="nano", batch_size=4, max_steps=8, warmup_steps=2, lr=3e-3,
-        log_every=1, eval_every=0, eval_rows=0, checkpoint_every=0, seed=3,
+        shards=shards,
+        out=out,
+        preset="nano",
+        batch_size=4,
+        max_steps=8,
+        warmup_steps=2,
+        lr=3e-3,
+        log_every=1,
+        eval_every=0,
+        eval_rows=0,
+        checkpoint_every=0,
+        seed=3,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -84,13 +94,22 @@ def test_loss_falls_on_repetitive_data(shards, tmp_path):
     events = accumulator.EventAccumulator(os.path.join(out, "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/tokens_per_sec", "train/mfu", "train/grad_norm", "eval/loss",
-            "eval_loss_by_source/web", "eval_loss_by_source/books"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/tokens_per_sec",
+        "train/mfu",
+        "train/grad_norm",
+        "eval/loss",
+        "eval_loss_by_source/web",
+        "eval_loss_by_source/books",
+    } <= tags
     tb_loss = events.Scalars("train/loss")
     assert [e.step for e in tb_loss] == list(range(1, 31))
     assert [e.value for e in tb_loss] == pytest.approx(curve, rel=1e-6)  # float32 in the event file
     assert [(e.step, e.value) for e in events.Scalars("eval_loss_by_source/web")] == [
-        (r["step"], pytest.approx(r["eval_loss_by_source"]["web"], rel=1e-6)) for r in evals]
+        (r["step"], pytest.approx(r["eval_loss_by_source"]["web"], rel=1e-6)) for r in evals
+    ]
 
 
 def test_without_tensorboard_installed_training_logs_jsonl_only(shards, tmp_path, monkeypatch, capsys):
@@ -150,8 +169,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     train(cfg)
 
@@ -162,8 +182,12 @@ def test_ddp_two_processes_match_one_process(shards, tmp_path):
     single = str(tmp_path / "single")
     train(tiny(shards, single, batch_size=4, max_steps=4, grad_accum=2))
     ddp = str(tmp_path / "ddp")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, ddp, batch_size=2, max_steps=4, grad_accum=2)),
-             nprocs=2, join=True)
+    mp.spawn(
+        _ddp_worker,
+        args=(2, _free_port(), tiny(shards, ddp, batch_size=2, max_steps=4, grad_accum=2)),
+        nprocs=2,
+        join=True,
+    )
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-5)
     a = load_checkpoint(os.path.join(single, "checkpoint.pt"))
     b = load_checkpoint(os.path.join(ddp, "checkpoint.pt"))
@@ -189,8 +213,9 @@ def test_fsdp_two_processes_match_one_process_and_resume(shards, tmp_path):
     a = load_checkpoint(os.path.join(single, "checkpoint.pt"))
     assert set(half["model"]) == set(a["model"])  # full, unsharded tensors: what generate and export read
     assert all(half["model"][k].shape == v.shape for k, v in a["model"].items())
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=4, resume=True, **common)),
-             nprocs=2, join=True)
+    mp.spawn(
+        _ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=4, resume=True, **common)), nprocs=2, join=True
+    )
     assert len(losses(fsdp)) == 4
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-5)
     evals = [r["eval_loss"] for r in records(fsdp, "eval")]
@@ -321,8 +346,24 @@ def test_shipped_configs_parse():
 
 def test_cli_trains(shards, tmp_path, capsys):
     out = str(tmp_path / "run")
-    rc = main(["--shards", shards, "--out", out, "--preset", "nano", "--max_steps", "2", "--batch_size", "2",
-               "--eval_rows", "0", "--log_every", "1"])
+    rc = main(
+        [
+            "--shards",
+            shards,
+            "--out",
+            out,
+            "--preset",
+            "nano",
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "2",
+            "--eval_rows",
+            "0",
+            "--log_every",
+            "1",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "step 2/2" in printed and json.loads(printed[printed.index("{"):])["steps"] == 2
+    assert "step 2/2" in printed and json.loads(printed[printed.index("{") :])["steps"] == 2

@@ -19,35 +19,56 @@ from pipeline.webtext import WebTextConfig, excluded, normalize_url, run_webtext
 from schemas.documents import read_documents
 
 
-@pytest.mark.parametrize("url, key", [
-    ("https://www.Example.com:443/a/b/?utm_source=x&b=2&a=1#frag", "example.com/a/b?a=1&b=2"),
-    ("http://example.com/a/b?a=1&b=2", "example.com/a/b?a=1&b=2"),
-    ("example.com/a/b?b=2&a=1", "example.com/a/b?a=1&b=2"),  # scheme-less, as lists often have them
-    ("//www.example.com/", "example.com/"),
-    ("https://example.com", "example.com/"),
-    ("HTTP://EXAMPLE.COM/Path/", "example.com/Path"),  # the path keeps its case
-    ("http://example.com:80/x", "example.com/x"),
-    ("https://example.com:8443/x", "example.com:8443/x"),
-    ("https://user:pw@www.example.com/?fbclid=1&gclid=2&utm_campaign=c", "example.com/"),
-    ("https://example.com/?ref=1&UTM_Medium=2&mc_cid=3", "example.com/?ref=1"),
-    ("https://example.com/%7euser/caf%c3%a9", "example.com/~user/caf%C3%A9"),
-    ("https://example.com/café", "example.com/caf%C3%A9"),
-    ("https://bücher.de/", "xn--bcher-kva.de/"),
-    ("https://example.com./x", "example.com/x"),
-    ("https://www.com/", "www.com/"),  # a bare www.<tld> host is not a www. prefix
-    ("https://example.com/a?q=a+b", "example.com/a?q=a%20b"),
-    ("https://example.com/a?q=a%20b", "example.com/a?q=a%20b"),
-    ("http://[2001:db8::1]/x", "[2001:db8::1]/x"),
-])
+@pytest.mark.parametrize(
+    "url, key",
+    [
+        ("https://www.Example.com:443/a/b/?utm_source=x&b=2&a=1#frag", "example.com/a/b?a=1&b=2"),
+        ("http://example.com/a/b?a=1&b=2", "example.com/a/b?a=1&b=2"),
+        ("example.com/a/b?b=2&a=1", "example.com/a/b?a=1&b=2"),  # scheme-less, as lists often have them
+        ("//www.example.com/", "example.com/"),
+        ("https://example.com", "example.com/"),
+        ("HTTP://EXAMPLE.COM/Path/", "example.com/Path"),  # the path keeps its case
+        ("http://example.com:80/x", "example.com/x"),
+        ("https://example.com:8443/x", "example.com:8443/x"),
+        ("https://user:pw@www.example.com/?fbclid=1&gclid=2&utm_campaign=c", "example.com/"),
+        ("https://example.com/?ref=1&UTM_Medium=2&mc_cid=3", "example.com/?ref=1"),
+        ("https://example.com/%7euser/caf%c3%a9", "example.com/~user/caf%C3%A9"),
+        ("https://example.com/café", "example.com/caf%C3%A9"),
+        ("https://bücher.de/", "xn--bcher-kva.de/"),
+        ("https://example.com./x", "example.com/x"),
+        ("https://www.com/", "www.com/"),  # a bare www.<tld> host is not a www. prefix
+        ("https://example.com/a?q=a+b", "example.com/a?q=a%20b"),
+        ("https://example.com/a?q=a%20b", "example.com/a?q=a%20b"),
+        ("http://[2001:db8::1]/x", "[2001:db8::1]/x"),
+    ],
+)
 def test_normalize_url(url, key):
     assert normalize_url(url) == key
 
 
-@pytest.mark.parametrize("url", [
-    "", "   ", "not a url", "ftp://example.com/file", "mailto:someone@example.com", "javascript:void(0)",
-    "http://", "https:///path", "http://exa mple.com/", "http://a..b/", "http://-bad.com/", "https://x.org:99999/",
-    "https://x.org:port/", "http://under_score!.com/", "about:blank", "/relative/path", None, 42,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "   ",
+        "not a url",
+        "ftp://example.com/file",
+        "mailto:someone@example.com",
+        "javascript:void(0)",
+        "http://",
+        "https:///path",
+        "http://exa mple.com/",
+        "http://a..b/",
+        "http://-bad.com/",
+        "https://x.org:99999/",
+        "https://x.org:port/",
+        "http://under_score!.com/",
+        "about:blank",
+        "/relative/path",
+        None,
+        42,
+    ],
+)
 def test_malformed_urls(url):
     assert normalize_url(url) is None
 
@@ -77,20 +98,30 @@ def crawl(shared_data, tmp_path_factory):
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tar:
         members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".html")), key=lambda m: m.name)
         bodies = [tar.extractfile(m).read() for m in members[:40]]
-    pages = [Page(url=u, body=b, content_type="text/html; charset=utf-8", mtime=1700000000, origin=f"goose3:{i}")
-             for i, (u, b) in enumerate(zip(_goose_urls(40), bodies))]
+    pages = [
+        Page(url=u, body=b, content_type="text/html; charset=utf-8", mtime=1700000000, origin=f"goose3:{i}")
+        for i, (u, b) in enumerate(zip(_goose_urls(40), bodies))
+    ]
     write_warc(str(d / "news.warc.gz"), pages, {"software": "tests"})
     warc = os.path.join(shared_data, "warc")
-    return [str(d / "news.warc.gz"), os.path.join(warc, "pywb-sample", "iana.warc.gz"),
-            os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
-            os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc")]
+    return [
+        str(d / "news.warc.gz"),
+        os.path.join(warc, "pywb-sample", "iana.warc.gz"),
+        os.path.join(warc, "cc-main-2024-22-whirlwind", "whirlwind.warc.gz"),
+        os.path.join(warc, "cc-main-2014-35", "CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc"),
+    ]
 
 
 def _list_rows() -> list:
     g = _goose_urls(40)
-    forms = [lambda u: u, lambda u: u.replace("https://", "http://www."), lambda u: u + "?utm_source=reddit#top",
-             lambda u: u.replace("https://example.org", "HTTPS://WWW.Example.ORG:443"), lambda u: u + "/",
-             lambda u: u.replace("https://", "")]
+    forms = [
+        lambda u: u,
+        lambda u: u.replace("https://", "http://www."),
+        lambda u: u + "?utm_source=reddit#top",
+        lambda u: u.replace("https://example.org", "HTTPS://WWW.Example.ORG:443"),
+        lambda u: u + "/",
+        lambda u: u.replace("https://", ""),
+    ]
     rows: list = [{"url": forms[i % len(forms)](g[i]), "score": 5} for i in range(12)]  # 12 pages, varied forms
     rows += [{"url": g[i], "score": 1} for i in range(12, 16)]  # below min_score
     rows += [{"url": g[i], "score": 4} for i in range(16, 20)]
@@ -103,9 +134,12 @@ def _list_rows() -> list:
         {"url": "https://an.wikipedia.org/wiki/Escopete", "score": 50},  # in the crawl, excluded
         {"url": "https://example.org/goose3/never-crawled.html", "score": 8},  # unmatched
         {"url": "http://iana.org/not/there", "score": 3},  # unmatched
-        {"url": "not a url", "score": 5}, {"url": "ftp://example.org/file", "score": 5},
-        {"url": "http://", "score": 5}, {"url": "javascript:void(0)", "score": 5},  # malformed
-        "{broken", [1, 2],  # bad_row
+        {"url": "not a url", "score": 5},
+        {"url": "ftp://example.org/file", "score": 5},
+        {"url": "http://", "score": 5},
+        {"url": "javascript:void(0)", "score": 5},  # malformed
+        "{broken",
+        [1, 2],  # bad_row
         {"link": g[30], "score": 5},  # missing_url
         {"url": g[31]},  # missing_score
         {"url": g[32], "score": "lots"},  # bad_score
@@ -162,8 +196,12 @@ def test_join_matches_the_listed_pages(crawl, side_input_run):
     out, stats = side_input_run
     total, html = _html_responses(crawl)
     g = _goose_urls(40)
-    expected_urls = set(g[:12] + g[16:20]) | {"http://www.iana.org/domains/root/db", "https://www.iana.org/dnssec",
-                                              "http://www.iana.org/about", "http://www.iana.org/numbers"}
+    expected_urls = set(g[:12] + g[16:20]) | {
+        "http://www.iana.org/domains/root/db",
+        "https://www.iana.org/dnssec",
+        "http://www.iana.org/about",
+        "http://www.iana.org/numbers",
+    }
     assert expected_urls <= set(html)
     matched = sum(html[u] for u in expected_urls)
 
@@ -175,8 +213,16 @@ def test_join_matches_the_listed_pages(crawl, side_input_run):
     assert stats.extra["extracted"] + stats.dropped.get("empty_text", 0) == matched
     lst = stats.extra["url_list"]
     assert lst["read"] == len(_list_rows())
-    assert lst["dropped"] == {"below_min_score": 4, "duplicate": 4, "excluded_domain": 1, "malformed": 4,
-                              "bad_row": 2, "missing_url": 1, "missing_score": 1, "bad_score": 1}
+    assert lst["dropped"] == {
+        "below_min_score": 4,
+        "duplicate": 4,
+        "excluded_domain": 1,
+        "malformed": 4,
+        "bad_row": 2,
+        "missing_url": 1,
+        "missing_score": 1,
+        "bad_score": 1,
+    }
     assert lst["kept"] == 12 + 4 + 4 + 2
     assert (stats.extra["matched_urls"], stats.extra["unmatched_urls"], stats.extra["duplicate_urls"]) == (20, 2, 4)
     assert stats.extra["join"] == "side_input"
@@ -235,13 +281,18 @@ def test_progress_counts_crawl_records_not_list_rows(crawl, listed, tmp_path, lo
 
 def test_text_gz_and_tsv_lists(crawl, tmp_path, local_runner):
     with gzip.open(tmp_path / "links.txt.gz", "wt", encoding="utf-8") as fh:
-        fh.write("# a plain list: comments and blank lines are not rows\n\nhttp://www.iana.org/\n"
-                 "https://iana.org/\nhttps://iana.org/domains/\nbad url here\n")
+        fh.write(
+            "# a plain list: comments and blank lines are not rows\n\nhttp://www.iana.org/\n"
+            "https://iana.org/\nhttps://iana.org/domains/\nbad url here\n"
+        )
     (tmp_path / "links.tsv").write_bytes(
-        "url\tkarma\nhttp://iana.org/time-zones\t12\nhttps://example.org/elsewhere\t1\n".encode()
-        + b"http://iana.org/\xff\t3\n")
-    cfg = WebTextConfig(urls=[str(tmp_path / "links.txt.gz"), str(tmp_path / "links.tsv")], score_field="karma",
-                        extract=ExtractConfig(extractor="resiliparse"))
+        b"url\tkarma\nhttp://iana.org/time-zones\t12\nhttps://example.org/elsewhere\t1\n" + b"http://iana.org/\xff\t3\n"
+    )
+    cfg = WebTextConfig(
+        urls=[str(tmp_path / "links.txt.gz"), str(tmp_path / "links.tsv")],
+        score_field="karma",
+        extract=ExtractConfig(extractor="resiliparse"),
+    )
     stats = run_webtext(crawl[1:2], str(tmp_path / "out"), cfg, local_runner)
     lst = stats.extra["url_list"]
     assert (lst["read"], lst["kept"], lst["dropped"]) == (7, 4, {"duplicate": 1, "malformed": 1, "invalid_utf8": 1})
@@ -249,8 +300,10 @@ def test_text_gz_and_tsv_lists(crawl, tmp_path, local_runner):
 
 
 def test_no_match_and_bad_lists_fail_clearly(crawl, tmp_path, local_runner):
-    _write_list(tmp_path / "elsewhere.jsonl", [{"url": "https://www.python.org/dev/peps/pep-0008/", "score": 9},
-                                               {"url": "https://example.com/", "score": 9}])
+    _write_list(
+        tmp_path / "elsewhere.jsonl",
+        [{"url": "https://www.python.org/dev/peps/pep-0008/", "score": 9}, {"url": "https://example.com/", "score": 9}],
+    )
     with pytest.raises(SourceError, match=r"none of the 2 list URLs is in the crawl"):
         run_webtext(crawl[1:2], str(tmp_path / "o"), _cfg(str(tmp_path / "elsewhere.jsonl")), local_runner)
     _write_list(tmp_path / "junk.jsonl", [{"url": "not a url", "score": 9}, {"url": "ftp://x.org/", "score": 9}])
@@ -273,15 +326,46 @@ def test_no_match_and_bad_lists_fail_clearly(crawl, tmp_path, local_runner):
 
 def test_cli(crawl, tmp_path, capsys):
     (tmp_path / "l.csv").write_text("url,score\nhttp://www.iana.org/about,7\nhttp://www.iana.org/domains,2\n")
-    rc = main(["source", "webtext", "--urls", str(tmp_path / "l.csv"), "--from", crawl[1], "--out",
-               str(tmp_path / "out"), "--min_score", "3", "--name", "links", "--extract.extractor", "resiliparse",
-               "--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"])
+    rc = main(
+        [
+            "source",
+            "webtext",
+            "--urls",
+            str(tmp_path / "l.csv"),
+            "--from",
+            crawl[1],
+            "--out",
+            str(tmp_path / "out"),
+            "--min_score",
+            "3",
+            "--name",
+            "links",
+            "--extract.extractor",
+            "resiliparse",
+            "--runner",
+            "local",
+            "--num-workers",
+            "1",
+            "--running-mode",
+            "in_memory",
+        ]
+    )
     assert rc == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["matched_urls"] == 1 and stats["url_list"]["dropped"] == {"below_min_score": 1}
     assert [d["source"] for d in read_documents(str(tmp_path / "out"))] == ["links"] * stats["kept"]
-    rc = main(["source", "webtext", "--urls", str(tmp_path / "nothing.csv"), "--from", crawl[1], "--out",
-               str(tmp_path / "o2")])
+    rc = main(
+        [
+            "source",
+            "webtext",
+            "--urls",
+            str(tmp_path / "nothing.csv"),
+            "--from",
+            crawl[1],
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -301,22 +385,31 @@ def test_run_config_sources_of_every_kind(crawl, listed, shared_data, tmp_path):
     from schemas.config import from_dict
 
     text = open(os.path.join(shared_data, "reference", "wikitext-2", "valid.txt"), encoding="utf-8").read()
-    article = text[text.index(" = Homarus gammarus = "):][:6000].replace("@-@", "-")
-    dump = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en"><siteinfo>'
-            "<sitename>Wikipedia</sitename><dbname>enwiki</dbname><base>https://en.wikipedia.org/wiki/Main_Page</base>"
-            "<generator>MediaWiki</generator><case>first-letter</case></siteinfo><page><title>Homarus gammarus</title>"
-            "<ns>0</ns><id>1</id><revision><id>2</id><timestamp>2024-01-01T00:00:00Z</timestamp>"
-            f'<text xml:space="preserve">{article.replace("&", "&amp;").replace("<", "&lt;")}</text></revision></page>'
-            "</mediawiki>")
+    article = text[text.index(" = Homarus gammarus = ") :][:6000].replace("@-@", "-")
+    dump = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en"><siteinfo>'
+        "<sitename>Wikipedia</sitename><dbname>enwiki</dbname><base>https://en.wikipedia.org/wiki/Main_Page</base>"
+        "<generator>MediaWiki</generator><case>first-letter</case></siteinfo><page><title>Homarus gammarus</title>"
+        "<ns>0</ns><id>1</id><revision><id>2</id><timestamp>2024-01-01T00:00:00Z</timestamp>"
+        f'<text xml:space="preserve">{article.replace("&", "&amp;").replace("<", "&lt;")}</text></revision></page>'
+        "</mediawiki>"
+    )
     (tmp_path / "wiki.xml").write_text(dump, encoding="utf-8")
     (tmp_path / "books.txt").write_text(text[:20000], encoding="utf-8")
-    cfg = from_dict(RunConfig, {
-        "out_dir": str(tmp_path / "run"), "crawl": crawl,
-        "sources": {"books": {"paths": [str(tmp_path / "books.txt")], "format": "text", "min_chars": 100},
-                    "links": {"kind": "webtext", "urls": [listed], "min_score": 3},
-                    "wiki": {"kind": "wikipedia", "paths": [str(tmp_path / "wiki.xml")]}},
-        "curate": {"extract": {"extractor": "resiliparse"}},
-        "runner": {"runner": "local", "num_workers": 1, "running_mode": "in_memory"}})
+    cfg = from_dict(
+        RunConfig,
+        {
+            "out_dir": str(tmp_path / "run"),
+            "crawl": crawl,
+            "sources": {
+                "books": {"paths": [str(tmp_path / "books.txt")], "format": "text", "min_chars": 100},
+                "links": {"kind": "webtext", "urls": [listed], "min_score": 3},
+                "wiki": {"kind": "wikipedia", "paths": [str(tmp_path / "wiki.xml")]},
+            },
+            "curate": {"extract": {"extractor": "resiliparse"}},
+            "runner": {"runner": "local", "num_workers": 1, "running_mode": "in_memory"},
+        },
+    )
     done = Run(cfg).sources()
     assert sorted(done) == ["books", "links", "wiki"]
     assert done["links"].extra["matched_urls"] == 20 and done["links"].extra["format"] == "webtext"

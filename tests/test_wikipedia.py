@@ -50,7 +50,8 @@ def _articles(shared_data: str, n: int) -> list[tuple[str, list[tuple[str | None
             elif not ln.startswith("="):
                 sections[-1][1].append(ln)
         if sum(len(p) for _, ps in sections for p in ps) > 2000 and all(
-                not re.search(r"[\[\]{}|=]|''", p) for _, ps in sections for p in ps):
+            not re.search(r"[\[\]{}|=]|''", p) for _, ps in sections for p in ps
+        ):
             out.append((title, sections))
         if len(out) == n:
             break
@@ -59,8 +60,10 @@ def _articles(shared_data: str, n: int) -> list[tuple[str, list[tuple[str | None
 
 def _wikitext(title: str, sections) -> str:
     """The article as an editor would write it: the prose untouched, markup around and inside it."""
-    parts = [f"{{{{Infobox person\n| name = {title}\n| image = Portrait.jpg\n}}}}",
-             f"[[File:Portrait.jpg|thumb|right|A portrait of {title}]]"]
+    parts = [
+        f"{{{{Infobox person\n| name = {title}\n| image = Portrait.jpg\n}}}}",
+        f"[[File:Portrait.jpg|thumb|right|A portrait of {title}]]",
+    ]
     for i, (head, paras) in enumerate(sections):
         if head:
             parts.append(f"== {head} ==")
@@ -69,27 +72,36 @@ def _wikitext(title: str, sections) -> str:
             k = next((k for k, w in enumerate(words) if k >= 3 and w.isalpha() and len(w) > 3), None)
             if k is not None:  # a piped link around a real word, and a citation after the paragraph
                 words[k] = f"[[{words[k].capitalize()}|{words[k]}]]"
-            parts.append(" ".join(words) + f'<ref name="r{i}{j}">{{{{cite book |title=Source {i}.{j} |year=1999}}}}</ref>')
+            parts.append(
+                " ".join(words) + f'<ref name="r{i}{j}">{{{{cite book |title=Source {i}.{j} |year=1999}}}}</ref>'
+            )
         if i == 0:
             parts.append('{| class="wikitable"\n! Year !! Title\n|-\n| 2001 || Table cell Qzx\n|}')
-    parts += ["== References ==", "{{Reflist}}", "* [http://example.org/x A cited page]",
-              "== External links ==", "* [https://example.org Official site]",
-              f"[[Category:Articles about {title}]]"]
+    parts += [
+        "== References ==",
+        "{{Reflist}}",
+        "* [http://example.org/x A cited page]",
+        "== External links ==",
+        "* [https://example.org Official site]",
+        f"[[Category:Articles about {title}]]",
+    ]
     return "\n\n".join(parts)
 
 
 def _page(pid: int, title: str, text: str, ns: int = 0, redirect: str | None = None) -> str:
     red = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
-    return (f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>{pid}</id>\n{red}"
-            f"    <revision>\n      <id>{pid * 10}</id>\n      <timestamp>2024-05-01T12:00:00Z</timestamp>\n"
-            f"      <contributor><username>Editor</username><id>7</id></contributor>\n"
-            f'      <model>wikitext</model>\n      <format>text/x-wiki</format>\n'
-            f'      <text bytes="{len(text.encode())}" xml:space="preserve">{escape(text)}</text>\n'
-            f"      <sha1>x</sha1>\n    </revision>\n  </page>\n")
+    return (
+        f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>{pid}</id>\n{red}"
+        f"    <revision>\n      <id>{pid * 10}</id>\n      <timestamp>2024-05-01T12:00:00Z</timestamp>\n"
+        f"      <contributor><username>Editor</username><id>7</id></contributor>\n"
+        f"      <model>wikitext</model>\n      <format>text/x-wiki</format>\n"
+        f'      <text bytes="{len(text.encode())}" xml:space="preserve">{escape(text)}</text>\n'
+        f"      <sha1>x</sha1>\n    </revision>\n  </page>\n"
+    )
 
 
 def _dump(pages: list[str]) -> bytes:
-    head = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en">\n')
+    head = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en">\n'
     return (head + SITEINFO + "".join(pages) + "</mediawiki>\n").encode("utf-8")
 
 
@@ -121,7 +133,9 @@ def test_articles_from_xml_and_bz2(tmp_path, dump_pages, local_runner, suffix):
     for title, sections in arts:
         d = docs[title]
         assert d["source"] == "wikipedia"
-        assert d["url"] == "https://en.wikipedia.org/wiki/" + title.replace(" ", "_").replace("<", "%3C").replace(">", "%3E")
+        assert d["url"] == "https://en.wikipedia.org/wiki/" + title.replace(" ", "_").replace("<", "%3C").replace(
+            ">", "%3E"
+        )
         assert d["date"].startswith("2024-05-01")
         text = d["text"]
         for head, paras in sections:  # every real paragraph survives verbatim, headings as lines
@@ -129,8 +143,22 @@ def test_articles_from_xml_and_bz2(tmp_path, dump_pages, local_runner, suffix):
                 assert p in text, (title, p[:80])
             if head:
                 assert re.search(rf"\n{re.escape(head)}(\n|$)", text), (title, head)
-        for markup in ("{{", "}}", "<ref", "cite book", "Infobox", "thumb", "Portrait.jpg", "Category:", "[[",
-                       "Table cell Qzx", "Official site", "A cited page", "References", "External links"):
+        for markup in (
+            "{{",
+            "}}",
+            "<ref",
+            "cite book",
+            "Infobox",
+            "thumb",
+            "Portrait.jpg",
+            "Category:",
+            "[[",
+            "Table cell Qzx",
+            "Official site",
+            "A cited page",
+            "References",
+            "External links",
+        ):
             assert markup not in text, (title, markup)
     # the id: source name, wiki and page id, not the file
     a = json.loads(docs[arts[0][0]]["annotations"])
@@ -174,8 +202,12 @@ def test_empty_and_unreadable_dumps_fail_clearly(tmp_path, local_runner):
     (tmp_path / "zero.xml.bz2").write_bytes(b"")
     (tmp_path / "html.xml").write_bytes(b"<html><body>not a dump</body></html>")
     with pytest.raises(SourceError, match="no article kept.*bad_dump"):
-        run_wikipedia([str(tmp_path / "zero.xml.bz2"), str(tmp_path / "html.xml")], str(tmp_path / "o"),
-                      WikipediaConfig(), local_runner)
+        run_wikipedia(
+            [str(tmp_path / "zero.xml.bz2"), str(tmp_path / "html.xml")],
+            str(tmp_path / "o"),
+            WikipediaConfig(),
+            local_runner,
+        )
     with pytest.raises(SourceError, match="does not exist"):
         run_wikipedia([str(tmp_path / "missing.xml.bz2")], str(tmp_path / "o"), WikipediaConfig(), local_runner)
     assert not os.path.exists(tmp_path / "o")
@@ -186,5 +218,7 @@ def test_wikitext_to_text_units():
     text = wikitext_to_text(
         "{{Infobox|a=b}}'''Bold''' [[Paris|the city]] and [[Lyon]].<ref>{{cite web|url=x}}</ref>\n"
         "[[Bild:X.png|thumb|caption]]\n== Life ==\nBorn.\n== See also ==\n* [[Other]]\n[[Kategorie:X]]",
-        {"file", "image", "category", "bild", "kategorie"}, {"see also"})
+        {"file", "image", "category", "bild", "kategorie"},
+        {"see also"},
+    )
     assert text == "Bold the city and Lyon.\n\nLife\nBorn."

@@ -155,7 +155,11 @@ class AttentionContext:
     """
 
     def __init__(
-        self, seq_len: int, device: torch.device, doc_ids: torch.Tensor | None = None, impl: str = "sdpa",
+        self,
+        seq_len: int,
+        device: torch.device,
+        doc_ids: torch.Tensor | None = None,
+        impl: str = "sdpa",
         head_dim: int | None = None,
     ):
         self.seq_len = seq_len

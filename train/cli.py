@@ -19,10 +19,12 @@ from train.config import GPT3_N_CTX, GPT3_TABLE, GPT3_VOCAB_SIZE, PRESETS, Train
 
 def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the train flags to ``parser`` (used by both ``python -m train`` and ``ccgpt train``)."""
-    parser.add_argument("--config", metavar="YAML", default=None,
-                        help="YAML file with TrainConfig fields (top level or under 'train:')")
-    parser.add_argument("--list-presets", action="store_true",
-                        help="print the model presets with their parameter counts and exit")
+    parser.add_argument(
+        "--config", metavar="YAML", default=None, help="YAML file with TrainConfig fields (top level or under 'train:')"
+    )
+    parser.add_argument(
+        "--list-presets", action="store_true", help="print the model presets with their parameter counts and exit"
+    )
     add_dataclass_args(parser, TrainConfig)
     return parser
 
@@ -50,8 +52,10 @@ def presets_table() -> str:
         sized = cfg.__class__(**{**cfg.__dict__, "vocab_size": GPT3_VOCAB_SIZE, "n_ctx": cfg.n_ctx or GPT3_N_CTX})
         row = GPT3_TABLE.get(name)
         paper = f"{row.params}, batch {row.batch_tokens / 1e6:g}M tokens, lr {row.lr:g}" if row else ""
-        lines.append(f"{name:<12} {cfg.n_layer:>6} {cfg.n_embd:>7} {cfg.n_head:>5} {cfg.attention:>11} "
-                     f"{sized.num_params() / 1e6:>9.1f}M  {paper}")
+        lines.append(
+            f"{name:<12} {cfg.n_layer:>6} {cfg.n_embd:>7} {cfg.n_head:>5} {cfg.attention:>11} "
+            f"{sized.num_params() / 1e6:>9.1f}M  {paper}"
+        )
     return "\n".join(lines)
 
 

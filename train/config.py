@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 AttentionPattern = Literal["dense", "alternating"]
 AttentionImpl = Literal["auto", "sdpa", "flex"]
@@ -56,18 +56,24 @@ class ModelConfig:
     )
     attention_impl: AttentionImpl = field(
         default="auto",
-        metadata={"help": "masked layers via 'sdpa' (explicit mask) or 'flex' (FlexAttention block mask); "
-                          "'auto' = flex on CUDA, sdpa elsewhere (FlexAttention has no CPU backward)"},
+        metadata={
+            "help": "masked layers via 'sdpa' (explicit mask) or 'flex' (FlexAttention block mask); "
+            "'auto' = flex on CUDA, sdpa elsewhere (FlexAttention has no CPU backward)"
+        },
     )
     loss_impl: LossImpl = field(
         default="auto",
-        metadata={"help": "output head + cross-entropy: 'eager' (full logits), 'chunked' (PyTorch, never holds "
-                          "all logits), 'fused' (Triton kernels, CUDA); 'auto' = fused on CUDA, eager elsewhere"},
+        metadata={
+            "help": "output head + cross-entropy: 'eager' (full logits), 'chunked' (PyTorch, never holds "
+            "all logits), 'fused' (Triton kernels, CUDA); 'auto' = fused on CUDA, eager elsewhere"
+        },
     )
     norm_impl: NormImpl = field(
         default="auto",
-        metadata={"help": "LayerNorms: 'torch' (F.layer_norm) or 'triton' (fused kernel, CUDA); "
-                          "'auto' = triton on CUDA, torch elsewhere and under torch.compile"},
+        metadata={
+            "help": "LayerNorms: 'torch' (F.layer_norm) or 'triton' (fused kernel, CUDA); "
+            "'auto' = triton on CUDA, torch elsewhere and under torch.compile"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -90,7 +96,7 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def same_model(self, other: "ModelConfig") -> bool:
+    def same_model(self, other: ModelConfig) -> bool:
         """Equal up to :data:`IMPLEMENTATION_FIELDS`, i.e. the same weights mean the same function."""
         drop = {name: "auto" for name in IMPLEMENTATION_FIELDS}
         return dataclasses.replace(self, **drop) == dataclasses.replace(other, **drop)
@@ -145,23 +151,23 @@ class ModelConfig:
 class ModelOverrides:
     """Per-field overrides on top of a preset; ``None`` keeps the preset's value."""
 
-    n_layer: Optional[int] = field(default=None, metadata={"help": "override the preset's n_layer"})
-    n_head: Optional[int] = field(default=None, metadata={"help": "override the preset's n_head"})
-    n_embd: Optional[int] = field(default=None, metadata={"help": "override the preset's n_embd"})
-    vocab_size: Optional[int] = field(default=None, metadata={"help": "override vocab_size (0 = manifest)"})
-    n_ctx: Optional[int] = field(default=None, metadata={"help": "override n_ctx (0 = manifest seq_len)"})
-    dropout: Optional[float] = field(default=None, metadata={"help": "override dropout"})
-    bias: Optional[bool] = field(default=None, metadata={"help": "override bias"})
-    attention: Optional[AttentionPattern] = field(default=None, metadata={"help": "override the attention pattern"})
-    band_width: Optional[int] = field(default=None, metadata={"help": "override the banded layers' width"})
-    doc_masking: Optional[bool] = field(default=None, metadata={"help": "override document masking"})
-    attention_impl: Optional[AttentionImpl] = field(
+    n_layer: int | None = field(default=None, metadata={"help": "override the preset's n_layer"})
+    n_head: int | None = field(default=None, metadata={"help": "override the preset's n_head"})
+    n_embd: int | None = field(default=None, metadata={"help": "override the preset's n_embd"})
+    vocab_size: int | None = field(default=None, metadata={"help": "override vocab_size (0 = manifest)"})
+    n_ctx: int | None = field(default=None, metadata={"help": "override n_ctx (0 = manifest seq_len)"})
+    dropout: float | None = field(default=None, metadata={"help": "override dropout"})
+    bias: bool | None = field(default=None, metadata={"help": "override bias"})
+    attention: AttentionPattern | None = field(default=None, metadata={"help": "override the attention pattern"})
+    band_width: int | None = field(default=None, metadata={"help": "override the banded layers' width"})
+    doc_masking: bool | None = field(default=None, metadata={"help": "override document masking"})
+    attention_impl: AttentionImpl | None = field(
         default=None, metadata={"help": "override the attention implementation (auto, sdpa, flex)"}
     )
-    loss_impl: Optional[LossImpl] = field(
+    loss_impl: LossImpl | None = field(
         default=None, metadata={"help": "override the loss implementation (auto, eager, chunked, fused)"}
     )
-    norm_impl: Optional[NormImpl] = field(
+    norm_impl: NormImpl | None = field(
         default=None, metadata={"help": "override the LayerNorm implementation (auto, torch, triton)"}
     )
 
@@ -258,22 +264,34 @@ class TrainConfig:
     max_steps: int = field(default=1000, metadata={"help": "optimizer step at which this run stops"})
     decay_steps: int = field(
         default=0,
-        metadata={"help": "length of warmup + cosine schedule; 0 = max_steps (set it to stop early on a longer schedule)"},
+        metadata={
+            "help": "length of warmup + cosine schedule; 0 = max_steps (set it to stop early on a longer schedule)"
+        },
     )
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW decoupled weight decay on matmul weights"})
     betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas (GPT-3: 0.9 0.95)"})
     eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the global gradient norm to this; 0 = no clipping"})
     seed: int = field(default=1337, metadata={"help": "seed for initialisation, data order and dropout"})
-    eval_every: int = field(default=200, metadata={"help": "held-out evaluation every N steps (and at the end); 0 = never"})
+    eval_every: int = field(
+        default=200, metadata={"help": "held-out evaluation every N steps (and at the end); 0 = never"}
+    )
     eval_rows: int = field(
         default=256,
-        metadata={"help": ("evaluation rows, stratified by source: from the shards' validation split; for manifests without "
-                          "one, held out of the training rows (capped at 10%% of rows)")},
+        metadata={
+            "help": (
+                "evaluation rows, stratified by source: from the shards' validation split; for manifests without "
+                "one, held out of the training rows (capped at 10%% of rows)"
+            )
+        },
     )
     log_every: int = field(default=10, metadata={"help": "write a log.jsonl record and a progress line every N steps"})
-    checkpoint_every: int = field(default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"})
-    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:1'"})
+    checkpoint_every: int = field(
+        default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"}
+    )
+    device: str = field(
+        default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:1'"}
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = field(
         default="auto", metadata={"help": "'auto' = bf16 autocast on CUDA, float32 elsewhere"}
     )
@@ -283,27 +301,35 @@ class TrainConfig:
         default=0.0,
         metadata={"help": "peak FLOP/s of one device for MFU; 0 = the known bf16 peak on CUDA, MFU null on CPU"},
     )
-    verify_sha256: bool = field(default=False, metadata={"help": "hash every shard against the manifest before training"})
+    verify_sha256: bool = field(
+        default=False, metadata={"help": "hash every shard against the manifest before training"}
+    )
     tokenizer_hash: str = field(
         default="", metadata={"help": "require this tokenizer content_hash in the manifest ('' = accept any)"}
     )
     parallel: ParallelMode = field(
         default="ddp",
-        metadata={"help": "with several processes (torchrun): 'ddp' (replicated weights) or 'fsdp' "
-                          "(FSDP2 fully_shard per block + root: weights, gradients, optimizer state sharded)"},
+        metadata={
+            "help": "with several processes (torchrun): 'ddp' (replicated weights) or 'fsdp' "
+            "(FSDP2 fully_shard per block + root: weights, gradients, optimizer state sharded)"
+        },
     )
     compile: bool = field(
         default=False, metadata={"help": "wrap the model in torch.compile (inductor needs a C++ compiler on CPU)"}
     )
     compile_backend: str = field(
         default="inductor",
-        metadata={"help": "torch.compile backend: 'inductor' (generated kernels), or e.g. 'aot_eager' to check "
-                          "graph capture without code generation"},
+        metadata={
+            "help": "torch.compile backend: 'inductor' (generated kernels), or e.g. 'aot_eager' to check "
+            "graph capture without code generation"
+        },
     )
     tensorboard: bool = field(
         default=True,
-        metadata={"help": "also write the logged scalars as TensorBoard events to out/tensorboard "
-                          "(skipped with a note when the tensorboard package is not installed)"},
+        metadata={
+            "help": "also write the logged scalars as TensorBoard events to out/tensorboard "
+            "(skipped with a note when the tensorboard package is not installed)"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -315,7 +341,15 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "decay_steps", "eval_every", "eval_rows", "log_every", "checkpoint_every", "num_workers"):
+        for name in (
+            "warmup_steps",
+            "decay_steps",
+            "eval_every",
+            "eval_rows",
+            "log_every",
+            "checkpoint_every",
+            "num_workers",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

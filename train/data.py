@@ -36,8 +36,9 @@ import dataclasses
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +112,7 @@ class Batch:
     sources: list[str]
     index: torch.Tensor  # [B] int64 global row ids (shard order, then row), to trace what a step trained on
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Token tensors to ``device``; the bookkeeping fields stay on the host."""
         return dataclasses.replace(
             self,
@@ -120,9 +121,11 @@ class Batch:
             doc_ids=self.doc_ids.to(device, non_blocking=non_blocking),
         )
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True) so host-to-GPU copies can overlap compute."""
-        return dataclasses.replace(self, x=self.x.pin_memory(), y=self.y.pin_memory(), doc_ids=self.doc_ids.pin_memory())
+        return dataclasses.replace(
+            self, x=self.x.pin_memory(), y=self.y.pin_memory(), doc_ids=self.doc_ids.pin_memory()
+        )
 
 
 class _RowReader:
@@ -198,7 +201,7 @@ class _Split:
     total_rows: int
 
 
-def _make_batch(loader: "ShardLoader", rows: np.ndarray, split: _Split | None = None) -> Batch:
+def _make_batch(loader: ShardLoader, rows: np.ndarray, split: _Split | None = None) -> Batch:
     split = split or loader._train
     reader = split.reader
     T = reader.seq_len
@@ -226,7 +229,7 @@ def _make_batch(loader: "ShardLoader", rows: np.ndarray, split: _Split | None = 
 class _EpochStream(IterableDataset):
     """The micro-batches of one rank for the rest of one epoch, split across DataLoader workers."""
 
-    def __init__(self, loader: "ShardLoader", order: np.ndarray, start: int, n_micro: int):
+    def __init__(self, loader: ShardLoader, order: np.ndarray, start: int, n_micro: int):
         self.loader = loader
         self.order = order
         self.start = start
@@ -351,8 +354,11 @@ class ShardLoader:
                         ids[name] = len(names)
                         names.append(name)
                     local_ids.append(ids[name])
-                row_source.append(np.asarray(local_ids, dtype=np.int16)[enc.indices.to_numpy()]
-                                  if table.num_rows else np.zeros(0, np.int16))
+                row_source.append(
+                    np.asarray(local_ids, dtype=np.int16)[enc.indices.to_numpy()]
+                    if table.num_rows
+                    else np.zeros(0, np.int16)
+                )
                 starts.append(n)
                 n += table.num_rows
         return _Split(
@@ -436,8 +442,12 @@ class ShardLoader:
                 # A private generator: DataLoader otherwise draws its worker seed from the global torch
                 # RNG, which would shift dropout masks whenever a loader is (re)created, e.g. on resume.
                 batches: Any = DataLoader(
-                    stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                    prefetch_factor=2, generator=torch.Generator().manual_seed(self.seed),
+                    stream,
+                    batch_size=None,
+                    num_workers=self.num_workers,
+                    pin_memory=self.pin_memory,
+                    prefetch_factor=2,
+                    generator=torch.Generator().manual_seed(self.seed),
                 )
             else:
                 batches = stream

@@ -98,7 +98,9 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             out[q + f"{ln}.weight"] = src[p + f"{ln}.weight"]
             out[q + f"{ln}.bias"] = bias(p + f"{ln}.bias", d)
         for name, width in (("attn.c_attn", 3 * d), ("attn.c_proj", d), ("mlp.c_fc", 4 * d), ("mlp.c_proj", d)):
-            out[q + f"{name}.weight"] = src[p + f"{name}.weight"].t().contiguous()  # Linear [out, in] -> Conv1D [in, out]
+            out[q + f"{name}.weight"] = (
+                src[p + f"{name}.weight"].t().contiguous()
+            )  # Linear [out, in] -> Conv1D [in, out]
             out[q + f"{name}.bias"] = bias(p + f"{name}.bias", width)
     out["transformer.ln_f.weight"] = src["ln_f.weight"]
     out["transformer.ln_f.bias"] = bias("ln_f.bias", d)
@@ -162,14 +164,24 @@ def export(checkpoint: str, out: str, tokenizer: str | None = None, overwrite: b
     hf = to_hf(model, eot_id)
     with atomic_folder(out) as tmp:  # --overwrite: the old folder is moved aside only once the new one is complete
         hf.save_pretrained(tmp, safe_serialization=True)
-        shutil.copyfile(tok_path if os.path.isfile(tok_path) else os.path.join(tok_path, "tokenizer.json"),
-                        os.path.join(tmp, "tokenizer.json"))
+        shutil.copyfile(
+            tok_path if os.path.isfile(tok_path) else os.path.join(tok_path, "tokenizer.json"),
+            os.path.join(tmp, "tokenizer.json"),
+        )
         with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
             json.dump(_tokenizer_config(tok, eot_id, model.config.n_ctx), fh, indent=2)
             fh.write("\n")
         with open(os.path.join(tmp, "ccgpt_export.json"), "w", encoding="utf-8") as fh:
-            json.dump({"checkpoint": os.path.abspath(checkpoint), "step": meta.get("step"),
-                       "model_config": meta.get("model_config"), "tokenizer": meta.get("tokenizer")}, fh, indent=2)
+            json.dump(
+                {
+                    "checkpoint": os.path.abspath(checkpoint),
+                    "step": meta.get("step"),
+                    "model_config": meta.get("model_config"),
+                    "tokenizer": meta.get("tokenizer"),
+                },
+                fh,
+                indent=2,
+            )
             fh.write("\n")
     return out
 
@@ -178,9 +190,12 @@ def export(checkpoint: str, out: str, tokenizer: str | None = None, overwrite: b
 def add_export_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="checkpoint.pt, or the run folder holding it")
     parser.add_argument("--out", required=True, help="folder to write (safetensors, config, tokenizer)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer.json (or its folder); default: found through the manifest beside the "
-                             "checkpoint or in the run's shard folder")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer.json (or its folder); default: found through the manifest beside the "
+        "checkpoint or in the run's shard folder",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 

@@ -182,14 +182,23 @@ def add_generate_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     src.add_argument("--prompt-ids", default=None, help="prompt as comma-separated token ids, e.g. 50256,464")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="tokens to sample (default 100)")
     parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default 0.8)")
-    parser.add_argument("--top-k", type=int, default=200, help="sample from the k most likely tokens; 0 = all (default 200)")
+    parser.add_argument(
+        "--top-k", type=int, default=200, help="sample from the k most likely tokens; 0 = all (default 200)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--num-samples", type=int, default=1, help="samples to draw, with seeds seed, seed+1, ...")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer.json (or its folder); default: found through the manifest beside the "
-                             "checkpoint or in the run's shard folder")
-    parser.add_argument("--stop-at-eot", action=argparse.BooleanOptionalAction, default=True,
-                        help="stop a sample after the end-of-text token (default: on)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer.json (or its folder); default: found through the manifest beside the "
+        "checkpoint or in the run's shard folder",
+    )
+    parser.add_argument(
+        "--stop-at-eot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop a sample after the end-of-text token (default: on)",
+    )
     parser.add_argument("--device", default="auto", help="'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1'")
     parser.add_argument("--json", action="store_true", help="print one JSON object per sample (ids and text)")
     return parser
@@ -221,15 +230,25 @@ def run(args: argparse.Namespace) -> int:
             raise GenerateError(f"--prompt-ids must be comma-separated integers, got {args.prompt_ids!r}") from None
     elif args.prompt is not None:
         if tok is None:
-            raise GenerateError("a text --prompt needs the tokenizer: none found through the manifest; pass --tokenizer")
+            raise GenerateError(
+                "a text --prompt needs the tokenizer: none found through the manifest; pass --tokenizer"
+            )
         prompt = tok.encode(args.prompt).ids
     else:  # unconditional: start from end-of-text, as at a document boundary
         if eot is None:
             raise GenerateError("no prompt given and the checkpoint records no end-of-text id; pass --prompt-ids")
         prompt = [int(eot)]
     for i in range(args.num_samples):
-        new = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k or None, args.seed + i,
-                       stop_token=eot if args.stop_at_eot else None, device=device)
+        new = generate(
+            model,
+            prompt,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_k or None,
+            args.seed + i,
+            stop_token=eot if args.stop_at_eot else None,
+            device=device,
+        )
         text = tok.decode(prompt + new, skip_special_tokens=False) if tok is not None else None
         if args.json:
             print(json.dumps({"sample": i, "seed": args.seed + i, "prompt_ids": prompt, "ids": new, "text": text}))

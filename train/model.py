@@ -92,7 +92,7 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=residual_std)
         with torch.no_grad():
-            self.wte.weight[cfg.vocab_size:].zero_()  # padding rows: never read, kept at zero
+            self.wte.weight[cfg.vocab_size :].zero_()  # padding rows: never read, kept at zero
         self._register_load_state_dict_pre_hook(self._pad_vocab_rows)
 
     def _pad_vocab_rows(self, state_dict, prefix, *args) -> None:
@@ -140,7 +140,10 @@ class GPT(nn.Module):
         if T > self.config.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the model's n_ctx={self.config.n_ctx}")
         ctx = AttentionContext(
-            T, idx.device, doc_ids if self.config.doc_masking else None, impl=self.config.attention_impl,
+            T,
+            idx.device,
+            doc_ids if self.config.doc_masking else None,
+            impl=self.config.attention_impl,
             head_dim=self.config.head_dim,
         )
         pos = torch.arange(T, device=idx.device)
@@ -150,8 +153,13 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is not None and resolve_loss_impl(self.config.loss_impl, idx.device) != "eager":
             impl = resolve_loss_impl(self.config.loss_impl, idx.device)
-            loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), impl=impl,
-                                        n_classes=self.config.vocab_size)
+            loss = linear_cross_entropy(
+                x.reshape(B * T, -1),
+                self.lm_head.weight,
+                targets.reshape(-1),
+                impl=impl,
+                n_classes=self.config.vocab_size,
+            )
             return None, loss
         logits = self.lm_head(x)[..., : self.config.vocab_size]  # aligned matmul, padding columns dropped
         loss = None

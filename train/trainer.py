@@ -138,8 +138,7 @@ def check_device_support(model_cfg: ModelConfig, device: torch.device) -> None:
     """Refuse, before any data is read, implementation choices that cannot train on ``device``."""
     if device.type != "cuda" and model_cfg.attention_impl == "flex":
         raise ValueError(
-            "attention_impl=flex cannot train on CPU (PyTorch has no FlexAttention backward there); "
-            "use sdpa or auto"
+            "attention_impl=flex cannot train on CPU (PyTorch has no FlexAttention backward there); use sdpa or auto"
         )
     if device.type == "cuda" and model_cfg.attention_impl == "flex" and model_cfg.head_dim < FLEX_MIN_HEAD_DIM:
         raise ValueError(
@@ -158,8 +157,10 @@ def check_compile_support(device: torch.device) -> None:
         import shutil
 
         if not any(shutil.which(cc) for cc in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
-            raise ValueError("compile=true on CPU needs a C++ compiler (g++ or clang++) for inductor; "
-                             "install one or train with compile=false")
+            raise ValueError(
+                "compile=true on CPU needs a C++ compiler (g++ or clang++) for inductor; "
+                "install one or train with compile=false"
+            )
 
 
 class _TensorBoard:
@@ -176,8 +177,11 @@ class _TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("note: the tensorboard package is not installed; logging to log.jsonl only "
-                  "(pip install tensorboard, or pass --tensorboard false to silence this)", flush=True)
+            print(
+                "note: the tensorboard package is not installed; logging to log.jsonl only "
+                "(pip install tensorboard, or pass --tensorboard false to silence this)",
+                flush=True,
+            )
             return
         self.writer = SummaryWriter(os.path.join(out, "tensorboard"), purge_step=purge_step)
 
@@ -232,8 +236,12 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
 
@@ -271,7 +279,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a ccgpt training checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r}, this trainer reads {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {ckpt.get('version')!r}, this trainer reads {CHECKPOINT_VERSION}"
+        )
     missing = [k for k in _REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
@@ -298,7 +308,9 @@ def _rewrite_log(path: str, upto_step: int) -> None:
 
 # ---------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: GPT, loader: ShardLoader, device: torch.device, amp: torch.dtype | None, d: _Dist) -> dict[str, Any]:
+def evaluate(
+    model: GPT, loader: ShardLoader, device: torch.device, amp: torch.dtype | None, d: _Dist
+) -> dict[str, Any]:
     """Mean next-token loss on the evaluation rows, overall and per source, summed over all ranks.
 
     The rows come from the shards' validation split (whole documents no training row holds) when the manifest
@@ -354,22 +366,29 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
     ckpt_path = os.path.join(cfg.out, CHECKPOINT_NAME)
     log_path = os.path.join(cfg.out, "log.jsonl")
     if os.path.exists(ckpt_path) and not cfg.resume:
-        raise FileExistsError(
-            f"{ckpt_path} exists; pass --resume true to continue that run, or choose another --out"
-        )
+        raise FileExistsError(f"{ckpt_path} exists; pass --resume true to continue that run, or choose another --out")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp = autocast_dtype(cfg.dtype, device)
 
     loader = ShardLoader(
-        cfg.shards, cfg.batch_size, seed=cfg.seed, rank=d.rank, world_size=d.world,
-        num_workers=cfg.num_workers, eval_rows=cfg.eval_rows, verify_sha256=cfg.verify_sha256,
+        cfg.shards,
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=d.rank,
+        world_size=d.world,
+        num_workers=cfg.num_workers,
+        eval_rows=cfg.eval_rows,
+        verify_sha256=cfg.verify_sha256,
         pin_memory=device.type == "cuda",
     )
     if main and cfg.eval_rows and loader.eval_split != "val":
-        print(f"note: {cfg.shards} has no validation split (made before it existed, or with val_fraction 0): "
-              f"evaluating on {loader.eval_rows} rows held out of the training shards", flush=True)
+        print(
+            f"note: {cfg.shards} has no validation split (made before it existed, or with val_fraction 0): "
+            f"evaluating on {loader.eval_rows} rows held out of the training shards",
+            flush=True,
+        )
     manifest = loader.manifest
     model_cfg = resolve_model_config(cfg.base_model_config(), manifest, cfg.tokenizer_hash)
     check_device_support(model_cfg, device)
@@ -437,7 +456,9 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         if optimizer_state["state"] and all(isinstance(k, int) for k in optimizer_state["state"]) and not fsdp:
             optimizer.load_state_dict(optimizer_state)  # written by an earlier trainer: keyed by position
         else:
-            set_optimizer_state_dict(raw_model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+            set_optimizer_state_dict(
+                raw_model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True)
+            )
         del optimizer_state
 
     seq_len = manifest.seq_len
@@ -451,8 +472,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
             + (f"{cfg.parallel} | " if d.enabled else "")
             + ("compiled | " if cfg.compile else "")
             + f"world {d.world} x batch {cfg.batch_size} x accum {cfg.grad_accum} x {seq_len} tokens "
-            f"= {tokens_per_step:,} tokens/step | device {device}"
-            + (" bf16" if amp else " fp32"),
+            f"= {tokens_per_step:,} tokens/step | device {device}" + (" bf16" if amp else " fp32"),
             flush=True,
         )
 
@@ -470,23 +490,29 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
         model_state = get_model_state_dict(raw_model, options=full) if fsdp else raw_model.state_dict()
         optimizer_state = get_optimizer_state_dict(raw_model, optimizer, options=full)
         if main:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "step": step,
-                "tokens_seen": tokens_seen,
-                "first_loss": first_loss,
-                "last_loss": last_loss,
-                "model": model_state,
-                "model_config": dataclasses.asdict(model_cfg),
-                "optimizer": optimizer_state,
-                "loader": loader.state_dict(),
-                "rng": rngs,
-                "world_size": d.world,
-                "tokenizer": {"content_hash": manifest.tokenizer.content_hash,
-                              "vocab_size": manifest.tokenizer.vocab_size, "eot_id": manifest.tokenizer.eot_id},
-                "train_config": dataclasses.asdict(cfg),
-            })
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "version": CHECKPOINT_VERSION,
+                    "step": step,
+                    "tokens_seen": tokens_seen,
+                    "first_loss": first_loss,
+                    "last_loss": last_loss,
+                    "model": model_state,
+                    "model_config": dataclasses.asdict(model_cfg),
+                    "optimizer": optimizer_state,
+                    "loader": loader.state_dict(),
+                    "rng": rngs,
+                    "world_size": d.world,
+                    "tokenizer": {
+                        "content_hash": manifest.tokenizer.content_hash,
+                        "vocab_size": manifest.tokenizer.vocab_size,
+                        "eot_id": manifest.tokenizer.eot_id,
+                    },
+                    "train_config": dataclasses.asdict(cfg),
+                },
+            )
         if d.enabled:
             dist.barrier()
         return ckpt_path
@@ -539,13 +565,28 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device) -> dict[str, Any]:
             t_last, steps_since_log = now, 0
             last_mfu = flops_per_token * tok_s / (peak * d.world) if peak else None
             gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            log({"kind": "train", "step": done, "loss": last_loss, "lr": lr, "tokens_per_sec": tok_s,
-                 "mfu": last_mfu, "grad_norm": gn, "tokens": tokens_seen, "epoch": loader.epoch,
-                 "elapsed_s": now - t_start, "samples_by_source": loader.source_samples()})
+            log(
+                {
+                    "kind": "train",
+                    "step": done,
+                    "loss": last_loss,
+                    "lr": lr,
+                    "tokens_per_sec": tok_s,
+                    "mfu": last_mfu,
+                    "grad_norm": gn,
+                    "tokens": tokens_seen,
+                    "epoch": loader.epoch,
+                    "elapsed_s": now - t_start,
+                    "samples_by_source": loader.source_samples(),
+                }
+            )
             if main:
                 mfu_txt = f"{100 * last_mfu:.1f}%" if last_mfu is not None else "n/a"
-                print(f"step {done}/{cfg.max_steps} | loss {last_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s | "
-                      f"mfu {mfu_txt} | grad norm {gn:.3f}", flush=True)
+                print(
+                    f"step {done}/{cfg.max_steps} | loss {last_loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s | "
+                    f"mfu {mfu_txt} | grad norm {gn:.3f}",
+                    flush=True,
+                )
 
         if cfg.eval_every and loader.eval_rows and (done % cfg.eval_every == 0 or done == cfg.max_steps):
             last_eval = evaluate(raw_model, loader, device, amp, d)

@@ -26,7 +26,8 @@ is already its survivor.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import xxhash
@@ -217,8 +218,11 @@ class ConnectedComponents(beam.PTransform):
         self.unconverged = None
 
     def expand(self, edges):
-        batches = edges if self.batched else edges | "BatchEdges" >> beam.BatchElements(
-            min_batch_size=256, max_batch_size=4096)
+        batches = (
+            edges
+            if self.batched
+            else edges | "BatchEdges" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+        )
         parts, work = self.partitions, self.work
         keyed = batches | "EmitEdges" >> beam.ParDo(_EdgesToPartitions(parts, work))
         for i in range(self.rounds):

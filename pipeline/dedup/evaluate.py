@@ -128,12 +128,14 @@ def load_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str]]:
     return truth, texts
 
 
-def evaluate_dedup(path_jsonl: str, threshold: float = 0.8, cfg: Any = None,
-                   exact: NormalizeConfig | None = None) -> dict[str, Any]:
+def evaluate_dedup(
+    path_jsonl: str, threshold: float = 0.8, cfg: Any = None, exact: NormalizeConfig | None = None
+) -> dict[str, Any]:
     """Dedup the labelled set at ``path_jsonl`` at Jaccard ``threshold`` and score it pairwise.
 
     ``cfg`` is a :class:`pipeline.dedup.NearConfig` (defaults when None); ``exact`` the exact pass's
-    normalisation (None: near-duplicates only). Returns the scores plus candidate/verified pair counts and the LSH parameters used.
+    normalisation (None: near-duplicates only). Returns the scores plus candidate/verified pair counts and the LSH
+    parameters used.
     """
     from pipeline.dedup.stage import (
         NearConfig,  # late: stage imports Beam, this module need not
@@ -203,12 +205,12 @@ def eval_main(argv: list[str] | None = None) -> int:
     defaults = NearConfig()
     ap = argparse.ArgumentParser(
         prog="ccgpt dedup eval",
-        description="Deduplicate a labelled JSON-lines file ({\"id\", \"text\", \"cluster\"} per line; documents "
+        description='Deduplicate a labelled JSON-lines file ({"id", "text", "cluster"} per line; documents '
         "sharing a cluster are duplicates) with the stage's algorithm (exact pass, MinHash LSH, Jaccard "
         "verification, connected components) and print pairwise precision / recall / F1 and the adjusted "
         "Rand index as JSON.",
     )
-    ap.add_argument("file", help="labelled JSON lines: {\"id\", \"text\", \"cluster\"}")
+    ap.add_argument("file", help='labelled JSON lines: {"id", "text", "cluster"}')
     ap.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--num-perm", type=int, default=defaults.num_perm, help="MinHash permutations")
@@ -221,8 +223,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         ap.error(f"--threshold must be in (0, 1], got {args.threshold}")
     if args.num_perm < 1 or args.ngram < 1:
         ap.error("--num-perm and --ngram must be >= 1")
-    near = NearConfig(num_perm=args.num_perm, verify=args.verify,
-                      shingles=ShingleConfig(kind=args.shingle_kind, ngram=args.ngram))
+    near = NearConfig(
+        num_perm=args.num_perm, verify=args.verify, shingles=ShingleConfig(kind=args.shingle_kind, ngram=args.ngram)
+    )
     try:
         result = evaluate_dedup(args.file, args.threshold, near, None if args.no_exact else NormalizeConfig())
     except LabelledSetError as e:

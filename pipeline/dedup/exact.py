@@ -105,8 +105,9 @@ def _quality_key(q: float | None) -> str:
     return format(0xFFFFFFFFFFFFFFFF - ordered, "016x")
 
 
-def rank_key(source: str, quality: float | None, doc_id: str, text_hash: str, priority: list[str],
-             lowest: list[str]) -> str:
+def rank_key(
+    source: str, quality: float | None, doc_id: str, text_hash: str, priority: list[str], lowest: list[str]
+) -> str:
     """The node key of a document: sorts by (source priority, -quality, id); unique per (id, text).
 
     Layout: ``rank(6) SEP quality(16) SEP id SEP texthash(16)``; fixed-width fields at both ends make

@@ -15,7 +15,7 @@ fixed by kind and producer, so a retried bundle rewrites the same file (temp nam
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -53,8 +53,11 @@ def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[tuple]
     with atomic_path(path) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for p in targets:
             rows = batches[p]
-            writer.write_batch(pa.record_batch([pa.array([r[i] for r in rows], type=pa.large_binary())
-                                                for i in range(width)], schema=schema))
+            writer.write_batch(
+                pa.record_batch(
+                    [pa.array([r[i] for r in rows], type=pa.large_binary()) for i in range(width)], schema=schema
+                )
+            )
     for i, p in enumerate(targets):
         yield p, f"{path}#{i}"
 

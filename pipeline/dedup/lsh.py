@@ -22,8 +22,8 @@ misses.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Iterable, Iterator
 
 import numpy as np
 import xxhash

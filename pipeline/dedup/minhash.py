@@ -121,9 +121,7 @@ class MinHasher:
     can hold one.
     """
 
-    def __init__(
-        self, num_perm: int = 128, seed: int = 1, scheme: str = "affine32", hash: str = "sha1"
-    ) -> None:
+    def __init__(self, num_perm: int = 128, seed: int = 1, scheme: str = "affine32", hash: str = "sha1") -> None:
         if num_perm < 1:
             raise ValueError("num_perm must be positive")
         if scheme not in ("affine32", "legacy"):

@@ -83,8 +83,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -101,8 +102,8 @@ from pipeline.accounting import (
     stats_from_outcomes,
 )
 from pipeline.dedup.components import ConnectedComponents, auto_rounds, partition_of, read_labels
-from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
 from pipeline.dedup.exact import _RANK_WIDTH, ExactConfig, exact_hash, key_id, rank_key
+from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
 from pipeline.dedup.lsh import band_keys, lsh_params
 from pipeline.dedup.minhash import (
     MinHasher,
@@ -133,14 +134,16 @@ INDEX_VERSION = 1
 # An indexed node's key: its earlier key with the rank digits replaced by this mark, which sorts before every
 # digit, so a component holding an indexed document is labelled by it (and ``key_id`` still reads the id).
 INDEX_MARK = "-"
-INDEX_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("id", pa.string()),
-    ("source", pa.string()),
-    ("exact_hash", pa.string()),
-    ("bands", pa.list_(pa.uint64())),
-    ("sketch", pa.list_(pa.uint64())),
-])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("exact_hash", pa.string()),
+        ("bands", pa.list_(pa.uint64())),
+        ("sketch", pa.list_(pa.uint64())),
+    ]
+)
 _COUNTS_FILE = "_dedup_counts.jsonl"
 _WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
 
@@ -325,7 +328,7 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
         offsets = column.offsets.to_numpy()
         values = column.values.to_numpy(zero_copy_only=False)
         for i, pos in enumerate(mine.tolist()):
-            out[pos] = values[offsets[i]:offsets[i + 1]]
+            out[pos] = values[offsets[i] : offsets[i + 1]]
     return out
 
 
@@ -343,9 +346,16 @@ class Members:
         group, keys, sources, order, chunk, pos, bands = zip(*rows)
         widths = np.array([b.size for b in bands], dtype=np.uint16)
         flat = np.concatenate(bands).astype(np.uint64) if widths.sum() else np.zeros(0, dtype=np.uint64)
-        return (b"".join(group), *pack_strings(list(keys)), *pack_strings(list(sources)),
-                np.array(order, dtype=np.uint64).tobytes(), np.array(chunk, dtype=np.int32).tobytes(),
-                np.array(pos, dtype=np.int64).tobytes(), widths.tobytes(), flat.tobytes())
+        return (
+            b"".join(group),
+            *pack_strings(list(keys)),
+            *pack_strings(list(sources)),
+            np.array(order, dtype=np.uint64).tobytes(),
+            np.array(chunk, dtype=np.int32).tobytes(),
+            np.array(pos, dtype=np.int64).tobytes(),
+            widths.tobytes(),
+            flat.tobytes(),
+        )
 
     @staticmethod
     def unpack(batch: tuple) -> Iterator[tuple[bytes, str, str, int, int, int, np.ndarray]]:
@@ -353,12 +363,17 @@ class Members:
         widths_a = np.frombuffer(widths, dtype=np.uint16)
         ends = np.cumsum(widths_a, dtype=np.int64)
         bands = np.frombuffer(flat, dtype=np.uint64)
-        rows = zip(unpack_strings((key_lengths, key_data)), unpack_strings((source_lengths, source_data)),
-                   np.frombuffer(order, dtype=np.uint64).tolist(),
-                   np.frombuffer(chunk, dtype=np.int32).tolist(), np.frombuffer(pos, dtype=np.int64).tolist(),
-                   ends.tolist(), widths_a.tolist())
+        rows = zip(
+            unpack_strings((key_lengths, key_data)),
+            unpack_strings((source_lengths, source_data)),
+            np.frombuffer(order, dtype=np.uint64).tolist(),
+            np.frombuffer(chunk, dtype=np.int32).tolist(),
+            np.frombuffer(pos, dtype=np.int64).tolist(),
+            ends.tolist(),
+            widths_a.tolist(),
+        )
         for i, (key, source, o, c, p, end, width) in enumerate(rows):
-            yield group[16 * i:16 * (i + 1)], key, source, o, c, p, bands[end - width:end]
+            yield group[16 * i : 16 * (i + 1)], key, source, o, c, p, bands[end - width : end]
 
 
 def _members_by_partition(rows: list[tuple], partitions: int, out: dict[int, list]) -> None:
@@ -413,15 +428,24 @@ class ReadChunk(beam.DoFn):
                     if member is None:
                         continue
                     key, h, band_hashes, sketch = member
-                    for name, value in (("key", key), ("id", row["id"]), ("source", row["source"]),
-                                        ("exact_hash", h), ("row", offset + i)):
+                    for name, value in (
+                        ("key", key),
+                        ("id", row["id"]),
+                        ("source", row["source"]),
+                        ("exact_hash", h),
+                        ("row", offset + i),
+                    ):
                         cols[name].append(value)
                     bands.append(band_hashes)
                     sketches.append(sketch)
-                    provenance = json.dumps([row.get("url"), row.get("source_file"), row.get("source_offset"),
-                                             row.get("date")], default=str)
-                    group = bytes.fromhex(h) if self.cfg.exact.enabled else xxhash.xxh3_128_digest(
-                        key.encode("utf-8", "surrogatepass"))
+                    provenance = json.dumps(
+                        [row.get("url"), row.get("source_file"), row.get("source_offset"), row.get("date")], default=str
+                    )
+                    group = (
+                        bytes.fromhex(h)
+                        if self.cfg.exact.enabled
+                        else xxhash.xxh3_128_digest(key.encode("utf-8", "surrogatepass"))
+                    )
                     order = xxhash.xxh3_64_intdigest(provenance.encode("utf-8", "surrogatepass"))
                     members.append((group, key, row["source"], order, chunk, pos, band_hashes))
                     pos += 1
@@ -460,8 +484,14 @@ class ReadChunk(beam.DoFn):
         except (UnicodeError, ValueError):  # e.g. a lone surrogate from a non-Parquet source
             emitted.append(beam.pvalue.TaggedOutput(OUTCOMES, dropped("invalid_record")))
             return None
-        key = rank_key(source, quality if isinstance(quality, (int, float)) else None, doc_id, h,
-                       self.cfg.source_priority, self.cfg.lowest_priority_sources)
+        key = rank_key(
+            source,
+            quality if isinstance(quality, (int, float)) else None,
+            doc_id,
+            h,
+            self.cfg.source_priority,
+            self.cfg.lowest_priority_sources,
+        )
         empty = np.zeros(0, dtype=np.uint64)
         if self.hasher is None:
             return key, h, empty, empty
@@ -527,21 +557,29 @@ class ExactPartition(beam.DoFn):
             by_part.setdefault(q, []).append(s)
             if s[4]:
                 weights.setdefault(q, []).append((s[0], 1 + s[4]))
-        for q, ref in hand_off(self.work, "weights", f"x{part:05d}",
-                               {q: [_pack_weights(rows)] for q, rows in weights.items()}):
+        for q, ref in hand_off(
+            self.work, "weights", f"x{part:05d}", {q: [_pack_weights(rows)] for q, rows in weights.items()}
+        ):
             yield beam.pvalue.TaggedOutput(WEIGHTS, (q, ref))
         copies_by_part: dict[int, list] = {}
         for c in exact_copies:
             copies_by_part.setdefault(partition_of(c[0], self.partitions), []).append(c)
-        for q, ref in hand_off(self.work, "copies", f"x{part:05d}",
-                               {q: [_pack_copies(rows)] for q, rows in copies_by_part.items()}):
+        for q, ref in hand_off(
+            self.work, "copies", f"x{part:05d}", {q: [_pack_copies(rows)] for q, rows in copies_by_part.items()}
+        ):
             yield beam.pvalue.TaggedOutput(EXACT_MEMBERS, (q, ref))
         batches: dict[int, list] = {}
         for q, rows in by_part.items():
             keys, sources, chunks, positions, copies, _ = zip(*rows)
-            batches[q] = [(*pack_strings(list(keys)), *pack_strings(list(sources)),
-                           np.array(chunks, dtype=np.int32).tobytes(),
-                           np.array(positions, dtype=np.int64).tobytes(), np.array(copies, dtype=np.int64).tobytes())]
+            batches[q] = [
+                (
+                    *pack_strings(list(keys)),
+                    *pack_strings(list(sources)),
+                    np.array(chunks, dtype=np.int32).tobytes(),
+                    np.array(positions, dtype=np.int64).tobytes(),
+                    np.array(copies, dtype=np.int64).tobytes(),
+                )
+            ]
         for q, path in hand_off(self.work, "survivors", f"x{part:05d}", batches):
             yield beam.pvalue.TaggedOutput(SURVIVORS, (q, path))
         if self.near:
@@ -549,14 +587,24 @@ class ExactPartition(beam.DoFn):
             if len(banded) < len(survivors):
                 yield beam.pvalue.TaggedOutput(COUNTERS, ("documents_without_shingles", len(survivors) - len(banded)))
             if banded:
-                bands = _band_batches([s[0] for s in banded], np.array([s[2] for s in banded], dtype=np.int32),
-                                      np.array([s[3] for s in banded], dtype=np.int64),
-                                      np.stack([s[5] for s in banded]), self.partitions)
+                bands = _band_batches(
+                    [s[0] for s in banded],
+                    np.array([s[2] for s in banded], dtype=np.int32),
+                    np.array([s[3] for s in banded], dtype=np.int64),
+                    np.stack([s[5] for s in banded]),
+                    self.partitions,
+                )
                 for bp, path in hand_off(self.work, "bands", f"x{part:05d}", bands):
                     yield beam.pvalue.TaggedOutput(BANDS, (bp, path))
 
-    def _group(self, members: list[tuple], survivors: list[tuple], copies_out: list[tuple[str, str, str]],
-               counts: dict[str, int], lines: list[str]) -> Iterator[Any]:
+    def _group(
+        self,
+        members: list[tuple],
+        survivors: list[tuple],
+        copies_out: list[tuple[str, str, str]],
+        counts: dict[str, int],
+        lines: list[str],
+    ) -> Iterator[Any]:
         new = [m for m in members if m[4] >= 0]
         if not new:
             return
@@ -584,8 +632,14 @@ class ExactPartition(beam.DoFn):
         survivors.append((best[1], best[2], best[4], best[5], copies, best[6]))
 
 
-def _band_batches(keys: list[str], chunks: np.ndarray, positions: np.ndarray, hashes: np.ndarray,
-                  partitions: int, out: dict[int, list] | None = None) -> dict[int, list]:
+def _band_batches(
+    keys: list[str],
+    chunks: np.ndarray,
+    positions: np.ndarray,
+    hashes: np.ndarray,
+    partitions: int,
+    out: dict[int, list] | None = None,
+) -> dict[int, list]:
     """``hashes[i, band]`` of node ``keys[i]`` (sketch at ``chunks[i], positions[i]``) -> one batch per band
     partition (``band hash % partitions``), added to ``out``: ``(bands, hashes, docs, key lengths, keys,
     chunks, positions)``, an entry per band landing there (its band index, hash and document number in the
@@ -599,9 +653,16 @@ def _band_batches(keys: list[str], chunks: np.ndarray, positions: np.ndarray, ha
     for p in np.unique(part):
         doc, band = np.nonzero(part == p)
         docs, local = np.unique(doc, return_inverse=True)
-        out.setdefault(int(p), []).append((
-            band.astype(np.uint16).tobytes(), hashes[doc, band].tobytes(), local.astype(np.uint32).tobytes(),
-            *pack_strings([keys[i] for i in docs]), chunks[docs].tobytes(), positions[docs].tobytes()))
+        out.setdefault(int(p), []).append(
+            (
+                band.astype(np.uint16).tobytes(),
+                hashes[doc, band].tobytes(),
+                local.astype(np.uint32).tobytes(),
+                *pack_strings([keys[i] for i in docs]),
+                chunks[docs].tobytes(),
+                positions[docs].tobytes(),
+            )
+        )
     return out
 
 
@@ -613,7 +674,7 @@ def _bucket_candidates(keys: list[str], all_pairs_max: int) -> tuple[list[tuple[
     if len(keys) < 2 or _is_indexed(keys[-1]):
         return [], False
     if len(keys) <= all_pairs_max:
-        return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:] if not _is_indexed(b)], False
+        return [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if not _is_indexed(b)], False
     return [(keys[0], b) for b in keys[1:] if not _is_indexed(b)], True
 
 
@@ -663,22 +724,32 @@ class BucketPairs(beam.DoFn):
                 out.setdefault(ca, set()).add((a, pa_, b, cb, pb))
         if oversized:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("oversized_buckets", oversized))
-        yield from hand_off(self.work, "pairs", f"b{part:05d}",
-                            {c: [_pack_pairs(sorted(pairs))] for c, pairs in out.items()})
+        yield from hand_off(
+            self.work, "pairs", f"b{part:05d}", {c: [_pack_pairs(sorted(pairs))] for c, pairs in out.items()}
+        )
 
 
 def _pack_pairs(pairs: list[tuple[str, int, str, int, int]]) -> tuple[bytes, ...]:
     """Candidate pairs ``(a, position of a, b, chunk of b, position of b)`` -> one tuple of bytes."""
     a, pa_, b, cb, pb = zip(*pairs)
-    return (*pack_strings(list(a)), np.array(pa_, dtype=np.int64).tobytes(), *pack_strings(list(b)),
-            np.array(cb, dtype=np.int32).tobytes(), np.array(pb, dtype=np.int64).tobytes())
+    return (
+        *pack_strings(list(a)),
+        np.array(pa_, dtype=np.int64).tobytes(),
+        *pack_strings(list(b)),
+        np.array(cb, dtype=np.int32).tobytes(),
+        np.array(pb, dtype=np.int64).tobytes(),
+    )
 
 
 def _unpack_pairs(batch: tuple[bytes, ...]) -> Iterator[tuple[str, int, str, int, int]]:
     a_lengths, a_data, pa_, b_lengths, b_data, cb, pb = batch
-    return zip(unpack_strings((a_lengths, a_data)), np.frombuffer(pa_, dtype=np.int64).tolist(),
-               unpack_strings((b_lengths, b_data)), np.frombuffer(cb, dtype=np.int32).tolist(),
-               np.frombuffer(pb, dtype=np.int64).tolist())
+    return zip(
+        unpack_strings((a_lengths, a_data)),
+        np.frombuffer(pa_, dtype=np.int64).tolist(),
+        unpack_strings((b_lengths, b_data)),
+        np.frombuffer(cb, dtype=np.int32).tolist(),
+        np.frombuffer(pb, dtype=np.int64).tolist(),
+    )
 
 
 def _is_indexed(key: str) -> bool:
@@ -719,8 +790,14 @@ class IndexEntries(beam.DoFn):
                 width = max(h.size for h in hashes)
                 if any(h.size != width for h in hashes):
                     raise ValueError(f"dedup: index file {path}: rows with different band counts")
-                _band_batches(keys, np.full(len(keys), chunk, dtype=np.int32), np.array(positions, dtype=np.int64),
-                              np.stack(hashes), self.partitions, bands)
+                _band_batches(
+                    keys,
+                    np.full(len(keys), chunk, dtype=np.int32),
+                    np.array(positions, dtype=np.int64),
+                    np.stack(hashes),
+                    self.partitions,
+                    bands,
+                )
         yield from hand_off(self.work, "members", f"i{chunk:05d}", members)
         for bp, band_path in hand_off(self.work, "bands", f"i{chunk:05d}", bands):
             yield beam.pvalue.TaggedOutput(BANDS, (bp, band_path))
@@ -759,9 +836,15 @@ class ShipFirst(beam.DoFn):
         batches = {}
         for cb, probes in out.items():
             a, b, pb, sk = zip(*probes)
-            batches[cb] = [(*pack_strings(list(a)), *pack_strings(list(b)), np.array(pb, dtype=np.int64).tobytes(),
-                            np.array([x.size for x in sk], dtype=np.uint32).tobytes(),
-                            np.concatenate(sk).astype(np.uint64).tobytes())]
+            batches[cb] = [
+                (
+                    *pack_strings(list(a)),
+                    *pack_strings(list(b)),
+                    np.array(pb, dtype=np.int64).tobytes(),
+                    np.array([x.size for x in sk], dtype=np.uint32).tobytes(),
+                    np.concatenate(sk).astype(np.uint64).tobytes(),
+                )
+            ]
         yield from hand_off(self.work, "probes", f"s{chunk:05d}", batches)
 
 
@@ -781,9 +864,14 @@ class VerifyPairs(beam.DoFn):
             ends = np.cumsum(np.frombuffer(sizes, dtype=np.uint32), dtype=np.int64)
             flat = np.frombuffer(values, dtype=np.uint64)
             starts = np.concatenate(([0], ends[:-1]))
-            probes.extend(zip(unpack_strings((a_lengths, a_data)), unpack_strings((b_lengths, b_data)),
-                              np.frombuffer(pb, dtype=np.int64).tolist(),
-                              (flat[s:e] for s, e in zip(starts.tolist(), ends.tolist()))))
+            probes.extend(
+                zip(
+                    unpack_strings((a_lengths, a_data)),
+                    unpack_strings((b_lengths, b_data)),
+                    np.frombuffer(pb, dtype=np.int64).tolist(),
+                    (flat[s:e] for s, e in zip(starts.tolist(), ends.tolist())),
+                )
+            )
         if not probes:
             return
         sketches = load_sketches(self.sketch_files[chunk], (pb for _, _, pb, _ in probes))
@@ -802,8 +890,11 @@ def _pack_copies(rows: list[tuple[str, str, str]]) -> tuple[bytes, ...]:
 
 def _copies(refs: Iterable[str]) -> Iterator[tuple[str, str, str]]:
     for key_lengths, key_data, id_lengths, id_data, source_lengths, source_data in handed(refs):
-        yield from zip(unpack_strings((key_lengths, key_data)), unpack_strings((id_lengths, id_data)),
-                       unpack_strings((source_lengths, source_data)))
+        yield from zip(
+            unpack_strings((key_lengths, key_data)),
+            unpack_strings((id_lengths, id_data)),
+            unpack_strings((source_lengths, source_data)),
+        )
 
 
 def _pack_weights(rows: list[tuple[str, int]]) -> tuple[bytes, ...]:
@@ -831,8 +922,9 @@ class ClusterWeights(beam.DoFn):
         out: dict[int, list] = {}
         for node, label in read_labels(grouped["label"]):
             out.setdefault(partition_of(label, self.partitions), []).append((label, weights.get(node, 1)))
-        yield from hand_off(self.work, "cluster-weights", f"p{part:05d}",
-                            {q: [_pack_weights(rows)] for q, rows in out.items()})
+        yield from hand_off(
+            self.work, "cluster-weights", f"p{part:05d}", {q: [_pack_weights(rows)] for q, rows in out.items()}
+        )
 
 
 class ClusterSizes(beam.DoFn):
@@ -848,8 +940,9 @@ class ClusterSizes(beam.DoFn):
         for label, weight in _weights(refs):
             sizes[label] = sizes.get(label, 0) + weight
         if sizes:
-            yield from hand_off(self.work, "cluster-sizes", f"p{part:05d}",
-                                {part: [_pack_weights(sorted(sizes.items()))]})
+            yield from hand_off(
+                self.work, "cluster-sizes", f"p{part:05d}", {part: [_pack_weights(sorted(sizes.items()))]}
+            )
 
 
 def _annotate(row: dict, extra: dict[str, Any]) -> dict:
@@ -896,14 +989,19 @@ class Decide(beam.DoFn):
         counts: dict[str, int] = {}
         kept: dict[int, tuple[list[int], dict[int, str]]] = {}
         for key_lengths, key_data, source_lengths, source_data, chunks, positions, copies in handed(
-                grouped["survivor"]):
-            rows = zip(unpack_strings((key_lengths, key_data)), unpack_strings((source_lengths, source_data)),
-                       np.frombuffer(chunks, dtype=np.int32).tolist(),
-                       np.frombuffer(positions, dtype=np.int64).tolist(),
-                       np.frombuffer(copies, dtype=np.int64).tolist())
+            grouped["survivor"]
+        ):
+            rows = zip(
+                unpack_strings((key_lengths, key_data)),
+                unpack_strings((source_lengths, source_data)),
+                np.frombuffer(chunks, dtype=np.int32).tolist(),
+                np.frombuffer(positions, dtype=np.int64).tolist(),
+                np.frombuffer(copies, dtype=np.int64).tolist(),
+            )
             for key, source, chunk, pos, n_copies in rows:
-                extra = yield from self._node(key, source, n_copies, labels.get(key), sizes.get(key),
-                                              exact.get(key, []), counts, lines)
+                extra = yield from self._node(
+                    key, source, n_copies, labels.get(key), sizes.get(key), exact.get(key, []), counts, lines
+                )
                 if extra is None:
                     continue
                 positions_of, extras = kept.setdefault(chunk, ([], {}))
@@ -918,8 +1016,16 @@ class Decide(beam.DoFn):
             yield chunk, (np.array(positions_of, dtype=np.int64).tobytes(), extras)
 
     @staticmethod
-    def _node(key: str, source: str, exact_copies: int, label: str | None, size: int | None,
-              exact: list[tuple[str, str]], counts: dict[str, int], lines: list[str]):
+    def _node(
+        key: str,
+        source: str,
+        exact_copies: int,
+        label: str | None,
+        size: int | None,
+        exact: list[tuple[str, str]],
+        counts: dict[str, int],
+        lines: list[str],
+    ):
         """Outcome and cluster lines of one survivor; returns its annotations (None when dropped)."""
         doc_id = key_id(key)
         cluster_key = label if label is not None else (key if exact_copies else None)
@@ -989,8 +1095,7 @@ class WriteChunk(beam.DoFn):
             raise RuntimeError(f"dedup: chunk {chunk} ({path}): wrote {written} of {len(extra)} kept rows")
         if self.index:
             index_rows = (rows for _, rows in _rows_at(sketch_file(self.work, chunk), positions, INDEX_SCHEMA.names))
-            _write_atomic(chunk_file(os.path.join(self.folder, INDEX_DIR), "index", chunk, n), index_rows,
-                          INDEX_SCHEMA)
+            _write_atomic(chunk_file(os.path.join(self.folder, INDEX_DIR), "index", chunk, n), index_rows, INDEX_SCHEMA)
         return iter(())
 
 
@@ -1021,8 +1126,9 @@ class MergeSortedLines(beam.DoFn):
 
 
 def _cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
-    return json.dumps({"id": doc_id, "cluster": cluster, "source": source, "survivor": survivor, "reason": reason},
-                      ensure_ascii=False)
+    return json.dumps(
+        {"id": doc_id, "cluster": cluster, "source": source, "survivor": survivor, "reason": reason}, ensure_ascii=False
+    )
 
 
 def _tag_unconverged(n: int) -> tuple[str, int]:
@@ -1103,8 +1209,14 @@ def index_meta(cfg: DedupConfig, bands: int, rows: int) -> dict[str, Any]:
         "version": INDEX_VERSION,
         "exact": {"enabled": cfg.exact.enabled, "normalize": asdict(cfg.exact.normalize)},
         "near": {
-            "enabled": near.enabled, "shingles": asdict(near.shingles), "num_perm": near.num_perm,
-            "seed": near.seed, "scheme": near.scheme, "hash": near.hash, "bands": bands, "rows": rows,
+            "enabled": near.enabled,
+            "shingles": asdict(near.shingles),
+            "num_perm": near.num_perm,
+            "seed": near.seed,
+            "scheme": near.scheme,
+            "hash": near.hash,
+            "bands": bands,
+            "rows": rows,
             "verify": near.verify,
         },
     }
@@ -1116,24 +1228,33 @@ def _index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
     for folder in against:
         meta_path = os.path.join(folder, INDEX_DIR, INDEX_META)
         if not os.path.exists(meta_path):
-            raise ValueError(f"dedup: --against {folder}: no {INDEX_DIR}/{INDEX_META} (not a dedup output "
-                             "written with write_index)")
+            raise ValueError(
+                f"dedup: --against {folder}: no {INDEX_DIR}/{INDEX_META} (not a dedup output written with write_index)"
+            )
         with open(meta_path, encoding="utf-8") as fh:
             theirs = json.load(fh)
         if theirs.get("version") != INDEX_VERSION:
-            raise ValueError(f"dedup: --against {folder}: index version {theirs.get('version')}, "
-                             f"expected {INDEX_VERSION}")
+            raise ValueError(
+                f"dedup: --against {folder}: index version {theirs.get('version')}, expected {INDEX_VERSION}"
+            )
         for part in ("exact", "near"):
             mine, other = meta[part], theirs.get(part, {})
             if not (mine["enabled"] and other.get("enabled")):
                 if mine["enabled"]:
-                    log.warning("dedup: --against %s: its index was written without the %s pass; its documents "
-                                "take no part in this run's %s pass", folder, part, part)
+                    log.warning(
+                        "dedup: --against %s: its index was written without the %s pass; its documents "
+                        "take no part in this run's %s pass",
+                        folder,
+                        part,
+                        part,
+                    )
                 continue
             diff = sorted(k for k in mine if k != "enabled" and mine[k] != other.get(k))
             if diff:
-                raise ValueError(f"dedup: --against {folder}: its {part} settings differ in {', '.join(diff)} "
-                                 f"({ {k: other.get(k) for k in diff} } vs { {k: mine[k] for k in diff} })")
+                raise ValueError(
+                    f"dedup: --against {folder}: its {part} settings differ in {', '.join(diff)} "
+                    f"({ {k: other.get(k) for k in diff} } vs { {k: mine[k] for k in diff} })"
+                )
         files.extend(os.path.abspath(f) for f in sorted(glob.glob(os.path.join(folder, INDEX_DIR, "*.parquet"))))
     return files
 
@@ -1148,8 +1269,10 @@ def validate_config(cfg: DedupConfig) -> None:
         (near.shingles.kind in ("word", "char"), f"near.shingles.kind must be word|char, got {near.shingles.kind!r}"),
         (near.scheme in ("affine32", "legacy"), f"near.scheme must be affine32|legacy, got {near.scheme!r}"),
         (near.hash in ("sha1", "xxh3"), f"near.hash must be sha1|xxh3, got {near.hash!r}"),
-        (near.verify in ("jaccard", "signature", "none"),
-         f"near.verify must be jaccard|signature|none, got {near.verify!r}"),
+        (
+            near.verify in ("jaccard", "signature", "none"),
+            f"near.verify must be jaccard|signature|none, got {near.verify!r}",
+        ),
         (near.all_pairs_max >= 1, f"near.all_pairs_max must be >= 1, got {near.all_pairs_max}"),
         (near.cc_rounds >= 0, f"near.cc_rounds must be >= 0, got {near.cc_rounds}"),
         (near.partitions >= 0, f"near.partitions must be >= 0, got {near.partitions}"),
@@ -1190,8 +1313,8 @@ def run_dedup(
                 p
                 | "Chunks" >> beam.Create(tasks)
                 | "SpreadChunks" >> beam.Reshuffle()
-                | "ReadChunks" >> beam.ParDo(ReadChunk(cfg, bands, rows, work, parts)).with_outputs(
-                    OUTCOMES, COUNTERS, main="members")
+                | "ReadChunks"
+                >> beam.ParDo(ReadChunk(cfg, bands, rows, work, parts)).with_outputs(OUTCOMES, COUNTERS, main="members")
             )
             outcomes = [read[OUTCOMES]]
             counters = [read[COUNTERS]]
@@ -1205,7 +1328,8 @@ def run_dedup(
                     | "SpreadIndex" >> beam.Reshuffle()
                     | "IndexEntries"
                     >> beam.ParDo(IndexEntries(cfg.exact.enabled, near.enabled, parts, work)).with_outputs(
-                        BANDS, COUNTERS, main="exact")
+                        BANDS, COUNTERS, main="exact"
+                    )
                 )
                 counters.append(indexed[COUNTERS])
                 members = (members, indexed.exact) | "WithIndexHashes" >> beam.Flatten()
@@ -1214,7 +1338,8 @@ def run_dedup(
                 | "GroupExact" >> beam.GroupByKey()
                 | "ExactPartition"
                 >> beam.ParDo(ExactPartition(cfg.exact.enabled, near.enabled, parts, work)).with_outputs(
-                    OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, SURVIVORS, WEIGHTS, BANDS)
+                    OUTCOMES, COUNTERS, EXACT_MEMBERS, CLUSTERS, SURVIVORS, WEIGHTS, BANDS
+                )
             )
             outcomes.append(exact[OUTCOMES])
             counters.append(exact[COUNTERS])
@@ -1235,8 +1360,10 @@ def run_dedup(
                 shipped = (
                     buckets.pairs
                     | "GroupByFirstChunk" >> beam.GroupByKey()
-                    | "ShipFirst" >> beam.ParDo(ShipFirst(near.verify, sketch_files, work)).with_outputs(
-                        COUNTERS, PAIRS, main="probes")
+                    | "ShipFirst"
+                    >> beam.ParDo(ShipFirst(near.verify, sketch_files, work)).with_outputs(
+                        COUNTERS, PAIRS, main="probes"
+                    )
                 )
                 counters.append(shipped[COUNTERS])
                 if near.verify == "none":
@@ -1245,8 +1372,10 @@ def run_dedup(
                     checked = (
                         shipped.probes
                         | "GroupBySecondChunk" >> beam.GroupByKey()
-                        | "Verify" >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold, sketch_files)).with_outputs(
-                            COUNTERS, main="pairs")
+                        | "Verify"
+                        >> beam.ParDo(VerifyPairs(near.verify, cfg.threshold, sketch_files)).with_outputs(
+                            COUNTERS, main="pairs"
+                        )
                     )
                     counters.append(checked[COUNTERS])
                     verified = checked.pairs
@@ -1291,9 +1420,8 @@ def run_dedup(
                 | "CounterPairs" >> beam.Map(_counter_pair)
                 | "CountCounters" >> beam.CombinePerKey(sum)
                 | "CounterJson" >> beam.Map(_count_json)
-                | "WriteCounters" >> beam.io.WriteToText(
-                    os.path.join(tmp, _COUNTS_FILE), shard_name_template="", num_shards=1
-                )
+                | "WriteCounters"
+                >> beam.io.WriteToText(os.path.join(tmp, _COUNTS_FILE), shard_name_template="", num_shards=1)
             )
         shutil.rmtree(work)
         stats = stats_from_outcomes("dedup", read_outcomes(tmp))
@@ -1305,7 +1433,9 @@ def run_dedup(
         if stats.extra["cc_unconverged_nodes"]:
             log.warning(
                 "dedup: %d nodes not settled after %d component rounds; some clusters may be split "
-                "(raise near.cc_rounds)", stats.extra["cc_unconverged_nodes"], rounds,
+                "(raise near.cc_rounds)",
+                stats.extra["cc_unconverged_nodes"],
+                rounds,
             )
         if not os.path.exists(os.path.join(tmp, "clusters.jsonl")):
             open(os.path.join(tmp, "clusters.jsonl"), "w").close()

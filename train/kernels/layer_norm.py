@@ -64,13 +64,20 @@ class _TritonLayerNorm(torch.autograd.Function):
 
         x2, weight, mean, rstd = ctx.saved_tensors
         dx, dw, db = triton_layer_norm.backward(
-            dy.reshape(-1, x2.shape[-1]).contiguous(), x2, weight, mean, rstd, ctx.has_bias,
+            dy.reshape(-1, x2.shape[-1]).contiguous(),
+            x2,
+            weight,
+            mean,
+            rstd,
+            ctx.has_bias,
             need_dw=weight is not None and ctx.needs_input_grad[1],
         )
         return (
             dx.view(ctx.shape),
             dw.to(weight.dtype) if dw is not None else None,
-            db.to(weight.dtype if weight is not None else x2.dtype) if db is not None and ctx.needs_input_grad[2] else None,
+            db.to(weight.dtype if weight is not None else x2.dtype)
+            if db is not None and ctx.needs_input_grad[2]
+            else None,
             None,
             None,
         )

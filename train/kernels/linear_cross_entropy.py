@@ -61,12 +61,17 @@ def default_chunk_size(n_rows: int, vocab: int, dtype: torch.dtype) -> int:
 
 
 def reference_linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
     n_classes: int | None = None,
 ) -> torch.Tensor:
     """The plain version: full logits (in fp32 at least), ``F.cross_entropy`` (mean over non-ignored targets)."""
     logits = (x @ weight.t())[:, :n_classes]
-    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, ignore_index=ignore_index
+    )
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -197,6 +202,13 @@ def linear_cross_entropy(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     targets = targets.contiguous().to(torch.int64)
     return _chunked(
-        x.contiguous(), weight, targets, int(chunk_size), use_triton, int(ignore_index), compute_dtype, block_v,
+        x.contiguous(),
+        weight,
+        targets,
+        int(chunk_size),
+        use_triton,
+        int(ignore_index),
+        compute_dtype,
+        block_v,
         int(n_classes),
     )

@@ -70,7 +70,10 @@ def _num_warps(block: int) -> int:
 
 
 def ce_forward(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, block_v: int | None = None,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int,
+    block_v: int | None = None,
     n_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lse, loss)``, both fp32 ``[rows]``, for a contiguous chunk of logits (its first ``n_classes``

@@ -23,8 +23,19 @@ MAX_FUSED_BYTES = 65536  # one row (padded to a power of 2) must fit one program
 
 @triton.jit
 def ln_forward_kernel(
-    x_ptr, y_ptr, w_ptr, b_ptr, mean_ptr, rstd_ptr, stride_x, stride_y, n_cols, eps,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    w_ptr,
+    b_ptr,
+    mean_ptr,
+    rstd_ptr,
+    stride_x,
+    stride_y,
+    n_cols,
+    eps,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -46,9 +57,24 @@ def ln_forward_kernel(
 
 @triton.jit
 def ln_backward_kernel(
-    dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr,
-    stride_dy, stride_x, stride_dx, n_rows, n_cols, rows_per_program,
-    HAS_WEIGHT: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, BLOCK_N: tl.constexpr,
+    dy_ptr,
+    x_ptr,
+    w_ptr,
+    mean_ptr,
+    rstd_ptr,
+    dx_ptr,
+    dw_ptr,
+    db_ptr,
+    stride_dy,
+    stride_x,
+    stride_dx,
+    n_rows,
+    n_cols,
+    rows_per_program,
+    HAS_WEIGHT: tl.constexpr,
+    NEED_DW: tl.constexpr,
+    NEED_DB: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -103,9 +129,20 @@ def forward(
     rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
     block = _block(n, x.element_size())
     ln_forward_kernel[(rows,)](
-        x, y, weight if weight is not None else x, bias if bias is not None else x, mean, rstd,
-        x.stride(0), y.stride(0), n, eps,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_N=block, num_warps=_num_warps(block),
+        x,
+        y,
+        weight if weight is not None else x,
+        bias if bias is not None else x,
+        mean,
+        rstd,
+        x.stride(0),
+        y.stride(0),
+        n,
+        eps,
+        HAS_WEIGHT=weight is not None,
+        HAS_BIAS=bias is not None,
+        BLOCK_N=block,
+        num_warps=_num_warps(block),
     )
     return y, mean, rstd
 
@@ -138,10 +175,25 @@ def backward(
     db_part = torch.empty((programs, n), dtype=torch.float32, device=x.device) if has_bias else None
     block = _block(n, x.element_size())
     ln_backward_kernel[(programs,)](
-        dy, x, weight if weight is not None else x, mean, rstd, dx,
-        dw_part if dw_part is not None else mean, db_part if db_part is not None else mean,
-        dy.stride(0), x.stride(0), dx.stride(0), rows, n, per,
-        HAS_WEIGHT=weight is not None, NEED_DW=need_dw, NEED_DB=has_bias, BLOCK_N=block, num_warps=_num_warps(block),
+        dy,
+        x,
+        weight if weight is not None else x,
+        mean,
+        rstd,
+        dx,
+        dw_part if dw_part is not None else mean,
+        db_part if db_part is not None else mean,
+        dy.stride(0),
+        x.stride(0),
+        dx.stride(0),
+        rows,
+        n,
+        per,
+        HAS_WEIGHT=weight is not None,
+        NEED_DW=need_dw,
+        NEED_DB=has_bias,
+        BLOCK_N=block,
+        num_warps=_num_warps(block),
     )
     dw = dw_part.sum(0) if dw_part is not None else None
     db = db_part.sum(0) if db_part is not None else None
