@@ -21,22 +21,29 @@ Output folder::
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipeline.accounting import OUTCOMES, WriteOutcomes, read_outcomes, stats_from_outcomes
+from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
-from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
-from pipeline.tables import read_jsonl
-from schemas.documents import DOCUMENT_SCHEMA, write_documents
+from pipeline.runner import RunnerConfig
+from pipeline.stage import Stage, load_stats
+from pipeline.tables import (
+    FAILED_FILES,
+    WriteCounters,
+    WriteDocuments,
+    WriteExamples,
+    WriteJsonLines,
+    counters_with_prefix,
+    ensure_table,
+    read_counters,
+    read_jsonl,
+)
 from schemas.stats import StageStats
 
 
@@ -86,86 +93,40 @@ class Curate(beam.PTransform):
         }
 
 
-def example_lines(kv):
-    _, examples = kv
-    for ex in sorted(examples, key=lambda e: (e.get("url") or "", e.get("text") or "")):
-        yield json.dumps(ex, ensure_ascii=False, sort_keys=True)
-
-
-def counter_line(kv):
-    name, n = kv
-    return json.dumps({"counter": name, "n": n}, sort_keys=True)
-
-
-def ensure_table(folder: str) -> None:
-    """Beam writes no Parquet file for an empty PCollection; leave one empty, valid table instead."""
-    os.makedirs(folder, exist_ok=True)
-    if not glob.glob(os.path.join(folder, "*.parquet")):
-        write_documents([], os.path.join(folder, "documents-empty.parquet"))
-
-
 def run_curate(
     inputs: list[str], out_dir: str, cfg: CurateConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Curate WARC/WET ``inputs`` (paths, folders, globs, s3:// gs:// https:// URLs) into ``out_dir``."""
-    fp = fingerprint("curate", inputs, cfg)
-    if not force and is_complete(out_dir, fp):
+    stage = Stage("curate", out_dir, inputs, cfg, force)
+    if stage.complete():
         return load_stats(out_dir)
     files = expand_inputs(inputs)
-    with stage_output(out_dir) as tmp:
-        with make_pipeline(runner, "curate") as p:
-            out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)
-            _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            if cfg.write_raw:
-                _ = out["raw"] | "WriteRaw" >> beam.io.WriteToParquet(
-                    os.path.join(tmp, "raw", "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-                )
-            _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = (
-                out["examples"]
-                | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
-                | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
-                | "ExampleJson" >> beam.FlatMap(example_lines)
-                | "WriteExamples"
-                >> beam.io.WriteToText(os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1)
-            )
-            _ = (
-                out["failed"]
-                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                | "WriteFailed"
-                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
-            )
-            _ = (
-                out["counters"]
-                | "CountCounters" >> beam.combiners.Count.PerElement()
-                | "CounterJson" >> beam.Map(counter_line)
-                | "WriteCounters"
-                >> beam.io.WriteToText(os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1)
-            )
+
+    def build(p: beam.Pipeline, tmp: str) -> None:
+        out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
+        if cfg.write_raw:
+            _ = out["raw"] | "WriteRaw" >> WriteDocuments(os.path.join(tmp, "raw"))
+        _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
+        _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
+        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+        _ = out["counters"] | "WriteCounters" >> WriteCounters(tmp)
+
+    def summarise(tmp: str, stats: StageStats) -> None:
         ensure_table(tmp)
         if cfg.write_raw:
             ensure_table(os.path.join(tmp, "raw"))
-        for name in ("examples.jsonl", "failed_files.jsonl", "counters.jsonl"):
-            open(os.path.join(tmp, name), "a").close()  # present even when empty
-        stats = stats_from_outcomes("curate", read_outcomes(tmp))
-        counters = {row["counter"]: row["n"] for row in read_jsonl(os.path.join(tmp, "counters.jsonl"))}
-        failed = read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
+        counters = read_counters(tmp)
+        failed = read_jsonl(os.path.join(tmp, FAILED_FILES))
         stats.extra["input_files"] = len(files)
         stats.extra["extracted"] = counters.get("extracted", 0)
-        stats.extra["record_types"] = dict(
-            sorted((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("record_type:"))
-        )
+        stats.extra["record_types"] = counters_with_prefix(counters, "record_type:")
         stats.extra["languages"] = dict(
-            sorted(
-                ((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")),
-                key=lambda kv: -kv[1],
-            )
+            sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])
         )
         stats.extra["failed_files"] = sorted({f["file"] for f in failed})  # a file may have several bad regions
         stats.extra["garbage_bytes_skipped"] = sum(
             f.get("bytes", 0) for f in failed if f["reason"] == "garbage_skipped"
         )
-        finish(stats, tmp, fp)
-    return stats
+
+    return stage.run_beam(runner, build, summarise)

@@ -1,9 +1,12 @@
-"""What every stage shares: atomic output folders, lineage fingerprints, and skip-if-done.
+"""The one stage skeleton every ``run_*`` goes through, plus lineage fingerprints and skip-if-done.
 
-A stage writes into ``OUT.partial-<pid>/`` and, once its ``stats.json`` (with the accounting checked) is
-written, renames the folder to ``OUT``. A crash leaves only a ``.partial`` folder, never a half-written
-``OUT``. A rerun whose ``OUT/stats.json`` carries the same fingerprint (inputs + config + code version)
-skips the stage; anything else recomputes.
+    validate config -> fingerprint -> skip or run -> build the pipeline -> outcomes -> stats -> commit
+
+:class:`Stage` is that sequence, written once, so a change of how stages are identified or committed (object
+stores, resume by work unit) lands here and nowhere else. A stage writes into ``OUT.partial-<pid>/`` and,
+once its ``stats.json`` (with the accounting checked) is written, renames the folder to ``OUT``. A crash
+leaves only a ``.partial`` folder, never a half-written ``OUT``. A rerun whose ``OUT/stats.json`` carries the
+same fingerprint (inputs + config + code version) skips the stage; ``force`` or anything else recomputes.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import glob
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from schemas.atomic import atomic_folder
+from schemas.config import validate_config
 from schemas.manifest import file_sha256
 from schemas.stats import StageStats
 
@@ -100,3 +105,61 @@ def finish(stats: StageStats, folder: str, fp: str) -> StageStats:
 
 def load_stats(out_dir: str) -> StageStats:
     return StageStats.load(out_dir)
+
+
+class Stage:
+    """One execution of one stage: the skeleton shared by every ``run_*`` function.
+
+    ``inputs`` are the files and folders whose identity enters the fingerprint (inputs, models, benchmark
+    files); ``config`` is the stage's dataclass (or a dict holding it and anything else that decides the
+    output, such as a tokenizer's content hash). ``fingerprint`` is set before the body runs, so a body can
+    record it (the mix manifest's lineage).
+    """
+
+    def __init__(self, name: str, out_dir: str, inputs: Sequence[str], config: Any, force: bool = False):
+        validate_config(config)
+        self.name = name
+        self.out_dir = out_dir
+        self.inputs = list(inputs)
+        self.config = config
+        self.force = force
+        self.fingerprint = fingerprint(name, self.inputs, config)
+
+    def complete(self) -> bool:
+        """Whether ``out_dir`` already holds this stage's output for the same fingerprint."""
+        return not self.force and is_complete(self.out_dir, self.fingerprint)
+
+    def run(self, body: Callable[[str], StageStats]) -> StageStats:
+        """Skip when complete; else ``body(tmp)`` writes the outputs into a temporary folder and returns the
+        stage's stats, which are checked, written last as ``stats.json`` with the lineage, and committed."""
+        if self.complete():
+            return load_stats(self.out_dir)
+        with stage_output(self.out_dir) as tmp:
+            stats = body(tmp)
+            finish(stats, tmp, self.fingerprint)
+        return stats
+
+    def run_beam(
+        self,
+        runner: Any,
+        build: Callable[[Any, str], None],
+        summarise: Callable[[str, StageStats], None] | None = None,
+        total: int | None = None,
+        label: str | None = None,
+    ) -> StageStats:
+        """:meth:`run` for a Beam stage: ``build(p, tmp)`` wires the pipeline (its outcomes written with
+        :class:`pipeline.accounting.WriteOutcomes` into ``tmp``); once it has run, the outcomes become the
+        stats and ``summarise(tmp, stats)`` adds the stage's own figures to ``stats.extra``. ``total`` (input
+        records, when known) gives the progress line a percentage; ``label`` names it (default: the stage)."""
+        from pipeline.accounting import read_outcomes, stats_from_outcomes  # late: keeps this module Beam-free
+        from pipeline.runner import make_pipeline
+
+        def body(tmp: str) -> StageStats:
+            with make_pipeline(runner, label or self.name, total=total) as p:
+                build(p, tmp)
+            stats = stats_from_outcomes(self.name, read_outcomes(tmp))
+            if summarise is not None:
+                summarise(tmp, stats)
+            return stats
+
+        return self.run(body)

@@ -15,7 +15,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 
-from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
+from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema, write_documents
 
 
 def read_document_tables(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
@@ -72,3 +72,117 @@ def sum_jsonl(path: str, key: str, value: str, cast: Callable[[Any], Any] = int)
                     k = tuple(row[key]) if isinstance(row[key], list) else row[key]
                     out[k] = out.get(k, cast(0)) + cast(row[value])
     return out
+
+
+class WriteLines(beam.PTransform):
+    """PCollection[str] -> one text file at ``path`` (no shard suffix), present even when nothing reaches it.
+
+    With ``num_shards=1`` Beam writes the file even for an empty collection, so a stage's side files
+    (examples, failures, counters) always exist once its pipeline has run.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, lines):
+        return lines | "Write" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1)
+
+
+class WriteJsonLines(beam.PTransform):
+    """PCollection[dict] -> one JSON-lines file (keys sorted, non-ASCII kept): :class:`WriteLines` of JSON."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, rows):
+        return (
+            rows
+            | "Json" >> beam.Map(lambda row: json.dumps(row, ensure_ascii=False, sort_keys=True))
+            | "Lines" >> WriteLines(self.path)
+        )
+
+
+COUNTERS_FILE = "counters.jsonl"
+
+
+class WriteCounters(beam.PTransform):
+    """Named counters -> ``<folder>/counters.jsonl``, one ``{"counter", "n"}`` line per name.
+
+    Elements are a counter name (counts 1) or a ``(name, n)`` pair (adds n); names are summed in the
+    pipeline, so the file holds exact totals on every runner. Read back with :func:`read_counters`.
+    """
+
+    def __init__(self, folder: str, name: str = COUNTERS_FILE):
+        super().__init__()
+        self.path = os.path.join(folder, name)
+
+    def expand(self, counters):
+        return (
+            counters
+            | "AsPairs" >> beam.Map(lambda c: (c, 1) if isinstance(c, str) else (c[0], int(c[1])))
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "Json" >> beam.MapTuple(lambda k, n: json.dumps({"counter": k, "n": n}, sort_keys=True))
+            | "Lines" >> WriteLines(self.path)
+        )
+
+
+def read_counters(folder: str, name: str = COUNTERS_FILE) -> dict[str, int]:
+    """The totals :class:`WriteCounters` wrote (absent file: none)."""
+    return sum_jsonl(os.path.join(folder, name), "counter", "n")
+
+
+def counters_with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    """``{"language:en": 3, ...}`` with ``prefix="language:"`` -> ``{"en": 3}``, sorted by name."""
+    return dict(sorted((k[len(prefix) :], v) for k, v in counters.items() if k.startswith(prefix)))
+
+
+FAILED_FILES = "failed_files.jsonl"
+EXAMPLES_FILE = "examples.jsonl"
+
+
+class WriteDocuments(beam.PTransform):
+    """PCollection of document rows -> ``<folder>/documents-*.parquet`` (DOCUMENT_SCHEMA).
+
+    Beam writes no Parquet file for an empty collection: call :func:`ensure_table` once the pipeline ran."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def expand(self, rows):
+        return rows | "Parquet" >> beam.io.WriteToParquet(
+            os.path.join(self.folder, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+        )
+
+
+def ensure_table(folder: str) -> None:
+    """Leave one empty, valid document table in ``folder`` when the pipeline wrote none."""
+    os.makedirs(folder, exist_ok=True)
+    if not any(name.endswith(".parquet") for name in os.listdir(folder)):
+        write_documents([], os.path.join(folder, "documents-empty.parquet"))
+
+
+def _example_lines(kv):
+    _, examples = kv
+    for ex in sorted(examples, key=lambda e: (e.get("url") or "", e.get("text") or "")):
+        yield json.dumps(ex, ensure_ascii=False, sort_keys=True)
+
+
+class WriteExamples(beam.PTransform):
+    """``(reason, example)`` pairs -> ``<folder>/examples.jsonl``: up to ``per_reason`` examples per reason."""
+
+    def __init__(self, folder: str, per_reason: int):
+        super().__init__()
+        self.path = os.path.join(folder, EXAMPLES_FILE)
+        self.per_reason = per_reason
+
+    def expand(self, examples):
+        return (
+            examples
+            | "Keep" >> beam.Filter(lambda _kv, n=self.per_reason: n > 0)
+            | "Sample" >> beam.combiners.Sample.FixedSizePerKey(max(self.per_reason, 1))
+            | "Json" >> beam.FlatMap(_example_lines)
+            | "Lines" >> WriteLines(self.path)
+        )

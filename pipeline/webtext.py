@@ -50,7 +50,6 @@ from typing import Any, Literal
 import apache_beam as beam
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
-from pipeline.curate import counter_line, ensure_table, example_lines
 from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
@@ -58,7 +57,15 @@ from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles,
 from pipeline.runner import RunnerConfig, make_pipeline
 from pipeline.sources import SourceError, check_source_name, resolve_inputs
 from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
-from pipeline.tables import read_jsonl
+from pipeline.tables import (
+    FAILED_FILES,
+    WriteCounters,
+    WriteExamples,
+    WriteJsonLines,
+    ensure_table,
+    read_counters,
+    read_jsonl,
+)
 from schemas.documents import DOCUMENT_SCHEMA
 from schemas.stats import StageStats
 
@@ -584,28 +591,9 @@ def run_webtext(
                 os.path.join(tmp, "url_list"), progress=False
             )
             matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
-            _ = (
-                (matched, out["counters"])
-                | "WithCounters" >> beam.Flatten()
-                | "CountCounters" >> beam.combiners.Count.PerElement()
-                | "CounterJson" >> beam.Map(counter_line)
-                | "WriteCounters"
-                >> beam.io.WriteToText(os.path.join(tmp, "counters.jsonl"), shard_name_template="", num_shards=1)
-            )
-            _ = (
-                out["examples"]
-                | "KeepExamples" >> beam.Filter(lambda _kv, n=cfg.examples_per_reason: n > 0)
-                | "SampleExamples" >> beam.combiners.Sample.FixedSizePerKey(max(cfg.examples_per_reason, 1))
-                | "ExampleJson" >> beam.FlatMap(example_lines)
-                | "WriteExamples"
-                >> beam.io.WriteToText(os.path.join(tmp, "examples.jsonl"), shard_name_template="", num_shards=1)
-            )
-            _ = (
-                out["failed"]
-                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                | "WriteFailed"
-                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
-            )
+            _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
+            _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
+            _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
         ensure_table(tmp)
         for name in (
             "examples.jsonl",
@@ -617,7 +605,7 @@ def run_webtext(
             open(os.path.join(tmp, name), "a").close()  # present even when empty
         listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
         stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
-        counters = {row["counter"]: row["n"] for row in read_jsonl(os.path.join(tmp, "counters.jsonl"))}
+        counters = read_counters(tmp)
         matched = counters.get("matched_urls", 0)
         where = f"{len(list_files)} URL list file(s)"
         if listed.kept == 0:

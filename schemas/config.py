@@ -93,8 +93,39 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
         value = data[f.name]
         if _is_dataclass_type(tp) and isinstance(value, dict):
             value = from_dict(tp, value)
+        elif typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+            raise ValueError(f"{cls.__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}")
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def validate_config(config: Any) -> None:
+    """Re-check a (nested) config dataclass: its ``Literal`` fields, then its ``__post_init__`` checks.
+
+    The one way configs are validated: each dataclass checks its own values in ``__post_init__`` (run when it
+    is built, by YAML, flags or code) and ``Literal`` fields are checked here and in :func:`from_dict`; a
+    stage calls this before it fingerprints, so a config changed by ``dataclasses.replace`` or attribute
+    assignment is checked too. Dicts (a config plus other fingerprinted values) are searched for dataclasses.
+    """
+    if isinstance(config, dict):
+        for value in config.values():
+            validate_config(value)
+        return
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        tp = _base_type(hints[f.name])
+        value = getattr(config, f.name)
+        if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+            raise ValueError(
+                f"{type(config).__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}"
+            )
+        if dataclasses.is_dataclass(value):
+            validate_config(value)
+    post_init = getattr(config, "__post_init__", None)
+    if post_init is not None:
+        post_init()
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
