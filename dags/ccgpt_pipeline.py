@@ -1,5 +1,8 @@
 """Airflow DAG: the ccgpt pipeline, one task per stage, for data engineers.
 
+One task per row of ``pipeline.stages.STAGES`` (the table ``ccgpt run`` follows too), wired by its ``after``
+column:
+
     sample -> curate ----------------> quality_train -> quality_filter -> dedup -> decontam -> tokenizer
            -> sources ------------------------------------------------------^   -> mix -> verify -> train -> report
 
@@ -24,20 +27,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-STAGE_DEPENDENCIES = {
-    "sample": [],
-    "curate": ["sample"],
-    "sources": ["sample"],
-    "quality_train": ["curate"],
-    "quality_filter": ["quality_train"],
-    "dedup": ["quality_filter", "sources"],
-    "decontam": ["dedup"],
-    "tokenizer": ["decontam"],
-    "mix": ["tokenizer"],
-    "verify": ["mix"],
-    "train": ["verify"],
-    "report": ["train"],
-}
+from pipeline.stages import STAGES
 
 
 def _run(stage: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -113,16 +103,15 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
 )
 def ccgpt_pipeline() -> None:
     tasks = {}
-    for stage in STAGE_DEPENDENCIES:
+    for spec in STAGES:
 
-        @task(task_id=stage)
-        def run_one(stage_name: str = stage, **context: Any) -> dict[str, Any]:
+        @task(task_id=spec.name, doc=spec.does)
+        def run_one(stage_name: str = spec.name, **context: Any) -> dict[str, Any]:
             return _run(stage_name, context["params"])
 
-        tasks[stage] = run_one()
-    for stage, upstream in STAGE_DEPENDENCIES.items():
-        for up in upstream:
-            tasks[up] >> tasks[stage]
+        tasks[spec.name] = run_one()
+        for up in spec.after:
+            tasks[up] >> tasks[spec.name]
 
 
 ccgpt_pipeline()

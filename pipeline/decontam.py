@@ -74,15 +74,15 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
-from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
-from pipeline.tables import count_rows, read_document_tables, sum_jsonl
-from schemas.documents import DOCUMENT_SCHEMA
+from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped
+from pipeline.runner import RunnerConfig
+from pipeline.stage import Stage
+from pipeline.tables import WriteCounters, WriteDocuments, WriteLines, count_rows, read_counters, read_document_tables
 from schemas.stats import StageStats
 
 STAGE = "decontam"
 SUMMARY = "summary"  # tag of the counters output
+SUMMARY_FILE = "decontam_summary.jsonl"  # summed counters: {"counter": "<JSON list of key parts>", "n"} lines
 
 SPLIT = "split_into_fragments"
 TOO_MANY_SPLITS = "contaminated_split_too_often"
@@ -120,6 +120,13 @@ class DecontamConfig:
     max_splits: int = field(
         default=10, metadata={"help": "drop a document whole when it is split more than this many times"}
     )
+
+    def __post_init__(self) -> None:
+        if self.ngram < 1:
+            raise DecontamError(f"ngram must be >= 1, got {self.ngram}")
+        if self.margin_chars < 0 or self.min_fragment_chars < 0 or self.max_splits < 0:
+            raise DecontamError("margin_chars, min_fragment_chars and max_splits must be >= 0")
+        benchmark_format("x", self.benchmark_format)  # validates the setting
 
 
 class DecontamError(ValueError):
@@ -594,16 +601,9 @@ def _size_entries(bench: BenchmarkSet) -> Iterator[tuple[str, int]]:
         yield _key("benchmark", name, "ngrams"), len(bench.sets[name])
 
 
-def _summary_json(key: str, value: int) -> str:
-    return json.dumps({"key": json.loads(key), "value": value}, sort_keys=True)
-
-
-def _write_single(pcoll, label: str, path: str):
-    return pcoll | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
-
-
 def _read_summary(folder: str) -> dict[tuple, int]:
-    return sum_jsonl(os.path.join(folder, "decontam_summary.jsonl"), "key", "value")
+    """The summed counters, keyed by their parts (``("benchmark", name, "documents")``)."""
+    return {tuple(json.loads(k)): n for k, n in read_counters(folder, SUMMARY_FILE).items()}
 
 
 def run_decontam(
@@ -615,44 +615,32 @@ def run_decontam(
     :class:`DecontamError` for a missing or unnamed benchmark, or a benchmark that yields no n-gram (a
     benchmark that protects nothing is a configuration mistake, not a silent no-op).
     """
-    if cfg.ngram < 1:
-        raise DecontamError(f"ngram must be >= 1, got {cfg.ngram}")
-    if cfg.margin_chars < 0 or cfg.min_fragment_chars < 0 or cfg.max_splits < 0:
-        raise DecontamError("margin_chars, min_fragment_chars and max_splits must be >= 0")
-    benchmark_format("x", cfg.benchmark_format)  # validates the setting
     benchmarks = resolve_benchmarks(cfg.benchmarks)
-    fp = fingerprint(STAGE, [*inputs, *[path for _, path in benchmarks]], cfg)
-    if not force and is_complete(out_dir, fp):
-        return load_stats(out_dir)
+    stage = Stage(STAGE, out_dir, [*inputs, *[path for _, path in benchmarks]], cfg, force)
 
-    with stage_output(out_dir) as tmp:
-        with make_pipeline(runner, "decontam", total=count_rows(inputs)) as p:
-            read = (
-                p
-                | "Benchmarks" >> beam.Create(benchmarks)
-                | "SpreadBenchmarks" >> beam.Reshuffle()
-                | "HashBenchmarks" >> beam.ParDo(ReadBenchmark(cfg)).with_outputs(SUMMARY, main="hashes")
-            )
-            bench = read.hashes | "BenchmarkSet" >> beam.CombineGlobally(BuildBenchmarkSet(cfg.ngram))
-            bench_sizes = bench | "BenchmarkSizes" >> beam.FlatMap(_size_entries)
-            docs = read_document_tables(p, inputs)
-            out = docs | "Decontaminate" >> beam.ParDo(
-                Decontaminate(cfg), bench=beam.pvalue.AsSingleton(bench)
-            ).with_outputs(OUTCOMES, SUMMARY, "contaminated", main="documents")
-            _ = out.documents | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = out[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = _write_single(out.contaminated, "WriteContaminated", os.path.join(tmp, "contaminated.jsonl"))
-            summary = (
-                (out[SUMMARY], read[SUMMARY], bench_sizes)
-                | "FlattenSummary" >> beam.Flatten()
-                | "SumSummary" >> beam.CombinePerKey(sum)
-                | "SummaryJson" >> beam.MapTuple(_summary_json)
-            )
-            _ = _write_single(summary, "WriteSummary", os.path.join(tmp, "decontam_summary.jsonl"))
+    def build(p: beam.Pipeline, tmp: str) -> None:
+        read = (
+            p
+            | "Benchmarks" >> beam.Create(benchmarks)
+            | "SpreadBenchmarks" >> beam.Reshuffle()
+            | "HashBenchmarks" >> beam.ParDo(ReadBenchmark(cfg)).with_outputs(SUMMARY, main="hashes")
+        )
+        bench = read.hashes | "BenchmarkSet" >> beam.CombineGlobally(BuildBenchmarkSet(cfg.ngram))
+        bench_sizes = bench | "BenchmarkSizes" >> beam.FlatMap(_size_entries)
+        docs = read_document_tables(p, inputs)
+        out = docs | "Decontaminate" >> beam.ParDo(
+            Decontaminate(cfg), bench=beam.pvalue.AsSingleton(bench)
+        ).with_outputs(OUTCOMES, SUMMARY, "contaminated", main="documents")
+        _ = out.documents | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
+        _ = out.contaminated | "WriteContaminated" >> WriteLines(os.path.join(tmp, "contaminated.jsonl"))
+        _ = (
+            (out[SUMMARY], read[SUMMARY], bench_sizes)
+            | "FlattenSummary" >> beam.Flatten()
+            | "WriteSummary" >> WriteCounters(tmp, SUMMARY_FILE)
+        )
 
-        stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
+    def summarise(tmp: str, stats: StageStats) -> None:
         s = _read_summary(tmp)
         per = {}
         for name, path in benchmarks:
@@ -694,5 +682,5 @@ def run_decontam(
         chars = stats.extra["characters"]
         if chars["read"] != chars["kept"] + chars["in_fragments"] + chars["removed"]:
             raise AssertionError(f"decontam: character accounting does not add up: {chars}")
-        finish(stats, tmp, fp)
-    return stats
+
+    return stage.run_beam(runner, build, summarise, total=count_rows(inputs))

@@ -1,10 +1,7 @@
 """``ccgpt run CONFIG``: every stage, in order, from one YAML config.
 
-    sample -> curate (crawl) + source (each named source) -> quality train (reference vs raw crawl)
-    -> quality filter (crawl) -> dedup (crawl + sources, across sources) -> decontam (benchmark 13-grams)
-    -> tokenizer train -> mix + shards -> shards verify -> train -> report
-
-Each stage skips itself when its output is complete and made from the same inputs, config and code
+The stages and their order are the table in ``pipeline.stages``; :class:`Run` has one method per stage. Each
+stage skips itself when its output is complete and made from the same inputs, config and code
 (see ``pipeline.stage``), so a rerun after a failure redoes only what is missing.
 """
 
@@ -31,6 +28,7 @@ from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
 from pipeline.sources import run_source_spec
 from pipeline.stage import fingerprint, finish
+from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.atomic import atomic_write_text
 from schemas.config import from_dict, load_yaml
@@ -96,22 +94,6 @@ def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
     return out
 
 
-STAGES = [
-    "sample",
-    "curate",
-    "sources",
-    "quality_train",
-    "quality_filter",
-    "dedup",
-    "decontam",
-    "tokenizer",
-    "mix",
-    "verify",
-    "train",
-    "report",
-]
-
-
 class Run:
     """One run folder: each method is one stage, reading what the previous stages wrote.
 
@@ -123,17 +105,16 @@ class Run:
         self.cfg = cfg
         self.force = force
         self.out = os.path.abspath(cfg.out_dir)
-        self.dirs = {
-            n: os.path.join(self.out, n)
-            for n in ("curate", "quality_model", "quality", "dedup", "decontam", "tokenizer", "shards", "train")
-        }
+        # each stage's output folder, from the STAGES table (sources and the report write into the run folder)
+        self.dirs = {s.name: os.path.join(self.out, s.folder) for s in STAGES}
+        self.dirs.update(sample=cfg.sample_dir, sources=self.out, report=self.out)
         os.makedirs(self.out, exist_ok=True)
 
     def source_dirs(self) -> list[str]:
         return [os.path.join(self.out, f"source-{name}") for name in sorted(self.cfg.sources)]
 
     def sample(self) -> Any:
-        if not self.cfg.build_sample:
+        if self.skips("sample"):
             return None
         return build_sample(self.cfg.sample_dir, self.cfg.sample)
 
@@ -157,22 +138,24 @@ class Run:
         return done
 
     def quality_train(self) -> Any:
-        if self.cfg.quality_model:
+        if self.skips("quality_train"):
             return None  # a model was given: nothing to train
         negatives = [os.path.join(self.dirs["curate"], "raw")]
         return train_quality(
-            _expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_model"], self.cfg.quality_train
+            _expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_train"], self.cfg.quality_train
         )
 
     def quality_filter(self) -> StageStats:
-        model = self.cfg.quality_model or os.path.join(self.dirs["quality_model"], "model.bin")
+        model = self.cfg.quality_model or os.path.join(self.dirs["quality_train"], "model.bin")
         qf = dataclasses.replace(self.cfg.quality_filter, model=model)
-        return run_quality_filter([self.dirs["curate"]], self.dirs["quality"], qf, self.cfg.runner, force=self.force)
+        return run_quality_filter(
+            [self.dirs["curate"]], self.dirs["quality_filter"], qf, self.cfg.runner, force=self.force
+        )
 
     def dedup(self) -> StageStats:
         # survivors by source priority (crawl lowest: GPT-3 removed WebText overlaps from the crawl), then quality
         return run_dedup(
-            self.source_dirs() + [self.dirs["quality"]],
+            self.source_dirs() + [self.dirs["quality_filter"]],
             self.dirs["dedup"],
             self.cfg.dedup,
             self.cfg.runner,
@@ -181,7 +164,7 @@ class Run:
 
     def decontam(self) -> StageStats | None:
         """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when no benchmark is set."""
-        if not self.cfg.decontam.benchmarks:
+        if self.skips("decontam"):
             return None
         cfg = dataclasses.replace(self.cfg.decontam, benchmarks=_expand(self.cfg.decontam.benchmarks, self.cfg))
         return run_decontam([self.dirs["dedup"]], self.dirs["decontam"], cfg, self.cfg.runner, force=self.force)
@@ -191,14 +174,14 @@ class Run:
         return self.dirs["decontam"] if self.cfg.decontam.benchmarks else self.dirs["dedup"]
 
     def tokenizer(self) -> Any:
-        return train_tokenizer([self.clean_documents()], self.dirs["tokenizer"], self.cfg.tokenizer)
+        return train_tokenizer([self.clean_documents()], self.dirs["tokenizer"], self.cfg.tokenizer, force=self.force)
 
     def mix(self) -> StageStats:
         mix_cfg = dataclasses.replace(self.cfg.mix, tokenizer=os.path.join(self.dirs["tokenizer"], "tokenizer.json"))
-        return run_mix([self.clean_documents()], self.dirs["shards"], mix_cfg, self.cfg.runner, force=self.force)
+        return run_mix([self.clean_documents()], self.dirs["mix"], mix_cfg, self.cfg.runner, force=self.force)
 
     def verify(self) -> dict[str, Any]:
-        return verify_shards(self.dirs["shards"])
+        return verify_shards(self.dirs["mix"])
 
     def train(self) -> dict[str, Any]:
         """Train, or skip when ``train/`` already finished from the same shards and config, or resume from its
@@ -206,8 +189,8 @@ class Run:
         from train.trainer import train
 
         folder = self.dirs["train"]
-        tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["shards"], out=folder, resume=False)
-        fp = fingerprint("train", [self.dirs["shards"]], tcfg)
+        tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["mix"], out=folder, resume=False)
+        fp = fingerprint("train", [self.dirs["mix"]], tcfg)
         lineage = os.path.join(folder, "lineage.json")
         summary_path = os.path.join(folder, "summary.json")
         same = os.path.exists(lineage) and json.load(open(lineage, encoding="utf-8")).get("fingerprint") == fp
@@ -219,7 +202,7 @@ class Run:
         if not same or self.force:
             shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
-        atomic_write_text(lineage, json.dumps({"fingerprint": fp, "shards": self.dirs["shards"]}))
+        atomic_write_text(lineage, json.dumps({"fingerprint": fp, "shards": self.dirs["mix"]}))
         summary = train(dataclasses.replace(tcfg, resume=True))
         # the trainer's accounting in the common stats shape, counted in shard rows: rows drawn for training
         # steps (by source) and rows held out for validation
@@ -249,22 +232,20 @@ class Run:
 
         return write_report(self.out)
 
-    def folder(self, stage: str) -> str:
-        return {
-            "sample": self.cfg.sample_dir,
-            "quality_train": self.dirs["quality_model"],
-            "quality_filter": self.dirs["quality"],
-            "mix": self.dirs["shards"],
-            "verify": self.dirs["shards"],
-            "sources": self.out,
-            "report": self.out,
-        }.get(stage, self.dirs.get(stage, self.out))
+    def skips(self, stage: str) -> bool:
+        """Stages this config leaves out: no sample to build, a quality model given, no benchmark set."""
+        cfg = self.cfg
+        return (
+            (stage == "sample" and not cfg.build_sample)
+            or (stage == "quality_train" and bool(cfg.quality_model))
+            or (stage == "decontam" and not cfg.decontam.benchmarks)
+        )
 
 
 def run_stage(config: str | RunConfig, stage: str, force: bool = False) -> Any:
     """Run one named stage of a run config (what each Airflow task calls)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+    if stage not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {list(STAGE_NAMES)}")
     cfg = load_run_config(config) if isinstance(config, str) else config
     return getattr(Run(cfg, force=force), stage)()
 
@@ -275,14 +256,10 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     run = Run(cfg, force=force)
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
-    for stage in STAGES:
-        if (
-            (stage == "sample" and not cfg.build_sample)
-            or (stage == "decontam" and not cfg.decontam.benchmarks)
-            or (stage == "quality_train" and cfg.quality_model)
-        ):
+    for stage in STAGE_NAMES:
+        if run.skips(stage):
             continue
-        folder = run.folder(stage)
+        folder = run.dirs[stage]
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
         t0 = time.time()
         results[stage] = result = getattr(run, stage)()
@@ -297,7 +274,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
                 else (StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
             )
             rows.append(_row(stage, folder, stats, seconds))
-    summary = _summary(rows, results["train"], run.dirs["shards"], results["report"], time.time() - t_start)
+    summary = _summary(rows, results["train"], run.dirs["mix"], results["report"], time.time() - t_start)
     with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary)

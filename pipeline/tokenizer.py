@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import xxhash
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from pipeline.stage import fingerprint, finish, is_complete, stage_output
+from pipeline.stage import Stage
 from schemas.atomic import atomic_path
 from schemas.documents import document_files, validate_document_schema
 from schemas.stats import StageStats
@@ -66,6 +66,10 @@ class TokenizerConfig:
         default=0, metadata={"help": "longest token in characters (0 = unlimited); curbs '======'-like tokens"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the document sample"})
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 257:
+            raise TokenizerError(f"vocab_size {self.vocab_size} is below the 256 byte tokens + {EOT}")
 
 
 # --------------------------------------------------------------------------------------------- byte mapping
@@ -405,31 +409,31 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
     kept = documents sampled, dropped ``not_sampled`` / ``empty_text``). Returns the info dict. A rerun with the
     same inputs, config and code skips training.
     """
-    if cfg.vocab_size < 257:
-        raise TokenizerError(f"vocab_size {cfg.vocab_size} is below the 256 byte tokens + {EOT}")
-    fp = fingerprint("tokenizer", inputs, cfg)
-    if not force and is_complete(out_dir, fp):
-        with open(os.path.join(out_dir, INFO_FILE), encoding="utf-8") as fh:
-            return json.load(fh)
-    files = [f for path in inputs for f in document_files(path)]
-    with stage_output(out_dir) as tmp:
-        stats = StageStats(stage="tokenizer")
-        chosen = _scan_sample(files, cfg, stats)
-        texts = _collect_texts(files, chosen, cfg.max_chars_per_document)
-        if not texts:
-            raise TokenizerError(f"no non-empty documents to train a tokenizer on in {inputs}")
-        tok = _byte_level(Tokenizer(models.BPE()))
-        tok.train_from_iterator(texts, trainer=new_bpe_trainer(cfg), length=len(texts))
-        tok.save(os.path.join(tmp, TOKENIZER_FILE))
-        tok = load_tokenizer(os.path.join(tmp, TOKENIZER_FILE))
-        info = tokenizer_info(tok, path=TOKENIZER_FILE)
-        info.update(sample_documents=len(texts), sample_chars=stats.extra["sample_chars"], seed=cfg.seed)
-        with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2)
-            fh.write("\n")
-        stats.extra.update(vocab_size=info["vocab_size"], content_hash=info["content_hash"])
-        finish(stats, tmp, fp)
-    return info
+    stage = Stage("tokenizer", out_dir, inputs, cfg, force)
+    if not stage.complete():
+        files = [f for path in inputs for f in document_files(path)]
+
+        def body(tmp: str) -> StageStats:
+            stats = StageStats(stage="tokenizer")
+            chosen = _scan_sample(files, cfg, stats)
+            texts = _collect_texts(files, chosen, cfg.max_chars_per_document)
+            if not texts:
+                raise TokenizerError(f"no non-empty documents to train a tokenizer on in {inputs}")
+            tok = _byte_level(Tokenizer(models.BPE()))
+            tok.train_from_iterator(texts, trainer=new_bpe_trainer(cfg), length=len(texts))
+            tok.save(os.path.join(tmp, TOKENIZER_FILE))
+            tok = load_tokenizer(os.path.join(tmp, TOKENIZER_FILE))
+            info = tokenizer_info(tok, path=TOKENIZER_FILE)
+            info.update(sample_documents=len(texts), sample_chars=stats.extra["sample_chars"], seed=cfg.seed)
+            with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as fh:
+                json.dump(info, fh, indent=2)
+                fh.write("\n")
+            stats.extra.update(vocab_size=info["vocab_size"], content_hash=info["content_hash"])
+            return stats
+
+        stage.run(body)
+    with open(os.path.join(out_dir, INFO_FILE), encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def copy_tokenizer(tok: Tokenizer, folder: str) -> str:

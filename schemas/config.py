@@ -118,9 +118,7 @@ def validate_config(config: Any) -> None:
         tp = _base_type(hints[f.name])
         value = getattr(config, f.name)
         if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
-            raise ValueError(
-                f"{type(config).__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}"
-            )
+            raise ValueError(f"{type(config).__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}")
         if dataclasses.is_dataclass(value):
             validate_config(value)
     post_init = getattr(config, "__post_init__", None)

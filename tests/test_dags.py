@@ -5,7 +5,6 @@ need it skip without it. ``dag.test()`` runs in a child process with its own ``A
 metadata database, so the suite never touches a real Airflow deployment.
 """
 
-import ast
 import importlib.util
 import json
 import os
@@ -15,8 +14,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.run import STAGES
 from pipeline.shards import verify_shards
+from pipeline.stages import STAGES
 from schemas.stats import StageStats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,23 +24,6 @@ needs_airflow = pytest.mark.skipif(
     importlib.util.find_spec("airflow") is None,
     reason="Airflow not installed (optional extra: pip install -e '.[airflow]')",
 )
-
-
-def _dependencies() -> dict:
-    tree = ast.parse(open(DAG_FILE, encoding="utf-8").read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "STAGE_DEPENDENCIES":
-            return ast.literal_eval(node.value)
-    raise AssertionError("STAGE_DEPENDENCIES not found")
-
-
-def test_dag_runs_every_stage_after_its_inputs():
-    deps = _dependencies()
-    assert list(deps) == STAGES  # same stages, already in a topological order
-    seen: set = set()
-    for stage in STAGES:
-        assert set(deps[stage]) <= seen, f"{stage} depends on a later stage"
-        seen.add(stage)
 
 
 def _airflow_env(tmp_path) -> dict:
@@ -64,7 +46,8 @@ def test_dag_imports_without_errors_or_cycles(tmp_path):
         f"import json; from airflow.models.dagbag import DagBag; b = DagBag(dag_folder={os.path.dirname(DAG_FILE)!r}); "
         "d = b.dags.get('ccgpt_pipeline'); "
         "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()}, "
-        "'tasks': sorted(d.task_ids) if d else []}))"
+        "'tasks': sorted(d.task_ids) if d else [], "
+        "'upstream': {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks} if d else {}}))"
     )
     res = subprocess.run(
         [sys.executable, "-c", code], env=_airflow_env(tmp_path), capture_output=True, text=True, timeout=300
@@ -72,7 +55,9 @@ def test_dag_imports_without_errors_or_cycles(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["errors"] == {}
-    assert out["tasks"] == sorted(STAGES)
+    assert out["tasks"] == sorted(spec.name for spec in STAGES)
+    # one task per row of the STAGES table, each after exactly the stages whose outputs it reads
+    assert out["upstream"] == {spec.name: sorted(spec.after) for spec in STAGES}
 
 
 @needs_airflow
