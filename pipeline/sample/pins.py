@@ -13,10 +13,6 @@ class SampleError(RuntimeError):
     """The sample could not be built (too little could be fetched, or a download did not verify)."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Artefacts: what is downloaded, from where, pinned how
-
-
 @dataclass(frozen=True)
 class Artefact:
     registry: str  # "pypi" | "npm" | "debian"
