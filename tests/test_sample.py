@@ -17,18 +17,25 @@ from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline import sample as S
+from pipeline.sample import Page, SampleConfig, build_sample, write_warc
+from pipeline.sample.archives import iter_members, read_ar
+from pipeline.sample.build import DOC_LINKS
+from pipeline.sample.fetch import fetch
+from pipeline.sample.output import page_links
+from pipeline.sample.pins import DEBFAQ, DEBREF, DEVREF, HANDBOOK, JARGON, NPM_WARC, PYDOC, PYWB, SampleError
+from pipeline.sample.text import split_jargon_entries, split_numbered_sections, split_rst_sections
+from pipeline.sample.warc import content_type, record_id, regzip_per_record
 from schemas.manifest import file_sha256
 
 
-def _goose_pages(shared_data: str, n: int = 12) -> list[S.Page]:
+def _goose_pages(shared_data: str, n: int = 12) -> list[Page]:
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tf:
         members = sorted((m for m in tf if m.isreg() and m.name.endswith(".html")), key=lambda m: m.name)[:n]
         return [
-            S.Page(
+            Page(
                 f"https://example.org/goose3/{m.name}",
                 tf.extractfile(m).read(),
-                S.content_type(m.name, b""),
+                content_type(m.name, b""),
                 int(m.mtime) or 1_600_000_000,
                 f"goose3:{m.name}",
             )
@@ -39,7 +46,7 @@ def _goose_pages(shared_data: str, n: int = 12) -> list[S.Page]:
 def test_warc_reads_back_with_warcio_and_fastwarc(tmp_path, shared_data):
     pages = _goose_pages(shared_data)
     path = str(tmp_path / "t.warc.gz")
-    assert S.write_warc(path, pages, {"software": "test"}) == len(pages)
+    assert write_warc(path, pages, {"software": "test"}) == len(pages)
 
     types, bodies = [], {}
     with open(path, "rb") as fh:
@@ -67,8 +74,8 @@ def test_record_ids_and_files_are_deterministic(tmp_path, shared_data):
     os.makedirs(tmp_path / "a")
     os.makedirs(tmp_path / "b")
     a, b = str(tmp_path / "a" / "t.warc.gz"), str(tmp_path / "b" / "t.warc.gz")  # the name is in warcinfo
-    S.write_warc(a, pages, {"x": "1"})
-    S.write_warc(b, pages, {"x": "1"})
+    write_warc(a, pages, {"x": "1"})
+    write_warc(b, pages, {"x": "1"})
     assert open(a, "rb").read() == open(b, "rb").read()
 
     ids = []
@@ -78,14 +85,14 @@ def test_record_ids_and_files_are_deterministic(tmp_path, shared_data):
     assert len(set(ids)) == len(ids) == 1 + 2 * len(pages)
     assert all(i.startswith("<urn:uuid:") and i.endswith(">") for i in ids)
     # a different body at the same URL is a different capture, hence a different id
-    assert S.record_id("response", "u", "d1") != S.record_id("response", "u", "d2")
-    assert S.record_id("response", "u", "d1") == S.record_id("response", "u", "d1")
+    assert record_id("response", "u", "d1") != record_id("response", "u", "d2")
+    assert record_id("response", "u", "d1") == record_id("response", "u", "d1")
 
 
 def test_request_and_response_are_linked(tmp_path, shared_data):
     pages = _goose_pages(shared_data, 3)
     path = str(tmp_path / "t.warc.gz")
-    S.write_warc(path, pages, {})
+    write_warc(path, pages, {})
     with open(path, "rb") as fh:
         recs = [(r.rec_type, dict(r.rec_headers.headers)) for r in ArchiveIterator(fh)]
     for (t1, req), (t2, resp) in zip(recs[1::2], recs[2::2]):
@@ -124,24 +131,24 @@ def _deb(path: str, files: dict[str, bytes]) -> None:
 def test_deb_and_sdist_member_extraction(tmp_path):
     deb = str(tmp_path / "pkg_1.0_all.deb")
     _deb(deb, {"./usr/share/b.html": b"<p>b</p>", "./usr/share/a.html": b"<p>odd</p>", "./usr/other.txt": b"x"})
-    got = S.iter_members(deb, lambda n: n.startswith("usr/share/"))
+    got = iter_members(deb, lambda n: n.startswith("usr/share/"))
     assert [m.name for m in got] == ["usr/share/a.html", "usr/share/b.html"]  # sorted, symlink skipped
     assert got[0].data == b"<p>odd</p>" and got[0].mtime == 1_650_000_000
 
     sdist = tmp_path / "pkg-1.0.tar.gz"
     sdist.write_bytes(_tar_bytes({"pkg-1.0/sample_archive/warcs/x.warc.gz": b"zz"}, mode="w:gz"))
-    (m,) = S.iter_members(str(sdist), lambda n: n.endswith(".warc.gz"))
+    (m,) = iter_members(str(sdist), lambda n: n.endswith(".warc.gz"))
     assert m.name == "pkg-1.0/sample_archive/warcs/x.warc.gz" and m.data == b"zz"
 
-    with pytest.raises(S.SampleError):
-        S.read_ar(b"not an archive")
+    with pytest.raises(SampleError):
+        read_ar(b"not an archive")
 
 
 def test_regzip_keeps_record_bytes(shared_data):
     raw_path = os.path.join(shared_data, "warc", "cc-main-2014-35")
     (warc,) = [os.path.join(raw_path, f) for f in os.listdir(raw_path) if f.endswith(".warc")]
     raw = open(warc, "rb").read()
-    data, n = S.regzip_per_record(raw)
+    data, n = regzip_per_record(raw)
     assert n == 13  # warcinfo + 4 x (request, response, metadata)
     # concatenated gzip members decompress to the original bytes exactly
     assert gzip.decompress(data) == raw
@@ -151,15 +158,15 @@ def test_regzip_keeps_record_bytes(shared_data):
 
 def test_splitters_give_sections_not_lines():
     rst = "Title\n=====\n\n" + "intro words. " * 50 + "\n\nSub\n---\n\n" + "body text. " * 60 + "\n\nTiny\n----\n\nx\n"
-    parts = S.split_rst_sections(rst, min_chars=300)
+    parts = split_rst_sections(rst, min_chars=300)
     assert len(parts) == 2 and parts[0].startswith("Title") and parts[1].startswith("Sub") and parts[1].endswith("x")
 
     manual = "1. One\n2. Two\n\n1. One\n" + "a " * 300 + "\n2. Two\n" + "b " * 300 + "\n2.1. Deeper\n" + "c " * 300
-    secs = S.split_numbered_sections(manual, min_chars=100)
+    secs = split_numbered_sections(manual, min_chars=100)
     assert [s.splitlines()[0] for s in secs] == ["1. One", "2. Two", "2.1. Deeper"]  # contents skipped
 
     jargon = "Front matter\n\n   :foo: n.\n\n   A thing.\n\n   :bar baz: v.\n\n   1. To do.\n"
-    assert S.split_jargon_entries(jargon) == ["Front matter", ":foo: n.\n\nA thing.", ":bar baz: v.\n\n1. To do."]
+    assert split_jargon_entries(jargon) == ["Front matter", ":foo: n.\n\nA thing.", ":bar baz: v.\n\n1. To do."]
 
 
 def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
@@ -175,25 +182,25 @@ def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
     pyfiles[f"{root}_static/basic.css"] = b"body { margin: 0 }"
     pyfiles[f"{root}_sources/tutorial/x.rst.txt"] = ("Tutorial\n========\n\n" + "Python prose. " * 80).encode()
     contents = {
-        S.PYDOC: pyfiles,
-        S.HANDBOOK: {
+        PYDOC: pyfiles,
+        HANDBOOK: {
             f"./usr/share/doc/debian-handbook/html/{lang}/p{i}.html": html[i]
             for lang in ("en-US", "de-DE")
             for i in range(3)
         },
-        S.JARGON: {
+        JARGON: {
             "./usr/share/doc/jargon-text/jargon.txt.gz": gzip.compress(
                 b"Front\n\n   :foo: n.\n\n   A thing that is long enough to matter.\n", mtime=0
             )
         },
-        S.DEVREF: {
+        DEVREF: {
             "./usr/share/developers-reference/index.html": html[0],
             "./usr/share/developers-reference/_static/skip.html": b"<p>not a page of the manual</p>",
             "./usr/share/developers-reference/_sources/scope.rst.txt": (
                 "Scope\n=====\n\n" + "Developer duties. " * 40
             ).encode(),
         },
-        S.DEBREF: {
+        DEBREF: {
             "./usr/share/debian-reference/debian-reference.en.txt.gz": gzip.compress(
                 ("1. One\n\n1. One\n" + "words " * 100).encode(), mtime=0
             )
@@ -213,12 +220,12 @@ def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
 def test_build_offline_from_cache(tmp_path, shared_data):
     cache = str(tmp_path / "cache")
     _fill_cache(cache, shared_data, pages=20)
-    cfg = S.SampleConfig(cache_dir=cache, offline=True, min_pages=20, min_reference_docs=1, pages_per_file=8)
+    cfg = SampleConfig(cache_dir=cache, offline=True, min_pages=20, min_reference_docs=1, pages_per_file=8)
     out = str(tmp_path / "sample")
-    manifest = S.build_sample(out, cfg)
+    manifest = build_sample(out, cfg)
 
     # packages missing from an offline cache are skipped, and say why
-    assert set(manifest["skipped"]) == {S.PYWB.key, S.NPM_WARC.key, S.DEBFAQ.key}
+    assert set(manifest["skipped"]) == {PYWB.key, NPM_WARC.key, DEBFAQ.key}
     assert all("offline" in why for why in manifest["skipped"].values())
     summary = manifest["summary"]
     assert summary["html_pages_rebuilt"] == 20 + 6 + 1
@@ -247,7 +254,7 @@ def test_build_offline_from_cache(tmp_path, shared_data):
 
     # same cache -> byte-identical output
     again = str(tmp_path / "again")
-    S.build_sample(again, cfg)
+    build_sample(again, cfg)
     for rel in on_disk:
         assert open(os.path.join(out, rel), "rb").read() == open(os.path.join(again, rel), "rb").read(), rel
 
@@ -255,9 +262,9 @@ def test_build_offline_from_cache(tmp_path, shared_data):
 def test_too_small_fails_clearly(tmp_path, shared_data):
     cache = str(tmp_path / "cache")
     _fill_cache(cache, shared_data, pages=5)
-    cfg = S.SampleConfig(cache_dir=cache, offline=True, min_pages=1000)
-    with pytest.raises(S.SampleError, match="sample too small: 12 HTML pages"):
-        S.build_sample(str(tmp_path / "sample"), cfg)
+    cfg = SampleConfig(cache_dir=cache, offline=True, min_pages=1000)
+    with pytest.raises(SampleError, match="sample too small: 12 HTML pages"):
+        build_sample(str(tmp_path / "sample"), cfg)
     assert not os.path.exists(tmp_path / "sample")
     assert [p for p in os.listdir(tmp_path) if "partial" in p] == []
 
@@ -265,11 +272,11 @@ def test_too_small_fails_clearly(tmp_path, shared_data):
 def test_cached_file_that_changed_is_refused(tmp_path, shared_data):
     cache = str(tmp_path / "cache")
     _fill_cache(cache, shared_data, pages=3)
-    name = json.load(open(os.path.join(cache, "fetched.json")))[S.JARGON.key]["file"]
+    name = json.load(open(os.path.join(cache, "fetched.json")))[JARGON.key]["file"]
     with open(os.path.join(cache, "debian", name), "ab") as fh:
         fh.write(b"tampered")
-    with pytest.raises(S.SampleError, match="cached file changed"):
-        S.fetch(S.JARGON, cache, offline=True)
+    with pytest.raises(SampleError, match="cached file changed"):
+        fetch(JARGON, cache, offline=True)
 
 
 def test_page_links():
@@ -278,7 +285,7 @@ def test_page_links():
       <a href="https://www.python.org/">python</a> <a href="//docs.python.org/3/">protocol-relative</a>
       <a href="mailto:docs@python.org">mail</a> <a href="javascript:void(0)">js</a> <a name="anchor">x</a>
       <a href="glossary.html">glossary</a> <a href="http://[bad">broken</a></body></html>"""
-    got = S.page_links("https://docs.python.org/3.11/tutorial/index.html", html)
+    got = page_links("https://docs.python.org/3.11/tutorial/index.html", html)
     assert got == {
         "https://docs.python.org/3.11/library/os.html",
         "https://www.python.org/",
@@ -295,7 +302,7 @@ def test_url_list_of_cited_links(tmp_path, shared_data):
     cache = str(tmp_path / "cache")
     _fill_cache(cache, shared_data, pages=20)
     out = str(tmp_path / "sample")
-    manifest = S.build_sample(out, S.SampleConfig(cache_dir=cache, offline=True, min_pages=20, min_reference_docs=1))
+    manifest = build_sample(out, SampleConfig(cache_dir=cache, offline=True, min_pages=20, min_reference_docs=1))
 
     expected: dict[str, set[str]] = {}
     for rel in sorted(os.listdir(os.path.join(out, "crawl"))):
@@ -315,11 +322,11 @@ def test_url_list_of_cited_links(tmp_path, shared_data):
                         and target != url
                     ):
                         expected.setdefault(target, set()).add(url)
-    rows = [json.loads(line) for line in open(os.path.join(out, S.DOC_LINKS), encoding="utf-8")]
+    rows = [json.loads(line) for line in open(os.path.join(out, DOC_LINKS), encoding="utf-8")]
     assert {r["url"]: r["score"] for r in rows} == {u: len(pages) for u, pages in expected.items()}
     assert len(rows) > 100 and max(r["score"] for r in rows) > 1
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    assert manifest["summary"]["url_lists"] == {S.DOC_LINKS: len(rows)}
-    prov = manifest["files"][S.DOC_LINKS]
+    assert manifest["summary"]["url_lists"] == {DOC_LINKS: len(rows)}
+    prov = manifest["files"][DOC_LINKS]
     assert {f["package"] for f in prov["from"]} == {"python3.11-doc", "debian-handbook", "developers-reference"}
-    assert prov["sha256"] == file_sha256(os.path.join(out, S.DOC_LINKS))
+    assert prov["sha256"] == file_sha256(os.path.join(out, DOC_LINKS))
