@@ -27,7 +27,7 @@ from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
 from pipeline.sources import run_source_spec
-from pipeline.stage import fingerprint, finish
+from pipeline.stage import Stage, finish
 from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.atomic import atomic_write_text
@@ -185,20 +185,21 @@ class Run:
 
     def train(self) -> dict[str, Any]:
         """Train, or skip when ``train/`` already finished from the same shards and config, or resume from its
-        checkpoint when an earlier attempt with the same lineage stopped part way (a killed task, a crash)."""
+        checkpoint when an earlier attempt with the same lineage stopped part way (a killed task, a crash).
+
+        The one stage not written into a temporary folder and renamed: a long run's checkpoints must survive
+        the attempt that wrote them, so ``train/`` is resumed in place; ``stats.json`` still marks it done."""
         from train.trainer import train
 
         folder = self.dirs["train"]
         tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["mix"], out=folder, resume=False)
-        fp = fingerprint("train", [self.dirs["mix"]], tcfg)
+        stage = Stage("train", folder, [self.dirs["mix"]], tcfg, self.force)
+        fp = stage.fingerprint
+        if stage.complete():
+            with open(os.path.join(folder, "summary.json"), encoding="utf-8") as fh:
+                return json.load(fh)
         lineage = os.path.join(folder, "lineage.json")
-        summary_path = os.path.join(folder, "summary.json")
         same = os.path.exists(lineage) and json.load(open(lineage, encoding="utf-8")).get("fingerprint") == fp
-        if same and not self.force and os.path.exists(summary_path):
-            with open(summary_path, encoding="utf-8") as fh:
-                summary = json.load(fh)
-            if summary.get("steps", 0) >= tcfg.max_steps:
-                return summary
         if not same or self.force:
             shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
