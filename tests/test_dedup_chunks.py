@@ -6,15 +6,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
-from pipeline.dedup.stage import (
-    SKETCH_SCHEMA,
-    Members,
-    _list_array,
-    _write_atomic,
-    load_sketches,
-    plan_chunks,
+from pipeline.dedup.index import SKETCH_SCHEMA
+from pipeline.dedup.records import (
+    BandEntries,
+    Member,
+    Probe,
+    Survivor,
+    Weight,
+    add_band_batches,
+    pack,
+    pack_strings,
+    unpack,
+    unpack_columns,
+    unpack_strings,
 )
+from pipeline.dedup.work import hand_off, handed, list_array, load_sketches, plan_chunks, receive, send, write_atomic
 
 
 def _file(path, groups: list[int]) -> str:
@@ -58,15 +64,44 @@ def test_hand_off_writes_one_file_per_producer_and_each_consumer_reads_its_batch
 
 def test_members_round_trip_with_and_without_bands():
     rows = [
-        (bytes(range(16)), "key-a", "crawl", 2**64 - 1, 3, 7, np.array([1, 2**63, 5], dtype=np.uint64)),
-        (bytes(16), "key-b", "books", 0, -1, 0, np.zeros(0, dtype=np.uint64)),
-        (b"\xff" * 16, "kéy-c", "crawl", 12345, 0, 2**40, np.array([9, 8, 7], dtype=np.uint64)),
+        Member(bytes(range(16)), "key-a", "crawl", 2**64 - 1, 3, 7, np.array([1, 2**63, 5], dtype=np.uint64)),
+        Member(bytes(16), "key-b", "books", 0, -1, 0, np.zeros(0, dtype=np.uint64)),
+        Member(b"\xff" * 16, "kéy-c", "crawl", 12345, 0, 2**40, np.array([9, 8, 7], dtype=np.uint64)),
     ]
-    back = list(Members.unpack(Members.pack(rows)))
+    back = list(unpack(Member, pack(Member, rows)))
     assert len(back) == 3
-    for (g, k, s, o, c, p, bands), (g2, k2, s2, o2, c2, p2, bands2) in zip(rows, back):
-        assert (g, k, s, o, c, p) == (g2, k2, s2, o2, c2, p2)
-        assert bands2.dtype == np.uint64 and bands2.tolist() == bands.tolist()
+    for m, m2 in zip(rows, back):
+        assert isinstance(m2, Member) and m2[:6] == m[:6]
+        assert m2.bands.dtype == np.uint64 and m2.bands.tolist() == m.bands.tolist()
+    assert [m.indexed for m in back] == [False, True, False]
+
+
+def test_records_round_trip_through_hand_off_files(tmp_path):
+    """Records sent to a partition come back as the same named records, numbers as Python ints."""
+    survivors = [Survivor("k\x00a", "crawl", 0, 5, 2), Survivor("\ud800", "books", 7, 2**40, 0)]
+    probes = [Probe("a", "b", 3, np.array([1, 2], dtype=np.uint64)), Probe("a", "c", 0, np.zeros(0, np.uint64))]
+    refs = dict(send(str(tmp_path), "survivors", "x00000", Survivor, {4: survivors, 1: []}))
+    assert list(refs) == [4] and list(receive(Survivor, [refs[4]])) == survivors
+    back = list(receive(Probe, [ref for _, ref in send(str(tmp_path), "probes", "s00000", Probe, {0: probes})]))
+    assert [p[:3] for p in back] == [p[:3] for p in probes]
+    assert [p.sketch_a.tolist() for p in back] == [[1, 2], []]
+    weights = [Weight("a", 3), Weight("b", 1)]
+    assert all(type(x) is int for w in unpack(Weight, pack(Weight, weights)) for x in w[1:])
+
+
+def test_band_entries_land_whole_buckets_in_one_partition():
+    keys = ["k0", "k1", "k2"]
+    hashes = np.array([[1, 2], [1, 5], [6, 2]], dtype=np.uint64)
+    out: dict[int, list] = {}
+    add_band_batches(out, keys, np.array([0, 0, 1], np.int32), np.array([4, 5, 6], np.int64), hashes, 3)
+    seen = set()
+    for part, batches in out.items():
+        (batch,) = batches
+        e = unpack_columns(BandEntries, batch)
+        for band, h, doc in zip(e.band.tolist(), e.hash.tolist(), e.doc.tolist()):
+            assert h % 3 == part and hashes[keys.index(e.keys[doc]), band] == h
+            seen.add((e.keys[doc], band, int(e.chunk[doc]), int(e.pos[doc])))
+    assert seen == {(k, b, [0, 0, 1][i], 4 + i) for i, k in enumerate(keys) for b in (0, 1)}
 
 
 def test_sketches_read_back_by_position_across_row_groups(tmp_path):
@@ -84,15 +119,15 @@ def test_sketches_read_back_by_position_across_row_groups(tmp_path):
                     "id": [str(start + i) for i in range(n)],
                     "source": ["crawl"] * n,
                     "exact_hash": ["0" * 32] * n,
-                    "bands": _list_array([np.zeros(0, dtype=np.uint64)] * n),
-                    "sketch": _list_array(part),
+                    "bands": list_array([np.zeros(0, dtype=np.uint64)] * n),
+                    "sketch": list_array(part),
                     "row": list(range(start, start + n)),
                 },
                 schema=SKETCH_SCHEMA,
             )
 
     path = str(tmp_path / "sketch.parquet")
-    assert _write_atomic(path, batches(), SKETCH_SCHEMA) == 2500
+    assert write_atomic(path, batches(), SKETCH_SCHEMA) == 2500
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
     wanted = [0, 999, 1000, 1001, 2499, 1500, 1500]
     got = load_sketches(path, wanted)

@@ -99,7 +99,7 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
     kept = _check_accounting(stats, out, n_rows)
     clusters = _clusters(out)
     _check_clusters(stats, kept, clusters)
-    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "clusters.jsonl", "index"} | {
+    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "counters.jsonl", "clusters.jsonl", "index"} | {
         f for f in os.listdir(out) if f.startswith("documents-") and f.endswith(".parquet")
     }
 
@@ -222,6 +222,6 @@ def test_config_flags_round_trip():
 
 
 def test_invalid_config_fails_before_running(local_runner, tmp_path):
-    with pytest.raises(ValueError, match="near.verify"):
+    with pytest.raises(ValueError, match="NearConfig.verify"):
         run_dedup([str(tmp_path)], str(tmp_path / "out"), DedupConfig(near=NearConfig(verify="maybe")), local_runner)
     assert not os.path.exists(tmp_path / "out")

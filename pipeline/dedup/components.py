@@ -32,7 +32,8 @@ from typing import Any
 import apache_beam as beam
 import xxhash
 
-from pipeline.dedup.handoff import hand_off, handed, pack_strings, unpack_strings
+from pipeline.dedup.records import Edge, Label
+from pipeline.dedup.work import receive, send
 
 UNCONVERGED = "unconverged"
 
@@ -95,35 +96,25 @@ def partition_of(key: str, partitions: int) -> int:
     return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) % partitions
 
 
-def _by_partition(edges: Iterable[tuple[str, str]], partitions: int) -> dict[int, list]:
-    """Edges ``(u, v)`` -> ``{partition of u: [one packed edge batch]}`` (see :func:`_pack_edges`)."""
-    out: dict[int, list] = {}
+def _by_partition(edges: Iterable[tuple[str, str]], partitions: int) -> dict[int, list[tuple[str, str]]]:
+    """Edges ``(u, v)`` -> ``{partition of u: [edges]}``, to be handed on as :class:`.records.Edge` batches."""
+    out: dict[int, list[tuple[str, str]]] = {}
     for edge in edges:
         out.setdefault(partition_of(edge[0], partitions), []).append(edge)
-    return {p: [_pack_edges(edges)] for p, edges in out.items()}
-
-
-def _pack_edges(edges: list[tuple[str, str]]) -> tuple[bytes, ...]:
-    us, vs = zip(*edges)
-    return (*pack_strings(list(us)), *pack_strings(list(vs)))
-
-
-def _edges(refs: Iterable[str]) -> Iterator[tuple[str, str]]:
-    for u_lengths, u_data, v_lengths, v_data in handed(refs):
-        yield from zip(unpack_strings((u_lengths, u_data)), unpack_strings((v_lengths, v_data)))
+    return out
 
 
 def _adjacency(refs: Iterable[str]) -> dict[str, set]:
     """One partition's handed edges -> ``{u: {v, ...}}`` (every edge is keyed by its first node's partition)."""
     adj: dict[str, set] = {}
-    for u, v in _edges(refs):
-        adj.setdefault(u, set()).add(v)
+    for edge in receive(Edge, refs):
+        adj.setdefault(edge.u, set()).add(edge.v)
     return adj
 
 
-def read_labels(refs: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """``(node, label)`` pairs from label references that :class:`ConnectedComponents` produced."""
-    return _edges(refs)
+def read_labels(refs: Iterable[str]) -> Iterator[Label]:
+    """The :class:`.records.Label` of every node in the label references :class:`ConnectedComponents` produced."""
+    return receive(Label, refs)
 
 
 class _EdgesToPartitions(beam.DoFn):
@@ -141,7 +132,7 @@ class _EdgesToPartitions(beam.DoFn):
         # named by content: a retried batch rewrites its own file (identical batches, identical files)
         content = "\n".join(f"{u}\t{v}" for u, v in edges).encode("utf-8", "surrogatepass")
         producer = xxhash.xxh3_64_hexdigest(content)
-        yield from hand_off(self.work, "cc-edges", producer, _by_partition(edges, self.partitions))
+        yield from send(self.work, "cc-edges", producer, Edge, _by_partition(edges, self.partitions))
 
 
 class _StarPartition(beam.DoFn):
@@ -164,7 +155,7 @@ class _StarPartition(beam.DoFn):
         star = _large_star if self.large else _small_star
         nxt = _towards_smaller if self.large else _both_directions
         out = [f for u, nbrs in _adjacency(refs).items() for e in star((u, nbrs)) for f in nxt(e)]
-        yield from hand_off(self.work, self.step, f"p{part:05d}", _by_partition(out, self.partitions))
+        yield from send(self.work, self.step, f"p{part:05d}", Edge, _by_partition(out, self.partitions))
 
 
 class _LabelPartition(beam.DoFn):
@@ -183,8 +174,7 @@ class _LabelPartition(beam.DoFn):
             unconverged += not settled
         if unconverged:
             yield beam.pvalue.TaggedOutput(UNCONVERGED, unconverged)
-        if labels:
-            yield from hand_off(self.work, "cc-labels", f"p{part:05d}", {part: [_pack_edges(labels)]})
+        yield from send(self.work, "cc-labels", f"p{part:05d}", Label, {part: labels})
 
 
 class ConnectedComponents(beam.PTransform):
@@ -199,7 +189,7 @@ class ConnectedComponents(beam.PTransform):
     element per edge direction, and on a local runner that per-element cost dominated dedup. Each star step
     instead groups edges by ``partition_of(node, partitions)`` and by node inside the partition; the edge
     set each step produces is exactly the per-node one, so the rounds and their convergence are unchanged.
-    The edges themselves go through hand-off files in ``work`` (:mod:`.handoff`): only references cross the
+    The edges themselves go through hand-off files in ``work`` (:mod:`.work`): only references cross the
     ``2 * rounds + 1`` shuffles, so what a local runner keeps per step no longer grows with the graph.
     ``batched=True`` takes PCollection[list of edges] (what the dedup stage produces); otherwise single
     edges are batched first.

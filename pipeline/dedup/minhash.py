@@ -52,6 +52,10 @@ class ShingleConfig:
     ngram: int = field(default=5, metadata={"help": "shingle length n (words or characters)"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase (and NFKC-normalise) text before shingling"})
 
+    def __post_init__(self) -> None:
+        if self.ngram < 1:
+            raise ValueError(f"ShingleConfig.ngram must be >= 1, got {self.ngram}")
+
 
 def shingles(text: str, cfg: ShingleConfig) -> list[bytes]:
     """The distinct shingles of ``text`` as UTF-8 bytes, in first-occurrence order.

@@ -1,0 +1,176 @@
+"""The dedup index: what a run leaves for later runs to deduplicate against, and how those runs read it.
+
+``OUT/index/`` holds one Parquet row per kept document (:data:`INDEX_SCHEMA`: node key, id, source, exact
+text hash, LSH band hashes, and the sorted shingle-hash set or signature the verification needs), one file
+per output chunk, plus ``meta.json`` with the settings that made them (:func:`index_meta`). The index columns
+are the first columns of a chunk's sketch file (:data:`SKETCH_SCHEMA`), so an index file is the kept rows of
+a sketch file (:func:`write_index_file`), never computed twice.
+
+A later run with ``DedupConfig.against`` reads those indexes into the same graph, never their documents
+(:class:`IndexEntries`): an indexed entry joins the exact groups and the LSH buckets under a node key that
+sorts before every new one (:data:`INDEX_MARK`), so an exact group or a component holding an indexed document
+is labelled by it. The settings that decide hashes and bands must match the indexes' (:func:`index_files`
+checks them before the pipeline starts).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from pipeline.dedup.exact import _RANK_WIDTH
+from pipeline.dedup.records import Member, add_band_batches, add_batches
+from pipeline.dedup.work import BANDS, COUNTERS, WORK_ROWS, chunk_file, hand_off, open_parquet, rows_at, write_atomic
+
+if TYPE_CHECKING:
+    from pipeline.dedup.stage import DedupConfig
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = "index"
+INDEX_META = "meta.json"
+INDEX_VERSION = 1
+# An indexed node's key: its earlier key with the rank digits replaced by this mark, which sorts before every
+# digit, so a component holding an indexed document is labelled by it (and ``key_id`` still reads the id).
+INDEX_MARK = "-"
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("exact_hash", pa.string()),
+        ("bands", pa.list_(pa.uint64())),
+        ("sketch", pa.list_(pa.uint64())),
+    ]
+)
+SKETCH_SCHEMA = INDEX_SCHEMA.append(pa.field("row", pa.int64()))  # row: position in the input chunk
+
+
+def is_indexed(key: str) -> bool:
+    return key.startswith(INDEX_MARK)
+
+
+def index_meta(cfg: DedupConfig, bands: int, rows: int) -> dict[str, Any]:
+    """The settings an index's hashes, bands and sketches depend on (must match to dedup against it)."""
+    near = cfg.near
+    return {
+        "version": INDEX_VERSION,
+        "exact": {"enabled": cfg.exact.enabled, "normalize": asdict(cfg.exact.normalize)},
+        "near": {
+            "enabled": near.enabled,
+            "shingles": asdict(near.shingles),
+            "num_perm": near.num_perm,
+            "seed": near.seed,
+            "scheme": near.scheme,
+            "hash": near.hash,
+            "bands": bands,
+            "rows": rows,
+            "verify": near.verify,
+        },
+    }
+
+
+def index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
+    """The index Parquet files of earlier dedup outputs, after checking their settings match ``meta``."""
+    files: list[str] = []
+    for folder in against:
+        meta_path = os.path.join(folder, INDEX_DIR, INDEX_META)
+        if not os.path.exists(meta_path):
+            raise ValueError(
+                f"dedup: --against {folder}: no {INDEX_DIR}/{INDEX_META} (not a dedup output written with write_index)"
+            )
+        with open(meta_path, encoding="utf-8") as fh:
+            theirs = json.load(fh)
+        if theirs.get("version") != INDEX_VERSION:
+            raise ValueError(
+                f"dedup: --against {folder}: index version {theirs.get('version')}, expected {INDEX_VERSION}"
+            )
+        for part in ("exact", "near"):
+            mine, other = meta[part], theirs.get(part, {})
+            if not (mine["enabled"] and other.get("enabled")):
+                if mine["enabled"]:
+                    log.warning(
+                        "dedup: --against %s: its index was written without the %s pass; its documents "
+                        "take no part in this run's %s pass",
+                        folder,
+                        part,
+                        part,
+                    )
+                continue
+            diff = sorted(k for k in mine if k != "enabled" and mine[k] != other.get(k))
+            if diff:
+                raise ValueError(
+                    f"dedup: --against {folder}: its {part} settings differ in {', '.join(diff)} "
+                    f"({ {k: other.get(k) for k in diff} } vs { {k: mine[k] for k in diff} })"
+                )
+        files.extend(os.path.abspath(f) for f in sorted(glob.glob(os.path.join(folder, INDEX_DIR, "*.parquet"))))
+    return files
+
+
+def write_index_file(sketches: str, positions: np.ndarray, folder: str, chunk: int, chunks: int) -> None:
+    """The index file of one output chunk: the rows of its sketch file at the kept ``positions``."""
+    rows = (table for _, table in rows_at(sketches, positions, INDEX_SCHEMA.names))
+    write_atomic(chunk_file(os.path.join(folder, INDEX_DIR), "index", chunk, chunks), rows, INDEX_SCHEMA)
+
+
+def write_index_meta(folder: str, meta: dict[str, Any], documents: int) -> None:
+    """``index/meta.json``: the settings of :func:`index_meta` and the number of indexed documents."""
+    os.makedirs(os.path.join(folder, INDEX_DIR), exist_ok=True)
+    with open(os.path.join(folder, INDEX_DIR, INDEX_META), "w", encoding="utf-8") as fh:
+        json.dump({**meta, "documents": documents}, fh, indent=2, sort_keys=True)
+
+
+class IndexEntries(beam.DoFn):
+    """One index file of an earlier run -> its exact-group members (:class:`.records.Member`, ``chunk`` -1)
+    and band entries, handed on as files like a chunk's. Its sketches stay in the index file (read by
+    position, like a sketch file's, when a candidate pair needs them): the file is "chunk" ``chunk``."""
+
+    def __init__(self, exact: bool, near: bool, partitions: int, work: str):
+        self.exact = exact
+        self.near = near
+        self.partitions = partitions
+        self.work = work
+
+    def process(self, task: tuple[int, str]) -> Iterator[Any]:
+        chunk, path = task
+        pos = 0
+        members: dict[int, list] = {}
+        bands: dict[int, list] = {}
+        for batch in open_parquet(path).iter_batches(batch_size=WORK_ROWS, columns=["key", "exact_hash", "bands"]):
+            keys, positions, hashes, exact = [], [], [], []
+            for row in batch.to_pylist():
+                key = INDEX_MARK * _RANK_WIDTH + row["key"][_RANK_WIDTH:]
+                if self.exact and row.get("exact_hash"):
+                    exact.append(Member(bytes.fromhex(row["exact_hash"]), key, "", 0, -1, 0, np.zeros(0, np.uint64)))
+                if self.near and row.get("bands"):
+                    keys.append(key)
+                    positions.append(pos)
+                    hashes.append(np.array(row["bands"], dtype=np.uint64))
+                pos += 1
+            if exact:
+                add_batches(members, Member, exact, lambda m: m.partition(self.partitions))
+            if keys:
+                width = max(h.size for h in hashes)
+                if any(h.size != width for h in hashes):
+                    raise ValueError(f"dedup: index file {path}: rows with different band counts")
+                add_band_batches(
+                    bands,
+                    keys,
+                    np.full(len(keys), chunk, dtype=np.int32),
+                    np.array(positions, dtype=np.int64),
+                    np.stack(hashes),
+                    self.partitions,
+                )
+        yield from hand_off(self.work, "members", f"i{chunk:05d}", members)
+        for bp, band_path in hand_off(self.work, "bands", f"i{chunk:05d}", bands):
+            yield beam.pvalue.TaggedOutput(BANDS, (bp, band_path))
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", pos))

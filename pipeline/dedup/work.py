@@ -1,0 +1,218 @@
+"""The dedup stage's work: input chunks, the chunks' sketch files, and hand-off files between steps.
+
+Why work files: Beam's local runner holds every shuffle in memory (the driver keeps each grouped PCollection,
+and an SDK worker keeps what it received for a stage for as long as it caches that stage's bundle processor:
+measured, about 11 MB per connected-components step at 300k documents, every step adding to the last), so
+a document's text and shingle set crossing the shuffles made the stage's memory grow ~15 KB per document per
+process. Instead, each *chunk* of input rows (:func:`plan_chunks`) writes one *sketch file* into the stage's
+work folder (its rows' keys, hashes, bands and sketches, in input order); per-document data between steps
+goes through **hand-off files** there, the way a distributed runner's shuffle spills to disk, and only
+references to them (short strings) are shuffled: the GroupByKey on the references is the barrier.
+Verification reads the two sketches of a candidate pair from the sketch files (:func:`load_sketches`), and
+the kept rows are read again from the input chunk when its output file is written. On a distributed runner
+the work folder is the shared output path, as for every ccgpt stage.
+
+:func:`hand_off` writes **one Arrow IPC file per producer** with one record batch per target partition and
+yields ``(partition, "path#batch")``; :func:`handed` reads the batches a consumer was sent. A file's name is
+fixed by kind and producer, so a retried bundle rewrites the same file (temp name, then rename).
+:func:`send` and :func:`receive` do the same for lists of named records (:mod:`.records`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dedup.records import Batch, R, pack, unpack
+from schemas.atomic import atomic_path
+
+WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
+WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output files
+
+# Tagged outputs of the steps: hand-off references by kind (or counters, or cluster-line files).
+COUNTERS = "counters"
+BANDS = "bands"
+CLUSTERS = "clusters"
+COPIES = "copies"
+SURVIVORS = "survivors"
+WEIGHTS = "weights"
+PAIRS = "pairs"
+
+Chunk = tuple[str, tuple[int, ...]]  # an input file and the row groups of it that make one chunk
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    if "://" in path:
+        from apache_beam.io.filesystems import FileSystems
+
+        return pq.ParquetFile(FileSystems.open(path))
+    return pq.ParquetFile(path)
+
+
+def plan_chunks(files: list[str], chunk_rows: int) -> list[Chunk]:
+    """Input files -> work chunks ``(file, row groups)``: runs of whole row groups of about ``chunk_rows``
+    rows (a row group is never split, so a chunk is read without decoding rows it does not own)."""
+    chunks: list[Chunk] = []
+    for path in files:
+        meta = open_parquet(path).metadata
+        groups: list[int] = []
+        n = 0
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if rows == 0:
+                continue
+            groups.append(g)
+            n += rows
+            if n >= chunk_rows:
+                chunks.append((path, tuple(groups)))
+                groups, n = [], 0
+        if groups:
+            chunks.append((path, tuple(groups)))
+    return chunks
+
+
+def iter_chunk(path: str, groups: tuple[int, ...], columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    pf = open_parquet(path)
+    if columns is not None:
+        columns = [c for c in columns if c in pf.schema_arrow.names]
+    yield from pf.iter_batches(batch_size=WORK_ROWS, row_groups=list(groups), columns=columns)
+
+
+def sketch_file(work: str, chunk: int) -> str:
+    return os.path.join(work, f"sketch-{chunk:05d}.parquet")
+
+
+def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
+    return os.path.join(folder, f"{prefix}-{chunk:05d}-of-{chunks:05d}.parquet")
+
+
+def list_array(arrays: list[np.ndarray]) -> pa.Array:
+    """Equal-typed uint64 arrays -> one Arrow ``list<uint64>`` array, without a Python int per value."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    if arrays:
+        np.cumsum([a.size for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.uint64) if arrays else np.zeros(0, dtype=np.uint64)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.uint64()))
+
+
+def write_atomic(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schema: pa.Schema) -> int:
+    """Stream batches into one Parquet file (temp name, then rename): a retried worker rewrites the same
+    bytes. Returns the rows written; writes nothing when there are none."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tables = (b if isinstance(b, pa.Table) else pa.Table.from_batches([b], schema=schema) for b in batches)
+    first = next((t for t in tables if t.num_rows), None)
+    if first is None:
+        return 0
+    n = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for table in itertools.chain([first], tables):
+            writer.write_table(table, row_group_size=WORK_ROWS)
+            n += table.num_rows
+    return n
+
+
+def rows_at(path: str, positions: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """The rows of a Parquet file at the sorted, distinct ``positions``, one row group at a time: yields each
+    group's positions and their rows (``columns`` only), reading only groups that hold any."""
+    pf = open_parquet(path)
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        stop = start + pf.metadata.row_group(g).num_rows
+        mine = positions[(positions >= start) & (positions < stop)]
+        if mine.size:
+            yield mine, pf.read_row_group(g, columns=columns).take(pa.array(mine - start))
+        start = stop
+
+
+def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
+    """The ``sketch`` column of a sketch or index file at the given row positions, one row group at a time."""
+    wanted = np.unique(np.fromiter(positions, dtype=np.int64))
+    out: dict[int, np.ndarray] = {}
+    if wanted.size == 0:
+        return out
+    for mine, rows in rows_at(path, wanted, ["sketch"]):
+        column = rows.column(0).combine_chunks()
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy(zero_copy_only=False)
+        for i, pos in enumerate(mine.tolist()):
+            out[pos] = values[offsets[i] : offsets[i + 1]]
+    return out
+
+
+def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[Batch]]) -> Iterator[tuple[int, str]]:
+    """Write ``batches`` (target partition -> batches, each a tuple of bytes) to one file and yield
+    ``(partition, reference)`` per target that gets any."""
+    targets = sorted(p for p, rows in batches.items() if rows)
+    if not targets:
+        return
+    path = os.path.join(work, f"{kind}-{producer}.arrow")
+    width = len(batches[targets[0]][0])
+    schema = pa.schema([(f"f{i}", pa.large_binary()) for i in range(width)])
+    with atomic_path(path) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for p in targets:
+            rows = batches[p]
+            writer.write_batch(
+                pa.record_batch(
+                    [pa.array([r[i] for r in rows], type=pa.large_binary()) for i in range(width)], schema=schema
+                )
+            )
+    for i, p in enumerate(targets):
+        yield p, f"{path}#{i}"
+
+
+def handed(refs: Iterable[str]) -> Iterator[Batch]:
+    """The batches :func:`hand_off` sent to one consumer (``refs`` in any order; read in sorted order)."""
+    by_path: dict[str, list[int]] = {}
+    for ref in refs:
+        path, _, index = ref.rpartition("#")
+        by_path.setdefault(path, []).append(int(index))
+    for path in sorted(by_path):
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            for i in sorted(by_path[path]):
+                batch = reader.get_batch(i)
+                yield from zip(*(batch.column(c).to_pylist() for c in range(batch.num_columns)))
+
+
+def send(work: str, kind: str, producer: str, record: type[R], rows: dict[int, list[R]]) -> Iterator[tuple[int, str]]:
+    """:func:`hand_off` of records: each target's list goes as one batch of ``record``."""
+    return hand_off(work, kind, producer, {t: [pack(record, mine)] for t, mine in rows.items() if mine})
+
+
+def receive(record: type[R], refs: Iterable[str]) -> Iterator[R]:
+    """The records :func:`send` (or :func:`hand_off` of ``record`` batches) sent to one consumer."""
+    for batch in handed(refs):
+        yield from unpack(record, batch)
+
+
+def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
+    """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
+    element that crosses the shuffle, as with :func:`hand_off`)."""
+    path = os.path.join(work, f"clusters-{producer}.jsonl")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in sorted(lines))
+    return path
+
+
+class MergeSortedLines(beam.DoFn):
+    """The sorted line files of every step (a side input) -> one file, merged in sorted order and written
+    atomically: the same bytes whatever order the runner delivered the files in, and an empty file when there
+    are none. Streams (a k-way merge), so a million cluster lines cost one line per file in memory."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, _: object, paths: Iterable[str]) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            sources = [stack.enter_context(open(p, encoding="utf-8")) for p in sorted(set(paths))]
+            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(heapq.merge(*sources))
+        return iter(())
