@@ -93,10 +93,20 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
         value = data[f.name]
         if _is_dataclass_type(tp) and isinstance(value, dict):
             value = from_dict(tp, value)
-        elif typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
-            raise ValueError(f"{cls.__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}")
+        else:
+            _check_literal(cls, f.name, hints[f.name], value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def _check_literal(cls: type, name: str, hint: Any, value: Any) -> None:
+    """A ``Literal[...]`` field (or ``Literal[...] | None``, which also takes None) must hold one of its values."""
+    tp = _base_type(hint)
+    if typing.get_origin(tp) is not typing.Literal or value in typing.get_args(tp):
+        return
+    if value is None and tp is not hint:
+        return
+    raise ValueError(f"{cls.__name__}.{name}: {value!r} is not one of {list(typing.get_args(tp))}")
 
 
 def validate_config(config: Any) -> None:
@@ -115,10 +125,8 @@ def validate_config(config: Any) -> None:
         return
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        tp = _base_type(hints[f.name])
         value = getattr(config, f.name)
-        if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
-            raise ValueError(f"{type(config).__name__}.{f.name}: {value!r} is not one of {list(typing.get_args(tp))}")
+        _check_literal(type(config), f.name, hints[f.name], value)
         if dataclasses.is_dataclass(value):
             validate_config(value)
     post_init = getattr(config, "__post_init__", None)

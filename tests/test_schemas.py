@@ -93,3 +93,35 @@ def test_stats_accounting(tmp_path):
     s.drop("b")
     with pytest.raises(AccountingError):
         s.check()
+
+
+def test_literal_config_fields_are_checked_by_from_dict_and_validate_config():
+    import dataclasses
+    from typing import Literal
+
+    from schemas.config import from_dict, validate_config
+
+    @dataclasses.dataclass
+    class Inner:
+        mode: Literal["a", "b"] = "a"
+        maybe: Literal["x"] | None = None
+
+        def __post_init__(self):
+            if self.mode == "b" and self.maybe is None:
+                raise ValueError("mode b needs maybe")
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: Inner = dataclasses.field(default_factory=Inner)
+
+    assert from_dict(Outer, {"inner": {"mode": "b", "maybe": "x"}}).inner.mode == "b"
+    with pytest.raises(ValueError, match=r"Inner.mode: 'c' is not one of \['a', 'b'\]"):
+        from_dict(Outer, {"inner": {"mode": "c"}})
+    cfg = Outer()
+    validate_config({"config": cfg, "other": 1})  # None is allowed where the Literal is optional
+    cfg.inner.maybe = "y"
+    with pytest.raises(ValueError, match="Inner.maybe"):
+        validate_config(cfg)
+    cfg.inner.maybe, cfg.inner.mode = None, "b"
+    with pytest.raises(ValueError, match="mode b needs maybe"):  # __post_init__ runs again
+        validate_config(cfg)
