@@ -43,7 +43,7 @@ import json
 import os
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,22 +54,29 @@ from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
-from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.sources import SourceError, check_source_name, resolve_inputs
-from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
+from pipeline.runner import RunnerConfig
+from pipeline.sources.common import (
+    STAGE,
+    SourceError,
+    check_source_name,
+    resolve_inputs,
+    source_config,
+    take_paths,
+)
+from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
     FAILED_FILES,
     WriteCounters,
+    WriteDocuments,
     WriteExamples,
     WriteJsonLines,
-    ensure_table,
+    counters_with_prefix,
     read_counters,
     read_jsonl,
 )
-from schemas.documents import DOCUMENT_SCHEMA
+from schemas.config import from_dict
 from schemas.stats import StageStats
 
-STAGE = "source"
 MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
 
 # Click identifiers and campaign tags that analytics tools append to shared links: they never change the page.
@@ -139,6 +146,13 @@ class WebTextConfig:
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     examples_per_reason: int = field(default=5, metadata={"help": "examples kept per drop reason in examples.jsonl"})
+
+    def __post_init__(self) -> None:
+        if self.side_input_max_urls < 0 or self.examples_per_reason < 0:
+            raise ValueError(
+                "WebTextConfig: side_input_max_urls and examples_per_reason cannot be negative, got"
+                f" {self.side_input_max_urls}, {self.examples_per_reason}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -544,14 +558,6 @@ def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
     return "side_input" if count_list_rows(list_files) <= cfg.side_input_max_urls else "cogroup"
 
 
-def _validate(cfg: WebTextConfig) -> None:
-    check_source_name(cfg.name)
-    if not cfg.urls:
-        raise SourceError("webtext needs a URL list (--urls FILE)")
-    if cfg.join not in ("auto", "side_input", "cogroup"):
-        raise SourceError(f"unknown join {cfg.join!r} (auto | side_input | cogroup)")
-
-
 def run_webtext(
     inputs: list[str], out_dir: str, cfg: WebTextConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
@@ -562,7 +568,9 @@ def run_webtext(
     ``examples.jsonl``, ``counters.jsonl``, ``failed_files.jsonl``. Raises :class:`SourceError` when the list
     has no usable URL, nothing on it is in the crawl, or no matched page survives the filters.
     """
-    _validate(cfg)
+    check_source_name(cfg.name)
+    if not cfg.urls:
+        raise SourceError("webtext needs a URL list (--urls FILE)")
     list_files = [p for p, _ in resolve_inputs(list(cfg.urls))]
     if cfg.min_score is not None:
         plain = [p for p in list_files if list_format(p, cfg) == "text"]
@@ -573,38 +581,26 @@ def run_webtext(
         if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
             raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
     crawl_files = expand_inputs(inputs)
-    fp = fingerprint(STAGE, list(inputs) + list_files, cfg)
-    if not force and is_complete(out_dir, fp):
+    stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force)
+    if stage.complete():  # before counting the list's rows to choose the join
         return load_stats(out_dir)
     join = choose_join(cfg, list_files)
-    with stage_output(out_dir) as tmp:
-        with make_pipeline(runner, f"source {cfg.name}") as p:
-            out = {
-                "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
-                "lists": p | "ListFiles" >> beam.Create(list_files),
-            } | "WebText" >> WebText(cfg, join)
-            _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(
-                os.path.join(tmp, "url_list"), progress=False
-            )
-            matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
-            _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
-            _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
-            _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
-        ensure_table(tmp)
-        for name in (
-            "examples.jsonl",
-            "failed_files.jsonl",
-            "counters.jsonl",
-            os.path.join("url_list", "outcomes.jsonl"),
-        ):
-            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
-            open(os.path.join(tmp, name), "a").close()  # present even when empty
+
+    def build(p: beam.Pipeline, tmp: str) -> None:
+        out = {
+            "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
+            "lists": p | "ListFiles" >> beam.Create(list_files),
+        } | "WebText" >> WebText(cfg, join)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
+        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"), progress=False)
+        matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
+        _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
+        _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
+        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+
+    def summarise(tmp: str, stats: StageStats) -> None:
         listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
-        stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
         counters = read_counters(tmp)
         matched = counters.get("matched_urls", 0)
         where = f"{len(list_files)} URL list file(s)"
@@ -636,14 +632,58 @@ def run_webtext(
                 "duplicate_urls": listed.dropped.get("duplicate", 0),
                 "min_score": cfg.min_score,
                 "extracted": counters.get("extracted", 0),
-                "languages": dict(
-                    sorted(
-                        ((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")),
-                        key=lambda kv: -kv[1],
-                    )
-                ),
-                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, "failed_files.jsonl"))}),
+                "languages": dict(sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])),
+                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, FAILED_FILES))}),
             }
         )
-        finish(stats, tmp, fp)
-    return stats
+
+    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+
+
+CRAWL_SECTIONS = ("read", "extract", "langid", "filters")
+
+
+@dataclass(frozen=True)
+class WebTextSpec:
+    """A run config's webtext source: ``{kind: webtext, urls: [...], from: [...], <WebTextConfig options>}``.
+
+    ``from`` is the crawl whose pages are selected (``crawl``; empty: the run's crawl). That crawl is read,
+    extracted and filtered exactly as the run's ``curate`` section says, except for the keys the source sets
+    in its own ``read`` / ``extract`` / ``langid`` / ``filters``: the same page must not be judged by two
+    recipes. So ``config`` holds the source's options (those keys over the defaults, checked when the run
+    config loads) and ``overrides`` the keys themselves, which :meth:`resolve` lays over the run's curate
+    sections when the source runs.
+    """
+
+    config: WebTextConfig
+    crawl: list[str]
+    overrides: dict[str, dict[str, Any]]
+
+    @classmethod
+    def parse(cls, name: str, options: dict[str, Any]) -> WebTextSpec:
+        crawl = take_paths(name, "webtext", options, "from", required=False)
+        urls = take_paths(name, "webtext", options, "urls")
+        for section in CRAWL_SECTIONS:
+            if not isinstance(options.get(section) or {}, dict):
+                raise SourceError(
+                    f"source {name!r}: {section!r} must be a mapping of options, got {options[section]!r}"
+                )
+        overrides = {s: dict(options[s]) for s in CRAWL_SECTIONS if options.get(s)}
+        config = source_config(name, "webtext", WebTextConfig, {**options, "urls": urls}, own=("from",))
+        return cls(config, crawl, overrides)
+
+    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
+        """``(inputs, config)`` of :func:`run_webtext`: ``from`` (else the run's ``crawl``) and the URL lists
+        expanded by the run, the crawl sections the run's ``curate`` ones with the source's keys on top."""
+        inputs = expand(list(self.crawl or crawl))
+        if not inputs:
+            raise SourceError(
+                f"source {self.config.name!r}: a webtext source needs crawl input ('from', or the run's crawl)"
+            )
+        sections = {
+            s: from_dict(
+                type(getattr(curate, s)), {**dataclasses.asdict(getattr(curate, s)), **self.overrides.get(s, {})}
+            )
+            for s in CRAWL_SECTIONS
+        }
+        return inputs, dataclasses.replace(self.config, urls=expand(self.config.urls), **sections)
