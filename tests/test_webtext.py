@@ -15,7 +15,8 @@ from pipeline.cli import main
 from pipeline.extract import ExtractConfig
 from pipeline.sample import Page, write_warc
 from pipeline.sources.common import SourceError
-from pipeline.sources.webtext import WebTextConfig, excluded, normalize_url, run_webtext
+from pipeline.sources.urls import excluded, normalize_url
+from pipeline.sources.webtext import WebTextConfig, run_webtext
 from schemas.documents import read_documents
 
 

@@ -5,7 +5,8 @@ points at, an encyclopedia dump. Each kind has a module of its own with a config
 and a spec dataclass (a run config's ``sources`` entry, parsed when the config loads):
 
 * :mod:`.files`: local text / text-file / JSON-lines files (``ccgpt source text|text-file|jsonl``);
-* :mod:`.webtext`: crawl pages whose URL is on a curated list, GPT-2's WebText (``ccgpt source webtext``);
+* :mod:`.webtext`: crawl pages whose URL is on a curated list, GPT-2's WebText (``ccgpt source webtext``),
+  joined on the keys of :mod:`.urls`;
 * :mod:`.wikipedia`: a MediaWiki XML dump (``ccgpt source wikipedia``).
 
 :mod:`.common` holds what they share (errors, input resolution, the read-files-to-documents transform, spec
