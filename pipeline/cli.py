@@ -42,7 +42,7 @@ STAGES = {
     "source": StageCommand(
         "source",
         "turn local text/JSONL files into a named source (document table)",
-        "pipeline.sources",
+        "pipeline.sources.files",
         "SourceConfig",
         "run_source",
         "source",
@@ -87,7 +87,7 @@ SOURCE_KINDS = {
     "webtext": StageCommand(
         "webtext",
         "crawl pages whose URL is on a curated URL list (GPT-2's WebText) -> a named source",
-        "pipeline.webtext",
+        "pipeline.sources.webtext",
         "WebTextConfig",
         "run_webtext",
         "webtext",
@@ -95,7 +95,7 @@ SOURCE_KINDS = {
     "wikipedia": StageCommand(
         "wikipedia",
         "a MediaWiki XML dump (.xml, .xml.bz2) -> a named source of articles",
-        "pipeline.wikipedia",
+        "pipeline.sources.wikipedia",
         "WikipediaConfig",
         "run_wikipedia",
         "wikipedia",

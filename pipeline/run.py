@@ -26,7 +26,7 @@ from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_qualit
 from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
-from pipeline.sources import run_source_spec
+from pipeline.sources.builders import SourceSpec, parse_sources, run_source_spec
 from pipeline.stage import Stage, finish
 from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
@@ -47,7 +47,7 @@ class RunConfig:
     quality_model: str = field(
         default="", metadata={"help": "an existing quality model (model.bin or its folder): skip quality training"}
     )
-    sources: dict[str, Any] = field(
+    sources: dict[str, SourceSpec] = field(
         default_factory=dict,
         metadata={
             "help": "name -> {paths: [...], format: text|text-file|jsonl, ...}, or "
@@ -63,6 +63,10 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # the YAML's name -> options become typed specs here, so a malformed source fails when the config loads
+        self.sources = parse_sources(self.sources)
 
 
 def load_run_config(path: str, overrides: list[str] | None = None) -> RunConfig:
@@ -126,7 +130,6 @@ class Run:
         done = {}
         for (name, spec), folder in zip(sorted(self.cfg.sources.items()), self.source_dirs()):
             done[name] = run_source_spec(
-                name,
                 spec,
                 folder,
                 self.cfg.runner,

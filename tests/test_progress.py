@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.progress import CountProgress, Progress, format_seconds, read_count
 from pipeline.runner import RunnerConfig
-from pipeline.sources import SourceConfig, run_source
+from pipeline.sources.files import SourceConfig, run_source
 from pipeline.tables import count_rows
 
 

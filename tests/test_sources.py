@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -10,8 +11,17 @@ import re
 
 import pytest
 
-from pipeline.sources import SourceConfig, SourceError, document_id, resolve_inputs, run_source
+from pipeline.curate import CurateConfig
+from pipeline.run import RunConfig, load_run_config
+from pipeline.sources.builders import parse_sources
+from pipeline.sources.common import SourceError, resolve_inputs
+from pipeline.sources.files import FilesSpec, SourceConfig, document_id, run_source
+from pipeline.sources.webtext import WebTextSpec
+from pipeline.sources.wikipedia import WikipediaSpec
+from schemas.config import from_dict
 from schemas.documents import read_documents
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _docs(out: str) -> list[dict]:
@@ -151,3 +161,80 @@ def test_portable_runner(tmp_path, shared_data, portable_runner):
     docs = list(read_documents(str(tmp_path / "out")))
     assert len({d["id"] for d in docs}) == n
     assert {"cluster", "id", "origin"} <= set(json.loads(docs[0]["annotations"]))
+
+
+# --- a run config's sources: typed specs, checked when the config loads ------------------------------------------
+
+
+def test_run_config_sources_become_typed_specs():
+    cfg = load_run_config(os.path.join(REPO, "configs", "demo.yaml"))
+    books, webtext = cfg.sources["books"], cfg.sources["webtext"]
+    assert isinstance(books, FilesSpec) and books.paths == ["{sample_dir}/sources/books/*.jsonl"]
+    assert books.config == SourceConfig(name="books", format="jsonl", min_chars=200)
+    assert isinstance(webtext, WebTextSpec) and webtext.config.name == "webtext" and webtext.config.min_score == 10
+    assert webtext.crawl == [] and webtext.overrides == {}
+    again = dataclasses.replace(cfg, out_dir="elsewhere")  # parsed specs pass through a second parse
+    assert again.sources == cfg.sources
+    wiki = parse_sources({"wiki": {"kind": "wikipedia", "paths": ["d.xml.bz2"], "min_chars": 50}})["wiki"]
+    assert isinstance(wiki, WikipediaSpec) and (wiki.config.name, wiki.config.min_chars) == ("wiki", 50)
+    assert from_dict(RunConfig, {}).sources == {} and from_dict(RunConfig, {"sources": None}).sources == {}
+
+
+def test_webtext_spec_lays_its_crawl_sections_over_the_runs_curate():
+    spec = parse_sources(
+        {"links": {"kind": "webtext", "urls": ["l.jsonl"], "from": ["c/*.warc.gz"], "extract": {"max_chars": 500}}}
+    )["links"]
+    curate = from_dict(CurateConfig, {"extract": {"extractor": "resiliparse"}, "langid": {"threshold": 0.9}})
+    inputs, cfg = spec.resolve(lambda paths: [p.replace("c/", "crawl/") for p in paths], ["run.warc.gz"], curate)
+    assert inputs == ["crawl/*.warc.gz"] and cfg.urls == ["l.jsonl"] and cfg.name == "links"
+    assert (cfg.extract.extractor, cfg.extract.max_chars, cfg.langid.threshold) == ("resiliparse", 500, 0.9)
+    no_from = parse_sources({"links": {"kind": "webtext", "urls": ["l.jsonl"]}})["links"]
+    assert no_from.resolve(list, ["run.warc.gz"], curate)[0] == ["run.warc.gz"]  # the run's crawl
+    with pytest.raises(SourceError, match="source 'links': a webtext source needs crawl input"):
+        no_from.resolve(list, [], curate)
+
+
+@pytest.mark.parametrize(
+    "sources, message",
+    [
+        ({"x": {"kind": "pdf", "paths": ["a"]}}, r"source 'x': unknown kind 'pdf' \(files \| webtext \| wikipedia\)"),
+        (
+            {"books": {"paths": ["a"], "fromat": "jsonl"}},
+            r"source 'books': unknown option\(s\) \['fromat'\] for kind files",
+        ),
+        ({"books": {"paths": ["a"], "name": "other"}}, r"source 'books': unknown option\(s\) \['name'\]"),
+        ({"w": {"kind": "wikipedia", "paths": ["d.xml"], "url": "x"}}, r"source 'w': unknown option\(s\) \['url'\]"),
+        ({"l": {"kind": "webtext", "urls": ["l"], "form": ["c"]}}, r"source 'l': unknown option\(s\) \['form'\]"),
+        ({"l": {"kind": "webtext", "urls": ["l"], "extract": {"nope": 1}}}, r"source 'l': ExtractConfig: unknown"),
+        ({"books": {"format": "jsonl"}}, r"source 'books': a files source needs 'paths'"),
+        ({"books": None}, r"source 'books': a files source needs 'paths'"),
+        ({"books": {"paths": []}}, r"source 'books': a files source needs 'paths'"),
+        ({"w": {"kind": "wikipedia"}}, r"source 'w': a wikipedia source needs 'paths'"),
+        ({"l": {"kind": "webtext", "min_score": 3}}, r"source 'l': a webtext source needs 'urls'"),
+        ({"books": {"paths": "books.jsonl"}}, r"source 'books': 'paths' must be a list of files"),
+        ({"l": {"kind": "webtext", "urls": ["l"], "from": "c.warc"}}, r"source 'l': 'from' must be a list"),
+        ({"books": {"paths": ["a"], "format": "pdf"}}, r"source 'books': SourceConfig.format: 'pdf' is not one of"),
+        ({"books": {"paths": ["a"], "min_chars": 10, "max_chars": 5}}, r"source 'books': .*min_chars <= max_chars"),
+        ({"w": {"kind": "wikipedia", "paths": ["d"], "min_chars": -1}}, r"source 'w': .*min_chars <= max_chars"),
+        ({"l": {"kind": "webtext", "urls": ["l"], "join": "hash"}}, r"source 'l': WebTextConfig.join: 'hash'"),
+        ({"l": {"kind": "webtext", "urls": ["l"], "read": 5}}, r"source 'l': 'read' must be a mapping"),
+        ({"books": ["a.jsonl"]}, r"source 'books': expected a mapping of options"),
+        ({"bad name": {"paths": ["a"]}}, r"a source needs a name of letters, digits.*'bad name'"),
+        (["books"], r"sources: expected a mapping of source name -> options"),
+    ],
+)
+def test_malformed_sources_fail_when_the_config_loads(sources, message):
+    with pytest.raises(SourceError, match=message):
+        from_dict(RunConfig, {"out_dir": "never-made", "sources": sources})
+    assert not os.path.exists("never-made")
+
+
+def test_malformed_source_in_a_yaml_file_fails_at_load(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("sources:\n  books: {paths: [b.jsonl], format: jsonl}\n  links: {kind: webtext, min_score: 3}\n")
+    with pytest.raises(SourceError, match="source 'links': a webtext source needs 'urls'"):
+        load_run_config(str(path))
+    with pytest.raises(SourceError, match=r"source 'books': SourceConfig.format: 'csv'"):
+        load_run_config(str(tmp_path / "run.yaml"), ["sources.books.format=csv", "sources.links.urls=[l.jsonl]"])
+    cfg = load_run_config(str(path), ["sources.links.urls=[l.jsonl]"])
+    assert cfg.sources["links"].config.urls == ["l.jsonl"]

@@ -14,8 +14,9 @@ from warcio.archiveiterator import ArchiveIterator
 from pipeline.cli import main
 from pipeline.extract import ExtractConfig
 from pipeline.sample import Page, write_warc
-from pipeline.sources import SourceError
-from pipeline.webtext import WebTextConfig, excluded, normalize_url, run_webtext
+from pipeline.sources.common import SourceError
+from pipeline.sources.urls import excluded, normalize_url
+from pipeline.sources.webtext import WebTextConfig, run_webtext
 from schemas.documents import read_documents
 
 
@@ -239,6 +240,8 @@ def test_join_matches_the_listed_pages(crawl, side_input_run):
     assert saved["matched_urls"] == 20 and saved["url_list"]["kept"] == 22
     examples = [json.loads(line) for line in open(os.path.join(out, "examples.jsonl"))]
     assert {"url_list:malformed", "url_list:duplicate", "url_list:below_min_score"} <= {e["reason"] for e in examples}
+    for side in ("outcomes.jsonl", "url_list/outcomes.jsonl", "counters.jsonl", "failed_files.jsonl"):
+        assert os.path.isfile(os.path.join(out, side)), side  # written by the pipeline, even when empty
 
 
 def _comparable(stats) -> dict:
@@ -416,5 +419,5 @@ def test_run_config_sources_of_every_kind(crawl, listed, shared_data, tmp_path):
     assert done["wiki"].kept == 1 and done["books"].kept > 5
     for name in done:
         assert {d["source"] for d in read_documents(str(tmp_path / "run" / f"source-{name}"))} == {name}
-    with pytest.raises(SourceError, match="unknown kind"):
-        Run(from_dict(RunConfig, {"out_dir": str(tmp_path / "r2"), "sources": {"x": {"kind": "pdf"}}})).sources()
+    with pytest.raises(SourceError, match="unknown kind"):  # when the config loads, before any stage
+        from_dict(RunConfig, {"out_dir": str(tmp_path / "r2"), "sources": {"x": {"kind": "pdf"}}})

@@ -11,10 +11,10 @@ classifier, did the quality selection. This stage does the same with any list of
    left Wikipedia out because other sources carry it), and ``duplicate`` (the same URL after normalisation:
    a URL posted twice counts once, with its highest score). ``read == kept + sum(dropped)`` holds for the list
    too (``stats.json`` -> ``url_list``).
-2. **Normalisation** (:func:`normalize_url`) makes the list and the crawl meet on a key rather than on a
-   string: scheme folded (http = https), ``www.`` stripped, host lowercased (IDN as punycode), default port,
-   userinfo, fragment and trailing slash dropped, tracking parameters (``utm_*``, ``fbclid``, ``gclid``, ...)
-   removed, the remaining query parameters sorted, percent-escapes of unreserved characters decoded.
+2. **Normalisation** (:mod:`pipeline.sources.urls`) makes the list and the crawl meet on a key rather than
+   on a string: scheme folded (http = https), ``www.`` stripped, host lowercased (IDN as punycode), default
+   port, userinfo, fragment and trailing slash dropped, tracking parameters (``utm_*``, ``fbclid``, ``gclid``,
+   ...) removed, the remaining query parameters sorted, percent-escapes of unreserved characters decoded.
 3. **The join** runs in Beam, keyed by the normalised URL. A small list (up to ``side_input_max_urls`` rows)
    is a dict side input every worker holds, and the crawl streams past it without a shuffle; a large list
    (tens of millions of URLs, GPT-2's was 45 M) is joined with ``CoGroupByKey``, so no worker ever holds
@@ -41,9 +41,7 @@ import gzip
 import hashlib
 import json
 import os
-import re
-import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,52 +52,31 @@ from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
-from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.sources import SourceError, check_source_name, resolve_inputs
-from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
+from pipeline.runner import RunnerConfig
+from pipeline.sources.common import (
+    STAGE,
+    SourceError,
+    check_source_name,
+    resolve_inputs,
+    source_config,
+    take_paths,
+)
+from pipeline.sources.urls import DEFAULT_TRACKING_PARAMS, excluded, normalize_url
+from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
     FAILED_FILES,
     WriteCounters,
+    WriteDocuments,
     WriteExamples,
     WriteJsonLines,
-    ensure_table,
+    counters_with_prefix,
     read_counters,
     read_jsonl,
 )
-from schemas.documents import DOCUMENT_SCHEMA
+from schemas.config import from_dict
 from schemas.stats import StageStats
 
-STAGE = "source"
 MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
-
-# Click identifiers and campaign tags that analytics tools append to shared links: they never change the page.
-DEFAULT_TRACKING_PARAMS = [
-    "utm_*",
-    "fbclid",
-    "gclid",
-    "dclid",
-    "gbraid",
-    "wbraid",
-    "msclkid",
-    "yclid",
-    "twclid",
-    "ttclid",
-    "igshid",
-    "mc_cid",
-    "mc_eid",
-    "_ga",
-    "_gl",
-    "_hsenc",
-    "_hsmi",
-    "mkt_tok",
-    "vero_id",
-    "oly_anon_id",
-    "oly_enc_id",
-    "wickedid",
-    "rb_clickid",
-    "s_cid",
-    "__s",
-]
 
 
 @dataclass
@@ -140,104 +117,12 @@ class WebTextConfig:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     examples_per_reason: int = field(default=5, metadata={"help": "examples kept per drop reason in examples.jsonl"})
 
-
-# --------------------------------------------------------------------------------------------------------------
-# URL normalisation
-
-
-_HOST_OK = re.compile(r"^[a-z0-9._-]+$")
-_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_SCHEMELESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}(?::\d+)?(?:[/?#]|$)")
-
-
-def _fix_escapes(s: str) -> str:
-    """Decode escapes of unreserved characters (``%7E`` -> ``~``), uppercase the rest, escape raw non-ASCII."""
-    s = _PCT.sub(
-        lambda m: chr(int(m.group(1), 16)) if chr(int(m.group(1), 16)) in _UNRESERVED else "%" + m.group(1).upper(), s
-    )
-    return urllib.parse.quote(s, safe=_PATH_SAFE)
-
-
-def _is_tracking(param: str, tracking: tuple[str, ...]) -> bool:
-    p = param.lower()
-    return any(p.startswith(t[:-1]) if t.endswith("*") else p == t for t in tracking)
-
-
-def normalize_url(
-    url: str, tracking_params: list[str] | tuple[str, ...] = tuple(DEFAULT_TRACKING_PARAMS)
-) -> str | None:
-    """The join key of a URL (``host[:port]/path[?sorted query]``, no scheme), or None when it is malformed.
-
-    Malformed: empty, containing whitespace, a scheme other than http/https, no host, a host with characters a
-    host cannot have, or a port that is not a number. A scheme-less ``example.org/page`` is read as http.
-    """
-    if not isinstance(url, str):
-        return None
-    url = url.strip()
-    if not url or any(c.isspace() for c in url):
-        return None
-    if "://" not in url:
-        if url.startswith("//"):
-            url = "http:" + url
-        elif _SCHEMELESS.match(url):
-            url = "http://" + url
-        else:
-            return None
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-        host = parts.hostname
-    except ValueError:  # bad port, bad IPv6 literal
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    host = host.rstrip(".")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    host = host.lower()
-    if host.startswith("[") or ":" in host:  # IPv6 literal
-        host_part = f"[{host.strip('[]')}]"
-    elif not _HOST_OK.match(host) or ".." in host or host.startswith((".", "-")):
-        return None
-    else:
-        host_part = host[4:] if host.startswith("www.") and host.count(".") >= 2 else host
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
-        host_part += f":{port}"
-    path = _fix_escapes(parts.path or "/")
-    if len(path) > 1:
-        path = path.rstrip("/") or "/"
-    tracking = tuple(t.lower() for t in tracking_params)
-    query = ""
-    if parts.query:
-        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        kept = sorted((k, v) for k, v in pairs if not _is_tracking(k, tracking))
-        query = urllib.parse.urlencode(kept, quote_via=urllib.parse.quote)
-    return host_part + path + (f"?{query}" if query else "")
-
-
-def url_host(key: str) -> str:
-    """The host of a normalised key (``www.`` already stripped, port removed)."""
-    host = key.split("/", 1)[0]
-    return host.rsplit(":", 1)[0] if not host.startswith("[") else host
-
-
-def excluded(key: str, domains: list[str] | tuple[str, ...]) -> bool:
-    """Whether a normalised key's host is one of ``domains`` or below one (``en.wikipedia.org``)."""
-    host = url_host(key)
-    for d in domains:
-        d = d.lower().strip(".")
-        if d.startswith("www."):
-            d = d[4:]
-        if host == d or host.endswith("." + d):
-            return True
-    return False
+    def __post_init__(self) -> None:
+        if self.side_input_max_urls < 0 or self.examples_per_reason < 0:
+            raise ValueError(
+                "WebTextConfig: side_input_max_urls and examples_per_reason cannot be negative, got"
+                f" {self.side_input_max_urls}, {self.examples_per_reason}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -544,14 +429,6 @@ def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
     return "side_input" if count_list_rows(list_files) <= cfg.side_input_max_urls else "cogroup"
 
 
-def _validate(cfg: WebTextConfig) -> None:
-    check_source_name(cfg.name)
-    if not cfg.urls:
-        raise SourceError("webtext needs a URL list (--urls FILE)")
-    if cfg.join not in ("auto", "side_input", "cogroup"):
-        raise SourceError(f"unknown join {cfg.join!r} (auto | side_input | cogroup)")
-
-
 def run_webtext(
     inputs: list[str], out_dir: str, cfg: WebTextConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
@@ -562,7 +439,9 @@ def run_webtext(
     ``examples.jsonl``, ``counters.jsonl``, ``failed_files.jsonl``. Raises :class:`SourceError` when the list
     has no usable URL, nothing on it is in the crawl, or no matched page survives the filters.
     """
-    _validate(cfg)
+    check_source_name(cfg.name)
+    if not cfg.urls:
+        raise SourceError("webtext needs a URL list (--urls FILE)")
     list_files = [p for p, _ in resolve_inputs(list(cfg.urls))]
     if cfg.min_score is not None:
         plain = [p for p in list_files if list_format(p, cfg) == "text"]
@@ -573,38 +452,26 @@ def run_webtext(
         if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
             raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
     crawl_files = expand_inputs(inputs)
-    fp = fingerprint(STAGE, list(inputs) + list_files, cfg)
-    if not force and is_complete(out_dir, fp):
+    stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force)
+    if stage.complete():  # before counting the list's rows to choose the join
         return load_stats(out_dir)
     join = choose_join(cfg, list_files)
-    with stage_output(out_dir) as tmp:
-        with make_pipeline(runner, f"source {cfg.name}") as p:
-            out = {
-                "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
-                "lists": p | "ListFiles" >> beam.Create(list_files),
-            } | "WebText" >> WebText(cfg, join)
-            _ = out["documents"] | "WriteDocuments" >> beam.io.WriteToParquet(
-                os.path.join(tmp, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
-            )
-            _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-            _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(
-                os.path.join(tmp, "url_list"), progress=False
-            )
-            matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
-            _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
-            _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
-            _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
-        ensure_table(tmp)
-        for name in (
-            "examples.jsonl",
-            "failed_files.jsonl",
-            "counters.jsonl",
-            os.path.join("url_list", "outcomes.jsonl"),
-        ):
-            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
-            open(os.path.join(tmp, name), "a").close()  # present even when empty
+
+    def build(p: beam.Pipeline, tmp: str) -> None:
+        out = {
+            "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
+            "lists": p | "ListFiles" >> beam.Create(list_files),
+        } | "WebText" >> WebText(cfg, join)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
+        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"), progress=False)
+        matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
+        _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
+        _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
+        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+
+    def summarise(tmp: str, stats: StageStats) -> None:
         listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
-        stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
         counters = read_counters(tmp)
         matched = counters.get("matched_urls", 0)
         where = f"{len(list_files)} URL list file(s)"
@@ -636,14 +503,58 @@ def run_webtext(
                 "duplicate_urls": listed.dropped.get("duplicate", 0),
                 "min_score": cfg.min_score,
                 "extracted": counters.get("extracted", 0),
-                "languages": dict(
-                    sorted(
-                        ((k.split(":", 1)[1], v) for k, v in counters.items() if k.startswith("language:")),
-                        key=lambda kv: -kv[1],
-                    )
-                ),
-                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, "failed_files.jsonl"))}),
+                "languages": dict(sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])),
+                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, FAILED_FILES))}),
             }
         )
-        finish(stats, tmp, fp)
-    return stats
+
+    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+
+
+CRAWL_SECTIONS = ("read", "extract", "langid", "filters")
+
+
+@dataclass(frozen=True)
+class WebTextSpec:
+    """A run config's webtext source: ``{kind: webtext, urls: [...], from: [...], <WebTextConfig options>}``.
+
+    ``from`` is the crawl whose pages are selected (``crawl``; empty: the run's crawl). That crawl is read,
+    extracted and filtered exactly as the run's ``curate`` section says, except for the keys the source sets
+    in its own ``read`` / ``extract`` / ``langid`` / ``filters``: the same page must not be judged by two
+    recipes. So ``config`` holds the source's options (those keys over the defaults, checked when the run
+    config loads) and ``overrides`` the keys themselves, which :meth:`resolve` lays over the run's curate
+    sections when the source runs.
+    """
+
+    config: WebTextConfig
+    crawl: list[str]
+    overrides: dict[str, dict[str, Any]]
+
+    @classmethod
+    def parse(cls, name: str, options: dict[str, Any]) -> WebTextSpec:
+        crawl = take_paths(name, "webtext", options, "from", required=False)
+        urls = take_paths(name, "webtext", options, "urls")
+        for section in CRAWL_SECTIONS:
+            if not isinstance(options.get(section) or {}, dict):
+                raise SourceError(
+                    f"source {name!r}: {section!r} must be a mapping of options, got {options[section]!r}"
+                )
+        overrides = {s: dict(options[s]) for s in CRAWL_SECTIONS if options.get(s)}
+        config = source_config(name, "webtext", WebTextConfig, {**options, "urls": urls}, own=("from",))
+        return cls(config, crawl, overrides)
+
+    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
+        """``(inputs, config)`` of :func:`run_webtext`: ``from`` (else the run's ``crawl``) and the URL lists
+        expanded by the run, the crawl sections the run's ``curate`` ones with the source's keys on top."""
+        inputs = expand(list(self.crawl or crawl))
+        if not inputs:
+            raise SourceError(
+                f"source {self.config.name!r}: a webtext source needs crawl input ('from', or the run's crawl)"
+            )
+        sections = {
+            s: from_dict(
+                type(getattr(curate, s)), {**dataclasses.asdict(getattr(curate, s)), **self.overrides.get(s, {})}
+            )
+            for s in CRAWL_SECTIONS
+        }
+        return inputs, dataclasses.replace(self.config, urls=expand(self.config.urls), **sections)

@@ -24,25 +24,31 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import json
 import os
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 
-from pipeline.accounting import KEPT, OUTCOMES, dropped, read_outcomes, stats_from_outcomes
-from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.sources import ReadToDocuments, SourceError, check_source_name, resolve_inputs
-from pipeline.stage import fingerprint, finish, is_complete, load_stats, stage_output
-from pipeline.tables import read_jsonl
+from pipeline.accounting import KEPT, OUTCOMES, dropped
+from pipeline.runner import RunnerConfig
+from pipeline.sources.common import (
+    STAGE,
+    ReadToDocuments,
+    SourceError,
+    check_source_name,
+    resolve_inputs,
+    source_config,
+    take_paths,
+)
+from pipeline.stage import Stage
+from pipeline.tables import FAILED_FILES, WriteJsonLines, read_jsonl
 from schemas.documents import document_row
 from schemas.stats import StageStats
 
-STAGE = "source"
 FAILED = "failed"
 
 DEFAULT_DROP_SECTIONS = [
@@ -71,6 +77,13 @@ class WikipediaConfig:
     url_base: str = field(
         default="", metadata={"help": "article URL prefix, e.g. https://en.wikipedia.org/wiki/ (default: the dump's)"}
     )
+
+    def __post_init__(self) -> None:
+        # a window that keeps nothing is a config mistake: say so when the config is built, not after a run
+        if not 0 <= self.min_chars <= self.max_chars:
+            raise ValueError(
+                f"WikipediaConfig: needs 0 <= min_chars <= max_chars, got {self.min_chars}, {self.max_chars}"
+            )
 
 
 def open_dump(path: str):
@@ -215,22 +228,14 @@ def run_wikipedia(
     """Build the document table of a Wikipedia (any MediaWiki) dump; the stage contract of ``ccgpt source``."""
     check_source_name(cfg.name)
     files = [p for p, _ in resolve_inputs(inputs)]
-    fp = fingerprint(STAGE, inputs, cfg)
-    if not force and is_complete(out_dir, fp):
-        return load_stats(out_dir)
-    with stage_output(out_dir) as tmp:
-        with make_pipeline(runner, f"source {cfg.name}") as p:
-            results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
-            _ = (
-                results[FAILED]
-                | "FailedJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
-                | "WriteFailed"
-                >> beam.io.WriteToText(os.path.join(tmp, "failed_files.jsonl"), shard_name_template="", num_shards=1)
-            )
-        open(os.path.join(tmp, "failed_files.jsonl"), "a").close()
-        open(os.path.join(tmp, "outcomes.jsonl"), "a").close()
-        stats = stats_from_outcomes(STAGE, read_outcomes(tmp))
-        failed = read_jsonl(os.path.join(tmp, "failed_files.jsonl"))
+    stage = Stage(STAGE, out_dir, inputs, cfg, force)
+
+    def build(p: beam.Pipeline, tmp: str) -> None:
+        results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
+        _ = results[FAILED] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+
+    def summarise(tmp: str, stats: StageStats) -> None:
+        failed = read_jsonl(os.path.join(tmp, FAILED_FILES))
         where = f"{len(files)} dump file(s)"
         if stats.read == 0:
             raise SourceError(f"source {cfg.name!r}: no page in {where}: an empty dump")
@@ -248,5 +253,22 @@ def run_wikipedia(
                 "failed_files": sorted(f["file"] for f in failed),
             }
         )
-        finish(stats, tmp, fp)
-    return stats
+
+    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+
+
+@dataclass(frozen=True)
+class WikipediaSpec:
+    """A run config's Wikipedia source: ``{kind: wikipedia, paths: [dumps], <WikipediaConfig options>}``."""
+
+    paths: list[str]
+    config: WikipediaConfig
+
+    @classmethod
+    def parse(cls, name: str, options: dict[str, Any]) -> WikipediaSpec:
+        paths = take_paths(name, "wikipedia", options, "paths")
+        return cls(paths, source_config(name, "wikipedia", WikipediaConfig, options, own=("paths",)))
+
+    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
+        """``(inputs, config)`` of :func:`run_wikipedia`: the dumps expanded by the run (the crawl is not read)."""
+        return expand(self.paths), self.config

@@ -1,0 +1,118 @@
+"""What every kind of source shares: its error, its name rule, input resolution, the files -> documents
+transform, and the helpers that parse a run config's ``sources`` entry into a kind's spec.
+
+The kinds (:mod:`.files`, :mod:`.webtext`, :mod:`.wikipedia`) import from here and never from each other,
+so no kind's module depends on another's and none imports back from a module that imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import apache_beam as beam
+
+from pipeline.accounting import OUTCOMES, WriteOutcomes
+from pipeline.tables import WriteDocuments
+from schemas.config import from_dict
+
+STAGE = "source"  # every kind writes the same stage: a named document table
+
+T = TypeVar("T")
+
+
+class SourceError(ValueError):
+    """The source's inputs or configuration cannot give a sensible source (nothing matched, nothing kept)."""
+
+
+def check_source_name(name: Any) -> None:
+    """A source's name becomes a folder name and the ``source`` column: letters, digits, ``_ - .`` only."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SourceError(f"a source needs a name of letters, digits, '_', '-' or '.', got {name!r}")
+
+
+def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+    """Inputs (files, folders, globs) -> sorted ``(path, key)`` pairs; ``key`` is the id-stable relative name.
+
+    A folder contributes every regular file below it (hidden files skipped); a glob's key is relative to its
+    non-magic prefix. An input that matches nothing is an error: a typo must not become a silently empty source.
+    """
+    out: dict[str, str] = {}
+    for spec in inputs:
+        if os.path.isdir(spec):
+            base = spec
+            paths = [p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True) if os.path.isfile(p)]
+        elif glob.has_magic(spec):
+            prefix = re.split(r"[*?\[]", spec, maxsplit=1)[0]
+            base = prefix if prefix.endswith(os.sep) else os.path.dirname(prefix)
+            paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+        elif os.path.isfile(spec):
+            base, paths = os.path.dirname(spec), [spec]
+        else:
+            raise SourceError(f"input {spec!r} does not exist")
+        paths = [p for p in paths if not os.path.basename(p).startswith(".")]
+        if not paths:
+            raise SourceError(f"input {spec!r} matched no files")
+        for p in paths:
+            out.setdefault(p, os.path.relpath(p, base or "."))
+    return sorted(out.items())
+
+
+class ReadToDocuments(beam.PTransform):
+    """Input files -> ``reader`` (a DoFn emitting document rows, and outcomes tagged ``OUTCOMES``) -> the
+    stage's ``documents-*.parquet`` and ``outcomes.jsonl`` in ``folder``; the files are spread over the
+    workers first. Returns the reader's outputs, so ``extra_tags`` (e.g. failed files) can be written too."""
+
+    def __init__(self, files: list, reader: beam.DoFn, folder: str, extra_tags: tuple[str, ...] = ()):
+        super().__init__()
+        self.files, self.reader, self.folder, self.extra_tags = files, reader, folder, extra_tags
+
+    def expand(self, pbegin):
+        results = (
+            pbegin
+            | "Files" >> beam.Create(self.files)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_tags, main="documents")
+        )
+        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder)
+        _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(self.folder)
+        return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing a run config's ``sources`` entry (``name -> {kind: K, ...options}``), when the config loads
+
+
+def take_paths(name: str, kind: str, options: dict[str, Any], key: str, required: bool = True) -> list[str]:
+    """Remove ``options[key]``, a list of files / folders / globs, and return it (``[]`` when absent and not
+    ``required``). A single string is refused rather than read as a list of its characters."""
+    value = options.pop(key, None)
+    if value is None or value == []:
+        if required:
+            raise SourceError(f"source {name!r}: a {kind} source needs {key!r} (a list of files, folders or globs)")
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise SourceError(f"source {name!r}: {key!r} must be a list of files, folders or globs, got {value!r}")
+    return list(value)
+
+
+def source_config(name: str, kind: str, cls: type[T], options: dict[str, Any], own: Sequence[str] = ()) -> T:
+    """The kind's config dataclass from a spec's remaining ``options``, named by the spec's key.
+
+    ``own`` are the keys the spec itself took (``paths``, ``from``); they are named in the message for an
+    unknown key with ``kind`` and the config's fields. ``name`` is not an option: the key is the name. Bad
+    values (a format that does not exist, a check of the config's ``__post_init__``) raise here too.
+    """
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != "name"]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        known = sorted(["kind", *own, *fields])
+        raise SourceError(f"source {name!r}: unknown option(s) {unknown} for kind {kind}; known: {known}")
+    try:
+        return from_dict(cls, {**options, "name": name})
+    except (TypeError, ValueError) as e:
+        raise SourceError(f"source {name!r}: {e}") from e
