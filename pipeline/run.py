@@ -145,7 +145,11 @@ class Run:
             return None  # a model was given: nothing to train
         negatives = [os.path.join(self.dirs["curate"], "raw")]
         return train_quality(
-            _expand(self.cfg.reference, self.cfg), negatives, self.dirs["quality_train"], self.cfg.quality_train
+            _expand(self.cfg.reference, self.cfg),
+            negatives,
+            self.dirs["quality_train"],
+            self.cfg.quality_train,
+            force=self.force,
         )
 
     def quality_filter(self) -> StageStats:

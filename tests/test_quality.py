@@ -14,31 +14,29 @@ import gzip
 import json
 import os
 import re
+import shutil
 import tarfile
 import zipfile
 
 import numpy as np
 import pytest
 
-from pipeline import quality
 from pipeline.cli import main
 from pipeline.quality import (
+    QualityError,
     QualityFilterConfig,
     QualityTrainConfig,
-    exact_cutoff,
-    fold_key,
-    fold_of,
-    iter_records,
-    normalize_text,
-    pareto_draw,
-    pareto_keep,
-    pareto_keep_probability,
-    rank_key,
     run_quality_filter,
     score_documents,
     score_paths,
     train_quality,
 )
+from pipeline.quality import train as quality_train
+from pipeline.quality.folds import fold_key, fold_of
+from pipeline.quality.model import check_model
+from pipeline.quality.rules import exact_cutoff, pareto_draw, pareto_keep, pareto_keep_probability, rank_key
+from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
+from pipeline.quality.train import split_holdout, train_fasttext
 from schemas.documents import read_documents, write_documents
 from schemas.stats import StageStats
 
@@ -169,7 +167,7 @@ def _write_jsonl(path: str, prefix: str, texts: list[str]) -> str:
 PER_SOURCE = 90  # documents per reference source (~67 held-out documents a class for the AUC)
 CRAWL_PAGES = {"newspaper.tar.gz": 150, "goose3.tar.gz": 50, "trafilatura-eval.tar.gz": 180}
 LEFT_OUT = ["inaugural.jsonl", "state_union.jsonl"]  # the speeches: a genre no other reference source has
-HUGE = "word " * (quality.DEFAULT_MAX_CHARS // 5 + 1)  # one character over the default limit
+HUGE = "word " * (DEFAULT_MAX_CHARS // 5 + 1)  # one character over the default limit
 
 
 @pytest.fixture(scope="module")
@@ -382,8 +380,8 @@ def test_holdout_positive_names_must_match(corpus, tmp_path):
     with pytest.raises(ValueError, match="leaves no positive input"):
         train_quality(pos, neg, str(tmp_path / "b"), QualityTrainConfig(**TINY, holdout_positive=everything))
     # globs match the path or the file name
-    assert quality.split_holdout(["/d/a.jsonl", "/d/b.txt"], ["*.txt"]) == (["/d/a.jsonl"], ["/d/b.txt"])
-    assert quality.split_holdout(["/d/a.jsonl", "/e/b"], ["/e/*"]) == (["/d/a.jsonl"], ["/e/b"])
+    assert split_holdout(["/d/a.jsonl", "/d/b.txt"], ["*.txt"]) == (["/d/a.jsonl"], ["/d/b.txt"])
+    assert split_holdout(["/d/a.jsonl", "/e/b"], ["/e/*"]) == (["/d/a.jsonl"], ["/e/b"])
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
 
@@ -392,6 +390,31 @@ def test_train_skips_when_up_to_date(corpus, trained):
     mtime = os.stat(os.path.join(out, "model.bin")).st_mtime_ns
     assert train_quality(corpus["positives"], corpus["negatives"], out, QualityTrainConfig(**TINY)) == result
     assert os.stat(os.path.join(out, "model.bin")).st_mtime_ns == mtime
+
+
+def test_train_reruns_when_forced_or_eval_is_gone(corpus, trained, tmp_path):
+    """``force`` (``ccgpt run --force``) retrains; so does an up-to-date folder whose eval.json was lost."""
+    out = str(tmp_path / "model")
+    shutil.copytree(trained[0], out)
+    model = os.path.join(out, "model.bin")
+    for force in (True, False):
+        os.utime(model, ns=(0, 0))
+        if not force:
+            os.remove(os.path.join(out, "eval.json"))
+        result = train_quality(corpus["positives"], corpus["negatives"], out, QualityTrainConfig(**TINY), force=force)
+        assert result == trained[1] and os.stat(model).st_mtime_ns != 0, force
+
+
+def test_configs_check_their_values():
+    with pytest.raises(ValueError, match="test_fraction"):
+        QualityTrainConfig(test_fraction=1.0)
+    with pytest.raises(ValueError, match="folds"):
+        QualityTrainConfig(folds=0)
+    with pytest.raises(ValueError, match="top_fraction"):
+        QualityFilterConfig(rule="top_fraction", top_fraction=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        QualityFilterConfig(alpha=0.0)
+    QualityFilterConfig(rule="threshold", alpha=0.0, top_fraction=2.0)  # values of other rules are not used
 
 
 def test_score_paths_and_cli(corpus, trained, capsys, tmp_path):
@@ -531,7 +554,7 @@ def test_fold_of_is_deterministic_and_balanced():
 
 def _capture_training_files(calls: list[tuple[str, list[str]]]):
     """Wrap ``train_fasttext`` to keep (model file name, training lines) of every training: what fastText saw."""
-    real = quality.train_fasttext
+    real = quality_train.train_fasttext
 
     def spy(input_path, output_path, **params):
         with open(input_path, encoding="utf-8") as fh:
@@ -571,7 +594,7 @@ def planted(corpus):
     calls: list[tuple[str, list[str]]] = []
     folded = os.path.join(root, "model_planted_2")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(quality, "train_fasttext", _capture_training_files(calls))
+        mp.setattr(quality_train, "train_fasttext", _capture_training_files(calls))
         result = train_quality(corpus["positives"], [negatives], folded, QualityTrainConfig(**cfg, folds=2))
     return {
         "negatives": negatives,
@@ -742,7 +765,7 @@ def bad_models(shared_data, corpus, trained, tmp_path_factory):
         for label, docs in (("a", corpus["sources"]["wikitext"]), ("b", corpus["sources"]["bible-kjv"])):
             fh.writelines(f"__label__{label} {normalize_text(t)}\n" for t in docs[:50])
     foreign = root / "labels_ab.bin"
-    quality.train_fasttext(
+    train_fasttext(
         str(train_file),
         str(foreign),
         dim=8,
@@ -773,10 +796,10 @@ BAD_MODELS = ["missing", "truncated", "garbage", "header_only", "foreign_labels"
 @pytest.mark.parametrize("which", BAD_MODELS)
 def test_bad_model_fails_before_scoring(bad_models, which):
     path, why = bad_models[which]
-    with pytest.raises(quality.QualityError, match=re.escape(path)) as exc:
+    with pytest.raises(QualityError, match=re.escape(path)) as exc:
         score_documents(path, _texts_never_read())
     assert why in str(exc.value)
-    with pytest.raises(quality.QualityError, match=re.escape(path)):
+    with pytest.raises(QualityError, match=re.escape(path)):
         list(score_paths(path, ["never-opened.jsonl"]))
 
 
@@ -784,14 +807,14 @@ def test_bad_model_fails_before_scoring(bad_models, which):
 def test_bad_model_fails_before_the_filter_runs(corpus, bad_models, local_runner, tmp_path, which):
     path, why = bad_models[which]
     out = tmp_path / "out"
-    with pytest.raises(quality.QualityError, match=re.escape(path)) as exc:
+    with pytest.raises(QualityError, match=re.escape(path)) as exc:
         run_quality_filter([corpus["table"]], str(out), QualityFilterConfig(model=path), local_runner)
     assert why in str(exc.value)
     assert not out.exists() and not list(tmp_path.glob("out.partial-*"))  # no work started
 
 
 def test_check_model_accepts_our_models(trained):
-    info = quality.check_model(os.path.join(trained[0], "model.bin"))
+    info = check_model(os.path.join(trained[0], "model.bin"))
     assert sorted(info["labels"]) == ["__label__cc", "__label__hq"] and info["dim"] == TINY["dim"]
     assert not info["quantized"]
 
@@ -803,13 +826,13 @@ def test_damaged_fold_model_fails_before_the_filter_runs(planted, corpus, local_
         with open(os.path.join(planted["folded"], name), "rb") as src:
             (folder / name).write_bytes(src.read())
     (folder / "model-fold1.bin").write_bytes(b"\0" * 100)
-    with pytest.raises(quality.QualityError, match="model-fold1.bin") as exc:
+    with pytest.raises(QualityError, match="model-fold1.bin") as exc:
         run_quality_filter(
             [corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)), local_runner
         )
     assert "cross_fit: false" in str(exc.value)
     (folder / "model-fold1.bin").unlink()
-    with pytest.raises(quality.QualityError, match="model-fold1.bin.*not found|not found.*model-fold1.bin"):
+    with pytest.raises(QualityError, match="model-fold1.bin.*not found|not found.*model-fold1.bin"):
         run_quality_filter(
             [corpus["table"]], str(tmp_path / "out"), QualityFilterConfig(model=str(folder)), local_runner
         )
@@ -817,9 +840,9 @@ def test_damaged_fold_model_fails_before_the_filter_runs(planted, corpus, local_
 
 
 def test_unscorable_reason():
-    assert quality.unscorable_reason(None) == "bad_record"
-    assert quality.unscorable_reason("") == quality.unscorable_reason(" \n\t ") == "empty_text"
-    assert quality.unscorable_reason(HUGE) == "too_long"
-    assert quality.unscorable_reason(HUGE, max_chars=0) is None  # 0 = no limit
-    assert quality.unscorable_reason("x" * 11, max_chars=10) == "too_long"
-    assert quality.unscorable_reason("fine text") is None
+    assert unscorable_reason(None) == "bad_record"
+    assert unscorable_reason("") == unscorable_reason(" \n\t ") == "empty_text"
+    assert unscorable_reason(HUGE) == "too_long"
+    assert unscorable_reason(HUGE, max_chars=0) is None  # 0 = no limit
+    assert unscorable_reason("x" * 11, max_chars=10) == "too_long"
+    assert unscorable_reason("fine text") is None
