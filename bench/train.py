@@ -15,7 +15,7 @@ one-thread process, which a busy shared machine disturbs less) is measured over 
 ``--warmup`` untimed ones; every variant is measured ``--rounds`` times in alternating order and the best
 round counts (the load of a shared machine drifts).
 
-On CUDA the run additionally reports MFU against the card's dense bf16 peak (``train.trainer.GPU_PEAK_BF16``,
+On CUDA the run additionally reports MFU against the card's dense bf16 peak (``train.metrics.GPU_PEAK_BF16``,
 FLOPs per token from ``GPT.estimate_flops_per_token``, PaLM's 6N + 12LHQT), and compares ccgpt's fused
 Triton linear + cross-entropy with eager full logits (the memory it saves) and Triton LayerNorm with
 ``F.layer_norm``.
@@ -199,7 +199,7 @@ def _variant(setup: Setup, name: str, kind: str, loss_impl: str, norm_impl: str,
         "flops_per_token": flops_per_token,
     }
     if cuda:
-        from train.trainer import GPU_PEAK_BF16
+        from train.metrics import GPU_PEAK_BF16
 
         card = torch.cuda.get_device_name(device)
         peak_flops = next((f for key, f in GPU_PEAK_BF16 if key in card), None)

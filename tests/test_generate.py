@@ -14,9 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_data import make_shards  # noqa: E402  (shared shard-writing helper)
 
 from schemas.manifest import Manifest  # noqa: E402
+from train.checkpoint import CheckpointError  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.generate import GenerateError, find_tokenizer, generate, load_model, main  # noqa: E402
-from train.trainer import CheckpointError, train  # noqa: E402
+from train.trainer import train  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "the sun is hot and the sky is blue"] * 20
 

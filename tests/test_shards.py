@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.mix import MixConfig, run_mix, write_shard_file
+from pipeline.mix import MixConfig, run_mix
+from pipeline.mix.pack import write_shard_file
 from pipeline.shards import ShardError, format_inspection, inspect_shards, read_shard, verify_shards
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.documents import write_documents
@@ -210,11 +211,11 @@ def test_unsorted_doc_offsets(copy):
 
 
 def test_large_vocabularies_get_uint32_shards(tmp_path):
-    from pipeline.mix import WriteShard
+    from pipeline.mix.pack import ShardRow, WriteShard
 
     rows = [
-        (1, "a", (np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2])),
-        (0, "b", (np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0])),
+        ShardRow(1, "a", np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2]),
+        ShardRow(0, "b", np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0]),
     ]
     (info,) = WriteShard(str(tmp_path), "uint32", seq_len=3).process((7, rows))
     assert json.loads(info)["file"] == "shard-00007.arrow"

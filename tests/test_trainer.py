@@ -15,10 +15,12 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_data import make_shards  # noqa: E402  (shared shard-writing helper)
 
+from train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from train.cli import build_parser, config_from_args, main  # noqa: E402
 from train.config import ModelOverrides, TrainConfig  # noqa: E402
 from train.data import DataError  # noqa: E402
-from train.trainer import CheckpointError, autocast_dtype, load_checkpoint, lr_at, train  # noqa: E402
+from train.optim import lr_at  # noqa: E402
+from train.trainer import autocast_dtype, train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,10 +4,11 @@ Reads only the contracts in ``schemas/`` (manifest + shard files) and depends on
 never on ``pipeline/``, so a training machine needs neither Beam nor the curation stack.
 """
 
+from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import PRESETS, ModelConfig, ModelOverrides, TrainConfig, get_preset
 from train.data import Batch, DataError, ShardLoader, check_compatibility, resolve_model_config
 from train.model import GPT
-from train.trainer import CheckpointError, load_checkpoint, train
+from train.trainer import train
 
 __all__ = [
     "Batch",

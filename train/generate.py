@@ -27,14 +27,10 @@ from typing import Any
 
 import torch
 
+from train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from train.config import ModelConfig
 from train.model import GPT
-from train.trainer import (
-    CHECKPOINT_NAME,
-    CheckpointError,
-    load_checkpoint,
-    resolve_device,
-)
+from train.parallel import resolve_device
 
 TOKENIZER_FILE = "tokenizer.json"
 
