@@ -70,15 +70,22 @@ def _input_identity(path: str) -> Any:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """Config values as JSON: dataclasses (also inside dicts) by their fields, so key order never matters."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
 def fingerprint(stage: str, inputs: list[str], config: Any) -> str:
-    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    """Hash of what decides a stage's output: its inputs' identities, its config and ccgpt's code."""
     payload = {
         "stage": stage,
         "inputs": [_input_identity(p) for p in inputs],
-        "config": cfg,
+        "config": config,
         "code": code_version(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()[:24]
 
 
 def is_complete(out_dir: str, fp: str) -> bool:

@@ -89,3 +89,21 @@ def test_config_flags_yaml_and_overrides():
     with pytest.raises(ValueError, match="unknown option"):
         from_dict(Outer, {"nme": 1})
     assert "a number" in p.format_help()
+
+
+def test_fingerprint_hashes_nested_configs_by_their_fields():
+    """A config inside a dict (the mix: config + tokenizer hash) is hashed by its fields, not its repr, so the
+    order of a dict option (weights) does not matter, and any value change does."""
+    import dataclasses
+
+    from pipeline.stage import fingerprint
+
+    @dataclasses.dataclass
+    class Cfg:
+        weights: dict = dataclasses.field(default_factory=dict)
+
+    a = fingerprint("mix", [], {"config": Cfg({"a": 1, "b": 2}), "tokenizer": "h"})
+    b = fingerprint("mix", [], {"config": Cfg({"b": 2, "a": 1}), "tokenizer": "h"})
+    c = fingerprint("mix", [], {"config": Cfg({"a": 1, "b": 3}), "tokenizer": "h"})
+    assert a == b != c
+    assert fingerprint("mix", [], Cfg({"a": 1})) == fingerprint("mix", [], Cfg({"a": 1}))
