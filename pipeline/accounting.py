@@ -13,7 +13,7 @@ import os
 
 import apache_beam as beam
 
-from pipeline.tables import sum_jsonl
+from pipeline.tables import WriteLines, sum_jsonl
 from schemas.stats import StageStats
 
 KEPT = "kept"
@@ -43,7 +43,7 @@ class WriteOutcomes(beam.PTransform):
             outcomes
             | "CountOutcomes" >> beam.combiners.Count.PerElement()
             | "OutcomeJson" >> beam.MapTuple(lambda k, n: json.dumps({"outcome": k, "n": n}, sort_keys=True))
-            | "WriteOutcomeFile" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1)
+            | "WriteOutcomeFile" >> WriteLines(self.path)
         )
 
 

@@ -59,6 +59,20 @@ class CurateConfig:
     examples_per_reason: int = field(default=5, metadata={"help": "examples kept per drop reason in examples.jsonl"})
 
 
+def identify_and_filter(documents, langid: LangIdConfig, filters: FiltersConfig) -> tuple:
+    """Extracted documents -> language ID -> heuristic filters: the tail the crawl and WebText share.
+
+    Returns both steps' tagged outputs (``documents``, ``OUTCOMES``, ``EXAMPLES``; language ID also
+    ``COUNTERS``), so the caller collects every step's outcomes with its own."""
+    identified = documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(langid)).with_outputs(
+        OUTCOMES, EXAMPLES, COUNTERS, main="documents"
+    )
+    filtered = identified.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(filters)).with_outputs(
+        OUTCOMES, EXAMPLES, main="documents"
+    )
+    return identified, filtered
+
+
 class Curate(beam.PTransform):
     """PCollection of WARC/WET paths -> dict of PCollections:
 
@@ -76,12 +90,7 @@ class Curate(beam.PTransform):
         extracted = read.records | "Extract" >> beam.ParDo(ExtractText(cfg.extract)).with_outputs(
             OUTCOMES, EXAMPLES, COUNTERS, main="documents"
         )
-        langid = extracted.documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(cfg.langid)).with_outputs(
-            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
-        )
-        filtered = langid.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(cfg.filters)).with_outputs(
-            OUTCOMES, EXAMPLES, main="documents"
-        )
+        langid, filtered = identify_and_filter(extracted.documents, cfg.langid, cfg.filters)
         steps = (read, extracted, langid, filtered)
         return {
             "documents": filtered.documents,

@@ -11,8 +11,8 @@ import dataclasses
 import glob
 import os
 import re
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import apache_beam as beam
 
@@ -116,3 +116,24 @@ def source_config(name: str, kind: str, cls: type[T], options: dict[str, Any], o
         return from_dict(cls, {**options, "name": name})
     except (TypeError, ValueError) as e:
         raise SourceError(f"source {name!r}: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsSpec:
+    """A run config's source that reads only its own ``paths`` (files, dumps); subclasses name the kind and
+    its config class. ``resolve`` gives the ``(inputs, config)`` of the kind's run function: the paths
+    expanded by the run (the crawl and curate settings are not read)."""
+
+    KIND: ClassVar[str]
+    CONFIG: ClassVar[type]
+
+    paths: list[str]
+    config: Any
+
+    @classmethod
+    def parse(cls, name: str, options: dict[str, Any]) -> PathsSpec:
+        paths = take_paths(name, cls.KIND, options, "paths")
+        return cls(paths, source_config(name, cls.KIND, cls.CONFIG, options, own=("paths",)))
+
+    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
+        return expand(self.paths), self.config

@@ -23,7 +23,7 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,12 +33,11 @@ from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
     STAGE,
+    PathsSpec,
     ReadToDocuments,
     SourceError,
     check_source_name,
     resolve_inputs,
-    source_config,
-    take_paths,
 )
 from pipeline.stage import Stage
 from schemas.documents import document_row
@@ -196,18 +195,8 @@ def run_source(
     return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
 
 
-@dataclass(frozen=True)
-class FilesSpec:
+class FilesSpec(PathsSpec):
     """A run config's files source (the default kind): ``{paths: [...], format: ..., <SourceConfig options>}``."""
 
-    paths: list[str]
-    config: SourceConfig
-
-    @classmethod
-    def parse(cls, name: str, options: dict[str, Any]) -> FilesSpec:
-        paths = take_paths(name, "files", options, "paths")
-        return cls(paths, source_config(name, "files", SourceConfig, options, own=("paths",)))
-
-    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
-        """``(inputs, config)`` of :func:`run_source`: the paths expanded by the run (the crawl is not read)."""
-        return expand(self.paths), self.config
+    KIND = "files"
+    CONFIG = SourceConfig

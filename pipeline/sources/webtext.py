@@ -48,9 +48,10 @@ from typing import Any, Literal
 import apache_beam as beam
 
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.curate import identify_and_filter
 from pipeline.extract import ExtractConfig, ExtractText
-from pipeline.filters import FiltersConfig, HeuristicFilters
-from pipeline.langid import IdentifyLanguage, LangIdConfig
+from pipeline.filters import FiltersConfig
+from pipeline.langid import LangIdConfig
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
@@ -394,12 +395,7 @@ class WebText(beam.PTransform):
         extracted = joined.records | "Extract" >> beam.ParDo(ExtractListed(cfg.extract)).with_outputs(
             OUTCOMES, EXAMPLES, COUNTERS, main="documents"
         )
-        langid = extracted.documents | "IdentifyLanguage" >> beam.ParDo(IdentifyLanguage(cfg.langid)).with_outputs(
-            OUTCOMES, EXAMPLES, COUNTERS, main="documents"
-        )
-        filtered = langid.documents | "HeuristicFilters" >> beam.ParDo(HeuristicFilters(cfg.filters)).with_outputs(
-            OUTCOMES, EXAMPLES, main="documents"
-        )
+        langid, filtered = identify_and_filter(extracted.documents, cfg.langid, cfg.filters)
         steps = (read, keyed, joined, extracted, langid, filtered)
         return {
             "documents": filtered.documents,

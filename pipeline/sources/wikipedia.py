@@ -27,7 +27,7 @@ import hashlib
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +37,11 @@ from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
     STAGE,
+    PathsSpec,
     ReadToDocuments,
     SourceError,
     check_source_name,
     resolve_inputs,
-    source_config,
-    take_paths,
 )
 from pipeline.stage import Stage
 from pipeline.tables import FAILED_FILES, WriteJsonLines, read_jsonl
@@ -257,18 +256,8 @@ def run_wikipedia(
     return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
 
 
-@dataclass(frozen=True)
-class WikipediaSpec:
+class WikipediaSpec(PathsSpec):
     """A run config's Wikipedia source: ``{kind: wikipedia, paths: [dumps], <WikipediaConfig options>}``."""
 
-    paths: list[str]
-    config: WikipediaConfig
-
-    @classmethod
-    def parse(cls, name: str, options: dict[str, Any]) -> WikipediaSpec:
-        paths = take_paths(name, "wikipedia", options, "paths")
-        return cls(paths, source_config(name, "wikipedia", WikipediaConfig, options, own=("paths",)))
-
-    def resolve(self, expand: Callable[[list[str]], list[str]], crawl: list[str], curate: Any) -> tuple:
-        """``(inputs, config)`` of :func:`run_wikipedia`: the dumps expanded by the run (the crawl is not read)."""
-        return expand(self.paths), self.config
+    KIND = "wikipedia"
+    CONFIG = WikipediaConfig
