@@ -616,7 +616,7 @@ def run_decontam(
     benchmark that protects nothing is a configuration mistake, not a silent no-op).
     """
     benchmarks = resolve_benchmarks(cfg.benchmarks)
-    stage = Stage(STAGE, out_dir, [*inputs, *[path for _, path in benchmarks]], cfg, force)
+    stage = Stage(STAGE, out_dir, [*inputs, *[path for _, path in benchmarks]], cfg, force, module=__name__)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         read = (

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from pipeline.accounting import OUTCOMES, dropped
+from pipeline.fs import READ_ONLY, check_path, is_url, match, scheme
 
 # Extra tagged outputs every curate DoFn may use besides OUTCOMES (see pipeline.accounting).
 EXAMPLES = "examples"  # (reason, {"reason", "url", "text"}) for examples.jsonl
@@ -83,7 +84,7 @@ class ReadEvent(NamedTuple):
 
 
 def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    return is_url(path)
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -95,19 +96,16 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     """
     files: list[str] = []
     for inp in inputs:
-        if is_remote(inp):
-            import fsspec
-
-            fs, path = fsspec.core.url_to_fs(inp)
-            proto = inp.split("://", 1)[0]
-            if any(c in path for c in "*?["):
-                found = [f"{proto}://{p}" if "://" not in p else p for p in sorted(fs.glob(path))]
-            elif proto in ("http", "https"):
-                found = [inp]
-            elif fs.isdir(path):
-                found = [f"{proto}://{p}" for p in sorted(fs.find(path)) if p.endswith(WARC_SUFFIXES)]
-            else:
-                found = [inp]
+        check_path(inp, "curate input")
+        if scheme(inp) in READ_ONLY:
+            found = [inp]  # https:// (Common Crawl's public endpoint): one file per URL, no listing
+        elif is_remote(inp):
+            if any(c in inp for c in "*?["):
+                found = [f.path for f in match(inp)]
+            else:  # an object, or a folder (prefix) of WARC/WET files
+                found = [f.path for f in match(inp)] or [
+                    f.path for f in match(inp.rstrip("/") + "/**") if f.path.endswith(WARC_SUFFIXES)
+                ]
         else:
             local = inp[len("file://") :] if inp.startswith("file://") else inp
             if os.path.isdir(local):
@@ -129,11 +127,18 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def open_stream(path: str):
-    """A binary file object for a local path or a remote URL (fsspec); never read whole."""
-    if is_remote(path):
+    """A binary file object for a local path or URL; never read whole. Object stores (s3://, gs://, hdfs://)
+    through Beam's ``FileSystems`` (the runner hands every worker its options and credentials); https://
+    through fsspec's HTTP filesystem, which Beam has none of."""
+    if scheme(path) in READ_ONLY:
         import fsspec
 
-        return fsspec.open(path, "rb").open()
+        return fsspec.open(path, "rb", client_kwargs={"trust_env": True}).open()
+    if is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     return open(path[len("file://") :] if path.startswith("file://") else path, "rb", buffering=_CHUNK)
 
 

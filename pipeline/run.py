@@ -21,13 +21,14 @@ import yaml
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
+from pipeline.fs import check_local_output
 from pipeline.mix import MixConfig, run_mix
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
 from pipeline.runner import RunnerConfig
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
 from pipeline.sources.builders import SourceSpec, parse_sources, run_source_spec
-from pipeline.stage import Stage, finish
+from pipeline.stage import Stage
 from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.atomic import atomic_write_text
@@ -108,6 +109,7 @@ class Run:
     def __init__(self, cfg: RunConfig, force: bool = False):
         self.cfg = cfg
         self.force = force
+        check_local_output(cfg.out_dir, "out_dir")
         self.out = os.path.abspath(cfg.out_dir)
         # each stage's output folder, from the STAGES table (sources and the report write into the run folder)
         self.dirs = {s.name: os.path.join(self.out, s.folder) for s in STAGES}
@@ -200,7 +202,7 @@ class Run:
 
         folder = self.dirs["train"]
         tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["mix"], out=folder, resume=False)
-        stage = Stage("train", folder, [self.dirs["mix"]], tcfg, self.force)
+        stage = Stage("train", folder, [self.dirs["mix"]], tcfg, self.force, module="train.trainer")
         fp = stage.fingerprint
         if stage.complete():
             with open(os.path.join(folder, "summary.json"), encoding="utf-8") as fh:
@@ -232,7 +234,7 @@ class Run:
                 "tokens_per_sec": summary.get("tokens_per_sec"),
             },
         )
-        finish(stats, folder, fp)
+        stage.finish(stats, folder)
         return summary
 
     def report(self) -> str:

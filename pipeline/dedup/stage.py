@@ -519,7 +519,9 @@ def run_dedup(
     inputs: list[str], out_dir: str, cfg: DedupConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Deduplicate the document tables ``inputs`` (exact, then near) into one document table ``out_dir``."""
-    stage = Stage("dedup", out_dir, list(inputs) + [os.path.join(a, INDEX_DIR) for a in cfg.against], cfg, force)
+    stage = Stage(
+        "dedup", out_dir, list(inputs) + [os.path.join(a, INDEX_DIR) for a in cfg.against], cfg, force, module=__name__
+    )
     if stage.complete():
         return load_stats(out_dir)
     plan = Plan.make(inputs, cfg)

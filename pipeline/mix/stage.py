@@ -39,7 +39,7 @@ from pipeline.mix.pack import (
 from pipeline.mix.plan import PlanSource, count_documents, doc_meta, normalise_weights, plan_problems, preflight
 from pipeline.mix.table import format_mix_table
 from pipeline.runner import RunnerConfig
-from pipeline.stage import Stage, code_version, load_stats
+from pipeline.stage import Stage, load_stats
 from pipeline.tables import WriteJsonLines, WriteLines, count_rows, read_jsonl
 from pipeline.tokenizer import TOKENIZER_FILE, copy_tokenizer, load_tokenizer, tokenizer_info
 from schemas.atomic import atomic_write_text
@@ -157,7 +157,7 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     tok = load_tokenizer(cfg.tokenizer)
     info = tokenizer_info(tok, path=TOKENIZER_FILE)
     # the tokenizer enters the fingerprint by content: retraining it in place must invalidate the shards
-    stage = Stage("mix", out_dir, inputs, {"config": cfg, "tokenizer": info["content_hash"]}, force)
+    stage = Stage("mix", out_dir, inputs, {"config": cfg, "tokenizer": info["content_hash"]}, force, module=__name__)
     if stage.complete():
         return load_stats(out_dir)
     token_dtype = token_dtype_for(info["vocab_size"])
@@ -278,7 +278,7 @@ def _manifest(
         validation=_validation_split(per_source, val_shards, cfg),
         lineage={
             "stage_fingerprint": stage.fingerprint,
-            "code_version": code_version(),
+            "code_version": stage.code_version,
             **{f"input.{i}": path for i, path in enumerate(inputs)},
         },
     )

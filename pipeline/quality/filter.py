@@ -246,7 +246,7 @@ def run_quality_filter(
         model_path = os.path.abspath(model_path)  # workers may run in another working directory
     fold_paths, fold_seed = _check_models(model_path, cfg.cross_fit)
     folds = len(fold_paths)
-    stage = Stage("quality_filter", out_dir, [*inputs, model_path, *fold_paths], cfg, force)
+    stage = Stage("quality_filter", out_dir, [*inputs, model_path, *fold_paths], cfg, force, module=__name__)
     if stage.complete():
         return load_stats(out_dir)
     bins = max(1, cfg.hist_bins)

@@ -626,6 +626,7 @@ def train_quality(
         [*positives, *negatives],
         {"config": cfg, "positives": len(positives)},
         force or not os.path.exists(eval_path),
+        module=__name__,
     )
     if stage.complete():
         return _read_json(eval_path)

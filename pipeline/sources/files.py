@@ -179,7 +179,7 @@ def run_source(
     """
     check_source_name(cfg.name)
     files = resolve_inputs(inputs)
-    stage = Stage(STAGE, out_dir, inputs, cfg, force)
+    stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         _ = p | "Documents" >> ReadToDocuments(files, ReadSourceFile(cfg), tmp)

@@ -448,7 +448,7 @@ def run_webtext(
         if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
             raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
     crawl_files = expand_inputs(inputs)
-    stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force)
+    stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force, module=__name__)
     if stage.complete():  # before counting the list's rows to choose the join
         return load_stats(out_dir)
     join = choose_join(cfg, list_files)

@@ -227,7 +227,7 @@ def run_wikipedia(
     """Build the document table of a Wikipedia (any MediaWiki) dump; the stage contract of ``ccgpt source``."""
     check_source_name(cfg.name)
     files = [p for p, _ in resolve_inputs(inputs)]
-    stage = Stage(STAGE, out_dir, inputs, cfg, force)
+    stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))

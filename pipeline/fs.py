@@ -1,0 +1,95 @@
+"""Where data paths are checked: every path a stage reads or writes is a local path or a URL.
+
+Beam's ``FileSystems`` is the one filesystem layer of ``pipeline/`` (Beam's own IOs use it, and runners hand
+its options and credentials to every worker). This module answers, before any work starts, whether a path's
+scheme can be used at all: an unknown scheme, or a known one whose extra is not installed, is a clear error
+naming what to install — never a local folder named after a URL (``gs:/bucket/...``).
+
+Reading WARC files over ``https://`` (Common Crawl's public endpoint) goes through fsspec's HTTP filesystem
+instead (``pipeline.read``), since Beam has none.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import NamedTuple
+
+# scheme -> (the module its Beam filesystem needs, the extra that installs it)
+OBJECT_STORES = {
+    "s3": ("boto3", "apache-beam[aws]"),
+    "gs": ("google.cloud.storage", "apache-beam[gcp]"),
+    "hdfs": ("hdfs", "apache-beam[hadoopfs]"),
+}
+READ_ONLY = ("http", "https")  # fsspec's HTTP filesystem, for WARC inputs only
+
+
+class StorageError(ValueError):
+    """A path whose scheme ccgpt cannot use here: unknown, or its extra is not installed."""
+
+
+class FileInfo(NamedTuple):
+    """What a listing says of one file: enough to notice an added, changed or removed input."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+def scheme(path: str) -> str:
+    """``"s3"`` for ``s3://b/k``; ``""`` for a local path (``file://`` included)."""
+    head, sep, _ = path.partition("://")
+    if not sep or head == "file" or "/" in head:
+        return ""
+    return head.lower()
+
+
+def is_url(path: str) -> bool:
+    return scheme(path) != ""
+
+
+def check_path(path: str, what: str, write: bool = False) -> None:
+    """Raise :class:`StorageError` unless ``path`` can be used: local, or a scheme whose extra is installed.
+
+    ``what`` names the path in the message (``"--out"``, ``"curate input"``); ``write`` refuses the
+    read-only schemes."""
+    sch = scheme(path)
+    if not sch:
+        return
+    if sch in READ_ONLY:
+        if write:
+            raise StorageError(
+                f"{what} {path!r}: {sch}:// is read-only; write to a local path, s3://, gs:// or hdfs://"
+            )
+        return
+    if sch not in OBJECT_STORES:
+        known = ", ".join(f"{s}://" for s in OBJECT_STORES)
+        raise StorageError(f"{what} {path!r}: unknown scheme {sch}://; ccgpt reads and writes local paths, {known}")
+    module, extra = OBJECT_STORES[sch]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package (google.cloud) is missing
+        found = False
+    if not found:
+        raise StorageError(f"{what} {path!r}: {sch}:// needs the {extra} extra (pip install '{extra}')")
+
+
+def check_local_output(path: str, what: str) -> None:
+    """Stage outputs are written on a local (or shared, mounted) disk for now: refuse a URL clearly.
+
+    Reading inputs from object stores works (``check_path``); writing a stage's output folder to one needs a
+    commit protocol without rename, which docs/CLUSTER.md describes as the next step."""
+    check_path(path, what, write=True)
+    if is_url(path):
+        raise StorageError(
+            f"{what} {path!r}: stage outputs cannot be written to {scheme(path)}:// yet; use a local or mounted "
+            "shared path (see docs/CLUSTER.md)"
+        )
+
+
+def match(pattern: str) -> list[FileInfo]:
+    """The files a path or glob names, through Beam's ``FileSystems`` (any installed scheme), sorted."""
+    from apache_beam.io.filesystems import FileSystems
+
+    check_path(pattern, "input")
+    result = FileSystems.match([pattern])[0]
+    return sorted(FileInfo(m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in result.metadata_list)
