@@ -13,6 +13,7 @@ from schemas.atomic import atomic_write_text
 from schemas.documents import SchemaError
 
 MANIFEST_VERSION = "1"
+MANIFEST_NAME = "manifest.json"
 
 
 def file_sha256(path: str) -> str:
@@ -91,14 +92,20 @@ class Manifest(BaseModel):
     def load(cls, path: str) -> Manifest:
         """Load and version-check ``manifest.json`` (``path`` may be the file or its folder)."""
         if os.path.isdir(path):
-            path = os.path.join(path, "manifest.json")
+            path = os.path.join(path, MANIFEST_NAME)
         if not os.path.exists(path):
             raise SchemaError(f"{path}: manifest not found")
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            return cls.from_json(fh.read(), where=path)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = MANIFEST_NAME) -> Manifest:
+        """Parse and version-check a manifest's text, read by whichever filesystem layer holds it (``where``
+        names it in errors)."""
+        data = json.loads(text)
         version = str(data.get("schema_version"))
         if version != MANIFEST_VERSION:
-            raise SchemaError(f"{path}: manifest version {version!r}, this ccgpt reads {MANIFEST_VERSION!r}")
+            raise SchemaError(f"{where}: manifest version {version!r}, this ccgpt reads {MANIFEST_VERSION!r}")
         return cls.model_validate(data)
 
     def save(self, path: str) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 import tarfile
+import time
+import urllib.request
+import uuid
 
 import pytest
 
@@ -22,6 +28,73 @@ def shared_data() -> str:
     if not os.path.isdir(SHARED_DATA):
         pytest.skip("real test data not found at ../shared/data (see README: Test data)")
     return SHARED_DATA
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API for the session: ``moto_server`` (the ``moto[server]`` test extra) on 127.0.0.1 at a free port.
+
+    Yields the endpoint URL. For the session it sets dummy credentials and a region, and ``AWS_ENDPOINT_URL``
+    (read by boto3 and by ``train.storage``; pass it to Beam as ``--s3_endpoint_url``), with the user's AWS
+    profile and config files out of the way, so nothing can reach a real account. Buckets: see ``s3_bucket``.
+    """
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (pip install -e '.[test]')")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start on {endpoint}: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+                mp.delenv(name, raising=False)
+            nowhere = str(log_path.parent / "no-aws-config")
+            mp.setenv("AWS_CONFIG_FILE", nowhere)
+            mp.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+            mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            mp.setenv("AWS_REGION", "us-east-1")
+            mp.setenv("AWS_ENDPOINT_URL", endpoint)
+            yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A new, empty bucket on ``s3_server`` for one test; returns ``s3://<name>``."""
+    import pyarrow.fs as pafs
+
+    name = f"ccgpt-{uuid.uuid4().hex[:12]}"
+    fs = pafs.S3FileSystem(
+        endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1", allow_bucket_creation=True
+    )
+    fs.create_dir(name)
+    return f"s3://{name}"
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from train.storage import DEFAULT_CACHE_GIB, check_scheme
+
 AttentionPattern = Literal["dense", "alternating"]
 AttentionImpl = Literal["auto", "sdpa", "flex"]
 LossImpl = Literal["auto", "eager", "chunked", "fused"]
@@ -252,7 +254,27 @@ def get_preset(name: str) -> ModelConfig:
 class TrainConfig:
     """One pretraining run. Batch sizes are per process; the global batch is batch_size * grad_accum * world."""
 
-    shards: str = field(default="runs/shards", metadata={"help": "folder holding manifest.json and the shard files"})
+    shards: str = field(
+        default="runs/shards",
+        metadata={
+            "help": "folder holding manifest.json and the shard files: a local path, or s3:// gs:// hdfs:// "
+            "(fetched into shard_cache as they are read, each verified against the manifest's sha256)"
+        },
+    )
+    shard_cache: str = field(
+        default="",
+        metadata={
+            "help": "local folder for shards fetched from an object store ('' = <system temp>/ccgpt-shards/"
+            "<manifest hash>); local shards are read in place"
+        },
+    )
+    shard_cache_gib: float = field(
+        default=DEFAULT_CACHE_GIB,
+        metadata={
+            "help": "size cap of shard_cache in GiB: least recently used shards are evicted beyond it "
+            "(a shard larger than the cap is an error)"
+        },
+    )
     out: str = field(default="runs/train", metadata={"help": "output folder: checkpoint.pt, log.jsonl, summary.json"})
     preset: str = field(default="tiny", metadata={"help": "model shape: gpt3-small ... gpt3-175b, nano, tiny, mini"})
     model: ModelOverrides = field(default_factory=ModelOverrides, metadata={"help": "per-field model overrides"})
@@ -356,6 +378,9 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+        if not self.shard_cache_gib > 0:
+            raise ValueError(f"shard_cache_gib must be > 0, got {self.shard_cache_gib}")
+        check_scheme(self.shards)  # an unknown scheme fails here, before any work
 
     def base_model_config(self) -> ModelConfig:
         """The preset with the overrides applied; vocab_size / n_ctx may still be 0 (resolved from the data)."""

@@ -6,9 +6,12 @@ What the loader promises, and why:
   exist, carry the shard schema, the manifest's token dtype and its row count, and optionally its sha256.
   :func:`check_compatibility` compares the tokenizer with the model (vocab size, end-of-text id, context
   length, an expected tokenizer hash). Finding a wrong file after an hour of training wastes the hour.
-* **Memory-mapped.** Shards are opened with ``pa.memory_map`` + ``pa.ipc.open_file`` and rows are read
-  zero-copy as numpy views; only the per-row ``source`` column is read up front (to stratify the
-  held-out set and count samples per source). Nothing loads a whole shard into memory.
+* **Memory-mapped, local or remote.** Shards are opened with ``pa.memory_map`` + ``pa.ipc.open_file`` and rows
+  are read zero-copy as numpy views; only the per-row ``source`` column is read up front (to stratify the
+  held-out set and count samples per source). Nothing loads a whole shard into memory. ``shards`` may be a
+  URL (``s3://``, ``gs://``, ``hdfs://``): :mod:`train.storage` then fetches each shard into a local cache the
+  first time a row of it is read, verified against the manifest's sha256, and evicts least recently used
+  copies beyond a size cap. Where the shards live changes neither the order nor the loader's state.
 * **One global order.** Every training row has a global index; each epoch is a seeded permutation of
   them, the same on every process. The order defines a single stream of samples. Micro-batch ``k`` is
   the stream's next ``world * batch_size`` samples, and rank ``r`` takes every ``world``-th of them
@@ -32,9 +35,11 @@ every rank always runs the same number of steps.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,17 +52,28 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas.documents import SchemaError
-from schemas.manifest import Manifest, file_sha256
+from schemas.manifest import Manifest, ShardInfo
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
 from train.config import ModelConfig
+from train.storage import DEFAULT_CACHE_GIB, ShardStore, StorageError
 
 LOADER_STATE_VERSION = 1
 MAX_EVAL_FRACTION = 0.1  # never hold out more than this share of the rows, whatever eval_rows says
 _OPEN_SHARDS = 64  # memory maps kept open per process (each holds a file descriptor)
+_TOUCH_EVERY_S = 1.0  # how often a cached shard read through an open map is marked as recently used
 
 
 class DataError(ValueError):
     """The shards cannot be used as configured: missing, corrupt, or incompatible with the model."""
+
+
+@contextlib.contextmanager
+def _data_errors():
+    """The storage layer's and the schemas' errors, as the loader's :class:`DataError`."""
+    try:
+        yield
+    except (SchemaError, StorageError) as e:
+        raise DataError(str(e)) from e
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -129,14 +145,27 @@ class Batch:
 
 
 class _RowReader:
-    """Random access to rows of memory-mapped shards; one per process (maps are not shared across forks)."""
+    """Random access to rows of memory-mapped shards; one per process (maps are not shared across forks).
 
-    def __init__(self, paths: list[str], seq_len: int, vocab_size: int | None):
-        self.paths = paths
+    Remote shards are mapped from their verified cached copies; when this process's cache evicts a copy, its
+    map is closed too, so the disk space returns.
+    """
+
+    def __init__(self, store: ShardStore, shards: list[ShardInfo], seq_len: int, vocab_size: int | None):
+        self.store = store
+        self.shards = shards
         self.seq_len = seq_len
         self.vocab_size = vocab_size
         self._open: OrderedDict[int, tuple[Any, list[int], list[tuple[np.ndarray, ...]]]] = OrderedDict()
+        self._touched: dict[int, float] = {}
         self._pid = os.getpid()
+        if store.cache is not None:
+            store.cache.on_evict.append(self._forget)
+
+    def _forget(self, sha256: str) -> None:
+        for shard in [s for s in self._open if self.shards[s].sha256 == sha256]:
+            source, _, _ = self._open.pop(shard)
+            source.close()
 
     def _shard(self, shard: int) -> tuple[list[int], list[tuple[np.ndarray, ...]]]:
         if self._pid != os.getpid():  # forked into a DataLoader worker: reopen our own maps
@@ -144,9 +173,14 @@ class _RowReader:
             self._pid = os.getpid()
         if shard in self._open:
             self._open.move_to_end(shard)
+            if self.store.cache is not None and time.monotonic() - self._touched.get(shard, 0.0) > _TOUCH_EVERY_S:
+                self.store.touch(self.shards[shard].sha256)
+                self._touched[shard] = time.monotonic()
             _, starts, cols = self._open[shard]
             return starts, cols
-        source = pa.memory_map(self.paths[shard], "r")
+        with _data_errors():
+            source = self.store.open_map(self.shards[shard].file, self.shards[shard].sha256)
+        self._touched[shard] = time.monotonic()
         reader = pa.ipc.open_file(source)
         starts, cols, n = [], [], 0
         for i in range(reader.num_record_batches):
@@ -175,7 +209,7 @@ class _RowReader:
         r = local - starts[b]
         tokens = tv[to[r] : to[r + 1]]
         offsets = dv[do[r] : do[r + 1]]
-        where = f"{os.path.basename(self.paths[shard])} row {local}"
+        where = f"{os.path.basename(self.shards[shard].file)} row {local}"
         if len(tokens) != self.seq_len + 1:
             raise DataError(f"{where}: {len(tokens)} tokens, the manifest promises seq_len+1={self.seq_len + 1}")
         if self.vocab_size is not None and len(tokens) and int(tokens.max()) >= self.vocab_size:
@@ -194,7 +228,6 @@ class _RowReader:
 class _Split:
     """The shards of one split, indexed: where each shard starts (global row ids) and each row's source id."""
 
-    paths: list[str]
     reader: _RowReader
     shard_starts: np.ndarray
     row_source: np.ndarray
@@ -210,7 +243,8 @@ def _make_batch(loader: ShardLoader, rows: np.ndarray, split: _Split | None = No
     tokens = np.empty((len(rows), T + 1), dtype=np.int64)
     doc_ids = np.empty((len(rows), T), dtype=np.int32)
     positions = np.arange(T)
-    for i, (g, shard) in enumerate(zip(rows.tolist(), shards.tolist())):
+    for i in np.argsort(shards, kind="stable").tolist():  # shard by shard: each (cached) shard opened once
+        g, shard = int(rows[i]), int(shards[i])
         toks, offsets = reader.row(shard, g - int(split.shard_starts[shard]))
         tokens[i] = toks
         doc_ids[i] = np.searchsorted(offsets, positions, side="right")
@@ -262,6 +296,8 @@ class ShardLoader:
         verify_sha256: bool = False,
         vocab_size: int | None = None,
         pin_memory: bool = False,
+        cache_dir: str = "",
+        cache_bytes: int = int(DEFAULT_CACHE_GIB * 2**30),
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -274,11 +310,10 @@ class ShardLoader:
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.root = shards if os.path.isdir(shards) else os.path.dirname(shards)
-        try:
-            self.manifest = Manifest.load(shards)
-        except SchemaError as e:
-            raise DataError(str(e)) from e
+        with _data_errors():
+            self.store = ShardStore(shards, cache_dir, cache_bytes)
+            self.manifest = Manifest.from_json(self.store.manifest_bytes, where=self.store.manifest_url)
+        self.root = self.store.root.url
         if self.manifest.shard_schema_version != SHARD_SCHEMA_VERSION:
             raise DataError(
                 f"{self.root}: the manifest describes shard schema {self.manifest.shard_schema_version!r}, "
@@ -292,22 +327,17 @@ class ShardLoader:
         # "val": evaluation reads the validation split; "train": a manifest without one, rows held out of training
         self.eval_split = "val" if val is not None and val.shards else "train"
         infos = list(self.manifest.shards) + (list(val.shards) if self.eval_split == "val" else [])
-        paths = [os.path.join(self.root, s.file) for s in infos]
-        missing = [p for p in paths if not os.path.exists(p)]
-        if missing:
-            raise DataError(f"{len(missing)} shard(s) listed in the manifest are missing, first: {missing[0]}")
-        if verify_sha256:
-            # Each rank hashes a disjoint share of the shards; a mismatch anywhere stops the job.
-            for i in range(self.rank, len(paths), self.world_size):
-                got = file_sha256(paths[i])
-                if got != infos[i].sha256:
-                    raise DataError(
-                        f"{paths[i]}: sha256 {got[:16]}... does not match the manifest's "
-                        f"{infos[i].sha256[:16]}...; the shard was changed or is corrupt"
-                    )
+        with _data_errors():
+            missing = self.store.missing([s.file for s in infos])
+            if missing:
+                raise DataError(f"{len(missing)} shard(s) listed in the manifest are missing, first: {missing[0]}")
+            if verify_sha256:
+                # Each rank hashes a disjoint share of the shards (a remote one is fetched into the cache, which
+                # verifies it); a mismatch anywhere stops the job.
+                for info in infos[self.rank :: self.world_size]:
+                    self.store.verify(info.file, info.sha256)
         self.sources: list[str] = list(self.manifest.sources)
         self._train = self._index_shards(self.manifest.shards)
-        self.paths = self._train.paths
         self._val = self._index_shards(val.shards) if self.eval_split == "val" else None
         if len(self.sources) >= 2**15:
             raise DataError(f"{len(self.sources)} distinct sources; the loader keeps source ids as int16")
@@ -330,10 +360,12 @@ class ShardLoader:
         """
         names = self.sources
         ids = {n: i for i, n in enumerate(names)}
-        paths = [os.path.join(self.root, s.file) for s in infos]
         row_source, starts, n = [], [], 0
-        for path, info in zip(paths, infos):
-            with pa.memory_map(path, "r") as source:
+        for info in infos:
+            path = self.store.where(info.file)
+            with _data_errors():
+                source = self.store.open_index(info.file)
+            with source:
                 try:
                     reader = pa.ipc.open_file(source)
                 except pa.ArrowInvalid as e:
@@ -344,7 +376,9 @@ class ShardLoader:
                     raise DataError(str(e)) from e
                 if dtype != self.manifest.token_dtype:
                     raise DataError(f"{path}: token dtype {dtype}, the manifest says {self.manifest.token_dtype}")
-                table = reader.read_all()  # zero-copy views into the map; only 'source' is touched
+                # only 'source' is read: zero-copy views of a local map, a few kilobytes of a remote shard
+                only_source = pa.ipc.IpcReadOptions(included_fields=[reader.schema.get_field_index("source")])
+                table = pa.ipc.open_file(source, options=only_source).read_all()
                 if table.num_rows != info.rows:
                     raise DataError(f"{path}: {table.num_rows} rows, the manifest says {info.rows}")
                 enc = pc.dictionary_encode(table.column("source")).combine_chunks()
@@ -362,8 +396,7 @@ class ShardLoader:
                 starts.append(n)
                 n += table.num_rows
         return _Split(
-            paths=paths,
-            reader=_RowReader(paths, self.seq_len, self.vocab_size),
+            reader=_RowReader(self.store, list(infos), self.seq_len, self.vocab_size),
             shard_starts=np.asarray(starts, dtype=np.int64),
             row_source=np.concatenate(row_source) if row_source else np.zeros(0, np.int16),
             total_rows=n,

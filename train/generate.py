@@ -31,8 +31,7 @@ from train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from train.config import ModelConfig
 from train.model import GPT
 from train.parallel import resolve_device
-
-TOKENIZER_FILE = "tokenizer.json"
+from train.storage import TOKENIZER_FILE, find_tokenizer_beside
 
 
 class GenerateError(ValueError):
@@ -130,27 +129,14 @@ def generate(
 
 # ----------------------------------------------------------------------------------------- tokenizer
 def find_tokenizer(checkpoint: str, meta: dict[str, Any] | None = None) -> str | None:
-    """``tokenizer.json`` for a checkpoint: via ``manifest.json`` beside it, else the run's shard folder."""
+    """``tokenizer.json`` for a checkpoint: via ``manifest.json`` beside it, else the run's shard folder (local, or
+    on an object store: then copied into the run's shard cache folder)."""
     ckpt_dir = os.path.dirname(os.path.abspath(checkpoint_path(checkpoint)))
-    folders = [ckpt_dir]
-    shards = ((meta or {}).get("train_config") or {}).get("shards")
-    if shards:
-        folders.append(shards if os.path.isdir(shards) else os.path.dirname(shards))
-    for folder in folders:
-        manifest = os.path.join(folder, "manifest.json")
-        candidates = []
-        if os.path.isfile(manifest):
-            with open(manifest, encoding="utf-8") as fh:
-                rel = (json.load(fh).get("tokenizer") or {}).get("path")
-            if rel:
-                candidates.append(rel if os.path.isabs(rel) else os.path.join(folder, rel))
-        candidates.append(os.path.join(folder, TOKENIZER_FILE))
-        for c in candidates:
-            if os.path.isfile(c):
-                return c
-            if os.path.isdir(c) and os.path.isfile(os.path.join(c, TOKENIZER_FILE)):
-                return os.path.join(c, TOKENIZER_FILE)
-    return None
+    found = find_tokenizer_beside(ckpt_dir)
+    train_config = (meta or {}).get("train_config") or {}
+    if found is None and train_config.get("shards"):
+        found = find_tokenizer_beside(train_config["shards"], train_config.get("shard_cache", ""))
+    return found
 
 
 def load_tokenizer(path: str):

@@ -208,6 +208,8 @@ class Trainer:
             eval_rows=cfg.eval_rows,
             verify_sha256=cfg.verify_sha256,
             pin_memory=self.device.type == "cuda",
+            cache_dir=cfg.shard_cache,
+            cache_bytes=int(cfg.shard_cache_gib * 2**30),
         )
         if d.main and cfg.eval_rows and loader.eval_split != "val":
             print(
