@@ -207,7 +207,12 @@ def _run_stage(cmd: StageCommand, args: argparse.Namespace) -> int:
     config_cls, run = cmd.load()
     section, runner_section = _config_section(args.config, cmd.section)
     cfg = dataclass_from_args(config_cls, args, section)
-    stats = run(list(args.inputs), args.out, cfg, runner_from_args(args, runner_section), force=args.force)
+    runner = runner_from_args(args, runner_section)
+    from pipeline.fs import use_options
+    from pipeline.runner import pipeline_options
+
+    use_options(pipeline_options(runner))  # object-store inputs are listed with the run's options
+    stats = run(list(args.inputs), args.out, cfg, runner, force=args.force)
     _print_stats(stats)
     return 0
 

@@ -86,10 +86,27 @@ def check_local_output(path: str, what: str) -> None:
         )
 
 
+_configured = False
+
+
+def use_options(options) -> None:
+    """Give the driver's ``FileSystems`` the run's pipeline options (``--s3_endpoint_url``, the GCS project,
+    ``hdfs_*``), as the runner gives its workers. Without it they come from the environment (boto3 reads
+    ``AWS_ENDPOINT_URL`` and the usual credential chain)."""
+    global _configured
+    from apache_beam.io.filesystems import FileSystems
+
+    FileSystems.set_options(options)
+    _configured = True
+
+
 def match(pattern: str) -> list[FileInfo]:
     """The files a path or glob names, through Beam's ``FileSystems`` (any installed scheme), sorted."""
     from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     check_path(pattern, "input")
+    if not _configured:
+        use_options(PipelineOptions([]))
     result = FileSystems.match([pattern])[0]
     return sorted(FileInfo(m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in result.metadata_list)

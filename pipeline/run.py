@@ -21,10 +21,10 @@ import yaml
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.fs import check_local_output
+from pipeline.fs import check_local_output, use_options
 from pipeline.mix import MixConfig, run_mix
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
-from pipeline.runner import RunnerConfig
+from pipeline.runner import RunnerConfig, pipeline_options
 from pipeline.sample import SampleConfig, build_sample
 from pipeline.shards import verify_shards
 from pipeline.sources.builders import SourceSpec, parse_sources, run_source_spec
@@ -110,6 +110,7 @@ class Run:
         self.cfg = cfg
         self.force = force
         check_local_output(cfg.out_dir, "out_dir")
+        use_options(pipeline_options(cfg.runner))  # object-store inputs are listed with the run's options
         self.out = os.path.abspath(cfg.out_dir)
         # each stage's output folder, from the STAGES table (sources and the report write into the run folder)
         self.dirs = {s.name: os.path.join(self.out, s.folder) for s in STAGES}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.fs import use_options
 from pipeline.progress import LOCAL_RUNNERS, Progress
 
 
@@ -118,6 +119,7 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     Progress is counted on local and portable (loopback) runners, whose workers share the driver's disk.
     """
     options = pipeline_options(cfg)
+    use_options(options)  # the driver reads and lists files with the options the workers get
     if cfg.runner in LOCAL_RUNNERS:
         tune_allocators(cfg.malloc_arenas, cfg.arrow_pool)
     if cfg.runner == "local":
