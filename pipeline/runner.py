@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.logs import worker_command
 from pipeline.progress import LOCAL_RUNNERS, Progress
 
 
@@ -111,6 +112,29 @@ class StagePipeline(beam.Pipeline):
             return super().__exit__(exc_type, exc_val, exc_tb)
 
 
+def _local_runner(worker: str | None):
+    """Beam's FnApiRunner; given ``worker``, the worker processes of ``multi_processing`` start with that command.
+
+    FnApiRunner describes those workers as a subprocess environment running Beam's worker module; the
+    command is replaced in the pipeline proto just before the run, so the workers are Beam's, started through
+    :mod:`pipeline.logs`, which caps what they print to the terminal (see there).
+    """
+    from apache_beam.portability import python_urns
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    if worker is None:
+        return FnApiRunner()
+
+    class WorkerCommandRunner(FnApiRunner):
+        def run_via_runner_api(self, pipeline_proto, options):
+            for env in pipeline_proto.components.environments.values():
+                if env.urn == python_urns.SUBPROCESS_SDK:
+                    env.payload = worker.encode("utf-8")
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return WorkerCommandRunner()
+
+
 def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = None) -> StagePipeline:
     """A Beam pipeline on the configured runner (use as a context manager: ``with make_pipeline(cfg) as p``).
 
@@ -121,9 +145,7 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     if cfg.runner in LOCAL_RUNNERS:
         tune_allocators(cfg.malloc_arenas, cfg.arrow_pool)
     if cfg.runner == "local":
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        p = StagePipeline(runner=FnApiRunner(), options=options)
+        p = StagePipeline(runner=_local_runner(worker_command()), options=options)
     elif cfg.runner == "portable":
         from apache_beam.runners.portability.portable_runner import PortableRunner
 
