@@ -6,6 +6,8 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 
@@ -16,12 +18,33 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Something a test needs is missing: outside CI the test skips, saying what; in CI (``CI`` set, as every
+    CI service does) it fails, so a CI run cannot pass by skipping what it is there to check."""
+    if IN_CI:
+        pytest.fail(f"{reason}; CI={os.environ['CI']}: required in CI", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def unavailable() -> Callable[[str], NoReturn]:
+    """``unavailable(reason)``: skip outside CI, fail in CI (see ``_unavailable``)."""
+    return _unavailable
+
+
+def shared_data_dir() -> str:
+    """``../shared/data`` (real Common Crawl excerpts, reference text, ...): skips without it, fails in CI."""
+    if not os.path.isdir(SHARED_DATA):
+        _unavailable(f"real test data not found at {SHARED_DATA} (see README: Test data)")
+    return SHARED_DATA
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> str:
-    """``../shared/data`` (real Common Crawl excerpts, reference text, ...); skip when it is absent."""
-    if not os.path.isdir(SHARED_DATA):
-        pytest.skip("real test data not found at ../shared/data (see README: Test data)")
-    return SHARED_DATA
+    return shared_data_dir()
 
 
 @pytest.fixture
