@@ -5,17 +5,40 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from typing import NoReturn
 
 import pytest
 
+from pipeline.logs import OWN_LOGGERS
 from pipeline.runner import RunnerConfig
 from pipeline.sample import Page, write_warc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+# a log line at INFO: ccgpt's format ("... INFO name: msg") or Python's default ("INFO:name:msg")
+_INFO_LINE = re.compile(r"(?:^|\s)INFO(?:\s+|:)([\w.]+):")
+
+
+def run_ccgpt(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``ccgpt ARGS...`` in a subprocess, as a user runs it (this checkout's code, output captured)."""
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("CCGPT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def third_party_info(output: str) -> list[str]:
+    """The lines of ``output`` logged at INFO by a logger that is not ccgpt's own."""
+    return [
+        ln for ln in output.splitlines() if (m := _INFO_LINE.search(ln)) and m.group(1).split(".")[0] not in OWN_LOGGERS
+    ]
 
 
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -75,7 +98,11 @@ def _wikitext_articles(path, n):
 
 @pytest.fixture
 def tiny_inputs(shared_data, tmp_path):
-    d = tmp_path / "inputs"
+    return make_tiny_inputs(shared_data, tmp_path / "inputs")
+
+
+def make_tiny_inputs(shared_data: str, d) -> dict:
+    """Real crawl archives, reference text and two sources, a few dozen documents each, under folder ``d``."""
     (d / "crawl").mkdir(parents=True)
     # real news pages wrapped as WARC responses, beside real Common Crawl / web-archive WARCs as they are
     pages = []
