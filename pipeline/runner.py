@@ -60,10 +60,9 @@ def tune_allocators(arenas: int, arrow_pool: str) -> None:
     this process is set through ``mallopt`` and ``pyarrow.set_memory_pool``).
 
     Why: the local runner moves every bundle through gRPC thread pools, and glibc gives each thread its own
-    arena and keeps freed memory there; Arrow's default jemalloc pool also keeps freed pages. On the dedup
-    stage at 40k documents (2 workers) the driver peaked at 620 MB with glibc's default arenas and 426 MB
-    with 2; with Arrow's system pool on top the workers went from 570 to 463 MB and the run from 20.9 to
-    17.5 s. Where glibc or the named pool is absent this does nothing.
+    arena and keeps freed memory there; Arrow's default jemalloc pool also keeps freed pages. Both settings
+    lowered the dedup stage's peak memory, driver and workers, and its run time (docs/BENCHMARKS.md, "recorded
+    by hand"). Where glibc or the named pool is absent this does nothing.
     """
     if arenas > 0:
         os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
