@@ -510,16 +510,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _one_line(e: BaseException) -> str:
-    """The cause of a failure in one line. A failed pipeline's message holds the worker's whole traceback
-    (Beam wraps it): its cause is the last line."""
-    text = str(e)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(e).__name__]
-    cause = lines[-1] if "Traceback (most recent call last)" in text else lines[0]
-    return (
-        cause
-        if isinstance(e, (ValueError, OSError)) or "Error" in cause.split(":")[0]
-        else f"{type(e).__name__}: {cause}"
-    )
+    """The cause of a failure. ccgpt's own errors (ValueError, OSError) are shown as written: their message names
+    the file and what is wrong. Anything else in one line: a failed pipeline's message holds the worker's whole
+    traceback (Beam wraps it), so its cause is the last line."""
+    text = str(e).strip()
+    if "Traceback (most recent call last)" in text:
+        text = text.splitlines()[-1].strip()
+    elif isinstance(e, (ValueError, OSError)):
+        return text or type(e).__name__
+    else:
+        text = text.splitlines()[0] if text else ""
+    return text if "Error" in text.split(":")[0] else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def main(argv: list[str] | None = None) -> int:
