@@ -38,7 +38,13 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The report test opens report.html in headless Chromium: install Debian's `chromium` when running as root on a
+# machine with apt-get that has none (without it the test skips, except in CI, where it fails).
 test: lint
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  echo "apt-get install chromium (the report test opens report.html in headless Chromium)"; \
+	  ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -qq; \
+	  apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; fi
 	$(BIN)/python -m pytest -q
 
 clean-demo:

@@ -13,41 +13,17 @@ additionally runs language id (``languages=[]``, ``threshold=0``: the model runs
 datatrove's LanguageFilter is left out because it downloads its model. Prints pages/s for each and the ratio.
 
 Beam's overhead: the same pure functions (``iter_warc``, ``record_to_document``, ``LanguageIdentifier``,
-``FilterChain``) in a plain loop on the same file, no output written. The difference is mostly fixed: the
-local runner's start-up and stage set-up, Parquet and side-file writing (20 pages: 10.0 s in Beam vs 2.3 s
-in the loop). Read and extract already run fused in one Beam stage, so the large HTML payloads are handed
-from one DoFn to the next in memory, not re-encoded; no cheap win was left to take.
+``FilterChain``) in a plain loop on the same file, no output written; the difference is what running them as
+a Beam stage costs (runner start-up, stage set-up, Parquet and side-file writing).
 
 Extraction quality: extraction dominates the cost, so the bench also scores the extractors on the first
 ``--eval-pages`` pages (by URL) of ``../shared/data/html/trafilatura-eval.tar.gz`` with trafilatura's own
 method (snippets the text must contain: true positive or false negative; must not contain: false positive),
 timing extraction only (decoded HTML in, text out).
 
-Measured 2026-11-25, ``--pages 300 --eval-pages 250``, on the 2-core machine while other jobs kept the load
-average near 7: every pages/s figure is noisy and low in absolute terms; the ratios, measured side by side,
-are the meaningful part, and the quality figures do not depend on load.
-
-==============================  =========  ======  =====  =======  ============
-curate, 300 pages               pages/s    s       kept
-==============================  =========  ======  =====  =======  ============
-ccgpt curate (Beam, 1 worker)   7.0        43.1    190
-datatrove                       3.2        93.3    186              ccgpt 2.17x
-plain loop, same functions      8.7        34.4    190              Beam +25 %
-==============================  =========  ======  =====  =======  ============
-
-==============================  =========  ======  =====  =======  ============
-extraction, 250 eval pages      precision  recall  F1     pages/s  vs datatrove
-==============================  =========  ======  =====  =======  ============
-ccgpt trafilatura (default)     0.890      0.947   0.918  13.0     1.34x
-ccgpt resiliparse               0.769      0.937   0.845  160.6    16.45x
-datatrove Trafilatura           0.903      0.923   0.913  9.8      1.00x
-==============================  =========  ======  =====  =======  ============
-
-ccgpt's trafilatura mode (``fast=True``, tables kept) matches datatrove's ``favour_precision`` setting on F1
-(0.918 vs 0.913: a little less precise, more recall) and is faster, partly because datatrove extracts in a
-sandbox subprocess per step. The nesting-depth cap (Lexbor parse + one selector) costs 2.7 ms a page against
-trafilatura's 65.6 ms on 150 of these pages; resiliparse mode reuses the parse and pays only the selector
-(about 1 ms).
+Prints pages/s, seconds and pages kept for each side, the ratio, Beam's overhead in percent, peak RSS, and
+per extractor precision, recall, F1, pages/s and the ratio to datatrove's. Results: ``docs/BENCHMARKS.md``,
+section ``curate`` (``python -m bench.run_all`` writes it).
 """
 
 from __future__ import annotations

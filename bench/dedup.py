@@ -28,9 +28,13 @@ so recall < 1 is partly the labels'). The real syndicated-news set (``../shared/
 Peak RSS is ``ru_maxrss`` of the tool's process plus the largest of its child processes (a lower bound of
 the sum when workers overlap), read when the tool returns, before the labels are loaded and scored. The
 corpus is built in a process of its own: Linux carries a forked process's resident size into its
-``ru_maxrss`` across ``exec``, so runs before 2026-11-26, whose parent held the corpus while it started each
-tool, charged every tool with the corpus too (about 4 KB per document: 4.5 GB at 1M).
-Results go to ``--out`` (JSON lines, one per tool and size).
+``ru_maxrss`` across ``exec``, so a parent that held the corpus while it started each tool would charge every
+tool with the corpus too.
+
+Prints one JSON line per tool and size (seconds, docs/s, peak RSS, precision, recall, F1, ARI; for ccgpt the
+candidate and verified pairs and chunks) and the ratios of ccgpt's docs/s to each peer's; ``--out`` appends
+the JSON lines to a file. Results: ``docs/BENCHMARKS.md``, sections ``dedup`` (all three tools) and
+``dedup-scale`` (ccgpt from 10k to 1M documents); ``python -m bench.run_all`` writes them.
 """
 
 from __future__ import annotations

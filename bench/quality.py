@@ -23,21 +23,13 @@ part. Timed:
 
 It also checks that both sides compute the same probability when given the same normalised line.
 
-Measured once (2-core CPU machine shared with other jobs, load average about 7; ``--docs 3000``, 418 words
-a document on average, default-size model trained here; best of 3 interleaved rounds, docs/s on one core):
+Nearly all the time is fastText's predict: the batch API makes one ``predict`` call for all texts instead of
+one per document, and the per-document DoFn does less around it than datatrove's step (no span splitting,
+no metadata dict, no stats), which is what the ratios show.
 
-======================================  ==========  ==============
-scorer                                  docs/s      vs datatrove
-======================================  ==========  ==============
-ccgpt ``score_documents`` (batch)       1,288       1.48x
-ccgpt ``ScoreDocuments`` (per doc)      948         1.09x
-datatrove ``FastTextClassifierFilter``  867         1
-======================================  ==========  ==============
-
-Both sides give the same probability for the same normalised line (max difference 0.0). Nearly all the
-time is fastText's predict; the batch API wins by one ``predict`` call for all texts instead of one per
-document, the per-document DoFn by doing less around it than datatrove's step (no span splitting, no
-metadata dict, no stats). The shared machine makes these figures noisy (+-15 % between runs).
+Prints docs/s for each scorer, the ratios to datatrove, and the largest probability difference between the
+two sides on the same lines. Results: ``docs/BENCHMARKS.md``, section ``quality`` (``python -m bench.run_all``
+writes it).
 """
 
 from __future__ import annotations

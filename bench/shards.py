@@ -32,33 +32,14 @@ int64 buffer (what a batch needs), files in the page cache:
   nanoGPT layout: the floor any format can reach;
 - ``datatrove``: its ``DatatroveFolderDataset`` over the ``.ds`` files it wrote (``seq_len`` 1,024).
 
-Measured on the 2-core CPU machine, 2026-11-25 (other jobs sharing it, so +-15 %). Both tools produce the
-very same token ids (2,811,381 with ``--repeat 3``: 906 documents, 10.5 MB of text)::
+The comparison is not like for like, on purpose: the mix stage also reads Parquet, packs rows, shuffles them
+globally, checksums and accounts, and pays Beam's fixed start-up cost, which shrinks relative to the work as
+the corpus grows (``--repeat``); ``encode_batch alone`` isolates the encoder. The loader reads do per-row
+Python work (row checks, document ids for the attention mask, batch tensors) that the others do not.
 
-    --repeat 3                                      tokens/s         vs datatrove
-    ccgpt mix (encode + pack + shuffle + write)       60,281         0.84x
-    datatrove DocumentTokenizer                       71,341         1
-    ccgpt encode_batch alone (no Beam)                88,307         1.24x
-
-    --repeat 1 (937,127 tokens): ccgpt 43,354 tokens/s, datatrove 69,302 -> 0.63x; encoder alone 94,582
-
-ccgpt's encoder is faster per core (``encode_batch_fast``, no offsets), but the stage pays about 15 s of Beam
-(pipeline start, two groupings by source, side inputs) on top, a fixed cost that shrinks relative to the
-work as the corpus grows (0.63x at 0.9M tokens, 0.84x at 2.8M); the stage also does what datatrove's
-step does not (Parquet read, packing into rows, global row shuffle, checksums, accounting) and runs on any
-Beam runner. Random rows of 1,025 tokens (20,000 reads, ``--repeat 3``)::
-
-    reader                     rows/s      M tokens/s   vs np.memmap
-    np.memmap (.bin)          104,945          107.6        1
-    arrow (pyarrow mmap)       86,872           89.0        0.83x
-    datatrove .ds dataset      22,023           22.6        0.21x
-    ccgpt ShardLoader           8,297            8.5        0.08x   (batches of 8, row checks + doc ids)
-
-Plain pyarrow random access to the Arrow shards costs 17 % over a raw ``.bin`` (one ``searchsorted`` for
-the shard plus the list offsets), and is 3.9x datatrove's reader. ccgpt's loader does per-row Python work
-(row checks, the document ids for the attention mask, batch tensors); its 8.5M tokens/s per DataLoader
-worker is about 20x the ~0.44M tokens/s GPT-3 Small would train at on one H100 at 40 % MFU (an estimate
-from FLOPs per token, not a measurement), so it is not on the critical path.
+Prints tokens/s for each writer (and ccgpt's encoder alone), the ratios to datatrove, whether both wrote
+the same token ids, and rows/s and tokens/s per reader with the ratio to ``np.memmap``. Results:
+``docs/BENCHMARKS.md``, section ``shards`` (``python -m bench.run_all`` writes it).
 """
 
 from __future__ import annotations

@@ -20,39 +20,10 @@ FLOPs per token from ``GPT.estimate_flops_per_token``, PaLM's 6N + 12LHQT), and 
 Triton linear + cross-entropy with eager full logits (the memory it saves) and Triton LayerNorm with
 ``F.layer_norm``.
 
-Measured on CUDA, 2026-11-26, one NVIDIA H200 (torch 2.11.0+cu130, Triton 3.6, transformers 5.17; GPT-3
-Small, vocab 50257, batch 8 x 2048, 5 + 30 steps, one round), *before* the embedding was padded to a
-multiple of 64 rows (``ModelConfig.padded_vocab_size``)::
-
-    variant                                tokens/s   peak memory   MFU    1st loss
-    ccgpt (fused CE + Triton LayerNorm)     204,561     7,658 MiB   20.0%  10.9798
-    ccgpt (fused CE, torch LayerNorm)       196,702     7,731 MiB   19.3%  10.9798
-    ccgpt (eager CE: full logits)           217,531    16,435 MiB   21.3%  10.9798
-    HF GPT2LMHeadModel (sdpa)               209,321    17,011 MiB   20.5%  10.9798
-
-The fused loss holds 0.45x HF's peak memory (8.8 GiB less than full logits) at 0.94x the eager loss's
-throughput; ccgpt and HF run at parity (0.98x). All of them are slow for the card: a profile of the
-training step (16 x 2048) put 60 % of the GPU time in the output head's GEMMs, which ran cuBLAS's
-fallback sm75 kernels (``cutlass_75_tensorop_bf16_s1688gemm``) because a 50,257-wide matmul is not
-8-aligned; the transformer body ran Hopper kernels. The model now pads the embedding to 50,304 rows and
-drops the padding's logits before the softmax (same function, tested on CPU). That change has not been
-measured on a GPU yet: rerun this bench there (the head's share alone predicts about 2x).
-
-Measured on CPU (2-core machine shared with other jobs, load average 6-8; torch 2.13 CPU, transformers
-5.24, one thread per process; preset mini: 6 layers, d_model 256, 8 heads, vocab 8192, batch 8 x 256 tokens,
-1 + 5 steps, best of 2 rounds)::
-
-    variant                     tokens/s   per CPU-second   peak memory   1st loss
-    ccgpt, eager CE                  532              921        562 MiB     9.0656
-    ccgpt, chunked CE                542              859        559 MiB     9.0656
-    HF GPT2LMHeadModel (sdpa)        601              969        605 MiB     9.0656
-
-The first losses agree to every printed digit (same function, same weights). ccgpt runs at 0.95x HF's tokens
-per CPU-second with 0.93x its peak memory; an earlier run of the same command gave 1.01x, so throughput is
-at parity within this machine's noise (the wall-clock column varies +-25 % between rounds). At this size one
-chunk of logits (2048 x 8192 fp32 = 64 MiB) is below the chunked loss's 256 MiB budget, so the chunked CE
-holds the same logits as eager and saves nothing; its memory saving shows at GPT-3 vocabularies and batch
-sizes (the CUDA comparison). Not measured on a GPU: MFU and the fused-CE / Triton-LayerNorm comparison.
+Prints, per variant, tokens/s (and per CPU-second on CPU), peak memory, MFU on CUDA and the first loss,
+then ccgpt / HF throughput and memory ratios and what the lean loss path saves. Results:
+``docs/BENCHMARKS.md``, sections ``train`` (CPU) and ``train-cuda`` (``python -m bench.run_all`` writes them;
+the GPU section is kept from the last machine that had one).
 """
 
 from __future__ import annotations

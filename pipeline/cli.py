@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.logs import setup_logging
 from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
 
 
@@ -501,6 +501,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="ccgpt",
         description="Common Crawl -> curated, deduplicated, mixed Arrow shards (Apache Beam) -> a trained GPT "
         "(PyTorch). `ccgpt run configs/demo.yaml` runs it all.",
+        epilog="--verbose (anywhere on the line) also shows the INFO logs of Beam, gRPC, Airflow and the other "
+        "libraries, and the traceback of an error; without it ccgpt prints its own progress, summary, warnings "
+        "and errors only.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, helptext, add in _COMMANDS:
@@ -511,24 +514,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-class _QuietBeamImport(logging.Filter):
-    """Beam warns on import that the optional GCP client libraries are absent; ccgpt needs them only on
-    Dataflow (``pip install apache-beam[gcp]``), so the warning is noise on every other runner."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietBeamImport())
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+def _one_line(e: BaseException) -> str:
+    """The cause of a failure. ccgpt's own errors (ValueError, OSError) are shown as written: their message names
+    the file and what is wrong. Anything else in one line: a failed pipeline's message holds the worker's whole
+    traceback (Beam wraps it), so its cause is the last line."""
+    text = str(e).strip()
+    if "Traceback (most recent call last)" in text:
+        text = text.splitlines()[-1].strip()
+    elif isinstance(e, (ValueError, OSError)):
+        return text or type(e).__name__
+    else:
+        text = text.splitlines()[0] if text else ""
+    return text if "Error" in text.split(":")[0] else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # accepted anywhere on the line, before or after the subcommand
+    argv = [a for a in argv if a != "--verbose"]
+    setup_logging(verbose)
     if argv[:2] == ["dedup", "eval"]:  # a command of its own shape beside the dedup stage
         from pipeline.dedup import eval_main
 
@@ -543,13 +547,26 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(command if command in names else None).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, OSError) as e:
-        # ccgpt's own errors (bad schema, model, config, missing input, ...) are ValueErrors with a message
-        # that names the file; show that, not a traceback. CCGPT_DEBUG=1 shows the traceback.
-        if os.environ.get("CCGPT_DEBUG"):
+    except Exception as e:
+        # One line: the cause, and where to look. ccgpt's own errors (bad schema, model, config, missing input)
+        # are ValueErrors / OSErrors whose message names the file; anything else (a failed Beam pipeline, a
+        # bug) gets its traceback written to a file. --verbose or CCGPT_DEBUG=1 show the traceback here.
+        if verbose or os.environ.get("CCGPT_DEBUG"):
             raise
-        print(f"ccgpt {command}: error: {e}", file=sys.stderr)
+        print(f"ccgpt {command}: error: {_one_line(e)}", file=sys.stderr)
+        if not isinstance(e, (ValueError, OSError)):
+            print(f"ccgpt {command}: full traceback in {_save_traceback(command)}", file=sys.stderr)
         return 2
+
+
+def _save_traceback(command: str | None) -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix=f"ccgpt-{command or 'error'}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

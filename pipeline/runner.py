@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.fs import use_options
+from pipeline.logs import worker_command
 from pipeline.progress import LOCAL_RUNNERS, Progress
 
 
@@ -60,10 +61,9 @@ def tune_allocators(arenas: int, arrow_pool: str) -> None:
     this process is set through ``mallopt`` and ``pyarrow.set_memory_pool``).
 
     Why: the local runner moves every bundle through gRPC thread pools, and glibc gives each thread its own
-    arena and keeps freed memory there; Arrow's default jemalloc pool also keeps freed pages. On the dedup
-    stage at 40k documents (2 workers) the driver peaked at 620 MB with glibc's default arenas and 426 MB
-    with 2; with Arrow's system pool on top the workers went from 570 to 463 MB and the run from 20.9 to
-    17.5 s. Where glibc or the named pool is absent this does nothing.
+    arena and keeps freed memory there; Arrow's default jemalloc pool also keeps freed pages. Both settings
+    lowered the dedup stage's peak memory, driver and workers, and its run time (docs/BENCHMARKS.md, "recorded
+    by hand"). Where glibc or the named pool is absent this does nothing.
     """
     if arenas > 0:
         os.environ.setdefault("MALLOC_ARENA_MAX", str(arenas))
@@ -112,6 +112,29 @@ class StagePipeline(beam.Pipeline):
             return super().__exit__(exc_type, exc_val, exc_tb)
 
 
+def _local_runner(worker: str | None):
+    """Beam's FnApiRunner; given ``worker``, the worker processes of ``multi_processing`` start with that command.
+
+    FnApiRunner describes those workers as a subprocess environment running Beam's worker module; the
+    command is replaced in the pipeline proto just before the run, so the workers are Beam's, started through
+    :mod:`pipeline.logs`, which caps what they print to the terminal (see there).
+    """
+    from apache_beam.portability import python_urns
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    if worker is None:
+        return FnApiRunner()
+
+    class WorkerCommandRunner(FnApiRunner):
+        def run_via_runner_api(self, pipeline_proto, options):
+            for env in pipeline_proto.components.environments.values():
+                if env.urn == python_urns.SUBPROCESS_SDK:
+                    env.payload = worker.encode("utf-8")
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return WorkerCommandRunner()
+
+
 def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = None) -> StagePipeline:
     """A Beam pipeline on the configured runner (use as a context manager: ``with make_pipeline(cfg) as p``).
 
@@ -123,9 +146,7 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     if cfg.runner in LOCAL_RUNNERS:
         tune_allocators(cfg.malloc_arenas, cfg.arrow_pool)
     if cfg.runner == "local":
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        p = StagePipeline(runner=FnApiRunner(), options=options)
+        p = StagePipeline(runner=_local_runner(worker_command()), options=options)
     elif cfg.runner == "portable":
         from apache_beam.runners.portability.portable_runner import PortableRunner
 

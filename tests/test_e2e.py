@@ -16,6 +16,7 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
+from pipeline.report import fmt_bytes
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import verify_shards
 from schemas.config import from_dict
@@ -97,11 +98,11 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     for name in ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train"):
         st = StageStats.load(os.path.join(out, name))
         dropped = sum(st.dropped.values())
-        assert f"<tr><td>{name}</td><td>{st.read}</td><td>{st.kept}</td><td>{dropped}</td>" in html, name
+        assert f"<tr><td>{name}</td><td>{st.read:,}</td><td>{st.kept:,}</td><td>{dropped:,}</td>" in html, name
     text_bytes = sum(len(d["text"].encode("utf-8")) for d in read_documents(os.path.join(out, "dedup")))
     assert (
-        f"<td>dedup</td><td>{dedup.read}</td><td>{dedup.kept}</td><td>{dedup.read - dedup.kept}</td>"
-        f"<td>{text_bytes:,}</td>" in html
+        f"<td>dedup</td><td>{dedup.read:,}</td><td>{dedup.kept:,}</td><td>{dedup.read - dedup.kept:,}</td>"
+        f"<td>{fmt_bytes(text_bytes)}</td>" in html
     )
     for shard in manifest["shards"]:
         assert (
@@ -111,7 +112,7 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     for name, src in manifest["sources"].items():
         assert f"<td>{name}</td><td>{src['tokens_available']:,}</td>" in html
     bench = decontam.extra["benchmarks"]["bench"]
-    assert f"<td>bench</td><td>{bench['documents']}</td><td>{bench['characters_removed']}</td>" in html
+    assert f"<td>bench</td><td>{bench['documents']:,}</td><td>{bench['characters_removed']:,}</td>" in html
     for size, n in dedup.extra["cluster_size_histogram"].items():
         assert f"<tr><td>{size}</td><td>{n}</td></tr>" in html
     langs = Counter(d["language"] for d in read_documents(os.path.join(out, "curate")))

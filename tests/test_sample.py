@@ -259,6 +259,27 @@ def test_build_offline_from_cache(tmp_path, shared_data):
         assert open(os.path.join(out, rel), "rb").read() == open(os.path.join(again, rel), "rb").read(), rel
 
 
+def test_provenance_records_a_pinned_fallback(tmp_path, shared_data):
+    """The cache holds python3.11-doc's pinned fallback (its first pin gone from the archive): the sample is
+    built from it and provenance.json says so, file by file."""
+    cache = str(tmp_path / "cache")
+    _fill_cache(cache, shared_data, pages=8)
+    index = json.load(open(os.path.join(cache, "fetched.json")))
+    old = PYDOC.fallback
+    index[old.key] = {**index.pop(PYDOC.key), "version": old.version}
+    with open(os.path.join(cache, "fetched.json"), "w") as fh:
+        json.dump(index, fh)
+    out = str(tmp_path / "sample")
+    build_sample(out, SampleConfig(cache_dir=cache, offline=True, min_pages=8, min_reference_docs=1))
+    prov = json.load(open(os.path.join(out, "provenance.json")))
+    froms = [f for meta in prov["files"].values() for f in meta["from"] if f["package"] == "python3.11-doc"]
+    assert froms and all(
+        f["version"] == old.version and f["pinned_version"] == PYDOC.version and f["fallback"] for f in froms
+    )
+    others = [f for meta in prov["files"].values() for f in meta["from"] if f["package"] != "python3.11-doc"]
+    assert others and not any(f["fallback"] for f in others)
+
+
 def test_too_small_fails_clearly(tmp_path, shared_data):
     cache = str(tmp_path / "cache")
     _fill_cache(cache, shared_data, pages=5)

@@ -13,9 +13,10 @@ reaches, and several packages ship exactly what a crawl pipeline needs:
 * Debian ``jargon-text``, ``debian-reference-en``, ``debian-faq``, ``developers-reference`` and the reST
   sources of the Python docs: long-form prose for the reference corpus and the non-crawl mix sources.
 
-Every artefact is pinned (version and sha256) where the registry keeps old versions; Debian replaces a
-package when a security update lands, so for Debian a missing pinned version falls back to the current one,
-with a warning, and the sha256 actually obtained is recorded. Downloads live in ``cfg.cache_dir`` and are
+Every artefact is pinned (version and sha256). Debian replaces a package when an update lands, so a Debian
+pin may name a second pinned version (with its sha256) used when the first is gone; when no pinned version
+is left the build stops and names the pins, never taking an unpinned one. ``provenance.json`` records the
+version each file came from and whether it was the fallback. Downloads live in ``cfg.cache_dir`` and are
 reused; the same cache gives byte-identical output (dates come from archive member times, record ids from
 content hashes, members are processed in sorted order, gzip headers carry no time).
 
@@ -27,7 +28,8 @@ Output layout (``out_dir``)::
     sources/<name>/*.jsonl     {"text", "origin"}: other mix sources ("books", "docs")
     urls/doc-links.jsonl       {"url", "score"}: the links the documentation pages cite, scored by how many
                                pages cite each (the demo's WebText-style URL list; see ``output.Output.url_list``)
-    provenance.json            every output file -> package, version, registry, sha256, members; counts
+    provenance.json            every output file -> package, version used (pinned / fallback), registry, sha256,
+                               members; counts
 
 Parts: ``pins`` (what is fetched, pinned how), ``fetch`` (downloaders and the cache), ``archives`` (members of
 .deb and tar archives), ``warc`` (pages as WARC captures), ``text`` (prose split into documents), ``output``

