@@ -1,0 +1,151 @@
+"""lm-eval is the oracle: on a tiny trained model, exported with `ccgpt export`, `lm-eval --model hf` with local
+task YAMLs over the same data agrees with `ccgpt eval` (on the checkpoint and on the export): identical
+per-pair decisions on BLiMP, log-likelihoods and perplexities equal to 1e-4 relative.
+
+Needs the `eval-oracle` extra (lm-eval[hf]==0.4.13, installed by `make test`); runs offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tarfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_eval import train_eval_run  # noqa: E402
+
+from schemas.tasks import load_task, read_examples, split_wikitext_articles  # noqa: E402
+from train.eval import evaluate  # noqa: E402
+
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is the `eval-oracle` extra: pip install -e '.[eval-oracle]'")
+
+PARADIGMS = ("adjunct_island", "anaphor_gender_agreement")
+PAIRS = 20
+ARTICLES = 2
+RTOL = 1e-4
+
+BLIMP_YAML = """task: oracle_blimp_{p}
+dataset_path: json
+dataset_kwargs:
+  data_files: {{train: {data}}}
+  cache_dir: {cache}
+output_type: multiple_choice
+validation_split: train
+doc_to_text: ""
+doc_to_target: 0
+doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
+num_fewshot: 0
+metric_list:
+  - metric: acc
+metadata: {{version: 1.0}}
+"""
+
+# lm-eval's own WikiText task (detokenizer and word/byte counts from its preprocess_wikitext), on local articles
+WIKI_YAML = """task: oracle_wikitext
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {data}}}
+  cache_dir: {cache}
+output_type: loglikelihood_rolling
+test_split: test
+doc_to_text: ""
+doc_to_target: !function oracle_wikitext.wikitext_detokenizer
+process_results: !function oracle_wikitext.process_results
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata: {{version: 2.0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from train.export import export
+
+    root = tmp_path_factory.mktemp("parity")
+    run = train_eval_run(root)
+    return run, export(run, str(root / "hf"))
+
+
+def _oracle_tasks(folder, shared_data) -> None:
+    """Local lm-eval task YAMLs over the same subset ccgpt reads (first PAIRS pairs, first ARTICLES articles)."""
+    cache = folder / "hf-datasets"
+    with tarfile.open(os.path.join(shared_data, "eval", "blimp.tar.gz")) as tar:
+        for p in PARADIGMS:
+            lines = tar.extractfile(f"data/{p}.jsonl").read().decode().splitlines()[:PAIRS]
+            data = folder / f"{p}.jsonl"
+            data.write_text("\n".join(lines) + "\n")
+            (folder / f"oracle_blimp_{p}.yaml").write_text(BLIMP_YAML.format(p=p, data=data, cache=cache))
+    with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
+        articles = split_wikitext_articles(fh.read())[:ARTICLES]
+    data = folder / "wikitext.jsonl"
+    data.write_text("".join(json.dumps({"page": a}) + "\n" for a in articles))
+    (folder / "oracle_wikitext.py").write_text(
+        "from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer  # noqa\n"
+    )
+    (folder / "oracle_wikitext.yaml").write_text(WIKI_YAML.format(data=data, cache=cache))
+
+
+def _ccgpt_blimp(folder) -> str:
+    """The shipped BLiMP task file, narrowed to the same paradigms (the first pairs are taken with `limit`)."""
+    blimp = load_task("blimp")
+    members = ", ".join(f"data/{p}.jsonl" for p in PARADIGMS)
+    text = open(blimp.source, encoding="utf-8").read().replace("members: data/*.jsonl", f"members: [{members}]")
+    (folder / "blimp.yaml").write_text(text)
+    return str(folder / "blimp.yaml")
+
+
+def test_ccgpt_eval_agrees_with_lm_eval(models, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    run, hf = models
+    (tmp_path / "oracle").mkdir()
+    _oracle_tasks(tmp_path / "oracle", shared_data)
+    blimp = _ccgpt_blimp(tmp_path)
+    assert len(read_examples(load_task(blimp), shared_data, limit=PAIRS)) == len(PARADIGMS)
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    names = [f"oracle_blimp_{p}" for p in PARADIGMS] + ["oracle_wikitext"]
+    oracle = simple_evaluate(
+        model="hf",
+        model_args={"pretrained": hf},
+        tasks=names,
+        task_manager=TaskManager(include_path=str(tmp_path / "oracle"), include_defaults=False),
+        batch_size=8,
+        device="cpu",
+        bootstrap_iters=0,
+        log_samples=True,
+    )
+    for i, model in enumerate((run, hf)):
+        out = tmp_path / f"ours{i}"
+        ours = evaluate(model, blimp, str(out), data_root=shared_data, limit=PAIRS, device="cpu", batch_size=16)
+        wiki = evaluate(model, "wikitext2", None, data_root=shared_data, limit=ARTICLES, device="cpu")
+        ours_samples = _samples(out / "samples_blimp.jsonl")
+        for p in PARADIGMS:
+            theirs = sorted(oracle["samples"][f"oracle_blimp_{p}"], key=lambda s: s["doc_id"])
+            mine = ours_samples[f"blimp_{p}"]
+            assert len(theirs) == len(mine) == PAIRS
+            assert [int(s["acc"]) for s in theirs] == [s["acc"] for s in mine], (model, p)
+            for s, m in zip(theirs, mine):
+                lls = [r[0] for r in s["filtered_resps"]]
+                assert m["ll"] == pytest.approx(lls, rel=RTOL)
+            acc = oracle["results"][f"oracle_blimp_{p}"]["acc,none"]
+            assert ours["results"][f"blimp_{p}"]["acc,none"] == pytest.approx(acc, abs=1e-12)
+        wiki, theirs = wiki["results"]["wikitext2"], oracle["results"]["oracle_wikitext"]
+        for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+            assert wiki[f"{metric},none"] == pytest.approx(theirs[f"{metric},none"], rel=RTOL), (model, metric)
+
+
+def _samples(path) -> dict[str, list[dict]]:
+    """ccgpt's per-example records by subtask, in data order."""
+    out: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        out.setdefault(rec["subtask"], []).append(rec)
+    return out
