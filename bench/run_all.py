@@ -65,6 +65,12 @@ BENCHES = [
         "shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap", [], []
     ),
     Bench("train", "training step throughput and peak memory, ccgpt vs HF transformers GPT2LMHeadModel", [], []),
+    Bench(
+        "eval",
+        "zero-shot evaluation (BLiMP + WikiText-2), ccgpt eval vs lm-eval --model hf on the same untrained model",
+        ["--blimp-pairs", "20", "--wikitext-articles", "4"],
+        [],
+    ),
 ]
 
 

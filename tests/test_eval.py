@@ -196,7 +196,7 @@ def test_batched_scores_equal_one_by_one():
     batched = score_requests(forward, reqs, 16, torch.device("cpu"), batch_size=3, max_batch_tokens=8)
     single = [score_requests(forward, [r], 16, torch.device("cpu"))[0] for r in reqs]
     logp = torch.log_softmax(table, -1).double()
-    assert batched[0] == pytest.approx(float(logp[1, 2] + logp[2, 3] + logp[3, 4]), abs=1e-9)
+    assert batched[0] == pytest.approx(float(logp[1, 2] + logp[2, 3] + logp[3, 4]), abs=1e-5)  # float32 scores
     assert batched.tolist() == pytest.approx(single, abs=1e-12)
 
 

@@ -2,21 +2,22 @@
 task YAMLs over the same data agrees with `ccgpt eval` (on the checkpoint and on the export): identical
 per-pair decisions on BLiMP, log-likelihoods and perplexities equal to 1e-4 relative.
 
-Needs the `eval-oracle` extra (lm-eval[hf]==0.4.13, installed by `make test`); runs offline."""
+Needs the `eval-oracle` extra (lm-eval[hf]==0.4.13, installed by `make test`); runs offline. The lm-eval task
+YAMLs are bench/eval.py's (lm-eval's own WikiText detokenizer and word/byte counts, over local articles)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tarfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_eval import train_eval_run  # noqa: E402
 
-from schemas.tasks import load_task, read_examples, split_wikitext_articles  # noqa: E402
+from bench.eval import write_oracle_tasks  # noqa: E402
+from schemas.tasks import load_task, read_examples  # noqa: E402
 from train.eval import evaluate  # noqa: E402
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is the `eval-oracle` extra: pip install -e '.[eval-oracle]'")
@@ -26,40 +27,6 @@ PAIRS = 20
 ARTICLES = 2
 RTOL = 1e-4
 
-BLIMP_YAML = """task: oracle_blimp_{p}
-dataset_path: json
-dataset_kwargs:
-  data_files: {{train: {data}}}
-  cache_dir: {cache}
-output_type: multiple_choice
-validation_split: train
-doc_to_text: ""
-doc_to_target: 0
-doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
-num_fewshot: 0
-metric_list:
-  - metric: acc
-metadata: {{version: 1.0}}
-"""
-
-# lm-eval's own WikiText task (detokenizer and word/byte counts from its preprocess_wikitext), on local articles
-WIKI_YAML = """task: oracle_wikitext
-dataset_path: json
-dataset_kwargs:
-  data_files: {{test: {data}}}
-  cache_dir: {cache}
-output_type: loglikelihood_rolling
-test_split: test
-doc_to_text: ""
-doc_to_target: !function oracle_wikitext.wikitext_detokenizer
-process_results: !function oracle_wikitext.process_results
-metric_list:
-  - metric: word_perplexity
-  - metric: byte_perplexity
-  - metric: bits_per_byte
-metadata: {{version: 2.0}}
-"""
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
@@ -68,25 +35,6 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity")
     run = train_eval_run(root)
     return run, export(run, str(root / "hf"))
-
-
-def _oracle_tasks(folder, shared_data) -> None:
-    """Local lm-eval task YAMLs over the same subset ccgpt reads (first PAIRS pairs, first ARTICLES articles)."""
-    cache = folder / "hf-datasets"
-    with tarfile.open(os.path.join(shared_data, "eval", "blimp.tar.gz")) as tar:
-        for p in PARADIGMS:
-            lines = tar.extractfile(f"data/{p}.jsonl").read().decode().splitlines()[:PAIRS]
-            data = folder / f"{p}.jsonl"
-            data.write_text("\n".join(lines) + "\n")
-            (folder / f"oracle_blimp_{p}.yaml").write_text(BLIMP_YAML.format(p=p, data=data, cache=cache))
-    with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
-        articles = split_wikitext_articles(fh.read())[:ARTICLES]
-    data = folder / "wikitext.jsonl"
-    data.write_text("".join(json.dumps({"page": a}) + "\n" for a in articles))
-    (folder / "oracle_wikitext.py").write_text(
-        "from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer  # noqa\n"
-    )
-    (folder / "oracle_wikitext.yaml").write_text(WIKI_YAML.format(data=data, cache=cache))
 
 
 def _ccgpt_blimp(folder) -> str:
@@ -104,14 +52,13 @@ def test_ccgpt_eval_agrees_with_lm_eval(models, tmp_path, shared_data, monkeypat
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     run, hf = models
     (tmp_path / "oracle").mkdir()
-    _oracle_tasks(tmp_path / "oracle", shared_data)
+    names = write_oracle_tasks(str(tmp_path / "oracle"), shared_data, list(PARADIGMS), PAIRS, ARTICLES)
     blimp = _ccgpt_blimp(tmp_path)
     assert len(read_examples(load_task(blimp), shared_data, limit=PAIRS)) == len(PARADIGMS)
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    names = [f"oracle_blimp_{p}" for p in PARADIGMS] + ["oracle_wikitext"]
     oracle = simple_evaluate(
         model="hf",
         model_args={"pretrained": hf},

@@ -7,7 +7,9 @@ the last ``len(continuation)`` positions are scored, so both tools give the same
 
 Batching: requests are sorted by input length (longest first, ties in request order), cut into batches of
 at most ``batch_size`` sequences and ``max_batch_tokens`` padded tokens, right-padded (causal attention never
-lets a real position see padding) and scored in float32; per-token log-probabilities are summed in float64.
+lets a real position see padding) and scored in float32 as ``logit(target) - logsumexp(logits)`` (the same
+number as lm-eval's ``log_softmax`` + gather to float rounding, without writing a vocabulary-wide tensor);
+per-token log-probabilities are summed in float64.
 The order is a pure function of the requests, so a rerun on the same device gives the same bits.
 """
 
@@ -65,7 +67,7 @@ def rolling_requests(tokens: list[int], prefix_id: int, max_length: int, stride:
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_requests(
     forward: Callable[[torch.Tensor], torch.Tensor],
     requests: Sequence[Request],
@@ -105,9 +107,11 @@ def score_requests(
             targets.extend(cont)
             owner.extend([b] * len(cont))
         logits = forward(ids.to(device))
-        sel = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-        logp = torch.log_softmax(sel.float(), dim=-1)
-        tok = logp.gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].double().cpu().numpy()
+        # log p(target) = logit(target) - logsumexp(logits): one read of the logits, no vocabulary-wide copy
+        lse = torch.logsumexp(logits, dim=-1)
+        r, c = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        picked = logits[r, c, torch.tensor(targets, device=device)]
+        tok = (picked.double() - lse[r, c].double()).cpu().numpy()
         sums = np.zeros(len(batch), dtype=np.float64)
         np.add.at(sums, np.asarray(owner), tok)
         out[np.asarray(batch)] = sums
