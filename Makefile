@@ -21,9 +21,10 @@ $(BASE): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
 	touch $(BASE)
 
-# the tests also need the test tools, Triton (kernels run interpreted on CPU) and Airflow (the DAG tests)
+# the tests also need the test tools, Triton (kernels run interpreted on CPU), Airflow (the DAG tests) and
+# lm-eval (the oracle `ccgpt eval` is checked against)
 $(DEV): $(BASE)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,airflow]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,airflow,eval-oracle]"
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
 	touch $(DEV)
 

@@ -114,6 +114,12 @@ BENCHES = [
         [],
         full_only=True,
     ),
+    Bench(
+        "eval",
+        "zero-shot evaluation (BLiMP + WikiText-2), ccgpt eval vs lm-eval --model hf on the same untrained model",
+        ["--blimp-pairs", "20", "--wikitext-articles", "4"],
+        [],
+    ),
 ]
 
 

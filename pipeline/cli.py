@@ -416,6 +416,19 @@ def _add_export(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_eval(sub: Any) -> None:
+    from train.eval.cli import add_eval_args, run
+
+    p = sub.add_parser(
+        "eval",
+        help="zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results",
+        description="Score a checkpoint (or a Hugging Face folder) on declarative task files "
+        "(configs/tasks/*.yaml): minimal pairs, multiple choice, rolling perplexity; zero-shot only.",
+    )
+    add_eval_args(p)
+    p.set_defaults(handler=run)
+
+
 def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)")
     p.add_argument("run_dir", help="a run folder written by `ccgpt run`")
@@ -490,6 +503,7 @@ _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("train", "train a GPT on the Arrow shards (torchrun for multi-GPU)", _add_train),
     ("generate", "sample text from a training checkpoint", _add_generate),
     ("export", "write a checkpoint as a Hugging Face GPT2LMHeadModel folder", _add_export),
+    ("eval", "zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results", _add_eval),
     ("report", "write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)", _add_report),
 ]
 

@@ -173,15 +173,18 @@ class Run:
         )
 
     def decontam(self) -> StageStats | None:
-        """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when no benchmark is set."""
+        """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when neither benchmark files
+        nor evaluation tasks are set."""
         if self.skips("decontam"):
             return None
-        cfg = dataclasses.replace(self.cfg.decontam, benchmarks=_expand(self.cfg.decontam.benchmarks, self.cfg))
+        d = self.cfg.decontam
+        data_root = d.data_root.replace("{sample_dir}", self.cfg.sample_dir)
+        cfg = dataclasses.replace(d, benchmarks=_expand(d.benchmarks, self.cfg), data_root=data_root)
         return run_decontam([self.dirs["dedup"]], self.dirs["decontam"], cfg, self.cfg.runner, force=self.force)
 
     def clean_documents(self) -> str:
-        """The document table the tokenizer and the mix read: decontaminated when benchmarks are set."""
-        return self.dirs["decontam"] if self.cfg.decontam.benchmarks else self.dirs["dedup"]
+        """The document table the tokenizer and the mix read: decontaminated unless that stage is skipped."""
+        return self.dirs["dedup"] if self.skips("decontam") else self.dirs["decontam"]
 
     def tokenizer(self) -> Any:
         return train_tokenizer([self.clean_documents()], self.dirs["tokenizer"], self.cfg.tokenizer, force=self.force)
@@ -249,7 +252,7 @@ class Run:
         return (
             (stage == "sample" and not cfg.build_sample)
             or (stage == "quality_train" and bool(cfg.quality_model))
-            or (stage == "decontam" and not cfg.decontam.benchmarks)
+            or (stage == "decontam" and not (cfg.decontam.benchmarks or cfg.decontam.tasks))
         )
 
 

@@ -11,25 +11,29 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
+from pipeline.benchmarks import (
+    BenchmarkSet,
+    DecontamError,
+    WordHasher,
+    benchmark_name,
+    contains,
+    normalize_text,
+    resolve_benchmarks,
+    task_ngram,
+    text_ngram_hashes,
+    words_with_spans,
+)
 from pipeline.decontam import (
     ALL_SHORT,
     EMPTY,
     SPLIT,
     TOO_MANY_SPLITS,
-    BenchmarkSet,
     DecontamConfig,
-    DecontamError,
-    WordHasher,
-    benchmark_name,
-    contains,
     decontaminate_text,
-    normalize_text,
-    resolve_benchmarks,
     run_decontam,
-    text_ngram_hashes,
-    words_with_spans,
 )
 from schemas.documents import read_documents, write_documents
+from schemas.tasks import split_wikitext_articles, wikitext_detokenize
 
 CFG = DecontamConfig()
 
@@ -345,3 +349,56 @@ def test_stage_skips_when_done_and_reruns_when_a_benchmark_changes(tmp_path, loc
     assert not os.path.exists(out + ".partial-" + str(os.getpid()))
     assert sorted(r["id"] for r in _out(out)) == ["s0000#0", "s0000#1", "s0001"]
     assert [r["text"] for r in _out(out)][2] == docs[1]
+
+
+# ------------------------------------------------------------------------------------- benchmarks from tasks
+
+
+def test_task_ngram_follows_gpt3_appendix_c():
+    assert task_ngram([3] * 20) == (8, 20)  # never under 8: short n-grams collide by chance
+    assert task_ngram([40] * 20) == (13, 0)  # never over 13
+    assert task_ngram(range(1, 101)) == (8, 7)  # 5th percentile: 5 words -> 8
+    assert task_ngram([*range(200, 300), *[10] * 6]) == (10, 0)
+
+
+def test_two_lengths_in_one_set():
+    sentence = "What had Theresa walked through while talking about that high school"
+    bench = BenchmarkSet.from_texts(13, {"pairs": [sentence], "synthetic": [PLANT]}, ngrams={"pairs": 8})
+    assert bench.ngrams == {"pairs": 8, "synthetic": 13} and set(bench.unions) == {8, 13}
+    text = f"{_filler(400, 21)} {sentence}? {_filler(300, 22)} {PLANT} {_filler(400, 23)}"
+    res = decontaminate_text(text, bench, CFG)
+    assert res.outcome == SPLIT and res.hits == {
+        "pairs": len(sentence.split()) - 7,
+        "synthetic": len(PLANT.split()) - 12,
+    }
+    assert len(res.removals) == 1 and len(res.fragments) == 2  # 300 characters apart: the margins merge the cuts
+
+
+def test_stage_reads_benchmarks_from_task_files(tmp_path, shared_data, local_runner):
+    with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
+        article = wikitext_detokenize(split_wikitext_articles(fh.read())[3])
+    passage = " ".join(article.split("\n")[2].split()[:40])
+    pair = "What had Theresa walked through while talking about that high school?"  # BLiMP adjunct_island #1
+    docs = [
+        f"{_filler(400, 31)} {pair} {_filler(400, 32)}",
+        f"{_filler(500, 33)} {passage} {_filler(500, 34)}",
+        f"{_filler(100, 35)} {pair} {_filler(50, 36)}",  # only short fragments remain
+        _filler(900, 37),
+    ]
+    (tmp_path / "in").mkdir()
+    write_documents(_rows(docs, "t"), str(tmp_path / "in" / "part.parquet"))
+    cfg = DecontamConfig(tasks=["blimp,wikitext2"], data_root=shared_data)
+    stats = run_decontam([str(tmp_path / "in")], str(tmp_path / "out"), cfg, local_runner)
+    assert stats.kept == 1 and stats.dropped == {SPLIT: 2, ALL_SHORT: 1}
+    blimp, wiki = stats.extra["benchmarks"]["blimp"], stats.extra["benchmarks"]["wikitext2"]
+    assert blimp["ngram"] == 8 and wiki["ngram"] == 13  # chosen per task from its short examples
+    assert blimp["records"] == 67_000 and blimp["texts"] == 134_000 and wiki["records"] == 62
+    assert 0 < blimp["texts_shorter_than_ngram"] < blimp["texts"] and wiki["texts_shorter_than_ngram"] == 0
+    assert (blimp["documents"], blimp["documents_split"], blimp["documents_dropped"]) == (2, 1, 1)
+    assert (wiki["documents"], wiki["documents_split"], wiki["documents_dropped"]) == (1, 1, 0)
+    assert blimp["ngrams_hit"] == 2 * (len(pair.split()) - 7) and wiki["ngrams_hit"] >= 40 - 12
+    assert blimp["task_file"].endswith("configs/tasks/blimp.yaml")
+    with pytest.raises(DecontamError, match="unknown task 'blimpp'"):
+        run_decontam([str(tmp_path / "in")], str(tmp_path / "bad"), DecontamConfig(tasks=["blimpp"]), local_runner)
+    with pytest.raises(DecontamError, match="at least one benchmark file"):
+        run_decontam([str(tmp_path / "in")], str(tmp_path / "bad"), DecontamConfig(), local_runner)

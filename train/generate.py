@@ -43,18 +43,31 @@ def checkpoint_path(path: str) -> str:
     return os.path.join(path, CHECKPOINT_NAME) if os.path.isdir(path) else path
 
 
-def load_model(checkpoint: str, device: torch.device | str = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """The model of a checkpoint (or run folder) in eval mode, and the checkpoint's metadata (no tensors)."""
+def read_checkpoint(checkpoint: str) -> dict[str, Any]:
+    """A checkpoint file (or a run folder's), read and checked by the trainer's own loader."""
     path = checkpoint_path(checkpoint)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
-    ckpt = load_checkpoint(path)
+    return load_checkpoint(path)
+
+
+def checkpoint_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says about itself (config, tokenizer, step), without tensors."""
+    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", "loader")}
+
+
+def load_model(checkpoint: str, device: torch.device | str = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """The model of a checkpoint (or run folder) in eval mode, and the checkpoint's metadata (no tensors)."""
+    return model_from_checkpoint(read_checkpoint(checkpoint), device)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """:func:`load_model` for a checkpoint already read (callers that check its metadata first)."""
     cfg = dataclasses.replace(ModelConfig(**ckpt["model_config"]), attention_impl="sdpa", norm_impl="auto", dropout=0.0)
     model = GPT(cfg)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", "loader")}
-    return model, meta
+    return model, checkpoint_meta(ckpt)
 
 
 @torch.no_grad()

@@ -1,0 +1,480 @@
+"""Evaluation task files: small declarative YAML files that name a benchmark's data and how it is scored.
+
+One file per task (``configs/tasks/<name>.yaml``, or any path), read by ``ccgpt eval`` (``train/eval/``) to
+score a model and by ``ccgpt decontam --tasks`` (``pipeline/decontam.py``) to cut the same text out of the
+training data, so what is evaluated is what was removed. It lives in ``schemas/`` because both halves read
+it and ``train/`` never imports ``pipeline/``. Local files only: nothing here touches the network.
+
+Schema, version 1 (unknown keys are errors, so a typo cannot silently change a task)::
+
+    version: 1                      # this schema's version
+    name: blimp                     # [A-Za-z0-9_.-]+; results and benchmark names use it
+    description: ...                # optional, free text
+    format: minimal_pairs           # minimal_pairs | multiple_choice | rolling_perplexity
+    data:
+      path: eval/blimp.tar.gz       # relative to the data root (or absolute); .gz and .tar(.gz) read in place
+      members: [data/*.jsonl]       # archives: member globs; each member is one subtask (<name>_<stem>)
+      format: jsonl                 # jsonl | text (default: from the file name)
+      split: wikitext_articles      # text files: one document per top-level " = Title = " heading
+    fields: {good: sentence_good, bad: sentence_bad}   # record fields, per format (below)
+    group_by: field                 # optional: accuracy also per value of this record field
+    preprocess: wikitext_detokenize # optional, rolling_perplexity: text transform before scoring
+    target_delimiter: " "           # optional, default " ": between context and a choice / before a sentence
+    metrics: [acc]                  # optional: a subset of the format's metrics (default: all of them)
+
+Formats and their ``fields``:
+
+* ``minimal_pairs`` (``good``, ``bad``): a pair is right when the good sentence is at least as likely as the
+  bad one (lm-eval's BLiMP: both scored as ``target_delimiter + sentence`` after the end-of-text token).
+  Metric ``acc``.
+* ``multiple_choice`` (``context``, ``choices``: a list field, ``label``: the right choice's index or text):
+  each choice is scored as ``target_delimiter + choice`` after the context. Metrics ``acc`` (highest total
+  log-probability) and ``acc_norm`` (highest log-probability per character of the choice, what HellaSwag-style
+  tasks report), as lm-eval defines them.
+* ``rolling_perplexity`` (``text`` for JSONL; a text file is one document, or many with ``split``): the whole
+  document's log-likelihood. Metrics ``word_perplexity``, ``byte_perplexity`` and ``bits_per_byte``; words
+  and bytes are counted on the document *before* ``preprocess`` (lm-eval's WikiText convention, so numbers
+  compare with published ones).
+
+Zero-shot only: a task has no few-shot examples.
+
+The data root is, in order: the ``--data-root`` flag, ``$CCGPT_DATA_ROOT``, ``../shared/data`` beside the
+repository.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+TASK_SCHEMA_VERSION = 1
+DATA_ROOT_ENV = "CCGPT_DATA_ROOT"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS_DIR = os.path.join(_REPO, "configs", "tasks")
+DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(_REPO), "shared", "data")
+
+MINIMAL_PAIRS = "minimal_pairs"
+MULTIPLE_CHOICE = "multiple_choice"
+ROLLING = "rolling_perplexity"
+METRICS = {
+    MINIMAL_PAIRS: ("acc",),
+    MULTIPLE_CHOICE: ("acc", "acc_norm"),
+    ROLLING: ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
+FIELDS = {  # required record fields per format (rolling: only for JSONL data)
+    MINIMAL_PAIRS: ("good", "bad"),
+    MULTIPLE_CHOICE: ("context", "choices", "label"),
+    ROLLING: ("text",),
+}
+SPLITS = ("wikitext_articles",)
+PREPROCESS = ("wikitext_detokenize",)
+_KEYS = {
+    "version",
+    "name",
+    "description",
+    "format",
+    "data",
+    "fields",
+    "group_by",
+    "preprocess",
+    "target_delimiter",
+    "metrics",
+}
+_DATA_KEYS = {"path", "members", "format", "split"}
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class TaskError(ValueError):
+    """A task file that is missing or malformed, data that cannot be read, or a task without examples."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    path: str
+    members: tuple[str, ...] = ()
+    format: str = "jsonl"
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A parsed, validated task file; ``source`` is the file it came from."""
+
+    name: str
+    format: str
+    data: DataSpec
+    fields: dict[str, str]
+    metrics: tuple[str, ...]
+    source: str
+    version: int = TASK_SCHEMA_VERSION
+    description: str = ""
+    group_by: str | None = None
+    preprocess: str | None = None
+    target_delimiter: str = " "
+
+    def data_path(self, data_root: str | None = None) -> str:
+        return os.path.join(resolve_data_root(data_root), self.data.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as written (for results files and fingerprints)."""
+        d: dict[str, Any] = {
+            "version": self.version,
+            "name": self.name,
+            "format": self.format,
+            "data": {k: v for k, v in vars(self.data).items() if v not in (None, ())},
+            "fields": dict(self.fields),
+            "metrics": list(self.metrics),
+            "target_delimiter": self.target_delimiter,
+        }
+        if isinstance(d["data"].get("members"), tuple):
+            d["data"]["members"] = list(d["data"]["members"])
+        for key in ("description", "group_by", "preprocess"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class MinimalPair:
+    good: str
+    bad: str
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class MultipleChoice:
+    context: str
+    choices: tuple[str, ...]
+    label: int
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str  # what is scored (after ``preprocess``)
+    words: int  # counted on the original text, as lm-eval does for WikiText
+    bytes: int
+
+
+Example = MinimalPair | MultipleChoice | Document
+
+
+@dataclass
+class Subtask:
+    """The examples of one data file or archive member: ``name`` is the task's, or ``<task>_<member stem>``."""
+
+    name: str
+    examples: list[Example] = field(default_factory=list)
+    total: int = 0  # examples in the data before ``limit``
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def resolve_data_root(flag: str | None = None) -> str:
+    return os.path.abspath(flag or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+def available_tasks() -> list[str]:
+    if not os.path.isdir(TASKS_DIR):
+        return []
+    return sorted(f[: -len(".yaml")] for f in os.listdir(TASKS_DIR) if f.endswith(".yaml"))
+
+
+def task_file(name_or_path: str) -> str:
+    """A shipped task's file (``blimp`` -> ``configs/tasks/blimp.yaml``) or the path given."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        if not os.path.isfile(name_or_path):
+            raise TaskError(f"task file {name_or_path!r} does not exist")
+        return os.path.abspath(name_or_path)
+    path = os.path.join(TASKS_DIR, f"{name_or_path}.yaml")
+    if not os.path.isfile(path):
+        raise TaskError(
+            f"unknown task {name_or_path!r}: no {path}; shipped tasks: {', '.join(available_tasks()) or 'none'}"
+            " (or give a task file's path)"
+        )
+    return path
+
+
+def split_task_list(specs: list[str] | str) -> list[str]:
+    """``["blimp,wikitext2", "x.yaml"]`` -> ``["blimp", "wikitext2", "x.yaml"]``."""
+    items = [specs] if isinstance(specs, str) else list(specs)
+    return [s.strip() for item in items for s in item.split(",") if s.strip()]
+
+
+def _require(cond: bool, path: str, message: str) -> None:
+    if not cond:
+        raise TaskError(f"{path}: {message}")
+
+
+def parse_task(raw: Any, path: str) -> TaskSpec:
+    """Validate a task file's mapping; every problem is a :class:`TaskError` naming the file."""
+    _require(isinstance(raw, dict), path, "a task file must be a YAML mapping")
+    unknown = sorted(set(raw) - _KEYS)
+    _require(not unknown, path, f"unknown key(s) {unknown}; a task file has {sorted(_KEYS)}")
+    _require(
+        raw.get("version") == TASK_SCHEMA_VERSION,
+        path,
+        f"version must be {TASK_SCHEMA_VERSION} (this ccgpt reads task schema {TASK_SCHEMA_VERSION}), got "
+        f"{raw.get('version')!r}",
+    )
+    name = raw.get("name")
+    _require(isinstance(name, str) and bool(_NAME.fullmatch(name)), path, f"name must match [A-Za-z0-9_.-]+: {name!r}")
+    fmt = raw.get("format")
+    _require(fmt in METRICS, path, f"format must be one of {sorted(METRICS)}, got {fmt!r}")
+    data = raw.get("data")
+    _require(isinstance(data, dict) and isinstance(data.get("path"), str), path, "data.path is required")
+    unknown = sorted(set(data) - _DATA_KEYS)
+    _require(not unknown, path, f"unknown data key(s) {unknown}; data has {sorted(_DATA_KEYS)}")
+    members = data.get("members") or ()
+    members = (members,) if isinstance(members, str) else tuple(members)
+    _require(all(isinstance(m, str) for m in members), path, "data.members must be a glob or a list of globs")
+    base = data["path"].removesuffix(".gz")
+    default_fmt = "jsonl" if members or base.endswith((".jsonl", ".ndjson", ".tar")) else "text"
+    data_fmt = data.get("format", default_fmt)
+    _require(data_fmt in ("jsonl", "text"), path, f"data.format must be jsonl or text, got {data_fmt!r}")
+    split = data.get("split")
+    _require(split is None or split in SPLITS, path, f"data.split must be one of {list(SPLITS)}, got {split!r}")
+    _require(split is None or data_fmt == "text", path, "data.split applies to text files only")
+    _require(data_fmt == "jsonl" or fmt == ROLLING, path, f"format {fmt} reads JSONL records (data.format: jsonl)")
+    fields = raw.get("fields") or {}
+    _require(
+        isinstance(fields, dict) and all(isinstance(v, str) for v in fields.values()),
+        path,
+        "fields must map names to record fields",
+    )
+    needed = FIELDS[fmt] if data_fmt == "jsonl" else ()
+    missing = [f for f in needed if f not in fields]
+    _require(not missing, path, f"format {fmt} needs fields {list(needed)}; missing {missing}")
+    extra = sorted(set(fields) - set(FIELDS[fmt]))
+    _require(not extra, path, f"format {fmt} has fields {list(FIELDS[fmt])}; unknown {extra}")
+    metrics = raw.get("metrics") or list(METRICS[fmt])
+    bad = [m for m in metrics if m not in METRICS[fmt]]
+    _require(not bad, path, f"format {fmt} reports {list(METRICS[fmt])}; unknown metric(s) {bad}")
+    group_by = raw.get("group_by")
+    _require(group_by is None or (isinstance(group_by, str) and fmt != ROLLING), path, "group_by: a record field")
+    preprocess = raw.get("preprocess")
+    _require(
+        preprocess is None or (preprocess in PREPROCESS and fmt == ROLLING),
+        path,
+        f"preprocess must be one of {list(PREPROCESS)} (rolling_perplexity only), got {preprocess!r}",
+    )
+    delimiter = raw.get("target_delimiter", " ")
+    _require(isinstance(delimiter, str), path, "target_delimiter must be a string")
+    description = raw.get("description", "")
+    return TaskSpec(
+        name=name,
+        format=fmt,
+        data=DataSpec(path=data["path"], members=members, format=data_fmt, split=split),
+        fields=dict(fields),
+        metrics=tuple(metrics),
+        source=path,
+        description=str(description or "").strip(),
+        group_by=group_by,
+        preprocess=preprocess,
+        target_delimiter=delimiter,
+    )
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    """Read and validate one task file (a shipped task's name or a path)."""
+    path = task_file(name_or_path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        raise TaskError(f"{path}: not valid YAML ({e})") from None
+    return parse_task(raw, path)
+
+
+def load_tasks(specs: list[str] | str) -> list[TaskSpec]:
+    tasks = [load_task(s) for s in split_task_list(specs)]
+    if not tasks:
+        raise TaskError("no task given")
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise TaskError(f"task name(s) {dupes} given twice")
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def _stem(path: str) -> str:
+    name = os.path.basename(path)
+    for suffix in (".gz", ".jsonl", ".ndjson", ".json", ".txt"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _open_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if path.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8")
+
+
+def _sources(task: TaskSpec, data_root: str | None) -> Iterator[tuple[str, str]]:
+    """``(subtask name, text)`` per data file, or per archive member, in a fixed (sorted) order."""
+    path = task.data_path(data_root)
+    if not os.path.isfile(path):
+        raise TaskError(
+            f"{task.source}: data file {path} not found (data root {resolve_data_root(data_root)}; set it with "
+            f"--data-root or ${DATA_ROOT_ENV})"
+        )
+    if not task.data.members:
+        yield task.name, _open_text(path)
+        return
+    try:
+        tar = tarfile.open(path)  # reads .tar and .tar.gz in place
+    except tarfile.TarError as e:
+        raise TaskError(f"{task.source}: data.members given but {path} is not a tar archive ({e})") from None
+    with tar:  # one sequential pass: seeking back in a gzip stream would decompress it again per member
+        found: dict[str, str] = {}
+        for member in tar:
+            if member.isfile() and any(fnmatch.fnmatch(member.name, p) for p in task.data.members):
+                fh = tar.extractfile(member)
+                assert fh is not None
+                found[member.name] = fh.read().decode("utf-8")
+    for pattern in task.data.members:
+        if not fnmatch.filter(found, pattern):
+            raise TaskError(f"{task.source}: no member of {path} matches {pattern!r}")
+    for member in sorted(found):
+        yield f"{task.name}_{_stem(member)}", found[member]
+
+
+def split_wikitext_articles(text: str) -> list[str]:
+    """WikiText's articles: each starts at a top-level heading line `` = Title = `` (not `` = = Section = = ``).
+
+    An article is its heading line and every line up to the next heading, joined with newlines as they were;
+    text before the first heading (the file's leading blank line) belongs to no article.
+    """
+    heading = re.compile(r" = [^=].* = ")
+    out: list[list[str]] = []
+    for line in text.split("\n"):
+        if heading.fullmatch(line):
+            out.append([])
+        if out:
+            out[-1].append(line)
+    return ["\n".join(lines) for lines in out]
+
+
+def wikitext_detokenize(string: str) -> str:
+    """Undo WikiText's tokenisation (``@-@``, spaces before punctuation): lm-eval 0.4.13's
+    ``wikitext_detokenizer``, step for step, so perplexities compare with lm-eval's."""
+    string = string.replace("s '", "s'")
+    string = re.sub(r"/' [0-9]/", r"/'[0-9]/", string)
+    string = string.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
+    for p in (":", ";", ".", "!", "?", ","):
+        string = string.replace(f" {p} ", f"{p} ")
+    string = re.sub(r"\(\s*([^\)]*?)\s*\)", r"(\1)", string)
+    string = re.sub(r"\[\s*([^\]]*?)\s*\]", r"[\1]", string)
+    string = re.sub(r"{\s*([^}]*?)\s*}", r"{\1}", string)
+    string = re.sub(r"\"\s*([^\"]*?)\s*\"", r'"\1"', string)
+    string = re.sub(r"'\s*([^']*?)\s*'", r"'\1'", string)
+    string = string.replace("= = = =", "====").replace("= = =", "===").replace("= =", "==")
+    string = string.replace(" " + chr(176) + " ", chr(176))
+    string = string.replace(" \n", "\n").replace("\n ", "\n")
+    string = string.replace(" N ", " 1 ").replace(" 's", "'s")
+    return string
+
+
+def _document(task: TaskSpec, original: str) -> Document:
+    text = wikitext_detokenize(original) if task.preprocess == "wikitext_detokenize" else original
+    return Document(text=text, words=len(re.split(r"\s+", original)), bytes=len(original.encode("utf-8")))
+
+
+def _field(task: TaskSpec, rec: dict[str, Any], key: str, where: str) -> Any:
+    name = task.fields[key]
+    if name not in rec:
+        raise TaskError(f"{where}: record has no field {name!r} (fields.{key} of {task.source})")
+    return rec[name]
+
+
+def _record_example(task: TaskSpec, rec: Any, where: str) -> Example:
+    if not isinstance(rec, dict):
+        raise TaskError(f"{where}: a record must be a JSON object")
+    group = None
+    if task.group_by is not None:
+        if task.group_by not in rec:
+            raise TaskError(f"{where}: record has no field {task.group_by!r} (group_by of {task.source})")
+        group = str(rec[task.group_by])
+    if task.format == MINIMAL_PAIRS:
+        good, bad = _field(task, rec, "good", where), _field(task, rec, "bad", where)
+        if not (isinstance(good, str) and isinstance(bad, str)):
+            raise TaskError(f"{where}: the good and bad sentences must be strings")
+        return MinimalPair(good, bad, group)
+    if task.format == MULTIPLE_CHOICE:
+        context, choices = _field(task, rec, "context", where), _field(task, rec, "choices", where)
+        label = _field(task, rec, "label", where)
+        if not isinstance(context, str) or not isinstance(choices, list) or len(choices) < 2:
+            raise TaskError(f"{where}: the context must be a string and choices a list of at least two strings")
+        if not all(isinstance(c, str) for c in choices):
+            raise TaskError(f"{where}: every choice must be a string")
+        if isinstance(label, str) and label in choices:
+            label = choices.index(label)
+        elif isinstance(label, str) and label.strip().isdigit():
+            label = int(label)
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+            raise TaskError(f"{where}: label {label!r} is neither a choice's index nor one of the choices")
+        return MultipleChoice(context, tuple(choices), label, group)
+    text = _field(task, rec, "text", where)
+    if not isinstance(text, str):
+        raise TaskError(f"{where}: the text field must be a string")
+    return _document(task, text)
+
+
+def _examples(task: TaskSpec, name: str, text: str, limit: int | None) -> tuple[list[Example], int]:
+    """The first ``limit`` examples (all: ``None``) and how many the data holds (records past the limit are
+    counted, not parsed)."""
+    if task.data.format == "text":
+        docs = split_wikitext_articles(text) if task.data.split == "wikitext_articles" else [text]
+        docs = [d for d in docs if d.strip()]
+        return [_document(task, d) for d in docs[:limit]], len(docs)
+    lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    out: list[Example] = []
+    for i, line in lines[:limit]:
+        where = f"{task.data.path} ({name}) line {i}"
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise TaskError(f"{where}: not JSON ({e})") from None
+        out.append(_record_example(task, rec, where))
+    return out, len(lines)
+
+
+def read_examples(task: TaskSpec, data_root: str | None = None, limit: int | None = None) -> list[Subtask]:
+    """The task's examples per subtask, in file order; ``limit``: at most that many per subtask.
+
+    Raises :class:`TaskError` for unreadable data, malformed records and a task or subtask with no example.
+    """
+    if limit is not None and limit < 1:
+        raise TaskError(f"limit must be >= 1, got {limit}")
+    out = []
+    for name, text in _sources(task, data_root):
+        examples, total = _examples(task, name, text, limit)
+        if not examples:
+            raise TaskError(f"{task.source}: {name} has no examples in {task.data_path(data_root)}")
+        out.append(Subtask(name, examples, total))
+    return out
+
+
+def benchmark_texts(task: TaskSpec, example: Example) -> tuple[str, ...]:
+    """The text a training document must not contain, per example (what decontamination cuts).
+
+    Minimal pairs: both sentences. Multiple choice: the context followed by each choice, as scored. Rolling
+    perplexity: the scored document.
+    """
+    if isinstance(example, MinimalPair):
+        return (example.good, example.bad)
+    if isinstance(example, MultipleChoice):
+        return tuple(example.context + task.target_delimiter + c for c in example.choices)
+    return (example.text,)
