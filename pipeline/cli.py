@@ -378,55 +378,52 @@ def _add_shards(sub: Any) -> None:
     i.set_defaults(handler=inspect_handler)
 
 
-def _add_train(sub: Any) -> None:
-    from train.cli import add_train_args, run
+@dataclass(frozen=True)
+class TrainCommand:
+    """A subcommand that lives in ``train/`` (which must not import ``pipeline/``): its module provides
+    ``add_<name>_args(parser)`` and ``run(args)``; the parser is built only when the command is used."""
 
-    p = sub.add_parser(
+    name: str
+    help: str
+    description: str
+    module: str
+
+    def add(self, sub: Any) -> None:
+        mod = importlib.import_module(self.module)
+        p = sub.add_parser(self.name, help=self.help, description=self.description)
+        getattr(mod, f"add_{self.name}_args")(p)
+        p.set_defaults(handler=mod.run)
+
+
+TRAIN_COMMANDS = [
+    TrainCommand(
         "train",
-        help="train a GPT on the Arrow shards (torchrun for multi-GPU)",
-        description="Train a GPT-2/3 decoder on token shards. On several GPUs: "
+        "train a GPT on the Arrow shards (torchrun for multi-GPU)",
+        "Train a GPT-2/3 decoder on token shards. On several GPUs: "
         "torchrun --nproc_per_node=N -m train --shards DIR ...",
-    )
-    add_train_args(p)
-    p.set_defaults(handler=run)
-
-
-def _add_generate(sub: Any) -> None:
-    from train.generate import add_generate_args, run
-
-    p = sub.add_parser(
+        "train.cli",
+    ),
+    TrainCommand(
         "generate",
-        help="sample text from a training checkpoint",
-        description="Sample text from a checkpoint (tokenizer found beside its shards).",
-    )
-    add_generate_args(p)
-    p.set_defaults(handler=run)
-
-
-def _add_export(sub: Any) -> None:
-    from train.export import add_export_args, run
-
-    p = sub.add_parser(
+        "sample text from a training checkpoint",
+        "Sample text from a checkpoint (tokenizer found beside its shards).",
+        "train.generate",
+    ),
+    TrainCommand(
         "export",
-        help="write a checkpoint as a Hugging Face GPT2LMHeadModel folder",
-        description="Write a checkpoint as a Hugging Face GPT2LMHeadModel folder (safetensors, "
-        "config, tokenizer) that transformers loads; needs the 'export' extra.",
-    )
-    add_export_args(p)
-    p.set_defaults(handler=run)
-
-
-def _add_eval(sub: Any) -> None:
-    from train.eval.cli import add_eval_args, run
-
-    p = sub.add_parser(
+        "write a checkpoint as a Hugging Face GPT2LMHeadModel folder",
+        "Write a checkpoint as a Hugging Face GPT2LMHeadModel folder (safetensors, config, tokenizer) that "
+        "transformers loads; needs the 'export' extra.",
+        "train.export",
+    ),
+    TrainCommand(
         "eval",
-        help="zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results",
-        description="Score a checkpoint (or a Hugging Face folder) on declarative task files "
-        "(configs/tasks/*.yaml): minimal pairs, multiple choice, rolling perplexity; zero-shot only.",
-    )
-    add_eval_args(p)
-    p.set_defaults(handler=run)
+        "zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results",
+        "Score a checkpoint (or a Hugging Face folder) on declarative task files (configs/tasks/*.yaml): minimal "
+        "pairs, multiple choice, rolling perplexity; zero-shot only.",
+        "train.eval.cli",
+    ),
+]
 
 
 def _add_report(sub: Any) -> None:
@@ -500,10 +497,7 @@ _COMMANDS: list[tuple[str, str, Callable[[Any], None]]] = [
     ("tokenizer", "train or use a byte-level BPE tokenizer", _add_tokenizer),
     ("mix", STAGES["mix"].help, lambda sub: _stage_parser(sub, STAGES["mix"], "document tables (the dedup output)")),
     ("shards", "check or decode token shards (verify, inspect)", _add_shards),
-    ("train", "train a GPT on the Arrow shards (torchrun for multi-GPU)", _add_train),
-    ("generate", "sample text from a training checkpoint", _add_generate),
-    ("export", "write a checkpoint as a Hugging Face GPT2LMHeadModel folder", _add_export),
-    ("eval", "zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results", _add_eval),
+    *[(c.name, c.help, c.add) for c in TRAIN_COMMANDS],
     ("report", "write RUN_DIR/report.html (funnel, drop reasons, mix, shards, loss)", _add_report),
 ]
 
