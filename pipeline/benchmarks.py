@@ -365,10 +365,14 @@ def benchmark_texts(lines: Iterable[bytes], fmt: str, text_fields: list[str], co
 def _hash_words(word_lists: Iterable[list[str]], n: int, chunk: int = 1 << 18) -> Iterator[np.ndarray]:
     """N-gram hash arrays (about ``chunk`` values each) of texts already split into normalised words."""
     hasher = WordHasher()
+    yield from _unique_chunks((ngram_hashes(hasher(words), n) for words in word_lists), chunk)
+
+
+def _unique_chunks(arrays: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    """Concatenate hash arrays into sorted, de-duplicated arrays of about ``chunk`` values each."""
     pending: list[np.ndarray] = []
     size = 0
-    for words in word_lists:
-        h = ngram_hashes(hasher(words), n)
+    for h in arrays:
         if len(h):
             pending.append(h)
             size += len(h)
@@ -386,24 +390,18 @@ def _hash_benchmark(texts: Iterable[str], n: int, running: bool, chunk: int = 1 
     block boundaries (a paragraph that straddles two blocks is still found).
     """
     hasher = WordHasher()
-    carry = np.empty(0, dtype=np.uint64)
-    pending: list[np.ndarray] = []
-    size = 0
-    for text in texts:
-        words, _, _ = words_with_spans(text)
-        wh = hasher(words)
-        if running:
-            wh = np.concatenate([carry, wh])
-            carry = wh[-(n - 1) :] if n > 1 else np.empty(0, dtype=np.uint64)
-        h = ngram_hashes(wh, n)
-        if len(h):
-            pending.append(h)
-            size += len(h)
-        if size >= chunk:
-            yield np.unique(np.concatenate(pending))
-            pending, size = [], 0
-    if pending:
-        yield np.unique(np.concatenate(pending))
+
+    def hashes() -> Iterator[np.ndarray]:
+        carry = np.empty(0, dtype=np.uint64)
+        for text in texts:
+            words, _, _ = words_with_spans(text)
+            wh = hasher(words)
+            if running:
+                wh = np.concatenate([carry, wh])
+                carry = wh[-(n - 1) :] if n > 1 else np.empty(0, dtype=np.uint64)
+            yield ngram_hashes(wh, n)
+
+    yield from _unique_chunks(hashes(), chunk)
 
 
 class ReadBenchmark(beam.DoFn):

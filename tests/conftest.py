@@ -141,6 +141,15 @@ def s3_bucket(s3_server) -> str:
     return f"s3://{name}"
 
 
+ONE_PROCESS_FLAGS = ["--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"]
+
+
+@pytest.fixture
+def one_process_flags() -> list[str]:
+    """The command-line flags of :func:`local_runner`: Beam's local runner in one process."""
+    return list(ONE_PROCESS_FLAGS)
+
+
 @pytest.fixture
 def local_runner() -> RunnerConfig:
     """Beam's local runner in one process: fast for unit-sized pipelines."""

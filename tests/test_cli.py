@@ -29,7 +29,7 @@ def test_every_command_has_help(argv, capsys):
     assert "usage: ccgpt" in capsys.readouterr().out
 
 
-def test_stage_command_runs_from_flags(tmp_path, capsys):
+def test_stage_command_runs_from_flags(tmp_path, capsys, one_process_flags):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": "a real enough paragraph " * 20}) + "\n" + "{broken\n", encoding="utf-8")
     out = tmp_path / "books"
@@ -43,12 +43,7 @@ def test_stage_command_runs_from_flags(tmp_path, capsys):
             "books",
             "--format",
             "jsonl",
-            "--runner",
-            "local",
-            "--num-workers",
-            "1",
-            "--running-mode",
-            "in_memory",
+            *one_process_flags,
         ]
     )
     assert rc == 0

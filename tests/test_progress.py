@@ -106,7 +106,7 @@ def test_count_rows_reads_footers_only(tmp_path, local_runner):
     assert count_rows(["gs://bucket/table"]) is None
 
 
-def test_cli_prints_progress_unless_told_not_to(tmp_path, capsys):
+def test_cli_prints_progress_unless_told_not_to(tmp_path, capsys, one_process_flags):
     from pipeline.cli import main
 
     _jsonl(tmp_path / "a.jsonl", 9)
@@ -116,12 +116,7 @@ def test_cli_prints_progress_unless_told_not_to(tmp_path, capsys):
         str(tmp_path / "a.jsonl"),
         "--name",
         "cli",
-        "--runner",
-        "local",
-        "--num-workers",
-        "1",
-        "--running-mode",
-        "in_memory",
+        *one_process_flags,
     ]
     assert main(base + ["--out", str(tmp_path / "one")]) == 0
     assert "progress stage=source cli records=9 " in capsys.readouterr().err

@@ -327,7 +327,7 @@ def test_no_match_and_bad_lists_fail_clearly(crawl, tmp_path, local_runner):
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
 
 
-def test_cli(crawl, tmp_path, capsys):
+def test_cli(crawl, tmp_path, capsys, one_process_flags):
     (tmp_path / "l.csv").write_text("url,score\nhttp://www.iana.org/about,7\nhttp://www.iana.org/domains,2\n")
     rc = main(
         [
@@ -345,12 +345,7 @@ def test_cli(crawl, tmp_path, capsys):
             "links",
             "--extract.extractor",
             "resiliparse",
-            "--runner",
-            "local",
-            "--num-workers",
-            "1",
-            "--running-mode",
-            "in_memory",
+            *one_process_flags,
         ]
     )
     assert rc == 0
