@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, run_dedup
+from pipeline.dedup.stage import ComponentsError
 from schemas.config import add_dataclass_args, dataclass_from_args
 from schemas.documents import read_documents, write_documents
 
@@ -225,3 +226,19 @@ def test_invalid_config_fails_before_running(local_runner, tmp_path):
     with pytest.raises(ValueError, match="NearConfig.verify"):
         run_dedup([str(tmp_path)], str(tmp_path / "out"), DedupConfig(near=NearConfig(verify="maybe")), local_runner)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_components_converge_or_the_stage_fails(local_runner, tmp_path):
+    """Overlapping windows of one text make a long path of near duplicates: with too few component rounds the
+    stage fails with a clear error instead of committing split clusters; the default rounds settle it."""
+    rng = random.Random(7)
+    words = _words(rng, 40 * 50 + 200)
+    rows = [{"id": f"w{i:02d}", "source": "crawl", "text": " ".join(words[i * 50 : i * 50 + 200])} for i in range(40)]
+    os.makedirs(tmp_path / "in")
+    write_documents(rows, str(tmp_path / "in" / "part-0.parquet"))
+    few = DedupConfig(near=NearConfig(bands=32, rows=1, verify="none", cc_rounds=1))
+    with pytest.raises(ComponentsError, match=r"did not converge in 1 rounds: \d+ nodes .* raise near.cc_rounds"):
+        run_dedup([str(tmp_path / "in")], str(tmp_path / "few"), few, local_runner)
+    assert not os.path.exists(tmp_path / "few")
+    stats = run_dedup([str(tmp_path / "in")], str(tmp_path / "auto"), _banded("none"), local_runner)
+    assert stats.kept == 1 and stats.dropped == {"near_duplicate": 39} and stats.extra["cc_unconverged_nodes"] == 0

@@ -16,8 +16,11 @@ the pipeline is built (``cc_rounds`` in the config; ``0`` means ``max(4, ceil(lo
 input documents, enough for every graph in the demo and tests). The final pass labels each node with
 ``min(Γ(u) ∪ {u})`` and counts *unconverged* nodes -- a non-minimum node with more than one neighbour,
 which exists iff the graph is not yet a union of stars. If any remain (too few rounds), the labels still
-only ever group nodes of one true component: a cluster may be split, never wrongly merged, and the count
-is reported in the stage stats so ``cc_rounds`` can be raised.
+only ever group nodes of one true component: a cluster may be split, never wrongly merged. The dedup stage
+treats any such count as a failure (converge or fail: a split cluster is silent under-deduplication) and
+names ``cc_rounds`` in its error. The rounds stay unrolled in one pipeline rather than looped until no label
+changes, since a loop would need one Beam job per round; the default settles a 1,000-node shuffled path and a
+1,000-leaf star (``tests/test_dedup_components.py``).
 
 Node keys are the survivor-ordered rank keys from :mod:`pipeline.dedup.exact`, so each component's minimum
 is already its survivor.

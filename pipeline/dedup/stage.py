@@ -71,7 +71,6 @@ indexes' (checked before the pipeline starts).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -119,9 +118,11 @@ from pipeline.tables import WriteCounters, read_counters
 from schemas.documents import document_files, validate_document_schema
 from schemas.stats import StageStats
 
-log = logging.getLogger(__name__)
-
 CLUSTERS_FILE = "clusters.jsonl"
+
+
+class ComponentsError(RuntimeError):
+    """Connected components ran out of rounds before every node reached its component's label."""
 
 
 @dataclass
@@ -537,12 +538,11 @@ def run_dedup(
         shutil.rmtree(os.path.join(tmp, WORK_DIR))
         stats.extra.update(_summary(read_counters(tmp), cfg, plan))
         stats.extra["seconds"] = round(time.perf_counter() - started, 2)
-        if stats.extra["cc_unconverged_nodes"]:
-            log.warning(
-                "dedup: %d nodes not settled after %d component rounds; some clusters may be split "
-                "(raise near.cc_rounds)",
-                stats.extra["cc_unconverged_nodes"],
-                plan.rounds,
+        if stats.extra["cc_unconverged_nodes"]:  # converge or fail: a split cluster is silent under-dedup
+            raise ComponentsError(
+                f"dedup: connected components did not converge in {plan.rounds} rounds: "
+                f"{stats.extra['cc_unconverged_nodes']} nodes are not yet in a star, so some clusters would be "
+                "split; raise near.cc_rounds (0 picks max(4, ceil(log2(docs + 1))))"
             )
         if cfg.write_index:
             write_index_meta(tmp, plan.meta, stats.kept)
