@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
 import re
 import sys
 
@@ -33,38 +34,26 @@ from train.eval import EvalModelError, evaluate, open_model, rolling_requests, s
 from train.trainer import train  # noqa: E402
 
 
-def train_eval_run(root, seq_len: int = 128) -> str:
+def train_eval_run(root, seq_len: int = 128, out_name: str = "run", **overrides) -> str:
     """A 3-step nano run whose context fits a BLiMP sentence, with a real byte-level BPE whose size the
-    manifest records; returns the run folder."""
+    manifest records; returns the run folder. ``overrides``: other TrainConfig values."""
     shards = str(root / "shards")
-    os.makedirs(shards, exist_ok=True)
-    n = byte_bpe(os.path.join(shards, "tokenizer.json"))
-    make_shards(shards, seq_len=seq_len, vocab_size=n, rows_per_shard=(16,))
-    manifest = Manifest.load(shards)
-    manifest.tokenizer.path = "tokenizer.json"
-    manifest.tokenizer.eot_id = 0
-    manifest.tokenizer.vocab_size = n
-    manifest.save(os.path.join(shards, "manifest.json"))
-    out = str(root / "run")
+    if not os.path.exists(os.path.join(shards, "manifest.json")):
+        os.makedirs(shards, exist_ok=True)
+        n = byte_bpe(os.path.join(shards, "tokenizer.json"))
+        make_shards(shards, seq_len=seq_len, vocab_size=n, rows_per_shard=(16,))
+        manifest = Manifest.load(shards)
+        manifest.tokenizer.path = "tokenizer.json"
+        manifest.tokenizer.eot_id = 0
+        manifest.tokenizer.vocab_size = n
+        manifest.save(os.path.join(shards, "manifest.json"))
+    out = str(root / out_name)
+    base = dict(shards=shards, out=out, preset="nano", batch_size=4, max_steps=3, warmup_steps=1, log_every=1)
+    base.update(eval_every=0, eval_rows=0, seed=1, lr=1e-2, tensorboard=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(
-            TrainConfig(
-                shards=shards,
-                out=out,
-                preset="nano",
-                batch_size=4,
-                max_steps=3,
-                warmup_steps=1,
-                log_every=1,
-                eval_every=0,
-                eval_rows=0,
-                seed=1,
-                lr=1e-2,
-                tensorboard=False,
-            )
-        )
+        train(TrainConfig(**{**base, **overrides}))
     finally:
         torch.set_num_threads(threads)
     return out
@@ -270,3 +259,52 @@ def test_ccgpt_eval_cli(run_dir, tmp_path, shared_data, capsys):
     assert res["bits_per_byte_sliding,none"] < res["bits_per_byte,none"] + 0.05
     assert main(["eval", run_dir, "--tasks", "nope", "--data-root", shared_data]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- during training
+
+
+def tiny_tasks(tmp_path, shared_data) -> list[str]:
+    """One BLiMP paradigm and one WikiText-2 article, as task files."""
+    with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
+        (tmp_path / "wiki.txt").write_text(split_wikitext_articles(fh.read())[0])
+    blimp = open(os.path.join("configs", "tasks", "blimp.yaml")).read()
+    blimp = blimp.replace("name: blimp", "name: blimp_one").replace("data/*.jsonl", "data/adjunct_island.jsonl")
+    wiki = open(os.path.join("configs", "tasks", "wikitext2.yaml")).read()
+    wiki = wiki.replace("name: wikitext2", "name: wiki_one").replace(
+        "reference/wikitext-2/test.txt", str(tmp_path / "wiki.txt")
+    )
+    return [_task(tmp_path, blimp, "blimp_one.yaml"), _task(tmp_path, wiki, "wiki_one.yaml")]
+
+
+def test_eval_tasks_during_training(run_dir, tmp_path, shared_data):
+    tasks = tiny_tasks(tmp_path, shared_data)
+    root = os.path.dirname(run_dir)
+    out = train_eval_run(
+        pathlib.Path(root),
+        out_name="run_tasks",
+        eval_every=2,
+        eval_tasks=tasks,
+        eval_task_limit=5,
+        eval_data_root=shared_data,
+        tensorboard=True,
+    )
+    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as fh:
+        log = [json.loads(line) for line in fh]
+    scored = [r for r in log if r["kind"] == "eval_task"]
+    assert [r["step"] for r in scored] == [0, 2, 3]  # the initialisation, every eval_every steps, the end
+    assert set(scored[0]["tasks"]) == {"blimp_one", "wiki_one"}
+    assert set(scored[0]["tasks"]["wiki_one"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    # the in-memory scores are ccgpt eval's on the checkpoint, and scoring leaves training untouched
+    res = evaluate(out, tasks, data_root=shared_data, limit=5, device="cpu")["results"]
+    assert scored[-1]["tasks"]["blimp_one"]["acc"] == res["blimp_one"]["acc,none"]
+    assert scored[-1]["tasks"]["wiki_one"]["bits_per_byte"] == pytest.approx(res["wiki_one"]["bits_per_byte,none"])
+    with open(os.path.join(run_dir, "log.jsonl"), encoding="utf-8") as fh:
+        plain = [json.loads(line)["loss"] for line in fh if '"train"' in line]
+    assert [r["loss"] for r in log if r["kind"] == "train"] == plain
+    assert json.load(open(os.path.join(out, "summary.json")))["eval_tasks"] == scored[-1]["tasks"]
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(os.path.join(out, "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/blimp_one/acc")] == [0, 2, 3]
+    assert "eval/wiki_one/word_perplexity" in events.Tags()["scalars"]
