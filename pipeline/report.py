@@ -543,12 +543,42 @@ def _train_section(run_dir: str) -> str:
             rows.append([f"validation loss: {source}", "", v])
     if mfus:
         rows.append(["MFU", "", f"{fmt(100 * mfus[-1]['mfu'])}%"])
+    scored = [r for r in log if r.get("kind") == "eval_task" and r.get("tasks")]
+    for task, row in (scored[-1]["tasks"] if scored else {}).items():
+        for metric, v in row.items():
+            first = scored[0]["tasks"].get(task, {}).get(metric)
+            rows.append(
+                [
+                    f"{task} {metric}",
+                    f"{fmt(first)} (step {scored[0]['step']})",
+                    f"{fmt(v)} (step {scored[-1]['step']})",
+                ]
+            )
     out = ["<h2>Training</h2>", _table(rows, ["", "first", "last"]), _png(fig, "training curves")]
     if not evals:
         out.append(_none("Validation loss", "not evaluated (no validation split, or no eval step reached)"))
+    out.append(
+        _task_curves(scored)
+        if scored
+        else _none("Downstream tasks", "not scored during training (train.eval_tasks unset)")
+    )
     if not mfus:
         out.append(_none("MFU", "needs a GPU: model FLOPs utilisation is measured against a GPU's peak FLOP/s"))
     return "\n".join(out)
+
+
+def _task_curves(scored: list[dict[str, Any]]) -> str:
+    """One small panel per task: its first metric (accuracy, word perplexity) over the training steps, from
+    step 0 (the initialisation, the baseline to read the rest against)."""
+    tasks = list(scored[-1]["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 2.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = next(iter(scored[-1]["tasks"][task]))
+        pts = [(r["step"], r["tasks"][task][metric]) for r in scored if metric in r["tasks"].get(task, {})]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+        ax.set_title(f"{task}: {metric}")
+        ax.set_xlabel("step")
+    return _png(fig, "downstream tasks during training")
 
 
 def write_report(run_dir: str, out: str | None = None) -> str:

@@ -308,3 +308,19 @@ def test_eval_tasks_during_training(run_dir, tmp_path, shared_data):
     events.Reload()
     assert [e.step for e in events.Scalars("eval/blimp_one/acc")] == [0, 2, 3]
     assert "eval/wiki_one/word_perplexity" in events.Tags()["scalars"]
+
+
+def test_report_draws_task_scores_beside_the_validation_loss(tmp_path):
+    from pipeline.report import _train_section
+
+    os.makedirs(tmp_path / "train")
+    log = [{"kind": "train", "step": s, "loss": 5.0 - s} for s in (1, 2)]
+    log += [{"kind": "eval", "step": 2, "eval_loss": 3.5, "eval_loss_by_source": {"web": 3.5}}]
+    (tmp_path / "train" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    html = _train_section(str(tmp_path))
+    assert "Downstream tasks:</b> not scored during training" in html
+    log += [{"kind": "eval_task", "step": s, "tasks": {"blimp": {"acc": 0.5 + s / 10}}} for s in (0, 2)]
+    (tmp_path / "train" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    html = _train_section(str(tmp_path))
+    assert "<td>blimp acc</td><td>0.5 (step 0)</td><td>0.7 (step 2)</td>" in html
+    assert 'alt="downstream tasks during training"' in html and "Downstream tasks:" not in html
