@@ -309,6 +309,49 @@ def test_eval_tasks_during_training(run_dir, tmp_path, shared_data):
     assert [e.step for e in events.Scalars("eval/blimp_one/acc")] == [0, 2, 3]
     assert "eval/wiki_one/word_perplexity" in events.Tags()["scalars"]
 
+    # ccgpt run's eval stage: the trained model and its initialisation, rebuilt from the run's seed
+    from pipeline.run import Run, RunConfig, _eval_lines
+    from schemas.tasks import EvalConfig
+
+    cfg = RunConfig(out_dir=str(tmp_path / "r"), eval=EvalConfig(tasks=tasks, limit=5, data_root=shared_data))
+    run = Run(cfg)
+    run.dirs["train"] = out
+    scores = run.eval()
+    assert scores["initialisation"]["blimp_one"] == scored[0]["tasks"]["blimp_one"]
+    assert scores["trained"]["blimp_one"] == scored[-1]["tasks"]["blimp_one"]
+    assert scores["initialisation"]["wiki_one"]["word_perplexity"] == pytest.approx(
+        scored[0]["tasks"]["wiki_one"]["word_perplexity"]
+    )
+    assert json.load(open(tmp_path / "r" / "eval" / "stats.json"))["read"] == 6  # 5 pairs + 1 article
+    lines = _eval_lines(scores)
+    assert lines[1].startswith("  blimp_one acc: ") and "untrained" in lines[1] and "chance 50.0 %" in lines[1]
+    assert lines[2].startswith("  wiki_one word_perplexity: ") and "chance" not in lines[2]
+
+
+def test_run_goes_on_without_task_data_saying_so(tmp_path, capsys):
+    from pipeline.decontam import DecontamConfig
+    from pipeline.run import Run, RunConfig
+    from schemas.tasks import EvalConfig
+
+    empty = str(tmp_path / "no-data")
+    cfg = RunConfig(
+        out_dir=str(tmp_path / "r"),
+        decontam=DecontamConfig(benchmarks=["b.jsonl"], tasks=["blimp"], data_root=empty),
+        eval=EvalConfig(tasks=["blimp", "wikitext2"], data_root=empty),
+        train=TrainConfig(eval_tasks=["blimp"], eval_data_root=empty),
+    )
+    run = Run(cfg)
+    assert run.skips("eval") and not run.skips("decontam")  # decontam still has its benchmark file
+    assert run.eval() is None
+    run.say_missing_data("decontam")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[ccgpt] eval skipped: task data not found (") and "blimp.tar.gz" in out[0]
+    assert "test.txt" in out[0] and len(out) == 2
+    assert out[1].startswith("[ccgpt] decontam goes on without its tasks: task data not found (")
+    assert run.missing_data("train") == [os.path.join(empty, "eval", "blimp.tar.gz")]
+    cfg.decontam.benchmarks = []
+    assert run.skips("decontam")
+
 
 def test_report_draws_task_scores_beside_the_validation_loss(tmp_path):
     from pipeline.report import _train_section

@@ -389,7 +389,8 @@ class Trainer:
             self.last_tasks = self.tasks(lambda ids: model(ids)[0].float(), self.device)
         model.train(was_training)
         self.log.write({"kind": "eval_task", "step": done, "tasks": self.last_tasks})
-        per = ", ".join(f"{t} {m} {v:.4f}" for t, row in self.last_tasks.items() for m, v in row.items())
+        # each task's headline (first) metric; log.jsonl and TensorBoard hold them all
+        per = ", ".join(f"{t} {next(iter(row))} {next(iter(row.values())):.4g}" for t, row in self.last_tasks.items())
         print(f"tasks {done}/{self.cfg.max_steps} | {per}", flush=True)
 
     def _save(self) -> str:

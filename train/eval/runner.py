@@ -25,10 +25,12 @@ import numpy as np
 import torch
 
 from schemas.atomic import atomic_write_text
-from schemas.tasks import Subtask, TaskSpec, load_tasks, read_examples, resolve_data_root
+from schemas.tasks import MINIMAL_PAIRS, Subtask, TaskSpec, load_tasks, read_examples, resolve_data_root
 from train.eval.metrics import TaskRequests, build_requests, higher_is_better, metric_row, sample_records
-from train.eval.models import ccgpt_source, open_model
+from train.eval.models import EvalModelError, ccgpt_source, open_model
 from train.eval.scoring import score_requests
+from train.generate import checkpoint_meta, find_tokenizer, model_from_checkpoint, read_checkpoint
+from train.model import GPT
 
 RESULTS_FILE = "results.json"
 
@@ -229,3 +231,45 @@ class LiveTasks:
             }
             for t in self.specs
         }
+
+
+def score_run(
+    run_dir: str,
+    tasks: list[str] | str,
+    *,
+    data_root: str | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """A training run's model and its initialisation on ``tasks``: ``{"trained": {task: {metric: value}},
+    "initialisation": ..., "chance": {task: {"acc": 0.5}} (minimal pairs), "examples": n, "limit": limit,
+    "step": the checkpoint's step}``.
+
+    The initialisation is rebuilt as the trainer built it (the run's seed, then the model), so "what training
+    added" reads off one page without a checkpoint of step 0.
+    """
+    ckpt = read_checkpoint(run_dir)
+    meta = checkpoint_meta(ckpt)
+    tok_path = find_tokenizer(run_dir, meta)
+    if not tok_path:
+        raise EvalModelError(f"{run_dir}: no tokenizer.json beside the checkpoint or in the run's shard folder")
+    cfg = meta["model_config"]
+    eot = (meta.get("tokenizer") or {}).get("eot_id")
+    if eot is None:
+        raise EvalModelError(f"{run_dir}: the checkpoint records no end-of-text id to condition the first token on")
+    live = LiveTasks(
+        tasks, tok_path, int(eot), int(cfg["n_ctx"]), int(cfg["vocab_size"]), data_root=data_root, limit=limit
+    )
+    dev = pick_device(device)
+    trained, _ = model_from_checkpoint(ckpt, dev)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(meta["train_config"]["seed"]))
+        initial = GPT(trained.config).to(dev).eval()
+    return {
+        "trained": live(lambda ids: trained(ids)[0].float(), dev),
+        "initialisation": live(lambda ids: initial(ids)[0].float(), dev),
+        "chance": {t.name: {"acc": 0.5} for t in live.specs if t.format == MINIMAL_PAIRS},
+        "examples": live.n_examples,
+        "limit": limit,
+        "step": meta.get("step"),
+    }
