@@ -581,6 +581,29 @@ def _task_curves(scored: list[dict[str, Any]]) -> str:
     return _png(fig, "downstream tasks during training")
 
 
+def _eval_section(run_dir: str) -> str:
+    """The eval stage: each task's metrics, trained vs the initialisation (and chance, where a task has one)."""
+    path = os.path.join(run_dir, "eval", "scores.json")
+    if not os.path.exists(path):
+        return _none("Evaluation", "no eval stage (eval.tasks unset, or their data not found)")
+    scores = _load_json(path)
+    rows = [
+        [
+            task,
+            metric,
+            v,
+            scores["initialisation"][task][metric],
+            (scores.get("chance") or {}).get(task, {}).get(metric),
+        ]
+        for task, row in scores["trained"].items()
+        for metric, v in row.items()
+    ]
+    limit = f"at most {scores['limit']} examples per task or subtask" if scores.get("limit") else "every example"
+    return f"<h2>Evaluation</h2><p>{scores['examples']} examples ({limit}), zero-shot.</p>" + _table(
+        rows, ["task", "metric", "trained", "untrained", "chance"]
+    )
+
+
 def write_report(run_dir: str, out: str | None = None) -> str:
     """Render ``run_dir``'s report; returns the HTML path (written atomically)."""
     out = out or os.path.join(run_dir, "report.html")
@@ -612,6 +635,7 @@ def write_report(run_dir: str, out: str | None = None) -> str:
         _decontam_section(stats),
         _mix_section(run_dir),
         _train_section(run_dir),
+        _eval_section(run_dir),
         "<h2>Stages in detail</h2>",
         *[_stage_section(n, s, run_dir) for n, s in stats.items()],
     ]

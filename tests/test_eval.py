@@ -323,6 +323,10 @@ def test_eval_tasks_during_training(run_dir, tmp_path, shared_data):
         scored[0]["tasks"]["wiki_one"]["word_perplexity"]
     )
     assert json.load(open(tmp_path / "r" / "eval" / "stats.json"))["read"] == 6  # 5 pairs + 1 article
+    from pipeline.report import _eval_section
+
+    assert "<td>blimp_one</td><td>acc</td>" in _eval_section(str(tmp_path / "r"))
+    assert "Evaluation:</b> no eval stage" in _eval_section(str(tmp_path))
     lines = _eval_lines(scores)
     assert lines[1].startswith("  blimp_one acc: ") and "untrained" in lines[1] and "chance 50.0 %" in lines[1]
     assert lines[2].startswith("  wiki_one word_perplexity: ") and "chance" not in lines[2]
