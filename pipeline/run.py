@@ -344,6 +344,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
             rows.append(_row(stage, folder, stats, seconds))
     summary = _summary(rows, results["train"], run.dirs["mix"], results["report"], time.time() - t_start)
     summary["eval"] = results.get("eval")
+    summary["quality_rule"] = _quality_rule(results.get("quality_filter"))
     with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary)
@@ -371,6 +372,18 @@ def _summary(
         "report": os.path.relpath(report),
         "seconds": round(seconds, 1),
     }
+
+
+def _quality_rule(stats: StageStats | None) -> str | None:
+    """Which rule fed the mix under ``rule: pareto_or_top_fraction``, and what GPT-3's Pareto rule would keep."""
+    extra = stats.extra if stats is not None else {}
+    if "rule_used" not in extra:
+        return None
+    compare = "at least" if extra["rule_used"] == "pareto" else "fewer than"
+    return (
+        f"quality rule: {extra['rule_used']} (GPT-3's Pareto rule, alpha {extra['alpha']:g}, keeps "
+        f"{extra['pareto_kept']:,} documents, {compare} min_documents {extra['min_documents']:,})"
+    )
 
 
 def _eval_lines(scores: dict[str, Any] | None) -> list[str]:
@@ -409,6 +422,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{tr.get('last_loss', float('nan')):.3f}, {tr.get('tokens_per_sec') or 0:,.0f} tokens/s, "
             f"eval loss {tr.get('eval_loss') or float('nan'):.3f}"
         )
+    if summary.get("quality_rule"):
+        print(summary["quality_rule"])
     for line in _eval_lines(summary.get("eval")):
         print(line)
     print(f"manifest: {summary['manifest']}")

@@ -536,6 +536,11 @@ def test_pareto_or_top_fraction_falls_back_by_the_pareto_count(corpus, trained, 
     assert len(kept["top"]) == round(0.3 * corpus["n_scorable"])  # one short: the top fraction does
     assert StageStats.load(str(tmp_path / "top")).extra["rule_used"] == "top_fraction"
     assert StageStats.load(str(tmp_path / "pareto")).extra["rule_used"] == "pareto"
+    from pipeline.run import _quality_rule
+
+    line = _quality_rule(StageStats.load(str(tmp_path / "top")))
+    assert line.startswith("quality rule: top_fraction (GPT-3's Pareto rule, alpha 9, keeps ")
+    assert f"{len(by_pareto)} documents, fewer than min_documents {len(by_pareto) + 1})" in line
 
 
 def test_threshold_rule(corpus, trained, local_runner, tmp_path):
