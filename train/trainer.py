@@ -291,11 +291,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
+        if cfg.eval_tasks and not self.resumed:
+            self._evaluate_tasks(0)  # the initialisation: the baseline every later score is read against
         batches = iter(self.loader)
         self.throughput.start()
         self.model.train()
-        if cfg.eval_tasks and not self.resumed:
-            self._evaluate_tasks(0)  # the initialisation: the baseline every later score is read against
         for step in range(self.start_step, cfg.max_steps):
             lr, loss_sum, grad_norm = self._step(step, batches)
             done = step + 1
