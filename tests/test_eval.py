@@ -371,3 +371,32 @@ def test_report_draws_task_scores_beside_the_validation_loss(tmp_path):
     html = _train_section(str(tmp_path))
     assert "<td>blimp acc</td><td>0.5 (step 0)</td><td>0.7 (step 2)</td>" in html
     assert 'alt="downstream tasks during training"' in html and "Downstream tasks:" not in html
+
+
+@pytest.mark.slow
+def test_eval_tasks_under_fsdp_score_the_gathered_model(run_dir, tmp_path, shared_data):
+    """2 FSDP ranks (sharded weights) score the same as 1 process at the same global batch: rank 0 scores the
+    gathered full model, and the gathering leaves the training (and its random streams) unchanged."""
+    import torch.multiprocessing as mp
+    from conftest import _free_port
+    from test_trainer import _ddp_worker
+
+    tasks = tiny_tasks(tmp_path, shared_data)
+    root = pathlib.Path(os.path.dirname(run_dir))
+    common = dict(eval_every=2, eval_tasks=tasks, eval_task_limit=5, eval_data_root=shared_data)
+    single = train_eval_run(root, out_name="single_tasks", **common)
+    fsdp = str(root / "fsdp_tasks")
+    base = dict(shards=str(root / "shards"), out=fsdp, preset="nano", max_steps=3, warmup_steps=1, log_every=1)
+    base.update(eval_rows=0, seed=1, lr=1e-2, tensorboard=False, batch_size=2, parallel="fsdp", **common)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), TrainConfig(**base)), nprocs=2, join=True)
+
+    def log(out: str, kind: str) -> list[dict]:
+        with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as fh:
+            return [r for r in map(json.loads, fh) if r["kind"] == kind]
+
+    assert [r["loss"] for r in log(fsdp, "train")] == pytest.approx([r["loss"] for r in log(single, "train")], 1e-5)
+    a, b = log(single, "eval_task"), log(fsdp, "eval_task")
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [0, 2, 3]
+    for x, y in zip(a, b):
+        assert y["tasks"]["blimp_one"] == x["tasks"]["blimp_one"]
+        assert y["tasks"]["wiki_one"]["bits_per_byte"] == pytest.approx(x["tasks"]["wiki_one"]["bits_per_byte"], 1e-5)
