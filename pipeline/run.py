@@ -343,7 +343,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
             )
             rows.append(_row(stage, folder, stats, seconds))
     summary = _summary(rows, results["train"], run.dirs["mix"], results["report"], time.time() - t_start)
-    summary["eval"] = results.get("eval")
+    summary["eval"] = results.get("eval") and {**results["eval"], "run": os.path.relpath(run.dirs["train"])}
     summary["quality_rule"] = _quality_rule(results.get("quality_filter"))
     with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)
@@ -391,7 +391,8 @@ def _eval_lines(scores: dict[str, Any] | None) -> list[str]:
     if not scores:
         return []
     limit = f"at most {scores['limit']} per task or subtask" if scores.get("limit") else "all"
-    lines = [f"eval ({scores['examples']} examples, {limit}; the full sets: ccgpt eval --tasks ...):"]
+    full = f"ccgpt eval {scores.get('run', 'RUN/train')} --tasks {','.join(scores['trained'])}"
+    lines = [f"eval ({scores['examples']} examples, {limit}; the full sets: {full}):"]
     for task, row in scores["trained"].items():
         metric = next(iter(row))
 
