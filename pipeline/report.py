@@ -543,12 +543,65 @@ def _train_section(run_dir: str) -> str:
             rows.append([f"validation loss: {source}", "", v])
     if mfus:
         rows.append(["MFU", "", f"{fmt(100 * mfus[-1]['mfu'])}%"])
+    scored = [r for r in log if r.get("kind") == "eval_task" and r.get("tasks")]
+    for task, row in (scored[-1]["tasks"] if scored else {}).items():
+        for metric, v in row.items():
+            first = scored[0]["tasks"].get(task, {}).get(metric)
+            rows.append(
+                [
+                    f"{task} {metric}",
+                    f"{fmt(first)} (step {scored[0]['step']})",
+                    f"{fmt(v)} (step {scored[-1]['step']})",
+                ]
+            )
     out = ["<h2>Training</h2>", _table(rows, ["", "first", "last"]), _png(fig, "training curves")]
     if not evals:
         out.append(_none("Validation loss", "not evaluated (no validation split, or no eval step reached)"))
+    out.append(
+        _task_curves(scored)
+        if scored
+        else _none("Downstream tasks", "not scored during training (train.eval_tasks unset)")
+    )
     if not mfus:
         out.append(_none("MFU", "needs a GPU: model FLOPs utilisation is measured against a GPU's peak FLOP/s"))
     return "\n".join(out)
+
+
+def _task_curves(scored: list[dict[str, Any]]) -> str:
+    """One small panel per task: its first metric (accuracy, word perplexity) over the training steps, from
+    step 0 (the initialisation, the baseline to read the rest against)."""
+    tasks = list(scored[-1]["tasks"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 2.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = next(iter(scored[-1]["tasks"][task]))
+        pts = [(r["step"], r["tasks"][task][metric]) for r in scored if metric in r["tasks"].get(task, {})]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+        ax.set_title(f"{task}: {metric}")
+        ax.set_xlabel("step")
+    return _png(fig, "downstream tasks during training")
+
+
+def _eval_section(run_dir: str) -> str:
+    """The eval stage: each task's metrics, trained vs the initialisation (and chance, where a task has one)."""
+    path = os.path.join(run_dir, "eval", "scores.json")
+    if not os.path.exists(path):
+        return _none("Evaluation", "no eval stage (eval.tasks unset, or their data not found)")
+    scores = _load_json(path)
+    rows = [
+        [
+            task,
+            metric,
+            v,
+            scores["initialisation"][task][metric],
+            (scores.get("chance") or {}).get(task, {}).get(metric),
+        ]
+        for task, row in scores["trained"].items()
+        for metric, v in row.items()
+    ]
+    limit = f"at most {scores['limit']} examples per task or subtask" if scores.get("limit") else "every example"
+    return f"<h2>Evaluation</h2><p>{scores['examples']} examples ({limit}), zero-shot.</p>" + _table(
+        rows, ["task", "metric", "trained", "untrained", "chance"]
+    )
 
 
 def write_report(run_dir: str, out: str | None = None) -> str:
@@ -582,6 +635,7 @@ def write_report(run_dir: str, out: str | None = None) -> str:
         _decontam_section(stats),
         _mix_section(run_dir),
         _train_section(run_dir),
+        _eval_section(run_dir),
         "<h2>Stages in detail</h2>",
         *[_stage_section(n, s, run_dir) for n, s in stats.items()],
     ]

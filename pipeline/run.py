@@ -34,6 +34,7 @@ from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.atomic import atomic_write_text
 from schemas.config import from_dict, load_yaml
 from schemas.stats import StageStats
+from schemas.tasks import EvalConfig, missing_task_data
 from train.config import TrainConfig
 
 
@@ -64,6 +65,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         # the YAML's name -> options become typed specs here, so a malformed source fails when the config loads
@@ -175,11 +177,13 @@ class Run:
     def decontam(self) -> StageStats | None:
         """GPT-3's benchmark decontamination; skipped (dedup output goes on as is) when neither benchmark files
         nor evaluation tasks are set."""
+        self.say_missing_data("decontam")
         if self.skips("decontam"):
             return None
         d = self.cfg.decontam
         data_root = d.data_root.replace("{sample_dir}", self.cfg.sample_dir)
-        cfg = dataclasses.replace(d, benchmarks=_expand(d.benchmarks, self.cfg), data_root=data_root)
+        tasks = [] if self.missing_data("decontam") else d.tasks
+        cfg = dataclasses.replace(d, benchmarks=_expand(d.benchmarks, self.cfg), data_root=data_root, tasks=tasks)
         return run_decontam([self.dirs["dedup"]], self.dirs["decontam"], cfg, self.cfg.runner, force=self.force)
 
     def clean_documents(self) -> str:
@@ -205,7 +209,9 @@ class Run:
         from train.trainer import train
 
         folder = self.dirs["train"]
-        tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["mix"], out=folder, resume=False)
+        self.say_missing_data("train")
+        tasks = [] if self.missing_data("train") else self.cfg.train.eval_tasks
+        tcfg = dataclasses.replace(self.cfg.train, shards=self.dirs["mix"], out=folder, resume=False, eval_tasks=tasks)
         stage = Stage("train", folder, [self.dirs["mix"]], tcfg, self.force, module="train.trainer")
         fp = stage.fingerprint
         if stage.complete():
@@ -241,19 +247,66 @@ class Run:
         stage.finish(stats, folder)
         return summary
 
+    def eval(self) -> dict[str, Any] | None:
+        """The trained model and its initialisation on ``eval.tasks`` (a bounded subset with ``eval.limit``);
+        skipped, with a line saying so, when no task is set or their data is not there."""
+        self.say_missing_data("eval")
+        if self.skips("eval"):
+            return None
+        from train.eval.runner import score_run
+
+        e = self.cfg.eval
+        folder = self.dirs["eval"]
+        stage = Stage("eval", folder, [self.dirs["train"]], e, self.force, module="train.eval.runner")
+
+        def body(tmp: str) -> StageStats:
+            scores = score_run(
+                self.dirs["train"], e.tasks, data_root=e.data_root or None, limit=e.limit or None, device=e.device
+            )
+            atomic_write_text(os.path.join(tmp, "scores.json"), json.dumps(scores, indent=2) + "\n")
+            return StageStats(stage="eval", read=scores["examples"], kept=scores["examples"], extra=scores)
+
+        stage.run(body)
+        with open(os.path.join(folder, "scores.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+
     def report(self) -> str:
         from pipeline.report import write_report
 
         return write_report(self.out)
 
     def skips(self, stage: str) -> bool:
-        """Stages this config leaves out: no sample to build, a quality model given, no benchmark set."""
+        """Stages this config leaves out: no sample to build, a quality model given, no benchmark set (or only
+        tasks whose data is not there), no eval task (or none whose data is there)."""
         cfg = self.cfg
         return (
             (stage == "sample" and not cfg.build_sample)
             or (stage == "quality_train" and bool(cfg.quality_model))
-            or (stage == "decontam" and not (cfg.decontam.benchmarks or cfg.decontam.tasks))
+            or (
+                stage == "decontam"
+                and not (cfg.decontam.benchmarks or (cfg.decontam.tasks and not self.missing_data("decontam")))
+            )
+            or (stage == "eval" and not (cfg.eval.tasks and not self.missing_data("eval")))
         )
+
+    def missing_data(self, stage: str) -> list[str]:
+        """The task data files the decontam, train or eval stage's tasks need and the data root lacks: the evaluation
+        data is not in any package registry, so a run without ``../shared/data`` goes on without them."""
+        if stage == "decontam":
+            d = self.cfg.decontam
+            return missing_task_data(d.tasks, d.data_root.replace("{sample_dir}", self.cfg.sample_dir) or None)
+        if stage == "eval":
+            return missing_task_data(self.cfg.eval.tasks, self.cfg.eval.data_root or None)
+        if stage == "train":
+            return missing_task_data(self.cfg.train.eval_tasks, self.cfg.train.eval_data_root or None)
+        return []
+
+    def say_missing_data(self, stage: str) -> None:
+        """One line when ``stage`` leaves its tasks out for want of their data."""
+        missing = self.missing_data(stage)
+        if missing:
+            what = "skipped" if self.skips(stage) else "goes on without its tasks"
+            print(f"[ccgpt] {stage} {what}: task data not found ({', '.join(missing)})", flush=True)
 
 
 def run_stage(config: str | RunConfig, stage: str, force: bool = False) -> Any:
@@ -272,6 +325,7 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for stage in STAGE_NAMES:
         if run.skips(stage):
+            run.say_missing_data(stage)
             continue
         folder = run.dirs[stage]
         print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
@@ -289,6 +343,8 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
             )
             rows.append(_row(stage, folder, stats, seconds))
     summary = _summary(rows, results["train"], run.dirs["mix"], results["report"], time.time() - t_start)
+    summary["eval"] = results.get("eval") and {**results["eval"], "run": os.path.relpath(run.dirs["train"])}
+    summary["quality_rule"] = _quality_rule(results.get("quality_filter"))
     with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2, default=str)
     _print_summary(summary)
@@ -318,6 +374,38 @@ def _summary(
     }
 
 
+def _quality_rule(stats: StageStats | None) -> str | None:
+    """Which rule fed the mix under ``rule: pareto_or_top_fraction``, and what GPT-3's Pareto rule would keep."""
+    extra = stats.extra if stats is not None else {}
+    if "rule_used" not in extra:
+        return None
+    compare = "at least" if extra["rule_used"] == "pareto" else "fewer than"
+    return (
+        f"quality rule: {extra['rule_used']} (GPT-3's Pareto rule, alpha {extra['alpha']:g}, keeps "
+        f"{extra['pareto_kept']:,} documents, {compare} min_documents {extra['min_documents']:,})"
+    )
+
+
+def _eval_lines(scores: dict[str, Any] | None) -> list[str]:
+    """Each task's headline metric, trained vs the initialisation (and chance, where a task has one)."""
+    if not scores:
+        return []
+    limit = f"at most {scores['limit']} per task or subtask" if scores.get("limit") else "all"
+    full = f"ccgpt eval {scores.get('run', 'RUN/train')} --tasks {','.join(scores['trained'])}"
+    lines = [f"eval ({scores['examples']} examples, {limit}; the full sets: {full}):"]
+    for task, row in scores["trained"].items():
+        metric = next(iter(row))
+
+        def show(v: float, pct: bool = metric == "acc") -> str:
+            return f"{100 * v:.1f} %" if pct else f"{v:,.1f}"
+
+        chance = (scores.get("chance") or {}).get(task, {}).get(metric)
+        extra = f", chance {show(chance)}" if chance is not None else ""
+        init = scores["initialisation"][task][metric]
+        lines.append(f"  {task} {metric}: {show(row[metric])} (untrained {show(init)}{extra})")
+    return lines
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     print("\n=== ccgpt run summary ===")
     print(f"{'stage':<22}{'read':>9}{'kept':>9}  seconds  output")
@@ -335,6 +423,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{tr.get('last_loss', float('nan')):.3f}, {tr.get('tokens_per_sec') or 0:,.0f} tokens/s, "
             f"eval loss {tr.get('eval_loss') or float('nan'):.3f}"
         )
+    if summary.get("quality_rule"):
+        print(summary["quality_rule"])
+    for line in _eval_lines(summary.get("eval")):
+        print(line)
     print(f"manifest: {summary['manifest']}")
     print(f"report:   {summary['report']}")
     print(f"total:    {summary['seconds']} s")

@@ -32,7 +32,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("mix", "shards", ("tokenizer",), "tokenize, mix by token weight, pack and shuffle into shards"),
     StageSpec("verify", "shards", ("mix",), "check the shards against the manifest"),
     StageSpec("train", "train", ("verify",), "pretrain the GPT on the shards"),
-    StageSpec("report", "report.html", ("train",), "one HTML page: funnel, drops, dedup, mix, curves"),
+    StageSpec("eval", "eval", ("train",), "score the trained model and its initialisation on eval tasks"),
+    StageSpec("report", "report.html", ("train", "eval"), "one HTML page: funnel, drops, dedup, mix, curves"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

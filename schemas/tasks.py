@@ -204,6 +204,33 @@ def task_file(name_or_path: str) -> str:
     return path
 
 
+def missing_task_data(specs: list[str] | str, data_root: str | None = None) -> list[str]:
+    """The data files of the tasks ``specs`` that are not there (none: every task's data can be read)."""
+    return [t.data_path(data_root) for t in load_tasks(specs) if not os.path.exists(t.data_path(data_root))]
+
+
+@dataclass
+class EvalConfig:
+    """``ccgpt run``'s eval stage: the trained model and its initialisation on a bounded subset of tasks."""
+
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "tasks scored after training (names in configs/tasks or task files); none: no eval stage"},
+    )
+    limit: int = field(
+        default=0, metadata={"help": "examples per task or subtask (per BLiMP paradigm, WikiText articles); 0 = all"}
+    )
+    data_root: str = field(
+        default="", metadata={"help": "where task data paths start (default $CCGPT_DATA_ROOT or ../shared/data)"}
+    )
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1'"})
+
+    def __post_init__(self) -> None:
+        self.tasks = split_task_list(self.tasks)
+        if self.limit < 0:
+            raise ValueError(f"eval.limit must be >= 0 (0 = all), got {self.limit}")
+
+
 def split_task_list(specs: list[str] | str) -> list[str]:
     """``["blimp,wikitext2", "x.yaml"]`` -> ``["blimp", "wikitext2", "x.yaml"]``."""
     items = [specs] if isinstance(specs, str) else list(specs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
 import re
 import sys
 
@@ -33,38 +34,26 @@ from train.eval import EvalModelError, evaluate, open_model, rolling_requests, s
 from train.trainer import train  # noqa: E402
 
 
-def train_eval_run(root, seq_len: int = 128) -> str:
+def train_eval_run(root, seq_len: int = 128, out_name: str = "run", **overrides) -> str:
     """A 3-step nano run whose context fits a BLiMP sentence, with a real byte-level BPE whose size the
-    manifest records; returns the run folder."""
+    manifest records; returns the run folder. ``overrides``: other TrainConfig values."""
     shards = str(root / "shards")
-    os.makedirs(shards, exist_ok=True)
-    n = byte_bpe(os.path.join(shards, "tokenizer.json"))
-    make_shards(shards, seq_len=seq_len, vocab_size=n, rows_per_shard=(16,))
-    manifest = Manifest.load(shards)
-    manifest.tokenizer.path = "tokenizer.json"
-    manifest.tokenizer.eot_id = 0
-    manifest.tokenizer.vocab_size = n
-    manifest.save(os.path.join(shards, "manifest.json"))
-    out = str(root / "run")
+    if not os.path.exists(os.path.join(shards, "manifest.json")):
+        os.makedirs(shards, exist_ok=True)
+        n = byte_bpe(os.path.join(shards, "tokenizer.json"))
+        make_shards(shards, seq_len=seq_len, vocab_size=n, rows_per_shard=(16,))
+        manifest = Manifest.load(shards)
+        manifest.tokenizer.path = "tokenizer.json"
+        manifest.tokenizer.eot_id = 0
+        manifest.tokenizer.vocab_size = n
+        manifest.save(os.path.join(shards, "manifest.json"))
+    out = str(root / out_name)
+    base = dict(shards=shards, out=out, preset="nano", batch_size=4, max_steps=3, warmup_steps=1, log_every=1)
+    base.update(eval_every=0, eval_rows=0, seed=1, lr=1e-2, tensorboard=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(
-            TrainConfig(
-                shards=shards,
-                out=out,
-                preset="nano",
-                batch_size=4,
-                max_steps=3,
-                warmup_steps=1,
-                log_every=1,
-                eval_every=0,
-                eval_rows=0,
-                seed=1,
-                lr=1e-2,
-                tensorboard=False,
-            )
-        )
+        train(TrainConfig(**{**base, **overrides}))
     finally:
         torch.set_num_threads(threads)
     return out
@@ -270,3 +259,144 @@ def test_ccgpt_eval_cli(run_dir, tmp_path, shared_data, capsys):
     assert res["bits_per_byte_sliding,none"] < res["bits_per_byte,none"] + 0.05
     assert main(["eval", run_dir, "--tasks", "nope", "--data-root", shared_data]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- during training
+
+
+def tiny_tasks(tmp_path, shared_data) -> list[str]:
+    """One BLiMP paradigm and one WikiText-2 article, as task files."""
+    with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
+        (tmp_path / "wiki.txt").write_text(split_wikitext_articles(fh.read())[0])
+    blimp = open(os.path.join("configs", "tasks", "blimp.yaml")).read()
+    blimp = blimp.replace("name: blimp", "name: blimp_one").replace("data/*.jsonl", "data/adjunct_island.jsonl")
+    wiki = open(os.path.join("configs", "tasks", "wikitext2.yaml")).read()
+    wiki = wiki.replace("name: wikitext2", "name: wiki_one").replace(
+        "reference/wikitext-2/test.txt", str(tmp_path / "wiki.txt")
+    )
+    return [_task(tmp_path, blimp, "blimp_one.yaml"), _task(tmp_path, wiki, "wiki_one.yaml")]
+
+
+def test_eval_tasks_during_training(run_dir, tmp_path, shared_data):
+    tasks = tiny_tasks(tmp_path, shared_data)
+    root = os.path.dirname(run_dir)
+    out = train_eval_run(
+        pathlib.Path(root),
+        out_name="run_tasks",
+        eval_every=2,
+        eval_tasks=tasks,
+        eval_task_limit=5,
+        eval_data_root=shared_data,
+        tensorboard=True,
+    )
+    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as fh:
+        log = [json.loads(line) for line in fh]
+    scored = [r for r in log if r["kind"] == "eval_task"]
+    assert [r["step"] for r in scored] == [0, 2, 3]  # the initialisation, every eval_every steps, the end
+    assert set(scored[0]["tasks"]) == {"blimp_one", "wiki_one"}
+    assert set(scored[0]["tasks"]["wiki_one"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    # the in-memory scores are ccgpt eval's on the checkpoint, and scoring leaves training untouched
+    res = evaluate(out, tasks, data_root=shared_data, limit=5, device="cpu")["results"]
+    assert scored[-1]["tasks"]["blimp_one"]["acc"] == res["blimp_one"]["acc,none"]
+    assert scored[-1]["tasks"]["wiki_one"]["bits_per_byte"] == pytest.approx(res["wiki_one"]["bits_per_byte,none"])
+    with open(os.path.join(run_dir, "log.jsonl"), encoding="utf-8") as fh:
+        plain = [json.loads(line)["loss"] for line in fh if '"train"' in line]
+    assert [r["loss"] for r in log if r["kind"] == "train"] == plain
+    assert json.load(open(os.path.join(out, "summary.json")))["eval_tasks"] == scored[-1]["tasks"]
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(os.path.join(out, "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/blimp_one/acc")] == [0, 2, 3]
+    assert "eval/wiki_one/word_perplexity" in events.Tags()["scalars"]
+
+    # ccgpt run's eval stage: the trained model and its initialisation, rebuilt from the run's seed
+    from pipeline.run import Run, RunConfig, _eval_lines
+    from schemas.tasks import EvalConfig
+
+    cfg = RunConfig(out_dir=str(tmp_path / "r"), eval=EvalConfig(tasks=tasks, limit=5, data_root=shared_data))
+    run = Run(cfg)
+    run.dirs["train"] = out
+    scores = run.eval()
+    assert scores["initialisation"]["blimp_one"] == scored[0]["tasks"]["blimp_one"]
+    assert scores["trained"]["blimp_one"] == scored[-1]["tasks"]["blimp_one"]
+    assert scores["initialisation"]["wiki_one"]["word_perplexity"] == pytest.approx(
+        scored[0]["tasks"]["wiki_one"]["word_perplexity"]
+    )
+    assert json.load(open(tmp_path / "r" / "eval" / "stats.json"))["read"] == 6  # 5 pairs + 1 article
+    from pipeline.report import _eval_section
+
+    assert "<td>blimp_one</td><td>acc</td>" in _eval_section(str(tmp_path / "r"))
+    assert "Evaluation:</b> no eval stage" in _eval_section(str(tmp_path))
+    lines = _eval_lines(scores)
+    assert lines[1].startswith("  blimp_one acc: ") and "untrained" in lines[1] and "chance 50.0 %" in lines[1]
+    assert lines[2].startswith("  wiki_one word_perplexity: ") and "chance" not in lines[2]
+
+
+def test_run_goes_on_without_task_data_saying_so(tmp_path, capsys):
+    from pipeline.decontam import DecontamConfig
+    from pipeline.run import Run, RunConfig
+    from schemas.tasks import EvalConfig
+
+    empty = str(tmp_path / "no-data")
+    cfg = RunConfig(
+        out_dir=str(tmp_path / "r"),
+        decontam=DecontamConfig(benchmarks=["b.jsonl"], tasks=["blimp"], data_root=empty),
+        eval=EvalConfig(tasks=["blimp", "wikitext2"], data_root=empty),
+        train=TrainConfig(eval_tasks=["blimp"], eval_data_root=empty),
+    )
+    run = Run(cfg)
+    assert run.skips("eval") and not run.skips("decontam")  # decontam still has its benchmark file
+    assert run.eval() is None
+    run.say_missing_data("decontam")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[ccgpt] eval skipped: task data not found (") and "blimp.tar.gz" in out[0]
+    assert "test.txt" in out[0] and len(out) == 2
+    assert out[1].startswith("[ccgpt] decontam goes on without its tasks: task data not found (")
+    assert run.missing_data("train") == [os.path.join(empty, "eval", "blimp.tar.gz")]
+    cfg.decontam.benchmarks = []
+    assert run.skips("decontam")
+
+
+def test_report_draws_task_scores_beside_the_validation_loss(tmp_path):
+    from pipeline.report import _train_section
+
+    os.makedirs(tmp_path / "train")
+    log = [{"kind": "train", "step": s, "loss": 5.0 - s} for s in (1, 2)]
+    log += [{"kind": "eval", "step": 2, "eval_loss": 3.5, "eval_loss_by_source": {"web": 3.5}}]
+    (tmp_path / "train" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    html = _train_section(str(tmp_path))
+    assert "Downstream tasks:</b> not scored during training" in html
+    log += [{"kind": "eval_task", "step": s, "tasks": {"blimp": {"acc": 0.5 + s / 10}}} for s in (0, 2)]
+    (tmp_path / "train" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    html = _train_section(str(tmp_path))
+    assert "<td>blimp acc</td><td>0.5 (step 0)</td><td>0.7 (step 2)</td>" in html
+    assert 'alt="downstream tasks during training"' in html and "Downstream tasks:" not in html
+
+
+@pytest.mark.slow
+def test_eval_tasks_under_fsdp_score_the_gathered_model(run_dir, tmp_path, shared_data):
+    """2 FSDP ranks (sharded weights) score the same as 1 process at the same global batch: rank 0 scores the
+    gathered full model, and the gathering leaves the training (and its random streams) unchanged."""
+    import torch.multiprocessing as mp
+    from conftest import _free_port
+    from test_trainer import _ddp_worker
+
+    tasks = tiny_tasks(tmp_path, shared_data)
+    root = pathlib.Path(os.path.dirname(run_dir))
+    common = dict(eval_every=2, eval_tasks=tasks, eval_task_limit=5, eval_data_root=shared_data)
+    single = train_eval_run(root, out_name="single_tasks", **common)
+    fsdp = str(root / "fsdp_tasks")
+    base = dict(shards=str(root / "shards"), out=fsdp, preset="nano", max_steps=3, warmup_steps=1, log_every=1)
+    base.update(eval_rows=0, seed=1, lr=1e-2, tensorboard=False, batch_size=2, parallel="fsdp", **common)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), TrainConfig(**base)), nprocs=2, join=True)
+
+    def log(out: str, kind: str) -> list[dict]:
+        with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as fh:
+            return [r for r in map(json.loads, fh) if r["kind"] == kind]
+
+    assert [r["loss"] for r in log(fsdp, "train")] == pytest.approx([r["loss"] for r in log(single, "train")], 1e-5)
+    a, b = log(single, "eval_task"), log(fsdp, "eval_task")
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [0, 2, 3]
+    for x, y in zip(a, b):
+        assert y["tasks"]["blimp_one"] == x["tasks"]["blimp_one"]
+        assert y["tasks"]["wiki_one"]["bits_per_byte"] == pytest.approx(x["tasks"]["wiki_one"]["bits_per_byte"], 1e-5)

@@ -518,6 +518,31 @@ def test_top_fraction_keeps_the_best_share(corpus, trained, local_runner, tmp_pa
     assert stats.read == stats.kept + sum(stats.dropped.values())
 
 
+def test_pareto_or_top_fraction_falls_back_by_the_pareto_count(corpus, trained, local_runner, tmp_path):
+    model, _ = trained
+    expected = _expected_scores(model, corpus["table_texts"])
+    by_pareto = {i for i, s in expected.items() if pareto_keep(s, i, 3, 9.0)}
+    assert 0 < len(by_pareto) < round(0.3 * corpus["n_scorable"])
+    kept = {}
+    for name, need in (("pareto", len(by_pareto)), ("top", len(by_pareto) + 1)):
+        cfg = QualityFilterConfig(
+            model=model, rule="pareto_or_top_fraction", min_documents=need, top_fraction=0.3, seed=3
+        )
+        stats = run_quality_filter([corpus["table"]], str(tmp_path / name), cfg, local_runner)
+        kept[name] = set(_kept(str(tmp_path / name)))
+        assert stats.extra["pareto_kept"] == len(by_pareto) and stats.extra["min_documents"] == need
+        assert stats.read == stats.kept + sum(stats.dropped.values())
+    assert kept["pareto"] == by_pareto  # Pareto keeps enough: it feeds the mix
+    assert len(kept["top"]) == round(0.3 * corpus["n_scorable"])  # one short: the top fraction does
+    assert StageStats.load(str(tmp_path / "top")).extra["rule_used"] == "top_fraction"
+    assert StageStats.load(str(tmp_path / "pareto")).extra["rule_used"] == "pareto"
+    from pipeline.run import _quality_rule
+
+    line = _quality_rule(StageStats.load(str(tmp_path / "top")))
+    assert line.startswith("quality rule: top_fraction (GPT-3's Pareto rule, alpha 9, keeps ")
+    assert f"{len(by_pareto)} documents, fewer than min_documents {len(by_pareto) + 1})" in line
+
+
 def test_threshold_rule(corpus, trained, local_runner, tmp_path):
     model, _ = trained
     cfg = QualityFilterConfig(model=model, rule="threshold", threshold=0.5)

@@ -32,6 +32,7 @@ from schemas.atomic import atomic_path
 from schemas.manifest import Manifest
 from train.config import ModelConfig, TrainConfig
 from train.data import ShardLoader
+from train.model import GPT
 from train.parallel import Dist, barrier, gather_objects
 
 CHECKPOINT_FORMAT = "ccgpt-train-checkpoint"
@@ -114,6 +115,26 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- a run's state
+def full_model_on_main(
+    raw_model: torch.nn.Module, model_cfg: ModelConfig, device: torch.device, d: Dist, fsdp: bool
+) -> torch.nn.Module | None:
+    """The whole model on rank 0 (None elsewhere), for scoring it there alone.
+
+    Without FSDP that is ``raw_model`` itself. Under FSDP the full weights are gathered as for a checkpoint (a
+    collective: every rank calls it) into a fresh copy, built under a forked RNG so the run's random streams
+    (and with them exact resumption) do not depend on whether it evaluated.
+    """
+    if not fsdp:
+        return raw_model if d.main else None
+    state = get_model_state_dict(raw_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not d.main:
+        return None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = GPT(model_cfg)
+    model.load_state_dict(state)
+    return model.to(device)
+
+
 def write_training_state(
     path: str,
     raw_model: torch.nn.Module,

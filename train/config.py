@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from schemas.tasks import split_task_list
 from train.storage import DEFAULT_CACHE_GIB, check_scheme
 
 AttentionPattern = Literal["dense", "alternating"]
@@ -307,6 +308,19 @@ class TrainConfig:
             )
         },
     )
+    eval_tasks: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "downstream tasks (names in configs/tasks or task files, e.g. blimp wikitext2) scored on the "
+            "in-memory model after each held-out evaluation, on a subset of eval_task_limit examples"
+        },
+    )
+    eval_task_limit: int = field(
+        default=20, metadata={"help": "examples per task or subtask (per BLiMP paradigm) scored during training"}
+    )
+    eval_data_root: str = field(
+        default="", metadata={"help": "folder the task files' data paths are relative to ('' = CCGPT_DATA_ROOT)"}
+    )
     log_every: int = field(default=10, metadata={"help": "write a log.jsonl record and a progress line every N steps"})
     checkpoint_every: int = field(
         default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"}
@@ -360,7 +374,8 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
             raise ValueError(f"betas needs two values, got {self.betas}")
-        for name in ("batch_size", "grad_accum", "max_steps"):
+        self.eval_tasks = split_task_list(self.eval_tasks)
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_task_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in (

@@ -1,7 +1,8 @@
 """What a run reports: ``log.jsonl`` and TensorBoard events (rank 0), throughput and MFU.
 
 ``log.jsonl`` holds one record per log step (``kind: train``: loss, lr, tokens/s, MFU, grad norm, tokens,
-epoch, samples per source) and per evaluation (``kind: eval``: loss overall and per source);
+epoch, samples per source), per evaluation (``kind: eval``: loss overall and per source) and per scoring of
+``eval_tasks`` (``kind: eval_task``: ``tasks -> task -> metric``, TensorBoard ``eval/<task>/<metric>``);
 ``tensorboard/`` the same scalars as TensorBoard events, when the package is installed. On resume both
 drop what lies past the checkpoint's step, since those steps are trained (and logged) again.
 """
@@ -125,6 +126,10 @@ class _TensorBoard:
             self.writer.add_scalar("eval/loss", record["eval_loss"], step)
             for source, value in (record.get("eval_loss_by_source") or {}).items():
                 self.writer.add_scalar(f"eval_loss_by_source/{source}", value, step)
+        elif record.get("kind") == "eval_task":
+            for task, row in record["tasks"].items():
+                for metric, value in row.items():
+                    self.writer.add_scalar(f"eval/{task}/{metric}", value, step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -33,12 +33,14 @@ from train.attention import FLEX_MIN_HEAD_DIM
 from train.checkpoint import (
     CHECKPOINT_NAME,
     Progress,
+    full_model_on_main,
     load_optimizer_state,
     restore_training_state,
     write_training_state,
 )
 from train.config import ModelConfig, TrainConfig
 from train.data import Batch, ShardLoader, resolve_model_config
+from train.eval import LiveTasks
 from train.metrics import LOG_NAME, RunLog, Throughput, peak_flops_per_device, start_log
 from train.model import GPT
 from train.optim import build_optimizer, lr_at, set_lr
@@ -52,6 +54,7 @@ from train.parallel import (
     sum_over_ranks,
     wrap_model,
 )
+from train.storage import find_tokenizer_beside
 
 
 # --------------------------------------------------------------------------------------------- device checks
@@ -190,9 +193,11 @@ class Trainer:
         peak = peak_flops_per_device(cfg, device)
         self.throughput = Throughput(self.tokens_per_step, self.flops_per_token, peak, d.world)
         self.params = self.raw_model.num_params()
+        self.tasks = self._load_tasks()
         self._print_setup()
         self.log = RunLog(cfg.out, d.main, cfg.tensorboard, self.start_step if self.resumed else None)
         self.last_eval: dict[str, Any] | None = None
+        self.last_tasks: dict[str, Any] | None = None  # {task: {metric: value}} of the latest eval_tasks scoring
         self.checkpoint: str | None = None
 
     # ------------------------------------------------------------------------------------------- setup
@@ -252,6 +257,24 @@ class Trainer:
                 print(f"no checkpoint in {cfg.out}; starting from step 0", flush=True)
         return optimizer_state
 
+    def _load_tasks(self) -> LiveTasks | None:
+        """``eval_tasks``' examples, tokenised with the shards' tokenizer, on the main rank (None elsewhere)."""
+        cfg = self.cfg
+        if not (cfg.eval_tasks and self.d.main):
+            return None
+        tok_path = find_tokenizer_beside(cfg.shards, cfg.shard_cache)
+        if tok_path is None:
+            raise ValueError(f"eval_tasks needs the shards' tokenizer, and {cfg.shards} has no tokenizer.json")
+        return LiveTasks(
+            cfg.eval_tasks,
+            tok_path,
+            self.manifest.tokenizer.eot_id,
+            self.model_cfg.n_ctx,
+            self.model_cfg.vocab_size,
+            data_root=cfg.eval_data_root or None,
+            limit=cfg.eval_task_limit,
+        )
+
     def _print_setup(self) -> None:
         cfg, d = self.cfg, self.d
         if d.main:
@@ -268,6 +291,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
+        if cfg.eval_tasks and not self.resumed:
+            self._evaluate_tasks(0)  # the initialisation: the baseline every later score is read against
         batches = iter(self.loader)
         self.throughput.start()
         self.model.train()
@@ -276,8 +301,11 @@ class Trainer:
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.max_steps or done == self.start_step + 1:
                 self._log_train(done, lr, loss_sum, grad_norm)
-            if cfg.eval_every and self.loader.eval_rows and (done % cfg.eval_every == 0 or done == cfg.max_steps):
-                self._evaluate(done)
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+                if self.loader.eval_rows:
+                    self._evaluate(done)
+                if cfg.eval_tasks:
+                    self._evaluate_tasks(done)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.max_steps:
                 self.checkpoint = self._save()
         summary = self._summary()
@@ -350,6 +378,21 @@ class Trainer:
             per = ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval["eval_loss_by_source"].items())
             print(f"eval  {done}/{self.cfg.max_steps} | loss {self.last_eval['eval_loss']:.4f} | {per}", flush=True)
 
+    def _evaluate_tasks(self, done: int) -> None:
+        """Score ``eval_tasks`` on rank 0 with the in-memory model (under FSDP a gathered copy)."""
+        model = full_model_on_main(self.raw_model, self.model_cfg, self.device, self.d, self.fsdp)
+        if model is None or self.tasks is None:
+            return
+        was_training = model.training
+        model.eval()
+        with _autocast(self.device, self.amp):
+            self.last_tasks = self.tasks(lambda ids: model(ids)[0].float(), self.device)
+        model.train(was_training)
+        self.log.write({"kind": "eval_task", "step": done, "tasks": self.last_tasks})
+        # each task's headline (first) metric; log.jsonl and TensorBoard hold them all
+        per = ", ".join(f"{t} {next(iter(row))} {next(iter(row.values())):.4g}" for t, row in self.last_tasks.items())
+        print(f"tasks {done}/{self.cfg.max_steps} | {per}", flush=True)
+
     def _save(self) -> str:
         """Write the checkpoint (every rank takes part; rank 0 writes)."""
         return write_training_state(
@@ -377,6 +420,7 @@ class Trainer:
             "last_loss": progress.last_loss,
             "eval_loss": last_eval["eval_loss"] if last_eval else None,
             "eval_loss_by_source": last_eval["eval_loss_by_source"] if last_eval else {},
+            "eval_tasks": self.last_tasks or {},
             "tokens_seen": progress.tokens_seen,
             "tokens_per_sec": self.tokens_per_step * run_steps / elapsed if run_steps else None,
             "mfu": self.throughput.mfu,

@@ -43,17 +43,30 @@ from schemas.stats import StageStats
 SUMMARY_FILE = "quality_summary.jsonl"
 
 
+PARETO_OR_TOP = "pareto_or_top_fraction"
+
+
 @dataclass
 class QualityFilterConfig:
     model: str = field(default="", metadata={"help": "model.bin, or the folder `quality train` wrote"})
-    rule: Literal["pareto", "threshold", "top_fraction"] = field(
+    rule: Literal["pareto", "threshold", "top_fraction", "pareto_or_top_fraction"] = field(
         default="pareto",
-        metadata={"help": "pareto (GPT-3) | threshold (score >= threshold) | top_fraction (DCLM: best share)"},
+        metadata={
+            "help": "pareto (GPT-3) | threshold (score >= threshold) | top_fraction (DCLM: best share) | "
+            "pareto_or_top_fraction (pareto when it keeps at least min_documents, else top_fraction)"
+        },
     )
     alpha: float = field(default=9.0, metadata={"help": "Pareto shape; keep probability is (2 - score) ** -alpha"})
     seed: int = field(default=0, metadata={"help": "run seed of the per-document Pareto draws and tie breaks"})
     threshold: float = field(default=0.5, metadata={"help": "rule=threshold: keep documents scoring at least this"})
     top_fraction: float = field(default=0.1, metadata={"help": "rule=top_fraction: share of scored documents kept"})
+    min_documents: int = field(
+        default=1000,
+        metadata={
+            "help": "rule=pareto_or_top_fraction: the fewest documents the Pareto rule must keep to be used "
+            "(counted over all scored documents before any is kept, so the choice does not depend on order)"
+        },
+    )
     quantiles: Literal["exact", "approximate"] = field(
         default="exact",
         metadata={
@@ -77,10 +90,18 @@ class QualityFilterConfig:
 
     def __post_init__(self) -> None:
         # ``model`` may stay empty here: a pipeline run fills it in with the model it trains.
-        if self.rule == "top_fraction" and not 0.0 <= self.top_fraction <= 1.0:
+        if self.rule in ("top_fraction", PARETO_OR_TOP) and not 0.0 <= self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in [0, 1], got {self.top_fraction}")
-        if self.rule == "pareto" and self.alpha <= 0:
+        if self.rule in ("pareto", PARETO_OR_TOP) and self.alpha <= 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
+        if self.rule == PARETO_OR_TOP and self.min_documents < 0:
+            raise ValueError(f"min_documents must be >= 0, got {self.min_documents}")
+
+    def rule_used(self, pareto_kept: int) -> str:
+        """The rule that decides: pareto_or_top_fraction picks by how many documents Pareto keeps."""
+        if self.rule != PARETO_OR_TOP:
+            return self.rule
+        return "pareto" if pareto_kept >= self.min_documents else "top_fraction"
 
 
 def _with_outcome(outcome: str) -> beam.pvalue.TaggedOutput:
@@ -154,12 +175,15 @@ class ApplyKeepRule(beam.DoFn):
     def __init__(self, cfg: QualityFilterConfig):
         self.cfg = cfg
 
-    def process(self, row: dict[str, Any], cutoff: tuple[float, float] | None = None) -> Iterator[Any]:
+    def process(
+        self, row: dict[str, Any], cutoff: tuple[float, float] | None = None, pareto_kept: int = 0
+    ) -> Iterator[Any]:
         cfg = self.cfg
         score = row["quality_score"]
-        if cfg.rule == "pareto":
+        rule = cfg.rule_used(pareto_kept)
+        if rule == "pareto":
             keep = pareto_keep(score, row["id"], cfg.seed, cfg.alpha)
-        elif cfg.rule == "threshold":
+        elif rule == "threshold":
             keep = score >= cfg.threshold
         else:
             keep = cutoff is not None and rank_key(score, row["id"], cfg.seed) >= tuple(cutoff)
@@ -180,6 +204,14 @@ def _rank_key_of(row: dict[str, Any], seed: int) -> tuple[float, float]:
 def _hist_entries(row: dict[str, Any], which: str, bins: int) -> tuple[str, float]:
     b = min(bins - 1, max(0, int(row["quality_score"] * bins)))
     return (f"hist:{which}:{b}", 1.0)
+
+
+def _pareto_keeps(row: dict[str, Any], seed: int, alpha: float) -> int:
+    return int(pareto_keep(row["quality_score"], row["id"], seed, alpha))
+
+
+def _pareto_kept_entry(n: int) -> tuple[str, float]:
+    return ("pareto_kept", float(n))
 
 
 def _expected_keep_entry(row: dict[str, Any], alpha: float) -> tuple[str, float]:
@@ -257,7 +289,15 @@ def run_quality_filter(
         scored = docs | "Score" >> beam.ParDo(score).with_outputs(OUTCOMES, main="scored")
         side: dict[str, Any] = {}
         summary_parts = []
-        if cfg.rule == "top_fraction":
+        if cfg.rule == PARETO_OR_TOP:
+            pareto_kept = (
+                scored.scored
+                | "ParetoKeeps" >> beam.Map(_pareto_keeps, cfg.seed, cfg.alpha)
+                | "ParetoKept" >> beam.CombineGlobally(sum)
+            )
+            side["pareto_kept"] = beam.pvalue.AsSingleton(pareto_kept)
+            summary_parts.append(pareto_kept | "ParetoKeptEntry" >> beam.Map(_pareto_kept_entry))
+        if cfg.rule in ("top_fraction", PARETO_OR_TOP):
             keys = scored.scored | "RankKeys" >> beam.Map(_rank_key_of, cfg.seed)
             if cfg.quantiles == "approximate":
                 cutoff = (
@@ -280,7 +320,7 @@ def run_quality_filter(
         summary_parts.append(scored.scored | "ScoreSum" >> beam.Map(_score_entry))
         if folds:
             summary_parts.append(scored.scored | "FoldCounts" >> beam.Map(_fold_entry, fold_seed, folds))
-        if cfg.rule == "pareto":
+        if cfg.rule in ("pareto", PARETO_OR_TOP):
             summary_parts.append(scored.scored | "ExpectedKeep" >> beam.Map(_expected_keep_entry, cfg.alpha))
         _ = (
             tuple(summary_parts)
@@ -303,14 +343,19 @@ def run_quality_filter(
             "scored": [int(summary.get(f"hist:scored:{b}", 0)) for b in range(bins)],
             "kept": [int(summary.get(f"hist:kept:{b}", 0)) for b in range(bins)],
         }
-        if cfg.rule == "pareto":
+        if cfg.rule == PARETO_OR_TOP:
+            pareto_kept = int(summary.get("pareto_kept", 0))
+            stats.extra["rule_used"] = cfg.rule_used(pareto_kept)
+            stats.extra["pareto_kept"] = pareto_kept
+            stats.extra["min_documents"] = cfg.min_documents
+        if cfg.rule in ("pareto", PARETO_OR_TOP):
             stats.extra["alpha"] = cfg.alpha
             stats.extra["pareto_expected_keep_rate"] = (
                 summary.get("pareto_expected_keep", 0.0) / n_scored if n_scored else None
             )
-        elif cfg.rule == "threshold":
+        if cfg.rule == "threshold":
             stats.extra["threshold"] = cfg.threshold
-        else:
+        if cfg.rule in ("top_fraction", PARETO_OR_TOP):
             stats.extra["top_fraction"] = cfg.top_fraction
             stats.extra["cutoff_score"] = summary.get("cutoff_score")
         stats.extra["model"] = model_path

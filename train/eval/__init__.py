@@ -7,11 +7,12 @@ before any weight is loaded.
 """
 
 from train.eval.models import EvalModelError, ModelSource, open_model
-from train.eval.runner import evaluate
+from train.eval.runner import LiveTasks, evaluate
 from train.eval.scoring import ScoringError, rolling_requests, score_requests
 
 __all__ = [
     "EvalModelError",
+    "LiveTasks",
     "ModelSource",
     "ScoringError",
     "evaluate",

@@ -48,10 +48,13 @@ class ModelSource:
     max_length: int
     vocab_size: int
     tokenizer_path: str
-    _load: Callable[[torch.device], Callable[[torch.Tensor], torch.Tensor]] = field(repr=False)
+    # None for a tokenizer-only source: the trainer scores its live model and has nothing to load
+    _load: Callable[[torch.device], Callable[[torch.Tensor], torch.Tensor]] | None = field(repr=False)
 
     def load(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         """The network on ``device`` as a function ``ids [B, T] -> logits [B, T, vocab]`` (float32)."""
+        if self._load is None:
+            raise EvalModelError(f"{self.path}: a tokenizer-only source has no weights to load")
         return self._load(device)
 
 
@@ -95,28 +98,42 @@ def _open_ccgpt(path: str, tokenizer: str | None) -> ModelSource:
         raise EvalModelError(
             f"{path}: no tokenizer.json found beside the checkpoint or in the run's shard folder; pass --tokenizer"
         )
-    tok = load_tokenizer(tok_path)
     cfg = meta["model_config"]
-    recorded = (meta.get("tokenizer") or {}).get("vocab_size")
-    _check_vocab(path, tok_path, tok.get_vocab_size(), int(cfg["vocab_size"]), recorded)
     eot = (meta.get("tokenizer") or {}).get("eot_id")
     if eot is None:
         raise EvalModelError(f"{path}: the checkpoint records no end-of-text id to condition the first token on")
-
-    def encode_batch(texts: list[str], add_special_tokens: bool) -> list[list[int]]:
-        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=add_special_tokens)]
 
     def load(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         model, _ = model_from_checkpoint(ckpt, device)
         return lambda ids: model(ids)[0].float()
 
+    recorded = (meta.get("tokenizer") or {}).get("vocab_size")
+    return ccgpt_source(path, tok_path, int(eot), int(cfg["n_ctx"]), int(cfg["vocab_size"]), load, recorded)
+
+
+def ccgpt_source(
+    path: str,
+    tok_path: str,
+    eot_id: int,
+    max_length: int,
+    vocab_size: int,
+    load: Callable[[torch.device], Callable[[torch.Tensor], torch.Tensor]] | None,
+    recorded_vocab: int | None = None,
+) -> ModelSource:
+    """A ccgpt model's source from its tokenizer file and shape (a checkpoint's, or the trainer's live model's)."""
+    tok = load_tokenizer(tok_path)
+    _check_vocab(path, tok_path, tok.get_vocab_size(), vocab_size, recorded_vocab)
+
+    def encode_batch(texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=add_special_tokens)]
+
     return ModelSource(
         path=path,
         kind="ccgpt",
         encode_batch=encode_batch,
-        prefix_id=int(eot),
-        max_length=int(cfg["n_ctx"]),
-        vocab_size=int(cfg["vocab_size"]),
+        prefix_id=eot_id,
+        max_length=max_length,
+        vocab_size=vocab_size,
         tokenizer_path=tok_path,
         _load=load,
     )
