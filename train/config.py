@@ -275,7 +275,9 @@ class TrainConfig:
             "(a shard larger than the cap is an error)"
         },
     )
-    out: str = field(default="runs/train", metadata={"help": "output folder: checkpoint.pt, log.jsonl, summary.json"})
+    out: str = field(
+        default="runs/train", metadata={"help": "output folder: checkpoints/step-N/, log.jsonl, summary.json"}
+    )
     preset: str = field(default="tiny", metadata={"help": "model shape: gpt3-small ... gpt3-175b, nano, tiny, mini"})
     model: ModelOverrides = field(default_factory=ModelOverrides, metadata={"help": "per-field model overrides"})
     batch_size: int = field(default=8, metadata={"help": "rows per micro-batch on each process"})
@@ -309,7 +311,10 @@ class TrainConfig:
     )
     log_every: int = field(default=10, metadata={"help": "write a log.jsonl record and a progress line every N steps"})
     checkpoint_every: int = field(
-        default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"}
+        default=500, metadata={"help": "write a checkpoint every N steps (and at the end); 0 = end only"}
+    )
+    keep_checkpoints: int = field(
+        default=2, metadata={"help": "keep the newest N checkpoints (sharded DCP folders under out/checkpoints/)"}
     )
     device: str = field(
         default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:1'"}
@@ -318,7 +323,10 @@ class TrainConfig:
         default="auto", metadata={"help": "'auto' = bf16 autocast on CUDA, float32 elsewhere"}
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank"})
-    resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint.pt (fresh start if absent)"})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue from the newest checkpoint in out/checkpoints/ (fresh start if none)"},
+    )
     peak_flops: float = field(
         default=0.0,
         metadata={"help": "peak FLOP/s of one device for MFU; 0 = the known bf16 peak on CUDA, MFU null on CPU"},
@@ -360,7 +368,7 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         if len(self.betas) != 2:
             raise ValueError(f"betas needs two values, got {self.betas}")
-        for name in ("batch_size", "grad_accum", "max_steps"):
+        for name in ("batch_size", "grad_accum", "max_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in (

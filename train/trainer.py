@@ -8,10 +8,11 @@ disjoint share of one global sample stream, so N ranks with batch b train like o
 LayerNorm (inductor generates its own fused kernel), and the chunked / fused loss runs outside the compiled
 graph (one graph break at the model's end).
 
-Resumption is exact: ``out/checkpoint.pt`` (:mod:`train.checkpoint`) holds everything a step depends on, so
-on CPU a run of N steps and a run of N/2 steps + resume + N/2 steps produce bit-identical losses.
+Resumption is exact: ``out/checkpoints/step-N/`` (:mod:`train.checkpoint`, sharded DCP folders) holds everything
+a step depends on, so on CPU a run of N steps and a run of N/2 steps + resume + N/2 steps produce bit-identical
+losses; a resume may also change the world size at the same global batch.
 
-Outputs in ``cfg.out``: ``checkpoint.pt``, ``log.jsonl`` and ``tensorboard/`` (:mod:`train.metrics`),
+Outputs in ``cfg.out``: ``checkpoints/``, ``log.jsonl`` and ``tensorboard/`` (:mod:`train.metrics`),
 ``summary.json`` (the returned summary).
 """
 
@@ -31,10 +32,11 @@ from torch.distributed.fsdp import FSDPModule
 from schemas.atomic import atomic_write_text
 from train.attention import FLEX_MIN_HEAD_DIM
 from train.checkpoint import (
-    CHECKPOINT_NAME,
+    CHECKPOINTS_DIR,
     Progress,
-    load_optimizer_state,
-    restore_training_state,
+    latest_checkpoint,
+    load_tensors,
+    restore_progress,
     write_training_state,
 )
 from train.config import ModelConfig, TrainConfig
@@ -157,8 +159,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, d: Dist, device: torch.device):
         self.cfg, self.d, self.device = cfg, d, device
         os.makedirs(cfg.out, exist_ok=True)
-        self.ckpt_path = os.path.join(cfg.out, CHECKPOINT_NAME)
-        if os.path.exists(self.ckpt_path) and not cfg.resume:
+        self.ckpt_path = latest_checkpoint(cfg.out)
+        if self.ckpt_path and not cfg.resume:
             raise FileExistsError(
                 f"{self.ckpt_path} exists; pass --resume true to continue that run, or choose another --out"
             )
@@ -174,15 +176,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank
         self.raw_model = GPT(self.model_cfg).to(device)
         torch.manual_seed(cfg.seed + 1 + d.rank)  # per-rank dropout streams, independent of init
-        optimizer_state = self._resume()
+        checkpoint_meta = self._resume()
 
         # `wrapped` is what synchronises gradients (DDP, or the FSDP2 root, which is raw_model itself, sharded in
         # place); `model` is what the loop calls (the same, or its torch.compile wrapper).
         self.wrapped = wrap_model(self.raw_model, d, device, self.fsdp)
         self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
-        if optimizer_state is not None:
-            load_optimizer_state(self.raw_model, self.optimizer, optimizer_state, self.fsdp)
+        if checkpoint_meta is not None:  # the shards of this rank, whatever world size wrote the checkpoint
+            load_tensors(self.ckpt_path, self.raw_model, self.optimizer, checkpoint_meta)
 
         seq_len = self.manifest.seq_len
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * seq_len
@@ -232,16 +234,17 @@ class Trainer:
         return model_cfg
 
     def _resume(self) -> dict[str, Any] | None:
-        """Restore the checkpoint when resuming, else start a fresh log; returns the optimizer state to load
-        once the optimizer exists (None when starting from step 0)."""
+        """Restore the loop's counters, the loader and the RNGs from the latest checkpoint when resuming, else
+        start a fresh log; returns the checkpoint's metadata (None when starting from step 0), whose tensors are
+        loaded once the model is wrapped and the optimizer exists."""
         cfg, d = self.cfg, self.d
         log_path = os.path.join(cfg.out, LOG_NAME)
-        self.resumed = cfg.resume and os.path.exists(self.ckpt_path)
+        self.resumed = bool(cfg.resume and self.ckpt_path)
         self.progress = Progress()
-        optimizer_state = None
+        meta = None
         if self.resumed:
-            self.progress, optimizer_state = restore_training_state(
-                self.ckpt_path, self.raw_model, self.loader, self.model_cfg, self.manifest, d, cfg.seed
+            self.progress, meta = restore_progress(
+                self.ckpt_path, self.loader, self.model_cfg, self.manifest, d, cfg.seed
             )
         self.start_step = self.progress.step
         if d.main:
@@ -249,8 +252,8 @@ class Trainer:
             if self.resumed:
                 print(f"resumed from {self.ckpt_path} at step {self.start_step}", flush=True)
             elif cfg.resume:
-                print(f"no checkpoint in {cfg.out}; starting from step 0", flush=True)
-        return optimizer_state
+                print(f"no checkpoint in {os.path.join(cfg.out, CHECKPOINTS_DIR)}; starting from step 0", flush=True)
+        return meta
 
     def _print_setup(self) -> None:
         cfg, d = self.cfg, self.d
@@ -351,9 +354,9 @@ class Trainer:
             print(f"eval  {done}/{self.cfg.max_steps} | loss {self.last_eval['eval_loss']:.4f} | {per}", flush=True)
 
     def _save(self) -> str:
-        """Write the checkpoint (every rank takes part; rank 0 writes)."""
+        """Write a checkpoint (every rank writes its own shards)."""
         return write_training_state(
-            self.ckpt_path,
+            self.cfg.out,
             self.raw_model,
             self.optimizer,
             self.loader,
@@ -362,7 +365,6 @@ class Trainer:
             self.cfg,
             self.manifest,
             self.d,
-            self.fsdp,
         )
 
     def _summary(self) -> dict[str, Any]:
@@ -382,7 +384,7 @@ class Trainer:
             "mfu": self.throughput.mfu,
             "params": self.params,
             "flops_per_token": self.flops_per_token,
-            "checkpoint": self.checkpoint or (self.ckpt_path if os.path.exists(self.ckpt_path) else None),
+            "checkpoint": self.checkpoint or latest_checkpoint(cfg.out),
             "log": self.log.path,
             "world_size": d.world,
             "parallel": cfg.parallel if d.enabled else None,
