@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import sys
@@ -409,3 +410,29 @@ def test_cli_trains(shards, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "step 2/2" in printed and json.loads(printed[printed.index("{") :])["steps"] == 2
+
+
+def test_a_nan_step_is_skipped_or_stops_with_a_checkpoint_to_resume_from(shards, tmp_path, monkeypatch):
+    from train.model import GPT
+    from train.trainer import TrainingDiverged
+
+    forward, calls = GPT.forward, {"n": 0}
+
+    def poisoned(self, idx, targets=None, doc_ids=None):  # the 3rd training step's loss is NaN
+        logits, loss = forward(self, idx, targets, doc_ids)
+        calls["n"] += 1
+        return logits, loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    skip = str(tmp_path / "skip")
+    summary = train(tiny(shards, skip, max_steps=4, on_bad_step="skip"))
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 4
+    assert [r["step"] for r in records(skip, "skipped")] == [3]
+    assert math.isfinite(losses(skip)[3])  # the weights never saw the NaN
+
+    calls["n"] = 0
+    stop = str(tmp_path / "stop")
+    with pytest.raises(TrainingDiverged, match=r"step 3: .*not finite.*resume from .*step-00000002"):
+        train(tiny(shards, stop, max_steps=4, checkpoint_every=1))
+    monkeypatch.setattr(GPT, "forward", forward)
+    assert train(tiny(shards, stop, max_steps=4, resume=True))["start_step"] == 2

@@ -23,6 +23,8 @@ AttentionImpl = Literal["auto", "sdpa", "flex"]
 LossImpl = Literal["auto", "eager", "chunked", "fused"]
 NormImpl = Literal["auto", "torch", "triton"]
 ParallelMode = Literal["ddp", "fsdp"]
+ActivationCheckpointing = Literal["none", "block", "selective"]
+BadStepAction = Literal["stop", "skip"]
 
 # Fields that choose *how* the model computes, not *what*: a checkpoint trained with one value loads and
 # resumes under another (e.g. trained with FlexAttention on a GPU, sampled with SDPA on a laptop).
@@ -344,6 +346,27 @@ class TrainConfig:
             "(FSDP2 fully_shard per block + root: weights, gradients, optimizer state sharded)"
         },
     )
+    on_bad_step: BadStepAction = field(
+        default="stop",
+        metadata={
+            "help": "a step whose loss or gradient norm is NaN/inf, or whose loss spikes (loss_spike_factor): "
+            "'stop' (an error naming the checkpoint to resume from) or 'skip' (no update; the batch is dropped)"
+        },
+    )
+    loss_spike_factor: float = field(
+        default=0.0,
+        metadata={
+            "help": "a loss above this many times the running mean of the previous losses is a bad step "
+            "(after 10 steps; 0 = only NaN/inf are)"
+        },
+    )
+    activation_checkpointing: ActivationCheckpointing = field(
+        default="none",
+        metadata={
+            "help": "recompute activations in the backward instead of keeping them: 'none', 'block' (keep only "
+            "each block's input), 'selective' (keep matmul and attention outputs, recompute norms, GELU, dropout)"
+        },
+    )
     compile: bool = field(
         default=False, metadata={"help": "wrap the model in torch.compile (inductor needs a C++ compiler on CPU)"}
     )
@@ -384,6 +407,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.on_bad_step not in ("stop", "skip"):
+            raise ValueError(f"on_bad_step must be 'stop' or 'skip', got {self.on_bad_step!r}")
+        if self.loss_spike_factor < 0 or 0 < self.loss_spike_factor <= 1:
+            raise ValueError(f"loss_spike_factor must be 0 (off) or > 1, got {self.loss_spike_factor}")
+        if self.activation_checkpointing not in ("none", "block", "selective"):
+            raise ValueError(
+                "activation_checkpointing must be 'none', 'block' or 'selective', "
+                f"got {self.activation_checkpointing!r}"
+            )
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if not self.shard_cache_gib > 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -142,6 +143,55 @@ def evaluate(model: GPT, loader: ShardLoader, device: torch.device, amp: torch.d
     return {"eval_loss": float(total[0] / total[1]), "eval_loss_by_source": by_source, "eval_split": loader.eval_split}
 
 
+# --------------------------------------------------------------------------------------------- bad steps
+class TrainingDiverged(RuntimeError):
+    """A step's loss or gradient norm was NaN/inf or spiked, and ``on_bad_step=stop``."""
+
+
+class StepGuard:
+    """Decides, before the optimizer step, whether a step is sound: a finite loss (averaged over ranks) and
+    gradient norm, and with ``loss_spike_factor`` a loss within that factor of the running mean of the
+    previous sound steps. A bad step is skipped (no update, its batch dropped) or stops the run with the
+    checkpoint to resume from (written before the bad step, so the weights it holds never saw it). The check
+    reads two scalars back from the device once per step."""
+
+    WARMUP = 10  # sound steps before the spike check starts
+
+    def __init__(self, cfg: TrainConfig, d: Dist, log: RunLog):
+        self.cfg, self.d, self.log = cfg, d, log
+        self.mean: float | None = None  # running mean of sound losses
+        self.seen = 0
+        self.skipped = 0
+
+    def good(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        loss = mean_over_ranks(loss.detach().clone().float(), self.d)
+        gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        value, norm = float(loss), float(gn)
+        factor = self.cfg.loss_spike_factor
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            why = f"loss {value} / gradient norm {norm} is not finite"
+        elif factor and self.seen >= self.WARMUP and self.mean is not None and value > factor * self.mean:
+            why = f"loss {value:.4f} is over {factor:g}x the running mean {self.mean:.4f}"
+        else:
+            self.seen += 1
+            self.mean = value if self.mean is None else 0.9 * self.mean + 0.1 * value
+            return True
+        if self.cfg.on_bad_step == "skip":
+            self.skipped += 1
+            self.log.write({"kind": "skipped", "step": step + 1, "reason": why})
+            if self.d.main:
+                print(f"step {step + 1}: {why}; skipped (no update, batch dropped; on_bad_step=skip)", flush=True)
+            return False
+        latest = latest_checkpoint(self.cfg.out)
+        resume = (
+            f"resume from {latest} (--resume true)" if latest else "no checkpoint was written yet (checkpoint_every)"
+        )
+        raise TrainingDiverged(
+            f"step {step + 1}: {why}; stopped before updating the weights (on_bad_step=stop): {resume}, "
+            "e.g. with a lower --lr, or set --on_bad_step skip to drop such steps"
+        )
+
+
 # --------------------------------------------------------------------------------------------- training
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as configured; returns the run summary (also written to ``out/summary.json``)."""
@@ -174,13 +224,20 @@ class Trainer:
         self.fsdp = d.enabled and cfg.parallel == "fsdp"
 
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-        self.raw_model = GPT(self.model_cfg).to(device)
+        if self.fsdp:  # no rank holds the full model: built on meta, sharded, then each rank fills its shards
+            with torch.device("meta"):
+                self.raw_model = GPT(self.model_cfg)
+        else:
+            self.raw_model = GPT(self.model_cfg).to(device)
+        self.raw_model.activation_checkpointing = cfg.activation_checkpointing
         torch.manual_seed(cfg.seed + 1 + d.rank)  # per-rank dropout streams, independent of init
         checkpoint_meta = self._resume()
 
         # `wrapped` is what synchronises gradients (DDP, or the FSDP2 root, which is raw_model itself, sharded in
         # place); `model` is what the loop calls (the same, or its torch.compile wrapper).
-        self.wrapped = wrap_model(self.raw_model, d, device, self.fsdp)
+        self.wrapped = wrap_model(self.raw_model, d, device, self.fsdp, param_dtype=self.amp)
+        if self.fsdp:
+            self._materialise()
         self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
         if checkpoint_meta is not None:  # the shards of this rank, whatever world size wrote the checkpoint
@@ -194,6 +251,7 @@ class Trainer:
         self.params = self.raw_model.num_params()
         self._print_setup()
         self.log = RunLog(cfg.out, d.main, cfg.tensorboard, self.start_step if self.resumed else None)
+        self.guard = StepGuard(cfg, d, self.log)
         self.last_eval: dict[str, Any] | None = None
         self.checkpoint: str | None = None
 
@@ -255,6 +313,15 @@ class Trainer:
                 print(f"no checkpoint in {os.path.join(cfg.out, CHECKPOINTS_DIR)}; starting from step 0", flush=True)
         return meta
 
+    def _materialise(self) -> None:
+        """Allocate this rank's shards of the meta-built model and draw GPT-2's init into them, from the same
+        seed (and so the same values) as a model built whole; the run's RNG streams are left as they were."""
+        rng = torch.get_rng_state()
+        self.raw_model.to_empty(device=self.device)
+        torch.manual_seed(self.cfg.seed)
+        self.raw_model.init_weights(from_meta=True)
+        torch.set_rng_state(rng)
+
     def _print_setup(self) -> None:
         cfg, d = self.cfg, self.d
         if d.main:
@@ -308,7 +375,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
-        self.optimizer.step()
+        if self.guard.good(step, loss_sum / cfg.grad_accum, grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step = step + 1
         self.progress.tokens_seen += self.tokens_per_step
@@ -394,4 +462,5 @@ class Trainer:
             "samples_by_source": self.loader.source_samples(),
             "eval_rows": self.loader.eval_rows,
             "epoch": self.loader.epoch,
+            "skipped_steps": self.guard.skipped,
         }
