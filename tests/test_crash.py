@@ -86,7 +86,7 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     for stage in ("curate", "dedup", "shards"):
         _kill_when(_start(config), os.path.join(killed, f"{stage}.partial-*"))
         assert not os.path.exists(os.path.join(killed, stage, "stats.json")), stage
-    _kill_when(_start(config), os.path.join(killed, "train", "checkpoint.pt"))  # training mid-way
+    _kill_when(_start(config), os.path.join(killed, "train", "checkpoints", "*", ".metadata"))  # training mid-way
     with open(os.path.join(killed, "train", "log.jsonl"), encoding="utf-8") as fh:
         assert len(fh.readlines()) < 20  # it really stopped part way
     done = subprocess.run(

@@ -90,7 +90,7 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     # the model trained on them, loss falling
     tr = summary["train"]
     assert tr["steps"] == 24 and tr["last_loss"] < tr["first_loss"] - 0.5
-    assert os.path.exists(os.path.join(out, "train", "checkpoint.pt"))
+    assert os.path.exists(os.path.join(out, "train", "checkpoints", "step-00000024", ".metadata"))
 
     # the report shows the recorded figures
     html = open(os.path.join(out, "report.html"), encoding="utf-8").read()

@@ -84,7 +84,9 @@ def run_dir(tmp_path_factory) -> str:
 def test_seeded_sampling_is_deterministic(run_dir):
     model, meta = load_model(run_dir)
     a = generate(model, [5, 6, 7], 12, temperature=1.0, top_k=None, seed=3)
-    b = generate(os.path.join(run_dir, "checkpoint.pt"), [5, 6, 7], 12, temperature=1.0, top_k=None, seed=3)
+    b = generate(
+        os.path.join(run_dir, "checkpoints", "step-00000003"), [5, 6, 7], 12, temperature=1.0, top_k=None, seed=3
+    )
     c = generate(model, [5, 6, 7], 12, temperature=1.0, top_k=None, seed=4)
     assert a == b and len(a) == 12 and a != c
     assert all(0 <= t < model.config.vocab_size for t in a)
@@ -128,7 +130,7 @@ def test_tokenizer_found_through_the_manifest(run_dir, tmp_path):
     assert path and path.endswith("tokenizer.json")
     copy = tmp_path / "copied"  # a checkpoint moved elsewhere with its manifest + tokenizer beside it
     copy.mkdir()
-    shutil.copy(os.path.join(run_dir, "checkpoint.pt"), copy)
+    shutil.copytree(os.path.join(run_dir, "checkpoints", "step-00000003"), copy, dirs_exist_ok=True)
     shards = os.path.dirname(path)
     shutil.copy(os.path.join(shards, "manifest.json"), copy)
     shutil.copy(path, copy)

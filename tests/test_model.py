@@ -174,3 +174,23 @@ def test_adamw_is_fused_on_cuda_only():
     assert cuda.defaults["fused"] is True  # one multi-tensor kernel per step on the GPU
     cpu = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device_type="cpu")
     assert not cpu.defaults["fused"]
+
+
+@pytest.mark.parametrize("mode", ["block", "selective"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(mode):
+    """Recomputing activations in the backward (with dropout on: the RNG is replayed) changes nothing."""
+    cfg = dataclasses.replace(TINY, dropout=0.1, attention="alternating", band_width=4)
+    x, y = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    results = []
+    for ac in ("none", mode):
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        model.activation_checkpointing = ac
+        _, loss = model(x, y)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}, torch.rand(1)))
+    (loss_a, grads_a, after_a), (loss_b, grads_b, after_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert torch.equal(after_a, after_b)  # the run's RNG stream is where it would be without checkpointing
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grads_b[name], grad, rtol=0, atol=1e-7, msg=name)

@@ -150,7 +150,7 @@ def test_unknown_scheme_and_missing_gcs_support_fail_before_any_work(tmp_path, m
     with pytest.raises(DataError, match="has no GCS filesystem"):
         train(tiny("gs://bucket/shards", out))
     assert not os.path.exists(os.path.join(out, "log.jsonl"))
-    assert not os.path.exists(os.path.join(out, "checkpoint.pt"))
+    assert not os.path.exists(os.path.join(out, "checkpoints"))
 
 
 def test_local_paths_are_read_in_place(data):

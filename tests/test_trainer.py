@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import sys
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -131,8 +133,8 @@ def test_compiled_model_trains_like_eager(shards, tmp_path):
     summary = train(tiny(shards, compiled, max_steps=3, tensorboard=False, compile=True, compile_backend="aot_eager"))
     assert summary["compiled"] is True
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-5)
-    a = load_checkpoint(os.path.join(eager, "checkpoint.pt"))["model"]
-    b = load_checkpoint(os.path.join(compiled, "checkpoint.pt"))["model"]
+    a = load_checkpoint(eager)["model"]
+    b = load_checkpoint(compiled)["model"]
     assert set(a) == set(b)  # the checkpoint holds the plain module's names, not the compiled wrapper's
     for name, tensor in a.items():
         torch.testing.assert_close(b[name], tensor, rtol=1e-4, atol=1e-6)
@@ -157,10 +159,13 @@ def test_resume_is_bit_exact(shards, tmp_path):
     assert losses(split) == losses(straight)
     assert len(losses(split)) == 8
     assert second["first_loss"] == losses(straight)[0]
-    a = load_checkpoint(os.path.join(straight, "checkpoint.pt"))
-    b = load_checkpoint(os.path.join(split, "checkpoint.pt"))
+    a = load_checkpoint(straight)
+    b = load_checkpoint(split)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    for name, state in a["optimizer"]["state"].items():
+        for slot, tensor in state.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][name][slot]), (name, slot)
     assert a["loader"] == b["loader"]
 
 
@@ -191,8 +196,8 @@ def test_ddp_two_processes_match_one_process(shards, tmp_path):
         join=True,
     )
     assert losses(ddp) == pytest.approx(losses(single), rel=1e-5)
-    a = load_checkpoint(os.path.join(single, "checkpoint.pt"))
-    b = load_checkpoint(os.path.join(ddp, "checkpoint.pt"))
+    a = load_checkpoint(single)
+    b = load_checkpoint(ddp)
     assert b["world_size"] == 2 and len(b["rng"]) == 2
     assert a["loader"]["consumed_samples"] == b["loader"]["consumed_samples"]
     for name, tensor in a["model"].items():
@@ -210,10 +215,10 @@ def test_fsdp_two_processes_match_one_process_and_resume(shards, tmp_path):
     fsdp = str(tmp_path / "fsdp")
     common = dict(batch_size=2, grad_accum=2, parallel="fsdp", eval_every=2, eval_rows=9)
     mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=2, **common)), nprocs=2, join=True)
-    half = load_checkpoint(os.path.join(fsdp, "checkpoint.pt"))
+    half = load_checkpoint(fsdp)
     assert half["step"] == 2 and half["world_size"] == 2
-    a = load_checkpoint(os.path.join(single, "checkpoint.pt"))
-    assert set(half["model"]) == set(a["model"])  # full, unsharded tensors: what generate and export read
+    a = load_checkpoint(single)
+    assert set(half["model"]) == set(a["model"])  # the shards read back as full tensors: what generate and export read
     assert all(half["model"][k].shape == v.shape for k, v in a["model"].items())
     mp.spawn(
         _ddp_worker, args=(2, _free_port(), tiny(shards, fsdp, max_steps=4, resume=True, **common)), nprocs=2, join=True
@@ -222,7 +227,7 @@ def test_fsdp_two_processes_match_one_process_and_resume(shards, tmp_path):
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-5)
     evals = [r["eval_loss"] for r in records(fsdp, "eval")]
     assert evals == pytest.approx([r["eval_loss"] for r in records(single, "eval")], rel=1e-5)
-    b = load_checkpoint(os.path.join(fsdp, "checkpoint.pt"))
+    b = load_checkpoint(fsdp)
     assert b["step"] == 4 and b["train_config"]["parallel"] == "fsdp"
     for name, tensor in a["model"].items():
         torch.testing.assert_close(tensor, b["model"][name], rtol=1e-4, atol=2e-5)
@@ -230,27 +235,63 @@ def test_fsdp_two_processes_match_one_process_and_resume(shards, tmp_path):
         torch.testing.assert_close(state["exp_avg"], b["optimizer"]["state"][name]["exp_avg"], rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_resume_reshards_between_world_sizes(shards, tmp_path):
+    """A sharded checkpoint written by 2 FSDP ranks resumes in 1 process, and one written by 1 process resumes on
+    2 FSDP ranks; both at the same global batch match an uninterrupted run's losses (the loader's position is
+    counted in global samples, so it does not depend on the world size)."""
+    common = dict(max_steps=4, decay_steps=4, grad_accum=1)
+    straight = str(tmp_path / "straight")
+    train(tiny(shards, straight, batch_size=4, **common))
+    two = dict(batch_size=2, parallel="fsdp")
+
+    down = str(tmp_path / "down")  # 2 -> 1
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, down, **two, **{**common, "max_steps": 2})), nprocs=2)
+    assert load_checkpoint(down)["world_size"] == 2
+    assert train(tiny(shards, down, batch_size=4, resume=True, **common))["start_step"] == 2
+    assert losses(down) == pytest.approx(losses(straight), rel=1e-5)
+
+    up = str(tmp_path / "up")  # 1 -> 2
+    train(tiny(shards, up, batch_size=4, **{**common, "max_steps": 2}))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tiny(shards, up, **two, resume=True, **common)), nprocs=2)
+    assert len(losses(up)) == 4 and load_checkpoint(up)["world_size"] == 2
+    assert losses(up) == pytest.approx(losses(straight), rel=1e-5)
+    a, b = load_checkpoint(straight), load_checkpoint(up)
+    assert a["loader"] == b["loader"]
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(tensor, b["model"][name], rtol=1e-4, atol=2e-5)
+
+
 def test_corrupt_checkpoint_is_a_clear_error(shards, tmp_path):
     out = str(tmp_path / "run")
     train(tiny(shards, out, max_steps=2))
-    path = os.path.join(out, "checkpoint.pt")
-    with open(path, "rb") as fh:
+    path = os.path.join(out, "checkpoints", "step-00000002")
+    (shard,) = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".distcp")]
+    with open(shard, "rb") as fh:
         data = fh.read()
-    with open(path, "wb") as fh:
+    with open(shard, "wb") as fh:
         fh.write(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
         train(tiny(shards, out, max_steps=4, resume=True))
-    torch.save({"weights": torch.zeros(2)}, path)
+    dcp.save({"weights": torch.zeros(2)}, checkpoint_id=path)
     with pytest.raises(CheckpointError, match="not a ccgpt training checkpoint"):
         train(tiny(shards, out, max_steps=4, resume=True))
 
 
-def test_checkpoint_write_is_atomic_and_loads_weights_only(shards, tmp_path):
+def test_checkpoints_commit_with_metadata_and_the_last_k_are_kept(shards, tmp_path):
     out = str(tmp_path / "run")
-    train(tiny(shards, out, max_steps=3, checkpoint_every=1))
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "log.jsonl", "summary.json", "tensorboard"]  # no temp files
-    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
-    assert ckpt["step"] == 3 and isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
+    train(tiny(shards, out, max_steps=3, checkpoint_every=1, keep_checkpoints=2))
+    assert sorted(os.listdir(out)) == ["checkpoints", "log.jsonl", "summary.json", "tensorboard"]
+    root = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(root)) == ["step-00000002", "step-00000003"]
+    assert load_checkpoint(out)["step"] == 3
+    # a write interrupted before DCP's .metadata (the commit marker) is not a checkpoint: resume skips it
+    os.rename(os.path.join(root, "step-00000003", ".metadata"), os.path.join(root, "step-00000003", "partial"))
+    assert load_checkpoint(out)["step"] == 2
+    summary = train(tiny(shards, out, max_steps=4, checkpoint_every=1, keep_checkpoints=2, resume=True))
+    assert summary["start_step"] == 2 and summary["checkpoint"].endswith("step-00000004")
+    assert sorted(os.listdir(root)) == ["step-00000003", "step-00000004"]  # the partial step 3 was rewritten
+    assert load_checkpoint(os.path.join(root, "step-00000003"))["step"] == 3
 
 
 def test_existing_run_needs_resume_flag(shards, tmp_path):
@@ -271,7 +312,7 @@ def test_wrong_vocab_size_fails_before_training(shards, tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(DataError, match="vocab_size=16 is smaller"):
         train(tiny(shards, out, model=ModelOverrides(vocab_size=16)))
-    assert not os.path.exists(os.path.join(out, "checkpoint.pt"))
+    assert not os.path.exists(os.path.join(out, "checkpoints"))
     with pytest.raises(DataError, match="tokenizer"):
         train(tiny(shards, out, tokenizer_hash="cd" * 32))
 
@@ -369,3 +410,29 @@ def test_cli_trains(shards, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "step 2/2" in printed and json.loads(printed[printed.index("{") :])["steps"] == 2
+
+
+def test_a_nan_step_is_skipped_or_stops_with_a_checkpoint_to_resume_from(shards, tmp_path, monkeypatch):
+    from train.model import GPT
+    from train.trainer import TrainingDiverged
+
+    forward, calls = GPT.forward, {"n": 0}
+
+    def poisoned(self, idx, targets=None, doc_ids=None):  # the 3rd training step's loss is NaN
+        logits, loss = forward(self, idx, targets, doc_ids)
+        calls["n"] += 1
+        return logits, loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    skip = str(tmp_path / "skip")
+    summary = train(tiny(shards, skip, max_steps=4, on_bad_step="skip"))
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 4
+    assert [r["step"] for r in records(skip, "skipped")] == [3]
+    assert math.isfinite(losses(skip)[3])  # the weights never saw the NaN
+
+    calls["n"] = 0
+    stop = str(tmp_path / "stop")
+    with pytest.raises(TrainingDiverged, match=r"step 3: .*not finite.*resume from .*step-00000002"):
+        train(tiny(shards, stop, max_steps=4, checkpoint_every=1))
+    monkeypatch.setattr(GPT, "forward", forward)
+    assert train(tiny(shards, stop, max_steps=4, resume=True))["start_step"] == 2

@@ -24,6 +24,8 @@ AttentionImpl = Literal["auto", "sdpa", "flex"]
 LossImpl = Literal["auto", "eager", "chunked", "fused"]
 NormImpl = Literal["auto", "torch", "triton"]
 ParallelMode = Literal["ddp", "fsdp"]
+ActivationCheckpointing = Literal["none", "block", "selective"]
+BadStepAction = Literal["stop", "skip"]
 
 # Fields that choose *how* the model computes, not *what*: a checkpoint trained with one value loads and
 # resumes under another (e.g. trained with FlexAttention on a GPU, sampled with SDPA on a laptop).
@@ -276,7 +278,9 @@ class TrainConfig:
             "(a shard larger than the cap is an error)"
         },
     )
-    out: str = field(default="runs/train", metadata={"help": "output folder: checkpoint.pt, log.jsonl, summary.json"})
+    out: str = field(
+        default="runs/train", metadata={"help": "output folder: checkpoints/step-N/, log.jsonl, summary.json"}
+    )
     preset: str = field(default="tiny", metadata={"help": "model shape: gpt3-small ... gpt3-175b, nano, tiny, mini"})
     model: ModelOverrides = field(default_factory=ModelOverrides, metadata={"help": "per-field model overrides"})
     batch_size: int = field(default=8, metadata={"help": "rows per micro-batch on each process"})
@@ -323,7 +327,10 @@ class TrainConfig:
     )
     log_every: int = field(default=10, metadata={"help": "write a log.jsonl record and a progress line every N steps"})
     checkpoint_every: int = field(
-        default=500, metadata={"help": "write checkpoint.pt every N steps (and at the end); 0 = end only"}
+        default=500, metadata={"help": "write a checkpoint every N steps (and at the end); 0 = end only"}
+    )
+    keep_checkpoints: int = field(
+        default=2, metadata={"help": "keep the newest N checkpoints (sharded DCP folders under out/checkpoints/)"}
     )
     device: str = field(
         default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:1'"}
@@ -332,7 +339,10 @@ class TrainConfig:
         default="auto", metadata={"help": "'auto' = bf16 autocast on CUDA, float32 elsewhere"}
     )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank"})
-    resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint.pt (fresh start if absent)"})
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue from the newest checkpoint in out/checkpoints/ (fresh start if none)"},
+    )
     peak_flops: float = field(
         default=0.0,
         metadata={"help": "peak FLOP/s of one device for MFU; 0 = the known bf16 peak on CUDA, MFU null on CPU"},
@@ -348,6 +358,27 @@ class TrainConfig:
         metadata={
             "help": "with several processes (torchrun): 'ddp' (replicated weights) or 'fsdp' "
             "(FSDP2 fully_shard per block + root: weights, gradients, optimizer state sharded)"
+        },
+    )
+    on_bad_step: BadStepAction = field(
+        default="stop",
+        metadata={
+            "help": "a step whose loss or gradient norm is NaN/inf, or whose loss spikes (loss_spike_factor): "
+            "'stop' (an error naming the checkpoint to resume from) or 'skip' (no update; the batch is dropped)"
+        },
+    )
+    loss_spike_factor: float = field(
+        default=0.0,
+        metadata={
+            "help": "a loss above this many times the running mean of the previous losses is a bad step "
+            "(after 10 steps; 0 = only NaN/inf are)"
+        },
+    )
+    activation_checkpointing: ActivationCheckpointing = field(
+        default="none",
+        metadata={
+            "help": "recompute activations in the backward instead of keeping them: 'none', 'block' (keep only "
+            "each block's input), 'selective' (keep matmul and attention outputs, recompute norms, GELU, dropout)"
         },
     )
     compile: bool = field(
@@ -375,7 +406,7 @@ class TrainConfig:
         if len(self.betas) != 2:
             raise ValueError(f"betas needs two values, got {self.betas}")
         self.eval_tasks = split_task_list(self.eval_tasks)
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_task_limit"):
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_task_limit", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in (
@@ -391,6 +422,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.on_bad_step not in ("stop", "skip"):
+            raise ValueError(f"on_bad_step must be 'stop' or 'skip', got {self.on_bad_step!r}")
+        if self.loss_spike_factor < 0 or 0 < self.loss_spike_factor <= 1:
+            raise ValueError(f"loss_spike_factor must be 0 (off) or > 1, got {self.loss_spike_factor}")
+        if self.activation_checkpointing not in ("none", "block", "selective"):
+            raise ValueError(
+                "activation_checkpointing must be 'none', 'block' or 'selective', "
+                f"got {self.activation_checkpointing!r}"
+            )
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if not self.shard_cache_gib > 0:

@@ -188,7 +188,9 @@ def export(checkpoint: str, out: str, tokenizer: str | None = None, overwrite: b
 
 # ----------------------------------------------------------------------------------------------- CLI
 def add_export_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("checkpoint", help="checkpoint.pt, or the run folder holding it")
+    parser.add_argument(
+        "checkpoint", help="a checkpoint folder (checkpoints/step-N), or the run folder (its newest checkpoint)"
+    )
     parser.add_argument("--out", required=True, help="folder to write (safetensors, config, tokenizer)")
     parser.add_argument(
         "--tokenizer",

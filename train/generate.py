@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import ModelConfig
 from train.model import GPT
 from train.parallel import resolve_device
@@ -38,22 +38,15 @@ class GenerateError(ValueError):
     """Unusable generation input: no tokenizer to be found, a bad prompt or sampling setting."""
 
 
-def checkpoint_path(path: str) -> str:
-    """``path`` itself, or ``path/checkpoint.pt`` when given a run folder."""
-    return os.path.join(path, CHECKPOINT_NAME) if os.path.isdir(path) else path
-
-
 def read_checkpoint(checkpoint: str) -> dict[str, Any]:
-    """A checkpoint file (or a run folder's), read and checked by the trainer's own loader."""
-    path = checkpoint_path(checkpoint)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint not found")
-    return load_checkpoint(path)
+    """A checkpoint folder (or a run folder's newest), read whole into this process by the trainer's own loader:
+    the shards of any number of ranks become full tensors, no process group needed."""
+    return load_checkpoint(checkpoint)
 
 
 def checkpoint_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint says about itself (config, tokenizer, step), without tensors."""
-    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", "loader")}
+    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng", "loader", "param_groups")}
 
 
 def load_model(checkpoint: str, device: torch.device | str = "cpu") -> tuple[GPT, dict[str, Any]]:
@@ -84,7 +77,7 @@ def generate(
 ) -> list[int]:
     """Sample ``max_new_tokens`` ids after ``prompt_ids``; returns only the new ids.
 
-    ``checkpoint`` is a checkpoint file, a run folder holding ``checkpoint.pt``, or an already loaded
+    ``checkpoint`` is a checkpoint folder, a run folder holding ``checkpoints/``, or an already loaded
     :class:`GPT` (to sample many prompts without reloading). ``temperature`` 0 means greedy; ``top_k``
     keeps only the k most likely tokens (``None`` or 0: all); ``seed`` fixes the draw (``None``: a fresh
     one). Generation stops early after ``stop_token`` (e.g. the end-of-text id), which is included.
@@ -142,10 +135,10 @@ def generate(
 
 # ----------------------------------------------------------------------------------------- tokenizer
 def find_tokenizer(checkpoint: str, meta: dict[str, Any] | None = None) -> str | None:
-    """``tokenizer.json`` for a checkpoint: via ``manifest.json`` beside it, else the run's shard folder (local, or
-    on an object store: then copied into the run's shard cache folder)."""
-    ckpt_dir = os.path.dirname(os.path.abspath(checkpoint_path(checkpoint)))
-    found = find_tokenizer_beside(ckpt_dir)
+    """``tokenizer.json`` for a checkpoint (a checkpoint folder, or the folder it was copied into): via
+    ``manifest.json`` in that folder, else the run's shard folder (local, or on an object store: then copied into
+    the run's shard cache folder)."""
+    found = find_tokenizer_beside(os.path.abspath(checkpoint)) if os.path.isdir(checkpoint) else None
     train_config = (meta or {}).get("train_config") or {}
     if found is None and train_config.get("shards"):
         found = find_tokenizer_beside(train_config["shards"], train_config.get("shard_cache", ""))
@@ -171,7 +164,9 @@ def load_tokenizer(path: str):
 # ----------------------------------------------------------------------------------------------- CLI
 def add_generate_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The generate flags (shared by ``python -m train.generate`` and a ``ccgpt generate`` subcommand)."""
-    parser.add_argument("checkpoint", help="checkpoint.pt, or the run folder holding it")
+    parser.add_argument(
+        "checkpoint", help="a checkpoint folder (checkpoints/step-N), or the run folder (its newest checkpoint)"
+    )
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--prompt", default=None, help="prompt text (encoded with the run's tokenizer)")
     src.add_argument("--prompt-ids", default=None, help="prompt as comma-separated token ids, e.g. 50256,464")

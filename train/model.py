@@ -10,11 +10,14 @@ per-layer window handed to :mod:`train.attention`.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from train.attention import AttentionContext, causal_attention
 from train.config import ModelConfig
@@ -71,6 +74,75 @@ class Block(nn.Module):
         return x
 
 
+# Ops whose outputs selective checkpointing keeps: the matmuls and attention (the costly recomputation);
+# everything else in a block (LayerNorm, GELU, dropout, adds, views) is recomputed in the backward.
+_SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpointed(block: nn.Module, x: torch.Tensor, ctx: AttentionContext, mode: str) -> torch.Tensor:
+    """``block(x, ctx)`` under activation checkpointing: "block" keeps only the block's input and recomputes the
+    block in the backward; "selective" keeps the matmul and attention outputs too. The RNG state is restored
+    for the recomputation, so dropout draws the same masks and the gradients equal the plain backward's."""
+    if mode == "block":
+        return checkpoint(block, x, ctx, use_reentrant=False)
+    return checkpoint(
+        block,
+        x,
+        ctx,
+        use_reentrant=False,
+        context_fn=functools.partial(create_selective_checkpoint_contexts, _selective_policy),
+    )
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """The rows this rank holds: a sharded parameter's local shard, else the tensor itself."""
+    return p.to_local() if isinstance(p, DTensor) else p
+
+
+def _local_rows(p: DTensor) -> tuple[torch.Tensor, int]:
+    """A dim-0 sharded parameter's local rows and the global index of its first row (FSDP2 splits with
+    ``torch.chunk``)."""
+    mesh = p.device_mesh
+    rank, world = mesh.get_local_rank(), mesh.size()
+    per = -(-p.shape[0] // world)
+    return p.to_local(), min(rank * per, p.shape[0])
+
+
+def _normal(p: torch.Tensor, std: float) -> None:
+    """``p`` ~ N(0, std), drawn as one process draws it whatever the sharding (see :meth:`GPT.init_weights`)."""
+    if not isinstance(p, DTensor):
+        nn.init.normal_(p, mean=0.0, std=std)
+        return
+    local, start = _local_rows(p)
+    full = torch.empty(p.shape, dtype=local.dtype)  # on CPU, like GPT(cfg) built on CPU and then moved
+    nn.init.normal_(full, mean=0.0, std=std)
+    local.copy_(full[start : start + local.shape[0]])
+
+
+def _replay_construction_draws(model: nn.Module) -> None:
+    """Draw what constructing ``model``'s ``nn.Linear`` / ``nn.Embedding`` layers on CPU draws (their default
+    ``reset_parameters``), in construction order, into throwaway tensors of the same sizes."""
+    for module in model.modules():  # registration order = construction order
+        if isinstance(module, nn.Linear):
+            torch.empty(module.weight.shape).uniform_()  # kaiming_uniform_
+            if module.bias is not None:
+                torch.empty(module.bias.shape).uniform_()
+        elif isinstance(module, nn.Embedding):
+            torch.empty(module.weight.shape).normal_()
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -86,14 +158,39 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         # Tied embeddings: the output head reads logits off the input embedding (one matrix, one gradient).
         self.lm_head.weight = self.wte.weight
+        # "none" | "block" | "selective" (TrainConfig.activation_checkpointing): what the backward recomputes
+        self.activation_checkpointing = "none"
+        if self.wte.weight.device.type != "meta":  # built on meta: materialised later (to_empty + init_weights)
+            self.init_weights()
+        self._register_load_state_dict_pre_hook(self._pad_vocab_rows)
+
+    @torch.no_grad()
+    def init_weights(self, from_meta: bool = False) -> None:
+        """GPT-2's initialisation: N(0, 0.02) matmuls and embeddings, N(0, 0.02 / sqrt(2 * n_layer)) residual
+        projections, unit LayerNorm scales, zero biases and zero vocabulary-padding rows.
+
+        A parameter sharded by FSDP2 (a DTensor, dim 0 split in ``torch.chunk`` rows) is drawn whole on CPU, one
+        parameter at a time, and keeps only its own rows: every rank draws the same CPU stream as one process
+        building the model does, so the initial weights are identical at any world size, and the only unsharded
+        memory is one parameter (every rank spends the time of drawing all of them). ``from_meta``: the model
+        was built on ``meta``, where ``nn.Linear`` / ``nn.Embedding`` drew nothing, so first make those default
+        draws (into throwaway tensors, one at a time) to bring the stream to where building on CPU leaves it.
+        """
+        if from_meta:
+            _replay_construction_draws(self)
         self.apply(self._init_weights)
-        residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=residual_std)
-        with torch.no_grad():
-            self.wte.weight[cfg.vocab_size :].zero_()  # padding rows: never read, kept at zero
-        self._register_load_state_dict_pre_hook(self._pad_vocab_rows)
+                _normal(p, residual_std)
+        wte = self.wte.weight
+        vocab = self.config.vocab_size
+        if isinstance(wte, DTensor):  # padding rows: never read, kept at zero
+            local, start = _local_rows(wte)
+            if start + local.shape[0] > vocab:
+                local[max(vocab - start, 0) :].zero_()
+        else:
+            wte[vocab:].zero_()
 
     def _pad_vocab_rows(self, state_dict, prefix, *args) -> None:
         """Accept weights saved with ``vocab_size`` embedding rows (before the padding, or sliced for export)."""
@@ -105,15 +202,15 @@ class GPT(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            _normal(module.weight, 0.02)
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                _local(module.bias).zero_()
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            _normal(module.weight, 0.02)
         elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
+            _local(module.weight).fill_(1.0)
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                _local(module.bias).zero_()
 
     def num_params(self, include_positions: bool = True) -> int:
         """Parameters counted once (the tied head shares the token embedding), the vocabulary padding not."""
@@ -149,7 +246,10 @@ class GPT(nn.Module):
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:
-            x = block(x, ctx)
+            if self.training and self.activation_checkpointing != "none" and torch.is_grad_enabled():
+                x = _checkpointed(block, x, ctx, self.activation_checkpointing)
+            else:
+                x = block(x, ctx)
         x = self.ln_f(x)
         if targets is not None and resolve_loss_impl(self.config.loss_impl, idx.device) != "eager":
             impl = resolve_loss_impl(self.config.loss_impl, idx.device)

@@ -71,17 +71,24 @@ def close_distributed(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(raw_model: torch.nn.Module, d: Dist, device: torch.device, fsdp: bool) -> torch.nn.Module:
+def wrap_model(
+    raw_model: torch.nn.Module, d: Dist, device: torch.device, fsdp: bool, param_dtype: torch.dtype | None = None
+) -> torch.nn.Module:
     """What synchronises gradients: DDP around the model, or the FSDP2 root, which is the model itself,
-    sharded in place (every block, then the root: embeddings tied with the head, positions, final norm)."""
+    sharded in place (every block, then the root: embeddings tied with the head, positions, final norm).
+
+    Under FSDP ``param_dtype`` (bf16 when training in bf16) is FSDP2's mixed precision: the gathered weights
+    and the compute are in that dtype, the sharded master weights, the optimizer and the gradient reduction
+    stay float32."""
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mesh = init_device_mesh(device.type, (d.world,))
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
         for block in raw_model.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(raw_model, mesh=mesh)
+            fully_shard(block, mesh=mesh, mp_policy=mp)
+        fully_shard(raw_model, mesh=mesh, mp_policy=mp)
         return raw_model
     if d.enabled:
         return DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -8,10 +8,11 @@ disjoint share of one global sample stream, so N ranks with batch b train like o
 LayerNorm (inductor generates its own fused kernel), and the chunked / fused loss runs outside the compiled
 graph (one graph break at the model's end).
 
-Resumption is exact: ``out/checkpoint.pt`` (:mod:`train.checkpoint`) holds everything a step depends on, so
-on CPU a run of N steps and a run of N/2 steps + resume + N/2 steps produce bit-identical losses.
+Resumption is exact: ``out/checkpoints/step-N/`` (:mod:`train.checkpoint`, sharded DCP folders) holds everything
+a step depends on, so on CPU a run of N steps and a run of N/2 steps + resume + N/2 steps produce bit-identical
+losses; a resume may also change the world size at the same global batch.
 
-Outputs in ``cfg.out``: ``checkpoint.pt``, ``log.jsonl`` and ``tensorboard/`` (:mod:`train.metrics`),
+Outputs in ``cfg.out``: ``checkpoints/``, ``log.jsonl`` and ``tensorboard/`` (:mod:`train.metrics`),
 ``summary.json`` (the returned summary).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -31,11 +33,12 @@ from torch.distributed.fsdp import FSDPModule
 from schemas.atomic import atomic_write_text
 from train.attention import FLEX_MIN_HEAD_DIM
 from train.checkpoint import (
-    CHECKPOINT_NAME,
+    CHECKPOINTS_DIR,
     Progress,
     full_model_on_main,
-    load_optimizer_state,
-    restore_training_state,
+    latest_checkpoint,
+    load_tensors,
+    restore_progress,
     write_training_state,
 )
 from train.config import ModelConfig, TrainConfig
@@ -143,6 +146,55 @@ def evaluate(model: GPT, loader: ShardLoader, device: torch.device, amp: torch.d
     return {"eval_loss": float(total[0] / total[1]), "eval_loss_by_source": by_source, "eval_split": loader.eval_split}
 
 
+# --------------------------------------------------------------------------------------------- bad steps
+class TrainingDiverged(RuntimeError):
+    """A step's loss or gradient norm was NaN/inf or spiked, and ``on_bad_step=stop``."""
+
+
+class StepGuard:
+    """Decides, before the optimizer step, whether a step is sound: a finite loss (averaged over ranks) and
+    gradient norm, and with ``loss_spike_factor`` a loss within that factor of the running mean of the
+    previous sound steps. A bad step is skipped (no update, its batch dropped) or stops the run with the
+    checkpoint to resume from (written before the bad step, so the weights it holds never saw it). The check
+    reads two scalars back from the device once per step."""
+
+    WARMUP = 10  # sound steps before the spike check starts
+
+    def __init__(self, cfg: TrainConfig, d: Dist, log: RunLog):
+        self.cfg, self.d, self.log = cfg, d, log
+        self.mean: float | None = None  # running mean of sound losses
+        self.seen = 0
+        self.skipped = 0
+
+    def good(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        loss = mean_over_ranks(loss.detach().clone().float(), self.d)
+        gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        value, norm = float(loss), float(gn)
+        factor = self.cfg.loss_spike_factor
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            why = f"loss {value} / gradient norm {norm} is not finite"
+        elif factor and self.seen >= self.WARMUP and self.mean is not None and value > factor * self.mean:
+            why = f"loss {value:.4f} is over {factor:g}x the running mean {self.mean:.4f}"
+        else:
+            self.seen += 1
+            self.mean = value if self.mean is None else 0.9 * self.mean + 0.1 * value
+            return True
+        if self.cfg.on_bad_step == "skip":
+            self.skipped += 1
+            self.log.write({"kind": "skipped", "step": step + 1, "reason": why})
+            if self.d.main:
+                print(f"step {step + 1}: {why}; skipped (no update, batch dropped; on_bad_step=skip)", flush=True)
+            return False
+        latest = latest_checkpoint(self.cfg.out)
+        resume = (
+            f"resume from {latest} (--resume true)" if latest else "no checkpoint was written yet (checkpoint_every)"
+        )
+        raise TrainingDiverged(
+            f"step {step + 1}: {why}; stopped before updating the weights (on_bad_step=stop): {resume}, "
+            "e.g. with a lower --lr, or set --on_bad_step skip to drop such steps"
+        )
+
+
 # --------------------------------------------------------------------------------------------- training
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) as configured; returns the run summary (also written to ``out/summary.json``)."""
@@ -160,8 +212,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, d: Dist, device: torch.device):
         self.cfg, self.d, self.device = cfg, d, device
         os.makedirs(cfg.out, exist_ok=True)
-        self.ckpt_path = os.path.join(cfg.out, CHECKPOINT_NAME)
-        if os.path.exists(self.ckpt_path) and not cfg.resume:
+        self.ckpt_path = latest_checkpoint(cfg.out)
+        if self.ckpt_path and not cfg.resume:
             raise FileExistsError(
                 f"{self.ckpt_path} exists; pass --resume true to continue that run, or choose another --out"
             )
@@ -175,17 +227,24 @@ class Trainer:
         self.fsdp = d.enabled and cfg.parallel == "fsdp"
 
         torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-        self.raw_model = GPT(self.model_cfg).to(device)
+        if self.fsdp:  # no rank holds the full model: built on meta, sharded, then each rank fills its shards
+            with torch.device("meta"):
+                self.raw_model = GPT(self.model_cfg)
+        else:
+            self.raw_model = GPT(self.model_cfg).to(device)
+        self.raw_model.activation_checkpointing = cfg.activation_checkpointing
         torch.manual_seed(cfg.seed + 1 + d.rank)  # per-rank dropout streams, independent of init
-        optimizer_state = self._resume()
+        checkpoint_meta = self._resume()
 
         # `wrapped` is what synchronises gradients (DDP, or the FSDP2 root, which is raw_model itself, sharded in
         # place); `model` is what the loop calls (the same, or its torch.compile wrapper).
-        self.wrapped = wrap_model(self.raw_model, d, device, self.fsdp)
+        self.wrapped = wrap_model(self.raw_model, d, device, self.fsdp, param_dtype=self.amp)
+        if self.fsdp:
+            self._materialise()
         self.model = torch.compile(self.wrapped, backend=cfg.compile_backend) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.raw_model, cfg, device)
-        if optimizer_state is not None:
-            load_optimizer_state(self.raw_model, self.optimizer, optimizer_state, self.fsdp)
+        if checkpoint_meta is not None:  # the shards of this rank, whatever world size wrote the checkpoint
+            load_tensors(self.ckpt_path, self.raw_model, self.optimizer, checkpoint_meta)
 
         seq_len = self.manifest.seq_len
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * d.world * seq_len
@@ -196,6 +255,7 @@ class Trainer:
         self.tasks = self._load_tasks()
         self._print_setup()
         self.log = RunLog(cfg.out, d.main, cfg.tensorboard, self.start_step if self.resumed else None)
+        self.guard = StepGuard(cfg, d, self.log)
         self.last_eval: dict[str, Any] | None = None
         self.last_tasks: dict[str, Any] | None = None  # {task: {metric: value}} of the latest eval_tasks scoring
         self.checkpoint: str | None = None
@@ -237,16 +297,17 @@ class Trainer:
         return model_cfg
 
     def _resume(self) -> dict[str, Any] | None:
-        """Restore the checkpoint when resuming, else start a fresh log; returns the optimizer state to load
-        once the optimizer exists (None when starting from step 0)."""
+        """Restore the loop's counters, the loader and the RNGs from the latest checkpoint when resuming, else
+        start a fresh log; returns the checkpoint's metadata (None when starting from step 0), whose tensors are
+        loaded once the model is wrapped and the optimizer exists."""
         cfg, d = self.cfg, self.d
         log_path = os.path.join(cfg.out, LOG_NAME)
-        self.resumed = cfg.resume and os.path.exists(self.ckpt_path)
+        self.resumed = bool(cfg.resume and self.ckpt_path)
         self.progress = Progress()
-        optimizer_state = None
+        meta = None
         if self.resumed:
-            self.progress, optimizer_state = restore_training_state(
-                self.ckpt_path, self.raw_model, self.loader, self.model_cfg, self.manifest, d, cfg.seed
+            self.progress, meta = restore_progress(
+                self.ckpt_path, self.loader, self.model_cfg, self.manifest, d, cfg.seed
             )
         self.start_step = self.progress.step
         if d.main:
@@ -254,8 +315,17 @@ class Trainer:
             if self.resumed:
                 print(f"resumed from {self.ckpt_path} at step {self.start_step}", flush=True)
             elif cfg.resume:
-                print(f"no checkpoint in {cfg.out}; starting from step 0", flush=True)
-        return optimizer_state
+                print(f"no checkpoint in {os.path.join(cfg.out, CHECKPOINTS_DIR)}; starting from step 0", flush=True)
+        return meta
+
+    def _materialise(self) -> None:
+        """Allocate this rank's shards of the meta-built model and draw GPT-2's init into them, from the same
+        seed (and so the same values) as a model built whole; the run's RNG streams are left as they were."""
+        rng = torch.get_rng_state()
+        self.raw_model.to_empty(device=self.device)
+        torch.manual_seed(self.cfg.seed)
+        self.raw_model.init_weights(from_meta=True)
+        torch.set_rng_state(rng)
 
     def _load_tasks(self) -> LiveTasks | None:
         """``eval_tasks``' examples, tokenised with the shards' tokenizer, on the main rank (None elsewhere)."""
@@ -333,7 +403,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
-        self.optimizer.step()
+        if self.guard.good(step, loss_sum / cfg.grad_accum, grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step = step + 1
         self.progress.tokens_seen += self.tokens_per_step
@@ -394,9 +465,9 @@ class Trainer:
         print(f"tasks {done}/{self.cfg.max_steps} | {per}", flush=True)
 
     def _save(self) -> str:
-        """Write the checkpoint (every rank takes part; rank 0 writes)."""
+        """Write a checkpoint (every rank writes its own shards)."""
         return write_training_state(
-            self.ckpt_path,
+            self.cfg.out,
             self.raw_model,
             self.optimizer,
             self.loader,
@@ -405,7 +476,6 @@ class Trainer:
             self.cfg,
             self.manifest,
             self.d,
-            self.fsdp,
         )
 
     def _summary(self) -> dict[str, Any]:
@@ -426,7 +496,7 @@ class Trainer:
             "mfu": self.throughput.mfu,
             "params": self.params,
             "flops_per_token": self.flops_per_token,
-            "checkpoint": self.checkpoint or (self.ckpt_path if os.path.exists(self.ckpt_path) else None),
+            "checkpoint": self.checkpoint or latest_checkpoint(cfg.out),
             "log": self.log.path,
             "world_size": d.world,
             "parallel": cfg.parallel if d.enabled else None,
@@ -436,4 +506,5 @@ class Trainer:
             "samples_by_source": self.loader.source_samples(),
             "eval_rows": self.loader.eval_rows,
             "epoch": self.loader.epoch,
+            "skipped_steps": self.guard.skipped,
         }

@@ -9,7 +9,10 @@ from schemas.tasks import DATA_ROOT_ENV, TaskError, available_tasks
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("model", help="checkpoint.pt, a run folder holding it, or a Hugging Face causal-LM folder")
+    parser.add_argument(
+        "model",
+        help="a checkpoint folder (checkpoints/step-N), a run folder (its newest), or a Hugging Face causal-LM folder",
+    )
     parser.add_argument(
         "--tasks",
         required=True,

@@ -23,7 +23,6 @@ import torch
 
 from train.generate import (
     checkpoint_meta,
-    checkpoint_path,
     find_tokenizer,
     load_tokenizer,
     model_from_checkpoint,
@@ -63,13 +62,13 @@ def is_hf_folder(path: str) -> bool:
 
 
 def open_model(path: str, tokenizer: str | None = None) -> ModelSource:
-    """Metadata and tokenizer of ``path`` (checkpoint file, run folder, or HF folder), checked; no weights yet."""
+    """Metadata and tokenizer of ``path`` (checkpoint folder, run folder, or HF folder), checked; no weights yet."""
     if is_hf_folder(path):
         return _open_hf(path)
-    if not os.path.exists(checkpoint_path(path)):
+    if not os.path.exists(path):
         raise EvalModelError(
-            f"{path}: neither a ccgpt checkpoint (checkpoint.pt or a run folder holding one) nor a Hugging Face "
-            f"folder ({HF_CONFIG})"
+            f"{path}: neither a ccgpt checkpoint (a checkpoint folder or a run folder holding checkpoints/) nor a "
+            f"Hugging Face folder ({HF_CONFIG})"
         )
     return _open_ccgpt(path, tokenizer)
 
