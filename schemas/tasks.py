@@ -205,7 +205,10 @@ def task_file(name_or_path: str) -> str:
 
 
 def missing_task_data(specs: list[str] | str, data_root: str | None = None) -> list[str]:
-    """The data files of the tasks ``specs`` that are not there (none: every task's data can be read)."""
+    """The data files of the tasks ``specs`` that are not there (none: every task's data can be read, or no
+    task is set)."""
+    if not split_task_list(specs):
+        return []
     return [t.data_path(data_root) for t in load_tasks(specs) if not os.path.exists(t.data_path(data_root))]
 
 

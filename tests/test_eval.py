@@ -400,3 +400,11 @@ def test_eval_tasks_under_fsdp_score_the_gathered_model(run_dir, tmp_path, share
     for x, y in zip(a, b):
         assert y["tasks"]["blimp_one"] == x["tasks"]["blimp_one"]
         assert y["tasks"]["wiki_one"]["bits_per_byte"] == pytest.approx(x["tasks"]["wiki_one"]["bits_per_byte"], 1e-5)
+
+
+def test_no_task_set_means_no_task_data_missing():
+    """A run config without tasks (the default) skips decontam's tasks and the eval stage quietly."""
+    from schemas.tasks import missing_task_data
+
+    assert missing_task_data([]) == [] and missing_task_data("") == []
+    assert missing_task_data(["blimp"], data_root="/nonexistent-data-root") != []
