@@ -117,18 +117,23 @@ def _own_group_ending_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def worker_pool(log: str, timeout: float = 60.0):
+def worker_pool(folder: str, timeout: float = 60.0):
     """An external SDK worker pool (``apache_beam.runners.worker.worker_pool_main``) on a free local port:
-    the engine's tasks run their Python code in processes it starts, not in the driver's process. Yields
-    ``localhost:PORT`` for ``--environment_config``; the pool's and its workers' output go to ``log`` (a
-    worker that cannot start makes the job wait, not fail: its traceback is there)."""
+    the engine's tasks run their Python code in worker processes it starts, not in the driver's process, each
+    started through :mod:`sdk_boot` as the SDK container starts them (so they get the job's pipeline
+    options). Yields ``localhost:PORT`` for ``--environment_config``. ``folder`` receives the boot wrapper and
+    ``worker-pool.log``, the pool's and its workers' output (a worker that cannot start makes the job wait,
+    not fail: its traceback is there)."""
     port = free_port()
-    # the pool starts each SDK worker as `python -c ...` from PATH: put this interpreter's folder first
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    with open(log, "ab") as out:
+    boot = os.path.join(folder, "sdk-boot")
+    with open(boot, "w", encoding="utf-8") as fh:
+        here = os.path.dirname(os.path.abspath(__file__))
+        fh.write(f'#!/bin/sh\nexec "{sys.executable}" "{os.path.join(here, "sdk_boot.py")}" "$@"\n')
+    os.chmod(boot, 0o755)
+    cmd = [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"]
+    with open(os.path.join(folder, "worker-pool.log"), "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-            env={**os.environ, "PATH": path},
+            [*cmd, f"--container_executable={boot}"],
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_own_group_ending_with_parent,

@@ -2,10 +2,11 @@
 
 The portable-runner tests prove the job API path in-process; this one runs the curate stage through Beam's
 ``FlinkRunner``: a Java job server (Beam's Flink runner, :mod:`engines`) with its embedded Flink cluster,
-parallelism 2, and the stage's Python code in SDK workers started by an external worker pool, i.e. separate
-processes as on a cluster. The engine's workers share this machine's disk with the driver, which is what
-lets the stage's side files (outcomes, counters) reach the driver here; across machines that is the object
-store's job (docs/CLUSTER.md).
+parallelism 2, and the stage's Python code in SDK workers started by an external worker pool: separate
+processes that get the job's pipeline options as a cluster's workers do (:mod:`sdk_boot`). The engine's
+workers share this machine's disk with the driver, which is what lets the stage's side files (outcomes,
+counters) reach the driver here; across machines that is the object-store commit protocol's job
+(docs/CLUSTER.md).
 
 Outside CI the test skips, saying why, when Java or Maven is missing or Maven Central cannot be reached;
 in CI (``CI=true``) it fails instead, and ``make test`` fetches the runner beforehand.
@@ -39,7 +40,7 @@ def flink_job_endpoint():
 @pytest.fixture
 def flink_runner(flink_job_endpoint, tmp_path):
     """``--runner FlinkRunner``, parallelism 2, SDK harnesses from an external worker pool."""
-    with engines.worker_pool(str(tmp_path / "worker-pool.log")) as pool:
+    with engines.worker_pool(str(tmp_path)) as pool:
         yield RunnerConfig(runner="FlinkRunner", options=engines.stage_options(flink_job_endpoint, pool))
 
 
