@@ -11,7 +11,7 @@ names the job-server driver and that classpath; Beam starts it as it would the s
 --flink-master ...``), given ``--flink_job_server_jar``. The Python SDK (2.77) and this Java runner (2.62)
 speak the portable Fn API; the test compares the outputs, so a mismatch between them cannot pass unnoticed.
 
-``python -m tests.engines`` fetches it ahead of the tests (``make test`` does, so CI never skips the engine
+``python tests/engines.py`` fetches it ahead of the tests (``make test`` does, so CI never skips the engine
 test); ``--print`` prints the launcher's path.
 """
 
@@ -70,30 +70,28 @@ def _manifest(main_class: str, classpath: list[str]) -> bytes:
     return b"\r\n".join(out) + b"\r\n\r\n"
 
 
-def flink_job_server_jar(fetch: bool = True) -> str:
+def flink_job_server_jar() -> str:
     """Path of a Flink job-server launcher jar for Beam's ``--flink_job_server_jar``; resolved with Maven on
     first use (about 150 MB into ``~/.m2``), then cached. Raises :class:`EngineUnavailable` saying why."""
-    folder = CACHE / f"beam-{BEAM_JAVA_VERSION}-flink-{FLINK_VERSION}"
-    jar = folder / "flink-job-server-launcher.jar"
-    if jar.exists() and all(Path(p).exists() for p in (folder / "classpath.txt").read_text().split(os.pathsep)):
-        return str(jar)
     if not shutil.which("java"):
-        raise EngineUnavailable("no `java` on PATH (Flink's job server needs Java 11 or 17)")
-    if not fetch:
-        raise EngineUnavailable(f"Flink job server not fetched yet (run `python -m tests.engines`; cache: {folder})")
+        raise EngineUnavailable("no `java` on PATH for Flink's job server (tested with Java 17)")
+    folder = CACHE / f"beam-{BEAM_JAVA_VERSION}-flink-{FLINK_VERSION}"
+    jar, listed = folder / "flink-job-server-launcher.jar", folder / "classpath.txt"
+    if jar.exists() and listed.exists() and all(Path(p).exists() for p in listed.read_text().strip().split(os.pathsep)):
+        return str(jar)  # cached, and ~/.m2 still holds every jar it names
     if not shutil.which("mvn"):
         raise EngineUnavailable("no `mvn` on PATH to fetch Beam's Flink runner from Maven Central")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pom.xml").write_text(_POM.format(flink=FLINK_VERSION, beam=BEAM_JAVA_VERSION))
     cmd = ["mvn", "-q", "-B", "-f", str(folder / "pom.xml"), "dependency:build-classpath"]
-    cmd.append(f"-Dmdep.outputFile={folder / 'classpath.txt'}")
+    cmd.append(f"-Dmdep.outputFile={listed}")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise EngineUnavailable(
             f"mvn could not resolve beam-runners-flink-{FLINK_VERSION} {BEAM_JAVA_VERSION}:\n"
             + (done.stdout + done.stderr)[-2000:]
         )
-    classpath = (folder / "classpath.txt").read_text().strip().split(os.pathsep)
+    classpath = listed.read_text().strip().split(os.pathsep)
     tmp = jar.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
         zf.writestr("META-INF/MANIFEST.MF", _manifest(DRIVER, classpath))
