@@ -323,6 +323,8 @@ class Stage:
             with make_pipeline(runner, label or self.name, total=total) as p:
                 build(p, tmp)
             stats = stats_from_outcomes(self.name, read_outcomes(tmp))
+            if summarise is not None:  # the stage's own checks first: they name the cause in its terms
+                summarise(tmp, stats)
             if total is not None and stats.read != total:
                 raise AccountingError(
                     f"{self.name}: its inputs hold {total} records but the outcomes account for {stats.read}; "
@@ -333,8 +335,6 @@ class Stage:
                     f"{self.name}: read no record from non-empty inputs {self.inputs}; the workers' outcomes did "
                     f"not reach {tmp} (a runner whose workers do not share this disk?)"
                 )
-            if summarise is not None:
-                summarise(tmp, stats)
             return stats
 
         return self.run(body)
