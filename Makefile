@@ -17,14 +17,14 @@ install: $(BASE)
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[curate,train]"
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
 	touch $(BASE)
 
 # the tests also need the test tools, Triton (kernels run interpreted on CPU), Airflow (the DAG tests) and
 # lm-eval (the oracle `ccgpt eval` is checked against)
 $(DEV): $(BASE)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,airflow,eval-oracle]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[curate,train,test,airflow,eval-oracle]"
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps -c constraints.txt fasttext-numpy2-wheel
 	touch $(DEV)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.deploy import staging_args
 from pipeline.fs import use_options
 from pipeline.logs import worker_command
 from pipeline.progress import LOCAL_RUNNERS, Progress
@@ -81,7 +82,10 @@ def tune_allocators(arenas: int, arrow_pool: str) -> None:
             pass
 
 
-def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
+def pipeline_options(cfg: RunnerConfig, ship_ccgpt: bool = False) -> PipelineOptions:
+    """The Beam options of a run. ``ship_ccgpt`` (set when a pipeline is built, not when options only configure
+    file listings) adds what a remote runner's workers install: ccgpt's wheel and the curate requirements
+    (:mod:`pipeline.deploy`)."""
     extra: list[str] = []
     for opt in cfg.options:
         extra.extend(shlex.split(opt))
@@ -93,6 +97,8 @@ def pipeline_options(cfg: RunnerConfig) -> PipelineOptions:
         args = ["--job_endpoint=embed", "--environment_type=LOOPBACK"]
     else:
         args = [f"--runner={cfg.runner}"]
+        if ship_ccgpt:
+            args += staging_args(args + extra)
     return PipelineOptions(args + extra, save_main_session=False)
 
 
@@ -141,7 +147,7 @@ def make_pipeline(cfg: RunnerConfig, label: str = "beam", total: int | None = No
     ``label`` names the stage in progress lines; ``total`` (input records, when known) adds percent and ETA.
     Progress is counted on local and portable (loopback) runners, whose workers share the driver's disk.
     """
-    options = pipeline_options(cfg)
+    options = pipeline_options(cfg, ship_ccgpt=True)
     use_options(options)  # the driver reads and lists files with the options the workers get
     if cfg.runner in LOCAL_RUNNERS:
         tune_allocators(cfg.malloc_arenas, cfg.arrow_pool)
