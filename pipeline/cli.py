@@ -254,13 +254,14 @@ def _add_quality(sub: Any) -> None:
     t.add_argument("--negative", nargs="+", required=True, help="raw crawl text: same formats")
     t.add_argument("--out", required=True, help="model folder: model.bin, eval.json, ...")
     t.add_argument("--config", help="YAML with a `quality_train` section")
-    t.add_argument("--force", action="store_true", help="retrain even if the output is up to date")
     add_dataclass_args(t.add_argument_group("training options"), quality.QualityTrainConfig)
+    _add_runner_args(t)  # the training sample is drawn in Beam
 
     def train_handler(args: argparse.Namespace) -> int:
-        section, _ = _config_section(args.config, "quality_train")
+        section, runner_section = _config_section(args.config, "quality_train")
         cfg = dataclass_from_args(quality.QualityTrainConfig, args, section)
-        result = quality.train_quality(args.positive, args.negative, args.out, cfg, force=args.force)
+        runner = runner_from_args(args, runner_section)
+        result = quality.train_quality(args.positive, args.negative, args.out, cfg, force=args.force, runner=runner)
         print(json.dumps({k: v for k, v in result.items() if k != "score_hist"}, indent=2, default=str))
         return 0
 

@@ -155,6 +155,7 @@ class Run:
             self.dirs["quality_train"],
             self.cfg.quality_train,
             force=self.force,
+            runner=self.cfg.runner,
         )
 
     def quality_filter(self) -> StageStats:

@@ -20,6 +20,7 @@ import fnmatch
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,19 +28,21 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.quality.folds import FOLD_HASH, fold_key, fold_model_file, fold_of
+from pipeline.quality.folds import FOLD_HASH, fold_model_file, fold_of
 from pipeline.quality.model import CC_LABEL, CONFIG_FILE, HQ_LABEL, MODEL_FILE, fasttext_scores, load_model
+from pipeline.quality.sample import SAMPLE_HASH, SampleSpec, draw_samples
 from pipeline.quality.text import (
     DEFAULT_MAX_CHARS,
     NORMALIZATION_VERSION,
-    iter_records,
-    normalize_text,
-    unscorable_reason,
 )
+from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage
 from schemas.stats import StageStats
 
 EVAL_FILE = "eval.json"
+# the sampling pipeline's runner when none is given: one in-process worker starts in about a second, and the
+# sample does not depend on it
+SAMPLE_RUNNER = RunnerConfig(num_workers=1, progress=False)
 HIST_FILE = "score_hist.png"
 
 
@@ -60,7 +63,11 @@ class QualityTrainConfig:
         metadata={"help": "drop documents with fewer words (headings and fragments teach 'short = good')"},
     )
     max_per_class: int = field(
-        default=500_000, metadata={"help": "seeded reservoir sample cap per class, bounds memory (0 = no cap)"}
+        default=500_000,
+        metadata={
+            "help": "documents per class drawn for training, the smallest hashes of their ids (bounds the"
+            " trainer's memory; 0 = no cap)"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed for sampling, splitting and fastText"})
     reproducible: bool = field(
@@ -136,48 +143,6 @@ def split_holdout(positives: list[str], patterns: list[str]) -> tuple[list[str],
     if not trained:
         raise ValueError(f"holdout_positive {patterns} leaves no positive input to train on")
     return trained, left_out
-
-
-def _collect_class(
-    paths: list[str], name: str, cfg: QualityTrainConfig, stats: StageStats
-) -> tuple[list[Item], dict[str, int]]:
-    """Read one class's inputs, drop unusable documents, cap with a seeded reservoir sample.
-
-    Returns ``(fold key, normalised line)`` pairs: the key (:func:`fold_key`) is what cross-fitting assigns
-    folds by. The reservoir keeps memory at ``max_per_class`` documents however large the input, and is a
-    uniform sample, unlike taking the first N (which would favour the first file).
-    """
-    rng = random.Random(f"ccgpt-quality-reservoir:{cfg.seed}:{name}")
-    reservoir: list[Item] = []
-    seen = 0
-    counts = {"read": 0}
-    for path in paths:
-        for doc_id, text in iter_records(path):
-            counts["read"] += 1
-            stats.read += 1
-            reason = unscorable_reason(text, cfg.max_chars)
-            if reason is not None:
-                stats.drop(reason)
-                continue
-            line = normalize_text(text)
-            if not line:
-                stats.drop("empty_text")
-                continue
-            if line.count(" ") + 1 < cfg.min_words:
-                stats.drop("too_short")
-                continue
-            seen += 1
-            item = (fold_key(doc_id, line), line)
-            if cfg.max_per_class <= 0 or len(reservoir) < cfg.max_per_class:
-                reservoir.append(item)
-            else:
-                j = rng.randrange(seen)
-                if j < cfg.max_per_class:
-                    reservoir[j] = item
-    if seen > len(reservoir):
-        stats.drop("max_per_class", seen - len(reservoir))
-    counts["usable"] = len(reservoir)
-    return reservoir, counts
 
 
 def _fold_training_sets(
@@ -267,17 +232,30 @@ class TrainingSample:
 
 
 def sample(
-    positives: list[str], negatives: list[str], left_out_paths: list[str], cfg: QualityTrainConfig, stats: StageStats
+    positives: list[str],
+    negatives: list[str],
+    left_out_paths: list[str],
+    cfg: QualityTrainConfig,
+    stats: StageStats,
+    runner: RunnerConfig,
+    folder: str,
 ) -> TrainingSample:
-    """Read both classes (and the left-out reference), balance them, split off ``test_fraction`` per class.
+    """Draw both classes (and the left-out reference), balance them, split off ``test_fraction`` per class.
 
-    The larger class is downsampled (seeded) to the smaller one so the classifier's 0.5 is a real decision
-    boundary and its scores are comparable across runs with different input sizes. ``stats`` counts every
-    document read and why each one not trained on was dropped.
+    Each class's usable documents are drawn in Beam by a hash of their key, at most ``max_per_class`` of them
+    (:mod:`pipeline.quality.sample`, side files in ``folder``). The larger class is then downsampled (seeded)
+    to the smaller one so the classifier's 0.5 is a real decision boundary and its scores are comparable
+    across runs with different input sizes. ``stats`` counts every document read and why each one not
+    trained on was dropped.
     """
-    pos_items, pos_counts = _collect_class(positives, "positive", cfg, stats)
-    neg_items, neg_counts = _collect_class(negatives, "negative", cfg, stats)
-    left_items, left_counts = _collect_class(left_out_paths, "left_out", cfg, stats) if left_out_paths else ([], {})
+    classes = {"positive": positives, "negative": negatives}
+    if left_out_paths:
+        classes["left_out"] = left_out_paths
+    spec = SampleSpec(cfg.min_words, cfg.max_chars, cfg.max_per_class, cfg.seed)
+    drawn = draw_samples(classes, spec, runner, folder, stats)
+    pos_items, pos_counts = drawn["positive"].items, drawn["positive"].counts
+    neg_items, neg_counts = drawn["negative"].items, drawn["negative"].counts
+    left_items, left_counts = (drawn["left_out"].items, drawn["left_out"].counts) if left_out_paths else ([], {})
     if left_out_paths and not left_items:
         raise ValueError(f"the left-out positives {left_out_paths} hold no usable document")
     if left_items:
@@ -552,6 +530,7 @@ def _model_config(
         "normalization_version": NORMALIZATION_VERSION,
         "fasttext_threads": cfg.fasttext_threads,
         "sklearn_version": sklearn.__version__,
+        "sample_hash": SAMPLE_HASH,  # which documents of each class were drawn (pipeline.quality.sample)
         # what run_quality_filter reads to route each document to the model that never saw it
         "folds": cfg.folds,
         "fold_models": fold_files,
@@ -598,11 +577,18 @@ def _summarise(stats: StageStats, data: TrainingSample, result: dict[str, Any], 
 
 
 def train_quality(
-    positives: list[str], negatives: list[str], out_dir: str, cfg: QualityTrainConfig, force: bool = False
+    positives: list[str],
+    negatives: list[str],
+    out_dir: str,
+    cfg: QualityTrainConfig,
+    force: bool = False,
+    runner: RunnerConfig | None = None,
 ) -> dict[str, Any]:
     """Train the quality classifier (reference = positive, crawl = negative) and return its evaluation.
 
-    Each class is balanced and split ``test_fraction`` held out (:func:`sample`); the metrics in
+    The training sample is drawn on ``runner`` (default: one in-process worker) by a hash of each document's
+    id, so it is the same on any runner and worker count; each class is balanced and split ``test_fraction``
+    held out (:func:`sample`); the metrics in
     ``eval.json`` are on that split only. The output folder appears all at once (written under a temporary
     name, then renamed), and a rerun with the same inputs, config and code returns the stored evaluation
     unless ``force``.
@@ -632,9 +618,11 @@ def train_quality(
         return _read_json(eval_path)
     trained_positives, left_out_paths = split_holdout(positives, list(cfg.holdout_positive))
     stats = StageStats(stage="quality_train")
-    data = sample(trained_positives, negatives, left_out_paths, cfg, stats)
 
     def body(tmp: str) -> StageStats:
+        drawn = os.path.join(tmp, "sample")
+        data = sample(trained_positives, negatives, left_out_paths, cfg, stats, runner or SAMPLE_RUNNER, drawn)
+        shutil.rmtree(drawn)  # the sample lives on in the models; its text is not an output
         fit(tmp, data, cfg)
         model = load_model(os.path.join(tmp, MODEL_FILE))
         result = evaluate(model, data, cfg, left_out_paths)
