@@ -129,11 +129,11 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 def open_stream(path: str):
     """A binary file object for a local path or URL; never read whole. Object stores (s3://, gs://, hdfs://)
     through Beam's ``FileSystems`` (the runner hands every worker its options and credentials); https://
-    through fsspec's HTTP filesystem, which Beam has none of."""
+    through fsspec's HTTP filesystem, which Beam has none of, with retries (:mod:`pipeline.http`)."""
     if scheme(path) in READ_ONLY:
-        import fsspec
+        from pipeline.http import RetryingReader
 
-        return fsspec.open(path, "rb", client_kwargs={"trust_env": True}).open()
+        return RetryingReader(path)
     if is_remote(path):
         from apache_beam.io.filesystem import CompressionTypes
         from apache_beam.io.filesystems import FileSystems
