@@ -14,7 +14,7 @@ runner the ``runner`` param names (the task process is the Beam driver; Dataflow
 work). Training runs in the task process, or as ``torchrun --nproc_per_node=N -m train`` when the
 ``train_nproc`` param is set. Tasks are idempotent: a stage whose output folder is complete and current (same
 inputs, config and code fingerprint) returns at once, and a failed attempt never leaves a half-written
-folder (outputs are renamed into place). XComs carry counts and paths, never data. The Beam runner is a DAG
+folder (a stage commits by writing ``stats.json`` last; readers refuse a folder without it). XComs carry counts and paths, never data. The Beam runner is a DAG
 parameter (``local`` | ``portable`` | ``DataflowRunner`` | ``FlinkRunner`` | ``SparkRunner``), not code;
 runner-specific options go in the run config's ``runner.options``.
 """

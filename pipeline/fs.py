@@ -11,7 +11,9 @@ instead (``pipeline.read``), since Beam has none.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 from typing import NamedTuple
 
 # scheme -> (the module its Beam filesystem needs, the extra that installs it)
@@ -21,6 +23,7 @@ OBJECT_STORES = {
     "hdfs": ("hdfs", "apache-beam[hadoopfs]"),
 }
 READ_ONLY = ("http", "https")  # fsspec's HTTP filesystem, for WARC inputs only
+_UNCOMPRESSED = "uncompressed"  # Beam's CompressionTypes.UNCOMPRESSED: bytes as stored, whatever the suffix
 
 
 class StorageError(ValueError):
@@ -110,3 +113,59 @@ def match(pattern: str) -> list[FileInfo]:
         use_options(PipelineOptions([]))
     result = FileSystems.match([pattern])[0]
     return sorted(FileInfo(m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in result.metadata_list)
+
+
+# -- reading and writing through Beam's FileSystems: one code path for local paths and object stores ----------
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if not _configured:
+        use_options(PipelineOptions([]))
+    return FileSystems
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URL (``os.path.join`` would not do for ``s3://``)."""
+    return _filesystems().join(base, *parts) if parts else base
+
+
+def exists(path: str) -> bool:
+    return _filesystems().exists(path)
+
+
+def list_files(folder: str) -> list[FileInfo]:
+    """Every file under ``folder``, recursively, sorted by path (none when it does not exist)."""
+    if not is_url(folder) and not os.path.isdir(folder):
+        return []
+    return match(join(folder, "**"))
+
+
+def read_bytes(path: str) -> bytes:
+    with _filesystems().open(path, compression_type=_UNCOMPRESSED) as fh:
+        return fh.read()
+
+
+def write_bytes(path: str, data: bytes) -> str:
+    """Write one file in one piece. An object store makes it visible whole when the upload completes; on local
+    disk a reader that must not see a partial file relies on the stage's commit (``stats.json``), not on this."""
+    with _filesystems().create(path, compression_type=_UNCOMPRESSED) as fh:
+        fh.write(data)
+    return path
+
+
+def delete(paths: list[str]) -> None:
+    """Delete files or folders (a local folder with everything in it); paths that are already gone are fine."""
+    present = [p for p in paths if exists(p)]
+    if present:
+        _filesystems().delete(present)
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with _filesystems().open(path, compression_type=_UNCOMPRESSED) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

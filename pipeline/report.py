@@ -393,6 +393,8 @@ def _stage_section(name: str, s: dict[str, Any], run_dir: str) -> str:
                 scalars.append([f"{key}: {items[0][0]}", items[0][1]])
         elif isinstance(value, (int, float, str, bool)) or value is None:
             scalars.append([key, value])
+        elif key == "files" and isinstance(value, list):  # the commit's file list (pipeline.commit)
+            scalars.append(["output files", len(value)])
     if scalars:
         parts.append(_table(scalars, ["field", "value"]))
     parts.extend(charts)

@@ -245,7 +245,7 @@ class Run:
                 "tokens_per_sec": summary.get("tokens_per_sec"),
             },
         )
-        stage.finish(stats, folder)
+        stage.finish(stats)
         return summary
 
     def eval(self) -> dict[str, Any] | None:

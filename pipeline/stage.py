@@ -3,10 +3,11 @@
     validate config -> fingerprint -> skip or run -> build the pipeline -> outcomes -> stats -> commit
 
 :class:`Stage` is that sequence, written once, so a change of how stages are identified or committed (object
-stores, resume by work unit) lands here and nowhere else. A stage writes into ``OUT.partial-<pid>/`` and,
-once its ``stats.json`` (with the accounting checked) is written, renames the folder to ``OUT``. A crash
-leaves only a ``.partial`` folder, never a half-written ``OUT``. A rerun whose ``OUT/stats.json`` carries the
-same fingerprint (inputs + config + code version) skips the stage; ``force`` or anything else recomputes.
+stores, resume by work unit) lands here and nowhere else. A stage writes its files in place and commits them
+without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes, and writes ``stats.json``
+last, listing every file with its size and checksum. A crash leaves a folder without ``stats.json``, which
+readers refuse and the next attempt clears. A rerun whose ``OUT/stats.json`` carries the same fingerprint
+(inputs + config + code version) skips the stage; ``force`` or anything else recomputes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
+from pipeline.commit import Attempt
 from pipeline.fs import READ_ONLY, check_local_output, is_url, match, scheme
-from schemas.atomic import atomic_folder
 from schemas.config import validate_config
 from schemas.manifest import file_sha256
 from schemas.stats import AccountingError, StageStats
@@ -228,9 +229,6 @@ def is_complete(out_dir: str, fp: str) -> bool:
         return False
 
 
-stage_output = atomic_folder  # every stage writes its output folder in one rename (schemas.atomic)
-
-
 def load_stats(out_dir: str) -> StageStats:
     return StageStats.load(out_dir)
 
@@ -240,6 +238,14 @@ def _recorded_lineage(out_dir: str) -> dict[str, Any] | None:
         return StageStats.load(out_dir).extra.get("lineage")
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+class _InPlace(Attempt):
+    """The commit of a folder written in place without :meth:`Attempt.begin` (the train stage resumes its
+    checkpoints across attempts): no marker to check, the same ``stats.json`` with the file list."""
+
+    def owner(self) -> str | None:
+        return self.id
 
 
 class Stage:
@@ -283,21 +289,26 @@ class Stage:
             log.info("%s: rerun: %s", self.name, rerun_reason(_recorded_lineage(self.out_dir), self.lineage))
         return False
 
-    def finish(self, stats: StageStats, folder: str) -> StageStats:
-        """Record the lineage and write ``stats.json`` (accounting checked) into ``folder``: written last, it
-        marks the stage's output complete."""
+    def finish(self, stats: StageStats, attempt: Attempt | None = None) -> StageStats:
+        """Record the lineage and commit: ``stats.json`` (accounting checked, every output file listed) is
+        written last. ``attempt`` is the one :meth:`run` began; the train stage, which resumes in place,
+        commits without one."""
         stats.extra.update(fingerprint=self.fingerprint, code_version=self.code_version, lineage=self.lineage)
-        stats.save(folder)
+        stats.check()
+        attempt = attempt or _InPlace(self.out_dir)
+        attempt.commit(stats.to_dict())
         return stats
 
     def run(self, body: Callable[[str], StageStats]) -> StageStats:
-        """Skip when complete; else ``body(tmp)`` writes the outputs into a temporary folder and returns the
-        stage's stats, which are checked, written last as ``stats.json`` with the lineage, and committed."""
+        """Skip when complete; else take ``out_dir`` over (:class:`pipeline.commit.Attempt`), let ``body(out_dir)``
+        write the outputs there and return the stage's stats, and commit them (written last as ``stats.json``,
+        with the lineage and the file list)."""
         if self.complete():
             return load_stats(self.out_dir)
-        with stage_output(self.out_dir) as tmp:
-            stats = body(tmp)
-            self.finish(stats, tmp)
+        attempt = Attempt(self.out_dir)
+        attempt.begin()
+        stats = body(self.out_dir)
+        self.finish(stats, attempt)
         return stats
 
     def run_beam(

@@ -1,8 +1,10 @@
-"""Atomic writes: every file and folder ccgpt leaves is written under a temporary name and renamed into place.
+"""Atomic local writes: a file (or the sample folder) written under a temporary name and renamed into place.
 
-A reader (the next stage, a resumed run, a user) then sees the old version or the complete new one, never a
-partial file, and a retried or killed writer leaves nothing a later run could mistake for output. Temporary
-names carry the writer's pid, so two processes never write the same temporary file.
+A reader then sees the old version or the complete new one, never a partial file. Stage outputs do not rely
+on this: they are committed by ``stats.json`` (``pipeline.commit``), which works on object stores too, where
+nothing can be renamed. What still uses it are single local files a stage or tool writes (a tokenizer file,
+a manifest, a shard, the trainer's small files) and ``ccgpt sample``'s download folder. Temporary names
+carry the writer's pid, so two processes never write the same temporary file.
 """
 
 from __future__ import annotations

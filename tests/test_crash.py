@@ -1,9 +1,9 @@
 """Crash safety: ``ccgpt run`` killed with SIGKILL mid-stage, then rerun, ends byte-identical to a clean run.
 
-Every stage writes into ``<stage>.partial-<pid>/`` and renames it into place only when complete, and the
-trainer resumes exactly from its checkpoint, so a rerun redoes only unfinished work. The test kills the run
-while three Beam stages write (curate, dedup, the shards), and again while the model trains, and compares
-with an uninterrupted run:
+Every stage commits by writing ``stats.json`` last (``pipeline.commit``): a killed stage leaves a folder
+without it, which the rerun clears and redoes, and the trainer resumes exactly from its checkpoint. The
+test kills the run while three Beam stages write their files (curate, dedup, the shards: killed once Beam's
+temporary files exist), and again while the model trains, and compares with an uninterrupted run:
 document tables, dedup clusters and index, shards, manifest and tokenizer byte for byte, training losses
 step for step (timings inside stats may differ; data may not).
 """
@@ -84,7 +84,8 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     killed = str(tmp_path / "run")
     # Beam stages mid-write: the first stage, one in the middle, the shard writer
     for stage in ("curate", "dedup", "shards"):
-        _kill_when(_start(config), os.path.join(killed, f"{stage}.partial-*"))
+        _kill_when(_start(config), os.path.join(killed, stage, "beam-temp-*"))
+        assert os.path.exists(os.path.join(killed, stage, "_attempt.json")), stage
         assert not os.path.exists(os.path.join(killed, stage, "stats.json")), stage
     _kill_when(_start(config), os.path.join(killed, "train", "checkpoints", "*", ".metadata"))  # training mid-way
     with open(os.path.join(killed, "train", "log.jsonl"), encoding="utf-8") as fh:
@@ -97,7 +98,8 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     clean_files, killed_files = _data_files(str(tmp_path / "clean")), _data_files(killed)
     assert clean_files.keys() == killed_files.keys() and len(clean_files) > 5
     assert clean_files == killed_files
-    assert not glob.glob(os.path.join(killed, "*.partial-*"))
+    assert not glob.glob(os.path.join(killed, "*", "_attempt.json"))  # every stage committed
+    assert not glob.glob(os.path.join(killed, "*", "beam-temp-*"))  # the killed attempts' files were cleared
     # training resumed exactly: the same loss at every logged step (a restart also logs its first step)
     losses = [
         {

@@ -32,7 +32,7 @@ from pipeline.decontam import (
     decontaminate_text,
     run_decontam,
 )
-from schemas.documents import read_documents, write_documents
+from schemas.documents import SchemaError, read_documents, write_documents
 from schemas.tasks import split_wikitext_articles, wikitext_detokenize
 
 CFG = DecontamConfig()
@@ -341,12 +341,17 @@ def test_stage_skips_when_done_and_reruns_when_a_benchmark_changes(tmp_path, loc
     stamp = os.stat(os.path.join(out, "stats.json")).st_mtime_ns
     assert run_decontam([str(tmp_path / "in")], out, cfg, local_runner).to_dict() == first.to_dict()
     assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns == stamp
-    # the benchmark file is part of the fingerprint: changing it recomputes (here: into a clear error), and
-    # the failed attempt leaves the previous output in place
+    # the benchmark file is part of the fingerprint: changing it recomputes (here: into a clear error); the
+    # failed attempt had taken the folder over, so the stale output is gone and the folder reads as unfinished
     bench.write_text("too short to give a single n-gram\n")
     with pytest.raises(DecontamError, match="gave no 13-gram"):
         run_decontam([str(tmp_path / "in")], out, cfg, local_runner)
-    assert not os.path.exists(out + ".partial-" + str(os.getpid()))
+    assert not os.path.exists(os.path.join(out, "stats.json"))
+    with pytest.raises(SchemaError, match="unfinished"):
+        _out(out)
+    bench.write_text(PLANT + "\n")  # fixed: the rerun commits the same output as the first run
+    again = run_decontam([str(tmp_path / "in")], out, cfg, local_runner)
+    assert (again.read, again.kept, again.dropped) == (first.read, first.kept, first.dropped)
     assert sorted(r["id"] for r in _out(out)) == ["s0000#0", "s0000#1", "s0001"]
     assert [r["text"] for r in _out(out)][2] == docs[1]
 

@@ -1,40 +1,79 @@
-"""Stage plumbing: atomic output folders, lineage fingerprints, typed config flags."""
+"""Stage plumbing: commits without rename, lineage fingerprints, typed config flags."""
 
 import argparse
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.stage import Stage, fingerprint, is_complete, stage_output
+from pipeline.commit import Attempt, CommitError, UnfinishedOutput, committed_files
+from pipeline.stage import Stage, fingerprint, is_complete
 from schemas.atomic import atomic_path, atomic_write_text
 from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
+from schemas.documents import SchemaError, document_files
 from schemas.stats import StageStats
 
 
-def test_stage_output_is_atomic(tmp_path):
+def _write(name: str, text: str = "x"):
+    def body(out: str) -> StageStats:
+        with open(os.path.join(out, name), "w") as fh:
+            fh.write(text)
+        return StageStats(stage="s", read=1, kept=1)
+
+    return body
+
+
+def test_stats_json_is_the_commit_and_lists_every_file(tmp_path):
     out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("done.parquet"))
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    assert stats["files"] == [{"path": "done.parquet", "size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}]
+    assert sorted(os.listdir(out)) == ["done.parquet", "stats.json"]  # the attempt marker is gone
+    assert committed_files(out) == [os.path.join(out, "done.parquet")]
+
+
+def test_a_failed_attempt_is_never_read_and_the_next_one_clears_it(tmp_path):
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("old.parquet"))
+
+    def crash(folder: str) -> StageStats:
+        _write("half.parquet")(folder)
+        raise RuntimeError("killed mid-stage")
+
     with pytest.raises(RuntimeError):
-        with stage_output(out) as tmp:
-            open(os.path.join(tmp, "half"), "w").write("x")
-            raise RuntimeError("crash mid-stage")
-    assert not os.path.exists(out) and os.listdir(tmp_path) == []
-    with stage_output(out) as tmp:
-        open(os.path.join(tmp, "done"), "w").write("x")
-    assert os.listdir(out) == ["done"]
-    with stage_output(out) as tmp:  # a rerun replaces the old output whole
-        open(os.path.join(tmp, "new"), "w").write("y")
-    assert os.listdir(out) == ["new"]
+        Stage("s", out, [], {"v": 2}).run(crash)
+    assert not os.path.exists(os.path.join(out, "stats.json"))  # the old output stopped being complete first
+    with pytest.raises(UnfinishedOutput):
+        committed_files(out)
+    with pytest.raises(SchemaError, match="unfinished"):
+        document_files(out)
+    Stage("s", out, [], {"v": 2}).run(_write("new.parquet"))
+    assert sorted(os.listdir(out)) == ["new.parquet", "stats.json"]  # the leftovers went before the rerun wrote
+    assert document_files(out) == [os.path.join(out, "new.parquet")]
 
 
-def test_stale_partial_folders_of_killed_writers_are_removed(tmp_path):
-    out = tmp_path / "stage"
-    stale = tmp_path / "stage.partial-99999999"  # a writer killed before its rename
-    stale.mkdir()
-    (stale / "half").write_text("x")
-    with stage_output(str(out)) as tmp:
-        open(os.path.join(tmp, "done"), "w").write("x")
-    assert sorted(os.listdir(tmp_path)) == ["stage"]
+def test_a_stray_file_in_a_committed_folder_is_not_read(tmp_path):
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("documents-0.parquet"))
+    open(os.path.join(out, "documents-straggler.parquet"), "w").write("late")  # a zombie's late write
+    assert document_files(out) == [os.path.join(out, "documents-0.parquet")]
+
+
+def test_two_attempts_on_one_folder_cannot_both_commit(tmp_path):
+    out = str(tmp_path / "stage")
+    first, second = Attempt(out), Attempt(out)
+    first.begin()
+    second.begin()  # an Airflow retry takes the folder over while the first attempt still runs
+    second.commit({"stage": "s"})
+    with pytest.raises(CommitError, match="took this output over"):
+        first.commit({"stage": "s"})
+    third = Attempt(out)
+    third.begin()
+    open(os.path.join(out, "stats.json"), "w").write("{}")  # committed by someone else meanwhile
+    with pytest.raises(CommitError, match="committed by another attempt"):
+        third.commit({"stage": "s"})
 
 
 def test_atomic_file_writes_leave_old_or_new_never_partial(tmp_path):
@@ -203,4 +242,4 @@ def test_a_stage_that_counts_nothing_from_real_input_fails(tmp_path, local_runne
 
     with pytest.raises(AccountingError, match="hold 3 records but the outcomes account for 1"):
         Stage("s", out, [str(warc)], {}).run_beam(local_runner, one_outcome, total=3)
-    assert not os.path.exists(out)
+    assert not os.path.exists(os.path.join(out, "stats.json"))  # nothing committed

@@ -36,7 +36,7 @@ from pipeline.sample.pins import (
 )
 from pipeline.sample.text import rst_to_text, split_jargon_entries, split_numbered_sections, split_rst_sections
 from pipeline.sample.warc import Page, content_type, count_warc_records, regzip_per_record
-from pipeline.stage import stage_output
+from schemas.atomic import atomic_folder
 
 log = logging.getLogger("ccgpt.sample")
 
@@ -260,7 +260,7 @@ def build_sample(out_dir: str, cfg: SampleConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     out_dir = os.path.abspath(out_dir)
     cfg = dataclasses.replace(cfg, cache_dir=os.path.abspath(cfg.cache_dir))
-    with stage_output(out_dir) as tmp:  # replaced in one rename: a failed build leaves no half-written sample
+    with atomic_folder(out_dir) as tmp:  # replaced in one rename: a failed build leaves no half-written sample
         out = Output(tmp)
         built: dict[str, dict[str, int]] = {}
         skipped: dict[str, str] = {}

@@ -1,0 +1,133 @@
+"""Committing a stage's output without renaming anything: ``stats.json``, written last, is the commit.
+
+Object stores have no rename, so a stage cannot write a temporary folder and move it into place. Instead one
+:class:`Attempt` owns the output folder from :meth:`~Attempt.begin` to :meth:`~Attempt.commit`:
+
+1. ``begin`` makes the old output incomplete first (deletes its ``stats.json``), then deletes everything
+   else in the folder (the old output, or a killed attempt's leftovers), then writes ``_attempt.json``
+   naming this attempt. A folder holding ``_attempt.json`` and no ``stats.json`` is an unfinished output,
+   and readers refuse it (:func:`committed_files`).
+2. The stage writes its files in place, through Beam's IOs and ``pipeline.fs``.
+3. ``commit`` checks that no other attempt took the folder over (``_attempt.json`` still names this one and
+   no ``stats.json`` appeared), lists every file the folder holds with its size and, up to
+   :data:`CHECKSUM_MAX_BYTES`, its sha256, writes ``stats.json`` with that list, and deletes ``_attempt.json``.
+
+Readers take a stage's files from the ``files`` list in its ``stats.json``, never from a listing, so a file
+nobody committed is never read. Two attempts on the same folder (an Airflow retry beside a zombie worker):
+the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit`` with a clear
+error instead of committing. The same code runs on local disk and object stores (``pipeline.fs`` is Beam's
+``FileSystems``). What it does not close: a zombie that keeps writing after the later attempt committed can
+still overwrite a file of the same name; the sizes and checksums in ``stats.json`` expose that to a reader
+that checks them (the trainer checks every shard against the manifest's sha256).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from pipeline import fs
+
+STATS_FILE = "stats.json"
+ATTEMPT_FILE = "_attempt.json"
+# files up to this size get a sha256 in stats.json (models, configs, manifests, small tables); larger ones are
+# listed with their size only, since hashing a crawl's document tables would read them all again on one machine
+CHECKSUM_MAX_BYTES = 64 << 20
+
+
+class CommitError(RuntimeError):
+    """Another attempt took the output folder over, or committed it, while this one ran."""
+
+
+class UnfinishedOutput(ValueError):
+    """A stage folder an attempt began and never committed (killed, failed, or still running)."""
+
+
+def _relative(folder: str, path: str) -> str:
+    """``path`` (as a listing of ``folder`` gives it) relative to ``folder``, with ``/`` separators."""
+    base = folder.rstrip("/") + "/"
+    if fs.is_url(folder):
+        return path[len(base) :]
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def file_records(folder: str) -> list[dict[str, Any]]:
+    """``[{"path", "size", "sha256"}]`` for every file under ``folder`` but the commit files, sorted by path;
+    ``sha256`` is None above :data:`CHECKSUM_MAX_BYTES`."""
+    out = []
+    for info in fs.list_files(folder):
+        rel = _relative(folder, info.path)
+        if rel in (STATS_FILE, ATTEMPT_FILE):
+            continue
+        digest = fs.sha256(info.path) if info.size <= CHECKSUM_MAX_BYTES else None
+        out.append({"path": rel, "size": int(info.size), "sha256": digest})
+    return sorted(out, key=lambda r: r["path"])
+
+
+class Attempt:
+    """One attempt at writing one stage's output folder (see the module docstring)."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+
+    def _path(self, name: str) -> str:
+        return fs.join(self.out_dir, name)
+
+    def begin(self) -> None:
+        """Take the folder over: the old output stops being complete, its files go, the marker names us."""
+        fs.delete([self._path(STATS_FILE)])
+        if fs.is_url(self.out_dir):
+            fs.delete([info.path for info in fs.list_files(self.out_dir)])
+        else:  # the folder whole: a killed writer's empty folders (Beam's temporary ones) go too
+            fs.delete([self.out_dir])
+            os.makedirs(self.out_dir, exist_ok=True)
+        marker = {"attempt": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        fs.write_bytes(self._path(ATTEMPT_FILE), json.dumps(marker).encode())
+
+    def owner(self) -> str | None:
+        """The attempt ``_attempt.json`` names now (None when it is gone)."""
+        try:
+            return json.loads(fs.read_bytes(self._path(ATTEMPT_FILE))).get("attempt")
+        except (OSError, ValueError):
+            return None
+
+    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Write ``stats.json`` (``stats`` plus the attempt and the file list) if this attempt still owns the
+        folder; then drop the marker. Returns what was written."""
+        owner = self.owner()
+        if owner != self.id:
+            raise CommitError(
+                f"{self.out_dir}: another attempt ({owner or 'unknown'}) took this output over while attempt "
+                f"{self.id} ran; this one stops without committing, the other one's output stands"
+            )
+        if fs.exists(self._path(STATS_FILE)):
+            raise CommitError(f"{self.out_dir}: committed by another attempt while attempt {self.id} ran")
+        record = {**stats, "attempt": self.id, "files": file_records(self.out_dir)}
+        fs.write_bytes(self._path(STATS_FILE), (json.dumps(record, indent=2) + "\n").encode())
+        fs.delete([self._path(ATTEMPT_FILE)])
+        return record
+
+
+def committed_files(folder: str) -> list[str] | None:
+    """The files a committed stage folder holds, as paths (from its ``stats.json``), or None for a folder that
+    is not a stage output (no ``stats.json``, no marker: a user's folder, listed as it is). An unfinished
+    stage folder raises :class:`UnfinishedOutput`; a stage output written before file lists existed gives
+    None too."""
+    stats = fs.join(folder, STATS_FILE)
+    if fs.exists(stats):
+        try:
+            files = json.loads(fs.read_bytes(stats)).get("files")
+        except ValueError as e:
+            raise UnfinishedOutput(f"{folder}: its {STATS_FILE} is not valid JSON ({e}); rerun the stage") from e
+        return None if files is None else [fs.join(folder, *f["path"].split("/")) for f in files]
+    if fs.exists(fs.join(folder, ATTEMPT_FILE)):
+        raise UnfinishedOutput(
+            f"{folder}: an unfinished stage output (an attempt began writing it and never committed: killed, "
+            "failed or still running); rerun the stage that writes it"
+        )
+    return None
