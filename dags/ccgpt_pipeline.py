@@ -13,8 +13,9 @@ definition; calling ccgpt's stage functions from a task submits the very same Be
 runner the ``runner`` param names (the task process is the Beam driver; Dataflow, Flink or Spark do the
 work). Training runs in the task process, or as ``torchrun --nproc_per_node=N -m train`` when the
 ``train_nproc`` param is set. Tasks are idempotent: a stage whose output folder is complete and current (same
-inputs, config and code fingerprint) returns at once, and a failed attempt never leaves a half-written
-folder (a stage commits by writing ``stats.json`` last; readers refuse a folder without it). XComs carry counts and paths, never data. The Beam runner is a DAG
+inputs, config and code fingerprint) returns at once, and a failed attempt never leaves a folder that reads as
+complete (a stage commits by writing ``stats.json`` last; readers refuse a folder without it). XComs carry
+counts and paths, never data. The Beam runner is a DAG
 parameter (``local`` | ``portable`` | ``DataflowRunner`` | ``FlinkRunner`` | ``SparkRunner``), not code;
 runner-specific options go in the run config's ``runner.options``.
 """

@@ -420,7 +420,7 @@ TRAIN_COMMANDS = [
     TrainCommand(
         "eval",
         "zero-shot evaluation on task files (BLiMP, WikiText-2, ...): lm-eval-layout results",
-        "Score a checkpoint (or a Hugging Face folder) on declarative task files (configs/tasks/*.yaml): minimal "
+        "Score a checkpoint (or a Hugging Face folder) on declarative task files (schemas/task_files/*.yaml): minimal "
         "pairs, multiple choice, rolling perplexity; zero-shot only.",
         "train.eval.cli",
     ),

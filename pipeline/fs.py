@@ -169,3 +169,12 @@ def sha256(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_lines(path: str):
+    """The lines of a UTF-8 text file, streamed (never the whole file in memory), without line ends."""
+    import io
+
+    with _filesystems().open(path, compression_type=_UNCOMPRESSED) as raw:
+        for line in io.TextIOWrapper(raw, encoding="utf-8"):
+            yield line.rstrip("\n")

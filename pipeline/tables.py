@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 
+from pipeline import fs
 from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema, write_documents
 
 
@@ -54,23 +55,21 @@ def count_rows(inputs: list[str]) -> int | None:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Every object of a JSON-lines file a stage wrote (absent file: none)."""
-    if not os.path.exists(path):
+    """Every object of a JSON-lines file a stage wrote (absent file: none); local or on an object store."""
+    if not fs.exists(path):
         return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [json.loads(line) for line in fs.read_lines(path) if line.strip()]
 
 
 def sum_jsonl(path: str, key: str, value: str, cast: Callable[[Any], Any] = int) -> dict[Any, Any]:
     """Sum ``value`` by ``key`` over a JSON-lines file (absent file: empty). List keys become tuples."""
     out: dict[Any, Any] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    k = tuple(row[key]) if isinstance(row[key], list) else row[key]
-                    out[k] = out.get(k, cast(0)) + cast(row[value])
+    if fs.exists(path):
+        for line in fs.read_lines(path):
+            if line.strip():
+                row = json.loads(line)
+                k = tuple(row[key]) if isinstance(row[key], list) else row[key]
+                out[k] = out.get(k, cast(0)) + cast(row[value])
     return out
 
 

@@ -1,4 +1,10 @@
-"""``stats.json``: every stage's accounting, ``read == kept + sum(dropped.values())``."""
+"""``stats.json``: every stage's accounting, ``read == kept + sum(dropped.values())``.
+
+Written last by a stage's commit (``pipeline.commit``), which adds ``attempt`` (the attempt that wrote the
+output) and ``files`` (every output file: ``path`` relative to the stage folder, ``size``, ``sha256`` or
+null above 64 MiB); readers take a stage's files from that list. Both land in :attr:`StageStats.extra` on
+load.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Evaluation task files: small declarative YAML files that name a benchmark's data and how it is scored.
 
-One file per task (``configs/tasks/<name>.yaml``, or any path), read by ``ccgpt eval`` (``train/eval/``) to
+One file per task (``schemas/task_files/<name>.yaml``, or any path), read by ``ccgpt eval`` (``train/eval/``) to
 score a model and by ``ccgpt decontam --tasks`` (``pipeline/decontam.py``) to cut the same text out of the
 training data, so what is evaluated is what was removed. It lives in ``schemas/`` because both halves read
 it and ``train/`` never imports ``pipeline/``. Local files only: nothing here touches the network.
@@ -59,7 +59,7 @@ import yaml
 TASK_SCHEMA_VERSION = 1
 DATA_ROOT_ENV = "CCGPT_DATA_ROOT"
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS_DIR = os.path.join(_REPO, "configs", "tasks")
+TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "task_files")  # package data: in the wheel too
 DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(_REPO), "shared", "data")
 
 MINIMAL_PAIRS = "minimal_pairs"
@@ -190,7 +190,7 @@ def available_tasks() -> list[str]:
 
 
 def task_file(name_or_path: str) -> str:
-    """A shipped task's file (``blimp`` -> ``configs/tasks/blimp.yaml``) or the path given."""
+    """A shipped task's file (``blimp`` -> ``schemas/task_files/blimp.yaml``) or the path given."""
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         if not os.path.isfile(name_or_path):
             raise TaskError(f"task file {name_or_path!r} does not exist")
@@ -218,7 +218,7 @@ class EvalConfig:
 
     tasks: list[str] = field(
         default_factory=list,
-        metadata={"help": "tasks scored after training (names in configs/tasks or task files); none: no eval stage"},
+        metadata={"help": "tasks scored after training (shipped names or task files); none: no eval stage"},
     )
     limit: int = field(
         default=0, metadata={"help": "examples per task or subtask (per BLiMP paradigm, WikiText articles); 0 = all"}

@@ -402,7 +402,7 @@ def test_stage_reads_benchmarks_from_task_files(tmp_path, shared_data, local_run
     assert (blimp["documents"], blimp["documents_split"], blimp["documents_dropped"]) == (2, 1, 1)
     assert (wiki["documents"], wiki["documents_split"], wiki["documents_dropped"]) == (1, 1, 0)
     assert blimp["ngrams_hit"] == 2 * (len(pair.split()) - 7) and wiki["ngrams_hit"] >= 40 - 12
-    assert blimp["task_file"].endswith("configs/tasks/blimp.yaml")
+    assert blimp["task_file"].endswith("schemas/task_files/blimp.yaml")
     with pytest.raises(DecontamError, match="unknown task 'blimpp'"):
         run_decontam([str(tmp_path / "in")], str(tmp_path / "bad"), DecontamConfig(tasks=["blimpp"]), local_runner)
     with pytest.raises(DecontamError, match="at least one benchmark file"):

@@ -120,6 +120,7 @@ def test_remote_runner_gets_ccgpt_wheel_and_curate_requirements(tmp_path):
         names = zf.namelist()
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "pipeline/curate.py" in names and "schemas/documents.py" in names
+    assert "schemas/task_files/blimp.yaml" in names  # tasks are found by name from an installed wheel
     assert "Name: ccgpt" in meta
     with open(requirements, encoding="utf-8") as fh:
         reqs = [Requirement(line) for line in fh.read().split()]

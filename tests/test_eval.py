@@ -268,9 +268,9 @@ def tiny_tasks(tmp_path, shared_data) -> list[str]:
     """One BLiMP paradigm and one WikiText-2 article, as task files."""
     with open(os.path.join(shared_data, "reference", "wikitext-2", "test.txt"), encoding="utf-8") as fh:
         (tmp_path / "wiki.txt").write_text(split_wikitext_articles(fh.read())[0])
-    blimp = open(os.path.join("configs", "tasks", "blimp.yaml")).read()
+    blimp = open(os.path.join("schemas", "task_files", "blimp.yaml")).read()
     blimp = blimp.replace("name: blimp", "name: blimp_one").replace("data/*.jsonl", "data/adjunct_island.jsonl")
-    wiki = open(os.path.join("configs", "tasks", "wikitext2.yaml")).read()
+    wiki = open(os.path.join("schemas", "task_files", "wikitext2.yaml")).read()
     wiki = wiki.replace("name: wikitext2", "name: wiki_one").replace(
         "reference/wikitext-2/test.txt", str(tmp_path / "wiki.txt")
     )

@@ -315,7 +315,7 @@ class TrainConfig:
     eval_tasks: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "downstream tasks (names in configs/tasks or task files, e.g. blimp wikitext2) scored on the "
+            "help": "downstream tasks (names in schemas/task_files or task files, e.g. blimp wikitext2) scored on the "
             "in-memory model after each held-out evaluation, on a subset of eval_task_limit examples"
         },
     )
