@@ -296,7 +296,8 @@ class Stage:
         stats.extra.update(fingerprint=self.fingerprint, code_version=self.code_version, lineage=self.lineage)
         stats.check()
         attempt = attempt or _InPlace(self.out_dir)
-        attempt.commit(stats.to_dict())
+        record = attempt.commit(stats.to_dict())
+        stats.extra.update(attempt=record["attempt"], files=record["files"])  # as a later load reads them
         return stats
 
     def run(self, body: Callable[[str], StageStats]) -> StageStats:
