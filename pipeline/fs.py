@@ -178,3 +178,32 @@ def read_lines(path: str):
     with _filesystems().open(path, compression_type=_UNCOMPRESSED) as raw:
         for line in io.TextIOWrapper(raw, encoding="utf-8"):
             yield line.rstrip("\n")
+
+
+def _allow_empty_s3_uploads() -> None:
+    """Let Beam's S3 filesystem write an empty file.
+
+    Beam 2.77's ``S3Uploader`` completes a multipart upload with no part when nothing was written, which S3
+    (and moto) reject with ``MalformedXML``: every empty side file (no failed input, no example) would fail its
+    stage on S3. As other S3 clients do for this case, an empty first part is uploaded before completing.
+    Applied when this module is imported, which every ccgpt stage module does, on the driver and on workers.
+    """
+    try:
+        from apache_beam.io.aws import s3io
+    except ImportError:  # apache-beam[aws] not installed: no S3 at all
+        return
+    uploader = s3io.S3Uploader
+    if getattr(uploader, "_ccgpt_empty_upload", False):
+        return
+    finish = uploader.finish
+
+    def finish_with_a_part(self):
+        if not self.parts and not self.buffer:
+            self._write_to_s3(b"")
+        return finish(self)
+
+    uploader.finish = finish_with_a_part
+    uploader._ccgpt_empty_upload = True
+
+
+_allow_empty_s3_uploads()

@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
 
-from pipeline.commit import Attempt
-from pipeline.fs import READ_ONLY, check_local_output, is_url, match, scheme
+from pipeline import fs
+from pipeline.commit import STATS_FILE, Attempt
+from pipeline.fs import READ_ONLY, check_local_output, check_path, is_url, match, scheme
 from schemas.config import validate_config
 from schemas.manifest import file_sha256
 from schemas.stats import AccountingError, StageStats
@@ -218,26 +219,29 @@ def rerun_reason(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     return "; ".join(reasons) or "the order of the inputs changed"
 
 
-def is_complete(out_dir: str, fp: str) -> bool:
-    path = os.path.join(out_dir, "stats.json")
-    if not os.path.exists(path):
-        return False
+def _read_stats(out_dir: str) -> dict[str, Any] | None:
+    """A stage folder's ``stats.json`` (local or on an object store), None when absent or unreadable."""
+    path = fs.join(out_dir, STATS_FILE)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get("fingerprint") == fp
+        return json.loads(fs.read_bytes(path)) if fs.exists(path) else None
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def is_complete(out_dir: str, fp: str) -> bool:
+    stats = _read_stats(out_dir)
+    return stats is not None and stats.get("fingerprint") == fp
 
 
 def load_stats(out_dir: str) -> StageStats:
-    return StageStats.load(out_dir)
+    stats = _read_stats(out_dir)
+    if stats is None:
+        raise FileNotFoundError(f"{out_dir}: no readable {STATS_FILE} (the stage has not committed)")
+    return StageStats.from_dict(stats)
 
 
 def _recorded_lineage(out_dir: str) -> dict[str, Any] | None:
-    try:
-        return StageStats.load(out_dir).extra.get("lineage")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return (_read_stats(out_dir) or {}).get("lineage")
 
 
 class _InPlace(Attempt):
@@ -256,6 +260,8 @@ class Stage:
     and anything else that decides the output, such as a tokenizer's content hash); ``module`` is the stage's
     module (``__name__``), whose ccgpt imports and output-deciding libraries make its code version.
     ``fingerprint`` is set before the body runs, so a body can record it (the mix manifest's lineage).
+    ``object_store_output`` lets ``out_dir`` be an ``s3://``, ``gs://`` or ``hdfs://`` URL: set by the stages
+    whose every write and read goes through Beam's IOs and :mod:`pipeline.fs` (the others still refuse one).
     """
 
     def __init__(
@@ -266,8 +272,12 @@ class Stage:
         config: Any,
         force: bool = False,
         module: str | None = None,
+        object_store_output: bool = False,
     ):
-        check_local_output(out_dir, f"{name} output")
+        if object_store_output:  # the stage writes and reads its files only through Beam's IOs and pipeline.fs
+            check_path(out_dir, f"{name} output", write=True)
+        else:
+            check_local_output(out_dir, f"{name} output")
         validate_config(config)
         self.name = name
         self.out_dir = out_dir
@@ -285,7 +295,7 @@ class Stage:
             return False
         if is_complete(self.out_dir, self.fingerprint):
             return True
-        if os.path.exists(os.path.join(self.out_dir, "stats.json")):
+        if fs.exists(fs.join(self.out_dir, STATS_FILE)):
             log.info("%s: rerun: %s", self.name, rerun_reason(_recorded_lineage(self.out_dir), self.lineage))
         return False
 

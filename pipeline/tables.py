@@ -7,28 +7,45 @@ cluster spins up); and every keyed-count side file is summed by :func:`sum_jsonl
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs
-from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema, write_documents
+from pipeline.commit import committed_files
+from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
 
 
 def read_document_tables(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
     """All input document tables as one PCollection of rows (dicts with every schema field).
 
-    Local tables are validated against the document schema here; remote ones (``gs://...``) are read as
-    given (a folder URL means its ``*.parquet`` files). A finished stage that kept nothing adds no rows.
+    A committed stage folder (local or on an object store) is read from the file list of its ``stats.json``,
+    never from a listing, so a straggler's or a killed attempt's files are never read; an unfinished one is
+    refused. Local tables are validated against the document schema here; a remote file or glob is read as
+    given (a folder URL without ``stats.json`` means its ``*.parquet`` files). A finished stage that kept
+    nothing adds no rows.
     """
     reads = []
     for i, path in enumerate(inputs):
         if "://" in path:
             is_pattern = path.endswith(".parquet") or any(c in path for c in "*?[")
+            committed = None if is_pattern else committed_files(path)
+            if committed is not None:  # a stage folder: its committed tables, never a listing
+                tables = sorted(f for f in committed if f[len(path.rstrip("/")) + 1 :].count("/") == 0)
+                tables = [f for f in tables if f.endswith(".parquet")]
+                if tables:
+                    reads.append(
+                        p
+                        | f"Tables{i}" >> beam.Create(tables)
+                        | f"Read{i}" >> beam.io.ReadAllFromParquet(columns=list(DOCUMENT_SCHEMA.names))
+                    )
+                continue
             pattern = path if is_pattern else path.rstrip("/") + "/*.parquet"
         else:
             files = document_files(path)
@@ -37,6 +54,13 @@ def read_document_tables(p: beam.Pipeline, inputs: list[str]) -> beam.PCollectio
             for f in files:
                 validate_document_schema(pq.read_schema(f), where=f)
             pattern = os.path.join(os.path.abspath(path), "*.parquet") if os.path.isdir(path) else os.path.abspath(path)
+            if os.path.isdir(path) and files != sorted(glob.glob(pattern)):  # a committed list that is not the listing
+                reads.append(
+                    p
+                    | f"Tables{i}" >> beam.Create(files)
+                    | f"Read{i}" >> beam.io.ReadAllFromParquet(columns=list(DOCUMENT_SCHEMA.names))
+                )
+                continue
         reads.append(p | f"Read{i}" >> beam.io.ReadFromParquet(pattern, columns=list(DOCUMENT_SCHEMA.names)))
     if not reads:
         return p | "NoInput" >> beam.Create([])
@@ -157,10 +181,18 @@ class WriteDocuments(beam.PTransform):
 
 
 def ensure_table(folder: str) -> None:
-    """Leave one empty, valid document table in ``folder`` when the pipeline wrote none."""
-    os.makedirs(folder, exist_ok=True)
-    if not any(name.endswith(".parquet") for name in os.listdir(folder)):
-        write_documents([], os.path.join(folder, "documents-empty.parquet"))
+    """Leave one empty, valid document table in ``folder`` (local or an object store) when the pipeline wrote
+    none."""
+    if fs.is_url(folder):
+        if fs.match(fs.join(folder, "*.parquet")):
+            return
+    else:
+        os.makedirs(folder, exist_ok=True)
+        if any(name.endswith(".parquet") for name in os.listdir(folder)):
+            return
+    sink = pa.BufferOutputStream()
+    pq.write_table(DOCUMENT_SCHEMA.empty_table(), sink)
+    fs.write_bytes(fs.join(folder, "documents-empty.parquet"), sink.getvalue().to_pybytes())
 
 
 def _example_lines(kv):

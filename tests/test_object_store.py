@@ -42,3 +42,61 @@ def test_curate_reads_warc_files_from_s3_like_local_ones(shared_data, s3_bucket,
     pafs.copy_files(warc, f"{bucket}/crawl/b.warc.gz", destination_filesystem=fs)
     again = run_curate([f"{s3_bucket}/crawl/*.warc.gz"], str(tmp_path / "s3"), cfg, local_runner)
     assert again.extra["input_files"] == 2 and again.read == 2 * local.read
+
+
+def _s3(s3_server):
+    return pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
+
+
+def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_bucket, s3_server, local_runner, tmp_path):
+    """Curate writes to an object store (nothing is renamed there): the same document tables byte for byte,
+    a ``stats.json`` listing every file, a rerun that skips, and a downstream stage that reads the tables from
+    the committed list only, never a straggler's file."""
+    from pipeline.commit import committed_files
+    from pipeline.decontam import DecontamConfig, run_decontam
+
+    warc = os.path.join(shared_data, "warc", "pywb-sample", "iana.warc.gz")
+    cfg = from_dict(CurateConfig, {"extract": {"extractor": "resiliparse"}})
+    local_out, remote_out = str(tmp_path / "local"), f"{s3_bucket}/runs/curate"
+    local = run_curate([warc], local_out, cfg, local_runner)
+    remote = run_curate([warc], remote_out, cfg, local_runner)
+    assert (remote.read, remote.kept, remote.dropped) == (local.read, local.kept, local.dropped) and local.kept > 0
+
+    store, bucket = _s3(s3_server), s3_bucket[len("s3://") :]
+    listed = [f["path"] for f in remote.extra["files"]]
+    assert listed == [f["path"] for f in local.extra["files"]] and "documents-00000-of-00001.parquet" in listed
+    for f in remote.extra["files"]:  # every committed file is there with its size and checksum
+        with store.open_input_stream(f"{bucket}/runs/curate/{f['path']}") as fh:
+            data = fh.read()
+        assert len(data) == f["size"]
+        if f["path"].endswith(".parquet"):
+            with open(os.path.join(local_out, f["path"]), "rb") as lf:
+                assert data == lf.read(), f["path"]  # the same bytes as on local disk
+    info = store.get_file_info(pafs.FileSelector(f"{bucket}/runs/curate", recursive=True))
+    assert not [i.path for i in info if "_attempt" in i.path or "beam-temp" in i.path]
+
+    assert run_curate([warc], remote_out, cfg, local_runner).extra["attempt"] == remote.extra["attempt"]  # skipped
+
+    # a straggler's late file under the committed folder is not read: readers take stats.json's list
+    with open(os.path.join(local_out, "documents-00000-of-00001.parquet"), "rb") as lf:
+        doc_bytes = lf.read()
+    with store.open_output_stream(f"{bucket}/runs/curate/documents-straggler.parquet") as fh:
+        fh.write(doc_bytes)
+    assert len(committed_files(remote_out)) == len(listed)
+    bench = tmp_path / "bench.txt"
+    bench.write_text("a benchmark passage long enough to give thirteen word n grams for the decontamination test\n")
+    dcfg = DecontamConfig(benchmarks=[str(bench)])
+    from_s3 = run_decontam([remote_out], str(tmp_path / "decontam-s3"), dcfg, local_runner)
+    from_local = run_decontam([local_out], str(tmp_path / "decontam-local"), dcfg, local_runner)
+    assert from_s3.read == from_local.read == local.kept  # the straggler's copies were never read
+    assert _documents(str(tmp_path / "decontam-s3")) == _documents(str(tmp_path / "decontam-local"))
+
+
+def test_stages_not_yet_on_object_stores_refuse_a_url_output(s3_bucket, local_runner):
+    import pytest
+
+    from pipeline.dedup import DedupConfig, run_dedup
+    from pipeline.fs import StorageError
+
+    with pytest.raises(StorageError, match="cannot be written"):
+        run_dedup(["unused"], f"{s3_bucket}/dedup", DedupConfig(), local_runner)
