@@ -44,7 +44,7 @@ from pipeline.tables import (
     read_counters,
     read_jsonl,
 )
-from schemas.stats import StageStats
+from schemas.stats import AccountingError, StageStats
 
 
 @dataclass
@@ -133,6 +133,14 @@ def run_curate(
         stats.extra["languages"] = dict(
             sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])
         )
+        unreadable = [f for f in failed if f["reason"] == "unreadable_file"]
+        if files and len({f["file"] for f in unreadable}) == len(files):
+            # no silent zero: on a cluster this is what workers without the store's options or credentials see
+            raise AccountingError(
+                f"curate: none of the {len(files)} input files could be read (first: {unreadable[0]['file']}: "
+                f"{unreadable[0].get('error')}); check the paths, and for object stores the runner's options "
+                f"(--s3_endpoint_url, credentials); {os.path.join(tmp, FAILED_FILES)} lists them"
+            )
         stats.extra["failed_files"] = sorted({f["file"] for f in failed})  # a file may have several bad regions
         stats.extra["garbage_bytes_skipped"] = sum(
             f.get("bytes", 0) for f in failed if f["reason"] == "garbage_skipped"

@@ -362,15 +362,26 @@ class Stage:
         return self.run(body)
 
 
+_NOT_RAW = (".parquet", ".json", ".bin", ".jsonl.tmp")  # tables, stats, models: not raw input records
+
+
 def _holds_data(inputs: list[str]) -> bool:
-    """Whether any local raw input (a WARC, text or dump file) has bytes. Document tables are left out: an
-    upstream stage may rightly have kept nothing, and their rows are checked exactly through ``total``."""
+    """Whether any raw input (a WARC, text or dump file) has bytes: local files, or objects an object-store
+    path or glob names (their sizes from the listing; ``https://`` files are not asked). Document tables are
+    left out: an upstream stage may rightly have kept nothing, and their rows are checked through ``total``.
+    A run whose workers cannot read an object store (credentials, endpoint) then fails instead of committing
+    nothing."""
     for path in inputs:
         if is_url(path):
+            if scheme(path) in READ_ONLY:
+                continue
+            listed = match(path) or match(path.rstrip("/") + "/**")
+            if any(f.size > 0 and not f.path.endswith(_NOT_RAW) for f in listed):
+                return True
             continue
         files = glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isdir(path) else glob.glob(path)
         for f in files:
-            if f.endswith((".parquet", ".json", ".bin", ".jsonl.tmp")) or not os.path.isfile(f):
+            if f.endswith(_NOT_RAW) or not os.path.isfile(f):
                 continue
             if os.path.getsize(f) > 0:
                 return True

@@ -100,3 +100,16 @@ def test_stages_not_yet_on_object_stores_refuse_a_url_output(s3_bucket, local_ru
 
     with pytest.raises(StorageError, match="cannot be written"):
         run_dedup(["unused"], f"{s3_bucket}/dedup", DedupConfig(), local_runner)
+
+
+def test_objects_that_hold_bytes_but_give_no_record_fail_the_stage(s3_bucket, s3_server, local_runner, tmp_path):
+    """No silent zero on object stores either: workers that cannot read the objects (here: they are not WARC
+    files; on a cluster: missing credentials or endpoint) fail the stage instead of committing nothing."""
+    import pytest
+
+    from schemas.stats import AccountingError
+
+    with _s3(s3_server).open_output_stream(f"{s3_bucket[len('s3://') :]}/crawl/x.warc.gz") as fh:
+        fh.write(b"not a WARC file at all\n" * 10)
+    with pytest.raises(AccountingError, match="none of the 1 input files could be read"):
+        run_curate([f"{s3_bucket}/crawl/*.warc.gz"], str(tmp_path / "out"), CurateConfig(), local_runner)
