@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from functools import cache
 from importlib import metadata
 
 import pytest
@@ -49,8 +50,13 @@ def _imports(package: str) -> set[str]:
     return found - set(sys.stdlib_module_names) - {"pipeline", "train", "schemas", "dags", "__future__"}
 
 
+@cache
+def _providers() -> dict[str, list[str]]:
+    return metadata.packages_distributions()  # a walk over every installed distribution: once per session
+
+
 def _distributions(module: str) -> set[str]:
-    return {d.lower().replace("_", "-") for d in metadata.packages_distributions().get(module, [module])}
+    return {d.lower().replace("_", "-") for d in _providers().get(module, [module])}
 
 
 @pytest.mark.parametrize(("package", "extra"), [("pipeline", "curate"), ("train", "train"), ("schemas", None)])
