@@ -69,12 +69,13 @@ def worker_requirements() -> list[str]:
 
 
 def _source_hash() -> str:
+    """Hash of every file the wheel is built from (code, the shipped task files, pyproject.toml)."""
     h = hashlib.sha256()
     for folder in SOURCE_PACKAGES:
         for dirpath, dirnames, filenames in os.walk(os.path.join(_ROOT, folder)):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
-                if name.endswith(".py"):
+                if not name.endswith(".pyc"):
                     path = os.path.join(dirpath, name)
                     h.update(os.path.relpath(path, _ROOT).encode())
                     with open(path, "rb") as fh:

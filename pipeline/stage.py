@@ -158,7 +158,7 @@ def _input_identity(path: str) -> Any:
     if is_url(path):
         if scheme(path) in READ_ONLY:
             return [(path, "url")]
-        listed = match(path) or match(path.rstrip("/") + "/**")
+        listed = _listed(path)
         return [(f.path, f.size, f.mtime) for f in listed] or [(path, "missing")]
     stats = os.path.join(path, "stats.json")
     if os.path.isdir(path) and os.path.exists(stats):
@@ -177,6 +177,11 @@ def _input_identity(path: str) -> Any:
         elif not os.path.exists(f):
             out.append((f, "missing"))
     return out
+
+
+def _listed(url: str) -> list:
+    """The objects an object-store path, glob or prefix names (a prefix: everything under it)."""
+    return match(url) or match(url.rstrip("/") + "/**")
 
 
 def _digest(value: Any) -> str:
@@ -375,7 +380,7 @@ def _holds_data(inputs: list[str]) -> bool:
         if is_url(path):
             if scheme(path) in READ_ONLY:
                 continue
-            listed = match(path) or match(path.rstrip("/") + "/**")
+            listed = _listed(path)
             if any(f.size > 0 and not f.path.endswith(_NOT_RAW) for f in listed):
                 return True
             continue

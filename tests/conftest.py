@@ -141,6 +141,32 @@ def s3_bucket(s3_server) -> str:
     return f"s3://{name}"
 
 
+# the stage folders a whole run of the tiny config writes, in pipeline order (tests/test_e2e.py, test_first_run.py)
+TINY_STAGE_FOLDERS = [
+    "curate",
+    "source-books",
+    "source-wiki",
+    "quality_model",
+    "quality",
+    "dedup",
+    "decontam",
+    "tokenizer",
+    "shards",
+    "train",
+]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and a shared 2-core box makes OpenMP spin otherwise."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 ONE_PROCESS_FLAGS = ["--runner", "local", "--num-workers", "1", "--running-mode", "in_memory"]
 
 

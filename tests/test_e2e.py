@@ -15,6 +15,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
+from conftest import TINY_STAGE_FOLDERS
 
 from pipeline.report import fmt_bytes
 from pipeline.run import RunConfig, run_all
@@ -48,18 +49,7 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     out = cfg.out_dir
 
     # every stage accounted for every input record
-    for name in (
-        "curate",
-        "source-books",
-        "source-wiki",
-        "quality_model",
-        "quality",
-        "dedup",
-        "decontam",
-        "tokenizer",
-        "shards",
-        "train",
-    ):
+    for name in TINY_STAGE_FOLDERS:
         stats = StageStats.load(os.path.join(out, name))
         assert stats.read == stats.kept + sum(stats.dropped.values()), name
         assert stats.read > 0, name

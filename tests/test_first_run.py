@@ -16,22 +16,11 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import _tiny_config, make_tiny_inputs, run_ccgpt, third_party_info
+from conftest import TINY_STAGE_FOLDERS, _tiny_config, make_tiny_inputs, run_ccgpt, third_party_info
 
 from pipeline.report import fmt
 
-STAGE_FOLDERS = [
-    "curate",
-    "source-books",
-    "source-wiki",
-    "quality_model",
-    "quality",
-    "dedup",
-    "decontam",
-    "tokenizer",
-    "shards",
-    "train",
-]
+STAGE_FOLDERS = TINY_STAGE_FOLDERS
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 # Injected at the top of a copy of the report: collects uncaught errors, failed loads (an <img> that fails fires

@@ -25,12 +25,7 @@ from train.trainer import train  # noqa: E402
 RUN = dict(max_steps=8, decay_steps=8, eval_every=4, eval_rows=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 def s3fs(endpoint: str) -> pafs.S3FileSystem:
