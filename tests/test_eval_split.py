@@ -13,12 +13,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_data import make_shards, read_rows  # noqa: E402  (shared shard-writing helper)
-from test_trainer import one_thread  # noqa: E402,F401  (autouse: tiny models on one thread)
 
 from train.config import ModelConfig, TrainConfig  # noqa: E402
 from train.data import ShardLoader  # noqa: E402
 from train.model import GPT  # noqa: E402
 from train.trainer import evaluate, train  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny models on one thread
 
 
 def test_evaluate_is_the_mean_loss_of_each_source_on_the_validation_rows(tmp_path):
