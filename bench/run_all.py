@@ -94,6 +94,14 @@ BENCHES = [
         full_only=True,
     ),
     Bench(
+        "object-store",
+        "curate and dedup with inputs and outputs on an S3 API (moto_server, local emulation) vs local disk: "
+        "the cost of the object-store code path",
+        ["--pages", "300", "--docs", "20000"],
+        ["--pages", "1000", "--docs", "100000"],
+        module="object_store",
+    ),
+    Bench(
         "shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap", [], []
     ),
     Bench("train", "training step throughput and peak memory, ccgpt vs HF transformers GPT2LMHeadModel", [], []),

@@ -59,7 +59,9 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
     import subprocess
     import sys
 
-    out = os.path.abspath(cfg.out_dir)
+    from pipeline.run import Run
+
+    run = Run(cfg)  # the shards may be on an object store; train writes local files (run.dirs["train"])
     cmd = [
         sys.executable,
         "-m",
@@ -71,15 +73,15 @@ def _torchrun(cfg: Any, config_path: str, nproc: int) -> dict[str, Any]:
         "--config",
         config_path,
         "--shards",
-        os.path.join(out, "shards"),
+        run.dirs["mix"],
         "--out",
-        os.path.join(out, "train"),
+        run.dirs["train"],
         "--resume",
         "true",
     ]
     print("running:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    with open(os.path.join(out, "train", "summary.json"), encoding="utf-8") as fh:
+    with open(os.path.join(run.dirs["train"], "summary.json"), encoding="utf-8") as fh:
         summary = json.load(fh)
     return {"stage": "train", "out_dir": cfg.out_dir, "result": summary}
 

@@ -29,7 +29,6 @@ own N (:func:`task_ngram`).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 
+from pipeline import fs
 from schemas.tasks import TaskError, load_tasks, read_examples, resolve_data_root
 from schemas.tasks import benchmark_texts as task_texts
 
@@ -234,22 +234,24 @@ def benchmark_name(path: str) -> str:
 
 
 def resolve_benchmarks(specs: list[str]) -> list[tuple[str, str]]:
-    """``PATH`` / ``NAME=PATH`` / glob entries -> sorted ``(name, path)``; errors for missing files and clashes."""
+    """``PATH`` / ``NAME=PATH`` / glob entries -> sorted ``(name, path)``; errors for missing files and clashes.
+
+    Paths and globs may be local or object-store URLs (``s3://bucket/benchmarks/*.jsonl``): they are expanded
+    through :mod:`pipeline.fs`, which every worker reads them through too."""
     if not specs:
         raise DecontamError("decontamination needs at least one benchmark file (cfg.benchmarks)")
     out: dict[str, str] = {}
     for spec in specs:
         name = None
         m = re.fullmatch(r"([A-Za-z0-9_.\-]+)=(.+)", spec)
-        if m and not os.path.exists(spec):
+        if m and not fs.exists(spec):
             name, spec = m.group(1), m.group(2)
-        if "://" in spec:
-            paths = [spec]
-        elif glob.has_magic(spec):
-            paths = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+        fs.check_path(spec, "benchmark")  # a scheme whose extra is missing: say which, before listing
+        if any(c in spec for c in "*?["):
+            paths = [f.path for f in fs.expand(spec)]  # hidden files skipped, as a shell glob does
             if not paths:
                 raise DecontamError(f"benchmark {spec!r} matched no files")
-        elif os.path.isfile(spec):
+        elif fs.is_file(spec):
             paths = [spec]
         else:
             raise DecontamError(f"benchmark file {spec!r} does not exist")
@@ -294,7 +296,7 @@ def benchmark_sources(files: list[str], tasks: list[str], data_root: str = "") -
             raise DecontamError(str(e)) from None
         for task in specs:
             path = task.data_path(root)
-            if not os.path.isfile(path):
+            if not fs.is_file(path):
                 raise DecontamError(f"task {task.name}: data file {path} not found (data root {root}; set data_root)")
             out.append(BenchmarkSource(task.name, path, task.source, root))
     if not out:
@@ -416,11 +418,9 @@ class ReadBenchmark(beam.DoFn):
         if src.task_file:
             yield from self._task(src)
             return
-        from apache_beam.io.filesystems import FileSystems
-
         fmt = benchmark_format(src.path, self.file_format)
         counts: dict[str, int] = {}
-        with FileSystems.open(src.path) as fh:  # decompresses .gz by extension
+        with fs.open_decompressed(src.path) as fh:
             texts = benchmark_texts(iter(fh.readline, b""), fmt, self.text_fields, counts)
             yield BenchmarkChunk(src.name, self.ngram, np.empty(0, dtype=np.uint64))
             for arr in _hash_benchmark(texts, self.ngram, running=fmt == "text"):

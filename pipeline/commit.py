@@ -31,6 +31,7 @@ import uuid
 from typing import Any
 
 from pipeline import fs
+from schemas.documents import SchemaError
 
 STATS_FILE = "stats.json"
 ATTEMPT_FILE = "_attempt.json"
@@ -43,7 +44,7 @@ class CommitError(RuntimeError):
     """Another attempt took the output folder over, or committed it, while this one ran."""
 
 
-class UnfinishedOutput(ValueError):
+class UnfinishedOutput(SchemaError):
     """A stage folder an attempt began and never committed (killed, failed, or still running)."""
 
 
@@ -81,11 +82,7 @@ class Attempt:
     def begin(self) -> None:
         """Take the folder over: the old output stops being complete, its files go, the marker names us."""
         fs.delete([self._path(STATS_FILE)])
-        if fs.is_url(self.out_dir):
-            fs.delete([info.path for info in fs.list_files(self.out_dir)])
-        else:  # the folder whole: a killed writer's empty folders (Beam's temporary ones) go too
-            fs.delete([self.out_dir])
-            os.makedirs(self.out_dir, exist_ok=True)
+        fs.delete_folder(self.out_dir)
         marker = {"attempt": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         fs.write_bytes(self._path(ATTEMPT_FILE), json.dumps(marker).encode())
 

@@ -106,7 +106,7 @@ def run_curate(
     inputs: list[str], out_dir: str, cfg: CurateConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Curate WARC/WET ``inputs`` (paths, folders, globs, s3:// gs:// https:// URLs) into ``out_dir``."""
-    stage = Stage("curate", out_dir, inputs, cfg, force, module=__name__, object_store_output=True)
+    stage = Stage("curate", out_dir, inputs, cfg, force, module=__name__)
     if stage.complete():
         return load_stats(out_dir)
     files = expand_inputs(inputs)

@@ -59,7 +59,6 @@ document: id, source, length, n-gram hits per benchmark, merged removals, outcom
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +66,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped
 from pipeline.benchmarks import (
     SUMMARY,
@@ -318,11 +318,12 @@ def _read_summary(folder: str) -> dict[tuple, int]:
 def run_decontam(
     inputs: list[str], out_dir: str, cfg: DecontamConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
-    """Cut benchmark n-grams out of document tables (GPT-3 appendix C); stage contract: skip if done, atomic.
+    """Cut benchmark n-grams out of document tables (GPT-3 appendix C); stage contract: skip if done, commit last.
 
-    The benchmark files take part in the fingerprint, so editing one reruns the stage. Raises
-    :class:`DecontamError` for a missing or unnamed benchmark, or a benchmark that yields no n-gram (a
-    benchmark that protects nothing is a configuration mistake, not a silent no-op).
+    Inputs, benchmark files and ``out_dir`` may be local or object-store URLs: everything goes through Beam's
+    IOs and :mod:`pipeline.fs`. The benchmark files take part in the fingerprint, so editing one reruns the
+    stage. Raises :class:`DecontamError` for a missing or unnamed benchmark, or a benchmark that yields no
+    n-gram (a benchmark that protects nothing is a configuration mistake, not a silent no-op).
     """
     benchmarks = benchmark_sources(cfg.benchmarks, cfg.tasks, cfg.data_root)
     files = [b.path for b in benchmarks] + [b.task_file for b in benchmarks if b.task_file]
@@ -346,7 +347,7 @@ def run_decontam(
         ).with_outputs(OUTCOMES, SUMMARY, "contaminated", main="documents")
         _ = out.documents | "WriteDocuments" >> WriteDocuments(tmp)
         _ = out[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
-        _ = out.contaminated | "WriteContaminated" >> WriteLines(os.path.join(tmp, "contaminated.jsonl"))
+        _ = out.contaminated | "WriteContaminated" >> WriteLines(fs.join(tmp, "contaminated.jsonl"))
         _ = (
             (out[SUMMARY], read[SUMMARY], bench_sizes)
             | "FlattenSummary" >> beam.Flatten()

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.read import EXAMPLES
 
@@ -150,9 +151,9 @@ class UrlBlocklist:
 
     def __init__(self, cfg: UrlBlocklistConfig):
         domains = {d.strip().lower().lstrip(".") for d in cfg.domains if d.strip()}
-        if cfg.domains_file:
-            with open(cfg.domains_file, encoding="utf-8") as fh:
-                domains |= {ln.strip().lower().lstrip(".") for ln in fh if ln.strip() and not ln.startswith("#")}
+        if cfg.domains_file:  # a local path or an object-store URL
+            lines = fs.read_lines(cfg.domains_file)
+            domains |= {ln.strip().lower().lstrip(".") for ln in lines if ln.strip() and not ln.startswith("#")}
         self.domains = frozenset(domains)
         self.substrings = tuple(s.lower() for s in cfg.substrings if s)
 

@@ -11,10 +11,16 @@ instead (``pipeline.read``), since Beam has none.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import os
-from typing import NamedTuple
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any, BinaryIO, NamedTuple
 
 # scheme -> (the module its Beam filesystem needs, the extra that installs it)
 OBJECT_STORES = {
@@ -24,6 +30,8 @@ OBJECT_STORES = {
 }
 READ_ONLY = ("http", "https")  # fsspec's HTTP filesystem, for WARC inputs only
 _UNCOMPRESSED = "uncompressed"  # Beam's CompressionTypes.UNCOMPRESSED: bytes as stored, whatever the suffix
+_BUFFER = 1 << 20
+WHOLE_READ_BYTES = 64 << 20  # an object-store file up to this size is fetched in one request when read as Arrow
 
 
 class StorageError(ValueError):
@@ -74,19 +82,6 @@ def check_path(path: str, what: str, write: bool = False) -> None:
         found = False
     if not found:
         raise StorageError(f"{what} {path!r}: {sch}:// needs the {extra} extra (pip install '{extra}')")
-
-
-def check_local_output(path: str, what: str) -> None:
-    """Stage outputs are written on a local (or shared, mounted) disk for now: refuse a URL clearly.
-
-    Reading inputs from object stores works (``check_path``); writing a stage's output folder to one needs a
-    commit protocol without rename, which docs/CLUSTER.md describes as the next step."""
-    check_path(path, what, write=True)
-    if is_url(path):
-        raise StorageError(
-            f"{what} {path!r}: stage outputs cannot be written to {scheme(path)}:// yet; use a local or mounted "
-            "shared path (see docs/CLUSTER.md)"
-        )
 
 
 _configured = False
@@ -163,6 +158,15 @@ def delete(paths: list[str]) -> None:
         _filesystems().delete(present)
 
 
+def delete_folder(folder: str) -> None:
+    """Everything under ``folder``: every object under an object-store prefix; a local folder whole, so a
+    killed writer's empty folders (Beam's temporary ones) go too. (Writing a file makes its folders again.)"""
+    if is_url(folder):
+        delete([info.path for info in list_files(folder)])
+    else:
+        delete([folder])
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with _filesystems().open(path, compression_type=_UNCOMPRESSED) as fh:
@@ -178,6 +182,145 @@ def read_lines(path: str):
     with _filesystems().open(path, compression_type=_UNCOMPRESSED) as raw:
         for line in io.TextIOWrapper(raw, encoding="utf-8"):
             yield line.rstrip("\n")
+
+
+def open_read(path: str) -> BinaryIO:
+    """A binary reader for a local path (a plain buffered file: the fastest) or a URL (Beam's, seekable)."""
+    if not is_url(path):
+        return open(local_path(path), "rb", buffering=_BUFFER)  # noqa: SIM115 - the caller closes it
+    return _filesystems().open(path, compression_type=_UNCOMPRESSED)
+
+
+@contextlib.contextmanager
+def open_decompressed(path: str) -> Iterator[BinaryIO]:
+    """A binary stream of a file's content, local or on an object store: ``.gz`` and ``.bz2`` (by suffix, any
+    case) decompressed as they are read, never whole."""
+    import bz2
+    import gzip
+
+    with open_read(path) as raw:
+        suffix = path.lower().rsplit(".", 1)[-1]
+        if suffix == "gz":
+            with gzip.GzipFile(fileobj=raw) as fh:
+                yield fh
+        elif suffix == "bz2":
+            with bz2.BZ2File(raw) as fh:
+                yield fh
+        else:
+            yield raw
+
+
+def open_write(path: str) -> BinaryIO:
+    """A binary writer (a local file's folders are made). Nothing renames it afterwards: the stage's commit
+    (``stats.json``, :mod:`pipeline.commit`) is what makes it visible to readers."""
+    return _filesystems().create(path, compression_type=_UNCOMPRESSED)
+
+
+def local_path(path: str) -> str:
+    """``/a/b`` for ``file:///a/b``; any other local path unchanged."""
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_text(path: str, text: str) -> str:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_bytes(path))
+
+
+def write_json(path: str, value: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    return write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def is_dir(path: str) -> bool:
+    """A local folder, or an object-store prefix with at least one object below it."""
+    if not is_url(path):
+        return os.path.isdir(local_path(path))
+    return bool(match(path.rstrip("/") + "/**"))
+
+
+def is_file(path: str) -> bool:
+    if not is_url(path):
+        return os.path.isfile(local_path(path))
+    return not any(c in path for c in "*?[") and exists(path) and not path.endswith("/")
+
+
+def size(path: str) -> int:
+    found = match(path)
+    if not found:
+        raise FileNotFoundError(path)
+    return found[0].size
+
+
+def expand(spec: str) -> list[FileInfo]:
+    """The files a spec names, sorted: a file itself, a folder's (or prefix's) every file below it (hidden ones
+    skipped), or a glob's matches. Nothing for a spec that names nothing."""
+    if any(c in spec for c in "*?["):
+        found = match(spec)
+        root = spec[: min(spec.index(c) for c in "*?[" if c in spec)]
+    elif is_dir(spec):
+        found, root = list_files(spec), spec.rstrip("/") + "/"
+    else:
+        return match(spec) if exists(spec) else []
+    # Beam lists dot-files too (glob does not): skip them below the root, as a shell glob would
+    return [f for f in found if not any(part.startswith(".") for part in f.path[len(root) :].split("/"))]
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """A local path holding ``path``'s bytes, for a library that only takes a path (fastText's model loader):
+    the path itself when local, else a download into the system temp folder, deleted on exit."""
+    if not is_url(path):
+        yield local_path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="ccgpt-") as tmp:
+        local = os.path.join(tmp, posixpath.basename(path.rstrip("/")) or "file")
+        with open_read(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, _BUFFER)
+        yield local
+
+
+def put_file(local: str, path: str) -> str:
+    """Copy a local file (written by a library that only writes to a path, in the system temp folder) to
+    ``path``, local or URL, streamed."""
+    with open(local, "rb") as src, open_write(path) as dst:
+        shutil.copyfileobj(src, dst, _BUFFER)
+    return path
+
+
+def open_arrow(path: str):
+    """An Arrow random-access file: memory-mapped when local (zero-copy reads); over a URL, the whole file in
+    memory when small, else Beam's seekable reader."""
+    import pyarrow as pa
+
+    if not is_url(path):
+        return pa.memory_map(local_path(path), "r")
+    # Beam's S3 reader starts a new ranged GET at every seek, and an Arrow or Parquet reader seeks to the
+    # footer and then to each batch: a whole small file in one GET is many times faster (measured on dedup's
+    # hand-off files); a large one is read by range, as needed
+    reader = open_read(path)
+    if reader.seek(0, os.SEEK_END) <= WHOLE_READ_BYTES:  # the size, known from opening: no request
+        reader.seek(0)
+        with reader:
+            return pa.BufferReader(reader.read())
+    reader.seek(0)
+    return pa.PythonFile(reader, mode="r")
+
+
+@contextlib.contextmanager
+def arrow_sink(path: str) -> Iterator[Any]:
+    """An Arrow output stream onto :func:`open_write` (IPC files, Parquet written by hand)."""
+    import pyarrow as pa
+
+    with open_write(path) as raw:
+        sink = pa.PythonFile(raw, mode="w")
+        yield sink
+        sink.flush()
 
 
 def _allow_empty_s3_uploads() -> None:
@@ -206,4 +349,48 @@ def _allow_empty_s3_uploads() -> None:
     uploader._ccgpt_empty_upload = True
 
 
+_S3_OPTIONS = (
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_session_token",
+    "s3_endpoint_url",
+    "s3_region_name",
+    "s3_api_version",
+    "s3_verify",
+    "s3_disable_ssl",
+)
+
+
+def _reuse_s3_clients() -> None:
+    """Build Beam's boto3 S3 client once per process and set of S3 options, not on every call.
+
+    Beam 2.77's S3 filesystem makes a new ``S3IO`` — and so a new boto3 session and client, about 0.2 s — for
+    every open, exists, create or delete: dedup's hand-off files alone made a small test take 90 s instead of
+    15. The boto3 client is thread-safe and reused; Beam's wrapper keeps per-download state, so each wrapper
+    stays its own object, built from the fresh state the first one started with."""
+    try:
+        from apache_beam.io.aws.clients.s3 import boto3_client
+        from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+    except ImportError:  # apache-beam[aws] not installed: no S3 at all
+        return
+    client = boto3_client.Client
+    if getattr(client, "_ccgpt_reused", False):
+        return
+    build = client.__init__
+    fresh: dict[tuple, dict[str, Any]] = {}
+
+    def init(self, options):
+        view = options.view_as(S3Options) if isinstance(options, PipelineOptions) else None
+        values = tuple(getattr(view, k) if view is not None else options.get(k) for k in _S3_OPTIONS)
+        key = (os.getpid(), repr(values))
+        if key not in fresh:
+            build(self, options)
+            fresh[key] = dict(vars(self))
+        vars(self).update(fresh[key])
+
+    client.__init__ = init
+    client._ccgpt_reused = True
+
+
 _allow_empty_s3_uploads()
+_reuse_s3_clients()

@@ -33,7 +33,6 @@ truncation, or lying inside a skipped region, is part of that event, not an extr
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import re
@@ -44,8 +43,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import OUTCOMES, dropped
-from pipeline.fs import READ_ONLY, check_path, is_url, match, scheme
+from pipeline.fs import READ_ONLY, check_path, scheme
 
 # Extra tagged outputs every curate DoFn may use besides OUTCOMES (see pipeline.accounting).
 EXAMPLES = "examples"  # (reason, {"reason", "url", "text"}) for examples.jsonl
@@ -83,10 +83,6 @@ class ReadEvent(NamedTuple):
     info: dict[str, Any]
 
 
-def is_remote(path: str) -> bool:
-    return is_url(path)
-
-
 def expand_inputs(inputs: list[str]) -> list[str]:
     """Turn paths, folders, globs and URLs into a sorted, de-duplicated list of files.
 
@@ -99,27 +95,12 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         check_path(inp, "curate input")
         if scheme(inp) in READ_ONLY:
             found = [inp]  # https:// (Common Crawl's public endpoint): one file per URL, no listing
-        elif is_remote(inp):
-            if any(c in inp for c in "*?["):
-                found = [f.path for f in match(inp)]
-            else:  # an object, or a folder (prefix) of WARC/WET files
-                found = [f.path for f in match(inp)] or [
-                    f.path for f in match(inp.rstrip("/") + "/**") if f.path.endswith(WARC_SUFFIXES)
-                ]
+        elif any(c in inp for c in "*?["):
+            found = [f.path for f in fs.expand(fs.local_path(inp))]
+        elif fs.is_dir(inp):  # a folder (or prefix) of WARC/WET files
+            found = [f.path for f in fs.expand(fs.local_path(inp)) if f.path.endswith(WARC_SUFFIXES)]
         else:
-            local = inp[len("file://") :] if inp.startswith("file://") else inp
-            if os.path.isdir(local):
-                found = sorted(
-                    p
-                    for p in glob.glob(os.path.join(local, "**", "*"), recursive=True)
-                    if os.path.isfile(p) and p.endswith(WARC_SUFFIXES)
-                )
-            elif any(c in local for c in "*?["):
-                found = sorted(p for p in glob.glob(local, recursive=True) if os.path.isfile(p))
-            elif os.path.isfile(local):
-                found = [local]
-            else:
-                found = []
+            found = [fs.local_path(inp)] if fs.is_file(inp) else []
         if not found:
             raise FileNotFoundError(f"curate input {inp!r} matches no WARC/WET file")
         files.extend(found)
@@ -134,12 +115,7 @@ def open_stream(path: str):
         from pipeline.http import RetryingReader
 
         return RetryingReader(path)
-    if is_remote(path):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return open(path[len("file://") :] if path.startswith("file://") else path, "rb", buffering=_CHUNK)
+    return fs.open_read(path)
 
 
 def doc_id(record_id: str | None, source_file: str, offset: int) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import os
 from typing import Any
@@ -25,9 +24,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.tables import read_jsonl
+from pipeline import fs
+from pipeline.tables import document_files, read_jsonl
 from schemas.atomic import atomic_write_text
-from schemas.documents import document_files
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,8 +44,7 @@ def _order_key(name: str) -> tuple[int, str]:
 
 
 def _load_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return fs.read_json(path)
 
 
 def fmt(value: Any) -> str:
@@ -108,18 +106,17 @@ def _bar(labels: list[str], values: list[float], title: str, xlabel: str = "") -
 def stage_stats(run_dir: str) -> dict[str, dict[str, Any]]:
     """Every ``<stage>/stats.json`` under the run folder, in pipeline order."""
     found = {}
-    for name in os.listdir(run_dir):
-        path = os.path.join(run_dir, name, "stats.json")
-        if os.path.isfile(path):
-            found[name] = _load_json(path)
+    for f in fs.match(fs.join(run_dir, "*", "stats.json")):
+        found[f.path.rstrip("/").split("/")[-2]] = _load_json(f.path)
     return {k: found[k] for k in sorted(found, key=_order_key)}
 
 
 def _iter_column(folder: str, column: str):
     """Batches of one column of a stage's document table (none when the folder holds no table)."""
     for f in document_files(folder):
-        for batch in pq.ParquetFile(f).iter_batches(columns=[column], batch_size=8192):
-            yield batch.column(0)
+        with fs.open_arrow(f) as source:
+            for batch in pq.ParquetFile(source).iter_batches(columns=[column], batch_size=8192):
+                yield batch.column(0)
 
 
 def _table_size(folder: str) -> dict[str, int]:
@@ -139,9 +136,9 @@ def table_sizes(run_dir: str, stats: dict[str, dict[str, Any]]) -> dict[str, dic
             name == p or (p.endswith("-") and name.startswith(p)) for p in DOCUMENT_STAGES
         ):
             continue
-        sizes[name] = _table_size(os.path.join(run_dir, name))
-    if "curate" in stats and document_files(os.path.join(run_dir, "curate", "raw")):
-        sizes["curate/raw"] = _table_size(os.path.join(run_dir, "curate", "raw"))
+        sizes[name] = _table_size(fs.join(run_dir, name))
+    if "curate" in stats and fs.is_dir(fs.join(run_dir, "curate", "raw")):
+        sizes["curate/raw"] = _table_size(fs.join(run_dir, "curate", "raw"))
     return sizes
 
 
@@ -181,8 +178,8 @@ def _overview(run_dir: str, stats: dict[str, dict[str, Any]], sizes: dict[str, d
             "documents",
             "decontam",
         )
-    manifest_path = os.path.join(run_dir, "shards", "manifest.json")
-    if os.path.exists(manifest_path):
+    manifest_path = fs.join(run_dir, "shards", "manifest.json")
+    if fs.exists(manifest_path):
         m = _load_json(manifest_path)
         add(
             "all sources",
@@ -256,7 +253,7 @@ def _languages_section(run_dir: str, stats: dict[str, dict[str, Any]]) -> str:
     language ID runs, so its ``language`` column is empty (every page would show as "?").
     """
     extracted = (stats.get("curate") or {}).get("languages") or {}
-    kept = _value_counts(os.path.join(run_dir, "curate"), "language")
+    kept = _value_counts(fs.join(run_dir, "curate"), "language")
     if not extracted and not kept:
         return _none("Languages", "curate kept no page and recorded no language (no crawl page was extracted)")
     base = extracted or kept
@@ -281,9 +278,7 @@ def _languages_section(run_dir: str, stats: dict[str, dict[str, Any]]) -> str:
 
 def _scores_section(run_dir: str) -> str:
     """Quality scores of the crawl pages the quality stage scored (kept), beside the classifier's eval plot."""
-    scores = [
-        col.to_numpy(zero_copy_only=False) for col in _iter_column(os.path.join(run_dir, "quality"), "quality_score")
-    ]
+    scores = [col.to_numpy(zero_copy_only=False) for col in _iter_column(fs.join(run_dir, "quality"), "quality_score")]
     values = np.concatenate(scores) if scores else np.array([])
     values = values[~np.isnan(values.astype(float))] if values.size else values
     if not values.size:
@@ -322,7 +317,7 @@ def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int
         ax.set_title("Duplicate cluster sizes")
         out.append(_png(fig, "duplicate cluster sizes"))
     members: dict[str, list[dict[str, Any]]] = {}
-    for row in read_jsonl(os.path.join(run_dir, "dedup", "clusters.jsonl")):
+    for row in read_jsonl(fs.join(run_dir, "dedup", "clusters.jsonl")):
         members.setdefault(row["cluster"], []).append(row)
     largest = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:examples]
     for cluster, rows in largest:
@@ -398,7 +393,7 @@ def _stage_section(name: str, s: dict[str, Any], run_dir: str) -> str:
     if scalars:
         parts.append(_table(scalars, ["field", "value"]))
     parts.extend(charts)
-    examples = read_jsonl(os.path.join(run_dir, name, "examples.jsonl"))
+    examples = read_jsonl(fs.join(run_dir, name, "examples.jsonl"))
     if examples:
         rows = [[e.get("reason"), e.get("url") or "", (e.get("text") or "")[:200]] for e in examples[:60]]
         parts.append(
@@ -410,15 +405,15 @@ def _stage_section(name: str, s: dict[str, Any], run_dir: str) -> str:
 
 
 def _quality_section(run_dir: str) -> str:
-    path = os.path.join(run_dir, "quality_model", "eval.json")
-    if not os.path.exists(path):
+    path = fs.join(run_dir, "quality_model", "eval.json")
+    if not fs.exists(path):
         return _none("Quality classifier", "not trained in this run (a model was given, or the stage has not run)")
     ev = _load_json(path)
     rows = [[k, v] for k, v in ev.items() if isinstance(v, (int, float, str))]
     out = ["<h2>Quality classifier (held-out evaluation)</h2>", _table(rows, ["metric", "value"])]
-    png = os.path.join(run_dir, "quality_model", "score_hist.png")
-    if os.path.exists(png):
-        with open(png, "rb") as fh:
+    png = fs.join(run_dir, "quality_model", "score_hist.png")
+    if fs.exists(png):
+        with fs.open_read(png) as fh:
             out.append(
                 f'<img alt="score histogram" src="data:image/png;base64,{base64.b64encode(fh.read()).decode()}">'
             )
@@ -447,8 +442,8 @@ def _validation_note(m: dict[str, Any]) -> str:
 
 
 def _mix_section(run_dir: str) -> str:
-    path = os.path.join(run_dir, "shards", "manifest.json")
-    if not os.path.exists(path):
+    path = fs.join(run_dir, "shards", "manifest.json")
+    if not fs.exists(path):
         return _none("Training mix", "the mix stage has not written shards yet")
     m = _load_json(path)
     total = m.get("total_tokens", 0)
@@ -496,7 +491,7 @@ def _mix_section(run_dir: str) -> str:
 
 
 def _train_section(run_dir: str) -> str:
-    log = read_jsonl(os.path.join(run_dir, "train", "log.jsonl"))
+    log = read_jsonl(fs.join(run_dir, "train", "log.jsonl"))
     train_rows = [r for r in log if r.get("kind") == "train"]
     if not train_rows:
         return _none("Training", "no training step logged yet (train/log.jsonl)")
@@ -585,8 +580,8 @@ def _task_curves(scored: list[dict[str, Any]]) -> str:
 
 def _eval_section(run_dir: str) -> str:
     """The eval stage: each task's metrics, trained vs the initialisation (and chance, where a task has one)."""
-    path = os.path.join(run_dir, "eval", "scores.json")
-    if not os.path.exists(path):
+    path = fs.join(run_dir, "eval", "scores.json")
+    if not fs.exists(path):
         return _none("Evaluation", "no eval stage (eval.tasks unset, or their data not found)")
     scores = _load_json(path)
     rows = [
@@ -606,14 +601,23 @@ def _eval_section(run_dir: str) -> str:
     )
 
 
-def write_report(run_dir: str, out: str | None = None) -> str:
-    """Render ``run_dir``'s report; returns the HTML path (written atomically)."""
-    out = out or os.path.join(run_dir, "report.html")
+def _run_name(run_dir: str) -> str:
+    return run_dir if fs.is_url(run_dir) else os.path.basename(os.path.abspath(run_dir))
+
+
+def write_report(run_dir: str, out: str | None = None, local_dir: str | None = None) -> str:
+    """Render ``run_dir``'s report (a local folder or an object-store URL); returns the HTML path (written
+    atomically, on local disk). ``local_dir`` holds the train and eval stages when ``run_dir`` is a URL (they
+    write local files); the report goes there by default."""
+    local = local_dir or run_dir
+    out = out or os.path.join(local, "report.html")
     stats = stage_stats(run_dir)
+    if local != run_dir:
+        stats = {k: v for k, v in sorted({**stats, **stage_stats(local)}.items(), key=lambda kv: _order_key(kv[0]))}
     sizes = table_sizes(run_dir, stats)
     body = [
         "<h1>ccgpt run report</h1>",
-        f"<p>Run folder: <code>{html.escape(os.path.basename(os.path.abspath(run_dir)))}</code></p>",
+        f"<p>Run folder: <code>{html.escape(_run_name(run_dir))}</code></p>",
         _overview(run_dir, stats, sizes),
         "<h2>Stages</h2>",
         _table(
@@ -636,8 +640,8 @@ def write_report(run_dir: str, out: str | None = None) -> str:
         _dedup_section(run_dir, stats),
         _decontam_section(stats),
         _mix_section(run_dir),
-        _train_section(run_dir),
-        _eval_section(run_dir),
+        _train_section(local),
+        _eval_section(local),
         "<h2>Stages in detail</h2>",
         *[_stage_section(n, s, run_dir) for n, s in stats.items()],
     ]

@@ -8,7 +8,6 @@ stage skips itself when its output is complete and made from the same inputs, co
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import shutil
@@ -18,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from pipeline import fs
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.fs import check_local_output, use_options
+from pipeline.fs import use_options
 from pipeline.mix import MixConfig, run_mix
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
 from pipeline.runner import RunnerConfig, pipeline_options
@@ -40,7 +40,16 @@ from train.config import TrainConfig
 
 @dataclass
 class RunConfig:
-    out_dir: str = field(default="runs/demo", metadata={"help": "one folder per stage goes here"})
+    out_dir: str = field(
+        default="runs/demo", metadata={"help": "one folder per stage goes here: a local path or s3://, gs://, hdfs://"}
+    )
+    local_dir: str = field(
+        default="",
+        metadata={
+            "help": "where train, eval and the report write when out_dir is an object-store URL (checkpoints and "
+            "logs stay on local disk); default: runs/ + the URL's last folder"
+        },
+    )
     build_sample: bool = field(default=False, metadata={"help": "build the registry sample first"})
     sample_dir: str = field(default="data/sample", metadata={"help": "where the sample is (or is built)"})
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -94,7 +103,7 @@ def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
     out: list[str] = []
     for p in paths:
         p = p.replace("{sample_dir}", cfg.sample_dir)
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        matches = [f.path for f in fs.expand(p)] if any(c in p for c in "*?[") else [p]
         if not matches:
             raise FileNotFoundError(f"run config: {p!r} matches no file")
         out.extend(matches)
@@ -111,16 +120,20 @@ class Run:
     def __init__(self, cfg: RunConfig, force: bool = False):
         self.cfg = cfg
         self.force = force
-        check_local_output(cfg.out_dir, "out_dir")
-        use_options(pipeline_options(cfg.runner))  # object-store inputs are listed with the run's options
-        self.out = os.path.abspath(cfg.out_dir)
+        fs.check_path(cfg.out_dir, "out_dir", write=True)
+        use_options(pipeline_options(cfg.runner))  # object stores are read and written with the run's options
+        self.out = cfg.out_dir if fs.is_url(cfg.out_dir) else os.path.abspath(cfg.out_dir)
+        # train, eval and the report write local files: beside the others on local disk, else in local_dir
+        self.local = self.out if not fs.is_url(self.out) else os.path.abspath(cfg.local_dir or _local_default(self.out))
         # each stage's output folder, from the STAGES table (sources and the report write into the run folder)
-        self.dirs = {s.name: os.path.join(self.out, s.folder) for s in STAGES}
-        self.dirs.update(sample=cfg.sample_dir, sources=self.out, report=self.out)
-        os.makedirs(self.out, exist_ok=True)
+        self.dirs = {s.name: fs.join(self.out, s.folder) for s in STAGES}
+        self.dirs.update(sample=cfg.sample_dir, sources=self.out, report=self.local)
+        self.dirs.update({name: os.path.join(self.local, name) for name in ("train", "eval")})
+        if self.local != self.out:
+            print(f"[ccgpt] out_dir is on {fs.scheme(self.out)}://: train, eval and the report go to {self.local}")
 
     def source_dirs(self) -> list[str]:
-        return [os.path.join(self.out, f"source-{name}") for name in sorted(self.cfg.sources)]
+        return [fs.join(self.out, f"source-{name}") for name in sorted(self.cfg.sources)]
 
     def sample(self) -> Any:
         if self.skips("sample"):
@@ -148,7 +161,7 @@ class Run:
     def quality_train(self) -> Any:
         if self.skips("quality_train"):
             return None  # a model was given: nothing to train
-        negatives = [os.path.join(self.dirs["curate"], "raw")]
+        negatives = [fs.join(self.dirs["curate"], "raw")]
         return train_quality(
             _expand(self.cfg.reference, self.cfg),
             negatives,
@@ -159,7 +172,7 @@ class Run:
         )
 
     def quality_filter(self) -> StageStats:
-        model = self.cfg.quality_model or os.path.join(self.dirs["quality_train"], "model.bin")
+        model = self.cfg.quality_model or fs.join(self.dirs["quality_train"], "model.bin")
         qf = dataclasses.replace(self.cfg.quality_filter, model=model)
         return run_quality_filter(
             [self.dirs["curate"]], self.dirs["quality_filter"], qf, self.cfg.runner, force=self.force
@@ -195,7 +208,7 @@ class Run:
         return train_tokenizer([self.clean_documents()], self.dirs["tokenizer"], self.cfg.tokenizer, force=self.force)
 
     def mix(self) -> StageStats:
-        mix_cfg = dataclasses.replace(self.cfg.mix, tokenizer=os.path.join(self.dirs["tokenizer"], "tokenizer.json"))
+        mix_cfg = dataclasses.replace(self.cfg.mix, tokenizer=fs.join(self.dirs["tokenizer"], "tokenizer.json"))
         return run_mix([self.clean_documents()], self.dirs["mix"], mix_cfg, self.cfg.runner, force=self.force)
 
     def verify(self) -> dict[str, Any]:
@@ -274,7 +287,7 @@ class Run:
     def report(self) -> str:
         from pipeline.report import write_report
 
-        return write_report(self.out)
+        return write_report(self.out, local_dir=self.local)
 
     def skips(self, stage: str) -> bool:
         """Stages this config leaves out: no sample to build, a quality model given, no benchmark set (or only
@@ -329,31 +342,40 @@ def run_all(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
             run.say_missing_data(stage)
             continue
         folder = run.dirs[stage]
-        print(f"[ccgpt] {stage} -> {os.path.relpath(folder)}", flush=True)
+        print(f"[ccgpt] {stage} -> {_shown(folder)}", flush=True)
         t0 = time.time()
         results[stage] = result = getattr(run, stage)()
         seconds = round(time.time() - t0, 1)
         if stage == "sources":
             for name, st in result.items():
-                rows.append(_row(f"source {name}", os.path.join(run.out, f"source-{name}"), st, seconds))
+                rows.append(_row(f"source {name}", fs.join(run.out, f"source-{name}"), st, seconds))
         elif stage not in ("verify", "report"):
-            stats = (
-                result
-                if isinstance(result, StageStats)
-                else (StageStats.load(folder) if os.path.exists(os.path.join(folder, "stats.json")) else None)
-            )
+            stats = result if isinstance(result, StageStats) else _committed_stats(folder)
             rows.append(_row(stage, folder, stats, seconds))
     summary = _summary(rows, results["train"], run.dirs["mix"], results["report"], time.time() - t_start)
-    summary["eval"] = results.get("eval") and {**results["eval"], "run": os.path.relpath(run.dirs["train"])}
+    summary["eval"] = results.get("eval") and {**results["eval"], "run": _shown(run.dirs["train"])}
     summary["quality_rule"] = _quality_rule(results.get("quality_filter"))
-    with open(os.path.join(run.out, "summary.json"), "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    fs.write_text(fs.join(run.out, "summary.json"), json.dumps(summary, indent=2, default=str))
     _print_summary(summary)
     return summary
 
 
+def _local_default(url: str) -> str:
+    return os.path.join("runs", url.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _shown(path: str) -> str:
+    """A path as the summary prints it: a URL whole, a local path relative to the current folder."""
+    return path if fs.is_url(path) else os.path.relpath(path)
+
+
+def _committed_stats(folder: str) -> StageStats | None:
+    path = fs.join(folder, "stats.json")
+    return StageStats.from_dict(fs.read_json(path)) if fs.exists(path) else None
+
+
 def _row(name: str, folder: str, stats: StageStats | None, seconds: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"stage": name, "out": os.path.relpath(folder), "seconds": seconds}
+    row: dict[str, Any] = {"stage": name, "out": _shown(folder), "seconds": seconds}
     if stats is not None:
         row.update(read=stats.read, kept=stats.kept, dropped=dict(stats.dropped))
     return row
@@ -362,15 +384,14 @@ def _row(name: str, folder: str, stats: StageStats | None, seconds: float) -> di
 def _summary(
     stages: list[dict[str, Any]], train_summary: dict[str, Any], shards: str, report: str, seconds: float
 ) -> dict[str, Any]:
-    manifest_path = os.path.join(shards, "manifest.json")
-    with open(manifest_path, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    manifest_path = fs.join(shards, "manifest.json")
+    manifest = fs.read_json(manifest_path)
     return {
         "stages": stages,
         "tokens_per_source": {k: v["tokens_drawn"] for k, v in manifest["sources"].items()},
-        "manifest": os.path.relpath(manifest_path),
+        "manifest": _shown(manifest_path),
         "train": train_summary,
-        "report": os.path.relpath(report),
+        "report": _shown(report),
         "seconds": round(seconds, 1),
     }
 

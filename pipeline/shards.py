@@ -5,12 +5,15 @@ token counts, per-source tokens) and checks the packing invariants a trainer rel
 ``seq_len + 1`` ids below the vocabulary size, and ``doc_offsets`` are sorted positions inside the row, each
 right after an end-of-text token. It collects every problem and raises one :class:`ShardError` listing them,
 so a corrupt, truncated or missing file reads as a clear message, never as a pyarrow traceback.
+
+A shard folder may be local or an object-store URL (``s3://bucket/run/shards``): every file is read through
+:mod:`pipeline.fs`, so a folder is checked where the trainer will read it, without copying it first.
 """
 
 from __future__ import annotations
 
-import glob
 import os
+import posixpath
 from typing import Any
 
 import numpy as np
@@ -18,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from pipeline import fs
 from schemas.documents import SchemaError
-from schemas.manifest import Manifest, ShardInfo, file_sha256
+from schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
 
 
@@ -28,9 +32,19 @@ class ShardError(SchemaError):
 
 
 def read_shard(path: str) -> pa.Table:
-    """A shard as a pyarrow Table, memory-mapped (zero copy): plain ``pyarrow.ipc``, nothing ccgpt-specific."""
-    with pa.memory_map(path, "r") as source:
+    """A shard as a pyarrow Table: plain ``pyarrow.ipc``, nothing ccgpt-specific. Memory-mapped (zero copy) when
+    local, read through :mod:`pipeline.fs` from a URL."""
+    with fs.open_arrow(path) as source:
         return pa.ipc.open_file(source).read_all()
+
+
+def load_manifest(path: str) -> Manifest:
+    """:meth:`Manifest.load` for a local path or a URL: ``path`` is the shard folder or its ``manifest.json``."""
+    if fs.is_dir(path):
+        path = fs.join(path, MANIFEST_NAME)
+    if not fs.exists(path):
+        raise SchemaError(f"{path}: manifest not found")
+    return Manifest.from_json(fs.read_bytes(path), where=path)
 
 
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +106,11 @@ def _check_split(
     rows_total = 0
     tokens_total = 0
     for info in infos:
-        path = os.path.join(folder, info.file)
-        if not os.path.isfile(path):
+        path = fs.join(folder, info.file)
+        if not fs.is_file(path):
             problems.append(f"{info.file}: missing")
             continue
-        sha = file_sha256(path)
+        sha = fs.sha256(path)
         if sha != info.sha256:
             problems.append(f"{info.file}: sha256 {sha[:16]}… does not match the manifest's {info.sha256[:16]}…")
         try:
@@ -124,7 +138,8 @@ def _check_split(
 
 def _unlisted(folder: str, pattern: str, infos: list[ShardInfo]) -> list[str]:
     listed = {s.file for s in infos}
-    return [f for f in sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, pattern))) if f not in listed]
+    found = sorted(posixpath.basename(f.path) for f in fs.match(fs.join(folder, pattern)))
+    return [f for f in found if f not in listed]
 
 
 def verify_shards(folder: str) -> dict[str, Any]:
@@ -138,7 +153,7 @@ def verify_shards(folder: str) -> dict[str, Any]:
     entries; a manifest from before the split existed verifies without one.
     """
     try:
-        manifest = Manifest.load(folder)
+        manifest = load_manifest(folder)
     except SchemaError as e:
         raise ShardError(str(e)) from None
     except (ValueError, ValidationError) as e:  # bad JSON or fields
@@ -211,10 +226,10 @@ def _find_tokenizer(folder: str, manifest: Manifest) -> str:
     candidates = []
     rel = manifest.tokenizer.path
     if rel:
-        candidates.append(rel if os.path.isabs(rel) else os.path.join(folder, rel))
-    candidates.append(os.path.join(folder, "tokenizer.json"))
+        candidates.append(rel if os.path.isabs(rel) else fs.join(folder, rel))
+    candidates.append(fs.join(folder, "tokenizer.json"))
     for c in candidates:
-        if os.path.exists(c):
+        if fs.exists(c):
             return c
     raise ShardError(f"{folder}: no tokenizer beside the shards (looked for {candidates}); pass --tokenizer")
 
@@ -232,7 +247,7 @@ def inspect_shards(
     from pipeline.tokenizer import load_tokenizer
 
     try:
-        manifest = Manifest.load(folder)
+        manifest = load_manifest(folder)
     except SchemaError as e:
         raise ShardError(str(e)) from None
     if split == "train":
@@ -255,7 +270,7 @@ def inspect_shards(
         if skip >= info.rows:
             skip -= info.rows
             continue
-        table = read_shard(os.path.join(folder, info.file))
+        table = read_shard(fs.join(folder, info.file))
         for r in range(skip, min(table.num_rows, skip + rows - len(out))):
             tokens = table.column("tokens")[r].values.to_numpy(zero_copy_only=False)
             offsets = table.column("doc_offsets")[r].values.to_numpy(zero_copy_only=False).tolist()

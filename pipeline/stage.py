@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -25,9 +24,8 @@ from typing import Any
 
 from pipeline import fs
 from pipeline.commit import STATS_FILE, Attempt
-from pipeline.fs import READ_ONLY, check_local_output, check_path, is_url, match, scheme
+from pipeline.fs import READ_ONLY, check_path, is_url, scheme
 from schemas.config import validate_config
-from schemas.manifest import file_sha256
 from schemas.stats import AccountingError, StageStats
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +118,8 @@ def code_version(module: str | None = None) -> str:
     """Hash of the code that decides a stage's output: the ccgpt modules ``module`` imports (transitively)
     and the versions of the output-deciding libraries among their imports. ``None``: all of ccgpt's source."""
     if module is None:
+        import glob
+
         paths = [
             p for pkg in _PACKAGES for p in sorted(glob.glob(os.path.join(_ROOT, pkg, "**", "*.py"), recursive=True))
         ]
@@ -139,49 +139,28 @@ def code_version(module: str | None = None) -> str:
 CONTENT_HASH_MAX_BYTES = 64 << 20
 
 
-def _file_identity(path: str) -> Any:
+def _file_identity(f: fs.FileInfo) -> Any:
     """Small files (models, configs, benchmark sets) by content, so a file rewritten with the same bytes (a
     model retrained after a crash) keeps downstream fingerprints — and manifests — identical; large inputs
-    (WARC files) by path, size and mtime, as make does, so a rerun never re-reads gigabytes to decide."""
-    st = os.stat(path)
-    if st.st_size <= CONTENT_HASH_MAX_BYTES:
-        return (os.path.basename(path), file_sha256(path))
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    (WARC files) by path, size and modification time, as make does, so a rerun never re-reads gigabytes to
+    decide."""
+    if f.size <= CONTENT_HASH_MAX_BYTES:
+        return (os.path.basename(f.path), fs.sha256(f.path))
+    return (f.path if is_url(f.path) else os.path.abspath(f.path), f.size, f.mtime)
 
 
 def _input_identity(path: str) -> Any:
     """What a stage input is, after expansion, so an added, changed or removed file reruns the stage.
 
-    A stage folder is identified by its fingerprint; a local file by :func:`_file_identity`; a local folder
-    or glob by each file it holds or matches; a URL (or URL glob) by each object's path, size and
-    modification time as Beam's ``FileSystems`` lists them; an ``https://`` file by its URL."""
-    if is_url(path):
-        if scheme(path) in READ_ONLY:
-            return [(path, "url")]
-        listed = _listed(path)
-        return [(f.path, f.size, f.mtime) for f in listed] or [(path, "missing")]
-    stats = os.path.join(path, "stats.json")
-    if os.path.isdir(path) and os.path.exists(stats):
-        with open(stats, encoding="utf-8") as fh:
-            return {"stage_fingerprint": json.load(fh).get("fingerprint")}
-    if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True))
-    elif any(c in path for c in "*?["):
-        files = sorted(glob.glob(path, recursive=True))
-    else:
-        files = [path]
-    out = []
-    for f in files:
-        if os.path.isfile(f):
-            out.append(_file_identity(f))
-        elif not os.path.exists(f):
-            out.append((f, "missing"))
-    return out
-
-
-def _listed(url: str) -> list:
-    """The objects an object-store path, glob or prefix names (a prefix: everything under it)."""
-    return match(url) or match(url.rstrip("/") + "/**")
+    A stage folder is identified by its fingerprint; a file, folder, prefix or glob (local or on an object
+    store) by each file it holds or matches, as Beam's ``FileSystems`` lists them (:func:`_file_identity`);
+    an ``https://`` file by its URL."""
+    if scheme(path) in READ_ONLY:
+        return [(path, "url")]
+    stats = _read_stats(path)
+    if stats is not None:
+        return {"stage_fingerprint": stats.get("fingerprint")}
+    return [_file_identity(f) for f in fs.expand(path)] or [(path, "missing")]
 
 
 def _digest(value: Any) -> str:
@@ -265,8 +244,8 @@ class Stage:
     and anything else that decides the output, such as a tokenizer's content hash); ``module`` is the stage's
     module (``__name__``), whose ccgpt imports and output-deciding libraries make its code version.
     ``fingerprint`` is set before the body runs, so a body can record it (the mix manifest's lineage).
-    ``object_store_output`` lets ``out_dir`` be an ``s3://``, ``gs://`` or ``hdfs://`` URL: set by the stages
-    whose every write and read goes through Beam's IOs and :mod:`pipeline.fs` (the others still refuse one).
+    ``out_dir`` may be a local path or an ``s3://``, ``gs://`` or ``hdfs://`` URL: every stage reads and writes
+    its files only through Beam's IOs and :mod:`pipeline.fs` (``tests/test_fs_layer.py`` keeps it so).
     """
 
     def __init__(
@@ -277,12 +256,8 @@ class Stage:
         config: Any,
         force: bool = False,
         module: str | None = None,
-        object_store_output: bool = False,
     ):
-        if object_store_output:  # the stage writes and reads its files only through Beam's IOs and pipeline.fs
-            check_path(out_dir, f"{name} output", write=True)
-        else:
-            check_local_output(out_dir, f"{name} output")
+        check_path(out_dir, f"{name} output", write=True)
         validate_config(config)
         self.name = name
         self.out_dir = out_dir
@@ -371,23 +346,13 @@ _NOT_RAW = (".parquet", ".json", ".bin", ".jsonl.tmp")  # tables, stats, models:
 
 
 def _holds_data(inputs: list[str]) -> bool:
-    """Whether any raw input (a WARC, text or dump file) has bytes: local files, or objects an object-store
-    path or glob names (their sizes from the listing; ``https://`` files are not asked). Document tables are
-    left out: an upstream stage may rightly have kept nothing, and their rows are checked through ``total``.
-    A run whose workers cannot read an object store (credentials, endpoint) then fails instead of committing
-    nothing."""
-    for path in inputs:
-        if is_url(path):
-            if scheme(path) in READ_ONLY:
-                continue
-            listed = _listed(path)
-            if any(f.size > 0 and not f.path.endswith(_NOT_RAW) for f in listed):
-                return True
-            continue
-        files = glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isdir(path) else glob.glob(path)
-        for f in files:
-            if f.endswith(_NOT_RAW) or not os.path.isfile(f):
-                continue
-            if os.path.getsize(f) > 0:
-                return True
-    return False
+    """Whether any raw input (a WARC, text or dump file) has bytes, local or on an object store, by the sizes
+    a listing reports (``https://`` files are not asked). Document tables are left out: an upstream stage may
+    rightly have kept nothing, and their rows are checked through ``total``. A run whose workers cannot read an
+    object store (credentials, endpoint) then fails instead of committing nothing."""
+    return any(
+        f.size > 0 and not f.path.endswith(_NOT_RAW)
+        for path in inputs
+        if scheme(path) not in READ_ONLY
+        for f in fs.expand(path)
+    )

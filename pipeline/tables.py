@@ -7,10 +7,9 @@ cluster spins up); and every keyed-count side file is summed by :func:`sum_jsonl
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -18,63 +17,74 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs
-from pipeline.commit import committed_files
-from schemas.documents import DOCUMENT_SCHEMA, document_files, validate_document_schema
+from pipeline.commit import STATS_FILE, committed_files
+from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
+
+
+def document_files(path: str) -> list[str]:
+    """The Parquet files of a document table, local or on an object store: a committed stage folder's own
+    list (its ``stats.json``: a straggler's or a killed attempt's file is never read, an unfinished folder is
+    refused), a plain folder's ``*.parquet`` files, a glob's matches, or one file.
+
+    Not recursive: a stage may keep side tables in subfolders (curate's ``raw/``) that are not its output."""
+    if any(c in path for c in "*?["):
+        files = [f.path for f in fs.match(path)]
+    elif fs.is_dir(path):
+        committed = committed_files(path)
+        if committed is not None:
+            top = len(path.rstrip("/")) + 1
+            return sorted(f for f in committed if f.endswith(".parquet") and "/" not in f[top:])
+        files = [f.path for f in fs.match(fs.join(path, "*.parquet"))]
+        if not files and fs.exists(fs.join(path, STATS_FILE)):
+            return []  # a stage finished before file lists existed, that kept no documents: an empty table
+    else:
+        files = [path] if fs.exists(path) else []
+    if not files:
+        raise SchemaError(f"{path}: no document table (*.parquet) found")
+    return files
+
+
+def read_documents(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream the rows of a document table (validated), batch by batch, never the whole table at once."""
+    for f in document_files(path):
+        with fs.open_arrow(f) as source:
+            pf = pq.ParquetFile(source)
+            validate_document_schema(pf.schema_arrow, where=f)
+            for batch in pf.iter_batches(columns=columns, batch_size=1024):
+                yield from batch.to_pylist()
 
 
 def read_document_tables(p: beam.Pipeline, inputs: list[str]) -> beam.PCollection:
     """All input document tables as one PCollection of rows (dicts with every schema field).
 
-    A committed stage folder (local or on an object store) is read from the file list of its ``stats.json``,
-    never from a listing, so a straggler's or a killed attempt's files are never read; an unfinished one is
-    refused. Local tables are validated against the document schema here; a remote file or glob is read as
-    given (a folder URL without ``stats.json`` means its ``*.parquet`` files). A finished stage that kept
-    nothing adds no rows.
+    Each input's files are :func:`document_files`' (a committed stage folder's own list, never a listing);
+    local tables are validated against the document schema here, before any worker starts (an object store's
+    are validated as they are read). A finished stage that kept nothing adds no rows.
     """
     reads = []
     for i, path in enumerate(inputs):
-        if "://" in path:
-            is_pattern = path.endswith(".parquet") or any(c in path for c in "*?[")
-            committed = None if is_pattern else committed_files(path)
-            if committed is not None:  # a stage folder: its committed tables, never a listing
-                tables = sorted(f for f in committed if f[len(path.rstrip("/")) + 1 :].count("/") == 0)
-                tables = [f for f in tables if f.endswith(".parquet")]
-                if tables:
-                    reads.append(
-                        p
-                        | f"Tables{i}" >> beam.Create(tables)
-                        | f"Read{i}" >> beam.io.ReadAllFromParquet(columns=list(DOCUMENT_SCHEMA.names))
-                    )
-                continue
-            pattern = path if is_pattern else path.rstrip("/") + "/*.parquet"
-        else:
-            files = document_files(path)
-            if not files:
-                continue
+        files = document_files(path)
+        if not fs.is_url(path):
             for f in files:
                 validate_document_schema(pq.read_schema(f), where=f)
-            pattern = os.path.join(os.path.abspath(path), "*.parquet") if os.path.isdir(path) else os.path.abspath(path)
-            if os.path.isdir(path) and files != sorted(glob.glob(pattern)):  # a committed list that is not the listing
-                reads.append(
-                    p
-                    | f"Tables{i}" >> beam.Create(files)
-                    | f"Read{i}" >> beam.io.ReadAllFromParquet(columns=list(DOCUMENT_SCHEMA.names))
-                )
-                continue
-        reads.append(p | f"Read{i}" >> beam.io.ReadFromParquet(pattern, columns=list(DOCUMENT_SCHEMA.names)))
+        if files:
+            reads.append(
+                p
+                | f"Tables{i}" >> beam.Create(files)
+                | f"Read{i}" >> beam.io.ReadAllFromParquet(columns=list(DOCUMENT_SCHEMA.names))
+            )
     if not reads:
         return p | "NoInput" >> beam.Create([])
     return tuple(reads) | "FlattenInputs" >> beam.Flatten()
 
 
-def count_rows(inputs: list[str]) -> int | None:
-    """Rows in local document tables, from Parquet footers (no data read); None when any input is remote."""
+def count_rows(inputs: list[str]) -> int:
+    """Rows in document tables, local or on an object store, from their Parquet footers (no data read)."""
     total = 0
     for path in inputs:
-        if "://" in path:
-            return None
         for f in document_files(path):
-            total += pq.ParquetFile(f).metadata.num_rows
+            with fs.open_arrow(f) as source:
+                total += pq.ParquetFile(source).metadata.num_rows
     return total
 
 
@@ -183,13 +193,8 @@ class WriteDocuments(beam.PTransform):
 def ensure_table(folder: str) -> None:
     """Leave one empty, valid document table in ``folder`` (local or an object store) when the pipeline wrote
     none."""
-    if fs.is_url(folder):
-        if fs.match(fs.join(folder, "*.parquet")):
-            return
-    else:
-        os.makedirs(folder, exist_ok=True)
-        if any(name.endswith(".parquet") for name in os.listdir(folder)):
-            return
+    if fs.match(fs.join(folder, "*.parquet")):
+        return
     sink = pa.BufferOutputStream()
     pq.write_table(DOCUMENT_SCHEMA.empty_table(), sink)
     fs.write_bytes(fs.join(folder, "documents-empty.parquet"), sink.getvalue().to_pybytes())

@@ -2,7 +2,8 @@
 
 Why byte-level BPE: every byte sequence encodes (no unknown token), and it is what GPT-2/GPT-3 use, so a
 tokenizer trained here and OpenAI's GPT-2 vocabulary are interchangeable downstream. Everything is built on
-Hugging Face ``tokenizers`` (Rust, multi-threaded) and reads local files only: nothing is fetched at run time.
+Hugging Face ``tokenizers`` (Rust, multi-threaded) and reads and writes its files, local or on an object
+store, through :mod:`pipeline.fs`: nothing is fetched from a model hub at run time.
 
 Three decisions worth knowing:
 
@@ -32,9 +33,10 @@ import pyarrow.parquet as pq
 import xxhash
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from pipeline import fs
 from pipeline.stage import Stage
-from schemas.atomic import atomic_path
-from schemas.documents import document_files, validate_document_schema
+from pipeline.tables import document_files
+from schemas.documents import validate_document_schema
 from schemas.stats import StageStats
 
 EOT = "<|endoftext|>"
@@ -127,7 +129,7 @@ def _finalise(tok: Tokenizer, where: str) -> Tokenizer:
 
 def _read_tiktoken_ranks(path: str) -> dict[bytes, int]:
     ranks: dict[bytes, int] = {}
-    with open(path, "rb") as fh:
+    with fs.open_read(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -183,17 +185,19 @@ def _from_tiktoken(path: str) -> Tokenizer:
 
 
 def _from_vocab_merges(vocab_path: str, merges_path: str) -> Tokenizer:
-    """GPT-2's ``encoder.json`` + ``vocab.bpe`` (or Hugging Face's ``vocab.json`` + ``merges.txt``)."""
+    """GPT-2's ``encoder.json`` + ``vocab.bpe`` (or Hugging Face's ``vocab.json`` + ``merges.txt``); ``tokenizers``
+    reads this pair only from local paths, so files on an object store are downloaded first."""
     try:
-        return _byte_level(Tokenizer(models.BPE.from_file(vocab_path, merges_path)))
+        with fs.local_copy(vocab_path) as vocab, fs.local_copy(merges_path) as merges:
+            return _byte_level(Tokenizer(models.BPE.from_file(vocab, merges)))
     except Exception as e:  # tokenizers raises plain Exception on malformed files
         raise TokenizerError(f"{vocab_path} + {merges_path}: cannot load BPE vocabulary/merges ({e})") from None
 
 
 def _first_in(folder: str, names: Sequence[str]) -> str | None:
     for name in names:
-        p = os.path.join(folder, name)
-        if os.path.isfile(p):
+        p = fs.join(folder, name)
+        if fs.is_file(p):
             return p
     return None
 
@@ -203,7 +207,7 @@ _MERGES_NAMES = ("vocab.bpe", "merges.txt")
 
 
 def _looks_like_tiktoken(path: str) -> bool:
-    with open(path, "rb") as fh:
+    with fs.open_read(path) as fh:
         first = fh.readline().split()
     if len(first) != 2 or not first[1].isdigit():
         return False
@@ -215,35 +219,34 @@ def _looks_like_tiktoken(path: str) -> bool:
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-    """Load a byte-level BPE tokenizer from local files, ready to encode documents safely.
+    """Load a byte-level BPE tokenizer, local or on an object store, ready to encode documents safely.
 
     ``path`` may be a ``tokenizer.json``; a folder holding one (or holding GPT-2's pair, or one
     ``*.tiktoken`` file); either file of GPT-2's ``encoder.json``/``vocab.json`` + ``vocab.bpe``/``merges.txt``
-    pair (the other is looked up beside it); or a tiktoken rank file. Never downloads anything.
+    pair (the other is looked up beside it); or a tiktoken rank file. Never downloads from a model hub.
     """
-    if not os.path.exists(path):
-        raise TokenizerError(
-            f"{path}: tokenizer not found (give a tokenizer.json, its folder, GPT-2's "
-            "encoder.json + vocab.bpe, or a .tiktoken rank file)"
-        )
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, TOKENIZER_FILE)):
-            return load_tokenizer(os.path.join(path, TOKENIZER_FILE))
+    if fs.is_dir(path):
+        if fs.is_file(fs.join(path, TOKENIZER_FILE)):
+            return load_tokenizer(fs.join(path, TOKENIZER_FILE))
         vocab = _first_in(path, _VOCAB_NAMES)
         merges = _first_in(path, _MERGES_NAMES)
         if vocab and merges:
             return _finalise(_from_vocab_merges(vocab, merges), path)
-        ranks = sorted(f for f in os.listdir(path) if f.endswith(".tiktoken"))
+        ranks = fs.match(fs.join(path, "*.tiktoken"))
         if len(ranks) == 1:
-            return load_tokenizer(os.path.join(path, ranks[0]))
+            return load_tokenizer(ranks[0].path)
         raise TokenizerError(
             f"{path}: folder holds no {TOKENIZER_FILE}, no vocabulary+merges pair and not exactly one .tiktoken file"
+        )
+    if not fs.exists(path):
+        raise TokenizerError(
+            f"{path}: tokenizer not found (give a tokenizer.json, its folder, GPT-2's "
+            "encoder.json + vocab.bpe, or a .tiktoken rank file)"
         )
     name = os.path.basename(path)
     if name.endswith(".json"):
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = fs.read_json(path)
         except (OSError, ValueError) as e:
             raise TokenizerError(f"{path}: not readable JSON ({e})") from None
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
@@ -252,12 +255,12 @@ def load_tokenizer(path: str) -> Tokenizer:
             except Exception as e:
                 raise TokenizerError(f"{path}: not a valid tokenizers file ({e})") from None
             return _finalise(tok, path)
-        merges = _first_in(os.path.dirname(os.path.abspath(path)), _MERGES_NAMES)
+        merges = _first_in(os.path.dirname(path), _MERGES_NAMES)
         if merges is None:
             raise TokenizerError(f"{path}: a vocabulary file needs vocab.bpe or merges.txt beside it")
         return _finalise(_from_vocab_merges(path, merges), path)
     if name in _MERGES_NAMES or name.endswith(".bpe"):
-        vocab = _first_in(os.path.dirname(os.path.abspath(path)), _VOCAB_NAMES)
+        vocab = _first_in(os.path.dirname(path), _VOCAB_NAMES)
         if vocab is None:
             raise TokenizerError(f"{path}: a merges file needs encoder.json or vocab.json beside it")
         return _finalise(_from_vocab_merges(vocab, path), path)
@@ -346,20 +349,21 @@ def _scan_sample(files: list[str], cfg: TokenizerConfig, stats: StageStats) -> l
     """
     heap: list[tuple[int, str, int]] = []  # (-hash, id, chars): a max-heap of the k smallest hashes
     for f in files:
-        pf = pq.ParquetFile(f)
-        validate_document_schema(pf.schema_arrow, where=f)
-        for batch in pf.iter_batches(columns=["id", "text"], batch_size=4096):
-            lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_pylist()
-            for doc_id, n in zip(batch.column("id").to_pylist(), lengths):
-                stats.read += 1
-                if doc_id is None or n == 0:
-                    stats.drop("empty_text" if doc_id is not None else "missing_id")
-                    continue
-                item = (-_sample_key(cfg.seed, doc_id), doc_id, min(n, cfg.max_chars_per_document))
-                if len(heap) < cfg.max_documents:
-                    heapq.heappush(heap, item)
-                elif item > heap[0]:
-                    heapq.heapreplace(heap, item)
+        with fs.open_arrow(f) as src:
+            pf = pq.ParquetFile(src)
+            validate_document_schema(pf.schema_arrow, where=f)
+            for batch in pf.iter_batches(columns=["id", "text"], batch_size=4096):
+                lengths = pc.fill_null(pc.utf8_length(batch.column("text")), 0).to_pylist()
+                for doc_id, n in zip(batch.column("id").to_pylist(), lengths):
+                    stats.read += 1
+                    if doc_id is None or n == 0:
+                        stats.drop("empty_text" if doc_id is not None else "missing_id")
+                        continue
+                    item = (-_sample_key(cfg.seed, doc_id), doc_id, min(n, cfg.max_chars_per_document))
+                    if len(heap) < cfg.max_documents:
+                        heapq.heappush(heap, item)
+                    elif item > heap[0]:
+                        heapq.heapreplace(heap, item)
     chosen: list[tuple[int, str]] = []
     total = 0
     for neg, doc_id, n in sorted(heap, reverse=True):
@@ -379,11 +383,12 @@ def _collect_texts(files: list[str], chosen: list[tuple[int, str]], max_chars: i
     rank = {doc_id: i for i, (_, doc_id) in enumerate(chosen)}
     texts: list[str | None] = [None] * len(chosen)
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(columns=["id", "text"], batch_size=4096):
-            for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
-                i = rank.get(doc_id)
-                if i is not None and texts[i] is None and text:
-                    texts[i] = text[:max_chars]
+        with fs.open_arrow(f) as src:
+            for batch in pq.ParquetFile(src).iter_batches(columns=["id", "text"], batch_size=4096):
+                for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                    i = rank.get(doc_id)
+                    if i is not None and texts[i] is None and text:
+                        texts[i] = text[:max_chars]
     return [t for t in texts if t is not None]
 
 
@@ -402,7 +407,8 @@ def new_bpe_trainer(cfg: TokenizerConfig) -> trainers.BpeTrainer:
 
 
 def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force: bool = False) -> dict[str, Any]:
-    """Train a byte-level BPE on a seeded, capped sample of document tables; write it atomically.
+    """Train a byte-level BPE on a seeded, capped sample of document tables into ``out_dir`` (local or on an
+    object store), committed by its ``stats.json`` (:mod:`pipeline.commit`).
 
     Output folder: ``tokenizer.json`` (Hugging Face tokenizers format), ``tokenizer_info.json`` (the manifest's
     ``TokenizerInfo`` fields plus sample sizes) and ``stats.json`` (stage ``tokenizer``: read = documents seen,
@@ -413,7 +419,7 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
     if not stage.complete():
         files = [f for path in inputs for f in document_files(path)]
 
-        def body(tmp: str) -> StageStats:
+        def body(out: str) -> StageStats:
             stats = StageStats(stage="tokenizer")
             chosen = _scan_sample(files, cfg, stats)
             texts = _collect_texts(files, chosen, cfg.max_chars_per_document)
@@ -421,24 +427,20 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
                 raise TokenizerError(f"no non-empty documents to train a tokenizer on in {inputs}")
             tok = _byte_level(Tokenizer(models.BPE()))
             tok.train_from_iterator(texts, trainer=new_bpe_trainer(cfg), length=len(texts))
-            tok.save(os.path.join(tmp, TOKENIZER_FILE))
-            tok = load_tokenizer(os.path.join(tmp, TOKENIZER_FILE))
+            copy_tokenizer(tok, out)
+            tok = load_tokenizer(fs.join(out, TOKENIZER_FILE))
             info = tokenizer_info(tok, path=TOKENIZER_FILE)
             info.update(sample_documents=len(texts), sample_chars=stats.extra["sample_chars"], seed=cfg.seed)
-            with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as fh:
-                json.dump(info, fh, indent=2)
-                fh.write("\n")
+            fs.write_json(fs.join(out, INFO_FILE), info)
             stats.extra.update(vocab_size=info["vocab_size"], content_hash=info["content_hash"])
             return stats
 
         stage.run(body)
-    with open(os.path.join(out_dir, INFO_FILE), encoding="utf-8") as fh:
-        return json.load(fh)
+    return fs.read_json(fs.join(out_dir, INFO_FILE))
 
 
 def copy_tokenizer(tok: Tokenizer, folder: str) -> str:
-    """Save ``tok`` as ``folder/tokenizer.json`` so a shard folder carries the tokenizer that made it."""
-    path = os.path.join(folder, TOKENIZER_FILE)
-    with atomic_path(path) as tmp:
-        tok.save(tmp)
-    return path
+    """Save ``tok`` as ``folder/tokenizer.json`` (local or on an object store), the bytes ``Tokenizer.save``
+    writes, so a shard folder carries the tokenizer that made it. Written in place: the stage that writes
+    the folder commits it."""
+    return fs.write_text(fs.join(folder, TOKENIZER_FILE), tok.to_str(pretty=True))

@@ -10,7 +10,6 @@ from schemas.documents import (
     DOCUMENT_SCHEMA_VERSION,
     SchemaError,
     document_row,
-    read_documents,
     validate_document_schema,
 )
 from schemas.manifest import MANIFEST_VERSION, Manifest, ShardInfo, SourceMix, TokenizerInfo
@@ -29,7 +28,6 @@ __all__ = [
     "StageStats",
     "TokenizerInfo",
     "document_row",
-    "read_documents",
     "shard_schema",
     "validate_document_schema",
     "validate_shard_schema",

@@ -7,10 +7,7 @@ in the Arrow schema metadata.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -91,55 +88,6 @@ def validate_document_schema(schema: pa.Schema, where: str = "input") -> None:
         got = schema.field(f.name).type
         if got != f.type:
             raise SchemaError(f"{where}: field {f.name!r} has type {got}, expected {f.type}")
-
-
-def _committed_tables(folder: str) -> list[str] | None:
-    """The Parquet files directly in a committed stage folder, from the file list of its ``stats.json``
-    (``pipeline.commit``); None for a folder that has no such list. A folder an attempt began and never
-    committed is refused: its tables may be partial."""
-    stats = os.path.join(folder, "stats.json")
-    if not os.path.exists(stats):
-        if os.path.exists(os.path.join(folder, "_attempt.json")):
-            raise SchemaError(
-                f"{folder}: an unfinished stage output (begun, never committed: killed, failed or still running); "
-                "rerun the stage that writes it"
-            )
-        return None
-    with open(stats, encoding="utf-8") as fh:
-        files = json.load(fh).get("files")
-    if files is None:
-        return None
-    return sorted(
-        os.path.join(folder, f["path"]) for f in files if "/" not in f["path"] and f["path"].endswith(".parquet")
-    )
-
-
-def document_files(path: str) -> list[str]:
-    """The Parquet files of a document table: a file, a glob, or the ``*.parquet`` files directly in a folder.
-
-    Not recursive: a stage may keep side tables in subfolders (curate's ``raw/``) that are not its output.
-    """
-    if os.path.isdir(path):
-        committed = _committed_tables(path)
-        if committed is not None:
-            return committed  # a finished stage's own list: a leftover or stray file is never read
-        files = sorted(glob.glob(os.path.join(path, "*.parquet")))
-        if not files and os.path.exists(os.path.join(path, "stats.json")):
-            return []  # a finished stage that kept no documents: an empty table, not an error
-    else:
-        files = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
-    if not files:
-        raise SchemaError(f"{path}: no document table (*.parquet) found")
-    return files
-
-
-def read_documents(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Stream the rows of a document table (validated), batch by batch, never the whole table at once."""
-    for f in document_files(path):
-        pf = pq.ParquetFile(f)
-        validate_document_schema(pf.schema_arrow, where=f)
-        for batch in pf.iter_batches(columns=columns, batch_size=1024):
-            yield from batch.to_pylist()
 
 
 def write_documents(rows: list[dict[str, Any]], path: str, row_group_size: int | None = None) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import ShardError, verify_shards
+from pipeline.tables import read_documents
 from schemas.config import from_dict
-from schemas.documents import read_documents
 from schemas.stats import StageStats
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pipeline.cli import _COMMANDS, main
-from schemas.documents import read_documents
+from pipeline.tables import read_documents
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.read import ReadConfig, iter_warc
-from schemas.documents import DOCUMENT_SCHEMA, document_files, read_documents, validate_document_schema
+from pipeline.tables import document_files, read_documents
+from schemas.documents import DOCUMENT_SCHEMA, validate_document_schema
 
 FILES = [
     "warc/cc-main-2014-35/CC-MAIN-20140820021334-00006-ip-10-180-136-8.ec2.internal.warc",

@@ -62,10 +62,16 @@ def test_dag_imports_without_errors_or_cycles(tmp_path):
 
 @needs_airflow
 @pytest.mark.slow
-def test_dag_test_runs_the_whole_pipeline(tiny_run_config, tmp_path):
-    out_dir = tmp_path / "run"
+def test_dag_test_runs_the_whole_pipeline(tiny_run_config, tmp_path, s3_bucket):
+    """Every task of the DAG, with the run folder on an object store (the S3 test server): the curation stages
+    write there, train and eval into the config's local folder."""
+    from pipeline import fs
+
+    out_dir = f"{s3_bucket}/run"
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(tiny_run_config(str(out_dir))), encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump({**tiny_run_config(out_dir), "local_dir": str(tmp_path / "local")}), encoding="utf-8"
+    )
     env = _airflow_env(tmp_path)
     migrate = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
@@ -77,7 +83,8 @@ def test_dag_test_runs_the_whole_pipeline(tiny_run_config, tmp_path):
     )
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert res.returncode == 0 and "STATE success" in res.stdout, (res.stdout[-3000:], res.stderr[-3000:])
-    assert verify_shards(str(out_dir / "shards"))
-    for stage in ("curate", "quality", "dedup", "shards", "train"):
-        stats = StageStats.load(str(out_dir / stage))
+    assert verify_shards(f"{out_dir}/shards")
+    assert (tmp_path / "local" / "train" / "stats.json").exists() and (tmp_path / "local" / "report.html").exists()
+    for stage in ("curate", "quality", "dedup", "shards"):
+        stats = StageStats.from_dict(fs.read_json(f"{out_dir}/{stage}/stats.json"))
         assert stats.read == stats.kept + sum(stats.dropped.values())

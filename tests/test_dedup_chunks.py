@@ -20,7 +20,7 @@ from pipeline.dedup.records import (
     unpack_columns,
     unpack_strings,
 )
-from pipeline.dedup.work import hand_off, handed, list_array, load_sketches, plan_chunks, receive, send, write_atomic
+from pipeline.dedup.work import hand_off, handed, list_array, load_sketches, plan_chunks, receive, send, write_parquet
 
 
 def _file(path, groups: list[int]) -> str:
@@ -127,7 +127,7 @@ def test_sketches_read_back_by_position_across_row_groups(tmp_path):
             )
 
     path = str(tmp_path / "sketch.parquet")
-    assert write_atomic(path, batches(), SKETCH_SCHEMA) == 2500
+    assert write_parquet(path, batches(), SKETCH_SCHEMA) == 2500
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
     wanted = [0, 999, 1000, 1001, 2499, 1500, 1500]
     got = load_sketches(path, wanted)

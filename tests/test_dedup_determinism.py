@@ -13,7 +13,8 @@ import random
 import subprocess
 import sys
 
-from schemas.documents import read_documents, write_documents
+from pipeline.tables import read_documents
+from schemas.documents import write_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

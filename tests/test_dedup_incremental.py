@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, NearConfig, run_dedup
-from schemas.documents import read_documents, write_documents
+from pipeline.tables import read_documents
+from schemas.documents import write_documents
 
 
 def _words(rng: random.Random, n: int) -> list[str]:

@@ -14,8 +14,9 @@ import pytest
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, run_dedup
 from pipeline.dedup.stage import ComponentsError
+from pipeline.tables import read_documents
 from schemas.config import add_dataclass_args, dataclass_from_args
-from schemas.documents import read_documents, write_documents
+from schemas.documents import write_documents
 
 
 def _clusters(out_dir: str) -> list[dict]:

@@ -20,8 +20,8 @@ from conftest import TINY_STAGE_FOLDERS
 from pipeline.report import fmt_bytes
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import verify_shards
+from pipeline.tables import read_documents
 from schemas.config import from_dict
-from schemas.documents import read_documents
 from schemas.stats import StageStats
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.runner import RunnerConfig
-from schemas.documents import read_documents
+from pipeline.tables import read_documents
 
 
 @pytest.fixture(scope="module")

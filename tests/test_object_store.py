@@ -7,6 +7,7 @@ object added under it reruns the stage.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
@@ -92,16 +93,6 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
     assert _documents(str(tmp_path / "decontam-s3")) == _documents(str(tmp_path / "decontam-local"))
 
 
-def test_stages_not_yet_on_object_stores_refuse_a_url_output(s3_bucket, local_runner):
-    import pytest
-
-    from pipeline.dedup import DedupConfig, run_dedup
-    from pipeline.fs import StorageError
-
-    with pytest.raises(StorageError, match="cannot be written"):
-        run_dedup(["unused"], f"{s3_bucket}/dedup", DedupConfig(), local_runner)
-
-
 def test_objects_that_hold_bytes_but_give_no_record_fail_the_stage(s3_bucket, s3_server, local_runner, tmp_path):
     """No silent zero on object stores either: workers that cannot read the objects (here: they are not WARC
     files; on a cluster: missing credentials or endpoint) fail the stage instead of committing nothing."""
@@ -113,3 +104,50 @@ def test_objects_that_hold_bytes_but_give_no_record_fail_the_stage(s3_bucket, s3
         fh.write(b"not a WARC file at all\n" * 10)
     with pytest.raises(AccountingError, match="none of the 1 input files could be read"):
         run_curate([f"{s3_bucket}/crawl/*.warc.gz"], str(tmp_path / "out"), CurateConfig(), local_runner)
+
+
+def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_bucket, s3_server, tmp_path):
+    """kill -9 while the workers write to the object store, then rerun: the rerun commits, nothing from the
+    killed attempt is read or left, and the output is byte for byte the uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store, bucket = _s3(s3_server), s3_bucket[len("s3://") :]
+    args = [*tiny_inputs["crawl"], "--extract.extractor", "resiliparse", "--num-workers", "1"]
+    command = [sys.executable, "-m", "pipeline.cli", "curate", *args, "--out"]
+    assert subprocess.run([*command, str(tmp_path / "clean")], capture_output=True).returncode == 0
+
+    out = f"{s3_bucket}/run/curate"
+    proc = subprocess.Popen([*command, out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, killed = time.time() + 300, False
+    while time.time() < deadline and proc.poll() is None:
+        listed = store.get_file_info(pafs.FileSelector(f"{bucket}/run/curate", recursive=True, allow_not_found=True))
+        if any("beam-temp" in i.path or "outcomes" in i.path for i in listed if i.is_file):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed, f"the run ended (rc {proc.returncode}) before writing anything to the store"
+    leftovers = store.get_file_info(pafs.FileSelector(f"{bucket}/run/curate", recursive=True))
+    assert "stats.json" not in {os.path.basename(i.path) for i in leftovers}
+
+    rerun = subprocess.run([*command, out], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = json.loads(store.open_input_stream(f"{bucket}/run/curate/stats.json").read())
+    committed = {f["path"] for f in stats["files"]}
+    present = {
+        i.path[len(f"{bucket}/run/curate/") :]
+        for i in store.get_file_info(pafs.FileSelector(f"{bucket}/run/curate", recursive=True))
+        if i.is_file
+    }
+    assert present == committed | {"stats.json"}  # the killed attempt's files are gone
+    for name in sorted(committed):
+        if name.endswith(".parquet"):
+            with (
+                store.open_input_stream(f"{bucket}/run/curate/{name}") as fh,
+                open(tmp_path / "clean" / name, "rb") as lf,
+            ):
+                assert fh.read() == lf.read(), name

@@ -37,7 +37,8 @@ from pipeline.quality.model import check_model
 from pipeline.quality.rules import exact_cutoff, pareto_draw, pareto_keep, pareto_keep_probability, rank_key
 from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
 from pipeline.quality.train import split_holdout, train_fasttext
-from schemas.documents import read_documents, write_documents
+from pipeline.tables import read_documents
+from schemas.documents import write_documents
 from schemas.stats import StageStats
 
 TINY = dict(dim=16, epoch=10, bucket=20_000, min_count=1, word_ngrams=2, lr=0.3, baseline_features=2**14)

@@ -18,8 +18,8 @@ from pipeline.sources.common import SourceError, resolve_inputs
 from pipeline.sources.files import FilesSpec, SourceConfig, document_id, run_source
 from pipeline.sources.webtext import WebTextSpec
 from pipeline.sources.wikipedia import WikipediaSpec
+from pipeline.tables import read_documents
 from schemas.config import from_dict
-from schemas.documents import read_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

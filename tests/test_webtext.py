@@ -17,7 +17,7 @@ from pipeline.sample import Page, write_warc
 from pipeline.sources.common import SourceError
 from pipeline.sources.urls import excluded, normalize_url
 from pipeline.sources.webtext import WebTextConfig, run_webtext
-from schemas.documents import read_documents
+from pipeline.tables import read_documents
 
 
 @pytest.mark.parametrize(

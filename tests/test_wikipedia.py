@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.sources.common import SourceError
 from pipeline.sources.wikipedia import WikipediaConfig, run_wikipedia, wikitext_to_text
-from schemas.documents import read_documents
+from pipeline.tables import read_documents
 
 SITEINFO = """  <siteinfo>
     <sitename>Wikipedia</sitename>

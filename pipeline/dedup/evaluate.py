@@ -18,12 +18,13 @@ threshold quickly, for tuning. :func:`pairwise_scores` scores any prediction, e.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from typing import Any
 
+from pipeline import fs
 from pipeline.dedup.components import UnionFind
 from pipeline.dedup.exact import NormalizeConfig, exact_hash
 from pipeline.dedup.lsh import band_keys, bucket_pairs, lsh_params
@@ -93,10 +94,10 @@ def load_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str]]:
     truth: dict[str, str] = {}
     texts: dict[str, str] = {}
     try:
-        fh = open(path_jsonl, encoding="utf-8")
+        raw = fs.open_read(path_jsonl)
     except OSError as e:
         raise LabelledSetError(f"{path_jsonl}: cannot open: {e.strerror or e}") from e
-    with fh:
+    with io.TextIOWrapper(raw, encoding="utf-8") as fh:
         try:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -210,9 +211,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         "verification, connected components) and print pairwise precision / recall / F1 and the adjusted "
         "Rand index as JSON.",
     )
-    ap.add_argument("file", help='labelled JSON lines: {"id", "text", "cluster"}')
+    ap.add_argument("file", help='labelled JSON lines: {"id", "text", "cluster"} (a local path or a URL)')
     ap.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
-    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--out", default=None, help="also write the JSON here (a local path or a URL)")
     ap.add_argument("--num-perm", type=int, default=defaults.num_perm, help="MinHash permutations")
     ap.add_argument("--ngram", type=int, default=defaults.shingles.ngram, help="shingle length")
     ap.add_argument("--shingle-kind", choices=["word", "char"], default=defaults.shingles.kind)
@@ -234,7 +235,5 @@ def eval_main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        fs.write_text(args.out, text + "\n")
     return 0

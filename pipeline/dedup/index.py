@@ -15,7 +15,6 @@ checks them before the pipeline starts).
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -27,9 +26,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from pipeline import fs
+from pipeline.commit import committed_files
 from pipeline.dedup.exact import _RANK_WIDTH
 from pipeline.dedup.records import Member, add_band_batches, add_batches
-from pipeline.dedup.work import BANDS, COUNTERS, WORK_ROWS, chunk_file, hand_off, open_parquet, rows_at, write_atomic
+from pipeline.dedup.work import BANDS, COUNTERS, WORK_ROWS, chunk_file, hand_off, open_parquet, rows_at, write_parquet
 
 if TYPE_CHECKING:
     from pipeline.dedup.stage import DedupConfig
@@ -80,16 +81,16 @@ def index_meta(cfg: DedupConfig, bands: int, rows: int) -> dict[str, Any]:
 
 
 def index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
-    """The index Parquet files of earlier dedup outputs, after checking their settings match ``meta``."""
+    """The index Parquet files of earlier dedup outputs (local or on an object store), after checking their
+    settings match ``meta``."""
     files: list[str] = []
     for folder in against:
-        meta_path = os.path.join(folder, INDEX_DIR, INDEX_META)
-        if not os.path.exists(meta_path):
+        meta_path = fs.join(folder, INDEX_DIR, INDEX_META)
+        if not fs.exists(meta_path):
             raise ValueError(
                 f"dedup: --against {folder}: no {INDEX_DIR}/{INDEX_META} (not a dedup output written with write_index)"
             )
-        with open(meta_path, encoding="utf-8") as fh:
-            theirs = json.load(fh)
+        theirs = fs.read_json(meta_path)
         if theirs.get("version") != INDEX_VERSION:
             raise ValueError(
                 f"dedup: --against {folder}: index version {theirs.get('version')}, expected {INDEX_VERSION}"
@@ -112,21 +113,31 @@ def index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
                     f"dedup: --against {folder}: its {part} settings differ in {', '.join(diff)} "
                     f"({ {k: other.get(k) for k in diff} } vs { {k: mine[k] for k in diff} })"
                 )
-        files.extend(os.path.abspath(f) for f in sorted(glob.glob(os.path.join(folder, INDEX_DIR, "*.parquet"))))
+        files.extend(f if fs.is_url(f) else os.path.abspath(f) for f in _index_tables(folder))
     return files
+
+
+def _index_tables(folder: str) -> list[str]:
+    """The index Parquet files of one earlier output: from the file list of its ``stats.json``, so a file its
+    commit did not list (a straggler's) is never read; listed for an index folder that is not a stage output."""
+    index = fs.join(folder, INDEX_DIR)
+    committed = committed_files(folder)
+    if committed is None:
+        return [f.path for f in fs.match(fs.join(index, "*.parquet"))]
+    return sorted(f for f in committed if f.startswith(fs.join(index, "")) and f.endswith(".parquet"))
 
 
 def write_index_file(sketches: str, positions: np.ndarray, folder: str, chunk: int, chunks: int) -> None:
     """The index file of one output chunk: the rows of its sketch file at the kept ``positions``."""
     rows = (table for _, table in rows_at(sketches, positions, INDEX_SCHEMA.names))
-    write_atomic(chunk_file(os.path.join(folder, INDEX_DIR), "index", chunk, chunks), rows, INDEX_SCHEMA)
+    write_parquet(chunk_file(os.path.join(folder, INDEX_DIR), "index", chunk, chunks), rows, INDEX_SCHEMA)
 
 
 def write_index_meta(folder: str, meta: dict[str, Any], documents: int) -> None:
     """``index/meta.json``: the settings of :func:`index_meta` and the number of indexed documents."""
-    os.makedirs(os.path.join(folder, INDEX_DIR), exist_ok=True)
-    with open(os.path.join(folder, INDEX_DIR, INDEX_META), "w", encoding="utf-8") as fh:
-        json.dump({**meta, "documents": documents}, fh, indent=2, sort_keys=True)
+    fs.write_text(
+        fs.join(folder, INDEX_DIR, INDEX_META), json.dumps({**meta, "documents": documents}, indent=2, sort_keys=True)
+    )
 
 
 class IndexEntries(beam.DoFn):

@@ -54,9 +54,10 @@ Output folder: ``documents-NNNNN-of-NNNNN.parquet`` (kept documents of every sou
 ``outcomes.jsonl``, ``counters.jsonl``, ``clusters.jsonl`` (``{"id", "cluster", "source", "survivor",
 "reason"}`` per cluster member, sorted; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate``
 or ``near_duplicate`` for the dropped members, null for the survivor) and ``index/`` (:mod:`.index`). The
-output files, the sketch files (in ``_work/``, removed when the stage ends) and ``clusters.jsonl`` are
-written by the workers straight into the stage's output folder (atomic rename per file), which like every
-ccgpt stage must be a path the workers share with the driver.
+output files, the sketch and hand-off files (in ``_work/``, removed before the stage commits) and
+``clusters.jsonl`` are written by the workers in place into the stage's output folder, through
+:mod:`pipeline.fs`: a local or shared path, or an object-store URL (``s3://``, ``gs://``, ``hdfs://``) when
+workers and driver share no disk. Inputs and ``--against`` folders may be URLs too.
 
 **Incremental dedup.** A later run with ``DedupConfig.against`` set to earlier output folders reads their
 indexes into the same graph, never their documents: an indexed entry joins the exact groups (every new copy
@@ -73,14 +74,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 
+from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
 from pipeline.dedup.exact import ExactConfig
@@ -109,13 +109,14 @@ from pipeline.dedup.work import (
     WORK_DIR,
     Chunk,
     MergeSortedLines,
+    open_parquet,
     plan_chunks,
     sketch_file,
 )
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
-from pipeline.tables import WriteCounters, read_counters
-from schemas.documents import document_files, validate_document_schema
+from pipeline.tables import WriteCounters, document_files, read_counters
+from schemas.documents import validate_document_schema
 from schemas.stats import StageStats
 
 CLUSTERS_FILE = "clusters.jsonl"
@@ -258,10 +259,10 @@ def _input_files(inputs: list[str]) -> tuple[list[str], int]:
     n_rows = 0
     for path in inputs:
         for f in document_files(path):
-            pf = pq.ParquetFile(f)
+            pf = open_parquet(f)
             validate_document_schema(pf.schema_arrow, where=f)
             n_rows += pf.metadata.num_rows
-            files.append(f if "://" in f else os.path.abspath(f))
+            files.append(f if fs.is_url(f) else os.path.abspath(f))
     return files, n_rows
 
 
@@ -521,7 +522,12 @@ def run_dedup(
 ) -> StageStats:
     """Deduplicate the document tables ``inputs`` (exact, then near) into one document table ``out_dir``."""
     stage = Stage(
-        "dedup", out_dir, list(inputs) + [os.path.join(a, INDEX_DIR) for a in cfg.against], cfg, force, module=__name__
+        "dedup",
+        out_dir,
+        list(inputs) + [os.path.join(a, INDEX_DIR) for a in cfg.against],
+        cfg,
+        force,
+        module=__name__,
     )
     if stage.complete():
         return load_stats(out_dir)
@@ -529,13 +535,12 @@ def run_dedup(
     started = time.perf_counter()
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        os.makedirs(os.path.join(tmp, WORK_DIR), exist_ok=True)
         out = p | "Dedup" >> Dedup(cfg, plan, tmp)
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
         _ = out["counters"] | "WriteCounters" >> WriteCounters(tmp)
 
     def summarise(tmp: str, stats: StageStats) -> None:
-        shutil.rmtree(os.path.join(tmp, WORK_DIR))
+        fs.delete_folder(os.path.join(tmp, WORK_DIR))
         stats.extra.update(_summary(read_counters(tmp), cfg, plan))
         stats.extra["seconds"] = round(time.perf_counter() - started, 2)
         if stats.extra["cc_unconverged_nodes"]:  # converge or fail: a split cluster is silent under-dedup

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.accounting import KEPT, OUTCOMES, dropped
@@ -53,10 +52,11 @@ from pipeline.dedup.work import (
     iter_chunk,
     list_array,
     load_sketches,
+    open_parquet,
     receive,
     send,
     sketch_file,
-    write_atomic,
+    write_parquet,
 )
 from schemas.documents import DOCUMENT_SCHEMA
 
@@ -158,7 +158,7 @@ class ReadChunk(beam.DoFn):
 
         # The sketch file is streamed (one record batch at a time); entries leave after it is in place, so
         # nothing downstream can look up a sketch that is not yet written.
-        write_atomic(sketch_file(self.work, chunk), batches(), SKETCH_SCHEMA)
+        write_parquet(sketch_file(self.work, chunk), batches(), SKETCH_SCHEMA)
         yield from emitted
         yield from hand_off(self.work, "members", f"c{chunk:05d}", members)
         yield from _counters(counts)
@@ -555,7 +555,7 @@ class WriteChunk(beam.DoFn):
             extra.update(dict.fromkeys(np.frombuffer(k.positions, dtype=np.int64).tolist(), ""))
             extra.update(k.notes)
         sketches = sketch_file(self.work, chunk)
-        input_rows = pq.read_table(sketches, columns=["row"]).column(0).to_numpy()
+        input_rows = open_parquet(sketches).read(columns=["row"]).column(0).to_numpy()
         positions = np.array(sorted(extra), dtype=np.int64)
         by_row = dict(zip(input_rows[positions].tolist(), positions.tolist()))
         path, groups = self.chunks[chunk]
@@ -574,7 +574,7 @@ class WriteChunk(beam.DoFn):
                     yield pa.Table.from_pylist(out, schema=DOCUMENT_SCHEMA)
                 start += batch.num_rows
 
-        written = write_atomic(chunk_file(self.folder, "documents", chunk, n), documents(), DOCUMENT_SCHEMA)
+        written = write_parquet(chunk_file(self.folder, "documents", chunk, n), documents(), DOCUMENT_SCHEMA)
         if written != len(extra):
             raise RuntimeError(f"dedup: chunk {chunk} ({path}): wrote {written} of {len(extra)} kept rows")
         if self.index:

@@ -9,12 +9,14 @@ work folder (its rows' keys, hashes, bands and sketches, in input order); per-do
 goes through **hand-off files** there, the way a distributed runner's shuffle spills to disk, and only
 references to them (short strings) are shuffled: the GroupByKey on the references is the barrier.
 Verification reads the two sketches of a candidate pair from the sketch files (:func:`load_sketches`), and
-the kept rows are read again from the input chunk when its output file is written. On a distributed runner
-the work folder is the shared output path, as for every ccgpt stage.
+the kept rows are read again from the input chunk when its output file is written. The work folder is in
+the stage's output folder, so workers that share no disk with each other meet there: every file of it is
+read and written through :mod:`pipeline.fs`, on local disk or an object store alike.
 
 :func:`hand_off` writes **one Arrow IPC file per producer** with one record batch per target partition and
 yields ``(partition, "path#batch")``; :func:`handed` reads the batches a consumer was sent. A file's name is
-fixed by kind and producer, so a retried bundle rewrites the same file (temp name, then rename).
+fixed by kind and producer, so a retried bundle rewrites the same file in place (no rename: object stores
+have none); a consumer only reads it once the GroupByKey on the references says its producer finished.
 :func:`send` and :func:`receive` do the same for lists of named records (:mod:`.records`).
 """
 
@@ -31,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import fs
 from pipeline.dedup.records import Batch, R, pack, unpack
-from schemas.atomic import atomic_path
 
 WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
 WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output files
@@ -50,11 +52,8 @@ Chunk = tuple[str, tuple[int, ...]]  # an input file and the row groups of it th
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
-    if "://" in path:
-        from apache_beam.io.filesystems import FileSystems
-
-        return pq.ParquetFile(FileSystems.open(path))
-    return pq.ParquetFile(path)
+    """A Parquet file, local or on an object store (:func:`pipeline.fs.open_arrow`)."""
+    return pq.ParquetFile(fs.open_arrow(path))
 
 
 def plan_chunks(files: list[str], chunk_rows: int) -> list[Chunk]:
@@ -103,16 +102,16 @@ def list_array(arrays: list[np.ndarray]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.uint64()))
 
 
-def write_atomic(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schema: pa.Schema) -> int:
-    """Stream batches into one Parquet file (temp name, then rename): a retried worker rewrites the same
-    bytes. Returns the rows written; writes nothing when there are none."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def write_parquet(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schema: pa.Schema) -> int:
+    """Stream batches into one Parquet file, written in place: a retried worker rewrites the same bytes, and
+    readers see the file whole (the next step reads it after the GroupByKey that follows its writer; the
+    stage's outputs after its commit). Returns the rows written; writes nothing when there are none."""
     tables = (b if isinstance(b, pa.Table) else pa.Table.from_batches([b], schema=schema) for b in batches)
     first = next((t for t in tables if t.num_rows), None)
     if first is None:
         return 0
     n = 0
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, schema) as writer:
         for table in itertools.chain([first], tables):
             writer.write_table(table, row_group_size=WORK_ROWS)
             n += table.num_rows
@@ -156,7 +155,7 @@ def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[Batch]
     path = os.path.join(work, f"{kind}-{producer}.arrow")
     width = len(batches[targets[0]][0])
     schema = pa.schema([(f"f{i}", pa.large_binary()) for i in range(width)])
-    with atomic_path(path) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    with fs.arrow_sink(path) as sink, pa.ipc.new_file(sink, schema) as writer:
         for p in targets:
             rows = batches[p]
             writer.write_batch(
@@ -169,13 +168,14 @@ def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[Batch]
 
 
 def handed(refs: Iterable[str]) -> Iterator[Batch]:
-    """The batches :func:`hand_off` sent to one consumer (``refs`` in any order; read in sorted order)."""
+    """The batches :func:`hand_off` sent to one consumer (``refs`` in any order; read in sorted order; a local
+    file memory-mapped)."""
     by_path: dict[str, list[int]] = {}
     for ref in refs:
         path, _, index = ref.rpartition("#")
         by_path.setdefault(path, []).append(int(index))
     for path in sorted(by_path):
-        with pa.memory_map(path) as source:
+        with fs.open_arrow(path) as source:
             reader = pa.ipc.open_file(source)
             for i in sorted(by_path[path]):
                 batch = reader.get_batch(i)
@@ -196,23 +196,23 @@ def receive(record: type[R], refs: Iterable[str]) -> Iterator[R]:
 def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
     """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
     element that crosses the shuffle, as with :func:`hand_off`)."""
-    path = os.path.join(work, f"clusters-{producer}.jsonl")
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(line + "\n" for line in sorted(lines))
-    return path
+    return fs.write_text(
+        os.path.join(work, f"clusters-{producer}.jsonl"), "".join(f"{line}\n" for line in sorted(lines))
+    )
 
 
 class MergeSortedLines(beam.DoFn):
-    """The sorted line files of every step (a side input) -> one file, merged in sorted order and written
-    atomically: the same bytes whatever order the runner delivered the files in, and an empty file when there
-    are none. Streams (a k-way merge), so a million cluster lines cost one line per file in memory."""
+    """The sorted line files of every step (a side input) -> one file, merged in sorted order: the same bytes
+    whatever order the runner delivered the files in, and an empty file when there are none. Streams (a k-way
+    merge of the UTF-8 lines as bytes, which sort as their text does), so a million cluster lines cost one
+    line per file in memory."""
 
     def __init__(self, path: str):
         self.path = path
 
     def process(self, _: object, paths: Iterable[str]) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
-            sources = [stack.enter_context(open(p, encoding="utf-8")) for p in sorted(set(paths))]
-            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            sources = [stack.enter_context(fs.open_read(p)) for p in sorted(set(paths))]
+            with fs.open_write(self.path) as fh:
                 fh.writelines(heapq.merge(*sources))
         return iter(())

@@ -20,9 +20,9 @@ This stage does the same, deterministically, on a Beam runner:
    each source is dropped and its tokens counted (``tail_tokens_dropped``) rather than padded, so every token a
    trainer sees is real text and no pad token or loss mask is needed (:mod:`pipeline.mix.pack`);
 7. order all rows by a seeded hash of (source, row index), cut them into ``rows_per_shard`` shards and write
-   ``shard-00000.arrow`` ... (Arrow IPC files, written atomically); the validation documents are packed the
-   same way per source into ``val-00000.arrow`` ... (ordered by source, not shuffled); then ``manifest.json``
-   (the validation split listed apart, with its own checksums) and ``mix_table.md`` (:mod:`pipeline.mix.table`).
+   ``shard-00000.arrow`` ... (Arrow IPC files); the validation documents are packed the same way per source
+   into ``val-00000.arrow`` ... (ordered by source, not shuffled); then ``manifest.json`` (the validation split
+   listed apart, with its own checksums) and ``mix_table.md`` (:mod:`pipeline.mix.table`).
 
 The recipe reads top to bottom in :class:`pipeline.mix.stage.Mix`; :func:`run_mix` runs it as a stage.
 Before the pipeline starts, the ``source`` column alone (cheap: no text is read) is counted per source, so a

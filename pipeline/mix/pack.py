@@ -4,14 +4,13 @@ Each source is packed whole by one worker (:class:`PackSource`): its drawn token
 ``seq_len + 1`` tokens with ``doc_offsets``; the final partial row is dropped and its tokens counted
 (``tail_tokens_dropped``) rather than padded, so every token a trainer sees is real text and no pad token or
 loss mask is needed. A row's place in the global shuffle is derived from the per-source row counts alone
-(:func:`global_row_ranks`), so no worker sorts the rows themselves; shards are Arrow IPC files written
-atomically.
+(:func:`global_row_ranks`), so no worker sorts the rows themselves; shards are Arrow IPC files written in place
+through :mod:`pipeline.fs` (local disk or an object store), made visible by the stage's commit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -21,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.mix.encode import Doc
 from pipeline.mix.plan import SourcePlan, draw_plan, plan_problems, source_target
-from schemas.atomic import atomic_path
 from schemas.manifest import ShardInfo
 from schemas.shards import shard_schema
 
@@ -281,23 +280,24 @@ class AssignShard(beam.DoFn):
 
 
 def write_shard_file(path: str, table: pa.Table) -> str:
-    """Write an Arrow IPC file atomically (temp name, then rename); return its sha256."""
-    h = hashlib.sha256()
-    with atomic_path(path) as tmp:
-        with pa.OSFile(tmp, "wb") as sink:
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-        with open(tmp, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    """Write an Arrow IPC file (local path or URL) and return its sha256.
+
+    The file is built in memory first (a shard is a few MB to tens of MB, and its rows are in memory already),
+    so it is hashed without reading it back and uploaded in one piece; the stage's commit, not a rename,
+    makes it visible to readers."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    fs.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 class WriteShard(beam.DoFn):
     """One shard's rows -> ``shard-NNNNN.arrow`` (or ``pattern``) in the output folder; emits its ``ShardInfo`` as JSON.
 
-    Writes with plain file IO into the stage's output folder, so workers must share that filesystem (true for
-    the local and portable runners; a cluster run points the stage at a shared mount).
+    Writes through :mod:`pipeline.fs`, so the output folder may be an object-store URL that every worker reaches
+    (no disk shared between workers is needed).
     """
 
     def __init__(self, folder: str, token_dtype: str, seq_len: int, pattern: str = SHARD_PATTERN):
@@ -326,5 +326,5 @@ class WriteShard(beam.DoFn):
             schema=schema,
         )
         name = self.pattern.format(shard)
-        sha = write_shard_file(os.path.join(self.folder, name), table)
+        sha = write_shard_file(fs.join(self.folder, name), table)
         yield ShardInfo(file=name, rows=len(rows), tokens=len(rows) * width, sha256=sha).model_dump_json()

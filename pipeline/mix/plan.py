@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from pipeline import fs
 from pipeline.mix.config import MixConfig, MixError
 from pipeline.mix.encode import Doc
 
@@ -107,7 +108,8 @@ def count_documents(files: list[str]) -> dict[str, int]:
     """Documents per source, from the ``source`` column alone (dictionary-encoded Parquet: no text is read)."""
     counts: dict[str, int] = {}
     for f in files:
-        column = pq.read_table(f, columns=["source"]).column("source")
+        with fs.open_arrow(f) as source:
+            column = pq.read_table(source, columns=["source"]).column("source")
         for item in pc.value_counts(column).to_pylist():
             if item["values"] is not None:
                 counts[item["values"]] = counts.get(item["values"], 0) + int(item["counts"])

@@ -9,13 +9,16 @@ Output folder::
     OUT/tokenizer.json         the tokenizer that made the shards
     OUT/outcomes.jsonl         one outcome per input document
     OUT/stats.json             stage "mix"; extra: repeated_documents, tokens_per_source, validation_documents ...
+
+``OUT`` may be a local folder or an object-store URL (``s3://``, ``gs://``, ``hdfs://``): every file is read and
+written through :mod:`pipeline.fs` and Beam's IOs, and the stage's commit (``stats.json``, written last) is what
+makes the folder's files visible, so nothing is renamed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import apache_beam as beam
@@ -23,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
+from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.mix.config import MixConfig, MixError
 from pipeline.mix.encode import READ_COLUMNS, EncodeDocuments
@@ -40,10 +44,9 @@ from pipeline.mix.plan import PlanSource, count_documents, doc_meta, normalise_w
 from pipeline.mix.table import format_mix_table
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
-from pipeline.tables import WriteJsonLines, WriteLines, count_rows, read_jsonl
+from pipeline.tables import WriteJsonLines, WriteLines, count_rows, document_files, read_jsonl
 from pipeline.tokenizer import TOKENIZER_FILE, copy_tokenizer, load_tokenizer, tokenizer_info
-from schemas.atomic import atomic_write_text
-from schemas.documents import document_files, validate_document_schema
+from schemas.documents import validate_document_schema
 from schemas.manifest import Manifest, ShardInfo, SourceMix, TokenizerInfo, ValidationSource, ValidationSplit
 from schemas.shards import SHARD_SCHEMA_VERSION, token_dtype_for
 from schemas.stats import StageStats
@@ -140,7 +143,7 @@ class WriteShards(beam.PTransform):
             )
             | "GroupByShard" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(WriteShard(self.folder, self.token_dtype, self.cfg.seq_len, self.pattern))
-            | "Infos" >> WriteLines(os.path.join(self.folder, self.infos_file))
+            | "Infos" >> WriteLines(fs.join(self.folder, self.infos_file))
         )
 
 
@@ -157,7 +160,14 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     tok = load_tokenizer(cfg.tokenizer)
     info = tokenizer_info(tok, path=TOKENIZER_FILE)
     # the tokenizer enters the fingerprint by content: retraining it in place must invalidate the shards
-    stage = Stage("mix", out_dir, inputs, {"config": cfg, "tokenizer": info["content_hash"]}, force, module=__name__)
+    stage = Stage(
+        "mix",
+        out_dir,
+        inputs,
+        {"config": cfg, "tokenizer": info["content_hash"]},
+        force,
+        module=__name__,
+    )
     if stage.complete():
         return load_stats(out_dir)
     token_dtype = token_dtype_for(info["vocab_size"])
@@ -165,7 +175,8 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     if not files:
         raise MixError(f"the inputs {inputs} hold no documents (weighted sources: {sorted(shares)})")
     for f in files:
-        validate_document_schema(pq.read_schema(f), where=f)
+        with fs.open_arrow(f) as source:
+            validate_document_schema(pq.read_schema(source), where=f)
     preflight(count_documents(files), cfg)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
@@ -182,7 +193,7 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
         _ = (
             per_source
             | "SourceDicts" >> beam.Map(dataclasses.asdict)
-            | "WriteSourceStats" >> WriteJsonLines(os.path.join(tmp, _SOURCES_FILE))
+            | "WriteSourceStats" >> WriteJsonLines(fs.join(tmp, _SOURCES_FILE))
         )
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
 
@@ -193,9 +204,10 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
         _check_plan(per_source, shares, cfg)
         manifest = _manifest(per_source, shares, shards, val_shards, cfg, token_dtype, info, stage, inputs)
         copy_tokenizer(tok, tmp)
-        manifest.save(os.path.join(tmp, "manifest.json"))
+        # the bytes Manifest.save writes, which takes a local path only
+        fs.write_text(fs.join(tmp, "manifest.json"), manifest.model_dump_json(indent=2) + "\n")
         table = format_mix_table(manifest)
-        atomic_write_text(os.path.join(tmp, "mix_table.md"), table)
+        fs.write_text(fs.join(tmp, "mix_table.md"), table)
         log.info("mix table:\n%s", table)
         stats.extra.update(_extra(per_source, shards, val_shards, cfg, token_dtype, info))
 
@@ -204,10 +216,9 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
 
 def _take_jsonl(folder: str, name: str) -> list[dict[str, Any]]:
     """Read a side file the pipeline wrote for the driver, and remove it: it is no output of the stage."""
-    path = os.path.join(folder, name)
+    path = fs.join(folder, name)
     rows = read_jsonl(path)
-    if os.path.exists(path):
-        os.remove(path)
+    fs.delete([path])
     return rows
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import apache_beam as beam
 import numpy as np
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped
 from pipeline.quality.folds import cross_fit_models, fold_of
 from pipeline.quality.model import QualityError, fasttext_scores, load_model, resolve_model_path, validate_model
@@ -117,7 +118,8 @@ class ScoreDocuments(beam.DoFn):
     With ``fold_paths`` (cross-fitting) a document whose id falls in fold k (:func:`fold_of` with the
     training seed) is scored by fold model k, which never trained on it. Every scored document has an id,
     so ``model.bin`` is then never used and not loaded; ``setup`` loads the models this DoFn uses once per
-    worker, not once per bundle.
+    worker, not once per bundle (a model on an object store is downloaded to the worker's temp folder for
+    that, since fastText loads only local files).
     """
 
     def __init__(
@@ -264,7 +266,8 @@ def run_quality_filter(
     ``quality_summary.jsonl`` (histogram counts and sums), ``stats.json`` whose ``extra`` holds the rule,
     ``keep_rate`` (kept / scored), ``mean_score``, the score histograms of scored and kept documents and,
     for ``pareto``, the analytic ``pareto_expected_keep_rate`` to compare the realised rate with.
-    The model files take part in the fingerprint, so retraining them reruns the filter.
+    The model files take part in the fingerprint, so retraining them reruns the filter. Inputs, model and
+    ``out_dir`` may each be local or on an object store.
 
     When the model folder holds fold models (``train_quality`` with ``folds >= 2``) and ``cfg.cross_fit``,
     each document is scored by the fold model that did not train on it, so crawl documents that were the
@@ -274,11 +277,18 @@ def run_quality_filter(
     if not cfg.model:
         raise ValueError("quality filter needs cfg.model (model.bin or the quality train output folder)")
     model_path = resolve_model_path(cfg.model)
-    if "://" not in model_path:
+    if not fs.is_url(model_path):
         model_path = os.path.abspath(model_path)  # workers may run in another working directory
     fold_paths, fold_seed = _check_models(model_path, cfg.cross_fit)
     folds = len(fold_paths)
-    stage = Stage("quality_filter", out_dir, [*inputs, model_path, *fold_paths], cfg, force, module=__name__)
+    stage = Stage(
+        "quality_filter",
+        out_dir,
+        [*inputs, model_path, *fold_paths],
+        cfg,
+        force,
+        module=__name__,
+    )
     if stage.complete():
         return load_stats(out_dir)
     bins = max(1, cfg.hist_bins)

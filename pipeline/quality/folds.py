@@ -15,12 +15,12 @@ machines: both must put a document in the same fold, and the filter finds the fo
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import xxhash
 
+from pipeline import fs
 from pipeline.quality.model import CONFIG_FILE, resolve_model_path
 from pipeline.quality.text import normalize_text
 
@@ -58,19 +58,9 @@ def fold_model_file(k: int) -> str:
 
 
 def _read_model_config(folder: str) -> dict[str, Any] | None:
-    """The ``config.json`` training wrote beside the model, local or remote; None when absent."""
-    path = os.path.join(folder, CONFIG_FILE) if "://" not in folder else folder.rstrip("/") + "/" + CONFIG_FILE
-    if "://" not in path:
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    from apache_beam.io.filesystems import FileSystems
-
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as fh:
-        return json.loads(fh.read().decode("utf-8"))
+    """The ``config.json`` training wrote beside the model, local or on an object store; None when absent."""
+    path = fs.join(folder, CONFIG_FILE)
+    return fs.read_json(path) if fs.exists(path) else None
 
 
 def cross_fit_models(model_path: str) -> tuple[list[str], int]:
@@ -80,12 +70,11 @@ def cross_fit_models(model_path: str) -> tuple[list[str], int]:
     ``config.json`` beside it (a model file copied on its own is scored as a single model).
     """
     path = resolve_model_path(model_path)
-    folder = path.rsplit("/", 1)[0] if "://" in path else os.path.dirname(path)
+    folder = os.path.dirname(path)  # a URL's folder too: its separator is "/"
     config = _read_model_config(folder)
     if not config or int(config.get("folds", 1)) < 2:
         return [], 0
     files = config.get("fold_models") or [fold_model_file(k) for k in range(int(config["folds"]))]
     if len(files) != int(config["folds"]):
         raise ValueError(f"{folder}/{CONFIG_FILE}: {config['folds']} folds but fold models {files}")
-    join = (lambda f: f"{folder}/{f}") if "://" in folder else (lambda f: os.path.join(folder, f))
-    return [join(f) for f in files], int(config.get("fold_seed", config.get("config", {}).get("seed", 0)))
+    return [fs.join(folder, f) for f in files], int(config.get("fold_seed", config.get("config", {}).get("seed", 0)))

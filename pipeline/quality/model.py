@@ -8,14 +8,14 @@ itself accepts a truncated file and scores a foreign one with 0.0, which is why 
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
+from pipeline import fs
 from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
 
 HQ_LABEL = "__label__hq"  # reference text ("high quality")
@@ -29,9 +29,9 @@ class QualityError(ValueError):
 
 
 def resolve_model_path(model_path: str) -> str:
-    """Accept the model file itself or the folder :func:`train_quality` wrote."""
-    if os.path.isdir(model_path) or model_path.endswith("/"):
-        return os.path.join(model_path, MODEL_FILE)
+    """Accept the model file itself or the folder :func:`train_quality` wrote (local or on an object store)."""
+    if model_path.endswith("/") or fs.is_dir(model_path):
+        return fs.join(model_path, MODEL_FILE)
     return model_path
 
 
@@ -68,9 +68,7 @@ def inspect_model(path: str) -> dict[str, Any]:
     ``words``, ``quantized`` and ``bytes``. Labels are checked by :func:`check_model`.
     """
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = fs.read_bytes(path)
     except FileNotFoundError:
         raise QualityError(f"quality model not found: {path}") from None
     except OSError as exc:
@@ -112,15 +110,15 @@ def inspect_model(path: str) -> dict[str, Any]:
                 if rows < 0 or cols != dim:
                     raise bad("corrupt weight matrix header")
                 off += 1 + 16 + 4 * rows * cols
-            if off != size:
-                raise bad(f"{size} bytes where its header describes {off} (truncated or damaged)")
+            if off != len(data):
+                raise bad(f"{len(data)} bytes where its header describes {off} (truncated or damaged)")
             if n_labels and rows != n_labels:
                 raise bad("output matrix does not match the labels")
     except (struct.error, ValueError, IndexError) as exc:
         if isinstance(exc, QualityError):
             raise
         raise bad("truncated or damaged") from None
-    return {"labels": labels, "dim": dim, "words": n_words, "quantized": quantized, "bytes": size}
+    return {"labels": labels, "dim": dim, "words": n_words, "quantized": quantized, "bytes": len(data)}
 
 
 def check_model(path: str) -> dict[str, Any]:
@@ -150,33 +148,22 @@ def _load_local(path: str) -> Any:
         raise QualityError(f"quality model {path} cannot be loaded: {exc}") from None
 
 
-def _copy_remote(path: str, local: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        if not FileSystems.exists(path):
-            raise QualityError(f"quality model not found: {path}")
-        with FileSystems.open(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    except QualityError:
-        raise
-    except Exception as exc:  # any filesystem's own error type
-        raise QualityError(f"quality model {path} cannot be read: {exc}") from None
-
-
 def validate_model(model_path: str) -> dict[str, Any]:
     """Check a model (local or on any Beam filesystem) without loading it; :class:`QualityError` if unusable."""
     return _on_local_copy(resolve_model_path(model_path), check_model)
 
 
 def _on_local_copy(path: str, fn: Any) -> Any:
-    """``fn(local_path)`` for a local model, or for a temporary copy of a remote one (fastText reads only local
-    files); errors name the original path, not the temporary copy."""
-    if "://" not in path:
-        return fn(path)
-    with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        _copy_remote(path, local)
+    """``fn(local_path)`` for a model anywhere: fastText reads only local files, so a model on an object store
+    is downloaded to a temporary file first (:func:`pipeline.fs.local_copy`); errors name the original path,
+    not the temporary copy."""
+    if not fs.exists(path):
+        raise QualityError(f"quality model not found: {path}")
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(fs.local_copy(path))
+        except Exception as exc:  # any filesystem's own error type
+            raise QualityError(f"quality model {path} cannot be read: {exc}") from None
         try:
             return fn(local)
         except QualityError as exc:
@@ -194,18 +181,17 @@ def load_model(model_path: str) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, mtime_ns: int, size: int) -> Any:
+def _cached_model(path: str, mtime: float, size: int) -> Any:
     return load_model(path)
 
 
 def _model_for(model_path: str) -> Any:
     """Load once per (path, file version): repeated calls from a CLI or notebook do not reload the model."""
     path = resolve_model_path(model_path)
-    try:
-        st = os.stat(path)
-    except OSError:
+    found = [] if fs.is_url(path) else fs.match(path)
+    if not found:
         return load_model(path)  # remote, or missing: load_model says which
-    return _cached_model(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    return _cached_model(os.path.abspath(path), found[0].mtime, found[0].size)
 
 
 def score_documents(

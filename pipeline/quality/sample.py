@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import xxhash
 
+from pipeline import fs
 from pipeline.quality.folds import fold_key
 from pipeline.quality.text import iter_records, normalize_text, unscorable_reason
 from pipeline.runner import RunnerConfig, make_pipeline
-from pipeline.tables import WriteCounters, WriteLines, read_counters, read_jsonl
-from schemas.documents import document_files
+from pipeline.tables import WriteCounters, WriteLines, document_files, read_counters, read_jsonl
 from schemas.stats import StageStats
 
 SAMPLE_HASH = "xxh64(b'quality-sample\\x00' + fold key, seed); per class the max_per_class smallest are kept"
@@ -58,8 +58,9 @@ class SampleSpec:
 
 
 def input_files(path: str) -> list[str]:
-    """One input as the files the workers read one by one: a document table folder becomes its Parquet files."""
-    return document_files(path) if os.path.isdir(path) else [path]
+    """One input as the files the workers read one by one: a document table folder (or object-store prefix)
+    becomes its Parquet files."""
+    return document_files(path) if fs.is_dir(path) else [path]
 
 
 class UsableDocuments(beam.DoFn):

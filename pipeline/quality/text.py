@@ -7,13 +7,16 @@ on which documents cannot be scored (a counted reason, never a default score).
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import json
-import os
 from collections.abc import Iterator
 
-from schemas.documents import read_documents
+import pyarrow.parquet as pq
+
+from pipeline import fs
+from pipeline.tables import document_files
+from schemas.documents import validate_document_schema
 
 NORMALIZATION_VERSION = "1"  # bump when normalize_text changes: models trained before then score differently
 DEFAULT_MAX_CHARS = 1_000_000  # Common Crawl truncates records at 1 MiB; longer extracted text is not a page
@@ -52,7 +55,7 @@ def unscorable_reason(text: str | None, max_chars: int = DEFAULT_MAX_CHARS) -> s
 
 def _input_kind(path: str) -> str:
     """``documents`` (Parquet table), ``jsonl`` (one JSON object a line with ``text``) or ``text`` (blocks)."""
-    if os.path.isdir(path):
+    if fs.is_dir(path):
         return "documents"
     name = path.lower()
     if name.endswith(".gz"):
@@ -64,24 +67,37 @@ def _input_kind(path: str) -> str:
     return "text"
 
 
-def _open_text(path: str) -> io.TextIOBase:
-    """Open a (possibly gzipped) text file; undecodable bytes become U+FFFD rather than stopping the read."""
-    if path.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[io.TextIOBase]:
+    """A (possibly gzipped) text file, local or on an object store; undecodable bytes become U+FFFD rather
+    than stopping the read."""
+    with fs.open_decompressed(path) as data, io.TextIOWrapper(data, encoding="utf-8", errors="replace") as text:
+        yield text
+
+
+def _document_rows(path: str) -> Iterator[dict]:
+    """The ``id`` and ``text`` of every row of a document table (a folder or file, local or on an object
+    store), validated, streamed batch by batch."""
+    for f in document_files(path):
+        with fs.open_arrow(f) as src:
+            pf = pq.ParquetFile(src)
+            validate_document_schema(pf.schema_arrow, where=f)
+            for batch in pf.iter_batches(columns=["id", "text"], batch_size=1024):
+                yield from batch.to_pylist()
 
 
 def iter_records(path: str) -> Iterator[tuple[str | None, str | None]]:
     """Yield ``(id, text)`` for every record of one input; ``text`` is None for a record that cannot be read.
 
-    Inputs are document tables (a folder of Parquet files or a file), JSON lines with a ``text`` field (and
-    optionally ``id``), or plain text where blank lines separate documents (WikiText, Project Gutenberg and
-    most reference dumps come like that). A malformed JSON line or a non-string ``text`` yields ``(id, None)``
-    so the caller can count it instead of crashing or silently skipping it.
+    Inputs, local or on an object store, are document tables (a folder of Parquet files or a file), JSON lines
+    with a ``text`` field (and optionally ``id``), or plain text where blank lines separate documents
+    (WikiText, Project Gutenberg and most reference dumps come like that). A malformed JSON line or a
+    non-string ``text`` yields ``(id, None)`` so the caller can count it instead of crashing or silently
+    skipping it.
     """
     kind = _input_kind(path)
     if kind == "documents":
-        for row in read_documents(path, columns=["id", "text"]):
+        for row in _document_rows(path):
             text = row.get("text")
             yield row.get("id"), text if isinstance(text, str) else None
     elif kind == "jsonl":

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import io
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline import fs
 from pipeline.quality.folds import FOLD_HASH, fold_model_file, fold_of
 from pipeline.quality.model import CC_LABEL, CONFIG_FILE, HQ_LABEL, MODEL_FILE, fasttext_scores, load_model
 from pipeline.quality.sample import SAMPLE_HASH, SampleSpec, draw_samples
@@ -316,7 +318,8 @@ _FASTTEXT_CHILD = (
 
 
 def train_fasttext(input_path: str, output_path: str, **params: Any) -> None:
-    """Train a supervised fastText model from ``input_path`` into ``output_path`` (see the note above)."""
+    """Train a supervised fastText model from ``input_path`` into ``output_path``, both local files (fastText
+    takes nothing else; see the note above)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     proc = subprocess.run(
@@ -327,24 +330,25 @@ def train_fasttext(input_path: str, output_path: str, **params: Any) -> None:
         text=True,
         check=False,
     )
-    if proc.returncode != 0 or not os.path.exists(output_path):
+    if proc.returncode != 0 or not fs.exists(output_path):
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
         hint = " (lower lr or fewer epochs)" if any("NaN" in line for line in tail) else ""
         raise RuntimeError(f"fastText training failed{hint}: {' | '.join(tail)}")
 
 
-def _train_model(tmp: str, name: str, train: list[Example], cfg: QualityTrainConfig) -> None:
-    """Write ``train`` as a fastText file in ``tmp``, train ``tmp/name`` from it, delete the file again.
+def _train_model(work: str, name: str, train: list[Example], cfg: QualityTrainConfig) -> None:
+    """Write ``train`` as a fastText file in the local folder ``work``, train ``work/name`` from it, delete the
+    file again.
 
     The file is a copy of the training data; the model is the artefact.
     """
-    train_file = os.path.join(tmp, f"{name}.train.txt")
-    with open(train_file, "w", encoding="utf-8") as fh:
+    train_file = os.path.join(work, f"{name}.train.txt")
+    with fs.open_write(train_file) as fh:
         for text, y in train:
-            fh.write(f"{HQ_LABEL if y else CC_LABEL} {text}\n")
+            fh.write(f"{HQ_LABEL if y else CC_LABEL} {text}\n".encode())
     train_fasttext(
         train_file,
-        os.path.join(tmp, name),
+        os.path.join(work, name),
         dim=cfg.dim,
         epoch=cfg.epoch,
         wordNgrams=cfg.word_ngrams,
@@ -356,14 +360,14 @@ def _train_model(tmp: str, name: str, train: list[Example], cfg: QualityTrainCon
         seed=cfg.seed,
         verbose=0,
     )
-    os.remove(train_file)
+    fs.delete([train_file])
 
 
-def fit(tmp: str, data: TrainingSample, cfg: QualityTrainConfig) -> None:
-    """Train ``model.bin`` and, with cross-fitting, every ``model-fold{k}.bin`` into ``tmp``."""
-    _train_model(tmp, MODEL_FILE, data.train, cfg)
+def fit(work: str, data: TrainingSample, cfg: QualityTrainConfig) -> None:
+    """Train ``model.bin`` and, with cross-fitting, every ``model-fold{k}.bin`` into the local folder ``work``."""
+    _train_model(work, MODEL_FILE, data.train, cfg)
     for k, (fold_train, _) in enumerate(data.fold_sets):
-        _train_model(tmp, fold_model_file(k), fold_train, cfg)
+        _train_model(work, fold_model_file(k), fold_train, cfg)
 
 
 # -- evaluate: held-out metrics ---------------------------------------------------------------------------
@@ -468,13 +472,14 @@ def evaluate(model: Any, data: TrainingSample, cfg: QualityTrainConfig, left_out
     return result
 
 
-def cross_fit_analysis(tmp: str, model: Any, data: TrainingSample, cfg: QualityTrainConfig) -> dict[str, Any]:
+def cross_fit_analysis(work: str, model: Any, data: TrainingSample, cfg: QualityTrainConfig) -> dict[str, Any]:
     """``eval.json["cross_fit"]``: each fold model's held-out ROC AUC, and what cross-fitting changes.
 
     That change is measured on the crawl documents ``model.bin`` trained on: their in-sample scores
-    (memorised) against the scores of the fold model that never saw them, which the filter uses.
+    (memorised) against the scores of the fold model that never saw them, which the filter uses. The fold
+    models are read from the local folder ``work`` :func:`fit` trained them into.
     """
-    fold_models = [load_model(os.path.join(tmp, f)) for f in data.fold_files]
+    fold_models = [load_model(os.path.join(work, f)) for f in data.fold_files]
     per_fold = []
     for fm, (_, counts) in zip(fold_models, data.fold_sets):
         fold_test = np.array(fasttext_scores(fm, data.test_texts))
@@ -504,17 +509,6 @@ def cross_fit_analysis(tmp: str, model: Any, data: TrainingSample, cfg: QualityT
 # -- write: eval.json, config.json, score_hist.png, stats ----------------------------------------------------
 
 
-def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def _write_json(path: str, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-
-
 def _model_config(
     cfg: QualityTrainConfig, positives: list[str], left_out: list[str], negatives: list[str], fold_files: list[str]
 ) -> dict[str, Any]:
@@ -540,7 +534,8 @@ def _model_config(
 
 
 def _plot_histograms(path: str, edges: list[float], pos: list[int], neg: list[int], title: str) -> None:
-    """Held-out score histograms of both classes; uses the Agg canvas directly, never pyplot's global state."""
+    """Held-out score histograms of both classes; uses the Agg canvas directly, never pyplot's global state.
+    Rendered in memory, then written through :mod:`pipeline.fs` (``path`` may be on an object store)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -555,7 +550,9 @@ def _plot_histograms(path: str, edges: list[float], pos: list[int], neg: list[in
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    fs.write_bytes(path, png.getvalue())
 
 
 def _summarise(stats: StageStats, data: TrainingSample, result: dict[str, Any], cfg: QualityTrainConfig) -> None:
@@ -589,9 +586,10 @@ def train_quality(
     The training sample is drawn on ``runner`` (default: one in-process worker) by a hash of each document's
     id, so it is the same on any runner and worker count; each class is balanced and split ``test_fraction``
     held out (:func:`sample`); the metrics in
-    ``eval.json`` are on that split only. The output folder appears all at once (written under a temporary
-    name, then renamed), and a rerun with the same inputs, config and code returns the stored evaluation
-    unless ``force``.
+    ``eval.json`` are on that split only. ``out_dir`` may be local or on an object store: fastText trains in
+    the system temp folder (it writes only local files) and the models are copied in, and the stage's
+    ``stats.json``, written last, commits the folder (:mod:`pipeline.commit`). A rerun with the same inputs,
+    config and code returns the stored evaluation unless ``force``.
 
     With ``cfg.folds = K >= 2`` (cross-fitting) every negative is assigned to fold :func:`fold_of` of its id
     (its text's hash when it has none) and ``model-fold{k}.bin`` is trained, like ``model.bin``, on the
@@ -604,35 +602,38 @@ def train_quality(
     """
     if not positives or not negatives:
         raise ValueError("train_quality needs at least one positive and one negative input")
-    eval_path = os.path.join(out_dir, EVAL_FILE)
+    eval_path = fs.join(out_dir, EVAL_FILE)
     # A finished folder that lost its eval.json is not complete: what this function returns is gone.
     stage = Stage(
         "quality_train",
         out_dir,
         [*positives, *negatives],
         {"config": cfg, "positives": len(positives)},
-        force or not os.path.exists(eval_path),
+        force or not fs.exists(eval_path),
         module=__name__,
     )
     if stage.complete():
-        return _read_json(eval_path)
+        return fs.read_json(eval_path)
     trained_positives, left_out_paths = split_holdout(positives, list(cfg.holdout_positive))
     stats = StageStats(stage="quality_train")
 
-    def body(tmp: str) -> StageStats:
-        drawn = os.path.join(tmp, "sample")
+    def body(out: str) -> StageStats:
+        drawn = fs.join(out, "sample")  # written by the sampling pipeline's workers: on the output's storage
         data = sample(trained_positives, negatives, left_out_paths, cfg, stats, runner or SAMPLE_RUNNER, drawn)
-        shutil.rmtree(drawn)  # the sample lives on in the models; its text is not an output
-        fit(tmp, data, cfg)
-        model = load_model(os.path.join(tmp, MODEL_FILE))
-        result = evaluate(model, data, cfg, left_out_paths)
-        if data.fold_sets:
-            result["cross_fit"] = cross_fit_analysis(tmp, model, data, cfg)
-        _write_json(os.path.join(tmp, EVAL_FILE), result)
+        fs.delete_folder(drawn)  # the sample lives on in the models; its text is not an output
+        with tempfile.TemporaryDirectory(prefix="ccgpt-quality-") as work:  # fastText reads and writes local files
+            fit(work, data, cfg)
+            model = load_model(os.path.join(work, MODEL_FILE))
+            result = evaluate(model, data, cfg, left_out_paths)
+            if data.fold_sets:
+                result["cross_fit"] = cross_fit_analysis(work, model, data, cfg)
+            for name in (MODEL_FILE, *data.fold_files):
+                fs.put_file(os.path.join(work, name), fs.join(out, name))
+        fs.write_json(fs.join(out, EVAL_FILE), result)
         model_config = _model_config(cfg, trained_positives, left_out_paths, negatives, data.fold_files)
-        _write_json(os.path.join(tmp, CONFIG_FILE), model_config)
+        fs.write_json(fs.join(out, CONFIG_FILE), model_config)
         _plot_histograms(
-            os.path.join(tmp, HIST_FILE),
+            fs.join(out, HIST_FILE),
             result["score_hist"]["bins"],
             result["score_hist"]["positive"],
             result["score_hist"]["negative"],
@@ -642,4 +643,4 @@ def train_quality(
         return stats
 
     stage.run(body)
-    return _read_json(eval_path)
+    return fs.read_json(eval_path)

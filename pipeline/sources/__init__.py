@@ -4,7 +4,7 @@ A training mix is more than the crawl: books, documentation, reference prose, th
 points at, an encyclopedia dump. Each kind has a module of its own with a config dataclass, a ``run_*`` stage
 and a spec dataclass (a run config's ``sources`` entry, parsed when the config loads):
 
-* :mod:`.files`: local text / text-file / JSON-lines files (``ccgpt source text|text-file|jsonl``);
+* :mod:`.files`: text / text-file / JSON-lines files (``ccgpt source text|text-file|jsonl``);
 * :mod:`.webtext`: crawl pages whose URL is on a curated list, GPT-2's WebText (``ccgpt source webtext``),
   joined on the keys of :mod:`.urls`;
 * :mod:`.wikipedia`: a MediaWiki XML dump (``ccgpt source wikipedia``).

@@ -8,7 +8,6 @@ so no kind's module depends on another's and none imports back from a module tha
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.tables import WriteDocuments
 from schemas.config import from_dict
@@ -38,28 +38,35 @@ def check_source_name(name: Any) -> None:
 def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     """Inputs (files, folders, globs) -> sorted ``(path, key)`` pairs; ``key`` is the id-stable relative name.
 
-    A folder contributes every regular file below it (hidden files skipped); a glob's key is relative to its
-    non-magic prefix. An input that matches nothing is an error: a typo must not become a silently empty source.
+    Inputs may be local or object-store URLs (``s3://bucket/texts/*.jsonl``, a prefix): they are expanded
+    through :mod:`pipeline.fs` (:func:`pipeline.fs.expand`), as the workers read them. A folder (or prefix)
+    contributes every file below it, hidden ones skipped; a glob's key is relative to its non-magic prefix. An
+    input that matches nothing is an error: a typo must not become a silently empty source.
     """
     out: dict[str, str] = {}
     for spec in inputs:
-        if os.path.isdir(spec):
-            base = spec
-            paths = [p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True) if os.path.isfile(p)]
-        elif glob.has_magic(spec):
+        if any(c in spec for c in "*?["):
             prefix = re.split(r"[*?\[]", spec, maxsplit=1)[0]
-            base = prefix if prefix.endswith(os.sep) else os.path.dirname(prefix)
-            paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
-        elif os.path.isfile(spec):
-            base, paths = os.path.dirname(spec), [spec]
+            base = prefix if prefix.endswith(("/", os.sep)) else os.path.dirname(prefix)
+        elif fs.is_dir(spec):
+            base = spec
+        elif fs.is_file(spec):
+            base = os.path.dirname(spec)
         else:
             raise SourceError(f"input {spec!r} does not exist")
-        paths = [p for p in paths if not os.path.basename(p).startswith(".")]
+        paths = [f.path for f in fs.expand(spec)]
         if not paths:
             raise SourceError(f"input {spec!r} matched no files")
         for p in paths:
-            out.setdefault(p, os.path.relpath(p, base or "."))
+            out.setdefault(p, _relative(p, base))
     return sorted(out.items())
+
+
+def _relative(path: str, base: str) -> str:
+    """``path`` relative to the folder (or URL prefix) ``base`` it was found under."""
+    if fs.is_url(path):
+        return path[len(base.rstrip("/")) + 1 :]
+    return os.path.relpath(path, base or ".")
 
 
 class ReadToDocuments(beam.PTransform):

@@ -1,4 +1,4 @@
-"""Local text or JSON-lines files -> a named source's document table (``ccgpt source text|text-file|jsonl``).
+"""Text or JSON-lines files -> a named source's document table (``ccgpt source text|text-file|jsonl``).
 
 Books, documentation and reference prose become the same document table the crawl produces, tagged with
 the source ``name``, so mixing, dedup and tokenisation treat every source alike. Ids are stable (sha1 of
@@ -13,8 +13,10 @@ Formats:
 * ``jsonl``: one document per line, its text in ``cfg.text_field``; a ``url`` field (``cfg.url_field``)
   fills the url column and the remaining fields are kept as ``annotations``. Blank lines are not records.
 
-Files ending in ``.gz`` are decompressed; offsets then count bytes of the decompressed stream. In a run
-config this is the default kind of source: ``{paths: [...], format: ..., ...}`` (:class:`FilesSpec`).
+Files ending in ``.gz`` are decompressed; offsets then count bytes of the decompressed stream. Inputs and the
+output folder may be local or object-store URLs (``s3://bucket/texts/*.jsonl``): both go through
+:mod:`pipeline.fs` and Beam's IOs. In a run config this is the default kind of source:
+``{paths: [...], format: ..., ...}`` (:class:`FilesSpec`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
@@ -100,8 +103,7 @@ class ReadSourceFile(beam.DoFn):
 
     def process(self, item: tuple[str, str]):
         path, key = item
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = fs.read_bytes(path)
         if path.endswith(".gz"):
             data = gzip.decompress(data)
         fmt = self.cfg.format
@@ -173,7 +175,7 @@ class ReadSourceFile(beam.DoFn):
 def run_source(
     inputs: list[str], out_dir: str, cfg: SourceConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
-    """Build the document table of one named source from local files (stage contract: skip if done, atomic).
+    """Build the document table of one named source from files (stage contract: skip if done, commit last).
 
     Raises :class:`SourceError` when the name is missing, an input matches nothing, or no document is kept.
     """

@@ -31,13 +31,15 @@ crawl). A list that matches nothing is a :class:`SourceError`, never a silently 
 Documents get their own ids (sha1 of the source name and the crawl document id), so a page that is both in
 the crawl and in WebText is two documents for dedup to settle by source priority, and carry
 ``{"url_key", "url_score"}`` as annotations.
+
+The lists, the crawl and the output folder may be local or object-store URLs: every file goes through
+:mod:`pipeline.fs` and Beam's IOs.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
 import hashlib
 import json
 import os
@@ -47,6 +49,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.curate import identify_and_filter
 from pipeline.extract import ExtractConfig, ExtractText
@@ -139,7 +142,7 @@ def list_format(path: str, cfg: WebTextConfig) -> str:
 
 
 def _lines(path: str) -> Iterator[bytes]:
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as fh:
+    with fs.open_decompressed(path) as fh:
         yield from fh
 
 
@@ -413,7 +416,7 @@ def count_list_rows(paths: list[str]) -> int:
     """Lines in the list files (an upper bound on rows), counted in bytes: what ``join: auto`` decides on."""
     n = 0
     for path in paths:
-        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as fh:
+        with fs.open_decompressed(path) as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 n += chunk.count(b"\n")
     return n
@@ -460,14 +463,14 @@ def run_webtext(
         } | "WebText" >> WebText(cfg, join)
         _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(os.path.join(tmp, "url_list"), progress=False)
+        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(tmp, "url_list"), progress=False)
         matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
         _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
         _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
-        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(fs.join(tmp, FAILED_FILES))
 
     def summarise(tmp: str, stats: StageStats) -> None:
-        listed = stats_from_outcomes("url_list", read_outcomes(os.path.join(tmp, "url_list")))
+        listed = stats_from_outcomes("url_list", read_outcomes(fs.join(tmp, "url_list")))
         counters = read_counters(tmp)
         matched = counters.get("matched_urls", 0)
         where = f"{len(list_files)} URL list file(s)"
@@ -500,7 +503,7 @@ def run_webtext(
                 "min_score": cfg.min_score,
                 "extracted": counters.get("extracted", 0),
                 "languages": dict(sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])),
-                "failed_files": sorted({f["file"] for f in read_jsonl(os.path.join(tmp, FAILED_FILES))}),
+                "failed_files": sorted({f["file"] for f in read_jsonl(fs.join(tmp, FAILED_FILES))}),
             }
         )
 

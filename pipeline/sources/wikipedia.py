@@ -5,7 +5,8 @@ WebText for the same reason. Dumps are parsed with maintained libraries rather t
 ``mwxml`` streams the XML (pages are read one at a time, a 20 GB dump never sits in memory; ``.bz2`` is
 decompressed as a stream) and ``mwparserfromhell`` turns wikitext into plain text. Each dump file is one
 Beam element, so the split dumps Wikimedia publishes (``pages-articles1.xml-p1p41242.bz2``, ...) are read in
-parallel.
+parallel. Dumps and the output folder may be local or object-store URLs (read and written through
+:mod:`pipeline.fs` and Beam's IOs).
 
 What a page becomes: namespace-0 articles only (``namespaces``); of their latest revision, templates
 (infoboxes, citation templates), ``<ref>`` notes, tables, file/image and category links, and the
@@ -21,8 +22,6 @@ The url column is the article's public address (``https://en.wikipedia.org/wiki/
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import os
 import re
@@ -33,6 +32,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
@@ -83,15 +83,6 @@ class WikipediaConfig:
             raise ValueError(
                 f"WikipediaConfig: needs 0 <= min_chars <= max_chars, got {self.min_chars}, {self.max_chars}"
             )
-
-
-def open_dump(path: str):
-    """A binary stream of the dump's XML: ``.bz2`` and ``.gz`` are decompressed as they are read."""
-    if path.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
 
 
 def article_url_base(site_base: str | None, configured: str) -> str:
@@ -160,7 +151,7 @@ class ReadDump(beam.DoFn):
         cfg = self.cfg
         pages = 0
         try:
-            with open_dump(path) as fh:
+            with fs.open_decompressed(path) as fh:
                 dump = mwxml.Dump.from_file(fh)
                 prefixes = _namespace_prefixes(dump.site_info)
                 base = article_url_base(dump.site_info.base, cfg.url_base)
@@ -231,10 +222,10 @@ def run_wikipedia(
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
-        _ = results[FAILED] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))
+        _ = results[FAILED] | "WriteFailed" >> WriteJsonLines(fs.join(tmp, FAILED_FILES))
 
     def summarise(tmp: str, stats: StageStats) -> None:
-        failed = read_jsonl(os.path.join(tmp, FAILED_FILES))
+        failed = read_jsonl(fs.join(tmp, FAILED_FILES))
         where = f"{len(files)} dump file(s)"
         if stats.read == 0:
             raise SourceError(f"source {cfg.name!r}: no page in {where}: an empty dump")

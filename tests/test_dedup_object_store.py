@@ -1,0 +1,105 @@
+"""Dedup with its input tables, its output folder and its ``--against`` index on an object store (moto_server).
+
+On a cluster the driver and the workers share no disk, so every file of the stage (the sketch and hand-off
+files of its work folder included) goes through ``pipeline.fs``. The same input must give the same committed
+bytes on ``s3://`` as on local disk, and nothing the commit did not list may be left under the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+import pyarrow.fs as pafs
+
+from pipeline.dedup import DedupConfig, NearConfig, run_dedup
+from schemas.documents import write_documents
+
+# what decides the stats but not the output: where it ran, when, and which inputs (paths differ by scheme)
+_VOLATILE = ("seconds", "attempt", "files", "fingerprint", "lineage", "against")
+
+
+def _rows(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """A first crawl with exact and near duplicates, and a second one holding near copies of the first."""
+
+    def words(n: int) -> list[str]:
+        return [f"w{rng.randrange(3000)}" for _ in range(n)]
+
+    def edit(ws: list[str]) -> str:
+        out = list(ws)
+        out[rng.randrange(len(out))] = "edited"
+        return " ".join(out)
+
+    base = [words(100) for _ in range(12)]
+    first = []
+    for i, ws in enumerate(base):
+        first.append({"id": f"d{i}", "source": "books" if i % 3 == 0 else "crawl", "text": " ".join(ws)})
+        if i % 3 == 1:
+            first.append({"id": f"d{i}-copy", "source": "crawl", "text": " ".join(ws).upper()})
+        if i % 4 == 0:
+            first.append({"id": f"d{i}-near", "source": "crawl", "text": edit(ws)})
+    rng.shuffle(first)
+    second = [{"id": f"n{i}", "source": "crawl", "text": edit(base[i])} for i in range(0, 12, 5)]
+    second += [{"id": f"f{i}", "source": "crawl", "text": " ".join(words(80))} for i in range(3)]
+    return first, second
+
+
+def _objects(store: pafs.FileSystem, prefix: str) -> dict[str, bytes]:
+    """Every object under ``prefix`` (``bucket/key``) by its path relative to it."""
+    infos = store.get_file_info(pafs.FileSelector(prefix, recursive=True))
+    out = {}
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            with store.open_input_stream(info.path) as fh:
+                out[info.path[len(prefix) + 1 :]] = fh.read()
+    return out
+
+
+def _local(folder: str) -> dict[str, bytes]:
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as fh:
+                out[os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")] = fh.read()
+    return out
+
+
+def _stats(stats) -> tuple:
+    extra = {k: v for k, v in stats.extra.items() if k not in _VOLATILE}
+    return stats.read, stats.kept, stats.dropped, extra
+
+
+def test_dedup_on_s3_commits_the_bytes_it_commits_locally(s3_server, s3_bucket, local_runner, tmp_path):
+    first, second = _rows(random.Random(5))
+    store = pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
+    bucket = s3_bucket[len("s3://") :]
+    for name, rows in (("crawl1", first), ("crawl2", second)):
+        os.makedirs(tmp_path / name)
+        write_documents(rows, str(tmp_path / name / "part-0.parquet"), row_group_size=5)  # several work chunks
+        pafs.copy_files(
+            str(tmp_path / name / "part-0.parquet"), f"{bucket}/{name}/part-0.parquet", destination_filesystem=store
+        )
+
+    # every work file is an object here, each costing S3 requests: one partition keeps them few
+    cfg = DedupConfig(chunk_rows=10, near=NearConfig(partitions=1, cc_rounds=2))
+    runs = {}
+    for where, base in (("local", str(tmp_path)), ("s3", s3_bucket)):
+        run1, run2 = os.path.join(base, "dedup1"), os.path.join(base, "dedup2")
+        s1 = run_dedup([os.path.join(base, "crawl1")], run1, cfg, local_runner)
+        s2 = run_dedup([os.path.join(base, "crawl2")], run2, dataclasses.replace(cfg, against=[run1]), local_runner)
+        runs[where] = (s1, s2)
+    (l1, l2), (r1, r2) = runs["local"], runs["s3"]
+    assert l1.dropped == {"exact_duplicate": 4, "near_duplicate": 3} and l1.extra["chunks"] > 1
+    assert l2.dropped == {"near_duplicate_of_index": 3} and l2.extra["indexed_documents"] == l1.kept
+    assert _stats(r1) == _stats(l1) and _stats(r2) == _stats(l2)
+
+    for run, local, remote in (("dedup1", l1, r1), ("dedup2", l2, r2)):
+        listed = {f["path"] for f in remote.extra["files"]}
+        assert listed == {f["path"] for f in local.extra["files"]}
+        assert "clusters.jsonl" in listed and "index/meta.json" in listed
+        on_s3, on_disk = _objects(store, f"{bucket}/{run}"), _local(str(tmp_path / run))
+        assert set(on_s3) == listed | {"stats.json"}  # no work file, no marker, nothing the commit did not list
+        for path in listed:
+            if path.endswith((".parquet", "clusters.jsonl", "meta.json")):  # tables, clusters and index
+                assert on_s3[path] == on_disk[path], f"{run}/{path}"
