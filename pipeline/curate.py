@@ -34,6 +34,7 @@ from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles,
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
+    CRAWL_FILE_BYTES,
     FAILED_FILES,
     WriteCounters,
     WriteDocuments,
@@ -41,6 +42,7 @@ from pipeline.tables import (
     WriteJsonLines,
     counters_with_prefix,
     ensure_table,
+    output_files,
     read_counters,
     read_jsonl,
 )
@@ -110,12 +112,13 @@ def run_curate(
     if stage.complete():
         return load_stats(out_dir)
     files = expand_inputs(inputs)
+    n_files = output_files(files, CRAWL_FILE_BYTES)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)
-        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp, n_files)
         if cfg.write_raw:
-            _ = out["raw"] | "WriteRaw" >> WriteDocuments(os.path.join(tmp, "raw"))
+            _ = out["raw"] | "WriteRaw" >> WriteDocuments(os.path.join(tmp, "raw"), n_files)
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
         _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
         _ = out["failed"] | "WriteFailed" >> WriteJsonLines(os.path.join(tmp, FAILED_FILES))

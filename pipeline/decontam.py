@@ -84,7 +84,15 @@ from pipeline.benchmarks import (
 )
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage
-from pipeline.tables import WriteCounters, WriteDocuments, WriteLines, count_rows, read_counters, read_document_tables
+from pipeline.tables import (
+    WriteCounters,
+    WriteDocuments,
+    WriteLines,
+    count_rows,
+    output_files,
+    read_counters,
+    read_document_tables,
+)
 from schemas.stats import StageStats
 
 STAGE = "decontam"
@@ -345,7 +353,7 @@ def run_decontam(
         out = docs | "Decontaminate" >> beam.ParDo(
             Decontaminate(cfg), bench=beam.pvalue.AsSingleton(bench)
         ).with_outputs(OUTCOMES, SUMMARY, "contaminated", main="documents")
-        _ = out.documents | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out.documents | "WriteDocuments" >> WriteDocuments(tmp, output_files(inputs))
         _ = out[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(tmp)
         _ = out.contaminated | "WriteContaminated" >> WriteLines(fs.join(tmp, "contaminated.jsonl"))
         _ = (

@@ -36,6 +36,7 @@ Drop reasons are ``<filter>:<datatrove reason>``, e.g. ``gopher_quality:gopher_s
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -45,6 +46,8 @@ import apache_beam as beam
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.read import EXAMPLES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,6 +174,12 @@ class UrlBlocklist:
         return any(".".join(parts[i:]) in self.domains for i in range(len(parts)))
 
 
+def _error(name: str, row: dict[str, Any], e: Exception) -> str:
+    """``<filter>:error``, with the exception in the worker's log: the reason is counted, the cause is kept."""
+    log.warning("filter %s raised on document %s (%s): %r", name, row.get("id"), row.get("url"), e, exc_info=True)
+    return f"{name}:error"
+
+
 class FilterChain:
     """The configured filters in :data:`FILTER_ORDER`, then optional PII scrubbing.
 
@@ -260,8 +269,8 @@ class FilterChain:
         for name, flt in filters:
             try:
                 reason = flt(doc)
-            except Exception:  # noqa: BLE001 - as datatrove's path: a degenerate text is a drop, not a crash
-                return None, f"{name}:error"
+            except Exception as e:  # noqa: BLE001 - as datatrove's path: a degenerate text is a drop, not a crash
+                return None, _error(name, row, e)
             if reason is not None:
                 return None, f"{name}:{reason}"
             if not doc.text.strip():
@@ -277,8 +286,8 @@ class FilterChain:
         for name, flt in self._filters(row.get("language")):
             try:
                 result = flt.filter(doc)
-            except Exception:  # noqa: BLE001 - e.g. a division by zero on a degenerate text
-                return None, f"{name}:error"
+            except Exception as e:  # noqa: BLE001 - e.g. a division by zero on a degenerate text
+                return None, _error(name, row, e)
             ok, reason = result if isinstance(result, tuple) else (result, None)
             if not ok:
                 return None, f"{name}:{reason or 'rejected'}"

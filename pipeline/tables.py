@@ -7,9 +7,10 @@ cluster spins up); and every keyed-count side file is summed by :func:`sum_jsonl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -175,18 +176,81 @@ FAILED_FILES = "failed_files.jsonl"
 EXAMPLES_FILE = "examples.jsonl"
 
 
+DOCUMENT_FILE_BYTES = 256 << 20  # input bytes per output document file (a document-table stage)
+CRAWL_FILE_BYTES = 2 << 30  # WARC bytes per output document file (extracted text is a few % of a WARC)
+ROW_GROUP_TEXT_BYTES = 64 << 20  # text per Parquet row group: about the 64 MB groups Beam's writer made
+ROW_GROUP_ROWS = 50_000
+_UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
+
+
+def output_files(inputs: list[str], bytes_per_file: int = DOCUMENT_FILE_BYTES) -> int:
+    """How many document files a stage writes for ``inputs``: one per ``bytes_per_file`` of input, at least one.
+
+    Decided from the inputs' sizes alone, so it is the same on every runner and worker count; it bounds what
+    one worker holds while writing one file (that file's rows)."""
+    total = 0
+    for path in inputs:
+        if fs.scheme(path) in fs.READ_ONLY:
+            total += _UNLISTED_INPUT_BYTES
+        else:
+            total += sum(f.size for f in fs.expand(path))
+    return max(1, -(-total // bytes_per_file))
+
+
+def _file_of(row: dict[str, Any], files: int) -> tuple[int, dict[str, Any]]:
+    digest = hashlib.blake2b(row["id"].encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % files, row
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    """Rows sorted by id; rows sharing an id (before dedup) by where they came from, then their text."""
+    return (row["id"], row.get("source_file") or "", row.get("source_offset") or 0, row.get("text") or "")
+
+
+class _WriteDocumentFile(beam.DoFn):
+    """One output file's rows -> ``documents-<k>-of-<n>.parquet``, sorted, written in place (a retried bundle
+    writes the same bytes again; readers see the file through the stage's commit)."""
+
+    def __init__(self, folder: str, files: int):
+        self.folder, self.files = folder, files
+
+    def process(self, element: tuple[int, Iterable[dict[str, Any]]]) -> Iterator[str]:
+        k, rows = element
+        path = fs.join(self.folder, f"documents-{k:05d}-of-{self.files:05d}.parquet")
+        group: list[dict[str, Any]] = []
+        text = 0
+        with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, DOCUMENT_SCHEMA, compression="zstd") as writer:
+            for row in sorted(rows, key=_row_order):
+                group.append(row)
+                text += len(row.get("text") or "")
+                if text >= ROW_GROUP_TEXT_BYTES or len(group) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_pylist(group, schema=DOCUMENT_SCHEMA))
+                    group, text = [], 0
+            if group:
+                writer.write_table(pa.Table.from_pylist(group, schema=DOCUMENT_SCHEMA))
+        yield path
+
+
 class WriteDocuments(beam.PTransform):
-    """PCollection of document rows -> ``<folder>/documents-*.parquet`` (DOCUMENT_SCHEMA).
+    """PCollection of document rows -> ``<folder>/documents-<k>-of-<n>.parquet`` (DOCUMENT_SCHEMA), the same
+    bytes on any runner and any number of workers.
 
-    Beam writes no Parquet file for an empty collection: call :func:`ensure_table` once the pipeline ran."""
+    Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
+    Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
+    arrival order never shows. One worker holds one file's rows while it writes them, so size ``files`` from
+    the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table` once
+    the pipeline ran."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, files: int = 1):
         super().__init__()
-        self.folder = folder
+        self.folder, self.files = folder, max(1, files)
 
     def expand(self, rows):
-        return rows | "Parquet" >> beam.io.WriteToParquet(
-            os.path.join(self.folder, "documents"), schema=DOCUMENT_SCHEMA, file_name_suffix=".parquet"
+        return (
+            rows
+            | "ByFile" >> beam.Map(_file_of, self.files)
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.files))
         )
 
 

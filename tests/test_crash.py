@@ -2,8 +2,9 @@
 
 Every stage commits by writing ``stats.json`` last (``pipeline.commit``): a killed stage leaves a folder
 without it, which the rerun clears and redoes, and the trainer resumes exactly from its checkpoint. The
-test kills the run while three Beam stages write their files (curate, dedup, the shards: killed once Beam's
-temporary files exist), and again while the model trains, and compares with an uninterrupted run:
+test kills the run, on the default multi-worker local runner, while three Beam stages write their files
+(once curate's document table, dedup's hand-off files and the first shard exist), and again while the model
+trains, and compares with an uninterrupted run:
 document tables, dedup clusters and index, shards, manifest and tokenizer byte for byte, training losses
 step for step (timings inside stats may differ; data may not).
 """
@@ -69,6 +70,7 @@ def _data_files(run: str) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     cfg = tiny_run_config(str(tmp_path / "run"))
+    cfg["runner"] = {"runner": "local"}  # the default: one worker process per core
     cfg["train"]["max_steps"] = 60
     cfg["train"]["checkpoint_every"] = 10
     config = str(tmp_path / "run.yaml")
@@ -82,9 +84,10 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     )
     os.rename(tmp_path / "run", tmp_path / "clean")
     killed = str(tmp_path / "run")
-    # Beam stages mid-write: the first stage, one in the middle, the shard writer
-    for stage in ("curate", "dedup", "shards"):
-        _kill_when(_start(config), os.path.join(killed, stage, "beam-temp-*"))
+    # Beam stages mid-write, once some of their files exist: the first stage's document table, dedup's hand-off
+    # files between its steps, the first shard
+    for stage, written in (("curate", "documents-*.parquet"), ("dedup", "_work/*"), ("shards", "shard-*.arrow")):
+        _kill_when(_start(config), os.path.join(killed, stage, written))
         assert os.path.exists(os.path.join(killed, stage, "_attempt.json")), stage
         assert not os.path.exists(os.path.join(killed, stage, "stats.json")), stage
     _kill_when(_start(config), os.path.join(killed, "train", "checkpoints", "*", ".metadata"))  # training mid-way

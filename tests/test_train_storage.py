@@ -81,7 +81,8 @@ def test_cache_evicts_under_a_small_cap_and_resume_is_exact(data, reference, tmp
     assert second["start_step"] == 4 and second["steps"] == 8
     assert losses(out) + [r["eval_loss"] for r in records(out, "eval")] == reference
     copies = [os.path.join(cache, n) for n in os.listdir(cache) if n.endswith(".arrow")]
-    assert len(copies) == 1 and os.path.getsize(copies[0]) <= cap
+    # what the cap holds: one training shard, or one with the smaller validation shard, by which came last
+    assert copies and sum(os.path.getsize(c) for c in copies) <= cap
 
     # the loader itself: the same rows as from local shards, while copies are evicted and fetched again
     remote = ShardLoader(data[1], 4, seed=5, cache_dir=str(tmp_path / "c2"), cache_bytes=cap)

@@ -35,6 +35,7 @@ from pipeline.tables import (
     WriteJsonLines,
     count_rows,
     ensure_table,
+    output_files,
     read_document_tables,
     sum_jsonl,
 )
@@ -322,7 +323,7 @@ def run_quality_filter(
             side["cutoff"] = beam.pvalue.AsSingleton(cutoff)
             summary_parts.append(cutoff | "CutoffEntry" >> beam.FlatMap(_cutoff_entries))
         kept = scored.scored | "Keep" >> beam.ParDo(ApplyKeepRule(cfg), **side).with_outputs(OUTCOMES, main="kept")
-        _ = kept.kept | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = kept.kept | "WriteDocuments" >> WriteDocuments(tmp, output_files(inputs))
         _ = (scored[OUTCOMES], kept[OUTCOMES]) | "AllOutcomes" >> beam.Flatten() | WriteOutcomes(tmp)
 
         summary_parts.append(scored.scored | "HistAll" >> beam.Map(_hist_entries, "scored", bins))

@@ -17,7 +17,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
-from pipeline.tables import WriteDocuments
+from pipeline.tables import WriteDocuments, output_files
 from schemas.config import from_dict
 
 STAGE = "source"  # every kind writes the same stage: a named document table
@@ -85,7 +85,8 @@ class ReadToDocuments(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_tags, main="documents")
         )
-        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder)
+        n_files = output_files([f if isinstance(f, str) else f[0] for f in self.files])  # paths or (path, key)
+        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder, n_files)
         _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(self.folder)
         return results
 

@@ -68,12 +68,14 @@ from pipeline.sources.common import (
 from pipeline.sources.urls import DEFAULT_TRACKING_PARAMS, excluded, normalize_url
 from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
+    CRAWL_FILE_BYTES,
     FAILED_FILES,
     WriteCounters,
     WriteDocuments,
     WriteExamples,
     WriteJsonLines,
     counters_with_prefix,
+    output_files,
     read_counters,
     read_jsonl,
 )
@@ -461,7 +463,7 @@ def run_webtext(
             "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
             "lists": p | "ListFiles" >> beam.Create(list_files),
         } | "WebText" >> WebText(cfg, join)
-        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp, output_files(crawl_files, CRAWL_FILE_BYTES))
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
         _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(tmp, "url_list"), progress=False)
         matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")

@@ -1,0 +1,92 @@
+"""A tiny run's curation stages with every input and output on an object store, compared with local disk.
+
+Shared by ``test_run_object_store.py`` (the portable runner) and ``test_engine.py`` (Apache Flink): the inputs
+of ``tiny_inputs`` uploaded to a bucket, the run config pointed at them, and the comparison of two runs'
+outputs — document tables (their ``source_file`` column aside: it records where each input was), shards and
+tokenizer byte for byte, and the manifest (its location fields aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.run import Run, RunConfig
+from pipeline.runner import RunnerConfig
+from pipeline.stages import STAGE_NAMES
+from schemas.config import from_dict
+
+CURATION = STAGE_NAMES[STAGE_NAMES.index("curate") : STAGE_NAMES.index("verify") + 1]
+TABLE_STAGES = ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam")
+
+
+def store(s3_server: str) -> pafs.S3FileSystem:
+    return pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
+
+
+def upload(fs: pafs.S3FileSystem, local: str, url: str) -> str:
+    pafs.copy_files(local, url[len("s3://") :], destination_filesystem=fs)
+    return url
+
+
+def s3_config(fs: pafs.S3FileSystem, tiny_inputs: dict, tiny_run_config, bucket: str, local_dir: str) -> dict:
+    """The tiny run config with its crawl, reference text, sources, benchmark and ``out_dir`` in ``bucket``."""
+    for path in tiny_inputs["crawl"]:
+        upload(fs, path, f"{bucket}/crawl/{path.rsplit('/', 1)[-1]}")
+    texts = {k: upload(fs, tiny_inputs[k], f"{bucket}/texts/{k}.jsonl") for k in ("wiki", "books", "bench")}
+    config = tiny_run_config(f"{bucket}/run")
+    config.update(crawl=[f"{bucket}/crawl/*"], local_dir=local_dir)
+    config["reference"] = [upload(fs, tiny_inputs["reference"][0], f"{bucket}/ref/reference.jsonl")]
+    config["sources"]["books"]["paths"] = [texts["books"]]
+    config["sources"]["wiki"]["paths"] = [texts["wiki"]]
+    config["decontam"]["benchmarks"] = [texts["bench"]]
+    return config
+
+
+def run_curation(config: dict, runner: RunnerConfig) -> Run:
+    run = Run(dataclasses.replace(from_dict(RunConfig, config), runner=runner))
+    for stage in CURATION:
+        if not run.skips(stage):
+            getattr(run, stage)()
+    return run
+
+
+def read(fs: pafs.S3FileSystem, path: str) -> bytes:
+    if path.startswith("s3://"):
+        with fs.open_input_stream(path[len("s3://") :]) as fh:
+            return fh.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def committed(fs: pafs.S3FileSystem, folder: str) -> list[str]:
+    return [f["path"] for f in json.loads(read(fs, f"{folder}/stats.json"))["files"]]
+
+
+def table(fs: pafs.S3FileSystem, folder: str) -> pa.Table:
+    files = [f for f in committed(fs, folder) if f.endswith(".parquet") and "/" not in f]
+    tables = [pq.read_table(pa.BufferReader(read(fs, f"{folder}/{f}"))) for f in files]
+    return pa.concat_tables(tables).drop_columns(["source_file"]).sort_by([("id", "ascending")])
+
+
+def _without_locations(manifest: dict) -> dict:
+    """The manifest's fields that say where things were (inputs in the lineage, the tokenizer's path) left out."""
+    manifest = {k: v for k, v in manifest.items() if k != "lineage"}
+    manifest["tokenizer"] = {k: v for k, v in manifest["tokenizer"].items() if k != "path"}
+    return manifest
+
+
+def assert_same_outputs(fs: pafs.S3FileSystem, remote: str, local: str) -> None:
+    """Two runs' curation outputs are the same (see the module docstring)."""
+    for stage in TABLE_STAGES:
+        assert table(fs, f"{remote}/{stage}").equals(table(fs, f"{local}/{stage}")), stage
+    shards = [f for f in committed(fs, f"{remote}/shards") if f.endswith(".arrow")]
+    assert shards and shards == [f for f in committed(fs, f"{local}/shards") if f.endswith(".arrow")]
+    for f in [*(f"shards/{s}" for s in shards), "tokenizer/tokenizer.json"]:
+        assert read(fs, f"{remote}/{f}") == read(fs, f"{local}/{f}"), f
+    manifests = [json.loads(read(fs, f"{run}/shards/manifest.json")) for run in (remote, local)]
+    assert _without_locations(manifests[0]) == _without_locations(manifests[1])
