@@ -152,7 +152,7 @@ def write_corpus(docs: list[dict], folder: str) -> None:
 
 
 def run_ccgpt(folder: str, work: str) -> dict[str, str]:
-    from pipeline.dedup import DedupConfig, run_dedup
+    from pipeline.dedup import DedupConfig, read_clusters, run_dedup
     from pipeline.runner import RunnerConfig
 
     out = os.path.join(work, "out")
@@ -165,12 +165,7 @@ def run_ccgpt(folder: str, work: str) -> dict[str, str]:
             for k in ("candidate_pairs", "verified_pairs", "oversized_buckets", "cc_unconverged_nodes", "chunks")
         }
     )
-    predicted = {}
-    with open(os.path.join(out, "clusters.jsonl"), encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                d = json.loads(line)
-                predicted[d["id"]] = d["cluster"]
+    predicted = {d["id"]: d["cluster"] for d in read_clusters(out)}
     return predicted
 
 

@@ -1,7 +1,7 @@
 """``ccgpt report RUN_DIR``: one self-contained HTML page (plots embedded as PNG) beside the stats.
 
 It reads only what the stages wrote (``*/stats.json``, ``curate/examples.jsonl``, the quality model's
-``eval.json``, the document tables, ``dedup/clusters.jsonl``, ``shards/manifest.json``, ``train/log.jsonl``),
+``eval.json``, the document tables, ``dedup``'s cluster files, ``shards/manifest.json``, ``train/log.jsonl``),
 so it can be rebuilt at any time and shows exactly the figures the stages recorded. Document tables are
 read column by column and batch by batch (text bytes, language, quality score), never whole.
 
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import fs
+from pipeline.dedup.stage import read_clusters
 from pipeline.tables import document_files, read_jsonl
 from schemas.atomic import atomic_write_text
 
@@ -317,7 +318,7 @@ def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int
         ax.set_title("Duplicate cluster sizes")
         out.append(_png(fig, "duplicate cluster sizes"))
     members: dict[str, list[dict[str, Any]]] = {}
-    for row in read_jsonl(fs.join(run_dir, "dedup", "clusters.jsonl")):
+    for row in read_clusters(fs.join(run_dir, "dedup")):
         members.setdefault(row["cluster"], []).append(row)
     largest = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:examples]
     for cluster, rows in largest:

@@ -58,7 +58,7 @@ def _data_files(run: str) -> dict[str, bytes]:
         "shards/mix_table.md",
         "tokenizer/tokenizer.json",
         "*/*.parquet",
-        "dedup/clusters.jsonl",
+        "dedup/clusters-*.jsonl",
         "dedup/index/*.parquet",
     ):
         for path in sorted(glob.glob(os.path.join(run, pattern))):

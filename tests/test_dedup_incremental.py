@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.accounting import read_outcomes
-from pipeline.dedup import DedupConfig, NearConfig, run_dedup
+from pipeline.dedup import DedupConfig, NearConfig, read_clusters, run_dedup
 from pipeline.tables import read_documents
 from schemas.documents import write_documents
 
@@ -38,8 +38,7 @@ def _index_ids(out_dir: str) -> list[dict]:
 
 
 def _clusters(out_dir: str) -> dict[str, dict]:
-    with open(os.path.join(out_dir, "clusters.jsonl"), encoding="utf-8") as fh:
-        return {d["id"]: d for d in map(json.loads, filter(str.strip, fh))}
+    return {d["id"]: d for d in read_clusters(out_dir)}
 
 
 def test_second_crawl_against_first_index(local_runner, tmp_path):

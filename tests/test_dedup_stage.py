@@ -12,16 +12,15 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline.accounting import read_outcomes
-from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, run_dedup
-from pipeline.dedup.stage import ComponentsError
+from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, read_clusters, run_dedup
+from pipeline.dedup.stage import ComponentsError, cluster_files
 from pipeline.tables import read_documents
 from schemas.config import add_dataclass_args, dataclass_from_args
 from schemas.documents import write_documents
 
 
 def _clusters(out_dir: str) -> list[dict]:
-    with open(os.path.join(out_dir, "clusters.jsonl"), encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return list(read_clusters(out_dir))
 
 
 def _check_accounting(stats, out_dir: str, n_rows: int) -> list[dict]:
@@ -101,9 +100,12 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
     kept = _check_accounting(stats, out, n_rows)
     clusters = _clusters(out)
     _check_clusters(stats, kept, clusters)
-    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "counters.jsonl", "clusters.jsonl", "index"} | {
-        f for f in os.listdir(out) if f.startswith("documents-") and f.endswith(".parquet")
+    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "counters.jsonl", "index"} | {
+        f for f in os.listdir(out) if f.startswith(("documents-", "clusters-"))
     }
+    assert [os.path.basename(f) for f in cluster_files(out)] == sorted(
+        f for f in os.listdir(out) if f.startswith("clusters-")
+    )
 
     # Exact duplicates: as many as an independent grouping of the normalised texts finds.
     groups = Counter(" ".join(unicodedata.normalize("NFKC", r["text"]).lower().split()) for r in crawl_rows)

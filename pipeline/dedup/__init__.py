@@ -16,7 +16,7 @@ from pipeline.dedup.evaluate import (
 )
 from pipeline.dedup.exact import ExactConfig, NormalizeConfig
 from pipeline.dedup.minhash import ShingleConfig
-from pipeline.dedup.stage import DedupConfig, NearConfig, run_dedup
+from pipeline.dedup.stage import DedupConfig, NearConfig, read_clusters, run_dedup
 
 __all__ = [
     "DedupConfig",
@@ -29,5 +29,6 @@ __all__ = [
     "evaluate_dedup",
     "load_labelled",
     "pairwise_scores",
+    "read_clusters",
     "run_dedup",
 ]

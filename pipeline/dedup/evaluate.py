@@ -8,7 +8,7 @@ Counting pairs through the cluster contingency table (``sum C(n, 2)`` over cells
 :func:`evaluate_dedup` runs the same building blocks as the Beam stage (shingles, MinHash, banding, bucket
 pairs, verification) in one process with union-find for the components: it measures the *algorithm* at a
 threshold quickly, for tuning. :func:`pairwise_scores` scores any prediction, e.g. a stage's
-``clusters.jsonl``.
+cluster files (:func:`pipeline.dedup.stage.read_clusters`).
 
 :func:`eval_main` is ``ccgpt dedup eval FILE.jsonl [--threshold T] [--out PATH]``: it validates the file
 (every line an object with ``id``, ``text`` and ``cluster``; clear errors naming the line otherwise), runs

@@ -146,7 +146,7 @@ class Survivor(NamedTuple):
 
 class ExactCopy(NamedTuple):
     """A dropped exact copy: ExactPartition -> Decide, by the partition of its ``survivor``'s key, so its
-    ``clusters.jsonl`` line names the cluster the survivor ends up in."""
+    ``clusters`` line names the cluster the survivor ends up in."""
 
     survivor: str
     id: str

@@ -12,7 +12,8 @@ to a file in the stage's work folder, and everything else that grows with the do
 (exact-group members and copies, band entries, survivors, candidate pairs, probes, component edges of every
 round, labels, cluster weights and sizes) is handed from step to step in files (:mod:`.work`: one Arrow
 file per producer, only references are shuffled; the records are :mod:`.records`); the kept rows are read
-again at the end and ``clusters.jsonl`` lines are sorted per step into files and merged at the end.
+again at the end, and each step's cluster lines are split by a hash of the line into the output's cluster
+files, sorted, and each cluster file merged by its own worker (no step sees the whole corpus's lines).
 :class:`Dedup` is the recipe; the steps are in :mod:`.steps`, the index in :mod:`.index`.
 
 1. **Read chunks** (:class:`.steps.ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
@@ -39,11 +40,11 @@ again at the end and ``clusters.jsonl`` lines are sorted per step into files and
    partition. A *cluster* is a near-duplicate component or an exact group (or both); its survivor is kept
    with ``{"dedup_cluster", "cluster_size"}`` (and ``exact_duplicates`` when it had exact copies) added to
    its annotations, the other near-duplicates are ``dropped:near_duplicate``, and every member gets a line
-   in ``clusters.jsonl``.
+   in the cluster files.
 7. **Write chunks** (:class:`.steps.WriteChunk`): each chunk's kept positions -> the chunk's rows read again
    and written, in input order, as ``documents-<chunk>-of-<chunks>.parquet`` (and its ``index/`` file). The
    file a document lands in and its place there follow the input, not the order the shuffles delivered
-   (which follows the per-process hash seed), and ``clusters.jsonl`` is written sorted, so a rerun gives
+   (which follows the per-process hash seed), and each cluster file is written sorted, so a rerun gives
    the same bytes in any process.
 
 Every row yields exactly one outcome (``pipeline.accounting``), so ``stats.json`` is exact on any runner.
@@ -51,11 +52,12 @@ Counters for the extras (per-source read/kept, candidate and verified pairs, clu
 way into ``counters.jsonl``, which :func:`run_dedup` folds into ``stats.json``.
 
 Output folder: ``documents-NNNNN-of-NNNNN.parquet`` (kept documents of every source), ``stats.json``,
-``outcomes.jsonl``, ``counters.jsonl``, ``clusters.jsonl`` (``{"id", "cluster", "source", "survivor",
-"reason"}`` per cluster member, sorted; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate``
+``outcomes.jsonl``, ``counters.jsonl``, ``clusters-<k>-of-<n>.jsonl`` (:func:`read_clusters`: ``{"id",
+"cluster", "source", "survivor", "reason"}`` per cluster member, each file sorted, a line's file chosen by
+its hash; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate``
 or ``near_duplicate`` for the dropped members, null for the survivor) and ``index/`` (:mod:`.index`). The
 output files, the sketch and hand-off files (in ``_work/``, removed before the stage commits) and
-``clusters.jsonl`` are written by the workers in place into the stage's output folder, through
+cluster files are written by the workers in place into the stage's output folder, through
 :mod:`pipeline.fs`: a local or shared path, or an object-store URL (``s3://``, ``gs://``, ``hdfs://``) when
 workers and driver share no disk. Inputs and ``--against`` folders may be URLs too.
 
@@ -72,9 +74,12 @@ indexes' (checked before the pipeline starts).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -82,6 +87,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
+from pipeline.commit import committed_files
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
 from pipeline.dedup.exact import ExactConfig
 from pipeline.dedup.index import INDEX_DIR, IndexEntries, index_files, index_meta, write_index_meta
@@ -119,7 +125,7 @@ from pipeline.tables import WriteCounters, document_files, read_counters
 from schemas.documents import validate_document_schema
 from schemas.stats import StageStats
 
-CLUSTERS_FILE = "clusters.jsonl"
+CLUSTERS_PREFIX = "clusters"  # clusters-<k>-of-<n>.jsonl: the cluster lines, sharded (read_clusters)
 
 
 class ComponentsError(RuntimeError):
@@ -421,7 +427,10 @@ class DecideAndWrite(beam.PTransform):
         decided = (
             joined
             | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Decide" >> beam.ParDo(Decide(self.work)).with_outputs(OUTCOMES, COUNTERS, CLUSTERS, main="kept")
+            | "Decide"
+            >> beam.ParDo(Decide(self.work, self.plan.partitions)).with_outputs(
+                OUTCOMES, COUNTERS, CLUSTERS, main="kept"
+            )
         )
         _ = (
             decided.kept
@@ -431,23 +440,38 @@ class DecideAndWrite(beam.PTransform):
         return {"outcomes": decided[OUTCOMES], "counters": decided[COUNTERS], "clusters": decided[CLUSTERS]}
 
 
-class MergeClusterLines(beam.PTransform):
-    """The sorted ``clusters.jsonl`` line files of every step -> one file at ``path`` (empty when none)."""
+def cluster_files(folder: str) -> list[str]:
+    """A dedup output's cluster files (from its commit's list when it has one), in shard order."""
+    listed = committed_files(folder)
+    if listed is None:
+        listed = [f.path for f in fs.match(fs.join(folder, f"{CLUSTERS_PREFIX}-*.jsonl"))]
+    top = len(folder.rstrip("/")) + 1
+    return sorted(f for f in listed if re.fullmatch(rf"{CLUSTERS_PREFIX}-\d+-of-\d+\.jsonl", f[top:]))
 
-    def __init__(self, path: str):
+
+def read_clusters(folder: str) -> Iterator[dict[str, Any]]:
+    """Every ``clusters`` line of a dedup output (``{"id", "cluster", "source", "survivor", ...}``), streamed."""
+    for path in cluster_files(folder):
+        for line in fs.read_lines(path):
+            if line.strip():
+                yield json.loads(line)
+
+
+class MergeClusterLines(beam.PTransform):
+    """``(shard, sorted line file)`` from every step -> the output's cluster files, ``clusters-<k>-of-<n>.jsonl``,
+    each merged by its own worker (a shard that got no line has no file)."""
+
+    def __init__(self, folder: str, shards: int):
         super().__init__()
-        self.path = path
+        self.folder, self.shards = folder, shards
 
     def expand(self, files):
-        return (
-            files.pipeline
-            | "Once" >> beam.Create([None])
-            | "Merge" >> beam.ParDo(MergeSortedLines(self.path), paths=beam.pvalue.AsList(files))
-        )
+        prefix = os.path.join(self.folder, CLUSTERS_PREFIX)
+        return files | "ByShard" >> beam.GroupByKey() | "Merge" >> beam.ParDo(MergeSortedLines(prefix, self.shards))
 
 
 class Dedup(beam.PTransform):
-    """Pipeline root -> ``{"outcomes", "counters"}``; writes the kept documents, ``clusters.jsonl`` and the
+    """Pipeline root -> ``{"outcomes", "counters"}``; writes the kept documents, the cluster files and the
     index files into ``folder`` (its ``_work/`` holds the sketch and hand-off files)."""
 
     def __init__(self, cfg: DedupConfig, plan: Plan, folder: str):
@@ -470,7 +494,7 @@ class Dedup(beam.PTransform):
             "size": near["sizes"],
         } | "DecideAndWrite" >> DecideAndWrite(cfg, plan, work, self.folder)
         clusters = _flatten("ClusterLineFiles", [exact[CLUSTERS], decided["clusters"]])
-        _ = clusters | "WriteClusters" >> MergeClusterLines(os.path.join(self.folder, CLUSTERS_FILE))
+        _ = clusters | "WriteClusters" >> MergeClusterLines(self.folder, plan.partitions)
         return {
             "outcomes": _flatten("AllOutcomes", [read["outcomes"], exact[OUTCOMES], decided["outcomes"]]),
             "counters": _flatten(

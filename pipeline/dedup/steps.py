@@ -83,7 +83,7 @@ def _by_partition(rows: Iterable[Any], key: Callable[[Any], str], partitions: in
 
 
 def cluster_line(doc_id: str, cluster: str, source: str, survivor: bool, reason: str | None) -> str:
-    """One ``clusters.jsonl`` line."""
+    """One ``clusters`` line."""
     return json.dumps(
         {"id": doc_id, "cluster": cluster, "source": source, "survivor": survivor, "reason": reason}, ensure_ascii=False
     )
@@ -219,7 +219,7 @@ class ExactPartition(beam.DoFn):
 
     Survivors leave in hand-off files: their band entries by band partition (``BANDS``), and by node-key
     partition the :class:`.records.Survivor` (``SURVIVORS``) and the dropped :class:`.records.ExactCopy`
-    (``COPIES``) for :class:`Decide`, so ``clusters.jsonl`` lists a copy under the cluster its survivor ends
+    (``COPIES``) for :class:`Decide`, so ``clusters`` lists a copy under the cluster its survivor ends
     up in, and the :class:`.records.Weight` ``1 + copies`` of survivors with copies (``WEIGHTS``) for
     :class:`ClusterWeights`.
     """
@@ -242,8 +242,8 @@ class ExactPartition(beam.DoFn):
         for members in groups.values():
             yield from self._group(members, winners, copies, counts, lines)
         producer = f"x{part:05d}"
-        if lines:
-            yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, producer, lines))
+        for shard_file in hand_off_lines(self.work, producer, lines, self.partitions):
+            yield beam.pvalue.TaggedOutput(CLUSTERS, shard_file)
         yield from _counters(counts)
         survivors = [Survivor(m.key, m.source, m.chunk, m.pos, n) for m, n in winners]
         weights = [Weight(s.key, 1 + s.copies) for s in survivors if s.copies]
@@ -450,14 +450,15 @@ class ClusterSizes(beam.DoFn):
 class Decide(beam.DoFn):
     """One node-key partition with its survivors, exact copies, component labels and sizes -> each
     survivor's fate: kept (a :class:`.records.Kept` per chunk for :class:`WriteChunk`, with the annotations of
-    clustered ones) or ``near_duplicate``, and one ``clusters.jsonl`` line per cluster member.
+    clustered ones) or ``near_duplicate``, and one ``clusters`` line per cluster member.
 
     A document belongs to a cluster when it is in a near-duplicate component or has exact copies; the
     cluster id is the survivor's document id, and its size counts exact copies too.
     """
 
-    def __init__(self, work: str):
+    def __init__(self, work: str, shards: int):
         self.work = work
+        self.shards = shards  # the cluster files the output has
 
     def process(self, element: tuple[int, dict[str, Iterable[str]]]) -> Iterator[Any]:
         part, grouped = element
@@ -478,8 +479,8 @@ class Decide(beam.DoFn):
             if extra:
                 notes[s.pos] = json.dumps(extra, sort_keys=True)
         yield from _counters(counts)
-        if lines:
-            yield beam.pvalue.TaggedOutput(CLUSTERS, hand_off_lines(self.work, f"d{part:05d}", lines))
+        for shard_file in hand_off_lines(self.work, f"d{part:05d}", lines, self.shards):
+            yield beam.pvalue.TaggedOutput(CLUSTERS, shard_file)
         for chunk, (positions, notes) in sorted(kept.items()):
             yield chunk, Kept(np.array(positions, dtype=np.int64).tobytes(), notes)
 

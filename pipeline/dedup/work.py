@@ -23,6 +23,7 @@ have none); a consumer only reads it once the GroupByKey on the references says 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import itertools
 import os
@@ -193,26 +194,36 @@ def receive(record: type[R], refs: Iterable[str]) -> Iterator[R]:
         yield from unpack(record, batch)
 
 
-def hand_off_lines(work: str, producer: str, lines: list[str]) -> str:
-    """Sort one step's ``clusters.jsonl`` lines into a file of the work folder; returns its path (the
-    element that crosses the shuffle, as with :func:`hand_off`)."""
-    return fs.write_text(
-        os.path.join(work, f"clusters-{producer}.jsonl"), "".join(f"{line}\n" for line in sorted(lines))
-    )
+def cluster_shard(line: str, shards: int) -> int:
+    """Which of the ``shards`` cluster files a ``clusters`` line goes to: a hash of the line, never arrival."""
+    return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "big") % shards
+
+
+def hand_off_lines(work: str, producer: str, lines: list[str], shards: int) -> Iterator[tuple[int, str]]:
+    """Split one step's cluster lines into the output's ``shards`` files, each part sorted into a file of the
+    work folder; yields ``(shard, path)`` (the element that crosses the shuffle, as with :func:`hand_off`)."""
+    parts: dict[int, list[str]] = {}
+    for line in lines:
+        parts.setdefault(cluster_shard(line, shards), []).append(line)
+    for k, part in sorted(parts.items()):
+        path = os.path.join(work, f"clusters-{producer}-s{k:05d}.jsonl")
+        yield k, fs.write_text(path, "".join(f"{line}\n" for line in sorted(part)))
 
 
 class MergeSortedLines(beam.DoFn):
-    """The sorted line files of every step (a side input) -> one file, merged in sorted order: the same bytes
-    whatever order the runner delivered the files in, and an empty file when there are none. Streams (a k-way
-    merge of the UTF-8 lines as bytes, which sort as their text does), so a million cluster lines cost one
-    line per file in memory."""
+    """One output shard's sorted line files (from every step) -> ``<prefix>-<k>-of-<n>.jsonl``, merged in sorted
+    order: the same bytes whatever order the runner delivered the files in. Streams (a k-way merge of the
+    UTF-8 lines as bytes, which sort as their text does): one line per file in memory, and each shard is
+    merged by its own worker, so no worker sees the whole corpus's lines."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, prefix: str, shards: int):
+        self.prefix, self.shards = prefix, shards
 
-    def process(self, _: object, paths: Iterable[str]) -> Iterator[None]:
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
+        k, paths = element
+        path = f"{self.prefix}-{k:05d}-of-{self.shards:05d}.jsonl"
         with contextlib.ExitStack() as stack:
             sources = [stack.enter_context(fs.open_read(p)) for p in sorted(set(paths))]
-            with fs.open_write(self.path) as fh:
+            with fs.open_write(path) as fh:
                 fh.writelines(heapq.merge(*sources))
-        return iter(())
+        yield path
