@@ -48,6 +48,10 @@ class UnfinishedOutput(SchemaError):
     """A stage folder an attempt began and never committed (killed, failed, or still running)."""
 
 
+class AlteredOutput(SchemaError):
+    """A committed stage folder whose files no longer match its commit record."""
+
+
 def _relative(folder: str, path: str) -> str:
     """``path`` (as a listing of ``folder`` gives it) relative to ``folder``, with ``/`` separators."""
     base = folder.rstrip("/") + "/"
@@ -110,18 +114,36 @@ class Attempt:
         return record
 
 
+def _check_unchanged(folder: str, files: list[dict[str, Any]]) -> None:
+    """Every committed file is still there with its committed size (one listing of the folder), so a late
+    writer that rewrote a file after the commit (a zombie attempt that outlived its successor) is caught
+    before anything reads it. (Sizes, not checksums: reading every file back to hash it would cost a stage's
+    output in I/O; ``stats.json`` keeps the sha256 for a full check.)"""
+    listed = {_relative(folder, info.path): info.size for info in fs.list_files(folder)}
+    changed = [f["path"] for f in files if listed.get(f["path"]) != f["size"]]
+    if changed:
+        raise AlteredOutput(
+            f"{folder}: {len(changed)} committed file(s) missing or changed since the commit "
+            f"({', '.join(changed[:3])}): a late writer (an attempt that outlived the one that committed) or a "
+            "hand edit; rerun the stage that writes it with --force"
+        )
+
+
 def committed_files(folder: str) -> list[str] | None:
     """The files a committed stage folder holds, as paths (from its ``stats.json``), or None for a folder that
     is not a stage output (no ``stats.json``, no marker: a user's folder, listed as it is). An unfinished
-    stage folder raises :class:`UnfinishedOutput`; a stage output written before file lists existed gives
-    None too."""
+    stage folder raises :class:`UnfinishedOutput`, one whose files changed since the commit
+    :class:`AlteredOutput`; a stage output written before file lists existed gives None too."""
     stats = fs.join(folder, STATS_FILE)
     if fs.exists(stats):
         try:
             files = json.loads(fs.read_bytes(stats)).get("files")
         except ValueError as e:
             raise UnfinishedOutput(f"{folder}: its {STATS_FILE} is not valid JSON ({e}); rerun the stage") from e
-        return None if files is None else [fs.join(folder, *f["path"].split("/")) for f in files]
+        if files is None:
+            return None
+        _check_unchanged(folder, files)
+        return [fs.join(folder, *f["path"].split("/")) for f in files]
     if fs.exists(fs.join(folder, ATTEMPT_FILE)):
         raise UnfinishedOutput(
             f"{folder}: an unfinished stage output (an attempt began writing it and never committed: killed, "

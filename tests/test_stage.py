@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.commit import Attempt, CommitError, UnfinishedOutput, committed_files
+from pipeline.commit import AlteredOutput, Attempt, CommitError, UnfinishedOutput, committed_files
 from pipeline.stage import Stage, fingerprint, is_complete
 from pipeline.tables import document_files
 from schemas.atomic import atomic_path, atomic_write_text
@@ -59,6 +59,20 @@ def test_a_stray_file_in_a_committed_folder_is_not_read(tmp_path):
     Stage("s", out, [], {"v": 1}).run(_write("documents-0.parquet"))
     open(os.path.join(out, "documents-straggler.parquet"), "w").write("late")  # a zombie's late write
     assert document_files(out) == [os.path.join(out, "documents-0.parquet")]
+
+
+def test_a_committed_file_rewritten_after_the_commit_is_refused(tmp_path):
+    """A zombie attempt that outlives the one that committed and rewrites a same-named file: readers stop
+    with a clear error instead of reading bytes the commit never saw."""
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("documents-0.parquet"))
+    with open(os.path.join(out, "documents-0.parquet"), "ab") as fh:
+        fh.write(b"a late writer's bytes")
+    with pytest.raises(AlteredOutput, match="changed since the commit"):
+        document_files(out)
+    os.remove(os.path.join(out, "documents-0.parquet"))
+    with pytest.raises(AlteredOutput, match="documents-0.parquet"):
+        committed_files(out)
 
 
 def test_two_attempts_on_one_folder_cannot_both_commit(tmp_path):
