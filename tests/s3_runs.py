@@ -1,15 +1,17 @@
-"""A tiny run's curation stages with every input and output on an object store, compared with local disk.
+"""Test helpers for the S3 server (``s3_server``): a client, uploads and reads, every object of a folder; and a
+tiny run's curation stages with every input and output in a bucket, compared with local disk.
 
-Shared by ``test_run_object_store.py`` (the portable runner) and ``test_engine.py`` (Apache Flink): the inputs
-of ``tiny_inputs`` uploaded to a bucket, the run config pointed at them, and the comparison of two runs'
-outputs — document tables (their ``source_file`` column aside: it records where each input was), shards and
-tokenizer byte for byte, and the manifest (its location fields aside).
+The run is shared by ``test_run_object_store.py`` (the portable runner) and ``test_engine.py`` (Apache Flink):
+the inputs of ``tiny_inputs`` uploaded to a bucket, the run config pointed at them, and the comparison of two
+runs' outputs — document tables (their ``source_file`` column aside: it records where each input was),
+shards and tokenizer byte for byte, and the manifest (its location fields aside).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -31,6 +33,33 @@ def store(s3_server: str) -> pafs.S3FileSystem:
 def upload(fs: pafs.S3FileSystem, local: str, url: str) -> str:
     pafs.copy_files(local, url[len("s3://") :], destination_filesystem=fs)
     return url
+
+
+def objects(fs: pafs.S3FileSystem, url: str) -> dict[str, bytes]:
+    """Every object under the ``s3://`` folder ``url``, by its path relative to it."""
+    prefix = url[len("s3://") :]
+    out = {}
+    for info in fs.get_file_info(pafs.FileSelector(prefix, recursive=True)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path, compression=None) as fh:
+                out[info.path[len(prefix) + 1 :]] = fh.read()
+    return out
+
+
+def local_files(folder: str) -> dict[str, bytes]:
+    """Every file under a local folder, by its path relative to it (``/``-separated)."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as fh:
+                out[os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")] = fh.read()
+    return out
+
+
+def figures(stats, *leave_out: str) -> tuple:
+    """What a stage counted and measured, without the ``extra`` keys that name the run or its paths."""
+    extra = {k: v for k, v in stats.extra.items() if k not in leave_out}
+    return stats.read, stats.kept, stats.dropped, extra
 
 
 def s3_config(fs: pafs.S3FileSystem, tiny_inputs: dict, tiny_run_config, bucket: str, local_dir: str) -> dict:

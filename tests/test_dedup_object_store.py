@@ -12,6 +12,7 @@ import os
 import random
 
 import pyarrow.fs as pafs
+import s3_runs
 
 from pipeline.dedup import DedupConfig, NearConfig, run_dedup
 from schemas.documents import write_documents
@@ -45,34 +46,9 @@ def _rows(rng: random.Random) -> tuple[list[dict], list[dict]]:
     return first, second
 
 
-def _objects(store: pafs.FileSystem, prefix: str) -> dict[str, bytes]:
-    """Every object under ``prefix`` (``bucket/key``) by its path relative to it."""
-    infos = store.get_file_info(pafs.FileSelector(prefix, recursive=True))
-    out = {}
-    for info in infos:
-        if info.type == pafs.FileType.File:
-            with store.open_input_stream(info.path) as fh:
-                out[info.path[len(prefix) + 1 :]] = fh.read()
-    return out
-
-
-def _local(folder: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(root, name), "rb") as fh:
-                out[os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")] = fh.read()
-    return out
-
-
-def _stats(stats) -> tuple:
-    extra = {k: v for k, v in stats.extra.items() if k not in _VOLATILE}
-    return stats.read, stats.kept, stats.dropped, extra
-
-
 def test_dedup_on_s3_commits_the_bytes_it_commits_locally(s3_server, s3_bucket, local_runner, tmp_path):
     first, second = _rows(random.Random(5))
-    store = pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
+    store = s3_runs.store(s3_server)
     bucket = s3_bucket[len("s3://") :]
     for name, rows in (("crawl1", first), ("crawl2", second)):
         os.makedirs(tmp_path / name)
@@ -92,13 +68,14 @@ def test_dedup_on_s3_commits_the_bytes_it_commits_locally(s3_server, s3_bucket, 
     (l1, l2), (r1, r2) = runs["local"], runs["s3"]
     assert l1.dropped == {"exact_duplicate": 4, "near_duplicate": 3} and l1.extra["chunks"] > 1
     assert l2.dropped == {"near_duplicate_of_index": 3} and l2.extra["indexed_documents"] == l1.kept
-    assert _stats(r1) == _stats(l1) and _stats(r2) == _stats(l2)
+    assert s3_runs.figures(r1, *_VOLATILE) == s3_runs.figures(l1, *_VOLATILE)
+    assert s3_runs.figures(r2, *_VOLATILE) == s3_runs.figures(l2, *_VOLATILE)
 
     for run, local, remote in (("dedup1", l1, r1), ("dedup2", l2, r2)):
         listed = {f["path"] for f in remote.extra["files"]}
         assert listed == {f["path"] for f in local.extra["files"]}
         assert any(p.startswith("clusters-") for p in listed) and "index/meta.json" in listed
-        on_s3, on_disk = _objects(store, f"{bucket}/{run}"), _local(str(tmp_path / run))
+        on_s3, on_disk = s3_runs.objects(store, f"{s3_bucket}/{run}"), s3_runs.local_files(str(tmp_path / run))
         assert set(on_s3) == listed | {"stats.json"}  # no work file, no marker, nothing the commit did not list
         for path in listed:
             if path.endswith((".parquet", ".jsonl", "meta.json")) and not path.startswith(("outcomes", "counters")):

@@ -21,14 +21,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import s3_runs
 from conftest import run_ccgpt
 
 # what decides the stats but not the output: when and where it ran, and the inputs' paths (they differ by scheme)
 _VOLATILE = ("seconds", "attempt", "files", "fingerprint", "lineage", "failed_files")
-
-
-def _store(s3_server: str) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
 
 
 def _upload(store: pafs.S3FileSystem, data: bytes, url: str) -> str:
@@ -37,34 +34,9 @@ def _upload(store: pafs.S3FileSystem, data: bytes, url: str) -> str:
     return url
 
 
-def _objects(store: pafs.S3FileSystem, url: str) -> dict[str, bytes]:
-    """Every object under the ``s3://`` folder ``url``, by its path relative to it."""
-    prefix = url[len("s3://") :]
-    out = {}
-    for info in store.get_file_info(pafs.FileSelector(prefix, recursive=True)):
-        if info.type == pafs.FileType.File:
-            with store.open_input_stream(info.path, compression=None) as fh:
-                out[info.path[len(prefix) + 1 :]] = fh.read()
-    return out
-
-
-def _local(folder: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(root, name), "rb") as fh:
-                out[os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")] = fh.read()
-    return out
-
-
-def _stats(stats) -> tuple:
-    extra = {k: v for k, v in stats.extra.items() if k not in _VOLATILE}
-    return stats.read, stats.kept, stats.dropped, extra
-
-
 def _committed(store, remote, url: str) -> dict[str, bytes]:
     """The objects of a committed ``s3://`` stage folder, checked to be exactly those its commit listed."""
-    objects = _objects(store, url)
+    objects = s3_runs.objects(store, url)
     listed = {f["path"] for f in remote.extra["files"]}
     assert set(objects) == listed | {"stats.json"}  # no side file, marker or Beam temp file left over
     for f in remote.extra["files"]:
@@ -75,13 +47,13 @@ def _committed(store, remote, url: str) -> dict[str, bytes]:
 def _same_bytes(store, local, local_dir: str, remote, url: str, suffixes: tuple[str, ...]) -> dict[str, bytes]:
     """A stage committed on ``s3://`` like on local disk: the same files, the same bytes for ``suffixes``, the
     same stats."""
-    objects, on_disk = _committed(store, remote, url), _local(local_dir)
+    objects, on_disk = _committed(store, remote, url), s3_runs.local_files(local_dir)
     assert [f["path"] for f in remote.extra["files"]] == [f["path"] for f in local.extra["files"]]
     compared = [p for p in objects if p.endswith(suffixes)]
     assert compared
     for path in compared:
         assert objects[path] == on_disk[path], path
-    assert _stats(remote) == _stats(local)
+    assert s3_runs.figures(remote, *_VOLATILE) == s3_runs.figures(local, *_VOLATILE)
     return objects
 
 
@@ -100,7 +72,7 @@ def test_files_source_reads_globs_and_prefixes_and_writes_to_s3(s3_server, s3_bu
     from pipeline.sources.common import resolve_inputs
     from pipeline.sources.files import SourceConfig, run_source
 
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     texts = {
         "a.jsonl": [f"Note {i} on the object store, read through the filesystem layer." for i in range(3)],
         "more/b.jsonl.gz": [f"A compressed note {i}, decompressed as it is read." for i in range(2)],
@@ -129,9 +101,9 @@ def test_files_source_reads_globs_and_prefixes_and_writes_to_s3(s3_server, s3_bu
 
     # inputs on s3 too: the same documents (ids come from the keys, not the location)
     from_s3 = run_source([f"{s3_bucket}/texts"], f"{s3_bucket}/runs/notes-s3", cfg, local_runner)
-    assert _stats(from_s3) == _stats(local)
+    assert s3_runs.figures(from_s3, *_VOLATILE) == s3_runs.figures(local, *_VOLATILE)
     objects = _committed(store, from_s3, f"{s3_bucket}/runs/notes-s3")
-    assert _documents(objects) == _documents(_local(local_dir))
+    assert _documents(objects) == _documents(s3_runs.local_files(local_dir))
 
 
 def _wiki_page(pid: int, title: str, text: str) -> str:
@@ -145,7 +117,7 @@ def _wiki_page(pid: int, title: str, text: str) -> str:
 def test_wikipedia_dump_on_s3(s3_server, s3_bucket, local_runner, tmp_path):
     from pipeline.sources.wikipedia import WikipediaConfig, run_wikipedia
 
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     prose = "The river runs past the old mill and through the valley towns. " * 5
     pages = [_wiki_page(1, "River", f"'''River''' {prose} [[Category:Rivers]]"), _wiki_page(2, "Stub", "Short.")]
     head = '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11">\n'
@@ -159,9 +131,12 @@ def test_wikipedia_dump_on_s3(s3_server, s3_bucket, local_runner, tmp_path):
     local = run_wikipedia([str(tmp_path / "enwiki-pages-articles.xml.bz2")], local_dir, cfg, local_runner)
     remote = run_wikipedia([f"{s3_bucket}/dumps"], f"{s3_bucket}/runs/wiki", cfg, local_runner)
     assert (local.read, local.kept, local.dropped) == (2, 1, {"too_short": 1})
-    assert _stats(remote) == _stats(local) and remote.extra["failed_files"] == local.extra["failed_files"] == []
+    assert (
+        s3_runs.figures(remote, *_VOLATILE) == s3_runs.figures(local, *_VOLATILE)
+        and remote.extra["failed_files"] == local.extra["failed_files"] == []
+    )
     objects = _committed(store, remote, f"{s3_bucket}/runs/wiki")
-    assert _documents(objects) == _documents(_local(local_dir))
+    assert _documents(objects) == _documents(s3_runs.local_files(local_dir))
     (table,) = [p for p in objects if p.endswith(".parquet")]
     assert pq.read_table(pa.BufferReader(objects[table])).column("source_file").to_pylist() == [url]
 
@@ -171,7 +146,7 @@ def test_webtext_list_and_crawl_on_s3(s3_server, s3_bucket, shared_data, local_r
     from pipeline.sample import Page, write_warc
     from pipeline.sources.webtext import WebTextConfig, run_webtext
 
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     with tarfile.open(os.path.join(shared_data, "html", "goose3.tar.gz")) as tar:
         members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".html")), key=lambda m: m.name)
         bodies = [tar.extractfile(m).read() for m in members[:8]]
@@ -197,10 +172,10 @@ def test_webtext_list_and_crawl_on_s3(s3_server, s3_bucket, shared_data, local_r
         [f"{s3_bucket}/crawl/*.warc.gz"], f"{s3_bucket}/runs/webtext", cfg(f"{s3_bucket}/lists"), local_runner
     )
     assert local.extra["matched_urls"] == 6 and local.extra["duplicate_urls"] == 1 and local.kept > 0
-    assert _stats(remote) == _stats(local)
+    assert s3_runs.figures(remote, *_VOLATILE) == s3_runs.figures(local, *_VOLATILE)
     objects = _committed(store, remote, f"{s3_bucket}/runs/webtext")
     assert "url_list/outcomes.jsonl" in objects
-    assert _documents(objects) == _documents(_local(local_dir))
+    assert _documents(objects) == _documents(s3_runs.local_files(local_dir))
 
 
 def _corpus(rng: random.Random) -> list[dict]:
@@ -221,7 +196,7 @@ def test_decontam_and_mix_on_s3_commit_the_bytes_they_commit_locally(s3_server, 
     from pipeline.tokenizer import TokenizerConfig, train_tokenizer
     from schemas.documents import write_documents
 
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     rows = _corpus(random.Random(3))
     os.makedirs(tmp_path / "docs")
     write_documents(rows, str(tmp_path / "docs" / "part-0.parquet"))

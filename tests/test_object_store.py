@@ -13,6 +13,7 @@ import os
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import s3_runs
 
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.read import expand_inputs
@@ -27,7 +28,7 @@ def _documents(folder: str) -> list[tuple]:
 
 def test_curate_reads_warc_files_from_s3_like_local_ones(shared_data, s3_bucket, s3_server, local_runner, tmp_path):
     warc = os.path.join(shared_data, "warc", "pywb-sample", "iana.warc.gz")
-    fs = pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
+    fs = s3_runs.store(s3_server)
     bucket = s3_bucket[len("s3://") :]
     pafs.copy_files(warc, f"{bucket}/crawl/a.warc.gz", destination_filesystem=fs)
     assert expand_inputs([f"{s3_bucket}/crawl/*.warc.gz"]) == [f"{s3_bucket}/crawl/a.warc.gz"]
@@ -45,10 +46,6 @@ def test_curate_reads_warc_files_from_s3_like_local_ones(shared_data, s3_bucket,
     assert again.extra["input_files"] == 2 and again.read == 2 * local.read
 
 
-def _s3(s3_server):
-    return pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
-
-
 def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_bucket, s3_server, local_runner, tmp_path):
     """Curate writes to an object store (nothing is renamed there): the same document tables byte for byte,
     a ``stats.json`` listing every file, a rerun that skips, and a downstream stage that reads the tables from
@@ -63,7 +60,7 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
     remote = run_curate([warc], remote_out, cfg, local_runner)
     assert (remote.read, remote.kept, remote.dropped) == (local.read, local.kept, local.dropped) and local.kept > 0
 
-    store, bucket = _s3(s3_server), s3_bucket[len("s3://") :]
+    store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
     listed = [f["path"] for f in remote.extra["files"]]
     assert listed == [f["path"] for f in local.extra["files"]] and "documents-00000-of-00001.parquet" in listed
     for f in remote.extra["files"]:  # every committed file is there with its size and checksum
@@ -100,7 +97,7 @@ def test_objects_that_hold_bytes_but_give_no_record_fail_the_stage(s3_bucket, s3
 
     from schemas.stats import AccountingError
 
-    with _s3(s3_server).open_output_stream(f"{s3_bucket[len('s3://') :]}/crawl/x.warc.gz") as fh:
+    with s3_runs.store(s3_server).open_output_stream(f"{s3_bucket[len('s3://') :]}/crawl/x.warc.gz") as fh:
         fh.write(b"not a WARC file at all\n" * 10)
     with pytest.raises(AccountingError, match="none of the 1 input files could be read"):
         run_curate([f"{s3_bucket}/crawl/*.warc.gz"], str(tmp_path / "out"), CurateConfig(), local_runner)
@@ -114,7 +111,7 @@ def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_
     import sys
     import time
 
-    store, bucket = _s3(s3_server), s3_bucket[len("s3://") :]
+    store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
     args = [*tiny_inputs["crawl"], "--extract.extractor", "resiliparse", "--num-workers", "1"]
     command = [sys.executable, "-m", "pipeline.cli", "curate", *args, "--out"]
     assert subprocess.run([*command, str(tmp_path / "clean")], capture_output=True).returncode == 0

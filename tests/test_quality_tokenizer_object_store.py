@@ -15,6 +15,7 @@ import os
 import zipfile
 
 import pyarrow.fs as pafs
+import s3_runs
 
 from pipeline.filters import UrlBlocklist, UrlBlocklistConfig
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
@@ -32,27 +33,6 @@ from schemas.stats import StageStats
 TINY = dict(dim=8, epoch=3, bucket=2000, min_count=1, min_words=5, lr=0.3, baseline_features=2**12)
 # stats.json entries that name the run or its inputs' paths; everything else must be equal
 _RUN_KEYS = ("fingerprint", "lineage", "attempt", "files")
-
-
-def _store(s3_server: str) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(endpoint_override=s3_server.split("://", 1)[1], scheme="http", region="us-east-1")
-
-
-def _read(store: pafs.S3FileSystem, url: str) -> bytes:
-    with store.open_input_stream(url[len("s3://") :]) as fh:
-        return fh.read()
-
-
-def _upload(store: pafs.S3FileSystem, local: str, url: str) -> str:
-    """Copy a local file, or a folder's files, to ``url``."""
-    pafs.copy_files(local, url[len("s3://") :], destination_filesystem=store)
-    return url
-
-
-def _figures(stats: StageStats, *path_dependent: str) -> tuple:
-    """What a run counted and measured, without what names the run or its paths."""
-    extra = {k: v for k, v in stats.extra.items() if k not in (*_RUN_KEYS, *path_dependent)}
-    return stats.read, stats.kept, stats.dropped, extra
 
 
 def _committed_alike(local: StageStats, remote: StageStats, store, url: str, path_dependent: tuple = ()) -> None:
@@ -93,9 +73,9 @@ def _inputs(shared_data: str, folder) -> dict[str, str]:
 
 
 def test_quality_train_and_filter_on_s3_like_on_local_disk(shared_data, s3_bucket, s3_server, local_runner, tmp_path):
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     local_in = _inputs(shared_data, tmp_path)
-    remote_in = {k: _upload(store, p, f"{s3_bucket}/in/{os.path.basename(p)}") for k, p in local_in.items()}
+    remote_in = {k: s3_runs.upload(store, p, f"{s3_bucket}/in/{os.path.basename(p)}") for k, p in local_in.items()}
 
     # train, with cross-fitting: three fastText models, each trained in the temp folder and copied to s3
     cfg = QualityTrainConfig(**TINY, folds=2)
@@ -108,11 +88,11 @@ def test_quality_train_and_filter_on_s3_like_on_local_disk(shared_data, s3_bucke
     assert remote == local and local["roc_auc"] > 0.5  # eval.json: the same held-out scores and cross-fit figures
     for name in ("model.bin", "model-fold0.bin", "model-fold1.bin", "score_hist.png"):
         with open(os.path.join(local_model, name), "rb") as fh:
-            assert _read(store, f"{remote_model}/{name}") == fh.read(), name
-    positives = json.loads(_read(store, f"{remote_model}/config.json"))["positives"]
+            assert s3_runs.read(store, f"{remote_model}/{name}") == fh.read(), name
+    positives = json.loads(s3_runs.read(store, f"{remote_model}/config.json"))["positives"]
     assert positives == [remote_in["wiki"], remote_in["plays"]]
     local_stats, remote_stats = load_stats(local_model), load_stats(remote_model)
-    assert _figures(remote_stats) == _figures(local_stats)
+    assert s3_runs.figures(remote_stats, *_RUN_KEYS) == s3_runs.figures(local_stats, *_RUN_KEYS)
     _committed_alike(local_stats, remote_stats, store, remote_model, path_dependent=("config.json",))
     assert train(remote_in, remote_model) == local  # up to date: skipped, not retrained
     assert load_stats(remote_model).extra["attempt"] == remote_stats.extra["attempt"]
@@ -125,14 +105,16 @@ def test_quality_train_and_filter_on_s3_like_on_local_disk(shared_data, s3_bucke
         [remote_in["crawl"]], remote_out, dataclasses.replace(fcfg, model=remote_model), local_runner
     )
     assert local_f.kept > 0 and remote_f.extra["cross_fit_folds"] == 2
-    assert _figures(remote_f, "model", "fold_models") == _figures(local_f, "model", "fold_models")
+    assert s3_runs.figures(remote_f, *_RUN_KEYS, "model", "fold_models") == s3_runs.figures(
+        local_f, *_RUN_KEYS, "model", "fold_models"
+    )
     _committed_alike(local_f, remote_f, store, remote_out)  # the kept documents and their scores, byte for byte
 
 
 def test_tokenizer_on_s3_like_on_local_disk(shared_data, s3_bucket, s3_server, tmp_path):
-    store = _store(s3_server)
+    store = s3_runs.store(s3_server)
     table = _inputs(shared_data, tmp_path)["crawl"]
-    remote_table = _upload(store, table, f"{s3_bucket}/in/crawl")
+    remote_table = s3_runs.upload(store, table, f"{s3_bucket}/in/crawl")
     cfg = TokenizerConfig(vocab_size=300, seed=1)
     local_out, remote_out = str(tmp_path / "tokenizer"), f"{s3_bucket}/runs/tokenizer"
     local = train_tokenizer([table], local_out, cfg)
@@ -140,26 +122,26 @@ def test_tokenizer_on_s3_like_on_local_disk(shared_data, s3_bucket, s3_server, t
     assert remote == local
     with open(os.path.join(local_out, "tokenizer.json"), "rb") as fh:
         tokenizer_json = fh.read()
-    assert _read(store, f"{remote_out}/tokenizer.json") == tokenizer_json
+    assert s3_runs.read(store, f"{remote_out}/tokenizer.json") == tokenizer_json
     local_stats, remote_stats = load_stats(local_out), load_stats(remote_out)
-    assert _figures(remote_stats) == _figures(local_stats)
+    assert s3_runs.figures(remote_stats, *_RUN_KEYS) == s3_runs.figures(local_stats, *_RUN_KEYS)
     _committed_alike(local_stats, remote_stats, store, remote_out)
 
     # the loader reads a folder URL (mix, `ccgpt` commands) and copy_tokenizer writes to one (a shard folder)
     tok = load_tokenizer(remote_out)
     assert tokenizer_content_hash(tok) == local["content_hash"]
     copy_tokenizer(tok, f"{s3_bucket}/shards")
-    assert _read(store, f"{s3_bucket}/shards/tokenizer.json") == tokenizer_json
+    assert s3_runs.read(store, f"{s3_bucket}/shards/tokenizer.json") == tokenizer_json
     # GPT-2's vocabulary file, its merges file found beside it: a pair tokenizers reads from local paths only
     gpt2 = os.path.join(shared_data, "tokenizer", "gpt2")
     for name in ("encoder.json", "vocab.bpe"):
-        _upload(store, os.path.join(gpt2, name), f"{s3_bucket}/gpt2/{name}")
+        s3_runs.upload(store, os.path.join(gpt2, name), f"{s3_bucket}/gpt2/{name}")
     from_s3 = load_tokenizer(f"{s3_bucket}/gpt2/encoder.json")
     assert tokenizer_content_hash(from_s3) == tokenizer_content_hash(load_tokenizer(os.path.join(gpt2, "encoder.json")))
 
 
 def test_url_blocklist_reads_its_domains_file_from_s3(s3_bucket, s3_server):
-    with _store(s3_server).open_output_stream(f"{s3_bucket[len('s3://') :]}/lists/domains.txt") as fh:
+    with s3_runs.store(s3_server).open_output_stream(f"{s3_bucket[len('s3://') :]}/lists/domains.txt") as fh:
         fh.write(b"# blocked\nspam.example\r\n.Ads.Example\n\n")
     block = UrlBlocklist(UrlBlocklistConfig(domains_file=f"{s3_bucket}/lists/domains.txt"))
     assert block.domains == {"spam.example", "ads.example"}
