@@ -112,7 +112,7 @@ def run_curate(
     if stage.complete():
         return load_stats(out_dir)
     files = expand_inputs(inputs)
-    n_files = output_files(files, CRAWL_FILE_BYTES)
+    n_files = output_files(inputs, CRAWL_FILE_BYTES)  # listed per input given, not per expanded file
 
     def build(p: beam.Pipeline, tmp: str) -> None:
         out = p | "InputFiles" >> beam.Create(files) | "Curate" >> Curate(cfg)

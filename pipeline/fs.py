@@ -221,10 +221,6 @@ def local_path(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
-def read_text(path: str) -> str:
-    return read_bytes(path).decode("utf-8")
-
-
 def write_text(path: str, text: str) -> str:
     return write_bytes(path, text.encode("utf-8"))
 
@@ -248,13 +244,6 @@ def is_file(path: str) -> bool:
     if not is_url(path):
         return os.path.isfile(local_path(path))
     return not any(c in path for c in "*?[") and exists(path) and not path.endswith("/")
-
-
-def size(path: str) -> int:
-    found = match(path)
-    if not found:
-        raise FileNotFoundError(path)
-    return found[0].size
 
 
 def expand(spec: str) -> list[FileInfo]:
@@ -323,32 +312,6 @@ def arrow_sink(path: str) -> Iterator[Any]:
         sink.flush()
 
 
-def _allow_empty_s3_uploads() -> None:
-    """Let Beam's S3 filesystem write an empty file.
-
-    Beam 2.77's ``S3Uploader`` completes a multipart upload with no part when nothing was written, which S3
-    (and moto) reject with ``MalformedXML``: every empty side file (no failed input, no example) would fail its
-    stage on S3. As other S3 clients do for this case, an empty first part is uploaded before completing.
-    Applied when this module is imported, which every ccgpt stage module does, on the driver and on workers.
-    """
-    try:
-        from apache_beam.io.aws import s3io
-    except ImportError:  # apache-beam[aws] not installed: no S3 at all
-        return
-    uploader = s3io.S3Uploader
-    if getattr(uploader, "_ccgpt_empty_upload", False):
-        return
-    finish = uploader.finish
-
-    def finish_with_a_part(self):
-        if not self.parts and not self.buffer:
-            self._write_to_s3(b"")
-        return finish(self)
-
-    uploader.finish = finish_with_a_part
-    uploader._ccgpt_empty_upload = True
-
-
 _S3_OPTIONS = (
     "s3_access_key_id",
     "s3_secret_access_key",
@@ -361,22 +324,35 @@ _S3_OPTIONS = (
 )
 
 
-def _reuse_s3_clients() -> None:
-    """Build Beam's boto3 S3 client once per process and set of S3 options, not on every call.
+def _patch_beam_s3() -> None:
+    """Two fixes to Beam 2.77's S3 filesystem, applied once per process when this module is imported (which
+    every ccgpt stage module does, on the driver and on the workers).
 
-    Beam 2.77's S3 filesystem makes a new ``S3IO`` — and so a new boto3 session and client, about 0.2 s — for
-    every open, exists, create or delete: dedup's hand-off files alone made a small test take 90 s instead of
-    15. The boto3 client is thread-safe and reused; Beam's wrapper keeps per-download state, so each wrapper
-    stays its own object, built from the fresh state the first one started with."""
+    - **Empty files.** ``S3Uploader`` completes a multipart upload with no part when nothing was written,
+      which S3 (and moto) reject with ``MalformedXML``: every empty side file (no failed input, no example)
+      would fail its stage. As other S3 clients do, an empty first part is uploaded before completing.
+    - **One client per process.** Every open, exists, create or delete builds a new ``S3IO``, and so a new
+      boto3 session and client (about 0.2 s): dedup's hand-off files alone made a small test take 90 s instead
+      of 15. The boto3 client is thread-safe and is built once per process and set of S3 options; Beam's
+      wrapper keeps per-download state, so each wrapper stays its own object, built from the fresh state the
+      first one started with.
+    """
     try:
+        from apache_beam.io.aws import s3io
         from apache_beam.io.aws.clients.s3 import boto3_client
         from apache_beam.options.pipeline_options import PipelineOptions, S3Options
     except ImportError:  # apache-beam[aws] not installed: no S3 at all
         return
-    client = boto3_client.Client
-    if getattr(client, "_ccgpt_reused", False):
+    uploader, client = s3io.S3Uploader, boto3_client.Client
+    if getattr(uploader, "_ccgpt_patched", False):
         return
-    build = client.__init__
+    finish, build = uploader.finish, client.__init__
+
+    def finish_with_a_part(self):
+        if not self.parts and not self.buffer:
+            self._write_to_s3(b"")
+        return finish(self)
+
     fresh: dict[tuple, dict[str, Any]] = {}
 
     def init(self, options):
@@ -388,9 +364,9 @@ def _reuse_s3_clients() -> None:
             fresh[key] = dict(vars(self))
         vars(self).update(fresh[key])
 
+    uploader.finish = finish_with_a_part
     client.__init__ = init
-    client._ccgpt_reused = True
+    uploader._ccgpt_patched = True
 
 
-_allow_empty_s3_uploads()
-_reuse_s3_clients()
+_patch_beam_s3()

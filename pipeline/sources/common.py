@@ -17,7 +17,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
-from pipeline.tables import WriteDocuments, output_files
+from pipeline.tables import WriteDocuments
 from schemas.config import from_dict
 
 STAGE = "source"  # every kind writes the same stage: a named document table
@@ -71,12 +71,14 @@ def _relative(path: str, base: str) -> str:
 
 class ReadToDocuments(beam.PTransform):
     """Input files -> ``reader`` (a DoFn emitting document rows, and outcomes tagged ``OUTCOMES``) -> the
-    stage's ``documents-*.parquet`` and ``outcomes.jsonl`` in ``folder``; the files are spread over the
-    workers first. Returns the reader's outputs, so ``extra_tags`` (e.g. failed files) can be written too."""
+    stage's ``documents-*.parquet`` (``n_files`` of them: :func:`pipeline.tables.output_files` of the stage's
+    inputs) and ``outcomes.jsonl`` in ``folder``; the files are spread over the workers first. Returns the
+    reader's outputs, so ``extra_tags`` (e.g. failed files) can be written too."""
 
-    def __init__(self, files: list, reader: beam.DoFn, folder: str, extra_tags: tuple[str, ...] = ()):
+    def __init__(self, files: list, reader: beam.DoFn, folder: str, n_files: int, extra_tags: tuple[str, ...] = ()):
         super().__init__()
         self.files, self.reader, self.folder, self.extra_tags = files, reader, folder, extra_tags
+        self.n_files = n_files
 
     def expand(self, pbegin):
         results = (
@@ -85,8 +87,7 @@ class ReadToDocuments(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_tags, main="documents")
         )
-        n_files = output_files([f if isinstance(f, str) else f[0] for f in self.files])  # paths or (path, key)
-        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder, n_files)
+        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder, self.n_files)
         _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(self.folder)
         return results
 

@@ -43,6 +43,7 @@ from pipeline.sources.common import (
     resolve_inputs,
 )
 from pipeline.stage import Stage
+from pipeline.tables import output_files
 from schemas.documents import document_row
 from schemas.stats import StageStats
 
@@ -184,7 +185,7 @@ def run_source(
     stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        _ = p | "Documents" >> ReadToDocuments(files, ReadSourceFile(cfg), tmp)
+        _ = p | "Documents" >> ReadToDocuments(files, ReadSourceFile(cfg), tmp, output_files(inputs))
 
     def summarise(tmp: str, stats: StageStats) -> None:
         if stats.kept == 0:

@@ -463,7 +463,7 @@ def run_webtext(
             "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
             "lists": p | "ListFiles" >> beam.Create(list_files),
         } | "WebText" >> WebText(cfg, join)
-        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp, output_files(crawl_files, CRAWL_FILE_BYTES))
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp, output_files(inputs, CRAWL_FILE_BYTES))
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
         _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(tmp, "url_list"), progress=False)
         matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")

@@ -44,7 +44,7 @@ from pipeline.sources.common import (
     resolve_inputs,
 )
 from pipeline.stage import Stage
-from pipeline.tables import FAILED_FILES, WriteJsonLines, read_jsonl
+from pipeline.tables import FAILED_FILES, WriteJsonLines, output_files, read_jsonl
 from schemas.documents import document_row
 from schemas.stats import StageStats
 
@@ -221,7 +221,7 @@ def run_wikipedia(
     stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, extra_tags=(FAILED,))
+        results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, output_files(inputs), extra_tags=(FAILED,))
         _ = results[FAILED] | "WriteFailed" >> WriteJsonLines(fs.join(tmp, FAILED_FILES))
 
     def summarise(tmp: str, stats: StageStats) -> None:
