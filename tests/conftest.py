@@ -274,6 +274,7 @@ def _tiny_config(inputs, out_dir) -> dict:
             "total_tokens": 40_000,
             "seq_len": 64,
             "rows_per_shard": 200,
+            "pack_bucket_documents": 10,  # several packing buckets per source, as at crawl scale
         },
         "train": {
             "preset": "nano",

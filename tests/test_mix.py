@@ -12,8 +12,18 @@ import pyarrow as pa
 import pytest
 
 from pipeline.mix import MixConfig, MixError, run_mix
-from pipeline.mix.pack import global_row_ranks
-from pipeline.mix.plan import draw_plan, plan_budget
+from pipeline.mix.pack import row_shuffle_keys, shard_count, shard_of
+from pipeline.mix.plan import (
+    BucketPlan,
+    ReachTokens,
+    ValidationRule,
+    allocate_rows,
+    in_prefix,
+    plan_budget,
+    selection_goal,
+    take_prefix,
+    val_key,
+)
 from pipeline.tokenizer import EOT, TokenizerConfig, load_tokenizer, train_tokenizer
 from schemas.documents import write_documents
 from schemas.manifest import Manifest
@@ -171,7 +181,7 @@ def test_validation_documents_never_reach_a_training_row(mixed):
     stats = StageStats.load(mixed["out"])
     train_rows = read_rows(mixed["out"])
     counts = {s: sum(1 for _, _, src in train_rows if src == s) for s in SIZES}
-    ranks = global_row_ranks(11, counts)  # the shuffle is public: row r of a source sits at ranks[source][r]
+    ranks = _shuffle_ranks(11, counts, 128)  # the shuffle is public: row r of a source sits at ranks[source][r]
     val_rows = read_rows(mixed["out"], "val-*.arrow")
     assert [src for _, _, src in val_rows] == sorted(src for _, _, src in val_rows)  # ordered by source
     assert m.validation is not None and m.validation.fraction == 0.01
@@ -198,19 +208,105 @@ def test_validation_documents_never_reach_a_training_row(mixed):
     assert m.validation.total_tokens == len(val_rows) * (SEQ_LEN + 1) == stats.extra["validation_tokens"]
 
 
-def test_select_validation_rules():
-    from pipeline.mix.plan import select_validation
+def _whole_documents(rows, tok, eot) -> list[str]:
+    """The texts of the documents that lie whole inside rows (between two document starts)."""
+    whole = []
+    for tokens, offsets, _ in rows:
+        for a, b in zip(offsets, offsets[1:]):
+            assert tokens[b - 1] == eot
+            whole.append(tok.decode(tokens[a : b - 1]))
+    return whole
 
+
+def test_sources_packed_in_buckets_keep_exact_shares_accounting_and_held_out_documents(mixed, tmp_path):
+    """Crawl in 12 hash buckets (each packed on its own, dropping its own tail): every source still fills exactly
+    round(target / row) rows, every document is accounted for, and 2 worker processes give the same bytes."""
+    from pipeline.runner import RunnerConfig
+
+    cfg = mix_config(mixed["tok"], pack_bucket_documents=60)
+    out = str(tmp_path / "buckets")
+    stats = run_mix([mixed["docs"]], out, cfg, RunnerConfig("local", 1, "in_memory")).check()
+    m = Manifest.load(out)
+    total = sum(WEIGHTS.values())
+    for source, s in m.sources.items():
+        assert s.tokens_drawn == round(BUDGET * WEIGHTS[source] / total / (SEQ_LEN + 1)) * (SEQ_LEN + 1), source
+    assert stats.read == sum(SIZES.values()) + 4 + 1
+    assert stats.kept + sum(stats.dropped.get(k, 0) for k in ("not_drawn", "packing_tail", "val_packing_tail")) == sum(
+        SIZES.values()
+    )
+    tok = load_tokenizer(mixed["tok"])
+    eot = tok.token_to_id(EOT)
+    trained = set(_whole_documents(read_rows(out), tok, eot))
+    held = set(_whole_documents(read_rows(out, "val-*.arrow"), tok, eot))
+    assert held and trained and not held & trained
+    assert stats.extra["validation_documents"] >= len(held)
+    two = str(tmp_path / "two-workers")
+    run_mix([mixed["docs"]], two, cfg, RunnerConfig("local", 2))
+    assert shard_bytes(two) == shard_bytes(out) and shard_bytes(two, "val-*") == shard_bytes(out, "val-*")
+    assert shard_bytes(out) != shard_bytes(mixed["out"])  # the buckets did change the packing
+
+
+def _sequential_prefix(items, rule):
+    """The prefix rule applied to one source's documents one by one: the oracle of the binned search."""
+    count = tokens = 0
+    taken = []
+    for _key, doc_id, n in sorted(items):
+        if rule is None or rule.stop(count, tokens):
+            break
+        taken.append(doc_id)
+        count, tokens = count + 1, tokens + n
+    return taken, tokens
+
+
+def _validation(ids, lengths, source, fraction, max_tokens, width):
+    rule = ValidationRule.for_source(len(ids), fraction, max_tokens, width)
+    items = [(val_key(source, i), i, int(n)) for i, n in zip(ids, lengths)]
+    cut, count, tokens = take_prefix(items, rule)
+    chosen = [i for key, i, _ in sorted(items) if in_prefix(key, i, cut)]
+    assert (chosen, tokens) == _sequential_prefix(items, rule) and count == len(chosen)
+    return chosen
+
+
+def test_validation_rules():
     ids = [f"d{i}" for i in range(1000)]
     lengths = np.full(1000, 10, dtype=np.int64)
-    chosen = select_validation(ids, lengths, "s", 0.02, 0, width=33)
-    assert len(chosen) == 20 and chosen == select_validation(list(ids), lengths.copy(), "s", 0.02, 0, 33)
-    assert select_validation(ids, lengths, "t", 0.02, 0, 33) != chosen  # each source its own hash order
-    assert len(select_validation(ids, lengths, "s", 0.02, 55, 33)) == 6  # capped: stops once 55 tokens are reached
-    assert len(select_validation(ids, lengths, "s", 0.02, 5, 33)) == 4  # but holds out at least one full row
-    assert len(select_validation(ids[:3], lengths[:3], "s", 0.01, 0, 33)) == 2  # never the last document
-    assert select_validation(ids[:1], lengths[:1], "s", 0.5, 0, 33) == []
-    assert select_validation(ids, lengths, "s", 0.0, 0, 33) == []
+    chosen = _validation(ids, lengths, "s", 0.02, 0, width=33)
+    assert len(chosen) == 20 and chosen == _validation(list(reversed(ids)), lengths, "s", 0.02, 0, 33)
+    assert _validation(ids, lengths, "t", 0.02, 0, 33) != chosen  # each source its own hash order
+    assert len(_validation(ids, lengths, "s", 0.02, 55, 33)) == 6  # capped: stops once 55 tokens are reached
+    assert len(_validation(ids, lengths, "s", 0.02, 5, 33)) == 4  # but holds out at least one full row
+    assert len(_validation(ids[:3], lengths[:3], "s", 0.01, 0, 33)) == 2  # never the last document
+    assert _validation(ids[:1], lengths[:1], "s", 0.5, 0, 33) == []
+    assert _validation(ids, lengths, "s", 0.0, 0, 33) == []
+
+
+def test_binned_prefix_matches_the_sequential_rule_on_crowded_bins():
+    """Keys packed into a few histogram bins (and ties between keys) still give the exact sequential prefix."""
+    rng = random.Random(3)
+    for trial in range(30):
+        n = rng.randint(1, 400)
+        spread = rng.choice([1, 3, 1 << 50, 1 << 63])  # 1: every key in bin 0 and equal; 1 << 63: two bins
+        items = [(rng.randrange(spread), f"id{i}", rng.randint(1, 50)) for i in range(n)]
+        for rule in (ReachTokens(rng.randint(1, 30 * n)), ValidationRule.for_source(n, 0.1, rng.randint(0, 500), 33)):
+            cut, count, tokens = take_prefix(items, rule)
+            taken = sorted(i for key, i, _ in items if in_prefix(key, i, cut))
+            expected, expected_tokens = _sequential_prefix(items, rule)
+            assert (taken, tokens, count) == (sorted(expected), expected_tokens, len(expected)), (trial, rule)
+
+
+def test_rows_are_shared_among_buckets_by_capacity():
+    plans = allocate_rows(10, {0: (7, 1), 1: (3, 0), 2: (5, 2)})
+    assert sum(p.rows for p in plans.values()) == 10 and all(plans[b].rows <= c for b, c in {0: 7, 1: 3, 2: 5}.items())
+    assert [p.offset for p in plans.values()] == [0, plans[0].rows, plans[0].rows + plans[1].rows]
+    assert [(p.val_rows, p.val_offset) for p in plans.values()] == [(1, 0), (0, 1), (2, 1)]
+    assert sum(p.rows for p in allocate_rows(99, {0: (2, 0), 1: (4, 0)}).values()) == 6  # short: every row it can
+    assert allocate_rows(5, {3: (0, 1)}) == {3: BucketPlan(0, 0, 1, 0)}
+
+
+def test_selection_goal_overdraws_by_a_row_per_bucket_unless_that_would_repeat():
+    assert selection_goal(1000, 400, 3, 33) == 1000 + 3 * 33  # repeated anyway: a row per bucket more
+    assert selection_goal(100, 400, 3, 33) == 199 and selection_goal(390, 400, 3, 33) == 400  # never repeats
+    assert selection_goal(0, 400, 3, 33) == 0
 
 
 def test_rows_are_shuffled_across_sources(mixed):
@@ -324,24 +420,36 @@ def test_budget_zero_repeats_no_source():
         plan_budget({"crawl": 10}, weights, 0)
 
 
-def test_draw_plan_epochs_and_determinism():
-    ids = [f"d{i}" for i in range(40)]
-    lengths = np.full(40, 10, dtype=np.int64)
-    order, times = draw_plan(ids, lengths, target=1000, seed=3, source="s")  # 2.5 epochs of 400 tokens
-    assert sum(lengths[i] for i in order) == 1000
-    assert sorted(set(times)) == [2, 3] and times.count(3) == 20
-    assert order[:40] != order[40:80]  # each epoch in its own order
-    assert draw_plan(ids, lengths, 1000, 3, "s") == (order, times)
-    down, times = draw_plan(ids, lengths, target=95, seed=3, source="s")  # downsample: closest whole documents
-    assert len(down) in (9, 10) and max(times) == 1
-    assert draw_plan(ids, lengths, 95, 4, "s")[0] != down
+def _shuffle_ranks(seed: int, rows_per_source: dict[str, int], rows_per_shard: int) -> dict[str, list[int]]:
+    """Where every row of every source lands in the shard files read in order: the shuffle's public rule, each
+    row's seeded key choosing its shard by range and its place in the shard by value."""
+    shards = shard_count(rows_per_source, rows_per_shard)
+    rows = [
+        (shard_of(key, shards), int(key), s, i)
+        for s, n in rows_per_source.items()
+        for i, key in enumerate(row_shuffle_keys(seed, s, np.arange(n)))
+    ]
+    ranks: dict[str, list[int]] = {s: [0] * n for s, n in rows_per_source.items()}
+    for rank, (_, _, s, i) in enumerate(sorted(rows)):
+        ranks[s][i] = rank
+    return ranks
 
 
-def test_global_row_ranks_are_a_permutation():
-    ranks = global_row_ranks(5, {"a": 7, "b": 3, "c": 0})
-    allr = np.concatenate([ranks["a"], ranks["b"]])
-    assert sorted(allr.tolist()) == list(range(10)) and "c" not in ranks
-    assert not np.array_equal(ranks["a"], np.arange(7))
+def test_the_shuffle_spreads_rows_evenly_without_a_rank_table():
+    from pipeline.mix.pack import AssignShard, Row
+
+    counts = {"a": 7000, "b": 3000, "c": 0}
+    assign = AssignShard(seed=5, rows_per_shard=1000)
+    shards: dict[int, list] = {}
+    for s, n in counts.items():
+        for i in range(n):
+            ((shard, row),) = assign.process(Row(s, i, b"", []), counts)
+            shards.setdefault(shard, []).append(row.order)
+    assert sorted(shards) == list(range(10)) and all(800 < len(v) < 1200 for v in shards.values())
+    ranks = _shuffle_ranks(5, counts, 1000)
+    order = [o for k in sorted(shards) for o in sorted(shards[k])]
+    assert [ranks[s][i] for _, s, i in order] == list(range(10_000))
+    assert ranks["a"][:20] != sorted(ranks["a"][:20])  # shuffled, not in source order
 
 
 def test_gpt3_preset_loads_as_a_mix_config():

@@ -214,15 +214,15 @@ def test_large_vocabularies_get_uint32_shards(tmp_path):
     from pipeline.mix.pack import ShardRow, WriteShard
 
     rows = [
-        ShardRow(1, "a", np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2]),
-        ShardRow(0, "b", np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0]),
+        ShardRow((1, "a", 0), "a", np.array([70000, 5, 9, 1], dtype=np.uint32).tobytes(), [0, 2]),
+        ShardRow((0, "b", 0), "b", np.array([1, 2, 70001, 4], dtype=np.uint32).tobytes(), [0]),
     ]
     (info,) = WriteShard(str(tmp_path), "uint32", seq_len=3).process((7, rows))
     assert json.loads(info)["file"] == "shard-00007.arrow"
     with pa.memory_map(str(tmp_path / "shard-00007.arrow")) as src:
         table = pa.ipc.open_file(src).read_all()
     assert validate_shard_schema(table.schema) == "uint32"
-    assert table.column("tokens").to_pylist() == [[1, 2, 70001, 4], [70000, 5, 9, 1]]  # ordered by position
+    assert table.column("tokens").to_pylist() == [[1, 2, 70001, 4], [70000, 5, 9, 1]]  # ordered by their shuffle order
     assert table.column("source").to_pylist() == ["b", "a"]
 
 

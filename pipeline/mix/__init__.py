@@ -11,18 +11,24 @@ This stage does the same, deterministically, on a Beam runner:
    (source, document id) -- ``val_fraction`` of the documents, at most ``val_max_tokens`` tokens, at least one
    full row, never the last training document. The choice depends on the document ids only (not the seed, not
    the weights), so the same documents stay held out across mixes; they are never drawn, repeated or packed
-   into a training row. Only (id, length, digest) travel to this step, not the tokens (:mod:`pipeline.mix.plan`);
-4. count the training tokens available per source (used as a side input) and check the plan: a weight that
-   would need more than ``max_epochs`` passes over a source is an error before any row is packed;
+   into a training row;
+4. count the training tokens available per source and check the plan: a weight that would need more than
+   ``max_epochs`` passes over a source is an error before any row is packed;
 5. per source, draw ``weight * budget`` tokens: whole epochs by repetition, plus a seeded hash-ordered subset of
-   documents for the fractional epoch (also how a source is downsampled), each epoch in its own seeded order;
-6. pack that token stream into rows of ``seq_len + 1`` tokens with ``doc_offsets``; the final partial row of
-   each source is dropped and its tokens counted (``tail_tokens_dropped``) rather than padded, so every token a
-   trainer sees is real text and no pad token or loss mask is needed (:mod:`pipeline.mix.pack`);
-7. order all rows by a seeded hash of (source, row index), cut them into ``rows_per_shard`` shards and write
-   ``shard-00000.arrow`` ... (Arrow IPC files); the validation documents are packed the same way per source
-   into ``val-00000.arrow`` ... (ordered by source, not shuffled); then ``manifest.json`` (the validation split
-   listed apart, with its own checksums) and ``mix_table.md`` (:mod:`pipeline.mix.table`).
+   documents for the fractional epoch (also how a source is downsampled). Steps 3-5 see only (id, token count)
+   records, never the tokens, and no worker holds a source's list of them: each choice is a prefix of a hash
+   order found from a histogram and one bin's documents (:mod:`pipeline.mix.draw`);
+6. pack each source in hash buckets of about ``pack_bucket_documents`` documents, each bucket on its own
+   worker: its stream (each epoch in its own seeded order) is cut into rows of ``seq_len + 1`` tokens with
+   ``doc_offsets``, and the source's ``round(target / row)`` rows are shared among its buckets by what each can
+   fill; each bucket's final partial row is dropped and its tokens counted (``tail_tokens_dropped``) rather
+   than padded, so every token a trainer sees is real text and no pad token or loss mask is needed. To fill
+   the target despite those tails, a repeated source selects one row per bucket more than its target; a
+   downsampled one never selects more than it holds (:mod:`pipeline.mix.pack`);
+7. place every row by a seeded hash of (source, row index): the hash's range picks the shard (shards hold
+   ``rows_per_shard`` rows on average) and its value the place in it; write ``shard-00000.arrow`` ... (Arrow
+   IPC files); the validation rows go, ordered by source, into ``val-00000.arrow`` ...; then ``manifest.json``
+   (the validation split listed apart, with its own checksums) and ``mix_table.md`` (:mod:`pipeline.mix.table`).
 
 The recipe reads top to bottom in :class:`pipeline.mix.stage.Mix`; :func:`run_mix` runs it as a stage.
 Before the pipeline starts, the ``source`` column alone (cheap: no text is read) is counted per source, so a
@@ -37,8 +43,8 @@ Accounting counts input documents: ``kept`` are those with at least one token in
 shard (``validation_documents`` in the stats counts the latter); drops are ``source_not_in_mix``,
 ``empty_text``, ``missing_field``, ``encode_error``, ``duplicate_id`` (the same id twice in one source; the
 copy with the smallest token digest is kept), ``not_drawn`` (downsampled away), ``packing_tail`` (drawn, but
-only into a dropped final row) and ``val_packing_tail`` (held out, but only in the dropped final validation
-row of its source).
+only into the dropped end of its bucket's stream) and ``val_packing_tail`` (held out, but only in the dropped
+final validation row of its bucket).
 """
 
 from pipeline.mix.config import MixConfig, MixError

@@ -24,8 +24,18 @@ class MixConfig:
         metadata={"help": "token budget to draw; 0 = the largest budget that repeats no source"},
     )
     seq_len: int = field(default=1024, metadata={"help": "context length; rows hold seq_len + 1 tokens"})
-    rows_per_shard: int = field(default=8192, metadata={"help": "rows per Arrow shard file (the last may hold fewer)"})
+    rows_per_shard: int = field(
+        default=8192,
+        metadata={"help": "rows per Arrow shard file, on average (the shuffle spreads rows by hash range)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of document selection, epoch order and row shuffle"})
+    pack_bucket_documents: int = field(
+        default=200_000,
+        metadata={
+            "help": "documents one worker packs at a time: a source is packed in hash buckets of about this many "
+            "documents (each bucket drops its own partial final row)"
+        },
+    )
     encode_batch_size: int = field(default=256, metadata={"help": "documents per tokenizer batch call"})
     val_fraction: float = field(
         default=0.01,
@@ -51,10 +61,10 @@ class MixConfig:
     def __post_init__(self) -> None:
         # The tokenizer and the weights are checked when the mix runs: a run config's default MixConfig has
         # neither (the run fills in the tokenizer it trained).
-        if self.seq_len < 1 or self.rows_per_shard < 1 or self.total_tokens < 0:
+        if self.seq_len < 1 or self.rows_per_shard < 1 or self.total_tokens < 0 or self.pack_bucket_documents < 1:
             raise MixError(
-                f"need seq_len >= 1, rows_per_shard >= 1, total_tokens >= 0 (got {self.seq_len}, "
-                f"{self.rows_per_shard}, {self.total_tokens})"
+                f"need seq_len >= 1, rows_per_shard >= 1, total_tokens >= 0, pack_bucket_documents >= 1 (got "
+                f"{self.seq_len}, {self.rows_per_shard}, {self.total_tokens}, {self.pack_bucket_documents})"
             )
         if not 0.0 <= self.val_fraction < 1.0 or self.val_max_tokens < 0:
             raise MixError(

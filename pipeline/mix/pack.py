@@ -1,11 +1,12 @@
 """Steps 5-7 of the mix: draw and pack each source into rows, place every row in the global shuffle, write shards.
 
-Each source is packed whole by one worker (:class:`PackSource`): its drawn token stream is cut into rows of
-``seq_len + 1`` tokens with ``doc_offsets``; the final partial row is dropped and its tokens counted
-(``tail_tokens_dropped``) rather than padded, so every token a trainer sees is real text and no pad token or
-loss mask is needed. A row's place in the global shuffle is derived from the per-source row counts alone
-(:func:`global_row_ranks`), so no worker sorts the rows themselves; shards are Arrow IPC files written in place
-through :mod:`pipeline.fs` (local disk or an object store), made visible by the stage's commit.
+Each source is packed in hash buckets, each by one worker (:class:`PackBucket`): a bucket's drawn token stream
+is cut into rows of ``seq_len + 1`` tokens with ``doc_offsets``; the final partial row is dropped and its
+tokens counted (``tail_tokens_dropped``) rather than padded, so every token a trainer sees is real text and no
+pad token or loss mask is needed. A row's place in the global shuffle is a seeded hash of (source, row index):
+its range picks the shard and its value the place in it (:class:`AssignShard`), so no worker sorts or lists
+all rows. Shards are Arrow IPC files written in place through :mod:`pipeline.fs` (local disk or an object
+store), made visible by the stage's commit.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import xxhash
 
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
+from pipeline.mix.draw import SourceDraw, is_validation, times_drawn
 from pipeline.mix.encode import Doc
-from pipeline.mix.plan import SourcePlan, draw_plan, plan_problems, source_target
+from pipeline.mix.plan import BucketPlan, epoch_key, val_key
 from schemas.manifest import ShardInfo
 from schemas.shards import shard_schema
 
-SOURCE_STATS = "source_stats"
+BUCKET_STATS = "bucket_stats"
 VAL_ROWS = "val_rows"
 SHARD_PATTERN = "shard-{:05d}.arrow"
 VAL_SHARD_PATTERN = "val-{:05d}.arrow"
@@ -36,12 +38,12 @@ VAL_SHARD_PATTERN = "val-{:05d}.arrow"
 # --------------------------------------------------------------------------------------------- packing
 
 
-def pack_rows(docs: list[np.ndarray], width: int, max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Concatenate documents and cut rows of ``width`` tokens (at most ``max_tokens``, rounded to whole rows).
+def pack_rows(docs: list[np.ndarray], width: int, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Concatenate documents and cut rows of ``width`` tokens (at most ``max_rows``).
 
     Returns ``(rows [n_rows, width], starts, used)``: ``starts`` are the stream positions where each document
     begins; ``used = n_rows * width`` tokens went into rows, the rest (a partial row, or what lies past the
-    token target) is the dropped tail.
+    row goal) is the dropped tail.
     """
     if not docs:
         return np.zeros((0, width), dtype=np.uint32), np.zeros(0, dtype=np.int64), 0
@@ -49,8 +51,8 @@ def pack_rows(docs: list[np.ndarray], width: int, max_tokens: int | None = None)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     stream = np.concatenate(docs)
     n_rows = len(stream) // width
-    if max_tokens is not None:
-        n_rows = min(n_rows, int(round(max_tokens / width)))
+    if max_rows is not None:
+        n_rows = min(n_rows, max_rows)
     used = n_rows * width
     return stream[:used].reshape(n_rows, width), starts, used
 
@@ -59,13 +61,13 @@ class Row(NamedTuple):
     """One packed row of a source, before the shuffle places it."""
 
     source: str
-    index: int  # the row's position in its source's packed stream
+    index: int  # the row's position in its source's row numbering (buckets in order, then rows of a bucket)
     tokens: bytes  # seq_len + 1 tokens, raw bytes of the shard dtype
     doc_offsets: list[int]  # where documents start inside the row
 
 
 def _dedup_sorted(grouped: Iterable[Doc]) -> tuple[dict[str, bytes], int]:
-    """Documents by id, the copy with the smallest (digest, tokens) kept; and how many duplicates went."""
+    """Documents by id, the copy with the smallest (digest, length, tokens) kept; and how many duplicates went."""
     keyed = sorted((doc.id, xxhash.xxh64_hexdigest(doc.tokens), len(doc.tokens), doc.tokens) for doc in grouped)
     docs: dict[str, bytes] = {}
     duplicates = 0
@@ -77,13 +79,13 @@ def _dedup_sorted(grouped: Iterable[Doc]) -> tuple[dict[str, bytes], int]:
     return docs, duplicates
 
 
-def _row_records(source: str, rows: np.ndarray, starts: np.ndarray, width: int) -> Iterator[Row]:
-    """A :class:`Row` for each packed row, with the document starts that fall inside it."""
+def _row_records(source: str, rows: np.ndarray, starts: np.ndarray, width: int, first: int) -> Iterator[Row]:
+    """A :class:`Row` for each packed row (numbered from ``first``), with the document starts inside it."""
     row_of_start = starts // width
     bounds = np.searchsorted(row_of_start, np.arange(len(rows) + 1), side="left")
     for r in range(len(rows)):
         offsets = (starts[bounds[r] : bounds[r + 1]] - r * width).astype(np.int32).tolist()
-        yield Row(source, r, rows[r].tobytes(), offsets)
+        yield Row(source, first + r, rows[r].tobytes(), offsets)
 
 
 @dataclass
@@ -111,58 +113,92 @@ class SourceStats:
     val_rows: int = 0
 
 
-class PackSource(beam.DoFn):
-    """One source's documents -> its drawn, packed :class:`Row` records.
+class BucketStats(NamedTuple):
+    """What one bucket packed; a source's :class:`SourceStats` sums them (:func:`source_stats`)."""
 
-    All of a source's documents meet under one key (GroupByKey on the source name), so one worker holds one
-    source's tokens in memory. That is fine at the scale ccgpt targets (a source of a few hundred million
-    tokens is a few hundred MB of uint16); a larger corpus would pack per (source, hash bucket) instead.
-    The held-out documents named by the source's plan are packed apart into validation rows (tagged
+    documents_drawn: int
+    repeated_documents: int
+    tokens_selected: int
+    tokens_drawn: int
+    rows: int
+    val_documents_packed: int
+    val_tokens_packed: int
+    val_rows: int
+
+
+def source_stats(source: str, draw: SourceDraw, buckets: Iterable[BucketStats]) -> SourceStats:
+    """A source's totals: its plan's counts and the sums over its buckets."""
+    val = draw.val
+    if draw.problems:
+        return SourceStats(source, val.documents, val.train_tokens, list(draw.problems))
+    total = BucketStats(*(sum(column) for column in zip(*buckets, strict=True))) if buckets else BucketStats(*[0] * 8)
+    return SourceStats(
+        source,
+        val.documents,
+        val.train_tokens,
+        documents_drawn=total.documents_drawn,
+        repeated_documents=total.repeated_documents,
+        tokens_target=draw.target,
+        tokens_selected=total.tokens_selected,
+        tokens_drawn=total.tokens_drawn,
+        tail_tokens_dropped=total.tokens_selected - total.tokens_drawn,
+        rows=total.rows,
+        val_documents=val.val_documents,
+        val_documents_packed=total.val_documents_packed,
+        val_tokens=val.val_tokens,
+        val_tokens_packed=total.val_tokens_packed,
+        val_rows=total.val_rows,
+    )
+
+
+class PackBucket(beam.DoFn):
+    """One (source, bucket)'s documents -> its drawn, packed :class:`Row` records.
+
+    A bucket is a hash share of a source (:func:`pipeline.mix.plan.bucket_of`), sized so its token stream fits
+    a worker, so no worker holds a whole source. Its stream is every whole epoch of its training documents,
+    each in its own seeded order, then its fractional-epoch documents; the first ``plan.rows`` rows are kept
+    (:func:`pipeline.mix.plan.allocate_rows` shared the source's rows among its buckets) and numbered from
+    ``plan.offset``. Held-out documents are packed apart, in validation order, into validation rows (tagged
     ``val_rows``) and never into a training row. Besides rows it emits one outcome per document and one
-    :class:`SourceStats` (tagged ``source_stats``) per source. When the plan cannot be met
-    (:func:`pipeline.mix.plan.plan_problems`) it packs nothing and the driver raises.
+    ``(source, BucketStats)`` (tagged ``bucket_stats``). A source whose plan cannot be met packs nothing (the
+    driver raises).
     """
 
-    def __init__(
-        self,
-        weights: dict[str, float],
-        total_tokens: int,
-        seq_len: int,
-        seed: int,
-        token_dtype: str,
-        max_epochs: float = 0.0,
-    ):
-        self.weights = dict(weights)
-        self.total_tokens = total_tokens
+    def __init__(self, seq_len: int, seed: int, token_dtype: str):
         self.seq_len = seq_len
         self.seed = seed
         self.token_dtype = token_dtype
-        self.max_epochs = max_epochs
 
     def process(
-        self, element: tuple[str, Iterable[Doc]], available: dict[str, int], plans: dict[str, SourcePlan]
+        self,
+        element: tuple[tuple[str, int], Iterable[Doc]],
+        draws: dict[str, SourceDraw],
+        buckets: dict[tuple[str, int], BucketPlan],
     ) -> Iterator[Any]:
-        source, grouped = element
+        (source, bucket), grouped = element
+        draw = draws[source]
+        if draw.problems:
+            return
+        plan = buckets[(source, bucket)]
         dtype = np.dtype(self.token_dtype)
         width = self.seq_len + 1
         docs, duplicates = _dedup_sorted(grouped)
-        val_ids = list(plans[source].val_ids) if source in plans else []
-        held = set(val_ids)
-        ids = [i for i in docs if i not in held]
-        arrays = [np.frombuffer(docs[i], dtype=dtype) for i in ids]
-        lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-        own_available = int(lengths.sum())
-        problems = plan_problems(available, self.weights, self.total_tokens, self.seq_len, self.max_epochs)
-        if problems:  # the driver raises with these problems; packing and writing would be wasted work
-            yield beam.pvalue.TaggedOutput(SOURCE_STATS, SourceStats(source, len(docs), own_available, problems))
-            return
         for _ in range(duplicates):
             yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate_id"))
-        target = source_target(source, available, self.weights, self.total_tokens)
-        order, times = draw_plan(ids, lengths, target, self.seed, source)
-        rows, starts, used = pack_rows([arrays[i] for i in order], width, max_tokens=target)
+        held = sorted((val_key(source, i), i) for i in docs if is_validation(source, i, draw.val))
+        held_ids = {i for _, i in held}
+        ids = [i for i in docs if i not in held_ids]
+        times = np.array([times_drawn(source, i, draw, self.seed) for i in ids], dtype=np.int64)
+        order: list[int] = []
+        for epoch in range(draw.whole + 1):  # whole epochs, then the fractional one (times > whole)
+            drawn = range(len(ids)) if epoch < draw.whole else np.flatnonzero(times > draw.whole).tolist()
+            order.extend(sorted(drawn, key=lambda k: (epoch_key(self.seed, source, epoch, ids[k]), ids[k])))
+        arrays = [np.frombuffer(docs[i], dtype=dtype) for i in ids]
+        rows, starts, used = pack_rows([arrays[k] for k in order], width, max_rows=plan.rows)
+        if len(rows) != plan.rows:
+            raise RuntimeError(f"mix: bucket {bucket} of {source!r} filled {len(rows)} rows, its plan {plan.rows}")
         landed = np.zeros(len(ids), dtype=np.int64)  # instances of each document with a token in a row
-        if len(order):
+        if order:
             np.add.at(landed, np.asarray(order, dtype=np.int64)[starts < used], 1)
         for k in range(len(ids)):
             if landed[k] > 0:
@@ -171,109 +207,86 @@ class PackSource(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("packing_tail"))
             else:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("not_drawn"))
-        yield from _row_records(source, rows, starts, width)
-        # validation: every held-out document once, in the plan's (hash) order; the final partial row dropped
-        val_arrays = [np.frombuffer(docs[i], dtype=dtype) for i in val_ids]
-        vrows, vstarts, vused = pack_rows(val_arrays, width)
+        yield from _row_records(source, rows, starts, width, plan.offset)
+        # validation: every held-out document once, in validation order; the bucket's final partial row dropped
+        vrows, vstarts, vused = pack_rows([np.frombuffer(docs[i], dtype=dtype) for _, i in held], width)
+        if len(vrows) != plan.val_rows:
+            raise RuntimeError(
+                f"mix: bucket {bucket} of {source!r} filled {len(vrows)} validation rows, not {plan.val_rows}"
+            )
         for start in vstarts.tolist():
             yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT if start < vused else dropped("val_packing_tail"))
-        for record in _row_records(source, vrows, vstarts, width):
+        for record in _row_records(source, vrows, vstarts, width, plan.val_offset):
             yield beam.pvalue.TaggedOutput(VAL_ROWS, record)
-        selected = int(sum(int(lengths[i]) for i in order))
-        yield beam.pvalue.TaggedOutput(
-            SOURCE_STATS,
-            SourceStats(
-                source,
-                len(docs),
-                own_available,
-                documents_drawn=int((landed > 0).sum()),
-                repeated_documents=int(np.maximum(landed - 1, 0).sum()),
-                tokens_target=target,
-                tokens_selected=selected,
-                tokens_drawn=int(used),
-                tail_tokens_dropped=selected - int(used),
-                rows=len(rows),
-                val_documents=len(val_ids),
-                val_documents_packed=int((vstarts < vused).sum()),
-                val_tokens=int(sum(len(a) for a in val_arrays)),
-                val_tokens_packed=int(vused),
-                val_rows=len(vrows),
-            ),
+        selected = int(sum(len(arrays[k]) for k in order))
+        stats = BucketStats(
+            documents_drawn=int((landed > 0).sum()),
+            repeated_documents=int(np.maximum(landed - 1, 0).sum()),
+            tokens_selected=selected,
+            tokens_drawn=int(used),
+            rows=len(rows),
+            val_documents_packed=int((vstarts < vused).sum()),
+            val_tokens_packed=int(vused),
+            val_rows=len(vrows),
         )
+        yield beam.pvalue.TaggedOutput(BUCKET_STATS, (source, stats))
 
 
 # --------------------------------------------------------------------------------------------- the shuffle
 
 
-def row_shuffle_keys(seed: int, source: str, n_rows: int) -> np.ndarray:
-    """A seeded 64-bit hash of (source, row index) for every row of a source (splitmix64, vectorised)."""
+def row_shuffle_keys(seed: int, source: str, indices: np.ndarray) -> np.ndarray:
+    """A seeded 64-bit hash of (source, row index) for rows of a source (splitmix64, vectorised)."""
     with np.errstate(over="ignore"):
         base = np.uint64(xxhash.xxh64_intdigest(f"{seed}\x00rows\x00{source}".encode()))
-        z = base + np.arange(n_rows, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = base + np.asarray(indices, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
 
 
-def global_row_ranks(seed: int, rows_per_source: dict[str, int]) -> dict[str, np.ndarray]:
-    """Position of every row in the global shuffle: rows sorted by their seeded hash, ties by (source, index).
-
-    Needs only the row count of each source, so every worker derives the same order without a global sort of
-    the rows themselves (8 bytes of memory per row).
-    """
-    sources = sorted(s for s, n in rows_per_source.items() if n > 0)
-    if not sources:
-        return {}
-    keys = np.concatenate([row_shuffle_keys(seed, s, rows_per_source[s]) for s in sources])
-    src = np.concatenate([np.full(rows_per_source[s], k, dtype=np.int32) for k, s in enumerate(sources)])
-    idx = np.concatenate([np.arange(rows_per_source[s], dtype=np.int64) for s in sources])
-    order = np.lexsort((idx, src, keys))
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(len(order), dtype=np.int64)
-    out: dict[str, np.ndarray] = {}
-    start = 0
-    for s in sources:
-        out[s] = ranks[start : start + rows_per_source[s]]
-        start += rows_per_source[s]
-    return out
+def shard_count(rows_per_source: dict[str, int], rows_per_shard: int) -> int:
+    return max(1, -(-sum(rows_per_source.values()) // rows_per_shard))
 
 
-def source_order_ranks(rows_per_source: dict[str, int]) -> dict[str, np.ndarray]:
-    """Position of every row when rows are not shuffled: by source name, then row index."""
-    firsts = np.cumsum([0] + [rows_per_source[s] for s in sorted(rows_per_source)])
-    return {s: firsts[k] + np.arange(rows_per_source[s], dtype=np.int64) for k, s in enumerate(sorted(rows_per_source))}
+def shard_of(key: int, shards: int) -> int:
+    """The shard a row's shuffle key falls in: shards split the 64-bit key range evenly."""
+    return (int(key) * shards) >> 64
 
 
 class ShardRow(NamedTuple):
-    """A row on its way to its shard: ``position`` is its place in the shard file."""
+    """A row on its way to its shard: rows of a shard are written in ``order``."""
 
-    position: int
+    order: tuple[int, str, int]
     source: str
     tokens: bytes
     doc_offsets: list[int]
 
 
 class AssignShard(beam.DoFn):
-    """:class:`Row` -> ``(shard index, ShardRow)`` from the global shuffle.
+    """:class:`Row` -> ``(shard index, ShardRow)``: the seeded global shuffle, decided row by row.
 
-    The rank table is derived from the per-source row counts (a small side input) once per worker and cached.
-    With ``shuffle=False`` (the validation split) rows are ranked by source name, then row index.
+    A row's seeded hash of (source, row index) picks its shard by key range and orders it inside the shard, so
+    the shards together hold every row sorted by that hash (ties by source, then index), and no worker holds a
+    table of all rows. Shards hold ``rows_per_shard`` rows on average (binomially spread, about +-sqrt of it).
+    With ``shuffle=False`` (the validation split) rows are ranked by source name, then row index, and cut into
+    shards of exactly ``rows_per_shard`` rows. ``rows_per_source`` is a small side input.
     """
 
     def __init__(self, seed: int, rows_per_shard: int, shuffle: bool = True):
         self.seed = seed
         self.rows_per_shard = rows_per_shard
         self.shuffle = shuffle
-        self._cache_key: tuple | None = None
-        self._ranks: dict[str, np.ndarray] = {}
 
     def process(self, row: Row, rows_per_source: dict[str, int]) -> Iterator[tuple[int, ShardRow]]:
-        key = tuple(sorted(rows_per_source.items()))
-        if key != self._cache_key:
-            self._ranks = global_row_ranks(self.seed, dict(key)) if self.shuffle else source_order_ranks(dict(key))
-            self._cache_key = key
-        rank = int(self._ranks[row.source][row.index])
-        yield rank // self.rows_per_shard, ShardRow(rank % self.rows_per_shard, row.source, row.tokens, row.doc_offsets)
+        if self.shuffle:
+            key = int(row_shuffle_keys(self.seed, row.source, np.array([row.index]))[0])
+            shards = shard_count(rows_per_source, self.rows_per_shard)
+            yield shard_of(key, shards), ShardRow((key, row.source, row.index), row.source, row.tokens, row.doc_offsets)
+            return
+        first = sum(n for s, n in rows_per_source.items() if s < row.source)
+        rank = first + row.index
+        yield rank // self.rows_per_shard, ShardRow((rank, "", 0), row.source, row.tokens, row.doc_offsets)
 
 
 # --------------------------------------------------------------------------------------------- shard files
@@ -308,9 +321,9 @@ class WriteShard(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[ShardRow]]) -> Iterator[str]:
         shard, grouped = element
-        rows = sorted(grouped, key=lambda row: row.position)
-        if [row.position for row in rows] != list(range(len(rows))):
-            raise RuntimeError(f"shard {shard}: row positions are not 0..{len(rows) - 1}")
+        rows = sorted(grouped, key=lambda row: row.order)
+        if len({row.order for row in rows}) != len(rows):
+            raise RuntimeError(f"shard {shard}: a row arrived twice")
         width = self.seq_len + 1
         dtype = np.dtype(self.token_dtype)
         values = np.frombuffer(b"".join(row.tokens for row in rows), dtype=dtype)

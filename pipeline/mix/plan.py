@@ -6,23 +6,25 @@ from those, each source's share of the budget (``weight * budget``) and the docu
 (whole epochs by repetition, plus a seeded hash-ordered subset for the fractional epoch). The checks that
 need no tokens (:func:`preflight`) run before the pipeline; those that need the token counts
 (:func:`plan_problems`) run in it and again on the driver.
+
+Both choices are prefixes of hash orders, found from per-bin counts and one bin's documents
+(:func:`find_boundary`, :func:`cut_in_bin`), so no worker ever holds a whole source's document list; the
+pure functions here are what :mod:`pipeline.mix.draw` runs across workers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
-import apache_beam as beam
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
 from pipeline import fs
 from pipeline.mix.config import MixConfig, MixError
-from pipeline.mix.encode import Doc
 
 # --------------------------------------------------------------------------------------------- budgets
 
@@ -142,126 +144,202 @@ def preflight(documents: dict[str, int], cfg: MixConfig) -> None:
             raise MixError("; ".join(problems))
 
 
-# --------------------------------------------------------------------------------------------- the validation split
+# --------------------------------------------------------------------------------------------- hash orders
+
+# Every choice the mix makes is a prefix of a hash order, so it can be found from counts alone (see
+# ``find_boundary``) and each document can then tell on its own, from a small cut record, which side it is on.
 
 
-def _val_key(source: str, doc_id: str) -> int:
+def val_key(source: str, doc_id: str) -> int:
+    """A document's place in its source's validation order (independent of the seed and the weights)."""
     return xxhash.xxh64_intdigest(f"val\x00{source}\x00{doc_id}".encode())
 
 
-def select_validation(
-    ids: list[str], lengths: np.ndarray, source: str, fraction: float, max_tokens: int, width: int
-) -> list[int]:
-    """Indices of ``source``'s held-out documents, in validation-stream order.
-
-    Documents are taken in the order of a hash of (source, id) -- independent of the seed and the weights --
-    until ``ceil(fraction * n)`` documents are taken or their tokens reach ``max_tokens`` (0 = no cap),
-    but at least until they fill one row of ``width`` tokens, and never the last document (one stays to train
-    on). No documents when ``fraction`` is 0 or the source has fewer than two.
-    """
-    n = len(ids)
-    if fraction <= 0 or n < 2:
-        return []
-    want = min(n - 1, max(1, math.ceil(fraction * n)))
-    chosen: list[int] = []
-    total = 0
-    for i in sorted(range(n), key=lambda i: (_val_key(source, ids[i]), ids[i])):
-        if len(chosen) >= n - 1:
-            break
-        done = len(chosen) >= want or (max_tokens > 0 and total >= max_tokens)
-        if done and total >= width:
-            break
-        chosen.append(i)
-        total += int(lengths[i])
-    return chosen
+def select_key(seed: int, source: str, doc_id: str) -> int:
+    """A document's place in the seeded order the fractional epoch (and downsampling) draws from."""
+    return xxhash.xxh64_intdigest(f"{seed}\x00{source}\x00select\x00{doc_id}".encode())
 
 
-class DocMeta(NamedTuple):
-    """What the validation plan needs of a document: not its tokens, only their digest and count."""
+def epoch_key(seed: int, source: str, epoch: int, doc_id: str) -> int:
+    """A document's place in epoch ``epoch``'s stream order: each epoch has its own seeded order."""
+    return xxhash.xxh64_intdigest(f"{seed}\x00{source}\x00epoch{epoch}\x00{doc_id}".encode())
 
+
+def bucket_of(source: str, doc_id: str, buckets: int) -> int:
+    """The packing bucket of a document: a hash of (source, id), so copies of one id meet in one bucket."""
+    return xxhash.xxh64_intdigest(f"bucket\x00{source}\x00{doc_id}".encode()) % buckets
+
+
+BIN_BITS = 16
+BINS = 1 << BIN_BITS  # histogram bins of a hash order: the top 16 bits of the 64-bit key
+
+
+def bin_of(key: int) -> int:
+    return key >> (64 - BIN_BITS)
+
+
+class Cut(NamedTuple):
+    """The last document of a prefix of a hash order: a document is in it when ``(key, id) <= cut``."""
+
+    key: int
     id: str
-    digest: str
+
+
+TAKE_NONE = Cut(-1, "")
+TAKE_ALL = Cut(1 << 64, "")
+
+
+def in_prefix(key: int, doc_id: str, cut: Cut) -> bool:
+    return (key, doc_id) <= cut
+
+
+# --------------------------------------------------------------------------------------------- prefix rules
+
+
+@dataclass(frozen=True)
+class ValidationRule:
+    """When a source's held-out prefix is complete, given the documents and tokens taken so far.
+
+    ``val_fraction`` of the documents (``want``, at least one) or ``max_tokens`` tokens (0 = no cap), whichever
+    comes first -- but never less than one row of ``width`` tokens, and never the last document (one must stay
+    to train on).
+    """
+
+    documents: int
+    want: int
+    max_tokens: int
+    width: int
+
+    @classmethod
+    def for_source(cls, documents: int, fraction: float, max_tokens: int, width: int) -> ValidationRule | None:
+        """The rule for a source of ``documents`` documents; None when it holds nothing out."""
+        if fraction <= 0 or documents < 2:
+            return None
+        return cls(documents, min(documents - 1, max(1, math.ceil(fraction * documents))), max_tokens, width)
+
+    def stop(self, count: int, tokens: int) -> bool:
+        if count >= self.documents - 1:
+            return True
+        reached = count >= self.want or (self.max_tokens > 0 and tokens >= self.max_tokens)
+        return reached and tokens >= self.width
+
+
+@dataclass(frozen=True)
+class ReachTokens:
+    """The shortest prefix holding at least ``goal`` tokens (the fractional epoch's documents)."""
+
+    goal: int
+
+    def stop(self, count: int, tokens: int) -> bool:
+        return tokens >= self.goal
+
+
+Rule = ValidationRule | ReachTokens
+
+
+class Boundary(NamedTuple):
+    """Where a prefix ends, found from a histogram: the bin holding its last document and the documents and
+    tokens of all earlier bins. ``bin == -1``: the prefix is empty; ``bin == BINS``: it holds everything."""
+
+    bin: int
+    count: int
     tokens: int
 
 
-def doc_meta(element: tuple[str, Doc], itemsize: int) -> tuple[str, DocMeta]:
-    source, doc = element
-    return source, DocMeta(doc.id, xxhash.xxh64_hexdigest(doc.tokens), len(doc.tokens) // itemsize)
+def find_boundary(histogram: Iterable[tuple[int, int, int]], rule: Rule | None) -> Boundary:
+    """The bin where ``rule``'s prefix ends, from ``(bin, documents, tokens)`` triples of one source.
 
-
-class SourcePlan(NamedTuple):
-    """One source's held-out documents (in validation-stream order) and the training tokens left."""
-
-    val_ids: list[str]
-    val_tokens: int
-    train_tokens: int
-
-
-class PlanSource(beam.DoFn):
-    """One source's ``DocMeta`` records -> ``(source, SourcePlan)``.
-
-    Duplicate ids are resolved as :class:`pipeline.mix.pack.PackSource` does (the copy with the smallest
-    digest stays), so the training tokens counted here are exactly those PackSource draws from.
+    Rules are monotone in (documents, tokens), so the prefix ends in the first bin after which the rule says
+    stop; only that bin's documents need to be looked at one by one (:func:`cut_in_bin`).
     """
+    if rule is None or rule.stop(0, 0):
+        return Boundary(-1, 0, 0)
+    count = tokens = 0
+    for b, c, t in sorted(histogram):
+        if rule.stop(count + c, tokens + t):
+            return Boundary(b, count, tokens)
+        count, tokens = count + c, tokens + t
+    return Boundary(BINS, count, tokens)
 
-    def __init__(self, weights: dict[str, float], val_fraction: float, val_max_tokens: int, seq_len: int):
-        self.weights = dict(weights)
-        self.val_fraction = val_fraction
-        self.val_max_tokens = val_max_tokens
-        self.seq_len = seq_len
 
-    def process(self, element: tuple[str, Iterable[DocMeta]]) -> Iterator[tuple[str, SourcePlan]]:
-        source, grouped = element
-        seen: set[str] = set()
-        ids: list[str] = []
-        lengths: list[int] = []
-        for meta in sorted(grouped):
-            if meta.id not in seen:
-                seen.add(meta.id)
-                ids.append(meta.id)
-                lengths.append(meta.tokens)
-        lens = np.asarray(lengths, dtype=np.int64)
-        fraction = self.val_fraction if self.weights.get(source, 0.0) > 0 else 0.0
-        val = select_validation(ids, lens, source, fraction, self.val_max_tokens, self.seq_len + 1)
-        val_tokens = int(lens[val].sum()) if val else 0
-        yield source, SourcePlan([ids[i] for i in val], val_tokens, int(lens.sum()) - val_tokens)
+def cut_in_bin(items: Iterable[tuple[int, str, int]], boundary: Boundary, rule: Rule | None) -> tuple[Cut, int, int]:
+    """The exact end of the prefix: ``(cut, documents, tokens)`` in it, from the boundary bin's
+    ``(key, id, tokens)`` items (one item per document)."""
+    if rule is None or boundary.bin < 0:
+        return TAKE_NONE, 0, 0
+    if boundary.bin >= BINS:
+        return TAKE_ALL, boundary.count, boundary.tokens
+    cut, count, tokens = TAKE_NONE, boundary.count, boundary.tokens
+    for key, doc_id, n in sorted(items):
+        if rule.stop(count, tokens):
+            break
+        cut, count, tokens = Cut(key, doc_id), count + 1, tokens + n
+    return cut, count, tokens
+
+
+def take_prefix(items: list[tuple[int, str, int]], rule: Rule | None) -> tuple[Cut, int, int]:
+    """:func:`find_boundary` then :func:`cut_in_bin` over all of one source's items in one process: what the
+    pipeline computes across workers, for tests and small inputs."""
+    histogram: dict[int, tuple[int, int]] = {}
+    for key, _, n in items:
+        c, t = histogram.get(bin_of(key), (0, 0))
+        histogram[bin_of(key)] = (c + 1, t + n)
+    boundary = find_boundary(((b, c, t) for b, (c, t) in histogram.items()), rule)
+    return cut_in_bin([it for it in items if bin_of(it[0]) == boundary.bin], boundary, rule)
 
 
 # --------------------------------------------------------------------------------------------- the draw
 
 
-def _doc_key(seed: int, source: str, tag: str, doc_id: str) -> int:
-    return xxhash.xxh64_intdigest(f"{seed}\x00{source}\x00{tag}\x00{doc_id}".encode())
+def selection_goal(target: int, available: int, buckets: int, width: int) -> int:
+    """Tokens to select from a source so that its ``round(target / width)`` rows can be filled from
+    ``buckets`` separately packed buckets, each of which drops its own partial final row.
 
-
-def draw_plan(ids: list[str], lengths: np.ndarray, target: int, seed: int, source: str) -> tuple[list[int], list[int]]:
-    """Which documents to draw and in what order, to reach at least ``target`` tokens.
-
-    ``epochs = target / available``: every document is drawn ``floor(epochs)`` times, then a seeded hash-ordered
-    subset covers the remainder (the shortest prefix that reaches it; packing then cuts the stream at the
-    target, so the last drawn document may be cut short and shares land within a row of the target whatever
-    the document sizes). Each epoch has its own seeded
-    order, so a repeated document never sits next to its earlier copy. Returns ``(order, times)``: document
-    indices in stream order and how often each index is drawn.
+    One row per bucket more than the target when the source is repeated anyway; when it is downsampled, never
+    more than the source holds (a mix that repeats nothing stays so, and may then fall up to a row per bucket
+    short of its target).
     """
-    n = len(ids)
-    available = int(lengths.sum())
-    if n == 0 or target <= 0 or available <= 0:
-        return [], [0] * n
-    whole, remainder = divmod(int(target), available)
-    by_select = sorted(range(n), key=lambda i: (_doc_key(seed, source, "select", ids[i]), ids[i]))
-    partial: list[int] = []
-    total = 0
-    for i in by_select:
-        if total >= remainder:
-            break
-        partial.append(i)
-        total += int(lengths[i])
-    order: list[int] = []
-    for epoch in range(whole):
-        order.extend(sorted(range(n), key=lambda i: (_doc_key(seed, source, f"epoch{epoch}", ids[i]), ids[i])))
-    order.extend(sorted(partial, key=lambda i: (_doc_key(seed, source, f"epoch{whole}", ids[i]), ids[i])))
-    times = [whole] * n
-    for i in partial:
-        times[i] += 1
-    return order, times
+    if target <= 0:
+        return 0
+    margin = int(target) + buckets * width
+    return margin if target > available else min(margin, available)
+
+
+def bucket_counts(documents: dict[str, int], bucket_documents: int) -> dict[str, int]:
+    """Packing buckets per source, from its document count (known before the pipeline, from the ``source``
+    column alone): one bucket per ``bucket_documents`` documents."""
+    return {s: max(1, math.ceil(n / max(1, bucket_documents))) for s, n in sorted(documents.items())}
+
+
+class BucketPlan(NamedTuple):
+    """What one packing bucket contributes: its training rows and where they start in its source's row
+    numbering, and the same for its validation rows."""
+
+    rows: int
+    offset: int
+    val_rows: int
+    val_offset: int
+
+
+def allocate_rows(goal_rows: int, capacity: dict[int, tuple[int, int]]) -> dict[int, BucketPlan]:
+    """Share a source's ``goal_rows`` among its buckets, each able to fill ``capacity[b][0]`` training rows
+    (``capacity[b][1]`` validation rows are all kept).
+
+    Proportional to capacity, the rows left over by rounding going to the largest remainders (ties: lower
+    bucket), so every bucket drops a like share of its stream's end. Fewer rows only when the buckets cannot
+    fill the goal.
+    """
+    buckets = sorted(capacity)
+    total = sum(capacity[b][0] for b in buckets)
+    goal = min(goal_rows, total)
+    rows = {b: goal * capacity[b][0] // total if total else 0 for b in buckets}
+    left = goal - sum(rows.values())
+    for b in sorted(buckets, key=lambda b: (-(goal * capacity[b][0] % total) if total else 0, b))[:left]:
+        rows[b] += 1
+    plans: dict[int, BucketPlan] = {}
+    offset = val_offset = 0
+    for b in buckets:
+        plans[b] = BucketPlan(rows[b], offset, capacity[b][1], val_offset)
+        offset += rows[b]
+        val_offset += capacity[b][1]
+    return plans

@@ -29,18 +29,20 @@ from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.mix.config import MixConfig, MixError
-from pipeline.mix.encode import READ_COLUMNS, EncodeDocuments
+from pipeline.mix.draw import PlanDraws
+from pipeline.mix.encode import READ_COLUMNS, Doc, EncodeDocuments
 from pipeline.mix.pack import (
+    BUCKET_STATS,
     SHARD_PATTERN,
-    SOURCE_STATS,
     VAL_ROWS,
     VAL_SHARD_PATTERN,
     AssignShard,
-    PackSource,
+    PackBucket,
     SourceStats,
     WriteShard,
+    source_stats,
 )
-from pipeline.mix.plan import PlanSource, count_documents, doc_meta, normalise_weights, plan_problems, preflight
+from pipeline.mix.plan import bucket_counts, bucket_of, count_documents, normalise_weights, plan_problems, preflight
 from pipeline.mix.table import format_mix_table
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
@@ -66,11 +68,12 @@ class Mix(beam.PTransform):
     per input document).
     """
 
-    def __init__(self, cfg: MixConfig, token_dtype: str):
+    def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int]):
         super().__init__()
         self.cfg = cfg
         self.shares = normalise_weights(cfg.weights)
         self.token_dtype = token_dtype
+        self.buckets = bucket_counts(documents, cfg.pack_bucket_documents)
 
     def expand(self, files):
         cfg = self.cfg
@@ -82,28 +85,46 @@ class Mix(beam.PTransform):
                 EncodeDocuments(cfg.tokenizer, list(self.shares), self.token_dtype, cfg.encode_batch_size)
             ).with_outputs(OUTCOMES, main="docs")
         )
-        plans = (
-            encoded.docs
-            | "DocMeta" >> beam.Map(doc_meta, itemsize=np.dtype(self.token_dtype).itemsize)
-            | "GroupMetaBySource" >> beam.GroupByKey()
-            | "PlanSources" >> beam.ParDo(PlanSource(self.shares, cfg.val_fraction, cfg.val_max_tokens, cfg.seq_len))
+        itemsize = np.dtype(self.token_dtype).itemsize
+        plan = encoded.docs | "Plan" >> PlanDraws(
+            self.shares,
+            cfg.total_tokens,
+            cfg.seq_len,
+            cfg.seed,
+            cfg.val_fraction,
+            cfg.val_max_tokens,
+            cfg.max_epochs,
+            itemsize,
+            self.buckets,
         )
-        available = plans | "TrainTokens" >> beam.MapTuple(lambda source, plan: (source, plan.train_tokens))
-        pack = PackSource(self.shares, cfg.total_tokens, cfg.seq_len, cfg.seed, self.token_dtype, cfg.max_epochs)
+        draws = beam.pvalue.AsDict(plan["draws"])
         packed = (
             encoded.docs
-            | "GroupBySource" >> beam.GroupByKey()
+            | "KeyByBucket" >> beam.MapTuple(_key_by_bucket, buckets=self.buckets)
+            | "GroupByBucket" >> beam.GroupByKey()
             | "Pack"
-            >> beam.ParDo(pack, available=beam.pvalue.AsDict(available), plans=beam.pvalue.AsDict(plans)).with_outputs(
-                OUTCOMES, SOURCE_STATS, VAL_ROWS, main="rows"
-            )
+            >> beam.ParDo(
+                PackBucket(cfg.seq_len, cfg.seed, self.token_dtype),
+                draws=draws,
+                buckets=beam.pvalue.AsDict(plan["buckets"]),
+            ).with_outputs(OUTCOMES, BUCKET_STATS, VAL_ROWS, main="rows")
+        )
+        per_source = (
+            {"draw": plan["draws"], "buckets": packed[BUCKET_STATS]}
+            | "JoinSourceStats" >> beam.CoGroupByKey()
+            | "SourceStats" >> beam.MapTuple(lambda s, g: source_stats(s, g["draw"][0], list(g["buckets"])))
         )
         return {
             "rows": packed.rows,
             "val_rows": packed[VAL_ROWS],
-            "source_stats": packed[SOURCE_STATS],
+            "source_stats": per_source,
             "outcomes": (encoded[OUTCOMES], packed[OUTCOMES]) | "AllOutcomes" >> beam.Flatten(),
         }
+
+
+def _key_by_bucket(source: str, doc: Doc, buckets: dict[str, int] | None = None) -> tuple[tuple[str, int], Doc]:
+    assert buckets is not None  # MapTuple's extra arguments need defaults
+    return (source, bucket_of(source, doc.id, buckets[source])), doc
 
 
 class WriteShards(beam.PTransform):
@@ -177,10 +198,11 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     for f in files:
         with fs.open_arrow(f) as source:
             validate_document_schema(pq.read_schema(source), where=f)
-    preflight(count_documents(files), cfg)
+    documents = count_documents(files)
+    preflight(documents, cfg)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype)
+        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype, documents)
         per_source = out["source_stats"]
         rows_per_source = per_source | "RowsPerSource" >> beam.Map(lambda s: (s.source, s.rows))
         val_rows_per_source = per_source | "ValRowsPerSource" >> beam.Map(lambda s: (s.source, s.val_rows))
@@ -223,7 +245,7 @@ def _take_jsonl(folder: str, name: str) -> list[dict[str, Any]]:
 
 
 def _check_plan(per_source: dict[str, SourceStats], shares: dict[str, float], cfg: MixConfig) -> None:
-    """Raise :class:`MixError` when the token counts make the mix unmeetable (PackSource then packed nothing)."""
+    """Raise :class:`MixError` when the token counts make the mix unmeetable (PackBucket then packed nothing)."""
     available = {s: v.tokens_available for s, v in per_source.items()}
     problems = plan_problems(available, shares, cfg.total_tokens, cfg.seq_len, cfg.max_epochs)
     if problems:
