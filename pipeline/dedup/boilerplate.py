@@ -98,10 +98,14 @@ def _line_hash(normalized: str) -> int:
     return xxhash.xxh3_64_intdigest(normalized.encode("utf-8", "surrogatepass"))
 
 
-def line_hashes(text: str) -> list[int]:
+def line_keys(text: str) -> list[int]:
+    """One hash per line of ``text`` (``str.splitlines``) of its normalised form; 0 for a line without words."""
+    return [_line_hash(k) if k else 0 for k in map(normalize_line, text.splitlines())]
+
+
+def line_hashes(text: str, keys: list[int] | None = None) -> list[int]:
     """The distinct hashes of ``text``'s normalised lines (lines without a word character skipped), in order."""
-    keys = (normalize_line(line) for line in text.splitlines())
-    return list(dict.fromkeys(_line_hash(k) for k in keys if k))
+    return [h for h in dict.fromkeys(line_keys(text) if keys is None else keys) if h]
 
 
 def count_lines(docs: Iterable[tuple[str, str]]) -> Counter:
@@ -109,6 +113,14 @@ def count_lines(docs: Iterable[tuple[str, str]]) -> Counter:
     counts: Counter = Counter()
     for group, text in docs:
         counts.update((group, h) for h in line_hashes(text))
+    return counts
+
+
+def count_line_keys(docs: Iterable[tuple[str, list[int]]]) -> Counter:
+    """:func:`count_lines` from ``(group, line_keys(text))`` pairs computed once per document."""
+    counts: Counter = Counter()
+    for group, keys in docs:
+        counts.update((group, h) for h in line_hashes("", keys))
     return counts
 
 
@@ -127,23 +139,24 @@ class GroupLines(Container):
         return (self.group, h) in self.frequent
 
 
-def boilerplate_mask(lines: list[str], boilerplate: Container) -> list[bool]:
-    """For each line, whether its normalised hash is in ``boilerplate`` (lines without words: False)."""
-    out = []
-    for line in lines:
-        key = normalize_line(line)
-        out.append(bool(key) and _line_hash(key) in boilerplate)
-    return out
+def boilerplate_mask(lines: list[str], boilerplate: Container, keys: list[int] | None = None) -> list[bool]:
+    """For each line, whether its normalised hash is in ``boilerplate`` (lines without words: False);
+    ``keys``: the lines' :func:`line_keys` when already computed."""
+    if keys is None or len(keys) != len(lines):
+        keys = [_line_hash(k) if k else 0 for k in map(normalize_line, lines)]
+    return [bool(h) and h in boilerplate for h in keys]
 
 
-def core_shingles(text: str, cfg: ShingleConfig, boilerplate: Container) -> tuple[list[bytes], list[bytes] | None]:
+def core_shingles(
+    text: str, cfg: ShingleConfig, boilerplate: Container, keys: list[int] | None = None
+) -> tuple[list[bytes], list[bytes] | None]:
     """``(shingles(text, cfg), the core's shingles)``; the core is None when ``text`` has no boilerplate line.
 
     The core's shingles are the document's shingles that lie wholly inside non-boilerplate lines: a subset of
     the full set, so removing a line never invents a shingle that spans the gap it leaves (which would count
     against a copy whose own boilerplate sits elsewhere). Word shingles (and the character n-grams of an
     unsegmented text) are cut from the same tokens :func:`.minhash.shingles` finds; ``kind="char"`` shingles
-    the core's text instead.
+    the core's text instead. ``keys``: ``line_keys(text)`` when the caller has them (the counting pass did).
     """
     items = shingles(text, cfg)
     if cfg.lowercase:
@@ -151,7 +164,7 @@ def core_shingles(text: str, cfg: ShingleConfig, boilerplate: Container) -> tupl
             text = unicodedata.normalize("NFKC", text)
         text = text.lower()
     lines = text.splitlines(keepends=True)
-    mask = boilerplate_mask(lines, boilerplate)
+    mask = boilerplate_mask(lines, boilerplate, keys)
     if not any(mask):
         return items, None
     if cfg.kind == "char":

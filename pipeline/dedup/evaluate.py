@@ -33,9 +33,10 @@ from pipeline.dedup.boilerplate import (
     candidate_threshold,
     core_containment_match,
     core_shingles,
-    count_lines,
+    count_line_keys,
     frequent_lines,
     group_of,
+    line_keys,
 )
 from pipeline.dedup.components import UnionFind
 from pipeline.dedup.exact import NormalizeConfig, exact_hash
@@ -222,15 +223,14 @@ def evaluate_dedup(
     hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash)
     bp = near.boilerplate
     groups = {i: group_of(extras.get(i, {}).get("url"), bp) for i in texts}
-    frequent = (
-        frequent_lines(count_lines((groups[i], t) for i, t in texts.items()), bp.min_docs) if bp.enabled else set()
-    )
+    keys = {i: line_keys(t) for i, t in texts.items()} if bp.enabled else {}
+    frequent = frequent_lines(count_line_keys((groups[i], k) for i, k in keys.items()), bp.min_docs)
     sketches: dict[str, Any] = {}
     buckets: dict[tuple[int, int], list[str]] = defaultdict(list)
     with_boilerplate = 0
     for doc_id, text in texts.items():
         if frequent:
-            items, core_items = core_shingles(text, near.shingles, GroupLines(frequent, groups[doc_id]))
+            items, core_items = core_shingles(text, near.shingles, GroupLines(frequent, groups[doc_id]), keys[doc_id])
         else:
             items, core_items = shingles(text, near.shingles), None
         if not items:
