@@ -5,6 +5,15 @@ Run from the repository root::
     .venv/bin/python -m bench.dedup                          # 10k, 20k, 40k documents, all tools
     .venv/bin/python -m bench.dedup --sizes 10000 --tools ccgpt datatrove
     .venv/bin/python -m bench.dedup --minhash --docs 3000    # signatures only: ccgpt vs datasketch.MinHash
+    .venv/bin/python -m bench.dedup --labelled               # near-duplicate quality on the labelled sets only
+
+**Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
+syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
+below (``--labelled-synthetic`` documents), each with the Beam stage's algorithm today (``stage``: full
+texts, Jaccard) and with the boilerplate-aware defaults (``default``): F1, precision, recall, recall on
+syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
+ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
+for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
 
 **Corpus** (built once per size, not timed): "originals" are three random 60-word chunks of real WikiText-2
 paragraphs (``../shared/data/reference``), so two originals share at most one chunk (Jaccard about 0.2);
