@@ -228,3 +228,47 @@ def test_syndicated_news_sets_with_the_defaults(shared_data):
     # Four template pairs are identical texts (labelled apart): no method can keep them apart.
     assert v2["template_fp_pairs"] <= 10 and v2["template_other_fp_pairs"] == 0, v2
     assert v2["boilerplate"]["enabled"] and v2["boilerplate"]["lines"] > 0
+
+
+def test_eval_cli_scores_kinds_and_runs_the_stage_algorithm_on_request(tmp_path, capsys):
+    from pipeline.dedup import eval_main
+
+    rng = random.Random(8)
+    template_top, template_bottom = _words(rng, 120), _words(rng, 120)
+    article = "\n".join(_words(rng, 40) for _ in range(5))
+    rows = [
+        {"id": "a", "text": article, "cluster": "A", "kind": "original"},
+        {"id": "a1", "text": "Subscribe now\n" + article, "cluster": "A", "kind": "syndicated"},
+    ]
+    rows += [
+        {
+            "id": f"t{i}",
+            "text": f"{template_top}\n{_words(rng, 12)}\n{template_bottom}",
+            "cluster": f"t{i}",
+            "kind": "template",
+        }
+        for i in range(7)
+    ]
+    path = tmp_path / "kinds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert eval_main([str(path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["f1"] == 1.0 and got["template_fp_pairs"] == 0 and got["syndicated_recall"] == 1.0
+    assert got["documents_by_kind"] == {"original": 1, "syndicated": 1, "template": 7}
+    assert got["boilerplate"]["lines"] == 2 and got["verify"] == "containment"
+    assert eval_main([str(path), "--stage"]) == 0  # full texts, Jaccard: the template pages look alike
+    stage = json.loads(capsys.readouterr().out)
+    assert stage["template_fp_pairs"] == 21 and not stage["boilerplate"]["enabled"] and stage["verify"] == "jaccard"
+    assert eval_main([str(path), "--min-docs", "8"]) == 0  # a template on 7 pages is not boilerplate at 8
+    assert json.loads(capsys.readouterr().out)["template_fp_pairs"] == 21
+
+
+def test_the_beam_stage_refuses_settings_it_does_not_run_yet(tmp_path):
+    from pipeline.dedup import DedupConfig, run_dedup
+    from pipeline.runner import RunnerConfig
+
+    for near in (default_near_config(), stage_near_config()):
+        if near.verify == "jaccard":
+            near.lsh_threshold = 0.7
+        with pytest.raises(ValueError, match="not implemented by the Beam stage"):
+            run_dedup([str(tmp_path)], str(tmp_path / "out"), DedupConfig(near=near), RunnerConfig(runner="local"))
