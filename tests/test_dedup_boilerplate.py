@@ -272,3 +272,30 @@ def test_the_beam_stage_refuses_settings_it_does_not_run_yet(tmp_path):
             near.lsh_threshold = 0.7
         with pytest.raises(ValueError, match="not implemented by the Beam stage"):
             run_dedup([str(tmp_path)], str(tmp_path / "out"), DedupConfig(near=near), RunnerConfig(runner="local"))
+
+
+def test_eval_groups_lines_by_url_host(tmp_path):
+    """An article syndicated to 8 sites is not boilerplate of any of them; one site's template on its 7 pages is."""
+    rng = random.Random(9)
+    paragraphs = [_words(rng, 40) for _ in range(6)]
+    top, bottom = _words(rng, 120), _words(rng, 120)
+    rows = []
+    for i in range(8):  # each copy with one word edited and its site's own menu line
+        edited = list(paragraphs)
+        words = edited[i % 6].split()
+        words[rng.randrange(len(words))] = "edited"
+        edited[i % 6] = " ".join(words)
+        text = f"Menu of site {'abcdefgh'[i]}\n" + "\n".join(edited)
+        rows.append({"id": f"a{i}", "text": text, "cluster": "A", "url": f"https://site-{i}.example/story"})
+    for i in range(7):
+        text = f"{top}\n{_words(rng, 15)}\n{bottom}"
+        rows.append({"id": f"t{i}", "text": text, "cluster": f"t{i}", "url": f"https://www.portal.example/{i}"})
+    path = tmp_path / "hosts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    got = evaluate_dedup(str(path))
+    assert got["boilerplate"]["groups"] == 9 and got["boilerplate"]["lines"] == 2, got  # the portal's two halves
+    assert got["recall"] == 1.0 and got["precision"] == 1.0, got
+    # Without URLs the whole file is one group: the article's own unedited paragraphs become boilerplate too.
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "url"}) + "\n" for r in rows))
+    flat = evaluate_dedup(str(path))
+    assert flat["boilerplate"]["groups"] == 1 and flat["boilerplate"]["lines"] > 2

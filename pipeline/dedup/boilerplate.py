@@ -52,7 +52,10 @@ class BoilerplateConfig:
 
     enabled: bool = field(
         default=False,
-        metadata={"help": "compare documents without their boilerplate lines (lines recurring in min_docs documents)"},
+        metadata={
+            "help": "compare documents without their boilerplate lines (lines recurring in min_docs documents); "
+            "ccgpt dedup eval only so far"
+        },
     )
     # A site's template line recurs in every page of the site that uses the template, an article's paragraph
     # only where the article is copied. Grouped by host, an article is rarely published more than once or

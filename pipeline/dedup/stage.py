@@ -180,7 +180,10 @@ class NearConfig:
     )
     min_overlap: int = field(
         default=20,
-        metadata={"help": "verify=containment: shingles a core must share with the other document at least"},
+        metadata={
+            "help": "verify=containment: shingles a core must share with the other document at least "
+            "(ccgpt dedup eval only so far)"
+        },
     )
     all_pairs_max: int = field(
         default=8, metadata={"help": "LSH buckets up to this size emit all pairs; larger ones a star on their min"}
