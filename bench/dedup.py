@@ -5,6 +5,15 @@ Run from the repository root::
     .venv/bin/python -m bench.dedup                          # 10k, 20k, 40k documents, all tools
     .venv/bin/python -m bench.dedup --sizes 10000 --tools ccgpt datatrove
     .venv/bin/python -m bench.dedup --minhash --docs 3000    # signatures only: ccgpt vs datasketch.MinHash
+    .venv/bin/python -m bench.dedup --labelled               # near-duplicate quality on the labelled sets only
+
+**Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
+syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
+below (``--labelled-synthetic`` documents), each with the Beam stage's algorithm today (``stage``: full
+texts, Jaccard) and with the boilerplate-aware defaults (``default``): F1, precision, recall, recall on
+syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
+ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
+for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
 
 **Corpus** (built once per size, not timed): "originals" are three random 60-word chunks of real WikiText-2
 paragraphs (``../shared/data/reference``), so two originals share at most one chunk (Jaccard about 0.2);
@@ -325,6 +334,79 @@ def news_folder(work: str) -> str:
     return folder
 
 
+# --- labelled sets in one process (ccgpt dedup eval): near-duplicate quality, stage vs boilerplate-aware ---------
+
+V2 = os.path.join(SHARED, "dedup", "syndicated-news-v2.jsonl")
+SWEEP_MIN_DOCS = (3, 4, 5, 6, 8, 12)  # boilerplate.min_docs values the sweep shows (the default among them)
+
+
+def labelled_sets(work: str, synthetic: int) -> list[tuple[str, str]]:
+    """``(name, path)`` of the labelled JSON-lines sets: v1, v2, the trafilatura set (built into ``work`` by
+    :mod:`bench.dedup_sets`) and, when ``synthetic`` > 0, the synthetic corpus of that size."""
+    from bench import dedup_sets
+
+    sets = [("syndicated-news-v1", NEWS), ("syndicated-news-v2", V2)]
+    sets.append(("trafilatura-syndicated", dedup_sets.write(os.path.join(work, "sets"))))
+    if synthetic:
+        path = os.path.join(work, f"synthetic-{synthetic}.jsonl")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(d) + "\n" for d in make_corpus(synthetic))
+        sets.append((f"synthetic-{synthetic}", path))
+    return sets
+
+
+def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> dict:
+    """``evaluate_dedup`` on one set: ``settings`` "stage" (the Beam stage's algorithm today) or "default"
+    (``ccgpt dedup eval``'s defaults: boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
+    from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, stage_near_config
+    from pipeline.dedup.exact import NormalizeConfig
+
+    near = stage_near_config() if settings == "stage" else default_near_config()
+    if min_docs:
+        near.boilerplate.min_docs = min_docs
+    t = time.perf_counter()
+    r = evaluate_dedup(path, 0.8, near, NormalizeConfig())
+    elapsed = time.perf_counter() - t
+    row = {"corpus": name, "settings": settings, "docs": r["documents"], "seconds": round(elapsed, 2)}
+    row["docs_per_s"] = round(r["documents"] / elapsed, 1)
+    for k in ("precision", "recall", "f1", "syndicated_recall"):
+        if k in r:
+            row[k] = round(r[k], 4)
+    for k in ("template_fp_pairs", "template_other_fp_pairs", "candidate_pairs", "verified_pairs", "bands", "rows"):
+        if k in r:
+            row[k] = r[k]
+    if r["boilerplate"]["enabled"]:
+        row["min_docs"] = r["boilerplate"]["min_docs"]
+        row["boilerplate_lines"] = r["boilerplate"]["lines"]
+    return row
+
+
+def labelled_main(synthetic: int, sweep: bool, report) -> None:
+    """Score every labelled set with the stage's algorithm and with the defaults (and the min_docs sweep)."""
+    with tempfile.TemporaryDirectory() as work:
+        sets = labelled_sets(work, synthetic)
+        for name, path in sets:
+            rows = {s: score_labelled(name, path, s) for s in ("stage", "default")}
+            for row in rows.values():
+                report(row)
+            if name.startswith("synthetic"):
+                ratio = rows["default"]["docs_per_s"] / rows["stage"]["docs_per_s"]
+                print(f"one-process eval docs/s on {name}, boilerplate-aware / stage: {ratio:.2f}x", flush=True)
+        if sweep:
+            print("# boilerplate.min_docs sweep (F1; syndicated recall; template FP pairs)", flush=True)
+            for name, path in sets:
+                if name.startswith("synthetic"):
+                    continue
+                cells = []
+                for k in SWEEP_MIN_DOCS:
+                    r = score_labelled(name, path, "default", k)
+                    cells.append(
+                        f"{k}: {r['f1']:.4f}; {r.get('syndicated_recall', r['recall']):.4f}; "
+                        f"{r.get('template_fp_pairs', '-')}"
+                    )
+                print(f"{name:24s} " + " | ".join(cells), flush=True)
+
+
 # --- MinHash signatures only (the original micro-benchmark) ------------------------------------------------
 
 
@@ -382,6 +464,14 @@ def main() -> None:
     ap.add_argument("--minhash", action="store_true", help="only the signature micro-benchmark")
     ap.add_argument("--docs", type=int, default=2000, help="texts for --minhash")
     ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument(
+        "--labelled",
+        action="store_true",
+        help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process, "
+        "the stage's algorithm vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
+    )
+    ap.add_argument("--labelled-synthetic", type=int, default=10_000, help="synthetic documents for --labelled")
+    ap.add_argument("--no-sweep", action="store_true", help="--labelled without the min_docs sweep")
     ap.add_argument("--run", nargs=2, metavar=("TOOL", "FOLDER"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=2, metavar=("N", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -403,6 +493,10 @@ def main() -> None:
         if args.out:
             with open(args.out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
+
+    if args.labelled:
+        labelled_main(args.labelled_synthetic, not args.no_sweep, report)
+        return
 
     stopped: set[str] = set()
     with tempfile.TemporaryDirectory() as work:

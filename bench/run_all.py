@@ -94,6 +94,15 @@ BENCHES = [
         full_only=True,
     ),
     Bench(
+        "dedup-labelled",
+        "near-duplicate quality on the labelled sets (syndicated-news v1 and v2, the trafilatura set that "
+        "`bench.dedup_sets` builds, the synthetic corpus) in one process (`ccgpt dedup eval`): the Beam stage's "
+        "algorithm today (`stage`) vs the boilerplate-aware defaults (`default`), and a boilerplate.min_docs sweep",
+        ["--labelled"],
+        ["--labelled"],
+        module="dedup",
+    ),
+    Bench(
         "object-store",
         "curate and dedup with inputs and outputs on an S3 API (moto_server, local emulation) vs local disk: "
         "the cost of the object-store code path",

@@ -24,7 +24,20 @@ import sys
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
+
 from pipeline import fs
+from pipeline.dedup.boilerplate import (
+    BoilerplateConfig,
+    GroupLines,
+    candidate_threshold,
+    core_containment_match,
+    core_shingles,
+    count_line_keys,
+    frequent_lines,
+    group_of,
+    line_keys,
+)
 from pipeline.dedup.components import UnionFind
 from pipeline.dedup.exact import NormalizeConfig, exact_hash
 from pipeline.dedup.lsh import band_keys, bucket_pairs, lsh_params
@@ -91,8 +104,17 @@ def load_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str]]:
     values compare by JSON value, so ``1`` and ``"1"`` are different clusters. Raises
     :class:`LabelledSetError` naming the first bad line.
     """
+    truth, texts, _ = read_labelled(path_jsonl)
+    return truth, texts
+
+
+def read_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, str]]]:
+    """:func:`load_labelled` plus ``id -> {"url", "kind"}`` for the lines that have these optional string
+    fields (``url``: the page's address, whose host groups boilerplate lines; ``kind``: e.g. original /
+    syndicated / template, scored separately by :func:`kind_scores`)."""
     truth: dict[str, str] = {}
     texts: dict[str, str] = {}
+    extras: dict[str, dict[str, str]] = {}
     try:
         raw = fs.open_read(path_jsonl)
     except OSError as e:
@@ -124,36 +146,103 @@ def load_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str]]:
                     raise LabelledSetError(f"{where}: cluster must be a string or number")
                 truth[doc_id] = ("__singleton__:" + doc_id) if cluster is None else json.dumps(cluster)
                 texts[doc_id] = text
+                extra = {k: d[k] for k in ("url", "kind") if isinstance(d.get(k), str)}
+                if extra:
+                    extras[doc_id] = extra
         except UnicodeDecodeError as e:
             raise LabelledSetError(f"{path_jsonl}: not UTF-8 ({e})") from e
-    return truth, texts
+    return truth, texts, extras
+
+
+def default_near_config() -> Any:
+    """The near-duplicate settings ``ccgpt dedup eval`` uses by default: boilerplate lines set aside, MinHash
+    on each document's core, candidates verified by :func:`.boilerplate.core_containment_match`."""
+    from pipeline.dedup.stage import NearConfig  # late: stage imports Beam, this module need not
+
+    return NearConfig(verify="containment", boilerplate=BoilerplateConfig(enabled=True))
+
+
+def stage_near_config() -> Any:
+    """The settings the Beam stage runs today (no boilerplate detection, Jaccard verification)."""
+    from pipeline.dedup.stage import NearConfig
+
+    return NearConfig()
+
+
+def kind_scores(predicted: dict[str, Any], truth: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
+    """Scores per document ``kind`` (labelled sets such as syndicated-news v2: original / syndicated /
+    template), so a gain in recall on copies and a loss on template pages do not hide each other.
+
+    ``syndicated_recall``: labelled pairs among the non-template documents that were found;
+    ``template_fp_pairs``: predicted pairs of two template documents that the labels keep apart;
+    ``template_other_fp_pairs``: predicted pairs of a template document and another that the labels keep apart.
+    Empty when no document has a kind.
+    """
+    if not kinds:
+        return {}
+    pred = {i: predicted.get(i, ("__singleton__", i)) for i in truth}
+    template = [i for i in truth if kinds.get(i) == "template"]
+    others = [i for i in truth if kinds.get(i) != "template"]
+    sub = pairwise_scores({i: pred[i] for i in others}, {i: truth[i] for i in others})
+
+    def wrong_pairs(ids: list[str]) -> int:
+        return _pairs(Counter(pred[i] for i in ids).values()) - _pairs(
+            Counter((pred[i], truth[i]) for i in ids).values()
+        )
+
+    template_fp = wrong_pairs(template)
+    return {
+        "documents_by_kind": dict(sorted(Counter(kinds.get(i, "") for i in truth).items())),
+        "syndicated_true_pairs": sub["true_pairs"],
+        "syndicated_recall": sub["recall"],
+        "template_fp_pairs": template_fp,
+        "template_other_fp_pairs": wrong_pairs(list(truth)) - wrong_pairs(others) - template_fp,
+    }
 
 
 def evaluate_dedup(
     path_jsonl: str, threshold: float = 0.8, cfg: Any = None, exact: NormalizeConfig | None = None
 ) -> dict[str, Any]:
-    """Dedup the labelled set at ``path_jsonl`` at Jaccard ``threshold`` and score it pairwise.
+    """Dedup the labelled set at ``path_jsonl`` at similarity ``threshold`` and score it pairwise.
 
-    ``cfg`` is a :class:`pipeline.dedup.NearConfig` (defaults when None); ``exact`` the exact pass's
-    normalisation (None: near-duplicates only). Returns the scores plus candidate/verified pair counts and the LSH
-    parameters used.
+    ``cfg`` is a :class:`pipeline.dedup.NearConfig` (:func:`default_near_config` when None; pass
+    :func:`stage_near_config` for what the Beam stage runs today); ``exact`` the exact pass's normalisation
+    (None: near-duplicates only). With ``cfg.boilerplate.enabled`` the lines recurring in
+    ``boilerplate.min_docs`` documents of a group (the host of the line's ``url`` field where it has one, else
+    the whole file) are boilerplate, and each document's signature hashes its core's shingles (the full text's
+    when the core has none). Verification by ``cfg.verify``: ``jaccard`` of the (core) shingle sets,
+    ``containment`` (:func:`.boilerplate.core_containment_match`, floor ``cfg.min_overlap``), ``signature``
+    or ``none``. Returns the scores plus candidate/verified pair counts, the LSH parameters used and, where
+    lines carry a ``kind``, :func:`kind_scores`.
     """
-    from pipeline.dedup.stage import (
-        NearConfig,  # late: stage imports Beam, this module need not
+    near = cfg or default_near_config()
+    truth, texts, extras = read_labelled(path_jsonl)
+    bands, rows = lsh_params(
+        candidate_threshold(threshold, near), near.num_perm, near.bands, near.rows, near.fp_weight, near.fn_weight
     )
-
-    near = cfg or NearConfig()
-    truth, texts = load_labelled(path_jsonl)
-    bands, rows = lsh_params(threshold, near.num_perm, near.bands, near.rows, near.fp_weight, near.fn_weight)
     hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash)
+    bp = near.boilerplate
+    groups = {i: group_of(extras.get(i, {}).get("url"), bp) for i in texts}
+    keys = {i: line_keys(t) for i, t in texts.items()} if bp.enabled else {}
+    frequent = frequent_lines(count_line_keys((groups[i], k) for i, k in keys.items()), bp.min_docs)
     sketches: dict[str, Any] = {}
     buckets: dict[tuple[int, int], list[str]] = defaultdict(list)
+    with_boilerplate = 0
     for doc_id, text in texts.items():
-        items = shingles(text, near.shingles)
+        if frequent:
+            items, core_items = core_shingles(text, near.shingles, GroupLines(frequent, groups[doc_id]), keys[doc_id])
+        else:
+            items, core_items = shingles(text, near.shingles), None
         if not items:
             continue
-        signature, shingle_set = hasher.sketch(items)
-        sketches[doc_id] = (signature, shingle_set)
+        hashes = hasher.hash_shingles(items)
+        full = core = np.unique(hashes)
+        if core_items is not None:
+            with_boilerplate += 1
+            core = np.unique(hasher.hash_shingles(core_items))
+        # The signature is datasketch's for the core's shingles (the full text's when the core has none).
+        signature = hasher.signature(hasher.hash_shingles(core_items) if core_items else hashes)
+        sketches[doc_id] = (signature, core, full)
         for band in band_keys(signature, bands, rows):
             buckets[band].append(doc_id)
     uf = UnionFind()
@@ -169,10 +258,13 @@ def evaluate_dedup(
     candidates = {pair for members in buckets.values() for pair in bucket_pairs(members, near.all_pairs_max)}
     verified = 0
     for a, b in sorted(candidates):
-        if near.verify == "jaccard":
-            ok = jaccard(sketches[a][1], sketches[b][1]) >= threshold
+        (sig_a, core_a, full_a), (sig_b, core_b, full_b) = sketches[a], sketches[b]
+        if near.verify == "containment":
+            ok = core_containment_match(core_a, full_a, core_b, full_b, threshold, near.min_overlap)
+        elif near.verify == "jaccard":
+            ok = jaccard(core_a, core_b) >= threshold
         elif near.verify == "signature":
-            ok = signature_similarity(sketches[a][0], sketches[b][0]) >= threshold
+            ok = signature_similarity(sig_a, sig_b) >= threshold
         else:
             ok = True
         if ok:
@@ -180,17 +272,27 @@ def evaluate_dedup(
             uf.union(a, b)
     predicted = uf.components()
     scores = pairwise_scores(predicted, truth)
+    kinds = {i: e["kind"] for i, e in extras.items() if "kind" in e}
     return {
         "documents": len(truth),
         "threshold": threshold,
+        "lsh_threshold": round(candidate_threshold(threshold, near), 4),
         "bands": bands,
         "rows": rows,
         "verify": near.verify,
+        "boilerplate": {
+            "enabled": bp.enabled,
+            "min_docs": bp.min_docs,
+            "groups": len(set(groups.values())),
+            "lines": len(frequent),
+            "documents_with_boilerplate": with_boilerplate,
+        },
         "candidate_pairs": len(candidates),
         "verified_pairs": verified,
         "clusters_true": sum(1 for n in Counter(truth.values()).values() if n > 1),
         "clusters_predicted": len(set(predicted.values())),
         **scores,
+        **kind_scores(predicted, truth, kinds),
     }
 
 
@@ -198,35 +300,55 @@ def eval_main(argv: list[str] | None = None) -> int:
     """``ccgpt dedup eval FILE.jsonl [--threshold T] [--out PATH]``: score dedup on a labelled set.
 
     Prints the JSON scores (``precision``, ``recall``, ``f1`` over pairs, ``ari``, pair and cluster counts,
-    the LSH parameters) and writes them to ``--out`` when given. Exit status 0, or 2 for a bad file or
-    arguments (the message names the line).
+    the LSH parameters, the boilerplate lines found and, for files whose lines carry a ``kind``, the recall on
+    syndicated copies and the false-positive pairs of template pages) and writes them to ``--out`` when given.
+    Exit status 0, or 2 for a bad file or arguments (the message names the line).
     """
-    from pipeline.dedup.stage import NearConfig  # late: stage imports Beam
-
-    defaults = NearConfig()
+    defaults = default_near_config()
     ap = argparse.ArgumentParser(
         prog="ccgpt dedup eval",
-        description='Deduplicate a labelled JSON-lines file ({"id", "text", "cluster"} per line; documents '
-        "sharing a cluster are duplicates) with the stage's algorithm (exact pass, MinHash LSH, Jaccard "
-        "verification, connected components) and print pairwise precision / recall / F1 and the adjusted "
-        "Rand index as JSON.",
+        description='Deduplicate a labelled JSON-lines file ({"id", "text", "cluster"} per line, optionally "url" '
+        'and "kind"; documents sharing a cluster are duplicates) in one process (exact pass, boilerplate lines '
+        "set aside, MinHash LSH on the documents' cores, containment verification, connected components) and "
+        "print pairwise precision / recall / F1 and the adjusted Rand index as JSON.",
     )
     ap.add_argument("file", help='labelled JSON lines: {"id", "text", "cluster"} (a local path or a URL)')
-    ap.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
+    ap.add_argument("--threshold", type=float, default=0.8, help="similarity threshold (default 0.8)")
     ap.add_argument("--out", default=None, help="also write the JSON here (a local path or a URL)")
     ap.add_argument("--num-perm", type=int, default=defaults.num_perm, help="MinHash permutations")
     ap.add_argument("--ngram", type=int, default=defaults.shingles.ngram, help="shingle length")
     ap.add_argument("--shingle-kind", choices=["word", "char"], default=defaults.shingles.kind)
-    ap.add_argument("--verify", choices=["jaccard", "signature", "none"], default=defaults.verify)
+    ap.add_argument(
+        "--verify", choices=["containment", "jaccard", "signature", "none"], default=None, help="default: containment"
+    )
     ap.add_argument("--no-exact", action="store_true", help="skip the exact (normalised text hash) pass")
+    ap.add_argument("--no-boilerplate", action="store_true", help="compare full texts (no boilerplate lines)")
+    ap.add_argument(
+        "--min-docs",
+        type=int,
+        default=defaults.boilerplate.min_docs,
+        help="a line in at least this many documents of its group (URL host, else the file) is boilerplate",
+    )
+    ap.add_argument(
+        "--min-overlap", type=int, default=defaults.min_overlap, help="containment: shingles a core must share"
+    )
+    ap.add_argument(
+        "--stage",
+        action="store_true",
+        help="the Beam stage's current algorithm: no boilerplate, Jaccard verification (other options apply)",
+    )
     args = ap.parse_args(argv)
     if not 0.0 < args.threshold <= 1.0:
         ap.error(f"--threshold must be in (0, 1], got {args.threshold}")
-    if args.num_perm < 1 or args.ngram < 1:
-        ap.error("--num-perm and --ngram must be >= 1")
-    near = NearConfig(
-        num_perm=args.num_perm, verify=args.verify, shingles=ShingleConfig(kind=args.shingle_kind, ngram=args.ngram)
-    )
+    if args.num_perm < 1 or args.ngram < 1 or args.min_overlap < 1 or args.min_docs < 2:
+        ap.error("--num-perm, --ngram and --min-overlap must be >= 1, --min-docs >= 2")
+    near = stage_near_config() if args.stage else default_near_config()
+    near.num_perm = args.num_perm
+    near.shingles = ShingleConfig(kind=args.shingle_kind, ngram=args.ngram)
+    near.verify = args.verify or near.verify
+    near.min_overlap = args.min_overlap
+    near.boilerplate = BoilerplateConfig(enabled=near.boilerplate.enabled and not args.no_boilerplate)
+    near.boilerplate.min_docs = args.min_docs
     try:
         result = evaluate_dedup(args.file, args.threshold, near, None if args.no_exact else NormalizeConfig())
     except LabelledSetError as e:

@@ -42,6 +42,12 @@ import xxhash
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH32 = np.uint64((1 << 32) - 1)
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# Scripts written without spaces between words: Thai, Lao, Tibetan, Myanmar, Khmer, Hiragana, Katakana, CJK
+# ideographs (and their extensions and compatibility forms), halfwidth Katakana.
+_UNSEGMENTED_RE = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002fa1f]"
+)
 
 
 @dataclass
@@ -51,6 +57,13 @@ class ShingleConfig:
     )
     ngram: int = field(default=5, metadata={"help": "shingle length n (words or characters)"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase (and NFKC-normalise) text before shingling"})
+    unsegmented: Literal["char", "word"] = field(
+        default="char",
+        metadata={
+            "help": "word shingles of a text mostly in a script without spaces (Chinese, Japanese, Thai...): "
+            "n-grams of its word characters (char) or of its space-separated runs (word)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.ngram < 1:
@@ -63,8 +76,10 @@ def shingles(text: str, cfg: ShingleConfig) -> list[bytes]:
     Word shingles are n consecutive ``\\w+`` tokens joined by one space, so punctuation, markup residue and
     spacing differences do not separate two copies of an article. A document shorter than n tokens yields
     one shingle (all its tokens), so short documents can still be near-duplicates; one without any token
-    yields none (it cannot be compared and is left to exact dedup). Character shingles are taken over the
-    whitespace-collapsed text.
+    yields none (it cannot be compared and is left to exact dedup). A text mostly written in a script without
+    spaces (:func:`is_unsegmented`: Chinese, Japanese, Thai, ...) gets n-grams of its word characters instead
+    (``unsegmented="char"``, the default), n characters each. Character shingles (``kind="char"``) are taken
+    over the whitespace-collapsed text.
     """
     if cfg.lowercase:
         if not text.isascii():  # NFKC leaves ASCII unchanged; skipping it saves a pass over most texts
@@ -80,10 +95,27 @@ def shingles(text: str, cfg: ShingleConfig) -> list[bytes]:
     words = _WORD_RE.findall(text)
     if not words:
         return []
+    if cfg.unsegmented == "char" and is_unsegmented(text):
+        s = "".join(words)  # the word characters: no spaces to split on, punctuation dropped as for words
+        grams = [s] if len(s) <= n else [s[i : i + n] for i in range(len(s) - n + 1)]
+        return [g.encode("utf-8", "surrogatepass") for g in dict.fromkeys(grams)]
     if len(words) <= n:
         return [" ".join(words).encode("utf-8", "surrogatepass")]
     windows = map(" ".join, zip(*[words[i:] for i in range(n)]))  # the n-word windows, in order
     return [g.encode("utf-8", "surrogatepass") for g in dict.fromkeys(windows)]
+
+
+def is_unsegmented(text: str) -> bool:
+    """Whether most of ``text``'s word characters are in a script written without spaces (CJK, Thai, ...).
+
+    Such a text has no word boundaries for ``\\w+`` to find: a whole sentence is one "word", so word n-grams
+    would make each sentence one shingle and a single edited character would change it. :func:`shingles`
+    takes n-grams of its characters instead. ASCII texts are answered without a scan.
+    """
+    if text.isascii():
+        return False
+    unsegmented = len(_UNSEGMENTED_RE.findall(text))
+    return unsegmented > 0 and 2 * unsegmented >= sum(map(len, _WORD_RE.findall(text)))
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:

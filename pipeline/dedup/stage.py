@@ -88,6 +88,7 @@ import apache_beam as beam
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.commit import committed_files
+from pipeline.dedup.boilerplate import BoilerplateConfig
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
 from pipeline.dedup.exact import ExactConfig
 from pipeline.dedup.index import INDEX_DIR, IndexEntries, index_files, index_meta, write_index_meta
@@ -157,9 +158,32 @@ class NearConfig:
     # candidate pairs, precision 1.0 both. With ``verify="none"`` candidates are the verdict: raise fp_weight.
     fp_weight: float = field(default=0.05, metadata={"help": "weight of false positives when choosing bands x rows"})
     fn_weight: float = field(default=0.95, metadata={"help": "weight of false negatives when choosing bands x rows"})
-    verify: Literal["jaccard", "signature", "none"] = field(
+    verify: Literal["jaccard", "signature", "none", "containment"] = field(
         default="jaccard",
-        metadata={"help": "check candidates by true shingle Jaccard, by the MinHash estimate, or not at all"},
+        metadata={
+            "help": "check candidates by true shingle Jaccard, by the MinHash estimate, not at all, or by the "
+            "containment of each document's core in the other (boilerplate.core_containment_match; "
+            "ccgpt dedup eval only so far)"
+        },
+    )
+    # Boilerplate-aware comparison (pipeline/dedup/boilerplate.py): shingles of the core (the text without
+    # lines recurring in min_docs documents of its host) go into the signature, and verify="containment"
+    # checks each core against the other document. `ccgpt dedup eval` runs it by default; the Beam stage
+    # does not implement it yet and refuses these settings (run_dedup) rather than ignore them.
+    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
+    lsh_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "Jaccard the banding is chosen for (0: the threshold, or t/(2-t) with verify=containment); "
+            "ccgpt dedup eval only so far"
+        },
+    )
+    min_overlap: int = field(
+        default=20,
+        metadata={
+            "help": "verify=containment: shingles a core must share with the other document at least "
+            "(ccgpt dedup eval only so far)"
+        },
     )
     all_pairs_max: int = field(
         default=8, metadata={"help": "LSH buckets up to this size emit all pairs; larger ones a star on their min"}
@@ -179,7 +203,13 @@ class NearConfig:
 
     def __post_init__(self) -> None:
         """Reject settings that would otherwise fail deep inside a worker."""
-        for name, low in (("num_perm", 1), ("all_pairs_max", 1), ("cc_rounds", 0), ("partitions", 0)):
+        for name, low in (
+            ("num_perm", 1),
+            ("all_pairs_max", 1),
+            ("cc_rounds", 0),
+            ("partitions", 0),
+            ("min_overlap", 1),
+        ):
             if getattr(self, name) < low:
                 raise ValueError(f"NearConfig.{name} must be >= {low}, got {getattr(self, name)}")
 
@@ -545,6 +575,13 @@ def run_dedup(
     inputs: list[str], out_dir: str, cfg: DedupConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Deduplicate the document tables ``inputs`` (exact, then near) into one document table ``out_dir``."""
+    if cfg.near.enabled and (
+        cfg.near.boilerplate.enabled or cfg.near.verify == "containment" or cfg.near.lsh_threshold
+    ):
+        raise ValueError(
+            "dedup: near.boilerplate.enabled, near.verify=containment and near.lsh_threshold are not implemented "
+            "by the Beam stage yet (ccgpt dedup eval runs them); leave them unset for run_dedup"
+        )
     stage = Stage(
         "dedup",
         out_dir,
