@@ -32,6 +32,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import xxhash
 
+from pipeline.mix.config import MixConfig
 from pipeline.mix.encode import Doc
 from pipeline.mix.plan import (
     Boundary,
@@ -46,6 +47,7 @@ from pipeline.mix.plan import (
     cut_in_bin,
     find_boundary,
     in_prefix,
+    normalise_weights,
     plan_problems,
     select_key,
     selection_goal,
@@ -241,26 +243,15 @@ def _allocate(
 class PlanDraws(beam.PTransform):
     """``(source, Doc)`` -> ``{"draws": (source, SourceDraw), "buckets": ((source, bucket), BucketPlan)}``."""
 
-    def __init__(
-        self,
-        weights: dict[str, float],
-        total_tokens: int,
-        seq_len: int,
-        seed: int,
-        val_fraction: float,
-        val_max_tokens: int,
-        max_epochs: float,
-        itemsize: int,
-        buckets: dict[str, int],
-    ):
+    def __init__(self, cfg: MixConfig, itemsize: int, buckets: dict[str, int]):
         super().__init__()
-        self.weights = dict(weights)
-        self.total_tokens = total_tokens
-        self.seq_len = seq_len
-        self.seed = seed
-        self.val_fraction = val_fraction
-        self.val_max_tokens = val_max_tokens
-        self.max_epochs = max_epochs
+        self.weights = normalise_weights(cfg.weights)
+        self.total_tokens = cfg.total_tokens
+        self.seq_len = cfg.seq_len
+        self.seed = cfg.seed
+        self.val_fraction = cfg.val_fraction
+        self.val_max_tokens = cfg.val_max_tokens
+        self.max_epochs = cfg.max_epochs
         self.itemsize = itemsize
         self.buckets = dict(buckets)
 

@@ -85,18 +85,7 @@ class Mix(beam.PTransform):
                 EncodeDocuments(cfg.tokenizer, list(self.shares), self.token_dtype, cfg.encode_batch_size)
             ).with_outputs(OUTCOMES, main="docs")
         )
-        itemsize = np.dtype(self.token_dtype).itemsize
-        plan = encoded.docs | "Plan" >> PlanDraws(
-            self.shares,
-            cfg.total_tokens,
-            cfg.seq_len,
-            cfg.seed,
-            cfg.val_fraction,
-            cfg.val_max_tokens,
-            cfg.max_epochs,
-            itemsize,
-            self.buckets,
-        )
+        plan = encoded.docs | "Plan" >> PlanDraws(cfg, np.dtype(self.token_dtype).itemsize, self.buckets)
         draws = beam.pvalue.AsDict(plan["draws"])
         packed = (
             encoded.docs
