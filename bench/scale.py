@@ -248,7 +248,8 @@ def build_block(folder: str, block: int, pages: list[bytes]) -> None:
         path = os.path.join(folder, f"b{block:03d}-{f:02d}.warc.gz")
         if os.path.exists(path):
             continue
-        with open(path + ".tmp", "wb") as fh:
+        tmp = f"{path}.tmp-{os.getpid()}"  # two builders of one folder write the same bytes, never one file
+        with open(tmp, "wb") as fh:
             w = WARCWriter(fh, gzip=True)
             for i in range(f * PER_WARC, (f + 1) * PER_WARC):
                 n = block * BLOCK + i
@@ -258,7 +259,7 @@ def build_block(folder: str, block: int, pages: list[bytes]) -> None:
                 )
                 url = f"http://site{n % 997}.bench.example/{block}/{docs[i]['id']}"
                 w.write_record(w.create_warc_record(url, "response", payload=BytesIO(body), http_headers=headers))
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
 
 
 def warcs(work: str, docs: int) -> list[str]:
@@ -414,7 +415,6 @@ def run_stage(stage: str, work: str, docs: int) -> dict:
         "shuffle_by_step": meter.by_step,
         "out_bytes": folder_bytes(out),
         "in_bytes": sum(os.path.getsize(f) for f in warcs(work, docs)) if stage == "curate" else None,
-        "driver_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         **extra,
     }
 
@@ -595,6 +595,12 @@ def cost_model(results: dict) -> dict:
             "peak_process_mb": r["peak_process_mb"],
         }
     core_h = sum(v["core_hours"] for v in stages.values())
+    # curate's cost follows the bytes of HTML more than the count of pages: the same slope per compressed WARC byte
+    c_lo, c_hi = lo["stages"]["curate"], hi["stages"]["curate"]
+    by_bytes = None
+    if c_hi.get("in_bytes") and c_lo.get("in_bytes") and c_hi["in_bytes"] > c_lo["in_bytes"]:
+        per_byte = (c_hi["cpu_seconds"] - c_lo["cpu_seconds"]) / (c_hi["in_bytes"] - c_lo["in_bytes"])
+        by_bytes = per_byte * CRAWL["compressed_tb"][0] * 1e12 / 3600
     shuffle_tb = sum(v["shuffle_tb"] for v in stages.values())
     p = {k: v[0] for k, v in PRICES.items()}
     peak_gb = max(v["peak_process_mb"] for v in stages.values()) / 1024
@@ -615,6 +621,8 @@ def cost_model(results: dict) -> dict:
     return {
         "stages": stages,
         "core_hours": core_h,
+        "curate_core_hours_by_bytes": by_bytes,
+        "bench_bytes_per_page": c_hi["in_bytes"] / max(c_hi["read"], 1) if c_hi.get("in_bytes") else None,
         "shuffle_tb": shuffle_tb,
         "peak_gb": peak_gb,
         "gets": gets,
@@ -720,7 +728,9 @@ def render(results: dict) -> str:
             f"## Does it scale? ({lo:,} → {hi:,} documents)",
             "",
             f"Time may grow at most {TIME_BAR}x faster than linear (wall time at {hi:,} documents divided by "
-            f"{hi // lo} times the wall time at {lo:,}), and the largest process may grow at most {MEMORY_BAR}x.",
+            f"{hi // lo} times the wall time at {lo:,}), and the largest process may grow at most {MEMORY_BAR}x. "
+            "The verdict is on wall time, as the bar is set; CPU time, beside it, is the steadier measure on a "
+            "shared machine.",
             "",
             "| stage | wall time vs linear | CPU time vs linear | per-process peak memory | within the bars "
             "| marginal CPU / document, last interval vs first |",
@@ -733,8 +743,10 @@ def render(results: dict) -> str:
             verdict = (
                 "yes"
                 if ok_t and ok_m
-                else "**no**: " + ", ".join(x for x, ok in (("time", ok_t), ("memory", ok_m)) if not ok)
+                else "**no**: " + ", ".join(x for x, ok in (("wall time", ok_t), ("memory", ok_m)) if not ok)
             )
+            if not ok_t and r["cpu_vs_linear"] <= TIME_BAR:
+                verdict += " (CPU time within)"
             if not (ok_t and ok_m):
                 failing.append(s)
             marginal = f"{r['marginal_cpu']:.2f}x" if "marginal_cpu" in r else "—"
@@ -750,11 +762,31 @@ def render(results: dict) -> str:
                 else "Outside the bars: " + ", ".join(failing) + " (see the table; not hidden, not rounded away)."
             ),
             "",
+            *memory_notes(pts),
             "Values below 1 mean the stage's fixed cost (runner start-up, process start, model loading) still",
             "weighs at the smallest size, which hides part of any growth; the last column takes the fixed cost out:",
             "the CPU seconds each further document costs between the two largest sizes over the same between the two",
             "smallest (1 = linear). The 1M-document point of the dedup stage alone is measured by",
             "`bench/dedup.py`: [BENCHMARKS.md, dedup-scale](BENCHMARKS.md#dedup-scale).",
+            "",
+        ]
+    big = pts[-1]
+    steps = [
+        (s, step, b)
+        for s in STAGES
+        for step, b in sorted(big["stages"][s].get("shuffle_by_step", {}).items(), key=lambda kv: -kv[1])
+        if b >= 0.01 * big["stages"][s]["shuffle_bytes"]
+    ]
+    if steps:
+        out += [
+            f"Where the shuffle bytes go at {hi:,} documents (each GroupByKey's input; the writers group documents "
+            "into output files, so every kept document crosses one):",
+            "",
+            "| stage | GroupByKey | MiB |",
+            "|---|---|---:|",
+            *[f"| {s} | `{step}` | {b / 2**20:,.1f} |" for s, step, b in steps],
+            "",
+            "(GroupByKeys below 1 % of their stage's shuffle bytes left out.)",
             "",
         ]
     out += [
@@ -781,6 +813,19 @@ def render(results: dict) -> str:
     out += [
         f"| **all** | | | **{_n(cm['core_hours'])}** | **{cm['shuffle_tb']:,.2f}** | {cm['peak_gb'] * 1024:.0f} |",
         "",
+        *(
+            [
+                f"The bench's pages average {cm['bench_bytes_per_page'] / 1024:,.1f} KiB of compressed WARC; "
+                "the crawl's "
+                f"average {CRAWL['compressed_tb'][0] * 1e12 / CRAWL['pages'][0] / 1024:,.1f} KiB. Scaled by compressed "
+                f"bytes instead of pages, curate costs {_n(cm['curate_core_hours_by_bytes'])} core-hours instead of "
+                f"{_n(cm['stages']['curate']['core_hours'])}: the truth for a real crawl is likely between the two, "
+                "and the prices below use the page count.",
+                "",
+            ]
+            if cm.get("curate_core_hours_by_bytes")
+            else []
+        ),
         "Reading the crawl: with Beam's S3 filesystem a worker fetches a WARC file in ranged GETs of",
         f"{PRICES['s3_read_buffer_mib'][0]} MiB, so about {_n(cm['gets'])} GET requests "
         f"(USD {_n(cm['get_cost'])} at the S3 request price, nothing when the crawl's AWS Open Data bucket is read "
@@ -850,6 +895,34 @@ def render(results: dict) -> str:
         "  of the same records.",
     ]
     return "\n".join(out) + "\n"
+
+
+def memory_notes(pts: list[dict]) -> list[str]:
+    """Where the memory of a stage outside the memory bar grows (driver or worker), and the design limit that
+    explains it, read from the code's own constants."""
+    from pipeline.tables import CRAWL_FILE_BYTES, DOCUMENT_FILE_BYTES
+
+    lo, hi = pts[0], pts[-1]
+    grown = []
+    for s in STAGES:
+        a, b = lo["stages"][s], hi["stages"][s]
+        if b["peak_process_mb"] / a["peak_process_mb"] > MEMORY_BAR:
+            grown.append(
+                f"{s} (driver {a['driver_mb']} → {b['driver_mb']} MB, largest worker {a['worker_mb']} → "
+                f"{b['worker_mb']} MB)"
+            )
+    if not grown:
+        return []
+    return [
+        "Where the memory grows: " + "; ".join(grown) + ". Two things grow with the input on this runner. A",
+        f"stage writes one document file per {DOCUMENT_FILE_BYTES >> 20} MiB of input table (curate: per",
+        f"{CRAWL_FILE_BYTES >> 30} GiB of WARC), and one worker holds a file's rows while it sorts and writes them",
+        "(`pipeline/tables.py`, `WriteDocuments`): below that much input, as at every size here, a stage writes a",
+        "single file and its writer holds every kept row; above it, files multiply and the writer's memory stops",
+        "growing. And Beam's local runner keeps each GroupByKey's data in the driver process until the grouped",
+        "step runs, where Dataflow, Flink and Spark shuffle outside the workers' memory.",
+        "",
+    ]
 
 
 def write_page(results: dict, path: str = PAGE) -> None:
