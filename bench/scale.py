@@ -158,15 +158,16 @@ PRICES = {
         "assumption: a round figure between the large clouds' on-demand H100 prices of 2024-2025",
     ),
 }
+NEMO_SOURCE = "NVIDIA/NeMo-Curator README.md, 'Why NeMo Curator?' (undated; read in its 2025-2026 form)"
 NEMO = {
-    "fuzzy_dedup_tb": (8, "TB of text (RedPajama v2, 1.78 trillion tokens)", "NVIDIA/NeMo-Curator README.md"),
+    "fuzzy_dedup_tb": (8, "TB of text (RedPajama v2, 1.78 trillion tokens)", NEMO_SOURCE),
     "fuzzy_dedup_hours_4_nodes": (
         0.50,
         "hours for fuzzy dedup on four H100 80 GB nodes (2.05 hours on one)",
-        "NVIDIA/NeMo-Curator README.md, 'Why NeMo Curator?' (undated; read in its 2025-2026 form)",
+        NEMO_SOURCE,
     ),
     "gpus_per_node": (8, "H100 GPUs per node", "assumption: a DGX/HGX H100 node"),
-    "speedup_vs_cpu": (16, "x faster fuzzy dedup than CPU-based alternatives", "NVIDIA/NeMo-Curator README.md"),
+    "speedup_vs_cpu": (16, "x faster fuzzy dedup than CPU-based alternatives (its own comparison)", NEMO_SOURCE),
 }
 
 
