@@ -764,6 +764,9 @@ def render(results: dict) -> str:
             ),
             "",
             *memory_notes(pts),
+            "Wall time depends on the load beside the bench: compare the load columns of the curve, a size measured",
+            "under less load looks faster than it is.",
+            "",
             "Values below 1 mean the stage's fixed cost (runner start-up, process start, model loading) still",
             "weighs at the smallest size, which hides part of any growth; the last column takes the fixed cost out:",
             "the CPU seconds each further document costs between the two largest sizes over the same between the two",
@@ -863,8 +866,8 @@ def render(results: dict) -> str:
         "## Beside NeMo Curator's published GPU figures",
         "",
         "NeMo Curator publishes fuzzy dedup only, on GPUs. Its figure, turned into GPU-hours per TB of text and",
-        "applied to the text a crawl sends into dedup (the documents entering dedup times the bytes of document",
-        f"table per document measured here, {cm['dedup_text_tb']:,.2f} TB):",
+        "applied to the text a crawl sends into dedup (the documents entering dedup times the UTF-8 bytes of text",
+        f"per document entering dedup measured here, {cm['dedup_text_tb']:,.2f} TB):",
         "",
         "| name | value | unit | source |",
         "|---|---:|---|---|",
@@ -915,13 +918,23 @@ def memory_notes(pts: list[dict]) -> list[str]:
     if not grown:
         return []
     return [
-        "Where the memory grows: " + "; ".join(grown) + ". Two things grow with the input on this runner. A",
+        "Where the memory grows: "
+        + "; ".join(grown)
+        + ". Two things in the code grow with the input on this runner and are the",
+        "likely causes (not profiled here). A",
         f"stage writes one document file per {DOCUMENT_FILE_BYTES >> 20} MiB of input table (curate: per",
         f"{CRAWL_FILE_BYTES >> 30} GiB of WARC), and one worker holds a file's rows while it sorts and writes them",
-        "(`pipeline/tables.py`, `WriteDocuments`): below that much input, as at every size here, a stage writes a",
-        "single file and its writer holds every kept row; above it, files multiply and the writer's memory stops",
-        "growing. And Beam's local runner keeps each GroupByKey's data in the driver process until the grouped",
-        "step runs, where Dataflow, Flink and Spark shuffle outside the workers' memory.",
+        "(`pipeline/tables.py`, `WriteDocuments`): below that much input a stage writes a single file and its",
+        "writer holds every kept row; above it, files multiply and the writer's memory stops growing"
+        + (
+            f" (curate's largest input here, {hi['stages']['curate']['in_bytes'] / 2**30:.2f} GiB of WARC, is "
+            f"{'below' if hi['stages']['curate']['in_bytes'] < CRAWL_FILE_BYTES else 'above'} its cap)."
+            if hi["stages"]["curate"].get("in_bytes")
+            else "."
+        ),
+        "And Beam's local runner keeps each GroupByKey's data in the driver process until the grouped step runs,",
+        "where Dataflow, Flink and Spark shuffle outside the workers' memory. Neither is fixed by this bench: the",
+        "figures are as measured.",
         "",
     ]
 
