@@ -132,6 +132,14 @@ BENCHES = [
         full_only=True,
     ),
     Bench(
+        "scale",
+        "curate → quality filter → dedup → mix at 10k, 30k and 100k documents: time, CPU time, per-process peak "
+        "memory and shuffle bytes per stage; the page with the cost of one crawl is docs/SCALE.md",
+        [],
+        [],
+        full_only=True,
+    ),
+    Bench(
         "eval",
         "zero-shot evaluation (BLiMP + WikiText-2), ccgpt eval vs lm-eval --model hf on the same untrained model",
         ["--blimp-pairs", "20", "--wikitext-articles", "4"],

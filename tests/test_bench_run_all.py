@@ -84,3 +84,90 @@ def test_main_updates_the_page_without_dropping_a_gpu_section(tmp_path, monkeypa
     assert "train-cuda" not in ran and "dedup-scale" not in ran and "curate" in ran
     text = page.read_text()
     assert "gpu 0.98x" in text and "GPU: NVIDIA H200" in text and "curate now 1.5x" in text
+
+
+def _scale_results(planned=(10_000, 30_000, 100_000)):
+    """Made-up curve: every stage costs 2 s of start-up plus 1 ms of CPU per document; dedup's largest process
+    doubles from the smallest to the largest size."""
+
+    def stage(n, mb):
+        return {
+            "seconds": 2 + n / 1000,
+            "cpu_seconds": 2 + n / 1000,
+            "read": n,
+            "kept": n // 2,
+            "peak_process_mb": mb,
+            "driver_mb": 100,
+            "worker_mb": mb,
+            "shuffle_bytes": 1000 * n,
+            "shuffle_combiner_bytes": 0,
+            "out_bytes": 10 * n,
+            "in_text_bytes": 2000 * n,
+        }
+
+    points = [
+        {
+            "docs": n,
+            "load_before": [1.0, 1.0, 1.0],
+            "load_after": [2.0, 1.0, 1.0],
+            "stages": {s: stage(n, 400 * (1 + (s == "dedup") * i / 2)) for s in _scale_module().STAGES},
+        }
+        for i, n in enumerate((10_000, 30_000, 100_000))
+    ]
+    return {
+        "date": "2026-01-01 00:00 UTC",
+        "machine": machine(),
+        "workers": 2,
+        "command": "python -m bench.scale",
+        "planned": list(planned),
+        "points": points,
+    }
+
+
+def _scale_module():
+    import bench.scale
+
+    return bench.scale
+
+
+def test_scale_cost_model_arithmetic():
+    scale = _scale_module()
+    cm = scale.cost_model(_scale_results())
+    pages = scale.CRAWL["pages"][0]
+    # the slope (1 ms per document) times the documents each stage sees; start-up left out
+    assert abs(cm["stages"]["curate"]["core_hours"] - 0.001 * pages / 3600) < 1e-6
+    docs_dedup = pages * scale.KEEP["quality_filter"][0] * scale.KEEP["dedup"][0]
+    assert abs(cm["stages"]["dedup"]["docs_in"] - docs_dedup) < 1
+    assert abs(cm["stages"]["dedup"]["shuffle_tb"] - 1000 * docs_dedup / 1e12) < 1e-9
+    assert abs(cm["core_hours"] - sum(v["core_hours"] for v in cm["stages"].values())) < 1e-6
+    p = {k: v[0] for k, v in scale.PRICES.items()}
+    assert abs(cm["ec2"] - cm["core_hours"] * p["cluster_overhead"] * p["ec2_vcpu_h"]) < 1e-6
+    parts = cm["dataflow_parts"]
+    assert abs(cm["dataflow"] - (parts["vcpu"] + parts["memory"] + parts["shuffle"])) < 1e-6
+    files = scale.CRAWL["warc_files"][0]
+    assert cm["gets"] % files == 0 and cm["gets"] >= scale.CRAWL["compressed_tb"][0] * 1e12 / (16 * 2**20)
+    assert abs(cm["dedup_text_tb"] - docs_dedup * 2000 / 1e12) < 1e-9
+    tiers = [p[f"aws_egress_{t}_gb"] for t in ("first_10tb", "next_40tb", "next_100tb", "beyond")]
+    assert abs(scale.egress_cost(5_000) - 5_000 * tiers[0]) < 1e-6
+    assert (
+        abs(
+            scale.egress_cost(200_000)
+            - (10_000 * tiers[0] + 40_000 * tiers[1] + 100_000 * tiers[2] + 50_000 * tiers[3])
+        )
+        < 1e-6
+    )
+
+
+def test_scale_page_says_what_fails_and_names_every_source():
+    scale = _scale_module()
+    rat = scale.ratios(_scale_results())
+    assert rat["dedup"]["memory"] == 2.0 and rat["curate"]["memory"] == 1.0
+    assert abs(rat["curate"]["marginal_cpu"] - 1.0) < 1e-9 and rat["curate"]["time_vs_linear"] < 1
+    page = scale.render(_scale_results())
+    assert "| dedup |" in page and "**no**: memory" in page and "Outside the bars: dedup" in page
+    assert "partial curve" not in page
+    for table in (scale.CRAWL, scale.KEEP, scale.PRICES, scale.NEMO):
+        for name, (_, _, source) in table.items():
+            assert f"| `{name}` |" in page and source in page
+    partial = scale.render(_scale_results(planned=(10_000, 30_000, 100_000, 300_000)))
+    assert "**partial curve**" in partial

@@ -1,7 +1,8 @@
 """Measured figures live in generated pages only; the hand-written docs link to them instead of copying them.
 
 The rule, kept simple on purpose: in README.md, docs/ARCHITECTURE.md and docs/DEDUP.md, every *figure* must
-sit in a paragraph that links to a generated page (``docs/BENCHMARKS.md``, written by ``bench/run_all.py``).
+sit in a paragraph that links to a generated page (``docs/BENCHMARKS.md``, written by ``bench/run_all.py``, or
+``docs/SCALE.md``, written by ``bench/scale.py``).
 
 - A figure is a ratio (``2.8×``, ``1.9x``), a number with a unit of time, size, rate or share (``15 pages/s``,
   ``461 s``, ``6 minutes``, ``899 MB``, ``17.8 %``), or a score written as a decimal fraction of two or more
@@ -9,7 +10,7 @@ sit in a paragraph that links to a generated page (``docs/BENCHMARKS.md``, writt
   and sizes of inputs (``10k documents``) are not figures.
 - A paragraph is a run of lines between blank lines; each table row and each list item is a paragraph of its
   own; fenced code blocks are skipped.
-- A link to the generated page is a Markdown link whose target names ``BENCHMARKS.md``.
+- A link to a generated page is a Markdown link whose target names ``BENCHMARKS.md`` or ``SCALE.md``.
 
 The README must also say exactly what the demo downloads: every pinned artefact of the sample, with its
 version and registry.
@@ -26,7 +27,7 @@ from pipeline.sample.build import _BUILDERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", "docs/ARCHITECTURE.md", "docs/DEDUP.md"]
-GENERATED = ("BENCHMARKS.md",)
+GENERATED = ("BENCHMARKS.md", "SCALE.md")
 UNIT = (
     r"%|ms|s|sec|seconds?|min|minutes?|h|hours?|[kKMGT]i?B|bytes"
     r"|(?:pages|docs|documents|tokens|tok|rows|records|steps|it)/s"
