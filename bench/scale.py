@@ -539,6 +539,16 @@ def run_curve(sizes: list[int], work: str, timeout: float, save=None) -> dict:
     return results
 
 
+def remeasure(results: dict, stage: str, work: str, timeout: float) -> dict:
+    """``results`` with ``stage`` measured again at every size, on the earlier stage outputs kept in ``work``."""
+    for point in sorted(results["points"], key=lambda p: p["docs"]):
+        r = measure(stage, work, point["docs"], timeout)
+        print(f"{point['docs']:>8} {stage:15s} {r['seconds']:8.1f} s  peak {r['peak_process_mb']:5d} MB", flush=True)
+        point["stages"][stage] = r
+    results.setdefault("remeasured", {})[stage] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return results
+
+
 # --- the page ---------------------------------------------------------------------------------------------------
 
 
@@ -689,6 +699,11 @@ def render(results: dict) -> str:
         "each with its source and date or marked as an assumption.",
         "",
         f"- measured: {results['date']}, `{results['command']}`",
+        *(
+            f"- `{stage}` measured again on {date}, after a change of the stage: "
+            f"`python -m bench.scale --remeasure {stage}`"
+            for stage, date in sorted(results.get("remeasured", {}).items())
+        ),
         *(
             [
                 f"- **partial curve**: the run finished {', '.join(f'{p:,}' for p in done)} of the planned "
@@ -956,22 +971,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--page", default=PAGE)
     ap.add_argument("--report", action="store_true", help="only write the page from --results")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
+    ap.add_argument(
+        "--remeasure",
+        choices=STAGES,
+        help="measure this stage again at every size of --results (its inputs kept in --work), e.g. after "
+        "changing it; the page names the date of each stage measured apart",
+    )
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     ap.add_argument("--docs", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stage:
         print(json.dumps(run_stage(args.stage, os.path.abspath(args.work), args.docs)))
         return 0
-    if not args.report:
 
-        def save(results: dict) -> None:
-            os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-            tmp = f"{args.results}.tmp-{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(results, fh, indent=1)
-            os.replace(tmp, args.results)
-            write_page(results, args.page)
+    def save(results: dict) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+        tmp = f"{args.results}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=1)
+        os.replace(tmp, args.results)
+        write_page(results, args.page)
 
+    if args.remeasure:
+        with open(args.results, encoding="utf-8") as fh:
+            save(remeasure(json.load(fh), args.remeasure, os.path.abspath(args.work), args.timeout))
+    elif not args.report:
         run_curve(sorted(args.sizes), os.path.abspath(args.work), args.timeout, save)
         print(f"wrote {os.path.relpath(args.results)}")
     with open(args.results, encoding="utf-8") as fh:
