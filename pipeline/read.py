@@ -46,6 +46,8 @@ import apache_beam as beam
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, dropped
 from pipeline.fs import READ_ONLY, check_path, scheme
+from pipeline.ledger import DEFAULT_GROUP_BYTES
+from pipeline.tables import UNLISTED_INPUT_BYTES
 
 # Extra tagged outputs every curate DoFn may use besides OUTCOMES (see pipeline.accounting).
 EXAMPLES = "examples"  # (reason, {"reason", "url", "text"}) for examples.jsonl
@@ -64,6 +66,13 @@ class ReadConfig:
         default=4 * 1024 * 1024,
         metadata={
             "help": "records whose WARC Content-Length, or decoded HTTP payload, exceeds this are dropped as too_large"
+        },
+    )
+    group_bytes: int = field(
+        default=DEFAULT_GROUP_BYTES,
+        metadata={
+            "help": "input bytes per work unit: the input files are grouped up to this size and each group is "
+            "committed on its own, so a rerun after a kill reads none of the groups done (pipeline/ledger.py)"
         },
     )
     html_content_types: list[str] = field(
@@ -90,21 +99,28 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     whatever its name (so a ``.bad`` or ``.arc`` file given by hand is read and, if broken, reported).
     An input that matches nothing is an error: a typo must not silently produce an empty corpus.
     """
-    files: list[str] = []
+    return [path for path, _ in expand_sized_inputs(inputs)]
+
+
+def expand_sized_inputs(inputs: list[str]) -> list[tuple[str, int]]:
+    """:func:`expand_inputs` with each file's size, from the same listing (an ``https://`` file, never listed,
+    counts as one Common Crawl WARC): what the input-file groups of :mod:`pipeline.ledger` are cut by."""
+    files: dict[str, int] = {}
     for inp in inputs:
         check_path(inp, "curate input")
         if scheme(inp) in READ_ONLY:
-            found = [inp]  # https:// (Common Crawl's public endpoint): one file per URL, no listing
+            found = [(inp, UNLISTED_INPUT_BYTES)]  # https:// (Common Crawl's public endpoint): no listing
         elif any(c in inp for c in "*?["):
-            found = [f.path for f in fs.expand(fs.local_path(inp))]
+            found = [(f.path, f.size) for f in fs.expand(fs.local_path(inp))]
         elif fs.is_dir(inp):  # a folder (or prefix) of WARC/WET files
-            found = [f.path for f in fs.expand(fs.local_path(inp)) if f.path.endswith(WARC_SUFFIXES)]
+            found = [(f.path, f.size) for f in fs.expand(fs.local_path(inp)) if f.path.endswith(WARC_SUFFIXES)]
         else:
-            found = [fs.local_path(inp)] if fs.is_file(inp) else []
+            found = [(fs.local_path(inp), f.size) for f in fs.match(fs.local_path(inp))] if fs.is_file(inp) else []
         if not found:
             raise FileNotFoundError(f"curate input {inp!r} matches no WARC/WET file")
-        files.extend(found)
-    return sorted(dict.fromkeys(files))
+        for path, size in found:
+            files.setdefault(path, size)
+    return sorted(files.items())
 
 
 def open_stream(path: str):

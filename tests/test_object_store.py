@@ -62,7 +62,7 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
 
     store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
     listed = [f["path"] for f in remote.extra["files"]]
-    assert listed == [f["path"] for f in local.extra["files"]] and "documents-00000-of-00001.parquet" in listed
+    assert listed == [f["path"] for f in local.extra["files"]] and "documents-g00000-00000-of-00001.parquet" in listed
     for f in remote.extra["files"]:  # every committed file is there with its size and checksum
         with store.open_input_stream(f"{bucket}/runs/curate/{f['path']}") as fh:
             data = fh.read()
@@ -76,7 +76,7 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
     assert run_curate([warc], remote_out, cfg, local_runner).extra["attempt"] == remote.extra["attempt"]  # skipped
 
     # a straggler's late file under the committed folder is not read: readers take stats.json's list
-    with open(os.path.join(local_out, "documents-00000-of-00001.parquet"), "rb") as lf:
+    with open(os.path.join(local_out, "documents-g00000-00000-of-00001.parquet"), "rb") as lf:
         doc_bytes = lf.read()
     with store.open_output_stream(f"{bucket}/runs/curate/documents-straggler.parquet") as fh:
         fh.write(doc_bytes)
