@@ -381,7 +381,7 @@ class Stage:
         pending = [g for g in groups if g.id not in done]
         if done:
             log.info("%s: %d of %d input groups committed earlier, not read again", self.name, len(done), len(groups))
-        per_wave = max(1, getattr(runner, "groups_per_wave", 1))
+        per_wave = max(1, runner.groups_per_wave)
         for start in range(0, len(pending), per_wave):
             wave = pending[start : start + per_wave]
             where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
