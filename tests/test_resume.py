@@ -140,3 +140,23 @@ def test_a_group_whose_files_changed_is_not_committed(tmp_path):
     assert committed_groups(out, [Group("g00000", (("a.warc", 11),))], "fp") == {}  # another plan
     (tmp_path / "documents-g00000-00000-of-00001.parquet").write_bytes(b"x" * 6)
     assert committed_groups(out, [group], "fp") == {}  # a file rewritten since
+
+
+def test_a_source_in_groups_keeps_the_same_documents(shared_data, tmp_path, local_runner):
+    """A files source read one file a group: the same documents, ids and accounting as in one group."""
+    from pipeline.sources.files import SourceConfig, run_source
+    from pipeline.tables import read_documents
+
+    text = open(os.path.join(shared_data, "reference", "tinyshakespeare.txt"), encoding="utf-8").read()
+    for i in range(3):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        lines = [json.dumps({"text": text[j : j + 2000]}) for j in range(i * 20_000, (i + 1) * 20_000, 2000)]
+        (tmp_path / "in" / f"part-{i}.jsonl").write_text("\n".join(lines + ['{"no text": 1}']) + "\n")
+    runs = {}
+    for name, group_bytes in (("one", 1 << 30), ("three", 1)):
+        cfg = SourceConfig(name="books", format="jsonl", group_bytes=group_bytes)
+        stats = run_source([str(tmp_path / "in")], str(tmp_path / name), cfg, local_runner)
+        rows = sorted(read_documents(str(tmp_path / name)), key=lambda r: r["id"])
+        runs[name] = (stats.extra["input_groups"], stats.read, stats.kept, stats.dropped, rows)
+    assert [runs[n][0] for n in ("one", "three")] == [1, 3]
+    assert runs["one"][1:] == runs["three"][1:] and runs["one"][2] == 30
