@@ -36,7 +36,7 @@ from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig, HeuristicFilters
 from pipeline.langid import IdentifyLanguage, LangIdConfig
 from pipeline.ledger import Group, SideFile, plan_groups
-from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_sized_inputs
+from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
@@ -144,7 +144,7 @@ def run_curate(
     stage = Stage("curate", out_dir, inputs, cfg, force, module=__name__)
     if stage.complete():
         return load_stats(out_dir)
-    groups = plan_groups(expand_sized_inputs(inputs), cfg.read.group_bytes)
+    groups = plan_groups(expand_inputs(inputs), cfg.read.group_bytes)
     files = [f for g in groups for f in g.files]
     side_files = (
         SideFile(COUNTERS_FILE, "sum", "counter"),

@@ -92,19 +92,14 @@ class ReadEvent(NamedTuple):
     info: dict[str, Any]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Turn paths, folders, globs and URLs into a sorted, de-duplicated list of files.
+def expand_inputs(inputs: list[str]) -> list[tuple[str, int]]:
+    """Turn paths, folders, globs and URLs into a sorted, de-duplicated list of ``(file, bytes)``.
 
     Folders contribute their WARC/WET files (``WARC_SUFFIXES``, recursively); an explicit file is taken
     whatever its name (so a ``.bad`` or ``.arc`` file given by hand is read and, if broken, reported).
-    An input that matches nothing is an error: a typo must not silently produce an empty corpus.
-    """
-    return [path for path, _ in expand_sized_inputs(inputs)]
-
-
-def expand_sized_inputs(inputs: list[str]) -> list[tuple[str, int]]:
-    """:func:`expand_inputs` with each file's size, from the same listing (an ``https://`` file, never listed,
-    counts as one Common Crawl WARC): what the input-file groups of :mod:`pipeline.ledger` are cut by."""
+    An input that matches nothing is an error: a typo must not silently produce an empty corpus. Sizes come
+    from the same listing (an ``https://`` file, never listed, counts as one Common Crawl WARC): the input-file
+    groups of :mod:`pipeline.ledger` are cut by them."""
     files: dict[str, int] = {}
     for inp in inputs:
         check_path(inp, "curate input")

@@ -22,7 +22,7 @@ from pipeline import read
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.extract import ExtractConfig
 from pipeline.ledger import Group, committed_groups, plan_groups
-from pipeline.read import ReadConfig, expand_sized_inputs
+from pipeline.read import ReadConfig, expand_inputs
 from pipeline.stage import Stage
 from pipeline.tables import document_files
 
@@ -67,7 +67,7 @@ def _outputs(out: str) -> dict[str, bytes]:
 
 def test_kill_then_rerun_reads_no_committed_group(shared_data, tmp_path, local_runner, monkeypatch):
     inputs = [os.path.join(shared_data, "warc", "pywb-sample")]
-    groups = plan_groups(expand_sized_inputs(inputs), GROUP_BYTES)
+    groups = plan_groups(expand_inputs(inputs), GROUP_BYTES)
     assert len(groups) == 5
 
     clean = str(tmp_path / "clean")

@@ -56,7 +56,7 @@ from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig
 from pipeline.langid import LangIdConfig
 from pipeline.ledger import OUTCOMES_FILE, Group, SideFile, plan_groups
-from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_sized_inputs
+from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
     STAGE,
@@ -461,7 +461,7 @@ def run_webtext(
         fmt = list_format(path, cfg)
         if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
             raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
-    groups = plan_groups(expand_sized_inputs(inputs), cfg.read.group_bytes)
+    groups = plan_groups(expand_inputs(inputs), cfg.read.group_bytes)
     crawl_files = [f for g in groups for f in g.files]
     stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force, module=__name__)
     if stage.complete():  # before counting the list's rows to choose the join
