@@ -68,8 +68,8 @@ def file_records(folder: str, select: Callable[[str], bool] | None = None) -> li
     out = []
     for info in fs.list_files(folder):
         rel = relative_path(folder, info.path)
-        if rel in (STATS_FILE, ATTEMPT_FILE) or (select is not None and not select(rel)):
-            continue
+        if rel in (STATS_FILE, ATTEMPT_FILE) or rel.endswith("/") or rel == "" or (select and not select(rel)):
+            continue  # the commit files, an object store's folder markers (keys ending in "/"), unselected ones
         digest = fs.sha256(info.path) if info.size <= CHECKSUM_MAX_BYTES else None
         out.append({"path": rel, "size": int(info.size), "sha256": digest})
     return sorted(out, key=lambda r: r["path"])

@@ -175,7 +175,9 @@ def delete_except(folder: str, keep: set[str]) -> None:
         delete_folder(folder)
     elif is_url(folder):
         base = folder.rstrip("/") + "/"
-        delete([info.path for info in list_files(folder) if info.path[len(base) :] not in keep])
+        # a folder marker (a key ending in "/") is never deleted: Beam deletes a path ending in "/" as a whole tree
+        stale = [f.path for f in list_files(folder) if not f.path.endswith("/") and f.path[len(base) :] not in keep]
+        delete(stale)
     elif os.path.isdir(folder):
         parents = set()  # every folder that holds a kept file, at any depth
         for k in keep:

@@ -109,9 +109,7 @@ def _read_record(path: str) -> dict[str, Any] | None:
 def committed_groups(out_dir: str, groups: list[Group], fingerprint: str) -> dict[str, dict[str, Any]]:
     """The records of the ``groups`` an earlier attempt committed for this ``fingerprint`` whose files are all
     still there with their sizes (one listing of ``out_dir``), by group id."""
-    if not fs.is_dir(out_dir) or not fs.exists(fs.join(out_dir, GROUPS)):
-        return {}
-    listed = {relative_path(out_dir, info.path): info.size for info in fs.list_files(out_dir)}
+    listed = {relative_path(out_dir, info.path): info.size for info in fs.list_files(out_dir)}  # none: no folder
     done = {}
     for g in groups:
         if f"{GROUPS}/{g.id}.json" not in listed:

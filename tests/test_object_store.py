@@ -148,3 +148,36 @@ def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_
                 open(tmp_path / "clean" / name, "rb") as lf,
             ):
                 assert fh.read() == lf.read(), name
+
+
+def test_curate_on_s3_resumes_by_input_file_group(
+    shared_data, s3_bucket, s3_server, local_runner, tmp_path, monkeypatch
+):
+    """The ledger on an object store: a rerun of an uncommitted stage whose groups but one were committed
+    (their records under ``groups/``, as a kill after them leaves) reads only that one group's files, clears a
+    killed writer's leftover object, and commits the same files."""
+    from pipeline import read
+    from pipeline.extract import ExtractConfig
+    from pipeline.read import ReadConfig
+
+    warcs = [
+        os.path.join(shared_data, "warc", "pywb-sample", name)
+        for name in ("dupes.warc.gz", "example.warc.gz", "example-wget-1-14.warc.gz", "post-test.warc.gz")
+    ]
+    cfg = CurateConfig(read=ReadConfig(group_bytes=1), extract=ExtractConfig(extractor="resiliparse"))
+    out = f"{s3_bucket}/runs/resume"
+    first = run_curate(warcs, out, cfg, local_runner)
+    assert first.extra["input_groups"] == 4
+    store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
+    store.delete_file(f"{bucket}/runs/resume/stats.json")  # the stage uncommitted, and the last group too
+    store.delete_file(f"{bucket}/runs/resume/groups/g00003.json")
+    with store.open_output_stream(f"{bucket}/runs/resume/documents-g00003-leftover.parquet") as fh:
+        fh.write(b"partial")
+
+    opened: list[str] = []
+    real_open = read.open_stream
+    monkeypatch.setattr(read, "open_stream", lambda path: opened.append(path) or real_open(path))
+    again = run_curate(warcs, out, cfg, local_runner)
+    assert opened == [sorted(warcs)[3]]
+    assert [f["path"] for f in again.extra["files"]] == [f["path"] for f in first.extra["files"]]
+    assert (again.read, again.kept, again.dropped) == (first.read, first.kept, first.dropped)
