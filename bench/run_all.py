@@ -103,7 +103,7 @@ BENCHES = [
     ),
     Bench(
         "resume",
-        "`ccgpt curate` over 40 WARC files of real pages, killed at 90 % of an uninterrupted run's time and rerun: "
+        "`ccgpt curate` over 40 WARC files of real pages, killed once 90 % of its input is read and rerun: "
         "what the rerun costs against the full run, and whether its outputs are the uninterrupted run's bytes",
         ["--quick"],
         [],
