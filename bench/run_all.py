@@ -111,6 +111,14 @@ BENCHES = [
         module="object_store",
     ),
     Bench(
+        "resume",
+        "`ccgpt curate` over 40 WARC files of real pages, killed once 90 % of its input is read and rerun: "
+        "what the rerun costs against the full run, and whether its outputs are the uninterrupted run's bytes",
+        ["--quick"],
+        [],
+        full_only=True,
+    ),
+    Bench(
         "shards", "tokenize + pack (ccgpt mix vs datatrove DocumentTokenizer), random-row reads vs np.memmap", [], []
     ),
     Bench("train", "training step throughput and peak memory, ccgpt vs HF transformers GPT2LMHeadModel", [], []),

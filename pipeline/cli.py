@@ -130,6 +130,12 @@ def _add_runner_args(p: argparse.ArgumentParser) -> None:
         help="local runner mode",
     )
     g.add_argument(
+        "--groups-per-wave",
+        type=int,
+        default=None,
+        help="input-file groups one Beam pipeline runs, each committed when it ends (curate, sources; default 1)",
+    )
+    g.add_argument(
         "--beam-option",
         action="append",
         default=None,
@@ -153,6 +159,8 @@ def runner_from_args(args: argparse.Namespace, section: dict[str, Any] | None = 
         cfg.num_workers = args.num_workers
     if args.running_mode is not None:
         cfg.running_mode = args.running_mode
+    if args.groups_per_wave is not None:
+        cfg.groups_per_wave = args.groups_per_wave
     if args.beam_option:
         cfg.options = list(cfg.options) + list(args.beam_option)
     if getattr(args, "no_progress", False):

@@ -28,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pipeline import fs
@@ -52,7 +53,7 @@ class AlteredOutput(SchemaError):
     """A committed stage folder whose files no longer match its commit record."""
 
 
-def _relative(folder: str, path: str) -> str:
+def relative_path(folder: str, path: str) -> str:
     """``path`` (as a listing of ``folder`` gives it) relative to ``folder``, with ``/`` separators."""
     base = folder.rstrip("/") + "/"
     if fs.is_url(folder):
@@ -60,14 +61,15 @@ def _relative(folder: str, path: str) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
-def file_records(folder: str) -> list[dict[str, Any]]:
-    """``[{"path", "size", "sha256"}]`` for every file under ``folder`` but the commit files, sorted by path;
-    ``sha256`` is None above :data:`CHECKSUM_MAX_BYTES`."""
+def file_records(folder: str, select: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+    """``[{"path", "size", "sha256"}]`` for every file under ``folder`` but the commit files (only those whose
+    relative path ``select`` accepts, when given), sorted by path; ``sha256`` is None above
+    :data:`CHECKSUM_MAX_BYTES`."""
     out = []
     for info in fs.list_files(folder):
-        rel = _relative(folder, info.path)
-        if rel in (STATS_FILE, ATTEMPT_FILE):
-            continue
+        rel = relative_path(folder, info.path)
+        if rel in (STATS_FILE, ATTEMPT_FILE) or rel.endswith("/") or rel == "" or (select and not select(rel)):
+            continue  # the commit files, an object store's folder markers (keys ending in "/"), unselected ones
         digest = fs.sha256(info.path) if info.size <= CHECKSUM_MAX_BYTES else None
         out.append({"path": rel, "size": int(info.size), "sha256": digest})
     return sorted(out, key=lambda r: r["path"])
@@ -83,10 +85,11 @@ class Attempt:
     def _path(self, name: str) -> str:
         return fs.join(self.out_dir, name)
 
-    def begin(self) -> None:
-        """Take the folder over: the old output stops being complete, its files go, the marker names us."""
+    def begin(self, keep: Collection[str] = ()) -> None:
+        """Take the folder over: the old output stops being complete, its files go (but ``keep``: the files of
+        the input groups an earlier attempt committed, :mod:`pipeline.ledger`), the marker names us."""
         fs.delete([self._path(STATS_FILE)])
-        fs.delete_folder(self.out_dir)
+        fs.delete_except(self.out_dir, set(keep))
         marker = {"attempt": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         fs.write_bytes(self._path(ATTEMPT_FILE), json.dumps(marker).encode())
 
@@ -97,9 +100,9 @@ class Attempt:
         except (OSError, ValueError):
             return None
 
-    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """Write ``stats.json`` (``stats`` plus the attempt and the file list) if this attempt still owns the
-        folder; then drop the marker. Returns what was written."""
+    def check_owner(self) -> None:
+        """Raise :class:`CommitError` when another attempt took the folder over, or committed it, since
+        :meth:`begin`: checked before this attempt commits anything (a group, the stage)."""
         owner = self.owner()
         if owner != self.id:
             raise CommitError(
@@ -108,6 +111,11 @@ class Attempt:
             )
         if fs.exists(self._path(STATS_FILE)):
             raise CommitError(f"{self.out_dir}: committed by another attempt while attempt {self.id} ran")
+
+    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Write ``stats.json`` (``stats`` plus the attempt and the file list) if this attempt still owns the
+        folder; then drop the marker. Returns what was written."""
+        self.check_owner()
         record = {**stats, "attempt": self.id, "files": file_records(self.out_dir)}
         fs.write_bytes(self._path(STATS_FILE), (json.dumps(record, indent=2) + "\n").encode())
         fs.delete([self._path(ATTEMPT_FILE)])
@@ -119,7 +127,7 @@ def _check_unchanged(folder: str, files: list[dict[str, Any]]) -> None:
     writer that rewrote a file after the commit (a zombie attempt that outlived its successor) is caught
     before anything reads it. (Sizes, not checksums: reading every file back to hash it would cost a stage's
     output in I/O; ``stats.json`` keeps the sha256 for a full check.)"""
-    listed = {_relative(folder, info.path): info.size for info in fs.list_files(folder)}
+    listed = {relative_path(folder, info.path): info.size for info in fs.list_files(folder)}
     changed = [f["path"] for f in files if listed.get(f["path"]) != f["size"]]
     if changed:
         raise AlteredOutput(

@@ -167,6 +167,34 @@ def delete_folder(folder: str) -> None:
         delete([folder])
 
 
+def delete_except(folder: str, keep: set[str]) -> None:
+    """Everything under ``folder`` but the files ``keep`` names (paths relative to ``folder``, ``/``-separated):
+    every other object under an object-store prefix; on local disk every other file, and every folder that
+    holds no kept file, so a killed writer's empty folders (Beam's temporary ones) go too."""
+    if not keep:
+        delete_folder(folder)
+    elif is_url(folder):
+        base = folder.rstrip("/") + "/"
+        # a folder marker (a key ending in "/") is never deleted: Beam deletes a path ending in "/" as a whole tree
+        stale = [f.path for f in list_files(folder) if not f.path.endswith("/") and f.path[len(base) :] not in keep]
+        delete(stale)
+    elif os.path.isdir(folder):
+        parents = set()  # every folder that holds a kept file, at any depth
+        for k in keep:
+            d = posixpath.dirname(k)
+            while d:
+                parents.add(d)
+                d = posixpath.dirname(d)
+        stale = []
+        for root, dirs, files in os.walk(folder):
+            rel = os.path.relpath(root, folder).replace(os.sep, "/")
+            rel = "" if rel == "." else rel + "/"
+            stale += [os.path.join(root, f) for f in files if rel + f not in keep]
+            stale += [os.path.join(root, d) for d in dirs if rel + d not in parents]
+            dirs[:] = [d for d in dirs if rel + d in parents]
+        delete(stale)
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with _filesystems().open(path, compression_type=_UNCOMPRESSED) as fh:

@@ -46,6 +46,8 @@ import apache_beam as beam
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, dropped
 from pipeline.fs import READ_ONLY, check_path, scheme
+from pipeline.ledger import DEFAULT_GROUP_BYTES
+from pipeline.tables import UNLISTED_INPUT_BYTES
 
 # Extra tagged outputs every curate DoFn may use besides OUTCOMES (see pipeline.accounting).
 EXAMPLES = "examples"  # (reason, {"reason", "url", "text"}) for examples.jsonl
@@ -66,6 +68,13 @@ class ReadConfig:
             "help": "records whose WARC Content-Length, or decoded HTTP payload, exceeds this are dropped as too_large"
         },
     )
+    group_bytes: int = field(
+        default=DEFAULT_GROUP_BYTES,
+        metadata={
+            "help": "input bytes per work unit: the input files are grouped up to this size and each group is "
+            "committed on its own, so a rerun after a kill reads none of the groups done (pipeline/ledger.py)"
+        },
+    )
     html_content_types: list[str] = field(
         default_factory=lambda: list(HTML_CONTENT_TYPES),
         metadata={"help": "HTTP Content-Type values (without parameters) treated as HTML"},
@@ -83,28 +92,30 @@ class ReadEvent(NamedTuple):
     info: dict[str, Any]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Turn paths, folders, globs and URLs into a sorted, de-duplicated list of files.
+def expand_inputs(inputs: list[str]) -> list[tuple[str, int]]:
+    """Turn paths, folders, globs and URLs into a sorted, de-duplicated list of ``(file, bytes)``.
 
     Folders contribute their WARC/WET files (``WARC_SUFFIXES``, recursively); an explicit file is taken
     whatever its name (so a ``.bad`` or ``.arc`` file given by hand is read and, if broken, reported).
-    An input that matches nothing is an error: a typo must not silently produce an empty corpus.
-    """
-    files: list[str] = []
+    An input that matches nothing is an error: a typo must not silently produce an empty corpus. Sizes come
+    from the same listing (an ``https://`` file, never listed, counts as one Common Crawl WARC): the input-file
+    groups of :mod:`pipeline.ledger` are cut by them."""
+    files: dict[str, int] = {}
     for inp in inputs:
         check_path(inp, "curate input")
         if scheme(inp) in READ_ONLY:
-            found = [inp]  # https:// (Common Crawl's public endpoint): one file per URL, no listing
+            found = [(inp, UNLISTED_INPUT_BYTES)]  # https:// (Common Crawl's public endpoint): no listing
         elif any(c in inp for c in "*?["):
-            found = [f.path for f in fs.expand(fs.local_path(inp))]
+            found = [(f.path, f.size) for f in fs.expand(fs.local_path(inp))]
         elif fs.is_dir(inp):  # a folder (or prefix) of WARC/WET files
-            found = [f.path for f in fs.expand(fs.local_path(inp)) if f.path.endswith(WARC_SUFFIXES)]
+            found = [(f.path, f.size) for f in fs.expand(fs.local_path(inp)) if f.path.endswith(WARC_SUFFIXES)]
         else:
-            found = [fs.local_path(inp)] if fs.is_file(inp) else []
+            found = [(fs.local_path(inp), f.size) for f in fs.match(fs.local_path(inp))] if fs.is_file(inp) else []
         if not found:
             raise FileNotFoundError(f"curate input {inp!r} matches no WARC/WET file")
-        files.extend(found)
-    return sorted(dict.fromkeys(files))
+        for path, size in found:
+            files.setdefault(path, size)
+    return sorted(files.items())
 
 
 def open_stream(path: str):

@@ -39,6 +39,13 @@ class RunnerConfig:
         default_factory=list,
         metadata={"help": "extra Beam pipeline options passed through, e.g. --project=p --region=r"},
     )
+    groups_per_wave: int = field(
+        default=1,
+        metadata={
+            "help": "input-file groups one Beam pipeline runs (stages that read many files commit per group when "
+            "its pipeline ends): more keeps a large cluster busy, fewer commit sooner"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "print records done, rate and ETA while a stage runs"})
     malloc_arenas: int = field(
         default=2,

@@ -7,7 +7,9 @@ stores, resume by work unit) lands here and nowhere else. A stage writes its fil
 without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes, and writes ``stats.json``
 last, listing every file with its size and checksum. A crash leaves a folder without ``stats.json``, which
 readers refuse and the next attempt clears. A rerun whose ``OUT/stats.json`` carries the same fingerprint
-(inputs + config + code version) skips the stage; ``force`` or anything else recomputes.
+(inputs + config + code version) skips the stage; ``force`` or anything else recomputes. Stages that read
+many files (curate, sources) commit by input-file group inside that (:meth:`Stage.run_groups`, the ledger of
+:mod:`pipeline.ledger`), so a rerun after a kill skips the groups committed before it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from pipeline import fs
 from pipeline.commit import STATS_FILE, Attempt
 from pipeline.fs import READ_ONLY, check_path, is_url, scheme
+from pipeline.ledger import Group, SideFile, commit_group, committed_groups, kept_paths, merge_side_files
 from schemas.config import validate_config
 from schemas.stats import AccountingError, StageStats
 
@@ -318,28 +321,80 @@ class Stage:
 
         No silent zero: a missing outcomes file, or inputs that hold records while none was counted, fail
         the stage with a clear error instead of committing an empty output."""
-        from pipeline.accounting import read_outcomes, stats_from_outcomes  # late: keeps this module Beam-free
-        from pipeline.runner import make_pipeline
+        from pipeline.runner import make_pipeline  # late: keeps this module Beam-free
 
         def body(tmp: str) -> StageStats:
             with make_pipeline(runner, label or self.name, total=total) as p:
                 build(p, tmp)
-            stats = stats_from_outcomes(self.name, read_outcomes(tmp))
-            if summarise is not None:  # the stage's own checks first: they name the cause in its terms
-                summarise(tmp, stats)
-            if total is not None and stats.read != total:
-                raise AccountingError(
-                    f"{self.name}: its inputs hold {total} records but the outcomes account for {stats.read}; "
-                    f"some workers' outcomes did not reach {tmp}"
-                )
-            if stats.read == 0 and _holds_data(self.inputs):
-                raise AccountingError(
-                    f"{self.name}: read no record from non-empty inputs {self.inputs}; the workers' outcomes did "
-                    f"not reach {tmp} (a runner whose workers do not share this disk?)"
-                )
-            return stats
+            return self._stats(tmp, summarise, total)
 
         return self.run(body)
+
+    def _stats(
+        self, out_dir: str, summarise: Callable[[str, StageStats], None] | None, total: int | None = None
+    ) -> StageStats:
+        """The outcomes in ``out_dir`` as checked stats, with the stage's own figures (``summarise``)."""
+        from pipeline.accounting import read_outcomes, stats_from_outcomes
+
+        stats = stats_from_outcomes(self.name, read_outcomes(out_dir))
+        if summarise is not None:  # the stage's own checks first: they name the cause in its terms
+            summarise(out_dir, stats)
+        if total is not None and stats.read != total:
+            raise AccountingError(
+                f"{self.name}: its inputs hold {total} records but the outcomes account for {stats.read}; "
+                f"some workers' outcomes did not reach {out_dir}"
+            )
+        if stats.read == 0 and _holds_data(self.inputs):
+            raise AccountingError(
+                f"{self.name}: read no record from non-empty inputs {self.inputs}; the workers' outcomes did "
+                f"not reach {out_dir} (a runner whose workers do not share this disk?)"
+            )
+        return stats
+
+    def run_groups(
+        self,
+        runner: Any,
+        groups: list[Group],
+        build: Callable[[Group], Any],
+        side_files: Sequence[SideFile] = (),
+        summarise: Callable[[str, StageStats], None] | None = None,
+        label: str | None = None,
+        tables: Sequence[str] = ("",),
+    ) -> StageStats:
+        """:meth:`run_beam` committed by input-file group (:mod:`pipeline.ledger`), for stages that read many files.
+
+        ``build(group)`` is the PTransform that reads ``group.files`` (applied to the pipeline's start) and
+        writes the group's outputs: document files named ``group.prefix`` in ``OUT`` and each of ``tables``
+        (folders relative to ``OUT``; curate's ``raw``), side files (``outcomes.jsonl`` among them) in
+        ``group.folder(OUT)``. Groups an earlier attempt committed for this fingerprint are kept and never read
+        again; the others run ``runner.groups_per_wave`` to a Beam pipeline, each committed (its ledger record
+        written last) once its pipeline has ended. Then ``side_files`` of all groups are merged into ``OUT``,
+        their outcomes become the stats, ``summarise(OUT, stats)`` adds the stage's own figures, and the stage
+        commits as every stage does: ``stats.json`` last, listing every group's files."""
+        from pipeline.runner import make_pipeline  # late: keeps this module Beam-free
+
+        if self.complete():
+            return load_stats(self.out_dir)
+        done = {} if self.force else committed_groups(self.out_dir, groups, self.fingerprint)
+        attempt = Attempt(self.out_dir)
+        attempt.begin(keep=kept_paths(done.values()))
+        pending = [g for g in groups if g.id not in done]
+        if done:
+            log.info("%s: %d of %d input groups committed earlier, not read again", self.name, len(done), len(groups))
+        per_wave = max(1, runner.groups_per_wave)
+        for start in range(0, len(pending), per_wave):
+            wave = pending[start : start + per_wave]
+            where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
+            with make_pipeline(runner, f"{label or self.name} ({where}, {len(groups)} in all)") as p:
+                for g in wave:
+                    _ = p | f"Group {g.id}" >> build(g)
+            for g in wave:
+                attempt.check_owner()
+                commit_group(self.out_dir, g, self.fingerprint, attempt.id, tables)
+        merge_side_files(self.out_dir, groups, side_files)
+        stats = self._stats(self.out_dir, summarise)
+        stats.extra["input_groups"] = len(groups)
+        return self.finish(stats, attempt)
 
 
 _NOT_RAW = (".parquet", ".json", ".bin", ".jsonl.tmp")  # tables, stats, models: not raw input records

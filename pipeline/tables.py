@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline import fs
 from pipeline.commit import STATS_FILE, committed_files
+from pipeline.ledger import example_order
 from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
 
 
@@ -180,7 +181,7 @@ DOCUMENT_FILE_BYTES = 256 << 20  # input bytes per output document file (a docum
 CRAWL_FILE_BYTES = 2 << 30  # WARC bytes per output document file (extracted text is a few % of a WARC)
 ROW_GROUP_TEXT_BYTES = 64 << 20  # text per Parquet row group: about the 64 MB groups Beam's writer made
 ROW_GROUP_ROWS = 50_000
-_UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
+UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
 
 
 def output_files(inputs: list[str], bytes_per_file: int = DOCUMENT_FILE_BYTES) -> int:
@@ -191,10 +192,15 @@ def output_files(inputs: list[str], bytes_per_file: int = DOCUMENT_FILE_BYTES) -
     total = 0
     for path in inputs:
         if fs.scheme(path) in fs.READ_ONLY:
-            total += _UNLISTED_INPUT_BYTES
+            total += UNLISTED_INPUT_BYTES
         else:
             total += sum(f.size for f in fs.expand(path))
     return max(1, -(-total // bytes_per_file))
+
+
+def group_output_files(group_bytes: int, bytes_per_file: int = DOCUMENT_FILE_BYTES) -> int:
+    """:func:`output_files` for an input-file group of ``group_bytes`` (:mod:`pipeline.ledger`)."""
+    return max(1, -(-group_bytes // bytes_per_file))
 
 
 def _file_of(row: dict[str, Any], files: int) -> tuple[int, dict[str, Any]]:
@@ -208,15 +214,15 @@ def _row_order(row: dict[str, Any]) -> tuple:
 
 
 class _WriteDocumentFile(beam.DoFn):
-    """One output file's rows -> ``documents-<k>-of-<n>.parquet``, sorted, written in place (a retried bundle
+    """One output file's rows -> ``<prefix>-<k>-of-<n>.parquet``, sorted, written in place (a retried bundle
     writes the same bytes again; readers see the file through the stage's commit)."""
 
-    def __init__(self, folder: str, files: int):
-        self.folder, self.files = folder, files
+    def __init__(self, folder: str, files: int, prefix: str):
+        self.folder, self.files, self.prefix = folder, files, prefix
 
     def process(self, element: tuple[int, Iterable[dict[str, Any]]]) -> Iterator[str]:
         k, rows = element
-        path = fs.join(self.folder, f"documents-{k:05d}-of-{self.files:05d}.parquet")
+        path = fs.join(self.folder, f"{self.prefix}-{k:05d}-of-{self.files:05d}.parquet")
         group: list[dict[str, Any]] = []
         text = 0
         with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, DOCUMENT_SCHEMA, compression="zstd") as writer:
@@ -239,18 +245,19 @@ class WriteDocuments(beam.PTransform):
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
     arrival order never shows. One worker holds one file's rows while it writes them, so size ``files`` from
     the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table` once
-    the pipeline ran."""
+    the pipeline ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
+    :mod:`pipeline.ledger`)."""
 
-    def __init__(self, folder: str, files: int = 1):
+    def __init__(self, folder: str, files: int = 1, prefix: str = "documents"):
         super().__init__()
-        self.folder, self.files = folder, max(1, files)
+        self.folder, self.files, self.prefix = folder, max(1, files), prefix
 
     def expand(self, rows):
         return (
             rows
             | "ByFile" >> beam.Map(_file_of, self.files)
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.files))
+            | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.files, self.prefix))
         )
 
 
@@ -266,12 +273,14 @@ def ensure_table(folder: str) -> None:
 
 def _example_lines(kv):
     _, examples = kv
-    for ex in sorted(examples, key=lambda e: (e.get("url") or "", e.get("text") or "")):
+    for ex in sorted(examples, key=example_order):
         yield json.dumps(ex, ensure_ascii=False, sort_keys=True)
 
 
 class WriteExamples(beam.PTransform):
-    """``(reason, example)`` pairs -> ``<folder>/examples.jsonl``: up to ``per_reason`` examples per reason."""
+    """``(reason, example)`` pairs -> ``<folder>/examples.jsonl``: per reason the ``per_reason`` examples first
+    by url and text. Chosen by content, not drawn: the same examples on any runner, and the first of an input
+    group's firsts are the first of all (how :mod:`pipeline.ledger` merges its groups' examples)."""
 
     def __init__(self, folder: str, per_reason: int):
         super().__init__()
@@ -282,7 +291,7 @@ class WriteExamples(beam.PTransform):
         return (
             examples
             | "Keep" >> beam.Filter(lambda _kv, n=self.per_reason: n > 0)
-            | "Sample" >> beam.combiners.Sample.FixedSizePerKey(max(self.per_reason, 1))
+            | "First" >> beam.combiners.Top.SmallestPerKey(max(self.per_reason, 1), key=example_order)
             | "Json" >> beam.FlatMap(_example_lines)
             | "Lines" >> WriteLines(self.path)
         )

@@ -264,7 +264,8 @@ def _tiny_config(inputs, out_dir) -> dict:
             "books": {"paths": [inputs["books"]], "format": "jsonl"},
             "wiki": {"paths": [inputs["wiki"]], "format": "jsonl"},
         },
-        "curate": {"extract": {"extractor": "resiliparse"}},
+        # the crawl in two input-file groups, so every run of the tiny pipeline commits and merges groups
+        "curate": {"extract": {"extractor": "resiliparse"}, "read": {"group_bytes": 1_100_000}},
         "quality_train": {"dim": 16, "epoch": 10, "min_words": 5, "baseline": True},
         "quality_filter": {"rule": "top_fraction", "top_fraction": 0.6},
         "decontam": {"benchmarks": [inputs["bench"]]},

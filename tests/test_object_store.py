@@ -31,8 +31,8 @@ def test_curate_reads_warc_files_from_s3_like_local_ones(shared_data, s3_bucket,
     fs = s3_runs.store(s3_server)
     bucket = s3_bucket[len("s3://") :]
     pafs.copy_files(warc, f"{bucket}/crawl/a.warc.gz", destination_filesystem=fs)
-    assert expand_inputs([f"{s3_bucket}/crawl/*.warc.gz"]) == [f"{s3_bucket}/crawl/a.warc.gz"]
-    assert expand_inputs([f"{s3_bucket}/crawl"]) == [f"{s3_bucket}/crawl/a.warc.gz"]  # a prefix: its WARC files
+    assert [p for p, _ in expand_inputs([f"{s3_bucket}/crawl/*.warc.gz"])] == [f"{s3_bucket}/crawl/a.warc.gz"]
+    assert [p for p, _ in expand_inputs([f"{s3_bucket}/crawl"])] == [f"{s3_bucket}/crawl/a.warc.gz"]  # a prefix: WARCs
 
     cfg = from_dict(CurateConfig, {"extract": {"extractor": "resiliparse"}})
     local = run_curate([warc], str(tmp_path / "local"), cfg, local_runner)
@@ -62,7 +62,7 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
 
     store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
     listed = [f["path"] for f in remote.extra["files"]]
-    assert listed == [f["path"] for f in local.extra["files"]] and "documents-00000-of-00001.parquet" in listed
+    assert listed == [f["path"] for f in local.extra["files"]] and "documents-g00000-00000-of-00001.parquet" in listed
     for f in remote.extra["files"]:  # every committed file is there with its size and checksum
         with store.open_input_stream(f"{bucket}/runs/curate/{f['path']}") as fh:
             data = fh.read()
@@ -76,7 +76,7 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
     assert run_curate([warc], remote_out, cfg, local_runner).extra["attempt"] == remote.extra["attempt"]  # skipped
 
     # a straggler's late file under the committed folder is not read: readers take stats.json's list
-    with open(os.path.join(local_out, "documents-00000-of-00001.parquet"), "rb") as lf:
+    with open(os.path.join(local_out, "documents-g00000-00000-of-00001.parquet"), "rb") as lf:
         doc_bytes = lf.read()
     with store.open_output_stream(f"{bucket}/runs/curate/documents-straggler.parquet") as fh:
         fh.write(doc_bytes)
@@ -148,3 +148,36 @@ def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_
                 open(tmp_path / "clean" / name, "rb") as lf,
             ):
                 assert fh.read() == lf.read(), name
+
+
+def test_curate_on_s3_resumes_by_input_file_group(
+    shared_data, s3_bucket, s3_server, local_runner, tmp_path, monkeypatch
+):
+    """The ledger on an object store: a rerun of an uncommitted stage whose groups but one were committed
+    (their records under ``groups/``, as a kill after them leaves) reads only that one group's files, clears a
+    killed writer's leftover object, and commits the same files."""
+    from pipeline import read
+    from pipeline.extract import ExtractConfig
+    from pipeline.read import ReadConfig
+
+    warcs = [
+        os.path.join(shared_data, "warc", "pywb-sample", name)
+        for name in ("dupes.warc.gz", "example.warc.gz", "example-wget-1-14.warc.gz", "post-test.warc.gz")
+    ]
+    cfg = CurateConfig(read=ReadConfig(group_bytes=1), extract=ExtractConfig(extractor="resiliparse"))
+    out = f"{s3_bucket}/runs/resume"
+    first = run_curate(warcs, out, cfg, local_runner)
+    assert first.extra["input_groups"] == 4
+    store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
+    store.delete_file(f"{bucket}/runs/resume/stats.json")  # the stage uncommitted, and the last group too
+    store.delete_file(f"{bucket}/runs/resume/groups/g00003.json")
+    with store.open_output_stream(f"{bucket}/runs/resume/documents-g00003-leftover.parquet") as fh:
+        fh.write(b"partial")
+
+    opened: list[str] = []
+    real_open = read.open_stream
+    monkeypatch.setattr(read, "open_stream", lambda path: opened.append(path) or real_open(path))
+    again = run_curate(warcs, out, cfg, local_runner)
+    assert opened == [sorted(warcs)[3]]
+    assert [f["path"] for f in again.extra["files"]] == [f["path"] for f in first.extra["files"]]
+    assert (again.read, again.kept, again.dropped) == (first.read, first.kept, first.dropped)

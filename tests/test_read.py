@@ -26,9 +26,9 @@ def test_expand_inputs_folders_globs_and_missing(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "e.wet").write_bytes(b"x")
-    got = [os.path.basename(p) for p in expand_inputs([str(tmp_path)])]
+    got = [os.path.basename(p) for p, _ in expand_inputs([str(tmp_path)])]
     assert got == ["a.warc.gz", "b.warc", "c.warc.wet.gz", "e.wet"]  # WAT and other files are not inputs
-    assert [os.path.basename(p) for p in expand_inputs([str(tmp_path / "*.txt")])] == ["notes.txt"]
+    assert [os.path.basename(p) for p, _ in expand_inputs([str(tmp_path / "*.txt")])] == ["notes.txt"]
     # explicit file + folder overlap: de-duplicated
     assert len(expand_inputs([str(tmp_path / "a.warc.gz"), str(tmp_path)])) == 4
     with pytest.raises(FileNotFoundError):

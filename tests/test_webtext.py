@@ -263,6 +263,24 @@ def test_cogroup_join_gives_the_same_output(crawl, listed, side_input_run, tmp_p
     assert _docs(str(tmp_path / "cog")) == _docs(out)
 
 
+def test_crawl_in_groups_counts_each_matched_url_once(crawl, listed, side_input_run, tmp_path, local_runner):
+    """The crawl read in input-file groups (``read.group_bytes``; each committed on its own): the list's
+    accounting as one read, and a list URL matched in two groups (the news WARC and its copy) is one matched URL."""
+    out, stats = side_input_run
+    copy = tmp_path / "news-copy.warc.gz"
+    copy.write_bytes(open(crawl[0], "rb").read())
+    cfg = _cfg(listed, join="side_input")
+    cfg.read.group_bytes = 1  # one file a group
+    grouped = run_webtext([crawl[0], str(copy)], str(tmp_path / "g"), cfg, local_runner)
+    news, _ = _html_responses([crawl[0]])
+    g = _goose_urls(40)
+    assert grouped.extra["input_groups"] == 2
+    assert grouped.extra["matched_urls"] == len(g[:12] + g[16:20])  # the listed news pages, each once
+    assert grouped.extra["url_list"] == stats.extra["url_list"]
+    from_news = len([d for d in _docs(out) if "goose3" in (d["url"] or "")])
+    assert grouped.read == 2 * news and grouped.kept == 2 * from_news > 0
+
+
 def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, portable_runner):
     """The portable job API pickles the DoFns, the side input and the CoGroupByKey: Dataflow's path."""
     out, stats = side_input_run

@@ -17,7 +17,8 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
-from pipeline.tables import WriteDocuments
+from pipeline.ledger import Group
+from pipeline.tables import WriteDocuments, WriteJsonLines, group_output_files
 from schemas.config import from_dict
 
 STAGE = "source"  # every kind writes the same stage: a named document table
@@ -43,7 +44,13 @@ def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
     contributes every file below it, hidden ones skipped; a glob's key is relative to its non-magic prefix. An
     input that matches nothing is an error: a typo must not become a silently empty source.
     """
-    out: dict[str, str] = {}
+    return [(path, key) for path, key, _ in resolve_sized_inputs(inputs)]
+
+
+def resolve_sized_inputs(inputs: list[str]) -> list[tuple[str, str, int]]:
+    """:func:`resolve_inputs` with each file's size from the same listing: ``(path, key, bytes)``, what the
+    input-file groups of :mod:`pipeline.ledger` are cut by."""
+    out: dict[str, tuple[str, int]] = {}
     for spec in inputs:
         if any(c in spec for c in "*?["):
             prefix = re.split(r"[*?\[]", spec, maxsplit=1)[0]
@@ -54,12 +61,12 @@ def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
             base = os.path.dirname(spec)
         else:
             raise SourceError(f"input {spec!r} does not exist")
-        paths = [f.path for f in fs.expand(spec)]
-        if not paths:
+        found = fs.expand(spec)
+        if not found:
             raise SourceError(f"input {spec!r} matched no files")
-        for p in paths:
-            out.setdefault(p, _relative(p, base))
-    return sorted(out.items())
+        for f in found:
+            out.setdefault(f.path, (_relative(f.path, base), f.size))
+    return sorted((path, key, size) for path, (key, size) in out.items())
 
 
 def _relative(path: str, base: str) -> str:
@@ -70,26 +77,34 @@ def _relative(path: str, base: str) -> str:
 
 
 class ReadToDocuments(beam.PTransform):
-    """Input files -> ``reader`` (a DoFn emitting document rows, and outcomes tagged ``OUTCOMES``) -> the
-    stage's ``documents-*.parquet`` (``n_files`` of them: :func:`pipeline.tables.output_files` of the stage's
-    inputs) and ``outcomes.jsonl`` in ``folder``; the files are spread over the workers first. Returns the
-    reader's outputs, so ``extra_tags`` (e.g. failed files) can be written too."""
+    """One input-file group's items (its files, or what ``reader`` takes for each) -> ``reader`` (a DoFn emitting
+    document rows, and outcomes tagged ``OUTCOMES``) -> the group's document files in ``out_dir`` (named
+    ``group.prefix``, one per :data:`pipeline.tables.DOCUMENT_FILE_BYTES` of its input) and its
+    ``outcomes.jsonl`` in ``group.folder(out_dir)`` (:mod:`pipeline.ledger`); the items are spread over the
+    workers first. ``extra_files`` maps more of the reader's tags to JSON-lines files written beside the
+    outcomes (a failed-files list)."""
 
-    def __init__(self, files: list, reader: beam.DoFn, folder: str, n_files: int, extra_tags: tuple[str, ...] = ()):
+    def __init__(
+        self, items: list, reader: beam.DoFn, out_dir: str, group: Group, extra_files: dict[str, str] | None = None
+    ):
         super().__init__()
-        self.files, self.reader, self.folder, self.extra_tags = files, reader, folder, extra_tags
-        self.n_files = n_files
+        self.items, self.reader, self.out_dir, self.group = items, reader, out_dir, group
+        self.extra_files = dict(extra_files or {})
 
     def expand(self, pbegin):
+        g = self.group
         results = (
             pbegin
-            | "Files" >> beam.Create(self.files)
+            | "Files" >> beam.Create(self.items)
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_tags, main="documents")
+            | "Read" >> beam.ParDo(self.reader).with_outputs(OUTCOMES, *self.extra_files, main="documents")
         )
-        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.folder, self.n_files)
-        _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(self.folder)
-        return results
+        n_files = group_output_files(g.bytes)
+        _ = results.documents | "WriteDocuments" >> WriteDocuments(self.out_dir, n_files, g.prefix)
+        _ = results[OUTCOMES] | "WriteOutcomes" >> WriteOutcomes(g.folder(self.out_dir))
+        for tag, name in sorted(self.extra_files.items()):
+            _ = results[tag] | f"Write {tag}" >> WriteJsonLines(fs.join(g.folder(self.out_dir), name))
+        return results.documents
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
+from pipeline.ledger import DEFAULT_GROUP_BYTES, Group, plan_groups
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
     STAGE,
@@ -40,10 +41,9 @@ from pipeline.sources.common import (
     ReadToDocuments,
     SourceError,
     check_source_name,
-    resolve_inputs,
+    resolve_sized_inputs,
 )
 from pipeline.stage import Stage
-from pipeline.tables import output_files
 from schemas.documents import document_row
 from schemas.stats import StageStats
 
@@ -58,6 +58,10 @@ class SourceConfig:
     url_field: str = field(default="url", metadata={"help": "jsonl: the field holding a URL, if any"})
     min_chars: int = field(default=1, metadata={"help": "drop documents shorter than this (stripped characters)"})
     max_chars: int = field(default=1_000_000, metadata={"help": "drop documents longer than this (characters)"})
+    group_bytes: int = field(
+        default=DEFAULT_GROUP_BYTES,
+        metadata={"help": "input bytes per work unit, committed on its own: a rerun skips the groups done"},
+    )
 
     def __post_init__(self) -> None:
         # a window that keeps nothing is a config mistake: say so when the config is built, not after a run
@@ -176,18 +180,21 @@ class ReadSourceFile(beam.DoFn):
 def run_source(
     inputs: list[str], out_dir: str, cfg: SourceConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
-    """Build the document table of one named source from files (stage contract: skip if done, commit last).
+    """Build the document table of one named source from files (stage contract: skip if done, commit last),
+    committed by input-file group (``cfg.group_bytes``; :mod:`pipeline.ledger`).
 
     Raises :class:`SourceError` when the name is missing, an input matches nothing, or no document is kept.
     """
     check_source_name(cfg.name)
-    files = resolve_inputs(inputs)
+    files = resolve_sized_inputs(inputs)
+    keys = {path: key for path, key, _ in files}
+    groups = plan_groups([(path, size) for path, _, size in files], cfg.group_bytes)
     stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
-    def build(p: beam.Pipeline, tmp: str) -> None:
-        _ = p | "Documents" >> ReadToDocuments(files, ReadSourceFile(cfg), tmp, output_files(inputs))
+    def build(g: Group) -> ReadToDocuments:
+        return ReadToDocuments([(path, keys[path]) for path in g.files], ReadSourceFile(cfg), out_dir, g)
 
-    def summarise(tmp: str, stats: StageStats) -> None:
+    def summarise(out: str, stats: StageStats) -> None:
         if stats.kept == 0:
             raise SourceError(
                 f"source {cfg.name!r}: no document kept from {len(files)} file(s) (read {stats.read},"
@@ -195,7 +202,7 @@ def run_source(
             )
         stats.extra.update({"source": cfg.name, "format": cfg.format, "files": len(files)})
 
-    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+    return stage.run_groups(runner, groups, build, summarise=summarise, label=f"source {cfg.name}")
 
 
 class FilesSpec(PathsSpec):

@@ -55,6 +55,7 @@ from pipeline.curate import identify_and_filter
 from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig
 from pipeline.langid import LangIdConfig
+from pipeline.ledger import OUTCOMES_FILE, Group, SideFile, plan_groups
 from pipeline.read import COUNTERS, EXAMPLES, FAILED, ReadConfig, ReadWarcFiles, expand_inputs
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
@@ -68,14 +69,17 @@ from pipeline.sources.common import (
 from pipeline.sources.urls import DEFAULT_TRACKING_PARAMS, excluded, normalize_url
 from pipeline.stage import Stage, load_stats
 from pipeline.tables import (
+    COUNTERS_FILE,
     CRAWL_FILE_BYTES,
+    EXAMPLES_FILE,
     FAILED_FILES,
     WriteCounters,
     WriteDocuments,
     WriteExamples,
     WriteJsonLines,
+    WriteLines,
     counters_with_prefix,
-    output_files,
+    group_output_files,
     read_counters,
     read_jsonl,
 )
@@ -83,6 +87,8 @@ from schemas.config import from_dict
 from schemas.stats import StageStats
 
 MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
+MATCHED_FILE = "matched_urls.txt"  # those keys, one a line
+URL_LIST = "url_list"  # the folder of the list's own outcomes.jsonl
 
 
 @dataclass
@@ -435,9 +441,12 @@ def run_webtext(
 ) -> StageStats:
     """Select the crawl ``inputs`` (WARC/WET paths, globs, URLs) whose URL is on ``cfg.urls``; curate them.
 
-    Output: the document table (``*.parquet``), ``stats.json`` (crawl records accounted; ``url_list``,
-    ``matched_urls``, ``unmatched_urls``, ``join``), ``outcomes.jsonl``, ``url_list/outcomes.jsonl``,
-    ``examples.jsonl``, ``counters.jsonl``, ``failed_files.jsonl``. Raises :class:`SourceError` when the list
+    Output: the document table (``documents-<gid>-*.parquet``), ``stats.json`` (crawl records accounted;
+    ``url_list``, ``matched_urls``, ``unmatched_urls``, ``join``), ``outcomes.jsonl``, ``url_list/outcomes.jsonl``,
+    ``matched_urls.txt`` (the keys of the list URLs found), ``examples.jsonl``, ``counters.jsonl``,
+    ``failed_files.jsonl``, and per crawl-file group its ledger record and side files (``groups/``: committed
+    one by one, ``read.group_bytes`` of crawl each, so a rerun after a kill reads only the groups not done;
+    :mod:`pipeline.ledger`). Raises :class:`SourceError` when the list
     has no usable URL, nothing on it is in the crawl, or no matched page survives the filters.
     """
     check_source_name(cfg.name)
@@ -452,29 +461,24 @@ def run_webtext(
         fmt = list_format(path, cfg)
         if fmt in ("csv", "tsv") and cfg.url_field not in (columns := csv_columns(path, fmt)):
             raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {columns}); set --url_field")
-    crawl_files = expand_inputs(inputs)
+    groups = plan_groups(expand_inputs(inputs), cfg.read.group_bytes)
+    crawl_files = [f for g in groups for f in g.files]
     stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force, module=__name__)
     if stage.complete():  # before counting the list's rows to choose the join
         return load_stats(out_dir)
     join = choose_join(cfg, list_files)
+    side_files = (
+        SideFile(f"{URL_LIST}/{OUTCOMES_FILE}", "same"),
+        SideFile(MATCHED_FILE, "unique"),
+        SideFile(COUNTERS_FILE, "sum", "counter"),
+        SideFile(EXAMPLES_FILE, "examples", per_reason=cfg.examples_per_reason),
+        SideFile(FAILED_FILES, "lines"),
+    )
 
-    def build(p: beam.Pipeline, tmp: str) -> None:
-        out = {
-            "crawl": p | "CrawlFiles" >> beam.Create(crawl_files),
-            "lists": p | "ListFiles" >> beam.Create(list_files),
-        } | "WebText" >> WebText(cfg, join)
-        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(tmp, output_files(inputs, CRAWL_FILE_BYTES))
-        _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(tmp)
-        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(tmp, "url_list"), progress=False)
-        matched = out["matched"] | "MatchedCounter" >> beam.Map(lambda _k: "matched_urls")
-        _ = (matched, out["counters"]) | "WithCounters" >> beam.Flatten() | "WriteCounters" >> WriteCounters(tmp)
-        _ = out["examples"] | "WriteExamples" >> WriteExamples(tmp, cfg.examples_per_reason)
-        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(fs.join(tmp, FAILED_FILES))
-
-    def summarise(tmp: str, stats: StageStats) -> None:
-        listed = stats_from_outcomes("url_list", read_outcomes(fs.join(tmp, "url_list")))
-        counters = read_counters(tmp)
-        matched = counters.get("matched_urls", 0)
+    def summarise(out: str, stats: StageStats) -> None:
+        listed = stats_from_outcomes("url_list", read_outcomes(fs.join(out, URL_LIST)))
+        counters = read_counters(out)
+        matched = sum(1 for key in fs.read_lines(fs.join(out, MATCHED_FILE)) if key)
         where = f"{len(list_files)} URL list file(s)"
         if listed.kept == 0:
             raise SourceError(
@@ -505,11 +509,46 @@ def run_webtext(
                 "min_score": cfg.min_score,
                 "extracted": counters.get("extracted", 0),
                 "languages": dict(sorted(counters_with_prefix(counters, "language:").items(), key=lambda kv: -kv[1])),
-                "failed_files": sorted({f["file"] for f in read_jsonl(fs.join(tmp, FAILED_FILES))}),
+                "failed_files": sorted({f["file"] for f in read_jsonl(fs.join(out, FAILED_FILES))}),
             }
         )
 
-    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+    return stage.run_groups(
+        runner,
+        groups,
+        lambda g: WebTextGroup(cfg, join, g, list_files, out_dir),
+        side_files,
+        summarise,
+        label=f"source {cfg.name}",
+    )
+
+
+class WebTextGroup(beam.PTransform):
+    """One input-file group of the crawl (:mod:`pipeline.ledger`), joined with the whole URL list -> the group's
+    document files in ``out_dir`` and its side files in ``group.folder(out_dir)``: outcomes, the list's own
+    accounting (the same in every group: each reads the list whole), the keys of the list URLs it matched (a
+    URL matched in two groups counts once when they are merged), counters, examples, failed files."""
+
+    def __init__(self, cfg: WebTextConfig, join: str, group: Group, list_files: list[str], out_dir: str):
+        super().__init__()
+        self.cfg, self.join, self.group, self.list_files, self.out_dir = cfg, join, group, list_files, out_dir
+
+    def expand(self, pbegin):
+        cfg, g = self.cfg, self.group
+        side = g.folder(self.out_dir)
+        out = {
+            "crawl": pbegin | "CrawlFiles" >> beam.Create(g.files),
+            "lists": pbegin | "ListFiles" >> beam.Create(self.list_files),
+        } | "WebText" >> WebText(cfg, self.join)
+        n_files = group_output_files(g.bytes, CRAWL_FILE_BYTES)
+        _ = out["documents"] | "WriteDocuments" >> WriteDocuments(self.out_dir, n_files, g.prefix)
+        _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(side)
+        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(side, URL_LIST), progress=False)
+        _ = out["matched"] | "WriteMatched" >> WriteLines(fs.join(side, MATCHED_FILE))
+        _ = out["counters"] | "WriteCounters" >> WriteCounters(side)
+        _ = out["examples"] | "WriteExamples" >> WriteExamples(side, cfg.examples_per_reason)
+        _ = out["failed"] | "WriteFailed" >> WriteJsonLines(fs.join(side, FAILED_FILES))
+        return out["documents"]
 
 
 CRAWL_SECTIONS = ("read", "extract", "langid", "filters")

@@ -34,6 +34,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, dropped
+from pipeline.ledger import DEFAULT_GROUP_BYTES, Group, SideFile, plan_groups
 from pipeline.runner import RunnerConfig
 from pipeline.sources.common import (
     STAGE,
@@ -41,10 +42,10 @@ from pipeline.sources.common import (
     ReadToDocuments,
     SourceError,
     check_source_name,
-    resolve_inputs,
+    resolve_sized_inputs,
 )
 from pipeline.stage import Stage
-from pipeline.tables import FAILED_FILES, WriteJsonLines, output_files, read_jsonl
+from pipeline.tables import FAILED_FILES, read_jsonl
 from schemas.documents import document_row
 from schemas.stats import StageStats
 
@@ -72,6 +73,10 @@ class WikipediaConfig:
     drop_sections: list[str] = field(
         default_factory=lambda: list(DEFAULT_DROP_SECTIONS),
         metadata={"help": "level-2 sections removed (citation lists, link lists), matched case-insensitively"},
+    )
+    group_bytes: int = field(
+        default=DEFAULT_GROUP_BYTES,
+        metadata={"help": "input bytes per work unit, committed on its own: a rerun skips the groups done"},
     )
     url_base: str = field(
         default="", metadata={"help": "article URL prefix, e.g. https://en.wikipedia.org/wiki/ (default: the dump's)"}
@@ -215,17 +220,19 @@ class ReadDump(beam.DoFn):
 def run_wikipedia(
     inputs: list[str], out_dir: str, cfg: WikipediaConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
-    """Build the document table of a Wikipedia (any MediaWiki) dump; the stage contract of ``ccgpt source``."""
+    """Build the document table of a Wikipedia (any MediaWiki) dump; the stage contract of ``ccgpt source``,
+    committed by input-file group (``cfg.group_bytes``; :mod:`pipeline.ledger`)."""
     check_source_name(cfg.name)
-    files = [p for p, _ in resolve_inputs(inputs)]
+    sized = resolve_sized_inputs(inputs)
+    files = [p for p, _, _ in sized]
+    groups = plan_groups([(p, size) for p, _, size in sized], cfg.group_bytes)
     stage = Stage(STAGE, out_dir, inputs, cfg, force, module=__name__)
 
-    def build(p: beam.Pipeline, tmp: str) -> None:
-        results = p | "Dump" >> ReadToDocuments(files, ReadDump(cfg), tmp, output_files(inputs), extra_tags=(FAILED,))
-        _ = results[FAILED] | "WriteFailed" >> WriteJsonLines(fs.join(tmp, FAILED_FILES))
+    def build(g: Group) -> ReadToDocuments:
+        return ReadToDocuments(g.files, ReadDump(cfg), out_dir, g, extra_files={FAILED: FAILED_FILES})
 
-    def summarise(tmp: str, stats: StageStats) -> None:
-        failed = read_jsonl(fs.join(tmp, FAILED_FILES))
+    def summarise(out: str, stats: StageStats) -> None:
+        failed = read_jsonl(fs.join(out, FAILED_FILES))
         where = f"{len(files)} dump file(s)"
         if stats.read == 0:
             raise SourceError(f"source {cfg.name!r}: no page in {where}: an empty dump")
@@ -244,7 +251,8 @@ def run_wikipedia(
             }
         )
 
-    return stage.run_beam(runner, build, summarise, label=f"source {cfg.name}")
+    side_files = (SideFile(FAILED_FILES, "lines"),)
+    return stage.run_groups(runner, groups, build, side_files, summarise, label=f"source {cfg.name}")
 
 
 class WikipediaSpec(PathsSpec):
