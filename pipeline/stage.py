@@ -385,7 +385,8 @@ class Stage:
         for start in range(0, len(pending), per_wave):
             wave = pending[start : start + per_wave]
             where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
-            with make_pipeline(runner, f"{label or self.name} ({where}, {len(groups)} in all)") as p:
+            name = label or self.name
+            with make_pipeline(runner, f"{name} ({where}, {len(groups)} in all)" if len(groups) > 1 else name) as p:
                 for g in wave:
                     _ = p | f"Group {g.id}" >> build(g)
             for g in wave:
