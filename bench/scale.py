@@ -23,7 +23,7 @@ per block); the curve's sizes are prefixes of the same files, so a larger size h
 2 worker processes, in the order a run takes them:
 
 - ``curate``: resiliparse extraction, English at 0.65, the default filters, raw documents written as a run
-  writes them (the quality classifier's negatives).
+  writes them (the quality classifier's negatives), input-file groups of 256 MiB (``CURATE_GROUP_BYTES``).
 - ``quality_filter``: the threshold rule at 0.5, which keeps most of the bench's pages so that dedup and mix
   see most of them (it scores every document, as GPT-3's Pareto rule does, at the same cost). The fastText
   model is trained once per work folder, outside the curve, on WikiText-2 paragraphs (detokenised, as the
@@ -76,6 +76,9 @@ STAGES = ("curate", "quality_filter", "dedup", "mix")
 BLOCK = 10_000  # documents per corpus seed
 PER_WARC = 500  # HTML responses per WARC file (sizes are multiples of it)
 WORKERS = 2
+# curate's work unit here: a group per pipeline as the default 8 GiB is of a crawl, scaled down with the data, so
+# the curve crosses groups as a crawl does (the local runner holds one pipeline's shuffle in its driver)
+CURATE_GROUP_BYTES = 256 << 20
 MAX_BOILERPLATE_WORDS = 40  # a template's own extracted text, without the inserted document
 TIME_BAR = 1.3  # time may grow at most this much faster than linear from the smallest to the largest size
 MEMORY_BAR = 1.5  # per-process peak memory may grow at most this much over the same range
@@ -384,6 +387,7 @@ def run_stage(stage: str, work: str, docs: int) -> dict:
 
         cfg = CurateConfig()
         cfg.extract.extractor = "resiliparse"
+        cfg.read.group_bytes = CURATE_GROUP_BYTES
         stats = run_curate(warcs(work, docs), out, cfg, runner, force=True)
     elif stage == "quality_filter":
         from pipeline.quality import QualityFilterConfig, run_quality_filter

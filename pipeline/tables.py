@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs
 from pipeline.commit import STATS_FILE, committed_files
@@ -177,10 +180,11 @@ FAILED_FILES = "failed_files.jsonl"
 EXAMPLES_FILE = "examples.jsonl"
 
 
-DOCUMENT_FILE_BYTES = 256 << 20  # input bytes per output document file (a document-table stage)
-CRAWL_FILE_BYTES = 2 << 30  # WARC bytes per output document file (extracted text is a few % of a WARC)
-ROW_GROUP_TEXT_BYTES = 64 << 20  # text per Parquet row group: about the 64 MB groups Beam's writer made
+DOCUMENT_FILE_BYTES = 32 << 20  # input bytes per output document file (a document-table stage)
+CRAWL_FILE_BYTES = 1 << 30  # WARC bytes per output document file: about one Common Crawl WARC's text
+ROW_GROUP_TEXT_BYTES = 16 << 20  # text per Parquet row group: what a reader of the table holds at once
 ROW_GROUP_ROWS = 50_000
+SHUFFLE_BATCH_TEXT_BYTES = 8 << 20  # text a writer's batching step buffers (over all files) before it ships
 UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
 
 
@@ -188,7 +192,8 @@ def output_files(inputs: list[str], bytes_per_file: int = DOCUMENT_FILE_BYTES) -
     """How many document files a stage writes for ``inputs``: one per ``bytes_per_file`` of input, at least one.
 
     Decided from the inputs' sizes alone, so it is the same on every runner and worker count; it bounds what
-    one worker holds while writing one file (that file's rows)."""
+    one worker holds while writing one file (that file's rows). The budgets give files of some tens of MB, as
+    datatrove's one output file per input WARC does."""
     total = 0
     for path in inputs:
         if fs.scheme(path) in fs.READ_ONLY:
@@ -203,37 +208,106 @@ def group_output_files(group_bytes: int, bytes_per_file: int = DOCUMENT_FILE_BYT
     return max(1, -(-group_bytes // bytes_per_file))
 
 
-def _file_of(row: dict[str, Any], files: int) -> tuple[int, dict[str, Any]]:
-    digest = hashlib.blake2b(row["id"].encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % files, row
+def file_of(doc_id: str, files: int) -> int:
+    """The output file (0 .. files-1) a document id goes to: a hash of the id, never arrival order."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % files
 
 
-def _row_order(row: dict[str, Any]) -> tuple:
-    """Rows sorted by id; rows sharing an id (before dedup) by where they came from, then their text."""
-    return (row["id"], row.get("source_file") or "", row.get("source_offset") or 0, row.get("text") or "")
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+    """Document rows -> one zstd-compressed Arrow IPC stream (what crosses the writer's shuffle)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, DOCUMENT_SCHEMA, options=_IPC_OPTIONS) as writer:
+        writer.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA))
+    return sink.getvalue().to_pybytes()
+
+
+def decode_rows(batch: bytes) -> pa.Table:
+    """The table :func:`encode_rows` encoded."""
+    return pa.ipc.open_stream(pa.py_buffer(batch)).read_all()
+
+
+class _BatchByFile(beam.DoFn):
+    """Document rows -> ``(file, batch)``: each row's file by :func:`file_of`, rows of one file packed into
+    compressed Arrow batches (:func:`encode_rows`) of at most :data:`SHUFFLE_BATCH_TEXT_BYTES` of text.
+
+    Why batches and not rows: a shuffled row would be a Python dict wherever the runner decodes it, and Beam's
+    local runner decodes and holds every shuffled value in its driver process until the grouped step runs,
+    about five times the row's bytes; a compressed batch is held as bytes, a fraction of them. Cluster
+    runners shuffle fewer bytes too. Which rows share a batch depends on bundles, but the writer sorts a
+    file's rows, so the files never show it."""
+
+    def __init__(self, files: int):
+        self.files = files
+
+    def start_bundle(self):
+        self._rows: dict[int, list[dict[str, Any]]] = {}
+        self._text = 0
+
+    def process(self, row: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
+        self._rows.setdefault(file_of(row["id"], self.files), []).append(row)
+        self._text += len(row.get("text") or "")
+        if self._text >= SHUFFLE_BATCH_TEXT_BYTES:
+            yield from self._flush()
+
+    def _flush(self) -> Iterator[tuple[int, bytes]]:
+        rows, self._rows, self._text = self._rows, {}, 0
+        for k in sorted(rows):
+            yield k, encode_rows(rows[k])
+
+    def finish_bundle(self):
+        for kv in self._flush():
+            yield GlobalWindows.windowed_value(kv)
+
+
+def _sort_order(table: pa.Table) -> pa.Array:
+    """Row order of a document file: by id; rows sharing an id (before dedup) by where they came from, then by
+    their text (a missing value sorts as the empty one)."""
+    keys = pa.table(
+        {
+            "id": table["id"],
+            "source_file": pc.coalesce(table["source_file"], pa.scalar("", pa.string())),
+            "source_offset": pc.coalesce(table["source_offset"], pa.scalar(0, pa.int64())),
+            "text": table["text"],
+        }
+    )
+    return pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
+
+
+def row_groups(text_bytes: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` row ranges of consecutive Parquet row groups: each closes once it holds
+    :data:`ROW_GROUP_TEXT_BYTES` of text or :data:`ROW_GROUP_ROWS` rows (``text_bytes`` per row, in order)."""
+    ends = np.cumsum(text_bytes, dtype=np.int64)
+    out, start = [], 0
+    while start < len(text_bytes):
+        before = ends[start - 1] if start else 0
+        full = int(np.searchsorted(ends, before + ROW_GROUP_TEXT_BYTES, side="left")) + 1
+        end = min(full, start + ROW_GROUP_ROWS, len(text_bytes))
+        out.append((start, end))
+        start = end
+    return out
 
 
 class _WriteDocumentFile(beam.DoFn):
-    """One output file's rows -> ``<prefix>-<k>-of-<n>.parquet``, sorted, written in place (a retried bundle
-    writes the same bytes again; readers see the file through the stage's commit)."""
+    """One output file's batches -> ``<prefix>-<k>-of-<n>.parquet``, its rows sorted, written in place (a
+    retried bundle writes the same bytes again; readers see the file through the stage's commit). The file's
+    rows are held once, as one Arrow table (about their own size), never as Python objects."""
 
     def __init__(self, folder: str, files: int, prefix: str):
         self.folder, self.files, self.prefix = folder, files, prefix
 
-    def process(self, element: tuple[int, Iterable[dict[str, Any]]]) -> Iterator[str]:
-        k, rows = element
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[str]:
+        k, batches = element
         path = fs.join(self.folder, f"{self.prefix}-{k:05d}-of-{self.files:05d}.parquet")
-        group: list[dict[str, Any]] = []
-        text = 0
+        table = pa.concat_tables([decode_rows(b) for b in batches])
+        order = _sort_order(table)
+        text_bytes = pc.binary_length(table["text"]).to_numpy()[order.to_numpy()]
         with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, DOCUMENT_SCHEMA, compression="zstd") as writer:
-            for row in sorted(rows, key=_row_order):
-                group.append(row)
-                text += len(row.get("text") or "")
-                if text >= ROW_GROUP_TEXT_BYTES or len(group) >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_pylist(group, schema=DOCUMENT_SCHEMA))
-                    group, text = [], 0
-            if group:
-                writer.write_table(pa.Table.from_pylist(group, schema=DOCUMENT_SCHEMA))
+            for start, end in row_groups(text_bytes):
+                writer.write_table(table.take(order[start:end]))
         yield path
 
 
@@ -243,9 +317,10 @@ class WriteDocuments(beam.PTransform):
 
     Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
-    arrival order never shows. One worker holds one file's rows while it writes them, so size ``files`` from
-    the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table` once
-    the pipeline ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
+    arrival order never shows. Rows cross the shuffle in compressed Arrow batches (:class:`_BatchByFile`).
+    One worker holds one file's rows while it writes them, so size ``files`` from the input
+    (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table` once the pipeline
+    ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
     :mod:`pipeline.ledger`)."""
 
     def __init__(self, folder: str, files: int = 1, prefix: str = "documents"):
@@ -255,7 +330,7 @@ class WriteDocuments(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "ByFile" >> beam.Map(_file_of, self.files)
+            | "ByFile" >> beam.ParDo(_BatchByFile(self.files))
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.files, self.prefix))
         )
