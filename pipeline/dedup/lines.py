@@ -1,0 +1,204 @@
+"""The dedup stage's boilerplate pass: which normalised lines recur in ``min_docs`` documents of a group.
+
+:mod:`.boilerplate` defines boilerplate lines and a document's core; this module finds them on Beam, before
+any document is sketched (a document's signature hashes its core, so its group's boilerplate lines must be
+known first). Following CCNet's paragraph hashing, a ``(group, line hash)`` key is counted once per
+document that holds the line (the group: the URL host, or the corpus for a document without a URL):
+
+1. :class:`CountLines` reads one input chunk's texts and sums its documents per key (one chunk's table, as a
+   combiner would), then hands each key's count on as a :class:`.records.LineCount` by the partition of
+   the key, in hand-off files like every other shuffle of the stage (:mod:`.work`).
+2. :class:`FrequentLines` sums one partition's counts; a key seen in ``min_docs`` documents or more is a
+   boilerplate line, handed as a :class:`.records.FrequentLine` to *each chunk that holds it*: a join keyed
+   by chunk, so a chunk receives only the boilerplate lines its own documents hold.
+3. :class:`.steps.ReadChunk` of that chunk sets them aside (:class:`ChunkLines`).
+
+**What bounds memory.** No worker holds per-document data of more than one chunk. CountLines holds one
+chunk's distinct keys; FrequentLines one partition's: the distinct ``(group, line)`` keys whose hash falls
+in it, with the chunks each came from. Keys are spread over partitions by their line hash, not their host,
+so a hot host with millions of pages is split over every partition, and its share of a partition is bounded
+by the host's *distinct* lines (a template line of a million pages is one key per chunk), not its pages.
+ReadChunk holds the boilerplate lines of its own chunk, at most the chunk's distinct lines.
+
+The most frequent boilerplate lines are an output too (the report lists them): each chunk names its top
+:data:`TOP_LINES` by document count, with the smallest text seen for each (so the choice is the same in any
+process), as ``template_line:<JSON>`` counters; a line in the corpus's top list is in the top list of every
+chunk that holds it, so :func:`top_template_lines` finds the corpus's top from these.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import apache_beam as beam
+import xxhash
+
+from pipeline.dedup.boilerplate import BoilerplateConfig, GroupLines, group_of, line_hashes, line_keys
+from pipeline.dedup.records import FrequentLine, LineCount
+from pipeline.dedup.work import COUNTERS, iter_chunk, receive, send
+
+if TYPE_CHECKING:
+    from pipeline.dedup.stage import DedupConfig
+
+TOP_LINES = 10  # boilerplate lines named in stats.json (and the report)
+TEMPLATE_LINE = "template_line:"  # counter prefix of a top line: template_line:[docs, group, hash, text]
+_SAMPLE_CHARS = 200  # a top line's text is cut to this length
+
+
+def usable_text(row: dict[str, Any]) -> str | None:
+    """The text of a row the stage deduplicates (a non-empty id and source, a non-blank text), else None:
+    the rows :class:`.steps.ReadChunk` sketches are the rows whose lines are counted."""
+    doc_id, source, text = row.get("id"), row.get("source"), row.get("text")
+    if isinstance(doc_id, str) and doc_id and isinstance(source, str) and source and isinstance(text, str):
+        return text if text.strip() else None
+    return None
+
+
+def line_partition(group: str, line: int, partitions: int) -> int:
+    """The partition of a ``(group, line hash)`` key: by the line hash mixed with the group's, so one host's
+    lines spread over every partition."""
+    return (line ^ xxhash.xxh3_64_intdigest(group.encode("utf-8", "surrogatepass"))) % partitions
+
+
+class CountLines(beam.DoFn):
+    """One input chunk -> its ``(group, line)`` document counts (:class:`.records.LineCount`), handed on by
+    :func:`line_partition`; counts the chunk's (distinct per document) non-empty lines as ``lines``."""
+
+    def __init__(self, cfg: DedupConfig, work: str, partitions: int):
+        self.boilerplate = cfg.near.boilerplate
+        self.work = work
+        self.partitions = partitions
+
+    def process(self, task: tuple[int, tuple[str, tuple[int, ...]]]) -> Iterator[Any]:
+        chunk, (path, groups) = task
+        counts: Counter = Counter()
+        lines = 0
+        for batch in iter_chunk(path, groups, ["id", "source", "text", "url"]):
+            for row in batch.to_pylist():
+                text = usable_text(row)
+                if text is None:
+                    continue
+                group = group_of(row.get("url"), self.boilerplate)
+                hashes = line_hashes(text)
+                lines += len(hashes)
+                counts.update((group, h) for h in hashes)
+        out: dict[int, list[LineCount]] = {}
+        for (group, h), n in counts.items():
+            out.setdefault(line_partition(group, h, self.partitions), []).append(LineCount(group, h, n, chunk))
+        yield from send(self.work, "line-counts", f"c{chunk:05d}", LineCount, out)
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("lines", lines))
+
+
+class FrequentLines(beam.DoFn):
+    """One partition's line counts -> its boilerplate lines (``docs >= min_docs``), a
+    :class:`.records.FrequentLine` handed to each chunk that holds the line; counts them as
+    ``boilerplate_lines``."""
+
+    def __init__(self, min_docs: int, work: str):
+        self.min_docs = min_docs
+        self.work = work
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
+        part, refs = element
+        docs: Counter = Counter()
+        chunks: dict[tuple[str, int], list[int]] = {}
+        for c in receive(LineCount, refs):
+            docs[(c.group, c.line)] += c.docs
+            chunks.setdefault((c.group, c.line), []).append(c.chunk)
+        out: dict[int, list[FrequentLine]] = {}
+        frequent = 0
+        for key, n in docs.items():
+            if n >= self.min_docs:
+                frequent += 1
+                for chunk in chunks[key]:
+                    out.setdefault(chunk, []).append(FrequentLine(key[0], key[1], n))
+        yield from send(self.work, "frequent-lines", f"l{part:05d}", FrequentLine, out)
+        if frequent:
+            yield beam.pvalue.TaggedOutput(COUNTERS, ("boilerplate_lines", frequent))
+
+
+class BoilerplateLines(beam.PTransform):
+    """``(chunk, (path, row groups))`` tasks -> ``{"lines": (chunk, reference to its boilerplate lines),
+    "counters"}``."""
+
+    def __init__(self, cfg: DedupConfig, work: str, partitions: int):
+        super().__init__()
+        self.cfg, self.work, self.partitions = cfg, work, partitions
+
+    def expand(self, tasks):
+        counted = (
+            tasks
+            | "SpreadCount" >> beam.Reshuffle()
+            | "CountLines"
+            >> beam.ParDo(CountLines(self.cfg, self.work, self.partitions)).with_outputs(COUNTERS, main="counts")
+        )
+        frequent = (
+            counted.counts
+            | "GroupLineCounts" >> beam.GroupByKey()
+            | "FrequentLines"
+            >> beam.ParDo(FrequentLines(self.cfg.near.boilerplate.min_docs, self.work)).with_outputs(
+                COUNTERS, main="lines"
+            )
+        )
+        counters = (counted[COUNTERS], frequent[COUNTERS]) | "LineCounters" >> beam.Flatten()
+        return {"lines": frequent.lines, "counters": counters}
+
+
+class ChunkLines:
+    """The boilerplate lines one chunk's documents hold, as :func:`.boilerplate.core_sketch` needs them, and
+    what the chunk saw of them: lines set aside (``boilerplate_lines_removed``, distinct per document) and
+    the text of its most frequent ones."""
+
+    def __init__(self, frequent: Iterable[FrequentLine], cfg: BoilerplateConfig):
+        self.docs = {(f.group, f.line): f.docs for f in frequent}
+        self.groups = {g for g, _ in self.docs}
+        self.cfg = cfg
+        self.removed = 0
+        self.samples: dict[tuple[str, int], str] = {}
+
+    def of(self, url: str | None) -> GroupLines | None:
+        """The boilerplate lines of the group of a document at ``url``; None when the group has none (the
+        document's lines need not even be hashed)."""
+        if not self.groups:
+            return None
+        group = group_of(url, self.cfg)
+        return GroupLines(self.docs, group) if group in self.groups else None
+
+    def observe(self, text: str, lines: GroupLines) -> list[int]:
+        """Count ``text``'s boilerplate lines and keep the smallest text of each; returns ``line_keys(text)``
+        for :func:`.boilerplate.core_sketch` to reuse."""
+        keys = line_keys(text)
+        raw = None
+        for i, h in enumerate(keys):
+            if h and h in lines:
+                raw = raw or text.splitlines()
+                key = (lines.group, h)
+                line = raw[i].strip()[:_SAMPLE_CHARS]
+                if key not in self.samples or line < self.samples[key]:
+                    self.samples[key] = line
+        self.removed += sum(1 for h in line_hashes("", keys) if h in lines)
+        return keys
+
+    def counters(self) -> Iterator[tuple[str, int]]:
+        """``boilerplate_lines_removed`` and the chunk's top :data:`TOP_LINES` lines as counters."""
+        if self.removed:
+            yield "boilerplate_lines_removed", self.removed
+        top = sorted(self.samples, key=lambda k: (-self.docs[k], k))[:TOP_LINES]
+        for group, h in top:
+            yield TEMPLATE_LINE + json.dumps([self.docs[(group, h)], group, h, self.samples[(group, h)]]), 1
+
+
+def top_template_lines(counters: dict[str, int], k: int = TOP_LINES) -> list[dict[str, Any]]:
+    """The corpus's ``k`` most frequent boilerplate lines from the chunks' ``template_line:`` counters:
+    ``{"docs", "group", "text"}``, most documents first (each line's smallest text over its chunks)."""
+    best: dict[tuple[str, int], tuple[int, str]] = {}
+    for name in counters:
+        if name.startswith(TEMPLATE_LINE):
+            docs, group, h, text = json.loads(name[len(TEMPLATE_LINE) :])
+            if (group, h) not in best or text < best[(group, h)][1]:
+                best[(group, h)] = (docs, text)
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
+    return [{"docs": docs, "group": group, "text": text} for (group, _), (docs, text) in ranked]
