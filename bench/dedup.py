@@ -358,10 +358,10 @@ def labelled_sets(work: str, synthetic: int) -> list[tuple[str, str]]:
 def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> dict:
     """``evaluate_dedup`` on one set: ``settings`` "stage" (the Beam stage's algorithm today) or "default"
     (``ccgpt dedup eval``'s defaults: boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
-    from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, stage_near_config
+    from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, plain_near_config
     from pipeline.dedup.exact import NormalizeConfig
 
-    near = stage_near_config() if settings == "stage" else default_near_config()
+    near = plain_near_config() if settings == "stage" else default_near_config()
     if min_docs:
         near.boilerplate.min_docs = min_docs
     t = time.perf_counter()

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, read_clusters, run_dedup
-from pipeline.dedup.evaluate import stage_near_config
+from pipeline.dedup.evaluate import plain_near_config
 from pipeline.dedup.stage import ComponentsError, cluster_files
 from pipeline.tables import read_documents
 from schemas.config import add_dataclass_args, dataclass_from_args
@@ -128,7 +128,7 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
 
     # Pairwise quality against the labels, and agreement with the in-process evaluation.
     scores = pairwise_scores(cluster_of, truth)
-    reference = evaluate_dedup(path, 0.8, stage_near_config())
+    reference = evaluate_dedup(path, 0.8, plain_near_config())
     msg = f"beam: {scores}; evaluate_dedup: {reference}"
     print(msg)
     assert scores["precision"] >= 0.98 and scores["recall"] >= 0.95 and scores["f1"] >= 0.97, msg
