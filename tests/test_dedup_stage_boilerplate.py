@@ -82,3 +82,21 @@ def test_stage_counts_lines_per_url_host(local_runner, tmp_path):
     assert {t["group"] for t in boilerplate["top_lines"]} == {"portal.example"}
     assert sorted(t["text"] for t in boilerplate["top_lines"]) == sorted([top[:200], bottom[:200]])
     assert boilerplate["document_lines"] == 8 * 7 + 7 * 3 and boilerplate["document_lines_removed"] == 14
+
+
+def test_report_names_the_most_frequent_template_lines():
+    from pipeline.report import boilerplate_section
+
+    stats = {
+        "enabled": True,
+        "min_docs": 6,
+        "per_host": True,
+        "lines": 2,
+        "document_lines": 40,
+        "document_lines_removed": 10,
+        "documents_with_boilerplate": 5,
+        "top_lines": [{"docs": 7, "group": "portal.example", "text": "Cookies <help>"}],
+    }
+    html = boilerplate_section(stats)
+    assert "25%" in html and "portal.example" in html and "Cookies &lt;help&gt;" in html
+    assert boilerplate_section({"enabled": False}) == ""
