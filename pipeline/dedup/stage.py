@@ -16,21 +16,27 @@ again at the end, and each step's cluster lines are split by a hash of the line 
 files, sorted, and each cluster file merged by its own worker (no step sees the whole corpus's lines).
 :class:`Dedup` is the recipe; the steps are in :mod:`.steps`, the index in :mod:`.index`.
 
+0. **Boilerplate lines** (:mod:`.lines`, near pass with ``near.boilerplate`` on, the default): each chunk's
+   ``(group, line hash)`` document counts are summed by partition of the key; the lines seen in ``min_docs``
+   documents of their group (URL host, or the corpus) are handed to the chunks that hold them.
 1. **Read chunks** (:class:`.steps.ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
    ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
-   the 128-bit hash of their normalised text, word (or char) n-gram shingles, a MinHash signature
-   bit-identical to datasketch, its band hashes and the verification sketch (the 64-bit shingle-hash set,
-   or the signature). The chunk's *sketch file* gets one row per document; the exact-group members leave
-   as :class:`.records.Member` batches by partition of their text hash.
+   the 128-bit hash of their normalised text, word (or char) n-gram shingles of their *core* (the text
+   without its boilerplate lines, :func:`.boilerplate.core_sketch`), a MinHash signature of the core's
+   shingles bit-identical to datasketch, its band hashes (banding chosen for
+   :func:`.boilerplate.candidate_threshold`) and the verification sketch (the 64-bit shingle-hash sets of
+   the full text and of the core, or the signature). The chunk's *sketch file* gets one row per document;
+   the exact-group members leave as :class:`.records.Member` batches by partition of their text hash.
 2. **Exact** (:class:`.steps.ExactPartition`): each partition groups its members by hash; the smallest node
    key survives, the others are ``dropped:exact_duplicate``. Survivors leave batched: band entries by band
    partition, :class:`.records.Survivor` by node-key partition.
 3. **LSH buckets** (:class:`.steps.BucketPairs`): band entries are handed over as raw numpy bytes by ``band
    hash % partitions``; each partition sorts its entries by ``(band, hash)`` and only runs of equal keys
    reach Python: small buckets give all pairs, oversized ones a star on their minimum.
-4. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
-   not at all): pairs grouped by the chunk of their first node (which also removes pairs found in several
-   bands) read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
+4. **Verify** candidates by :func:`.boilerplate.verify_pair`: the containment of the shorter core in the
+   other document (default), the true Jaccard of the core shingle sets, the signature estimate, or not at
+   all: pairs grouped by the chunk of their first node (which also removes pairs found in several bands)
+   read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
    the pair is checked against the second sketch, read the same way. Only candidate pairs carry a sketch.
 5. **Connected components** of the verified pairs on the runner (:mod:`.components`, partitioned, edges
    in hand-off files): because node keys sort survivor-first, each component's label *is* its survivor.
@@ -68,8 +74,8 @@ is ``dropped:exact_duplicate_of_index``) and the LSH buckets under a node key th
 labelled by it and its new members are ``dropped:near_duplicate_of_index``. Indexed documents are never
 emitted again and indexed-indexed pairs are never formed. Each run's index holds its own survivors only: to
 deduplicate crawl N against all earlier ones, pass all earlier folders. The settings that decide hashes and
-bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode) must match the
-indexes' (checked before the pipeline starts).
+bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode, boilerplate settings)
+must match the indexes' (checked before the pipeline starts).
 """
 
 from __future__ import annotations
