@@ -6,8 +6,9 @@ known first). Following CCNet's paragraph hashing, a ``(group, line hash)`` key 
 document that holds the line (the group: the URL host, or the corpus for a document without a URL):
 
 1. :class:`CountLines` reads one input chunk's texts and sums its documents per key (one chunk's table, as a
-   combiner would), then hands each key's count on as a :class:`.records.LineCount` by the partition of
-   the key, in hand-off files like every other shuffle of the stage (:mod:`.work`).
+   combiner would), then hands each key's count on as a :class:`.records.LineCount` column batch by the
+   partition of the key (the line hash mixed with the group's, so one host's lines spread over every
+   partition), in hand-off files like every other shuffle of the stage (:mod:`.work`).
 2. :class:`FrequentLines` sums one partition's counts; a key seen in ``min_docs`` documents or more is a
    boilerplate line, handed as a :class:`.records.FrequentLine` to *each chunk that holds it*: a join keyed
    by chunk, so a chunk receives only the boilerplate lines its own documents hold.
@@ -29,16 +30,16 @@ chunk that holds it, so :func:`top_template_lines` finds the corpus's top from t
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
+import numpy as np
 import xxhash
 
 from pipeline.dedup.boilerplate import BoilerplateConfig, GroupLines, group_of, line_hashes, line_keys
-from pipeline.dedup.records import FrequentLine, LineCount
-from pipeline.dedup.work import COUNTERS, iter_chunk, receive, send
+from pipeline.dedup.records import FrequentLine, LineCount, pack_columns, unpack_columns
+from pipeline.dedup.work import COUNTERS, hand_off, handed, iter_chunk, send
 
 if TYPE_CHECKING:
     from pipeline.dedup.stage import DedupConfig
@@ -57,15 +58,23 @@ def usable_text(row: dict[str, Any]) -> str | None:
     return None
 
 
-def line_partition(group: str, line: int, partitions: int) -> int:
-    """The partition of a ``(group, line hash)`` key: by the line hash mixed with the group's, so one host's
-    lines spread over every partition."""
-    return (line ^ xxhash.xxh3_64_intdigest(group.encode("utf-8", "surrogatepass"))) % partitions
+def _runs(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, starts)``: the order that sorts rows by ``keys`` (the last key first, as ``np.lexsort``) and
+    where each run of equal keys starts in it."""
+    order = np.lexsort(keys)
+    first = np.ones(order.size, dtype=bool)
+    for k in keys:
+        sorted_k = k[order]
+        first[1:] &= sorted_k[1:] == sorted_k[:-1]
+    first = ~first
+    first[:1] = True
+    return order, np.flatnonzero(first)
 
 
 class CountLines(beam.DoFn):
-    """One input chunk -> its ``(group, line)`` document counts (:class:`.records.LineCount`), handed on by
-    :func:`line_partition`; counts the chunk's (distinct per document) non-empty lines as ``lines``."""
+    """One input chunk -> its ``(group, line)`` document counts (:class:`.records.LineCount` column batches),
+    handed on by the partition of the key; counts the chunk's (distinct per document) non-empty lines as
+    ``lines``. The chunk's keys are held as two numpy columns and summed by sorting (16 bytes a line)."""
 
     def __init__(self, cfg: DedupConfig, work: str, partitions: int):
         self.boilerplate = cfg.near.boilerplate
@@ -74,28 +83,39 @@ class CountLines(beam.DoFn):
 
     def process(self, task: tuple[int, tuple[str, tuple[int, ...]]]) -> Iterator[Any]:
         chunk, (path, groups) = task
-        counts: Counter = Counter()
-        lines = 0
+        names: dict[str, int] = {}
+        gids: list[int] = []
+        hashes: list[int] = []
         for batch in iter_chunk(path, groups, ["id", "source", "text", "url"]):
             for row in batch.to_pylist():
                 text = usable_text(row)
                 if text is None:
                     continue
-                group = group_of(row.get("url"), self.boilerplate)
-                hashes = line_hashes(text)
-                lines += len(hashes)
-                counts.update((group, h) for h in hashes)
-        out: dict[int, list[LineCount]] = {}
-        for (group, h), n in counts.items():
-            out.setdefault(line_partition(group, h, self.partitions), []).append(LineCount(group, h, n, chunk))
-        yield from send(self.work, "line-counts", f"c{chunk:05d}", LineCount, out)
-        yield beam.pvalue.TaggedOutput(COUNTERS, ("lines", lines))
+                mine = line_hashes(text)
+                gids.extend([names.setdefault(group_of(row.get("url"), self.boilerplate), len(names))] * len(mine))
+                hashes.extend(mine)
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("lines", len(hashes)))
+        if not hashes:
+            return
+        gid, line = np.array(gids, dtype=np.int64), np.array(hashes, dtype=np.uint64)
+        order, starts = _runs(line, gid)
+        docs = np.diff(np.append(starts, order.size))
+        gid, line = gid[order[starts]], line[order[starts]]
+        group_names = list(names)
+        mix = np.array([xxhash.xxh3_64_intdigest(g.encode("utf-8", "surrogatepass")) for g in group_names], np.uint64)
+        part = (line ^ mix[gid]) % np.uint64(self.partitions)
+        out: dict[int, list] = {}
+        for p in np.unique(part).tolist():
+            at = np.flatnonzero(part == p)
+            counts = LineCount([group_names[g] for g in gid[at].tolist()], line[at], docs[at], np.full(at.size, chunk))
+            out[p] = [pack_columns(counts)]
+        yield from hand_off(self.work, "line-counts", f"c{chunk:05d}", out)
 
 
 class FrequentLines(beam.DoFn):
     """One partition's line counts -> its boilerplate lines (``docs >= min_docs``), a
     :class:`.records.FrequentLine` handed to each chunk that holds the line; counts them as
-    ``boilerplate_lines``."""
+    ``boilerplate_lines``. Sums by sorting numpy columns (a few dozen bytes a key and chunk)."""
 
     def __init__(self, min_docs: int, work: str):
         self.min_docs = min_docs
@@ -103,21 +123,26 @@ class FrequentLines(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         part, refs = element
-        docs: Counter = Counter()
-        chunks: dict[tuple[str, int], list[int]] = {}
-        for c in receive(LineCount, refs):
-            docs[(c.group, c.line)] += c.docs
-            chunks.setdefault((c.group, c.line), []).append(c.chunk)
+        batches = [unpack_columns(LineCount, b) for b in handed(refs)]
+        if not batches:
+            return
+        names: dict[str, int] = {}
+        gid = np.array([names.setdefault(g, len(names)) for b in batches for g in b.group], dtype=np.int64)
+        line, docs, chunk = (np.concatenate([getattr(b, f) for b in batches]) for f in ("line", "docs", "chunk"))
+        order, starts = _runs(line, gid)
+        totals = np.add.reduceat(docs[order], starts)
+        frequent = totals >= self.min_docs
+        if not frequent.any():
+            return
+        sizes = np.diff(np.append(starts, order.size))
+        rows = order[np.repeat(frequent, sizes)]  # every (key, chunk) row of a frequent key
+        total_of_row = np.repeat(totals, sizes)[np.repeat(frequent, sizes)]
+        group_names = list(names)
         out: dict[int, list[FrequentLine]] = {}
-        frequent = 0
-        for key, n in docs.items():
-            if n >= self.min_docs:
-                frequent += 1
-                for chunk in chunks[key]:
-                    out.setdefault(chunk, []).append(FrequentLine(key[0], key[1], n))
+        for r, n in zip(rows.tolist(), total_of_row.tolist()):
+            out.setdefault(int(chunk[r]), []).append(FrequentLine(group_names[gid[r]], int(line[r]), n))
         yield from send(self.work, "frequent-lines", f"l{part:05d}", FrequentLine, out)
-        if frequent:
-            yield beam.pvalue.TaggedOutput(COUNTERS, ("boilerplate_lines", frequent))
+        yield beam.pvalue.TaggedOutput(COUNTERS, ("boilerplate_lines", int(frequent.sum())))
 
 
 class BoilerplateLines(beam.PTransform):

@@ -7,7 +7,8 @@ objects instead of a Python object per field per document, and a step reads ``me
 the layout of a record is written down once, here.
 
 :class:`BandEntries` is the one column record: its fields are whole columns (numpy arrays), because the LSH
-step sorts millions of band entries with numpy and never looks at one alone.
+step sorts millions of band entries with numpy and never looks at one alone; :class:`LineCount` batches are
+packed the same way.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ class Probe(NamedTuple):
 
 class LineCount(NamedTuple):
     """How many documents of one chunk hold a normalised line (``line``: its hash) of ``group`` (a URL host,
-    or the corpus): CountLines -> FrequentLines, by the partition of ``(group, line)``."""
+    or the corpus): CountLines -> FrequentLines, by the partition of ``(group, line)``. Packed as columns,
+    like :class:`BandEntries`: a chunk has one per distinct line, and both ends sum them with numpy."""
 
     group: str
     line: int
