@@ -160,6 +160,8 @@ def core_shingles(
     the core's text instead. ``keys``: ``line_keys(text)`` when the caller has them (the counting pass did).
     """
     items = shingles(text, cfg)
+    if keys is not None and not any(h and h in boilerplate for h in keys):
+        return items, None  # no line is boilerplate (the common case): the text need not be cut
     if cfg.lowercase:
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)

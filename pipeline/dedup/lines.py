@@ -12,7 +12,9 @@ document that holds the line (the group: the URL host, or the corpus for a docum
 2. :class:`FrequentLines` sums one partition's counts; a key seen in ``min_docs`` documents or more is a
    boilerplate line, handed as a :class:`.records.FrequentLine` to *each chunk that holds it*: a join keyed
    by chunk, so a chunk receives only the boilerplate lines its own documents hold.
-3. :class:`.steps.ReadChunk` of that chunk sets them aside (:class:`ChunkLines`).
+3. :class:`.steps.ReadChunk` of that chunk sets them aside (:class:`ChunkLines`), reusing the line hashes
+   CountLines left in the work folder for the chunk (one ``list<uint64>`` per row), so no line is
+   normalised twice.
 
 **What bounds memory.** No worker holds per-document data of more than one chunk. CountLines holds one
 chunk's distinct keys; FrequentLines one partition's: the distinct ``(group, line)`` keys whose hash falls
@@ -30,16 +32,28 @@ chunk that holds it, so :func:`top_template_lines` finds the corpus's top from t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import xxhash
 
+from pipeline import fs
 from pipeline.dedup.boilerplate import BoilerplateConfig, GroupLines, group_of, line_hashes, line_keys
 from pipeline.dedup.records import FrequentLine, LineCount, pack_columns, unpack_columns
-from pipeline.dedup.work import COUNTERS, hand_off, handed, iter_chunk, send
+from pipeline.dedup.work import (
+    COUNTERS,
+    hand_off,
+    handed,
+    iter_chunk,
+    line_keys_file,
+    list_array,
+    open_parquet,
+    send,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from pipeline.dedup.stage import DedupConfig
@@ -47,6 +61,7 @@ if TYPE_CHECKING:
 TOP_LINES = 10  # boilerplate lines named in stats.json (and the report)
 TEMPLATE_LINE = "template_line:"  # counter prefix of a top line: template_line:[docs, group, hash, text]
 _SAMPLE_CHARS = 200  # a top line's text is cut to this length
+LINE_KEYS = pa.schema([("row", pa.int64()), ("keys", pa.list_(pa.uint64()))])  # a chunk's line hashes by row
 
 
 def usable_text(row: dict[str, Any]) -> str | None:
@@ -86,14 +101,26 @@ class CountLines(beam.DoFn):
         names: dict[str, int] = {}
         gids: list[int] = []
         hashes: list[int] = []
-        for batch in iter_chunk(path, groups, ["id", "source", "text", "url"]):
-            for row in batch.to_pylist():
-                text = usable_text(row)
-                if text is None:
-                    continue
-                mine = line_hashes(text)
-                gids.extend([names.setdefault(group_of(row.get("url"), self.boilerplate), len(names))] * len(mine))
-                hashes.extend(mine)
+
+        def line_keys_of_rows() -> Iterator[pa.RecordBatch]:
+            offset = 0
+            for batch in iter_chunk(path, groups, ["id", "source", "text", "url"]):
+                rows, keys = [], []
+                for i, row in enumerate(batch.to_pylist()):
+                    text = usable_text(row)
+                    if text is None:
+                        continue
+                    rows.append(offset + i)
+                    keys.append(np.array(line_keys(text), dtype=np.uint64))
+                    mine = line_hashes("", keys[-1].tolist())
+                    group = names.setdefault(group_of(row.get("url"), self.boilerplate), len(names))
+                    gids.extend([group] * len(mine))
+                    hashes.extend(mine)
+                offset += batch.num_rows
+                yield pa.RecordBatch.from_arrays([pa.array(rows, pa.int64()), list_array(keys)], schema=LINE_KEYS)
+
+        # The chunk's line hashes are kept for its ReadChunk, which would otherwise normalise every line again.
+        write_parquet(line_keys_file(self.work, chunk), line_keys_of_rows(), LINE_KEYS)
         yield beam.pvalue.TaggedOutput(COUNTERS, ("lines", len(hashes)))
         if not hashes:
             return
@@ -172,15 +199,28 @@ class BoilerplateLines(beam.PTransform):
         return {"lines": frequent.lines, "counters": counters}
 
 
+def load_line_keys(work: str, chunk: int) -> dict[int, np.ndarray]:
+    """The line hashes :class:`CountLines` kept for a chunk, by row (none when the chunk had no usable row)."""
+    path = line_keys_file(work, chunk)
+    if not fs.exists(path):
+        return {}
+    table = open_parquet(path).read()
+    column = table.column("keys").combine_chunks()
+    offsets, values = column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False)
+    rows = table.column("row").to_numpy()
+    return {int(r): values[offsets[i] : offsets[i + 1]] for i, r in enumerate(rows.tolist())}
+
+
 class ChunkLines:
     """The boilerplate lines one chunk's documents hold, as :func:`.boilerplate.core_sketch` needs them, and
     what the chunk saw of them: lines set aside (``boilerplate_lines_removed``, distinct per document) and
-    the text of its most frequent ones."""
+    the text of its most frequent ones. ``keys``: the chunk's line hashes by row (:func:`load_line_keys`)."""
 
-    def __init__(self, frequent: Iterable[FrequentLine], cfg: BoilerplateConfig):
+    def __init__(self, frequent: Iterable[FrequentLine], cfg: BoilerplateConfig, keys: Callable[[], dict]):
         self.docs = {(f.group, f.line): f.docs for f in frequent}
         self.groups = {g for g, _ in self.docs}
         self.cfg = cfg
+        self.keys = keys() if self.groups else {}
         self.removed = 0
         self.samples: dict[tuple[str, int], str] = {}
 
@@ -192,10 +232,11 @@ class ChunkLines:
         group = group_of(url, self.cfg)
         return GroupLines(self.docs, group) if group in self.groups else None
 
-    def observe(self, text: str, lines: GroupLines) -> list[int]:
-        """Count ``text``'s boilerplate lines and keep the smallest text of each; returns ``line_keys(text)``
-        for :func:`.boilerplate.core_sketch` to reuse."""
-        keys = line_keys(text)
+    def observe(self, text: str, lines: GroupLines, row: int) -> list[int]:
+        """Count the boilerplate lines of ``text`` (the chunk's row ``row``) and keep the smallest text of each;
+        returns ``line_keys(text)`` for :func:`.boilerplate.core_sketch` to reuse."""
+        kept = self.keys.get(row)
+        keys = line_keys(text) if kept is None else kept.tolist()
         raw = None
         for i, h in enumerate(keys):
             if h and h in lines:

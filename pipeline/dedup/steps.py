@@ -22,7 +22,7 @@ from pipeline.dedup.boilerplate import CoreSketch, core_sketch, verify_pair
 from pipeline.dedup.components import partition_of, read_labels
 from pipeline.dedup.exact import exact_hash, key_id, rank_key
 from pipeline.dedup.index import SKETCH_SCHEMA, is_indexed, write_index_file
-from pipeline.dedup.lines import ChunkLines
+from pipeline.dedup.lines import ChunkLines, load_line_keys
 from pipeline.dedup.lsh import band_keys
 from pipeline.dedup.minhash import MinHasher
 from pipeline.dedup.records import (
@@ -116,7 +116,9 @@ class ReadChunk(beam.DoFn):
     def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         chunk, joined = element
         ((path, groups),) = joined["task"]
-        lines = ChunkLines(receive(FrequentLine, joined["lines"]), self.cfg.near.boilerplate)
+        lines = ChunkLines(
+            receive(FrequentLine, joined["lines"]), self.cfg.near.boilerplate, lambda: load_line_keys(self.work, chunk)
+        )
         counts: dict[str, int] = {}
         emitted: list[Any] = []
         members: dict[int, list] = {}
@@ -131,7 +133,7 @@ class ReadChunk(beam.DoFn):
                 cores: list[np.ndarray | None] = []
                 mine: list[Member] = []
                 for i, row in enumerate(batch.to_pylist()):
-                    doc = self._row(row, lines, counts, emitted)
+                    doc = self._row(row, offset + i, lines, counts, emitted)
                     if doc is None:
                         continue
                     key, h, band_hashes, (sketch, core) = doc
@@ -172,8 +174,9 @@ class ReadChunk(beam.DoFn):
         yield from _counters(counts)
         yield from _tagged(COUNTERS, lines.counters())
 
-    def _row(self, row: dict, lines: ChunkLines, counts: dict[str, int], emitted: list) -> tuple | None:
-        """``(node key, text hash, band hashes, stored sketch)`` of a valid row; None (and a drop) otherwise."""
+    def _row(self, row: dict, at: int, lines: ChunkLines, counts: dict[str, int], emitted: list) -> tuple | None:
+        """``(node key, text hash, band hashes, stored sketch)`` of a valid row (the chunk's row ``at``); None
+        (and a drop) otherwise."""
         source = row.get("source")
         name = f"read:{source if isinstance(source, str) else '?'}"
         counts[name] = counts.get(name, 0) + 1
@@ -206,7 +209,7 @@ class ReadChunk(beam.DoFn):
             return key, h, empty, (empty, None)
         group_lines = lines.of(row.get("url"))
         try:
-            keys = None if group_lines is None else lines.observe(text, group_lines)
+            keys = None if group_lines is None else lines.observe(text, group_lines, at)
             sketch = core_sketch(text, self.cfg.near.shingles, self.hasher, group_lines, keys)
         except (UnicodeError, ValueError):  # still exact-deduplicated and kept, just never clustered
             sketch = None

@@ -90,6 +90,11 @@ def sketch_file(work: str, chunk: int) -> str:
     return os.path.join(work, f"sketch-{chunk:05d}.parquet")
 
 
+def line_keys_file(work: str, chunk: int) -> str:
+    """Where the boilerplate pass leaves a chunk's line hashes for its ReadChunk (:mod:`.lines`)."""
+    return os.path.join(work, f"lines-{chunk:05d}.parquet")
+
+
 def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
     return os.path.join(folder, f"{prefix}-{chunk:05d}-of-{chunks:05d}.parquet")
 
