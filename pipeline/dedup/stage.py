@@ -583,17 +583,18 @@ def _summary(counts: dict[str, int], cfg: DedupConfig, plan: Plan) -> dict[str, 
             "cc_rounds": plan.rounds,
             "partitions": plan.partitions,
         },
-        "boilerplate": _boilerplate_summary(counts, cfg.near.boilerplate),
+        "boilerplate": _boilerplate_summary(counts, cfg.near),
         "chunks": len(plan.chunks),
     }
 
 
-def _boilerplate_summary(counts: dict[str, int], cfg: BoilerplateConfig) -> dict[str, Any]:
+def _boilerplate_summary(counts: dict[str, int], near: NearConfig) -> dict[str, Any]:
     """``stats.extra["boilerplate"]``: the boilerplate lines found, the share of the documents' lines they
     took out of the comparison (each line counted once per document), and the most frequent of them."""
+    cfg = near.boilerplate
     lines, removed = counts.get("lines", 0), counts.get("boilerplate_lines_removed", 0)
     return {
-        "enabled": cfg.enabled,
+        "enabled": near.enabled and cfg.enabled,
         "min_docs": cfg.min_docs,
         "per_host": cfg.per_host,
         "lines": counts.get("boilerplate_lines", 0),

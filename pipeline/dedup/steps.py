@@ -97,8 +97,9 @@ class ReadChunk(beam.DoFn):
     group hash); writes the chunk's sketch file.
 
     Malformed or blank rows become counted drops. Every other row gets its node key (survivor-ordered, see
-    :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) its shingles'
-    MinHash band hashes and verification sketch (the shingle-hash set, or the signature). The sketch file
+    :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) the band hashes of
+    its core's MinHash signature and its verification sketch (:func:`.boilerplate.core_sketch`: the core is
+    the text without the boilerplate lines of its group, which the element brings from :mod:`.lines`). The sketch file
     holds one row per such document, in input order; the member carries the position there, not the text.
     """
 
