@@ -9,8 +9,8 @@ Run from the repository root::
 
 **Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
 syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
-below (``--labelled-synthetic`` documents), each with the Beam stage's algorithm today (``stage``: full
-texts, Jaccard) and with the boilerplate-aware defaults (``default``): F1, precision, recall, recall on
+below (``--labelled-synthetic`` documents), each with the earlier plain settings (``plain``: full texts,
+Jaccard) and with the boilerplate-aware defaults (``default``, the Beam stage's too): F1, precision, recall, recall on
 syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
 ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
 for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
@@ -372,12 +372,12 @@ def labelled_sets(work: str, synthetic: int) -> list[tuple[str, str]]:
 
 
 def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> dict:
-    """``evaluate_dedup`` on one set: ``settings`` "stage" (the Beam stage's algorithm today) or "default"
-    (``ccgpt dedup eval``'s defaults: boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
+    """``evaluate_dedup`` on one set: ``settings`` "plain" (the earlier settings: full texts, Jaccard) or
+    "default" (boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
     from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, plain_near_config
     from pipeline.dedup.exact import NormalizeConfig
 
-    near = plain_near_config() if settings == "stage" else default_near_config()
+    near = plain_near_config() if settings == "plain" else default_near_config()
     if min_docs:
         near.boilerplate.min_docs = min_docs
     t = time.perf_counter()
@@ -398,16 +398,16 @@ def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> di
 
 
 def labelled_main(synthetic: int, sweep: bool, report) -> None:
-    """Score every labelled set with the stage's algorithm and with the defaults (and the min_docs sweep)."""
+    """Score every labelled set with the plain settings and with the defaults (and the min_docs sweep)."""
     with tempfile.TemporaryDirectory() as work:
         sets = labelled_sets(work, synthetic)
         for name, path in sets:
-            rows = {s: score_labelled(name, path, s) for s in ("stage", "default")}
+            rows = {s: score_labelled(name, path, s) for s in ("plain", "default")}
             for row in rows.values():
                 report(row)
             if name.startswith("synthetic"):
-                ratio = rows["default"]["docs_per_s"] / rows["stage"]["docs_per_s"]
-                print(f"one-process eval docs/s on {name}, boilerplate-aware / stage: {ratio:.2f}x", flush=True)
+                ratio = rows["default"]["docs_per_s"] / rows["plain"]["docs_per_s"]
+                print(f"one-process eval docs/s on {name}, boilerplate-aware / plain: {ratio:.2f}x", flush=True)
         if sweep:
             print("# boilerplate.min_docs sweep (F1; syndicated recall; template FP pairs)", flush=True)
             for name, path in sets:
@@ -484,7 +484,7 @@ def main() -> None:
         "--labelled",
         action="store_true",
         help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process, "
-        "the stage's algorithm vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
+        "the plain settings vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
     )
     ap.add_argument("--labelled-synthetic", type=int, default=10_000, help="synthetic documents for --labelled")
     ap.add_argument("--no-sweep", action="store_true", help="--labelled without the min_docs sweep")

@@ -106,7 +106,7 @@ BENCHES = [
         "dedup-labelled",
         "near-duplicate quality on the labelled sets (syndicated-news v1 and v2, the trafilatura set that "
         "`bench.dedup_sets` builds, the synthetic corpus) in one process (`ccgpt dedup eval`): the Beam stage's "
-        "earlier plain settings (`stage`: full texts, Jaccard) vs the boilerplate-aware defaults (`default`), and a "
+        "earlier plain settings (`plain`: full texts, Jaccard) vs the boilerplate-aware defaults (`default`), and a "
         "boilerplate.min_docs sweep",
         ["--labelled"],
         ["--labelled"],
