@@ -10,8 +10,8 @@ Run from the repository root::
 **Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
 syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
 below (``--labelled-synthetic`` documents), each with the earlier plain settings (``plain``: full texts,
-Jaccard) and with the boilerplate-aware defaults (``default``, the Beam stage's too): F1, precision, recall, recall on
-syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
+Jaccard) and with the boilerplate-aware defaults (``default``, the Beam stage's too): F1, precision, recall,
+recall on syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
 ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
 for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
 
@@ -350,7 +350,7 @@ def news_folder(work: str) -> str:
     return folder
 
 
-# --- labelled sets in one process (ccgpt dedup eval): near-duplicate quality, stage vs boilerplate-aware ---------
+# --- labelled sets in one process (ccgpt dedup eval): near-duplicate quality, plain vs boilerplate-aware ---------
 
 V2 = os.path.join(SHARED, "dedup", "syndicated-news-v2.jsonl")
 SWEEP_MIN_DOCS = (3, 4, 5, 6, 8, 12)  # boilerplate.min_docs values the sweep shows (the default among them)
