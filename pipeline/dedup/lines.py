@@ -17,10 +17,12 @@ document that holds the line (the group: the URL host, or the corpus for a docum
    normalised twice.
 
 **What bounds memory.** No worker holds per-document data of more than one chunk. CountLines holds one
-chunk's distinct keys; FrequentLines one partition's: the distinct ``(group, line)`` keys whose hash falls
-in it, with the chunks each came from. Keys are spread over partitions by their line hash, not their host,
-so a hot host with millions of pages is split over every partition, and its share of a partition is bounded
-by the host's *distinct* lines (a template line of a million pages is one key per chunk), not its pages.
+chunk's line hashes (16 bytes a line in numpy columns once summed); FrequentLines one partition's: the
+distinct ``(group, line)`` keys whose hash falls in it, with the chunks each came from, and the partitions
+grow with the input (``near.partitions``: max(8, documents / 25,000)). Keys are spread over partitions by
+their line hash, not their host, so a hot host with millions of pages is split over every partition, and
+its share of a partition is bounded by the host's *distinct* lines (a template line of a million pages is
+one key per chunk), not its pages.
 ReadChunk holds the boilerplate lines of its own chunk, at most the chunk's distinct lines.
 
 The most frequent boilerplate lines are an output too (the report lists them): each chunk names its top
