@@ -9,9 +9,9 @@ Run from the repository root::
 
 **Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
 syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
-below (``--labelled-synthetic`` documents), each with the Beam stage's algorithm today (``stage``: full
-texts, Jaccard) and with the boilerplate-aware defaults (``default``): F1, precision, recall, recall on
-syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
+below (``--labelled-synthetic`` documents), each with the earlier plain settings (``plain``: full texts,
+Jaccard) and with the boilerplate-aware defaults (``default``, the Beam stage's too): F1, precision, recall,
+recall on syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
 ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
 for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
 
@@ -25,9 +25,14 @@ so recall < 1 is partly the labels'). The real syndicated-news set (``../shared/
 
 **Tools** (each in its own subprocess, so peak RSS is its own; wall time includes start-up):
 
-- ``ccgpt``: ``run_dedup`` (exact + MinHash-LSH at Jaccard 0.8, 128 permutations, bands x rows chosen by
-  the stage, Jaccard verification, connected components on the runner, index written) on Beam's local
-  runner with 2 worker processes, Parquet in and out.
+- ``ccgpt``: ``run_dedup`` with its defaults (exact + MinHash-LSH at 0.8, 128 permutations; boilerplate
+  lines counted, each document's core hashed, containment verification, banding for t/(2-t); connected
+  components on the runner, index written) on Beam's local runner with 2 worker processes, Parquet in and out.
+- ``ccgpt-plain`` (on request, ``--tools ccgpt-plain ccgpt``): the same ``run_dedup`` with the earlier
+  settings (full texts, no boilerplate pass, Jaccard verification, banding for the threshold itself), so the
+  cost of the boilerplate-aware defaults is measured in one run, on one corpus: the ratio
+  ``ccgpt/ccgpt-plain`` (the issue's target: the defaults within 1.2x of the plain settings at 100k
+  documents, ``--sizes 100000 --tools ccgpt-plain ccgpt --no-news``).
 - ``datasketch``: ``MinHash`` (128 permutations, same word-5-gram shingles) + ``MinHashLSH(threshold=0.8)``
   query-then-insert in one process, union-find over the matches (no exact pass, no verification).
 - ``datatrove``: ``MinhashDedupSignature`` -> ``MinhashDedupBuckets`` -> ``MinhashDedupCluster`` ->
@@ -65,7 +70,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 NEWS = os.path.join(SHARED, "dedup", "syndicated-news.jsonl")
-TOOLS = ("ccgpt", "datasketch", "datatrove")
+TOOLS = ("ccgpt", "datasketch", "datatrove")  # the default comparison; "ccgpt-plain" on request
+CHOICES = (*TOOLS, "ccgpt-plain")
 DETAILS: dict = {}  # a tool's own figures worth printing beside the common ones (ccgpt: pairs, chunks)
 
 
@@ -160,13 +166,16 @@ def write_corpus(docs: list[dict], folder: str) -> None:
 # --- tools (each run in a child process: ``python -m bench.dedup --run TOOL FOLDER``) ---------------------
 
 
-def run_ccgpt(folder: str, work: str) -> dict[str, str]:
+def run_ccgpt(folder: str, work: str, plain: bool = False) -> dict[str, str]:
+    """``run_dedup`` with the defaults, or (``plain``) with the earlier settings: full texts, Jaccard."""
     from pipeline.dedup import DedupConfig, read_clusters, run_dedup
+    from pipeline.dedup.evaluate import plain_near_config
     from pipeline.runner import RunnerConfig
 
     out = os.path.join(work, "out")
+    cfg = DedupConfig(near=plain_near_config()) if plain else DedupConfig()
     stats = run_dedup(
-        [os.path.join(folder, "parquet")], out, DedupConfig(), RunnerConfig(runner="local", num_workers=2), force=True
+        [os.path.join(folder, "parquet")], out, cfg, RunnerConfig(runner="local", num_workers=2), force=True
     )
     DETAILS.update(
         {
@@ -174,6 +183,7 @@ def run_ccgpt(folder: str, work: str) -> dict[str, str]:
             for k in ("candidate_pairs", "verified_pairs", "oversized_buckets", "cc_unconverged_nodes", "chunks")
         }
     )
+    DETAILS["boilerplate_lines"] = stats.extra["boilerplate"]["lines"]
     predicted = {d["id"]: d["cluster"] for d in read_clusters(out)}
     return predicted
 
@@ -275,7 +285,13 @@ def child(tool: str, folder: str) -> None:
 
     with tempfile.TemporaryDirectory() as work:
         t = time.perf_counter()
-        predicted = {"ccgpt": run_ccgpt, "datasketch": run_datasketch, "datatrove": run_datatrove}[tool](folder, work)
+        run = {
+            "ccgpt": run_ccgpt,
+            "ccgpt-plain": lambda f, w: run_ccgpt(f, w, plain=True),
+            "datasketch": run_datasketch,
+            "datatrove": run_datatrove,
+        }[tool]
+        predicted = run(folder, work)
         elapsed = time.perf_counter() - t
     # read before the labels are loaded and scored: at 1M documents the scoring alone peaks at gigabytes
     rss = (
@@ -334,7 +350,7 @@ def news_folder(work: str) -> str:
     return folder
 
 
-# --- labelled sets in one process (ccgpt dedup eval): near-duplicate quality, stage vs boilerplate-aware ---------
+# --- labelled sets in one process (ccgpt dedup eval): near-duplicate quality, plain vs boilerplate-aware ---------
 
 V2 = os.path.join(SHARED, "dedup", "syndicated-news-v2.jsonl")
 SWEEP_MIN_DOCS = (3, 4, 5, 6, 8, 12)  # boilerplate.min_docs values the sweep shows (the default among them)
@@ -356,12 +372,12 @@ def labelled_sets(work: str, synthetic: int) -> list[tuple[str, str]]:
 
 
 def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> dict:
-    """``evaluate_dedup`` on one set: ``settings`` "stage" (the Beam stage's algorithm today) or "default"
-    (``ccgpt dedup eval``'s defaults: boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
-    from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, stage_near_config
+    """``evaluate_dedup`` on one set: ``settings`` "plain" (the earlier settings: full texts, Jaccard) or
+    "default" (boilerplate-aware), optionally with another ``boilerplate.min_docs``."""
+    from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, plain_near_config
     from pipeline.dedup.exact import NormalizeConfig
 
-    near = stage_near_config() if settings == "stage" else default_near_config()
+    near = plain_near_config() if settings == "plain" else default_near_config()
     if min_docs:
         near.boilerplate.min_docs = min_docs
     t = time.perf_counter()
@@ -382,16 +398,16 @@ def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> di
 
 
 def labelled_main(synthetic: int, sweep: bool, report) -> None:
-    """Score every labelled set with the stage's algorithm and with the defaults (and the min_docs sweep)."""
+    """Score every labelled set with the plain settings and with the defaults (and the min_docs sweep)."""
     with tempfile.TemporaryDirectory() as work:
         sets = labelled_sets(work, synthetic)
         for name, path in sets:
-            rows = {s: score_labelled(name, path, s) for s in ("stage", "default")}
+            rows = {s: score_labelled(name, path, s) for s in ("plain", "default")}
             for row in rows.values():
                 report(row)
             if name.startswith("synthetic"):
-                ratio = rows["default"]["docs_per_s"] / rows["stage"]["docs_per_s"]
-                print(f"one-process eval docs/s on {name}, boilerplate-aware / stage: {ratio:.2f}x", flush=True)
+                ratio = rows["default"]["docs_per_s"] / rows["plain"]["docs_per_s"]
+                print(f"one-process eval docs/s on {name}, boilerplate-aware / plain: {ratio:.2f}x", flush=True)
         if sweep:
             print("# boilerplate.min_docs sweep (F1; syndicated recall; template FP pairs)", flush=True)
             for name, path in sets:
@@ -457,7 +473,7 @@ def make_folder(n: int, folder: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])
-    ap.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    ap.add_argument("--tools", nargs="+", choices=CHOICES, default=list(TOOLS))
     ap.add_argument("--timeout", type=float, default=600, help="seconds per tool run; a tool over it stops growing")
     ap.add_argument("--out", default=None, help="append result JSON lines here")
     ap.add_argument("--no-news", action="store_true", help="skip the syndicated-news F1 runs")
@@ -468,7 +484,7 @@ def main() -> None:
         "--labelled",
         action="store_true",
         help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process, "
-        "the stage's algorithm vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
+        "the plain settings vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
     )
     ap.add_argument("--labelled-synthetic", type=int, default=10_000, help="synthetic documents for --labelled")
     ap.add_argument("--no-sweep", action="store_true", help="--labelled without the min_docs sweep")
@@ -519,7 +535,7 @@ def main() -> None:
                     stopped.add(tool)
                 elif row.get("docs_per_s"):
                     rates[tool] = row["docs_per_s"]
-            for peer in ("datatrove", "datasketch"):
+            for peer in ("datatrove", "datasketch", "ccgpt-plain"):
                 if "ccgpt" in rates and peer in rates:
                     print(
                         f"ratio ccgpt/{peer} at {n:,} documents: {rates['ccgpt'] / rates[peer]:.2f}x docs/s", flush=True

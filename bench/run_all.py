@@ -94,10 +94,20 @@ BENCHES = [
         full_only=True,
     ),
     Bench(
+        "dedup-settings",
+        "ccgpt dedup (Beam local runner) with the boilerplate-aware defaults (`ccgpt`: boilerplate lines counted "
+        "per host, core sketches, containment verification) vs the earlier plain settings (`ccgpt-plain`: full "
+        "texts, Jaccard) on the same synthetic corpus in one run: docs/s, peak memory and F1",
+        ["--sizes", "20000", "--tools", "ccgpt-plain", "ccgpt", "--no-news"],
+        ["--sizes", "100000", "--tools", "ccgpt-plain", "ccgpt", "--no-news"],
+        module="dedup",
+    ),
+    Bench(
         "dedup-labelled",
         "near-duplicate quality on the labelled sets (syndicated-news v1 and v2, the trafilatura set that "
         "`bench.dedup_sets` builds, the synthetic corpus) in one process (`ccgpt dedup eval`): the Beam stage's "
-        "algorithm today (`stage`) vs the boilerplate-aware defaults (`default`), and a boilerplate.min_docs sweep",
+        "earlier plain settings (`plain`: full texts, Jaccard) vs the boilerplate-aware defaults (`default`), and a "
+        "boilerplate.min_docs sweep",
         ["--labelled"],
         ["--labelled"],
         module="dedup",

@@ -303,7 +303,7 @@ def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int
     s = stats.get("dedup")
     if not s:
         return _none("Deduplication", "the dedup stage has not run")
-    out = ["<h2>Deduplication</h2>"]
+    out = ["<h2>Deduplication</h2>", boilerplate_section(s.get("boilerplate") or {})]
     hist = s.get("cluster_size_histogram") or {}
     if not hist:
         out.append(_none("Duplicate clusters", f"none: the {fmt(s.get('read'))} documents are all distinct"))
@@ -335,6 +335,24 @@ def _dedup_section(run_dir: str, stats: dict[str, dict[str, Any]], examples: int
             + "</details>"
         )
     return "\n".join(out)
+
+
+def boilerplate_section(b: dict[str, Any]) -> str:
+    """The boilerplate lines dedup set aside before comparing documents: how many, their share of the
+    documents' lines, and the most frequent (site templates: menus, cookie notices, footers)."""
+    if not b.get("enabled"):
+        return ""
+    group = "URL host (corpus-wide without a URL)" if b.get("per_host") else "corpus"
+    head = (
+        f"<p>Boilerplate: {fmt(b.get('lines'))} lines recur in at least {b.get('min_docs')} documents of their "
+        f"{group}; they are {fmt_share(b.get('document_lines_removed', 0), b.get('document_lines', 0))} of the "
+        f"documents' lines and were set aside in {fmt(b.get('documents_with_boilerplate'))} documents.</p>"
+    )
+    top = b.get("top_lines") or []
+    if not top:
+        return head
+    rows = [[t["docs"], t["group"] or "(corpus)", t["text"]] for t in top]
+    return head + _table(rows, ["documents", "group", "most frequent template lines"])
 
 
 def _decontam_section(stats: dict[str, dict[str, Any]]) -> str:

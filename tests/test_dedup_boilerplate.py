@@ -23,7 +23,7 @@ from pipeline.dedup.boilerplate import (
     group_of,
     normalize_line,
 )
-from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, stage_near_config
+from pipeline.dedup.evaluate import default_near_config, evaluate_dedup, plain_near_config
 from pipeline.dedup.exact import NormalizeConfig
 from pipeline.dedup.minhash import MinHasher, ShingleConfig, is_unsegmented, shingles
 
@@ -151,7 +151,7 @@ def test_the_floor_stops_tiny_cores_but_not_tiny_documents():
 
 
 def test_candidate_threshold_follows_the_verification():
-    assert candidate_threshold(0.8, stage_near_config()) == 0.8
+    assert candidate_threshold(0.8, plain_near_config()) == 0.8
     assert candidate_threshold(0.8, default_near_config()) == pytest.approx(0.8 / 1.2)
     explicit = default_near_config()
     explicit.lsh_threshold = 0.7
@@ -256,22 +256,11 @@ def test_eval_cli_scores_kinds_and_runs_the_stage_algorithm_on_request(tmp_path,
     assert got["f1"] == 1.0 and got["template_fp_pairs"] == 0 and got["syndicated_recall"] == 1.0
     assert got["documents_by_kind"] == {"original": 1, "syndicated": 1, "template": 7}
     assert got["boilerplate"]["lines"] == 2 and got["verify"] == "containment"
-    assert eval_main([str(path), "--stage"]) == 0  # full texts, Jaccard: the template pages look alike
+    assert eval_main([str(path), "--plain"]) == 0  # full texts, Jaccard: the template pages look alike
     stage = json.loads(capsys.readouterr().out)
     assert stage["template_fp_pairs"] == 21 and not stage["boilerplate"]["enabled"] and stage["verify"] == "jaccard"
     assert eval_main([str(path), "--min-docs", "8"]) == 0  # a template on 7 pages is not boilerplate at 8
     assert json.loads(capsys.readouterr().out)["template_fp_pairs"] == 21
-
-
-def test_the_beam_stage_refuses_settings_it_does_not_run_yet(tmp_path):
-    from pipeline.dedup import DedupConfig, run_dedup
-    from pipeline.runner import RunnerConfig
-
-    for near in (default_near_config(), stage_near_config()):
-        if near.verify == "jaccard":
-            near.lsh_threshold = 0.7
-        with pytest.raises(ValueError, match="not implemented by the Beam stage"):
-            run_dedup([str(tmp_path)], str(tmp_path / "out"), DedupConfig(near=near), RunnerConfig(runner="local"))
 
 
 def test_eval_groups_lines_by_url_host(tmp_path):

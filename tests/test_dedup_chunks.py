@@ -79,12 +79,14 @@ def test_members_round_trip_with_and_without_bands():
 def test_records_round_trip_through_hand_off_files(tmp_path):
     """Records sent to a partition come back as the same named records, numbers as Python ints."""
     survivors = [Survivor("k\x00a", "crawl", 0, 5, 2), Survivor("\ud800", "books", 7, 2**40, 0)]
-    probes = [Probe("a", "b", 3, np.array([1, 2], dtype=np.uint64)), Probe("a", "c", 0, np.zeros(0, np.uint64))]
+    empty = np.zeros(0, np.uint64)
+    probes = [Probe("a", "b", 3, np.array([1, 2], dtype=np.uint64), empty, 1), Probe("a", "c", 0, empty, empty, 0)]
     refs = dict(send(str(tmp_path), "survivors", "x00000", Survivor, {4: survivors, 1: []}))
     assert list(refs) == [4] and list(receive(Survivor, [refs[4]])) == survivors
     back = list(receive(Probe, [ref for _, ref in send(str(tmp_path), "probes", "s00000", Probe, {0: probes})]))
     assert [p[:3] for p in back] == [p[:3] for p in probes]
     assert [p.sketch_a.tolist() for p in back] == [[1, 2], []]
+    assert [p.stored_a().core for p in back][1] is None and back[0].stored_a().core.tolist() == []
     weights = [Weight("a", 3), Weight("b", 1)]
     assert all(type(x) is int for w in unpack(Weight, pack(Weight, weights)) for x in w[1:])
 
@@ -105,9 +107,11 @@ def test_band_entries_land_whole_buckets_in_one_partition():
 
 
 def test_sketches_read_back_by_position_across_row_groups(tmp_path):
-    """A sketch file is written in record batches (row groups); any position reads back its own sketch."""
+    """A sketch file is written in record batches (row groups); any position reads back its own sketch and
+    core (None where the file holds a null: no line of the document is boilerplate)."""
     rng = np.random.default_rng(0)
     sketches = [np.unique(rng.integers(0, 2**63, size=int(rng.integers(0, 50)), dtype=np.uint64)) for _ in range(2500)]
+    cores = [s[: s.size // 2] if i % 3 else None for i, s in enumerate(sketches)]
 
     def batches():
         for start in range(0, len(sketches), 1000):
@@ -121,6 +125,7 @@ def test_sketches_read_back_by_position_across_row_groups(tmp_path):
                     "exact_hash": ["0" * 32] * n,
                     "bands": list_array([np.zeros(0, dtype=np.uint64)] * n),
                     "sketch": list_array(part),
+                    "core": list_array(cores[start : start + 1000]),
                     "row": list(range(start, start + n)),
                 },
                 schema=SKETCH_SCHEMA,
@@ -133,5 +138,7 @@ def test_sketches_read_back_by_position_across_row_groups(tmp_path):
     got = load_sketches(path, wanted)
     assert sorted(got) == sorted(set(wanted))
     for pos in wanted:
-        assert got[pos].tolist() == sketches[pos].tolist()
+        assert got[pos].sketch.tolist() == sketches[pos].tolist()
+        assert (got[pos].core is None) == (cores[pos] is None)
+        assert cores[pos] is None or got[pos].core.tolist() == cores[pos].tolist()
     assert load_sketches(path, []) == {}

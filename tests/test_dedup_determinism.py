@@ -30,19 +30,26 @@ run_dedup([sys.argv[1]], sys.argv[2], DedupConfig(chunk_rows=100), runner)
 
 
 def _corpus(folder) -> int:
-    """290 documents: 200 originals, 50 near copies (one word edited), 40 exact copies (respaced), two files."""
+    """290 documents: 200 originals, 50 near copies (one word edited), 40 exact copies (respaced), two files;
+    each page on one of four sites, inside its site's template (two boilerplate lines)."""
     rng = random.Random(3)
     rows = []
+
+    def page(doc_id: str, words: list[str], site: int) -> dict:
+        text = f"Site {site} home news sport weather\n{' '.join(words)}\nCopyright site {site} all rights reserved"
+        return {"id": doc_id, "source": "crawl", "text": text, "url": f"https://site{site}.example/{doc_id}"}
+
     for i in range(200):
         words = [f"w{rng.randrange(3000)}" for _ in range(80)]
-        rows.append({"id": f"doc{i:04d}", "source": "crawl", "text": " ".join(words)})
+        rows.append(page(f"doc{i:04d}", words, i % 4))
         if i % 4 == 0:
             near = list(words)
             for j in rng.sample(range(80), 1):
                 near[j] = "edited"
-            rows.append({"id": f"near{i:04d}", "source": "crawl", "text": " ".join(near)})
+            rows.append(page(f"near{i:04d}", near, (i // 4) % 4))
         if i % 5 == 0:
-            rows.append({"id": f"exact{i:04d}", "source": "crawl", "text": "  ".join(words).upper()})
+            exact = page(f"exact{i:04d}", words, i % 4)
+            rows.append({**exact, "text": exact["text"].replace(" ", "  ").upper()})
     rng.shuffle(rows)
     os.makedirs(folder)
     # Row groups of 50 rows, so chunk_rows decides how the files are split into work chunks.
@@ -110,6 +117,8 @@ def test_partition_and_chunk_counts_do_not_change_the_result(local_runner, tmp_p
                 stats.dropped,
                 stats.extra["candidate_pairs"],
                 stats.extra["verified_pairs"],
+                stats.extra["boilerplate"],
             )
         )
     assert outputs[0] == outputs[1]
+    assert outputs[0][-1]["lines"] == 8 and outputs[0][-1]["removed_share"] > 0.6  # 2 of a page's 3 lines

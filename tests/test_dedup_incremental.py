@@ -113,3 +113,30 @@ def test_second_crawl_against_first_index(local_runner, tmp_path):
             DedupConfig(against=[str(tmp_path / "crawl1")]),
             local_runner,
         )
+
+
+def test_an_index_of_another_version_or_boilerplate_setting_is_refused(local_runner, tmp_path):
+    """The index holds core sketches (version 2): a version 1 index, or one whose boilerplate lines were found
+    with other settings, would be compared on other shingle sets, so it is refused before the pipeline runs."""
+    rng = random.Random(3)
+    _write(
+        tmp_path / "crawl", [{"id": f"d{i}", "source": "crawl", "text": " ".join(_words(rng, 80))} for i in range(4)]
+    )
+    run1 = str(tmp_path / "dedup1")
+    run_dedup([str(tmp_path / "crawl")], run1, DedupConfig(), local_runner)
+    meta_path = os.path.join(run1, "index", "meta.json")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    assert meta["version"] == 2 and meta["near"]["boilerplate"] == {"enabled": True, "min_docs": 6, "per_host": True}
+    assert pq.read_schema(glob.glob(os.path.join(run1, "index", "*.parquet"))[0]).names[-1] == "core"
+
+    other = NearConfig()
+    other.boilerplate.min_docs = 3
+    with pytest.raises(ValueError, match="boilerplate"):
+        run_dedup(
+            [str(tmp_path / "crawl")], str(tmp_path / "d2"), DedupConfig(against=[run1], near=other), local_runner
+        )
+    with open(meta_path, "w", encoding="utf-8") as fh:
+        json.dump({**meta, "version": 1}, fh)
+    with pytest.raises(ValueError, match="index is version 1, this ccgpt reads version 2 only"):
+        run_dedup([str(tmp_path / "crawl")], str(tmp_path / "d3"), DedupConfig(against=[run1]), local_runner)

@@ -34,12 +34,13 @@ import unicodedata
 from collections import Counter
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
 import xxhash
 
-from pipeline.dedup.minhash import ShingleConfig, is_unsegmented, shingles
+from pipeline.dedup.minhash import MinHasher, ShingleConfig, is_unsegmented, jaccard, shingles, signature_similarity
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _DIGIT_RE = re.compile(r"\d", re.UNICODE)
@@ -51,11 +52,8 @@ class BoilerplateConfig:
     """Which lines are boilerplate: a normalised line seen in at least ``min_docs`` documents of a group."""
 
     enabled: bool = field(
-        default=False,
-        metadata={
-            "help": "compare documents without their boilerplate lines (lines recurring in min_docs documents); "
-            "ccgpt dedup eval only so far"
-        },
+        default=True,
+        metadata={"help": "compare documents without their boilerplate lines (lines recurring in min_docs documents)"},
     )
     # A site's template line recurs in every page of the site that uses the template, an article's paragraph
     # only where the article is copied. Grouped by host, an article is rarely published more than once or
@@ -162,6 +160,8 @@ def core_shingles(
     the core's text instead. ``keys``: ``line_keys(text)`` when the caller has them (the counting pass did).
     """
     items = shingles(text, cfg)
+    if keys is not None and not any(h and h in boilerplate for h in keys):
+        return items, None  # no line is boilerplate (the common case): the text need not be cut
     if cfg.lowercase:
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
@@ -189,6 +189,44 @@ def core_shingles(
     clean = (bad[n:] - bad[:-n]) == 0  # window i covers units i .. i+n-1
     windows = (sep.join(units[i : i + n]) for i in np.flatnonzero(clean))
     return items, [g.encode("utf-8", "surrogatepass") for g in dict.fromkeys(windows)]
+
+
+class CoreSketch(NamedTuple):
+    """What near-duplicate detection keeps of one document: the MinHash ``signature`` of its core's shingles
+    (the full text's when the core has none), and the sorted, distinct 64-bit shingle hashes of its ``core``
+    and of its ``full`` text (``core is full`` when no line of it is boilerplate)."""
+
+    signature: np.ndarray
+    core: np.ndarray
+    full: np.ndarray
+
+    @property
+    def has_boilerplate(self) -> bool:
+        return self.core is not self.full
+
+
+def core_sketch(
+    text: str, cfg: ShingleConfig, hasher: MinHasher, boilerplate: Container | None, keys: list[int] | None = None
+) -> CoreSketch | None:
+    """The :class:`CoreSketch` of ``text`` given its group's ``boilerplate`` line hashes (None: no shingles).
+
+    The one definition of which shingle set is hashed, shared by ``ccgpt dedup eval`` and the Beam stage so
+    that both score the same algorithm. ``boilerplate`` None: the group has no boilerplate line, so the text's
+    lines are not hashed at all. Raises what :func:`.minhash.shingles` raises on undecodable text.
+    """
+    if boilerplate is None:
+        items, core_items = shingles(text, cfg), None
+    else:
+        items, core_items = core_shingles(text, cfg, boilerplate, keys)
+    if not items:
+        return None
+    hashes = hasher.hash_shingles(items)
+    full = np.unique(hashes)
+    if core_items is None:
+        return CoreSketch(hasher.signature(hashes), full, full)
+    core_hashes = hasher.hash_shingles(core_items)
+    signature = hasher.signature(core_hashes if core_items else hashes)
+    return CoreSketch(signature, np.unique(core_hashes), full)
 
 
 def core_containment_match(
@@ -223,6 +261,19 @@ def core_containment_match(
         core_a, full_a, core_b, full_b = core_b, full_b, core_a, full_a  # core_a: the shorter non-empty core
     inter = np.intersect1d(core_a, full_b, assume_unique=True).size
     return inter >= min(int(min_overlap), int(full_a.size), int(full_b.size)) and inter >= threshold * core_a.size
+
+
+def verify_pair(mode: str, a: CoreSketch, b: CoreSketch, threshold: float, min_overlap: int) -> bool:
+    """Whether a candidate pair is a near-duplicate under ``NearConfig.verify`` ``mode``: ``containment``
+    (:func:`core_containment_match`), ``jaccard`` of the cores, ``signature`` (the MinHash estimate) or
+    ``none``. Each mode reads only its fields of the sketches, so a caller may fill in just those."""
+    if mode == "containment":
+        return core_containment_match(a.core, a.full, b.core, b.full, threshold, min_overlap)
+    if mode == "jaccard":
+        return jaccard(a.core, b.core) >= threshold
+    if mode == "signature":
+        return signature_similarity(a.signature, b.signature) >= threshold
+    return True
 
 
 def candidate_threshold(threshold: float, near: object) -> float:

@@ -24,30 +24,22 @@ import sys
 from collections import Counter, defaultdict
 from typing import Any
 
-import numpy as np
-
 from pipeline import fs
 from pipeline.dedup.boilerplate import (
     BoilerplateConfig,
     GroupLines,
     candidate_threshold,
-    core_containment_match,
-    core_shingles,
+    core_sketch,
     count_line_keys,
     frequent_lines,
     group_of,
     line_keys,
+    verify_pair,
 )
 from pipeline.dedup.components import UnionFind
 from pipeline.dedup.exact import NormalizeConfig, exact_hash
 from pipeline.dedup.lsh import band_keys, bucket_pairs, lsh_params
-from pipeline.dedup.minhash import (
-    MinHasher,
-    ShingleConfig,
-    jaccard,
-    shingles,
-    signature_similarity,
-)
+from pipeline.dedup.minhash import MinHasher, ShingleConfig
 
 
 def _pairs(sizes: Any) -> int:
@@ -155,18 +147,19 @@ def read_labelled(path_jsonl: str) -> tuple[dict[str, str], dict[str, str], dict
 
 
 def default_near_config() -> Any:
-    """The near-duplicate settings ``ccgpt dedup eval`` uses by default: boilerplate lines set aside, MinHash
-    on each document's core, candidates verified by :func:`.boilerplate.core_containment_match`."""
+    """The default near-duplicate settings (the Beam stage's too): boilerplate lines set aside, MinHash on each
+    document's core, candidates verified by :func:`.boilerplate.core_containment_match`."""
     from pipeline.dedup.stage import NearConfig  # late: stage imports Beam, this module need not
 
-    return NearConfig(verify="containment", boilerplate=BoilerplateConfig(enabled=True))
+    return NearConfig()
 
 
-def stage_near_config() -> Any:
-    """The settings the Beam stage runs today (no boilerplate detection, Jaccard verification)."""
+def plain_near_config() -> Any:
+    """The settings before boilerplate-aware comparison (the earlier defaults, kept for comparison): full
+    texts, Jaccard verification, banding chosen for the threshold itself."""
     from pipeline.dedup.stage import NearConfig
 
-    return NearConfig()
+    return NearConfig(verify="jaccard", boilerplate=BoilerplateConfig(enabled=False))
 
 
 def kind_scores(predicted: dict[str, Any], truth: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
@@ -206,7 +199,7 @@ def evaluate_dedup(
     """Dedup the labelled set at ``path_jsonl`` at similarity ``threshold`` and score it pairwise.
 
     ``cfg`` is a :class:`pipeline.dedup.NearConfig` (:func:`default_near_config` when None; pass
-    :func:`stage_near_config` for what the Beam stage runs today); ``exact`` the exact pass's normalisation
+    :func:`plain_near_config` for the earlier, plain settings); ``exact`` the exact pass's normalisation
     (None: near-duplicates only). With ``cfg.boilerplate.enabled`` the lines recurring in
     ``boilerplate.min_docs`` documents of a group (the host of the line's ``url`` field where it has one, else
     the whole file) are boilerplate, and each document's signature hashes its core's shingles (the full text's
@@ -229,21 +222,13 @@ def evaluate_dedup(
     buckets: dict[tuple[int, int], list[str]] = defaultdict(list)
     with_boilerplate = 0
     for doc_id, text in texts.items():
-        if frequent:
-            items, core_items = core_shingles(text, near.shingles, GroupLines(frequent, groups[doc_id]), keys[doc_id])
-        else:
-            items, core_items = shingles(text, near.shingles), None
-        if not items:
+        lines = GroupLines(frequent, groups[doc_id]) if frequent else None
+        sketch = core_sketch(text, near.shingles, hasher, lines, keys.get(doc_id))
+        if sketch is None:
             continue
-        hashes = hasher.hash_shingles(items)
-        full = core = np.unique(hashes)
-        if core_items is not None:
-            with_boilerplate += 1
-            core = np.unique(hasher.hash_shingles(core_items))
-        # The signature is datasketch's for the core's shingles (the full text's when the core has none).
-        signature = hasher.signature(hasher.hash_shingles(core_items) if core_items else hashes)
-        sketches[doc_id] = (signature, core, full)
-        for band in band_keys(signature, bands, rows):
+        with_boilerplate += sketch.has_boilerplate
+        sketches[doc_id] = sketch
+        for band in band_keys(sketch.signature, bands, rows):
             buckets[band].append(doc_id)
     uf = UnionFind()
     if exact is not None:  # exact groups, as the stage's first pass (catches texts too short to shingle)
@@ -258,15 +243,7 @@ def evaluate_dedup(
     candidates = {pair for members in buckets.values() for pair in bucket_pairs(members, near.all_pairs_max)}
     verified = 0
     for a, b in sorted(candidates):
-        (sig_a, core_a, full_a), (sig_b, core_b, full_b) = sketches[a], sketches[b]
-        if near.verify == "containment":
-            ok = core_containment_match(core_a, full_a, core_b, full_b, threshold, near.min_overlap)
-        elif near.verify == "jaccard":
-            ok = jaccard(core_a, core_b) >= threshold
-        elif near.verify == "signature":
-            ok = signature_similarity(sig_a, sig_b) >= threshold
-        else:
-            ok = True
+        ok = verify_pair(near.verify, sketches[a], sketches[b], threshold, near.min_overlap)
         if ok:
             verified += 1
             uf.union(a, b)
@@ -333,16 +310,16 @@ def eval_main(argv: list[str] | None = None) -> int:
         "--min-overlap", type=int, default=defaults.min_overlap, help="containment: shingles a core must share"
     )
     ap.add_argument(
-        "--stage",
+        "--plain",
         action="store_true",
-        help="the Beam stage's current algorithm: no boilerplate, Jaccard verification (other options apply)",
+        help="the earlier defaults: no boilerplate, Jaccard verification (other options apply)",
     )
     args = ap.parse_args(argv)
     if not 0.0 < args.threshold <= 1.0:
         ap.error(f"--threshold must be in (0, 1], got {args.threshold}")
     if args.num_perm < 1 or args.ngram < 1 or args.min_overlap < 1 or args.min_docs < 2:
         ap.error("--num-perm, --ngram and --min-overlap must be >= 1, --min-docs >= 2")
-    near = stage_near_config() if args.stage else default_near_config()
+    near = plain_near_config() if args.plain else default_near_config()
     near.num_perm = args.num_perm
     near.shingles = ShingleConfig(kind=args.shingle_kind, ngram=args.ngram)
     near.verify = args.verify or near.verify

@@ -1,7 +1,8 @@
 """The dedup index: what a run leaves for later runs to deduplicate against, and how those runs read it.
 
 ``OUT/index/`` holds one Parquet row per kept document (:data:`INDEX_SCHEMA`: node key, id, source, exact
-text hash, LSH band hashes, and the sorted shingle-hash set or signature the verification needs), one file
+text hash, LSH band hashes of its core's signature, and the sorted shingle-hash sets or signature the
+verification needs), one file
 per output chunk, plus ``meta.json`` with the settings that made them (:func:`index_meta`). The index columns
 are the first columns of a chunk's sketch file (:data:`SKETCH_SCHEMA`), so an index file is the kept rows of
 a sketch file (:func:`write_index_file`), never computed twice.
@@ -10,7 +11,8 @@ A later run with ``DedupConfig.against`` reads those indexes into the same graph
 (:class:`IndexEntries`): an indexed entry joins the exact groups and the LSH buckets under a node key that
 sorts before every new one (:data:`INDEX_MARK`), so an exact group or a component holding an indexed document
 is labelled by it. The settings that decide hashes and bands must match the indexes' (:func:`index_files`
-checks them before the pipeline starts).
+checks them, the boilerplate settings included, before the pipeline starts). An indexed document's core is
+the one its own run found: boilerplate lines are counted within a run, never against an index.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ log = logging.getLogger(__name__)
 
 INDEX_DIR = "index"
 INDEX_META = "meta.json"
-INDEX_VERSION = 1
+# 2: sketches of each document's core (boilerplate lines set aside) and a ``core`` column for containment
+# verification; version 1 indexes hold full-text sketches only, which this version's pairs cannot be verified
+# against, so they are refused (index_files).
+INDEX_VERSION = 2
 # An indexed node's key: its earlier key with the rank digits replaced by this mark, which sorts before every
 # digit, so a component holding an indexed document is labelled by it (and ``key_id`` still reads the id).
 INDEX_MARK = "-"
@@ -51,6 +56,7 @@ INDEX_SCHEMA = pa.schema(
         ("exact_hash", pa.string()),
         ("bands", pa.list_(pa.uint64())),
         ("sketch", pa.list_(pa.uint64())),
+        ("core", pa.list_(pa.uint64())),  # verify=containment: the core's shingle hashes (null: the whole text's)
     ]
 )
 SKETCH_SCHEMA = INDEX_SCHEMA.append(pa.field("row", pa.int64()))  # row: position in the input chunk
@@ -76,6 +82,7 @@ def index_meta(cfg: DedupConfig, bands: int, rows: int) -> dict[str, Any]:
             "bands": bands,
             "rows": rows,
             "verify": near.verify,
+            "boilerplate": asdict(near.boilerplate),
         },
     }
 
@@ -93,7 +100,9 @@ def index_files(against: list[str], meta: dict[str, Any]) -> list[str]:
         theirs = fs.read_json(meta_path)
         if theirs.get("version") != INDEX_VERSION:
             raise ValueError(
-                f"dedup: --against {folder}: index version {theirs.get('version')}, expected {INDEX_VERSION}"
+                f"dedup: --against {folder}: its index is version {theirs.get('version')}, this ccgpt reads version "
+                f"{INDEX_VERSION} only (version 2 indexes hold the sketches of each document's core, boilerplate "
+                "lines set aside); run dedup again on that folder's input to rebuild its index"
             )
         for part in ("exact", "near"):
             mine, other = meta[part], theirs.get(part, {})

@@ -7,7 +7,8 @@ objects instead of a Python object per field per document, and a step reads ``me
 the layout of a record is written down once, here.
 
 :class:`BandEntries` is the one column record: its fields are whole columns (numpy arrays), because the LSH
-step sorts millions of band entries with numpy and never looks at one alone.
+step sorts millions of band entries with numpy and never looks at one alone; :class:`LineCount` batches are
+packed the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from pipeline.dedup.boilerplate import CoreSketch
+
 Batch = tuple[bytes, ...]
 R = TypeVar("R", bound=tuple)
 
@@ -24,7 +27,8 @@ R = TypeVar("R", bound=tuple)
 STR = "str"  # strings: uint32 lengths + UTF-8 bytes (lone surrogates survive)
 DIGEST = "digest"  # 16-byte hashes, concatenated
 U64S = "u64s"  # a uint64 array per record: uint32 widths + the values
-I32, I64, U16, U32, U64 = (np.dtype(t) for t in ("int32", "int64", "uint16", "uint32", "uint64"))
+I32, I64, U8, U16, U32, U64 = (np.dtype(t) for t in ("int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+_EMPTY = np.zeros(0, dtype=np.uint64)
 _DIGEST_BYTES = 16
 
 
@@ -208,14 +212,60 @@ class Pair(NamedTuple):
     COLUMNS = (STR, I64, STR, I32, I64)
 
 
+class Stored(NamedTuple):
+    """A document's verification data as a sketch (or index) file holds it: ``sketch`` (the shingle-hash set
+    the mode compares: the core's for ``jaccard``, the full text's for ``containment``; or the signature) and,
+    with ``containment``, ``core`` (the core's shingle-hash set; None when no line is boilerplate)."""
+
+    sketch: np.ndarray
+    core: np.ndarray | None
+
+    def verifiable(self, mode: str) -> CoreSketch:
+        """The :class:`.boilerplate.CoreSketch` :func:`.boilerplate.verify_pair` reads in ``mode``."""
+        if mode == "signature":
+            return CoreSketch(self.sketch, _EMPTY, _EMPTY)
+        if mode == "containment":
+            return CoreSketch(_EMPTY, self.sketch if self.core is None else self.core, self.sketch)
+        return CoreSketch(_EMPTY, self.sketch, self.sketch)
+
+
 class Probe(NamedTuple):
-    """A candidate pair with ``a``'s sketch aboard: ShipFirst -> VerifyPairs, by the chunk of ``b``'s sketch."""
+    """A candidate pair with ``a``'s stored sketch aboard (``core_a``: its core, empty unless the mode is
+    ``containment`` and the core differs from the full set, ``has_core`` telling which): ShipFirst ->
+    VerifyPairs, by the chunk of ``b``'s sketch."""
 
     a: str
     b: str
     pos_b: int
     sketch_a: np.ndarray
-    COLUMNS = (STR, STR, I64, U64S)
+    core_a: np.ndarray
+    has_core: int
+    COLUMNS = (STR, STR, I64, U64S, U64S, U8)
+
+    def stored_a(self) -> Stored:
+        return Stored(self.sketch_a, self.core_a if self.has_core else None)
+
+
+class LineCount(NamedTuple):
+    """How many documents of one chunk hold a normalised line (``line``: its hash) of ``group`` (a URL host,
+    or the corpus): CountLines -> FrequentLines, by the partition of ``(group, line)``. Packed as columns,
+    like :class:`BandEntries`: a chunk has one per distinct line, and both ends sum them with numpy."""
+
+    group: str
+    line: int
+    docs: int
+    chunk: int
+    COLUMNS = (STR, U64, I64, I32)
+
+
+class FrequentLine(NamedTuple):
+    """A boilerplate line (``docs``: the documents of its group that hold it, at least ``min_docs``):
+    FrequentLines -> ReadChunk, to each chunk that holds it."""
+
+    group: str
+    line: int
+    docs: int
+    COLUMNS = (STR, U64, I64)
 
 
 class Edge(NamedTuple):

@@ -16,21 +16,27 @@ again at the end, and each step's cluster lines are split by a hash of the line 
 files, sorted, and each cluster file merged by its own worker (no step sees the whole corpus's lines).
 :class:`Dedup` is the recipe; the steps are in :mod:`.steps`, the index in :mod:`.index`.
 
+0. **Boilerplate lines** (:mod:`.lines`, near pass with ``near.boilerplate`` on, the default): each chunk's
+   ``(group, line hash)`` document counts are summed by partition of the key; the lines seen in ``min_docs``
+   documents of their group (URL host, or the corpus) are handed to the chunks that hold them.
 1. **Read chunks** (:class:`.steps.ReadChunk`): malformed rows -> ``dropped:invalid_record``, blank text ->
    ``dropped:empty_text``; the rest get their *node key* (survivor-ordered, see :func:`.exact.rank_key`),
-   the 128-bit hash of their normalised text, word (or char) n-gram shingles, a MinHash signature
-   bit-identical to datasketch, its band hashes and the verification sketch (the 64-bit shingle-hash set,
-   or the signature). The chunk's *sketch file* gets one row per document; the exact-group members leave
-   as :class:`.records.Member` batches by partition of their text hash.
+   the 128-bit hash of their normalised text, word (or char) n-gram shingles of their *core* (the text
+   without its boilerplate lines, :func:`.boilerplate.core_sketch`), a MinHash signature of the core's
+   shingles bit-identical to datasketch, its band hashes (banding chosen for
+   :func:`.boilerplate.candidate_threshold`) and the verification sketch (the 64-bit shingle-hash sets of
+   the full text and of the core, or the signature). The chunk's *sketch file* gets one row per document;
+   the exact-group members leave as :class:`.records.Member` batches by partition of their text hash.
 2. **Exact** (:class:`.steps.ExactPartition`): each partition groups its members by hash; the smallest node
    key survives, the others are ``dropped:exact_duplicate``. Survivors leave batched: band entries by band
    partition, :class:`.records.Survivor` by node-key partition.
 3. **LSH buckets** (:class:`.steps.BucketPairs`): band entries are handed over as raw numpy bytes by ``band
    hash % partitions``; each partition sorts its entries by ``(band, hash)`` and only runs of equal keys
    reach Python: small buckets give all pairs, oversized ones a star on their minimum.
-4. **Verify** candidates by the true Jaccard of the shingle sets (default; or by the signature estimate, or
-   not at all): pairs grouped by the chunk of their first node (which also removes pairs found in several
-   bands) read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
+4. **Verify** candidates by :func:`.boilerplate.verify_pair`: the containment of the shorter core in the
+   other document (default), the true Jaccard of the core shingle sets, the signature estimate, or not at
+   all: pairs grouped by the chunk of their first node (which also removes pairs found in several bands)
+   read that node's sketch from the chunk's file and ship it to the chunk of the second node, where
    the pair is checked against the second sketch, read the same way. Only candidate pairs carry a sketch.
 5. **Connected components** of the verified pairs on the runner (:mod:`.components`, partitioned, edges
    in hand-off files): because node keys sort survivor-first, each component's label *is* its survivor.
@@ -68,8 +74,8 @@ is ``dropped:exact_duplicate_of_index``) and the LSH buckets under a node key th
 labelled by it and its new members are ``dropped:near_duplicate_of_index``. Indexed documents are never
 emitted again and indexed-indexed pairs are never formed. Each run's index holds its own survivors only: to
 deduplicate crawl N against all earlier ones, pass all earlier folders. The settings that decide hashes and
-bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode) must match the
-indexes' (checked before the pipeline starts).
+bands (normalisation, shingles, num_perm, seed, scheme, hash, bands x rows, verify mode, boilerplate settings)
+must match the indexes' (checked before the pipeline starts).
 """
 
 from __future__ import annotations
@@ -88,10 +94,11 @@ import apache_beam as beam
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.commit import committed_files
-from pipeline.dedup.boilerplate import BoilerplateConfig
+from pipeline.dedup.boilerplate import BoilerplateConfig, candidate_threshold
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
 from pipeline.dedup.exact import ExactConfig
 from pipeline.dedup.index import INDEX_DIR, IndexEntries, index_files, index_meta, write_index_meta
+from pipeline.dedup.lines import BoilerplateLines, top_template_lines
 from pipeline.dedup.lsh import lsh_params
 from pipeline.dedup.minhash import ShingleConfig
 from pipeline.dedup.steps import (
@@ -158,32 +165,26 @@ class NearConfig:
     # candidate pairs, precision 1.0 both. With ``verify="none"`` candidates are the verdict: raise fp_weight.
     fp_weight: float = field(default=0.05, metadata={"help": "weight of false positives when choosing bands x rows"})
     fn_weight: float = field(default=0.95, metadata={"help": "weight of false negatives when choosing bands x rows"})
-    verify: Literal["jaccard", "signature", "none", "containment"] = field(
-        default="jaccard",
+    # Boilerplate-aware comparison (:mod:`.boilerplate`, :mod:`.lines`): shingles of each document's core (its
+    # text without the lines recurring in min_docs documents of its host) go into the signature, candidates
+    # are verified by the containment of the shorter core in the other document, and the banding is chosen
+    # for the Jaccard t/(2-t) such pairs can have. verify="jaccard" with boilerplate off is the earlier method.
+    verify: Literal["containment", "jaccard", "signature", "none"] = field(
+        default="containment",
         metadata={
-            "help": "check candidates by true shingle Jaccard, by the MinHash estimate, not at all, or by the "
-            "containment of each document's core in the other (boilerplate.core_containment_match; "
-            "ccgpt dedup eval only so far)"
+            "help": "check candidates by the containment of the shorter core in the other document "
+            "(boilerplate.core_containment_match), by the true Jaccard of the (core) shingle sets, by the MinHash "
+            "estimate, or not at all"
         },
     )
-    # Boilerplate-aware comparison (pipeline/dedup/boilerplate.py): shingles of the core (the text without
-    # lines recurring in min_docs documents of its host) go into the signature, and verify="containment"
-    # checks each core against the other document. `ccgpt dedup eval` runs it by default; the Beam stage
-    # does not implement it yet and refuses these settings (run_dedup) rather than ignore them.
     boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
     lsh_threshold: float = field(
         default=0.0,
-        metadata={
-            "help": "Jaccard the banding is chosen for (0: the threshold, or t/(2-t) with verify=containment); "
-            "ccgpt dedup eval only so far"
-        },
+        metadata={"help": "Jaccard the banding is chosen for (0: the threshold, or t/(2-t) with verify=containment)"},
     )
     min_overlap: int = field(
         default=20,
-        metadata={
-            "help": "verify=containment: shingles a core must share with the other document at least "
-            "(ccgpt dedup eval only so far)"
-        },
+        metadata={"help": "verify=containment: shingles a core must share with the other document at least"},
     )
     all_pairs_max: int = field(
         default=8, metadata={"help": "LSH buckets up to this size emit all pairs; larger ones a star on their min"}
@@ -212,6 +213,8 @@ class NearConfig:
         ):
             if getattr(self, name) < low:
                 raise ValueError(f"NearConfig.{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0.0 <= self.lsh_threshold < 1.0:
+            raise ValueError(f"NearConfig.lsh_threshold must be in [0, 1), got {self.lsh_threshold}")
 
 
 @dataclass
@@ -264,13 +267,15 @@ class Plan:
     rows: int
     partitions: int
     rounds: int
+    lsh_threshold: float  # the Jaccard the banding is chosen for (:func:`.boilerplate.candidate_threshold`)
     meta: dict[str, Any]  # the settings this run's index is written with (:func:`.index.index_meta`)
 
     @classmethod
     def make(cls, inputs: list[str], cfg: DedupConfig) -> Plan:
         files, documents = _input_files(inputs)
         near = cfg.near
-        bands, rows = lsh_params(cfg.threshold, near.num_perm, near.bands, near.rows, near.fp_weight, near.fn_weight)
+        lsh_threshold = candidate_threshold(cfg.threshold, near)
+        bands, rows = lsh_params(lsh_threshold, near.num_perm, near.bands, near.rows, near.fp_weight, near.fn_weight)
         meta = index_meta(cfg, bands, rows)
         indexes = index_files(cfg.against, meta)
         return cls(
@@ -281,6 +286,7 @@ class Plan:
             rows=rows,
             partitions=near.partitions or max(8, math.ceil(documents / 25_000)),
             rounds=near.cc_rounds if near.cc_rounds > 0 else auto_rounds(documents),
+            lsh_threshold=lsh_threshold,
             meta=meta,
         )
 
@@ -308,25 +314,31 @@ def _flatten(label: str, pcolls: list) -> beam.PCollection:
 
 class ReadChunks(beam.PTransform):
     """Pipeline root -> the chunks' exact-group members (``members``), ``outcomes`` of unusable rows and
-    ``counters``; writes each chunk's sketch file."""
+    ``counters``; writes each chunk's sketch file. With boilerplate lines on, a chunk is sketched once the
+    boilerplate lines its documents hold are known (:class:`.lines.BoilerplateLines`, joined by chunk)."""
 
     def __init__(self, cfg: DedupConfig, plan: Plan, work: str):
         super().__init__()
         self.cfg, self.plan, self.work = cfg, plan, work
 
     def expand(self, root):
-        plan = self.plan
-        tasks = [(c, path, groups) for c, (path, groups) in enumerate(plan.chunks)]
+        cfg, plan = self.cfg, self.plan
+        tasks = root | "Chunks" >> beam.Create(list(enumerate(plan.chunks)))
+        if cfg.near.enabled and cfg.near.boilerplate.enabled:
+            found = tasks | "Boilerplate" >> BoilerplateLines(cfg, self.work, plan.partitions)
+            lines, line_counters = found["lines"], [found["counters"]]
+        else:
+            lines, line_counters = root | "NoBoilerplate" >> beam.Create([]), []
         read = (
-            root
-            | "Chunks" >> beam.Create(tasks)
-            | "SpreadChunks" >> beam.Reshuffle()
+            {"task": tasks, "lines": lines}
+            | "JoinLines" >> beam.CoGroupByKey()
             | "ReadChunk"
-            >> beam.ParDo(ReadChunk(self.cfg, plan.bands, plan.rows, self.work, plan.partitions)).with_outputs(
+            >> beam.ParDo(ReadChunk(cfg, plan.bands, plan.rows, self.work, plan.partitions)).with_outputs(
                 OUTCOMES, COUNTERS, main="members"
             )
         )
-        return {"members": read.members, "outcomes": read[OUTCOMES], "counters": read[COUNTERS]}
+        counters = _flatten("ReadCounters", [read[COUNTERS], *line_counters])
+        return {"members": read.members, "outcomes": read[OUTCOMES], "counters": counters}
 
 
 class ReadIndexes(beam.PTransform):
@@ -393,7 +405,9 @@ class VerifyCandidates(beam.PTransform):
             shipped.probes
             | "GroupBySecondChunk" >> beam.GroupByKey()
             | "VerifyPairs"
-            >> beam.ParDo(VerifyPairs(mode, self.cfg.threshold, self.sketch_files)).with_outputs(COUNTERS, main="edges")
+            >> beam.ParDo(
+                VerifyPairs(mode, self.cfg.threshold, self.cfg.near.min_overlap, self.sketch_files)
+            ).with_outputs(COUNTERS, main="edges")
         )
         counters = _flatten("VerifyCounters", [shipped[COUNTERS], checked[COUNTERS]])
         return {"edges": checked.edges, "counters": counters}
@@ -561,13 +575,34 @@ def _summary(counts: dict[str, int], cfg: DedupConfig, plan: Plan) -> dict[str, 
             "enabled": cfg.near.enabled,
             "threshold": cfg.threshold,
             "num_perm": cfg.near.num_perm,
+            "lsh_threshold": round(plan.lsh_threshold, 4),
             "bands": plan.bands,
             "rows": plan.rows,
             "verify": cfg.near.verify,
+            "min_overlap": cfg.near.min_overlap,
             "cc_rounds": plan.rounds,
             "partitions": plan.partitions,
         },
+        "boilerplate": _boilerplate_summary(counts, cfg.near),
         "chunks": len(plan.chunks),
+    }
+
+
+def _boilerplate_summary(counts: dict[str, int], near: NearConfig) -> dict[str, Any]:
+    """``stats.extra["boilerplate"]``: the boilerplate lines found, the share of the documents' lines they
+    took out of the comparison (each line counted once per document), and the most frequent of them."""
+    cfg = near.boilerplate
+    lines, removed = counts.get("lines", 0), counts.get("boilerplate_lines_removed", 0)
+    return {
+        "enabled": near.enabled and cfg.enabled,
+        "min_docs": cfg.min_docs,
+        "per_host": cfg.per_host,
+        "lines": counts.get("boilerplate_lines", 0),
+        "document_lines": lines,
+        "document_lines_removed": removed,
+        "removed_share": round(removed / lines, 4) if lines else 0.0,
+        "documents_with_boilerplate": counts.get("documents_with_boilerplate", 0),
+        "top_lines": top_template_lines(counts),
     }
 
 
@@ -575,13 +610,6 @@ def run_dedup(
     inputs: list[str], out_dir: str, cfg: DedupConfig, runner: RunnerConfig, force: bool = False
 ) -> StageStats:
     """Deduplicate the document tables ``inputs`` (exact, then near) into one document table ``out_dir``."""
-    if cfg.near.enabled and (
-        cfg.near.boilerplate.enabled or cfg.near.verify == "containment" or cfg.near.lsh_threshold
-    ):
-        raise ValueError(
-            "dedup: near.boilerplate.enabled, near.verify=containment and near.lsh_threshold are not implemented "
-            "by the Beam stage yet (ccgpt dedup eval runs them); leave them unset for run_dedup"
-        )
     stage = Stage(
         "dedup",
         out_dir,

@@ -18,14 +18,17 @@ import pyarrow as pa
 import xxhash
 
 from pipeline.accounting import KEPT, OUTCOMES, dropped
+from pipeline.dedup.boilerplate import CoreSketch, core_sketch, verify_pair
 from pipeline.dedup.components import partition_of, read_labels
 from pipeline.dedup.exact import exact_hash, key_id, rank_key
 from pipeline.dedup.index import SKETCH_SCHEMA, is_indexed, write_index_file
+from pipeline.dedup.lines import ChunkLines, load_line_keys
 from pipeline.dedup.lsh import band_keys
-from pipeline.dedup.minhash import MinHasher, jaccard, shingles, signature_similarity
+from pipeline.dedup.minhash import MinHasher
 from pipeline.dedup.records import (
     BandEntries,
     ExactCopy,
+    FrequentLine,
     Kept,
     Member,
     Pair,
@@ -94,8 +97,9 @@ class ReadChunk(beam.DoFn):
     group hash); writes the chunk's sketch file.
 
     Malformed or blank rows become counted drops. Every other row gets its node key (survivor-ordered, see
-    :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) its shingles'
-    MinHash band hashes and verification sketch (the shingle-hash set, or the signature). The sketch file
+    :func:`.exact.rank_key`), the 128-bit hash of its normalised text, and (near pass on) the band hashes of
+    its core's MinHash signature and its verification sketch (:func:`.boilerplate.core_sketch`: the core is
+    the text without the boilerplate lines of its group, which the element brings from :mod:`.lines`). The sketch file
     holds one row per such document, in input order; the member carries the position there, not the text.
     """
 
@@ -110,8 +114,12 @@ class ReadChunk(beam.DoFn):
         near = self.cfg.near
         self.hasher = MinHasher(near.num_perm, near.seed, near.scheme, near.hash) if near.enabled else None
 
-    def process(self, task: tuple[int, str, tuple[int, ...]]) -> Iterator[Any]:
-        chunk, path, groups = task
+    def process(self, element: tuple[int, dict[str, Iterable[Any]]]) -> Iterator[Any]:
+        chunk, joined = element
+        ((path, groups),) = joined["task"]
+        lines = ChunkLines(
+            receive(FrequentLine, joined["lines"]), self.cfg.near.boilerplate, lambda: load_line_keys(self.work, chunk)
+        )
         counts: dict[str, int] = {}
         emitted: list[Any] = []
         members: dict[int, list] = {}
@@ -123,12 +131,13 @@ class ReadChunk(beam.DoFn):
             for batch in iter_chunk(path, groups, READ_COLUMNS):
                 cols: dict[str, list] = {name: [] for name in SKETCH_SCHEMA.names}
                 sketches: list[np.ndarray] = []
+                cores: list[np.ndarray | None] = []
                 mine: list[Member] = []
                 for i, row in enumerate(batch.to_pylist()):
-                    doc = self._row(row, counts, emitted)
+                    doc = self._row(row, offset + i, lines, counts, emitted)
                     if doc is None:
                         continue
-                    key, h, band_hashes, sketch = doc
+                    key, h, band_hashes, (sketch, core) = doc
                     for name, value in (
                         ("key", key),
                         ("id", row["id"]),
@@ -138,6 +147,7 @@ class ReadChunk(beam.DoFn):
                     ):
                         cols[name].append(value)
                     sketches.append(sketch)
+                    cores.append(core)
                     provenance = json.dumps(
                         [row.get("url"), row.get("source_file"), row.get("source_offset"), row.get("date")], default=str
                     )
@@ -154,6 +164,7 @@ class ReadChunk(beam.DoFn):
                     add_batches(members, Member, mine, lambda m: m.partition(self.partitions))
                 cols["bands"] = list_array([m.bands for m in mine])
                 cols["sketch"] = list_array(sketches)
+                cols["core"] = list_array(cores)
                 yield pa.RecordBatch.from_pydict(cols, schema=SKETCH_SCHEMA)
 
         # The sketch file is streamed (one record batch at a time); entries leave after it is in place, so
@@ -162,9 +173,11 @@ class ReadChunk(beam.DoFn):
         yield from emitted
         yield from hand_off(self.work, "members", f"c{chunk:05d}", members)
         yield from _counters(counts)
+        yield from _tagged(COUNTERS, lines.counters())
 
-    def _row(self, row: dict, counts: dict[str, int], emitted: list) -> tuple | None:
-        """``(node key, text hash, band hashes, sketch)`` of a valid row; None (and a drop) otherwise."""
+    def _row(self, row: dict, at: int, lines: ChunkLines, counts: dict[str, int], emitted: list) -> tuple | None:
+        """``(node key, text hash, band hashes, stored sketch)`` of a valid row (the chunk's row ``at``); None
+        (and a drop) otherwise."""
         source = row.get("source")
         name = f"read:{source if isinstance(source, str) else '?'}"
         counts[name] = counts.get(name, 0) + 1
@@ -194,18 +207,30 @@ class ReadChunk(beam.DoFn):
         )
         empty = np.zeros(0, dtype=np.uint64)
         if self.hasher is None:
-            return key, h, empty, empty
+            return key, h, empty, (empty, None)
+        group_lines = lines.of(row.get("url"))
         try:
-            items = shingles(text, self.cfg.near.shingles)
+            keys = None if group_lines is None else lines.observe(text, group_lines, at)
+            sketch = core_sketch(text, self.cfg.near.shingles, self.hasher, group_lines, keys)
         except (UnicodeError, ValueError):  # still exact-deduplicated and kept, just never clustered
-            items = []
-        if not items:
-            return key, h, empty, empty
-        signature, shingle_set = self.hasher.sketch(items)
-        band_hashes = np.array([b for _, b in band_keys(signature, self.bands, self.rows)], dtype=np.uint64)
-        verify = self.cfg.near.verify
-        sketch = shingle_set if verify == "jaccard" else signature if verify == "signature" else empty
-        return key, h, band_hashes, np.asarray(sketch, dtype=np.uint64)
+            sketch = None
+        if sketch is None:
+            return key, h, empty, (empty, None)
+        if sketch.has_boilerplate:
+            counts["documents_with_boilerplate"] = counts.get("documents_with_boilerplate", 0) + 1
+        band_hashes = np.array([b for _, b in band_keys(sketch.signature, self.bands, self.rows)], dtype=np.uint64)
+        return key, h, band_hashes, _stored(sketch, self.cfg.near.verify)
+
+
+def _stored(sketch: CoreSketch, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``(sketch, core)`` columns a sketch file keeps for verification ``mode`` (:class:`.records.Stored`)."""
+    if mode == "containment":
+        return sketch.full, sketch.core if sketch.has_boilerplate else None
+    if mode == "jaccard":
+        return sketch.core, None
+    if mode == "signature":
+        return sketch.signature.astype(np.uint64), None
+    return np.zeros(0, dtype=np.uint64), None
 
 
 class ExactPartition(beam.DoFn):
@@ -387,17 +412,22 @@ class ShipFirst(beam.DoFn):
             return
         sketches = load_sketches(self.sketch_files[chunk], (p.pos_a for p in pairs))
         probes: dict[int, list[Probe]] = {}
+        empty = np.zeros(0, dtype=np.uint64)
         for p in sorted(pairs):
-            probes.setdefault(p.chunk_b, []).append(Probe(p.a, p.b, p.pos_b, sketches[p.pos_a]))
+            sketch, core = sketches[p.pos_a]
+            probe = Probe(p.a, p.b, p.pos_b, sketch, empty if core is None else core, int(core is not None))
+            probes.setdefault(p.chunk_b, []).append(probe)
         yield from send(self.work, "probes", f"s{chunk:05d}", Probe, probes)
 
 
 class VerifyPairs(beam.DoFn):
-    """The probes whose second sketch is in chunk ``c`` -> the pairs that really match, as one batch of edges."""
+    """The probes whose second sketch is in chunk ``c`` -> the pairs that really match, as one batch of edges,
+    by :func:`.boilerplate.verify_pair` (the same test ``ccgpt dedup eval`` applies)."""
 
-    def __init__(self, mode: str, threshold: float, sketch_files: list[str]):
+    def __init__(self, mode: str, threshold: float, min_overlap: int, sketch_files: list[str]):
         self.mode = mode
         self.threshold = threshold
+        self.min_overlap = min_overlap
         self.sketch_files = sketch_files
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
@@ -406,8 +436,12 @@ class VerifyPairs(beam.DoFn):
         if not probes:
             return
         sketches = load_sketches(self.sketch_files[chunk], (p.pos_b for p in probes))
-        sim = jaccard if self.mode == "jaccard" else signature_similarity
-        verified = [(p.a, p.b) for p in probes if sim(p.sketch_a, sketches[p.pos_b]) >= self.threshold]
+        mode, threshold, floor = self.mode, self.threshold, self.min_overlap
+        verified = [
+            (p.a, p.b)
+            for p in probes
+            if verify_pair(mode, p.stored_a().verifiable(mode), sketches[p.pos_b].verifiable(mode), threshold, floor)
+        ]
         if verified:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("verified_pairs", len(verified)))
             yield verified

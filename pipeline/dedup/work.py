@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs
-from pipeline.dedup.records import Batch, R, pack, unpack
+from pipeline.dedup.records import Batch, R, Stored, pack, unpack
 
 WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
 WORK_ROWS = 8192  # rows per record batch / row group of the sketch and output files
@@ -90,17 +90,24 @@ def sketch_file(work: str, chunk: int) -> str:
     return os.path.join(work, f"sketch-{chunk:05d}.parquet")
 
 
+def line_keys_file(work: str, chunk: int) -> str:
+    """Where the boilerplate pass leaves a chunk's line hashes for its ReadChunk (:mod:`.lines`)."""
+    return os.path.join(work, f"lines-{chunk:05d}.parquet")
+
+
 def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
     return os.path.join(folder, f"{prefix}-{chunk:05d}-of-{chunks:05d}.parquet")
 
 
-def list_array(arrays: list[np.ndarray]) -> pa.Array:
-    """Equal-typed uint64 arrays -> one Arrow ``list<uint64>`` array, without a Python int per value."""
+def list_array(arrays: list[np.ndarray | None]) -> pa.Array:
+    """uint64 arrays -> one Arrow ``list<uint64>`` array, without a Python int per value (None: a null)."""
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    present = [a for a in arrays if a is not None]
     if arrays:
-        np.cumsum([a.size for a in arrays], out=offsets[1:])
-    values = np.concatenate(arrays).astype(np.uint64) if arrays else np.zeros(0, dtype=np.uint64)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.uint64()))
+        np.cumsum([0 if a is None else a.size for a in arrays], out=offsets[1:])
+    values = np.concatenate(present).astype(np.uint64) if present else np.zeros(0, dtype=np.uint64)
+    mask = pa.array([a is None for a in arrays]) if len(present) < len(arrays) else None
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.uint64()), mask=mask)
 
 
 def write_parquet(path: str, batches: Iterator[pa.RecordBatch | pa.Table], schema: pa.Schema) -> int:
@@ -132,18 +139,25 @@ def rows_at(path: str, positions: np.ndarray, columns: list[str]) -> Iterator[tu
         start = stop
 
 
-def load_sketches(path: str, positions: Iterable[int]) -> dict[int, np.ndarray]:
-    """The ``sketch`` column of a sketch or index file at the given row positions, one row group at a time."""
+def _lists(column: pa.ChunkedArray) -> list[np.ndarray | None]:
+    """A ``list<uint64>`` column -> its rows as numpy views (None for a null row)."""
+    column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False)
+    nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(column), bool)
+    return [None if nulls[i] else values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+
+
+def load_sketches(path: str, positions: Iterable[int]) -> dict[int, Stored]:
+    """The ``sketch`` and ``core`` columns of a sketch or index file at the given row positions, one row
+    group at a time."""
     wanted = np.unique(np.fromiter(positions, dtype=np.int64))
-    out: dict[int, np.ndarray] = {}
+    out: dict[int, Stored] = {}
     if wanted.size == 0:
         return out
-    for mine, rows in rows_at(path, wanted, ["sketch"]):
-        column = rows.column(0).combine_chunks()
-        offsets = column.offsets.to_numpy()
-        values = column.values.to_numpy(zero_copy_only=False)
-        for i, pos in enumerate(mine.tolist()):
-            out[pos] = values[offsets[i] : offsets[i + 1]]
+    for mine, rows in rows_at(path, wanted, ["sketch", "core"]):
+        for pos, sketch, core in zip(mine.tolist(), _lists(rows.column(0)), _lists(rows.column(1))):
+            out[pos] = Stored(sketch, core)
     return out
 
 
