@@ -222,3 +222,20 @@ def test_wikitext_to_text_units():
         {"see also"},
     )
     assert text == "Bold the city and Lyon.\n\nLife\nBorn."
+
+
+def test_dump_files_in_groups_keep_the_same_documents(tmp_path, dump_pages, local_runner):
+    """A split dump read one file a group (each group committed on its own, pipeline/ledger.py): the same
+    documents, ids and accounting as in one group."""
+    _, pages = dump_pages
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"p{i}.xml.bz2").write_bytes(bz2.compress(_dump(pages[i::3])))
+    runs = {}
+    for name, group_bytes in (("one", 1 << 30), ("three", 1)):
+        cfg = WikipediaConfig(name="wiki", group_bytes=group_bytes)
+        stats = run_wikipedia([str(tmp_path / "in")], str(tmp_path / name), cfg, local_runner)
+        rows = sorted(read_documents(str(tmp_path / name)), key=lambda r: r["id"])
+        runs[name] = (stats.extra["input_groups"], stats.read, stats.kept, stats.dropped, rows)
+    assert [runs[n][0] for n in ("one", "three")] == [1, 3]
+    assert runs["one"][1:] == runs["three"][1:] and runs["one"][2] >= 4
