@@ -30,7 +30,7 @@ class MixConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of document selection, epoch order and row shuffle"})
     pack_bucket_documents: int = field(
-        default=50_000,
+        default=10_000,
         metadata={
             "help": "documents one worker packs at a time: a source is packed in hash buckets of about this many "
             "documents (each bucket drops its own partial final row)"
