@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import s3_runs
 
+from pipeline.commit import untagged
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.read import expand_inputs
 from schemas.config import from_dict
@@ -143,13 +144,12 @@ def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_
         if i.is_file
     }
     assert present == committed | {"stats.json"}  # the killed attempt's files are gone
+    clean = s3_runs.by_name(s3_runs.local_files(str(tmp_path / "clean")))
+    assert {untagged(name) for name in committed} | {"stats.json"} == set(clean)
     for name in sorted(committed):
         if name.endswith(".parquet"):
-            with (
-                store.open_input_stream(f"{bucket}/run/curate/{name}") as fh,
-                open(tmp_path / "clean" / name, "rb") as lf,
-            ):
-                assert fh.read() == lf.read(), name
+            with store.open_input_stream(f"{bucket}/run/curate/{name}") as fh:
+                assert fh.read() == clean[untagged(name)], name
 
 
 def test_curate_on_s3_resumes_by_input_file_group(
