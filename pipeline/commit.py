@@ -243,3 +243,27 @@ def committed_files(folder: str, verify: bool = False) -> list[str] | None:
             "failed or still running); rerun the stage that writes it"
         )
     return None
+
+
+def verified(path: str) -> str:
+    """``path``, a file directly in a committed stage folder (a model, a tokenizer), checked against that
+    folder's commit record, size and sha256, before a reader uses it: a same-size rewrite by a late writer, which
+    the size check of :func:`committed_files` passes, is refused too, and so is a file the commit never listed.
+    Reading one small file once more costs little beside loading it. A file of a folder that is not a
+    committed stage output, a missing one, or one listed without a checksum (over :data:`CHECKSUM_MAX_BYTES`)
+    is returned as it is."""
+    folder, _, name = path.rpartition("/") if fs.is_url(path) else path.replace(os.sep, "/").rpartition("/")
+    stats = fs.join(folder or ".", STATS_FILE)
+    try:
+        files = json.loads(fs.read_bytes(stats)).get("files") if fs.exists(stats) else None
+    except (OSError, ValueError):
+        files = None
+    if files is None or not fs.exists(path):  # not a stage output; a missing file: the reader says so
+        return path
+    record = next((f for f in files if f["path"] == name), None)
+    if record is None or (record.get("sha256") and fs.sha256(path) != record["sha256"]):
+        raise AlteredOutput(
+            f"{path}: {'not listed in' if record is None else 'changed since'} its stage's commit "
+            f"({STATS_FILE}): a late writer or a hand edit; rerun the stage that writes it with --force"
+        )
+    return path

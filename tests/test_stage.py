@@ -17,6 +17,7 @@ from pipeline.commit import (
     attempt_name,
     committed_files,
     untagged,
+    verified,
 )
 from pipeline.stage import Stage, fingerprint, is_complete
 from pipeline.tables import WriteDocuments, document_files
@@ -164,6 +165,23 @@ def test_verify_catches_a_same_size_rewrite(tmp_path):
     assert committed_files(out) == [os.path.join(out, "model.bin")]
     with pytest.raises(AlteredOutput, match="model.bin"):
         committed_files(out, verify=True)
+
+
+def test_a_small_committed_file_is_verified_before_use(tmp_path):
+    """What a model's or a tokenizer's reader checks: the file as its stage committed it, to the byte."""
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("model.bin", "abc"))
+    path = os.path.join(out, "model.bin")
+    assert verified(path) == path
+    open(path, "w").write("xyz")  # a late writer, same size
+    with pytest.raises(AlteredOutput, match="changed since"):
+        verified(path)
+    open(os.path.join(out, "other.bin"), "w").write("late")
+    with pytest.raises(AlteredOutput, match="not listed"):
+        verified(os.path.join(out, "other.bin"))
+    plain = tmp_path / "model.bin"  # not in a stage folder: as it is
+    plain.write_text("abc")
+    assert verified(str(plain)) == str(plain)
 
 
 def test_writers_built_inside_an_attempt_tag_their_files(tmp_path):
