@@ -28,13 +28,13 @@ compare files by :func:`untagged` name.
 
 Readers take a stage's files from the ``files`` list in its ``stats.json``, never from a listing, so a file
 nobody committed is never read, and check each file's size there (:func:`committed_files`; its sha256 too,
-when asked). Two attempts on the same folder: the later one's ``begin`` takes the folder over, and the
-earlier one then stops at ``commit`` with a clear error instead of committing. The same code runs on local
-disk and object stores (``pipeline.fs`` is Beam's ``FileSystems``). What it does not close: files with fixed
-names (``outcomes.jsonl``, the mix's shards and manifest, models) are not tagged, since their readers open
-them by name; a zombie that writes one of them after this attempt committed overwrites it, and the size and
-checksum in ``stats.json`` expose that to a reader (the trainer checks every shard against the manifest's
-sha256).
+when asked; the readers of one small file, a model or a tokenizer, always: :func:`verified`). Two attempts on
+the same folder: the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit``
+with a clear error instead of committing. The same code runs on local disk and object stores (``pipeline.fs``
+is Beam's ``FileSystems``). What it does not close: files with fixed names (``outcomes.jsonl``, the mix's
+shards and manifest, models) are not tagged, since their readers open them by name; a zombie that writes one
+of them after this attempt committed overwrites it, and the size and checksum in ``stats.json`` expose that to
+a reader (the trainer checks every shard against the manifest's sha256).
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@
 
 :class:`Stage` is that sequence, written once, so a change of how stages are identified or committed (object
 stores, resume by work unit) lands here and nowhere else. A stage writes its files in place and commits them
-without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes, and writes ``stats.json``
-last, listing every file with its size and checksum. A crash leaves a folder without ``stats.json``, which
-readers refuse and the next attempt clears. A rerun whose ``OUT/stats.json`` carries the same fingerprint
-(inputs + config + code version) skips the stage; ``force`` or anything else recomputes. Stages that read
-many files (curate, sources) commit by input-file group inside that (:meth:`Stage.run_groups`, the ledger of
-:mod:`pipeline.ledger`), so a rerun after a kill skips the groups committed before it.
+without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes (the files its workers name
+carry the attempt's tag), and writes ``stats.json`` last, listing every file of this attempt with its size and
+checksum. A crash leaves a folder without ``stats.json``, which readers refuse and the next attempt clears. A
+rerun whose ``OUT/stats.json`` carries the same fingerprint (inputs + config + code version) skips the stage;
+``force`` or anything else recomputes. Stages that read many files (curate, sources) commit by input-file
+group inside that (:meth:`Stage.run_groups`, the ledger of :mod:`pipeline.ledger`), so a rerun after a kill
+skips the groups committed before it.
 """
 
 from __future__ import annotations
