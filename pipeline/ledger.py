@@ -12,8 +12,9 @@ Group ids are ``g00000``, ``g00001``, ... in plan order.
 
 **Layout** in the stage's folder ``OUT``::
 
-    OUT/documents-<gid>-<k>-of-<n>.attempt-<tag>.parquet   the group's document files (k of n:
-                                             pipeline.tables.WriteDocuments; tagged: pipeline.commit)
+    OUT/documents-<gid>-<k>-of-<n>.attempt-<tag>.parquet
+                                             the group's document files (k of n: pipeline.tables.WriteDocuments;
+                                             tagged by the attempt that wrote them: pipeline.commit)
     OUT/raw/documents-<gid>-...parquet       curate: the group's share of the raw crawl sample
     OUT/groups/<gid>/outcomes.jsonl, ...     the group's side files: what the stage writes for all its input
                                              (outcomes, counters, examples, failed files), for this group only

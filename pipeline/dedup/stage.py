@@ -476,7 +476,8 @@ def cluster_files(folder: str) -> list[str]:
     if listed is None:
         listed = [f.path for f in fs.match(fs.join(folder, f"{CLUSTERS_PREFIX}-*.jsonl"))]
     top = len(folder.rstrip("/")) + 1
-    return sorted(f for f in listed if re.fullmatch(rf"{CLUSTERS_PREFIX}-\d+-of-\d+(\.attempt-\w+)?\.jsonl", f[top:]))
+    name = re.compile(rf"{CLUSTERS_PREFIX}-\d+-of-\d+(\.attempt-[0-9a-f]{{12}})?\.jsonl")  # tagged: pipeline.commit
+    return sorted(f for f in listed if name.fullmatch(f[top:]))
 
 
 def read_clusters(folder: str) -> Iterator[dict[str, Any]]:
