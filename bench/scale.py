@@ -360,13 +360,13 @@ def folder_bytes(path: str) -> int:
 
 def text_bytes(folder: str) -> int:
     """UTF-8 bytes of the ``text`` column of a stage's document tables."""
-    import glob
-
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from pipeline.tables import document_files
+
     total = 0
-    for path in glob.glob(os.path.join(folder, "documents-*.parquet")):
+    for path in document_files(folder):
         total += pc.sum(pc.binary_length(pc.cast(pq.read_table(path, columns=["text"])["text"], "binary"))).as_py() or 0
     return total
 

@@ -123,10 +123,10 @@ def time_datatrove(docs: list[str], tok: str, out: str) -> tuple[float, int]:
 def time_reads(shards: str, dt_out: str, reads: int, seed: int) -> dict[str, float]:
     import pyarrow as pa
 
-    from schemas.manifest import Manifest
+    from pipeline.shards import load_manifest
     from train.data import ShardLoader, _make_batch
 
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     width = m.seq_len + 1
     tables = [pa.ipc.open_file(pa.memory_map(os.path.join(shards, s.file))).read_all() for s in m.shards]
     parts = []

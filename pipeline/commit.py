@@ -7,28 +7,47 @@ Object stores have no rename, so a stage cannot write a temporary folder and mov
    else in the folder (the old output, or a killed attempt's leftovers), then writes ``_attempt.json``
    naming this attempt. A folder holding ``_attempt.json`` and no ``stats.json`` is an unfinished output,
    and readers refuse it (:func:`committed_files`).
-2. The stage writes its files in place, through Beam's IOs and ``pipeline.fs``.
+2. The stage writes its files in place, through Beam's IOs and ``pipeline.fs``. The files its workers write
+   under names of their own choosing (document tables, dedup's cluster and index files) carry the attempt's
+   tag, ``<name>.attempt-<tag>.<ext>`` (:func:`attempt_name`): a random tag per attempt, set while the
+   attempt is :meth:`~Attempt.active` and taken by the writers when the pipeline is built on the driver.
 3. ``commit`` checks that no other attempt took the folder over (``_attempt.json`` still names this one and
-   no ``stats.json`` appeared), lists every file the folder holds with its size and, up to
-   :data:`CHECKSUM_MAX_BYTES`, its sha256, writes ``stats.json`` with that list, and deletes ``_attempt.json``.
+   no ``stats.json`` appeared), lists the folder's files but those tagged by another attempt (and not kept
+   from an earlier one, :mod:`pipeline.ledger`), with size and, up to :data:`CHECKSUM_MAX_BYTES`, sha256,
+   writes ``stats.json`` with that list, deletes ``_attempt.json``, and then deletes the other attempts'
+   tagged files.
+
+Why a random tag per attempt and not one derived from the stage's fingerprint (which would keep names the same
+from run to run): the case the commit must survive is an Airflow retry beside a zombie of the same task, and
+those two have the same fingerprint. With a fingerprint tag the zombie's workers would write the very names
+this attempt lists, its half-written file could be what this commit hashes, and a rewrite in place after the
+commit truncates a committed local file while readers may read it. With the attempt's own tag, a straggler
+of any other attempt, same inputs or not, writes names this commit never lists and never overwrites a file
+it listed. Names then differ from run to run (``<tag>``); the bytes do not, and tests that compare two runs
+compare files by :func:`untagged` name.
 
 Readers take a stage's files from the ``files`` list in its ``stats.json``, never from a listing, so a file
-nobody committed is never read. Two attempts on the same folder (an Airflow retry beside a zombie worker):
-the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit`` with a clear
-error instead of committing. The same code runs on local disk and object stores (``pipeline.fs`` is Beam's
-``FileSystems``). What it does not close: a zombie that keeps writing after the later attempt committed can
-still overwrite a file of the same name; the sizes and checksums in ``stats.json`` expose that to a reader
-that checks them (the trainer checks every shard against the manifest's sha256).
+nobody committed is never read, and check each file's size there (:func:`committed_files`; its sha256 too,
+when asked; the readers of one small file, a model or a tokenizer, always: :func:`verified`). Two attempts on
+the same folder: the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit``
+with a clear error instead of committing. The same code runs on local disk and object stores (``pipeline.fs``
+is Beam's ``FileSystems``). What it does not close: files with fixed names (``outcomes.jsonl``, the mix's
+shards and manifest, models) are not tagged, since their readers open them by name; a zombie that writes one
+of them after this attempt committed overwrites it, and the size and checksum in ``stats.json`` expose that to
+a reader (the trainer checks every shard against the manifest's sha256).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
+import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from pipeline import fs
@@ -39,6 +58,7 @@ ATTEMPT_FILE = "_attempt.json"
 # files up to this size get a sha256 in stats.json (models, configs, manifests, small tables); larger ones are
 # listed with their size only, since hashing a crawl's document tables would read them all again on one machine
 CHECKSUM_MAX_BYTES = 64 << 20
+_TAG = re.compile(r"\.attempt-([0-9a-f]{12})(?=\.[^/]*$|$)")  # in a file name, before its extension
 
 
 class CommitError(RuntimeError):
@@ -61,6 +81,37 @@ def relative_path(folder: str, path: str) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
+def tag_of(path: str) -> str | None:
+    """The attempt tag a file's name carries (None for a name without one)."""
+    found = _TAG.search(path.rsplit("/", 1)[-1])
+    return found.group(1) if found else None
+
+
+def untagged(path: str) -> str:
+    """``path`` without its attempt tag: what two runs' files are compared by."""
+    head, _, name = path.rpartition("/")
+    return head + "/" * bool(head) + _TAG.sub("", name)
+
+
+_active: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("ccgpt_attempt", default=None)
+
+
+def attempt_name(name: str) -> str:
+    """``name`` (``documents-00000-of-00001.parquet``) tagged by the active attempt
+    (``documents-00000-of-00001.attempt-<tag>.parquet``); unchanged outside any attempt. Called where a
+    writer is built, on the driver: the workers get the name with the writer."""
+    attempt = _active.get()
+    if attempt is None:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.attempt-{attempt.tag}.{ext}" if dot else f"{name}.attempt-{attempt.tag}"
+
+
+def active() -> Attempt | None:
+    """The attempt whose stage is running in this context (None outside any)."""
+    return _active.get()
+
+
 def file_records(folder: str, select: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
     """``[{"path", "size", "sha256"}]`` for every file under ``folder`` but the commit files (only those whose
     relative path ``select`` accepts, when given), sorted by path; ``sha256`` is None above
@@ -80,7 +131,9 @@ class Attempt:
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
-        self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+        self.tag = uuid.uuid4().hex[:12]
+        self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self.tag}"
+        self.keep: frozenset[str] = frozenset()
 
     def _path(self, name: str) -> str:
         return fs.join(self.out_dir, name)
@@ -88,10 +141,27 @@ class Attempt:
     def begin(self, keep: Collection[str] = ()) -> None:
         """Take the folder over: the old output stops being complete, its files go (but ``keep``: the files of
         the input groups an earlier attempt committed, :mod:`pipeline.ledger`), the marker names us."""
+        self.keep = frozenset(keep)
         fs.delete([self._path(STATS_FILE)])
         fs.delete_except(self.out_dir, set(keep))
         marker = {"attempt": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         fs.write_bytes(self._path(ATTEMPT_FILE), json.dumps(marker).encode())
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Attempt]:
+        """While the stage's pipelines are built and run: the writers built meanwhile tag their files with
+        this attempt's tag (:func:`attempt_name`)."""
+        token = _active.set(self)
+        try:
+            yield self
+        finally:
+            _active.reset(token)
+
+    def owns(self, rel: str) -> bool:
+        """Whether this attempt's commit lists the file at ``rel`` (relative to the folder): untagged, tagged
+        by this attempt, or kept from an earlier one (a committed input-file group's)."""
+        tag = tag_of(rel)
+        return tag is None or tag == self.tag or rel in self.keep
 
     def owner(self) -> str | None:
         """The attempt ``_attempt.json`` names now (None when it is gone)."""
@@ -116,19 +186,33 @@ class Attempt:
         """Write ``stats.json`` (``stats`` plus the attempt and the file list) if this attempt still owns the
         folder; then drop the marker. Returns what was written."""
         self.check_owner()
-        record = {**stats, "attempt": self.id, "files": file_records(self.out_dir)}
+        record = {**stats, "attempt": self.id, "files": file_records(self.out_dir, self.owns)}
         fs.write_bytes(self._path(STATS_FILE), (json.dumps(record, indent=2) + "\n").encode())
         fs.delete([self._path(ATTEMPT_FILE)])
+        self._delete_others()
         return record
 
+    def _delete_others(self) -> None:
+        """After the commit: the files other attempts tagged (a straggler's, a killed attempt's), which no
+        reader takes, go. One a zombie writes later stays until the next attempt begins, unread."""
+        others = [f.path for f in fs.list_files(self.out_dir) if not self.owns(relative_path(self.out_dir, f.path))]
+        fs.delete(others)
 
-def _check_unchanged(folder: str, files: list[dict[str, Any]]) -> None:
+
+def _check_unchanged(folder: str, files: list[dict[str, Any]], verify: bool = False) -> None:
     """Every committed file is still there with its committed size (one listing of the folder), so a late
     writer that rewrote a file after the commit (a zombie attempt that outlived its successor) is caught
-    before anything reads it. (Sizes, not checksums: reading every file back to hash it would cost a stage's
-    output in I/O; ``stats.json`` keeps the sha256 for a full check.)"""
+    before anything reads it. ``verify``: and every file with a sha256 in the commit (those up to
+    :data:`CHECKSUM_MAX_BYTES`) still has it, for readers of small files (a model, a config, an index) that
+    a same-size rewrite must not pass either; off by default, since it reads every such file once more."""
     listed = {relative_path(folder, info.path): info.size for info in fs.list_files(folder)}
     changed = [f["path"] for f in files if listed.get(f["path"]) != f["size"]]
+    if verify and not changed:
+        changed = [
+            f["path"]
+            for f in files
+            if f.get("sha256") and fs.sha256(fs.join(folder, *f["path"].split("/"))) != f["sha256"]
+        ]
     if changed:
         raise AlteredOutput(
             f"{folder}: {len(changed)} committed file(s) missing or changed since the commit "
@@ -137,11 +221,12 @@ def _check_unchanged(folder: str, files: list[dict[str, Any]]) -> None:
         )
 
 
-def committed_files(folder: str) -> list[str] | None:
+def committed_files(folder: str, verify: bool = False) -> list[str] | None:
     """The files a committed stage folder holds, as paths (from its ``stats.json``), or None for a folder that
     is not a stage output (no ``stats.json``, no marker: a user's folder, listed as it is). An unfinished
-    stage folder raises :class:`UnfinishedOutput`, one whose files changed since the commit
-    :class:`AlteredOutput`; a stage output written before file lists existed gives None too."""
+    stage folder raises :class:`UnfinishedOutput`, one whose files changed since the commit (sizes; with
+    ``verify``, checksums too) :class:`AlteredOutput`; a stage output written before file lists existed gives
+    None too."""
     stats = fs.join(folder, STATS_FILE)
     if fs.exists(stats):
         try:
@@ -150,7 +235,7 @@ def committed_files(folder: str) -> list[str] | None:
             raise UnfinishedOutput(f"{folder}: its {STATS_FILE} is not valid JSON ({e}); rerun the stage") from e
         if files is None:
             return None
-        _check_unchanged(folder, files)
+        _check_unchanged(folder, files, verify)
         return [fs.join(folder, *f["path"].split("/")) for f in files]
     if fs.exists(fs.join(folder, ATTEMPT_FILE)):
         raise UnfinishedOutput(
@@ -158,3 +243,27 @@ def committed_files(folder: str) -> list[str] | None:
             "failed or still running); rerun the stage that writes it"
         )
     return None
+
+
+def verified(path: str) -> str:
+    """``path``, a file directly in a committed stage folder (a model, a tokenizer), checked against that
+    folder's commit record, size and sha256, before a reader uses it: a same-size rewrite by a late writer, which
+    the size check of :func:`committed_files` passes, is refused too, and so is a file the commit never listed.
+    Reading one small file once more costs little beside loading it. A file of a folder that is not a
+    committed stage output, a missing one, or one listed without a checksum (over :data:`CHECKSUM_MAX_BYTES`)
+    is returned as it is."""
+    folder, _, name = path.rpartition("/") if fs.is_url(path) else path.replace(os.sep, "/").rpartition("/")
+    stats = fs.join(folder or ".", STATS_FILE)
+    try:
+        files = json.loads(fs.read_bytes(stats)).get("files") if fs.exists(stats) else None
+    except (OSError, ValueError):
+        files = None
+    if files is None or not fs.exists(path):  # not a stage output; a missing file: the reader says so
+        return path
+    record = next((f for f in files if f["path"] == name), None)
+    if record is None or (record.get("sha256") and fs.sha256(path) != record["sha256"]):
+        raise AlteredOutput(
+            f"{path}: {'not listed in' if record is None else 'changed since'} its stage's commit "
+            f"({STATS_FILE}): a late writer or a hand edit; rerun the stage that writes it with --force"
+        )
+    return path

@@ -12,7 +12,9 @@ Group ids are ``g00000``, ``g00001``, ... in plan order.
 
 **Layout** in the stage's folder ``OUT``::
 
-    OUT/documents-<gid>-<k>-of-<n>.parquet   the group's document files (k of n: pipeline.tables.WriteDocuments)
+    OUT/documents-<gid>-<k>-of-<n>.attempt-<tag>.parquet
+                                             the group's document files (k of n: pipeline.tables.WriteDocuments;
+                                             tagged by the attempt that wrote them: pipeline.commit)
     OUT/raw/documents-<gid>-...parquet       curate: the group's share of the raw crawl sample
     OUT/groups/<gid>/outcomes.jsonl, ...     the group's side files: what the stage writes for all its input
                                              (outcomes, counters, examples, failed files), for this group only
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline import fs
-from pipeline.commit import file_records, relative_path
+from pipeline.commit import Attempt, file_records, relative_path
 
 GROUPS = "groups"
 OUTCOMES_FILE = "outcomes.jsonl"
@@ -145,16 +147,21 @@ def _sums(path: str, key: str) -> dict[str, int]:
     return out
 
 
-def commit_group(out_dir: str, group: Group, fingerprint: str, attempt: str, tables: Iterable[str]) -> dict:
+def commit_group(out_dir: str, group: Group, fingerprint: str, attempt: Attempt, tables: Iterable[str]) -> dict:
     """Write ``group``'s ledger record, last: its outcomes and every file it wrote (its document files in each
-    of the stage's ``tables`` folders, relative to ``OUT``, and its side-file folder), with sizes and checksums."""
+    of the stage's ``tables`` folders, relative to ``OUT``, tagged by ``attempt``, and its side-file folder),
+    with sizes and checksums. Another attempt's file of the same group (a straggler's) is not listed."""
     mine = {posixpath.join(t, group.prefix + "-") if t else group.prefix + "-" for t in tables}
     side = f"{GROUPS}/{group.id}/"
-    files = file_records(out_dir, lambda rel: rel.startswith(side) or any(rel.startswith(m) for m in mine))
+
+    def listed(rel: str) -> bool:
+        return (rel.startswith(side) or any(rel.startswith(m) for m in mine)) and attempt.owns(rel)
+
+    files = file_records(out_dir, listed)
     record = {
         "group": group.id,
         "fingerprint": fingerprint,
-        "attempt": attempt,
+        "attempt": attempt.id,
         "inputs": [list(i) for i in group.inputs],
         "bytes": group.bytes,
         "outcomes": dict(sorted(_sums(fs.join(group.folder(out_dir), OUTCOMES_FILE), "outcome").items())),

@@ -39,12 +39,19 @@ def read_shard(path: str) -> pa.Table:
 
 
 def load_manifest(path: str) -> Manifest:
-    """:meth:`Manifest.load` for a local path or a URL: ``path`` is the shard folder or its ``manifest.json``."""
+    """Read and version-check a manifest, local or at a URL: ``path`` is the shard folder or its
+    ``manifest.json``."""
     if fs.is_dir(path):
         path = fs.join(path, MANIFEST_NAME)
     if not fs.exists(path):
         raise SchemaError(f"{path}: manifest not found")
     return Manifest.from_json(fs.read_bytes(path), where=path)
+
+
+def save_manifest(manifest: Manifest, folder: str) -> str:
+    """Write ``folder/manifest.json``, local or at a URL: the mix stage's writer (inside its commit, so no
+    rename is needed)."""
+    return fs.write_text(fs.join(folder, MANIFEST_NAME), manifest.to_json())
 
 
 def _list_parts(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

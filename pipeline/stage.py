@@ -4,12 +4,13 @@
 
 :class:`Stage` is that sequence, written once, so a change of how stages are identified or committed (object
 stores, resume by work unit) lands here and nowhere else. A stage writes its files in place and commits them
-without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes, and writes ``stats.json``
-last, listing every file with its size and checksum. A crash leaves a folder without ``stats.json``, which
-readers refuse and the next attempt clears. A rerun whose ``OUT/stats.json`` carries the same fingerprint
-(inputs + config + code version) skips the stage; ``force`` or anything else recomputes. Stages that read
-many files (curate, sources) commit by input-file group inside that (:meth:`Stage.run_groups`, the ledger of
-:mod:`pipeline.ledger`), so a rerun after a kill skips the groups committed before it.
+without any rename (:mod:`pipeline.commit`): an attempt takes ``OUT`` over, writes (the files its workers name
+carry the attempt's tag), and writes ``stats.json`` last, listing every file of this attempt with its size and
+checksum. A crash leaves a folder without ``stats.json``, which readers refuse and the next attempt clears. A
+rerun whose ``OUT/stats.json`` carries the same fingerprint (inputs + config + code version) skips the stage;
+``force`` or anything else recomputes. Stages that read many files (curate, sources) commit by input-file
+group inside that (:meth:`Stage.run_groups`, the ledger of :mod:`pipeline.ledger`), so a rerun after a kill
+skips the groups committed before it.
 """
 
 from __future__ import annotations
@@ -301,8 +302,9 @@ class Stage:
             return load_stats(self.out_dir)
         attempt = Attempt(self.out_dir)
         attempt.begin()
-        stats = body(self.out_dir)
-        self.finish(stats, attempt)
+        with attempt.active():
+            stats = body(self.out_dir)
+            self.finish(stats, attempt)
         return stats
 
     def run_beam(
@@ -382,20 +384,22 @@ class Stage:
         if done:
             log.info("%s: %d of %d input groups committed earlier, not read again", self.name, len(done), len(groups))
         per_wave = max(1, runner.groups_per_wave)
-        for start in range(0, len(pending), per_wave):
-            wave = pending[start : start + per_wave]
-            where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
-            name = label or self.name
-            with make_pipeline(runner, f"{name} ({where}, {len(groups)} in all)" if len(groups) > 1 else name) as p:
+        with attempt.active():
+            for start in range(0, len(pending), per_wave):
+                wave = pending[start : start + per_wave]
+                where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
+                name = label or self.name
+                title = f"{name} ({where}, {len(groups)} in all)" if len(groups) > 1 else name
+                with make_pipeline(runner, title) as p:
+                    for g in wave:
+                        _ = p | f"Group {g.id}" >> build(g)
                 for g in wave:
-                    _ = p | f"Group {g.id}" >> build(g)
-            for g in wave:
-                attempt.check_owner()
-                commit_group(self.out_dir, g, self.fingerprint, attempt.id, tables)
-        merge_side_files(self.out_dir, groups, side_files)
-        stats = self._stats(self.out_dir, summarise)
-        stats.extra["input_groups"] = len(groups)
-        return self.finish(stats, attempt)
+                    attempt.check_owner()
+                    commit_group(self.out_dir, g, self.fingerprint, attempt, tables)
+            merge_side_files(self.out_dir, groups, side_files)
+            stats = self._stats(self.out_dir, summarise)
+            stats.extra["input_groups"] = len(groups)
+            return self.finish(stats, attempt)
 
 
 _NOT_RAW = (".parquet", ".json", ".bin", ".jsonl.tmp")  # tables, stats, models: not raw input records

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs
-from pipeline.commit import STATS_FILE, committed_files
+from pipeline.commit import STATS_FILE, active, attempt_name, committed_files, relative_path
 from pipeline.ledger import example_order
 from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
 
@@ -292,16 +292,17 @@ def row_groups(text_bytes: np.ndarray) -> list[tuple[int, int]]:
 
 
 class _WriteDocumentFile(beam.DoFn):
-    """One output file's batches -> ``<prefix>-<k>-of-<n>.parquet``, its rows sorted, written in place (a
-    retried bundle writes the same bytes again; readers see the file through the stage's commit). The file's
-    rows are held once, as one Arrow table (about their own size), never as Python objects."""
+    """One output file's batches -> ``<prefix>-<k>-of-<n>.attempt-<tag>.parquet``, its rows sorted, written in
+    place (a retried bundle writes the same bytes again; readers see the file through the stage's commit).
+    ``name`` is the name pattern, tagged on the driver (:func:`pipeline.commit.attempt_name`). The file's rows
+    are held once, as one Arrow table (about their own size), never as Python objects."""
 
-    def __init__(self, folder: str, files: int, prefix: str):
-        self.folder, self.files, self.prefix = folder, files, prefix
+    def __init__(self, folder: str, name: str):
+        self.folder, self.name = folder, name
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[str]:
         k, batches = element
-        path = fs.join(self.folder, f"{self.prefix}-{k:05d}-of-{self.files:05d}.parquet")
+        path = fs.join(self.folder, self.name.format(k=k))
         table = pa.concat_tables([decode_rows(b) for b in batches])
         order = _sort_order(table)
         text_bytes = pc.binary_length(table["text"]).to_numpy()[order.to_numpy()]
@@ -312,8 +313,9 @@ class _WriteDocumentFile(beam.DoFn):
 
 
 class WriteDocuments(beam.PTransform):
-    """PCollection of document rows -> ``<folder>/documents-<k>-of-<n>.parquet`` (DOCUMENT_SCHEMA), the same
-    bytes on any runner and any number of workers.
+    """PCollection of document rows -> ``<folder>/documents-<k>-of-<n>.parquet`` (DOCUMENT_SCHEMA; built
+    inside a stage's attempt, the name carries its tag: :mod:`pipeline.commit`), the same bytes on any runner
+    and any number of workers.
 
     Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
@@ -325,25 +327,30 @@ class WriteDocuments(beam.PTransform):
 
     def __init__(self, folder: str, files: int = 1, prefix: str = "documents"):
         super().__init__()
-        self.folder, self.files, self.prefix = folder, max(1, files), prefix
+        self.folder, self.files = folder, max(1, files)
+        self.name = attempt_name(f"{prefix}-{{k:05d}}-of-{self.files:05d}.parquet")
 
     def expand(self, rows):
         return (
             rows
             | "ByFile" >> beam.ParDo(_BatchByFile(self.files))
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.files, self.prefix))
+            | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.name))
         )
 
 
 def ensure_table(folder: str) -> None:
     """Leave one empty, valid document table in ``folder`` (local or an object store) when the pipeline wrote
-    none."""
-    if fs.match(fs.join(folder, "*.parquet")):
+    none (the files of another attempt, which the commit will not list, do not count)."""
+    attempt = active()
+    base = attempt.out_dir if attempt is not None else folder
+    if any(
+        attempt is None or attempt.owns(relative_path(base, f.path)) for f in fs.match(fs.join(folder, "*.parquet"))
+    ):
         return
     sink = pa.BufferOutputStream()
     pq.write_table(DOCUMENT_SCHEMA.empty_table(), sink)
-    fs.write_bytes(fs.join(folder, "documents-empty.parquet"), sink.getvalue().to_pybytes())
+    fs.write_bytes(fs.join(folder, attempt_name("documents-empty.parquet")), sink.getvalue().to_pybytes())
 
 
 def _example_lines(kv):

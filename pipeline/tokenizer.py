@@ -34,6 +34,7 @@ import xxhash
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline import fs
+from pipeline.commit import verified
 from pipeline.stage import Stage
 from pipeline.tables import document_files
 from schemas.documents import validate_document_schema
@@ -245,6 +246,7 @@ def load_tokenizer(path: str) -> Tokenizer:
         )
     name = os.path.basename(path)
     if name.endswith(".json"):
+        verified(path)  # a committed tokenizer stage's file: as committed (checksum)
         try:
             data = fs.read_json(path)
         except (OSError, ValueError) as e:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.atomic import atomic_write_text
 from schemas.documents import SchemaError
 
 MANIFEST_VERSION = "1"
@@ -89,16 +87,6 @@ class Manifest(BaseModel):
     lineage: dict[str, str] = Field(default_factory=dict)  # input/config/code hashes
 
     @classmethod
-    def load(cls, path: str) -> Manifest:
-        """Load and version-check ``manifest.json`` (``path`` may be the file or its folder)."""
-        if os.path.isdir(path):
-            path = os.path.join(path, MANIFEST_NAME)
-        if not os.path.exists(path):
-            raise SchemaError(f"{path}: manifest not found")
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_json(fh.read(), where=path)
-
-    @classmethod
     def from_json(cls, text: str | bytes, where: str = MANIFEST_NAME) -> Manifest:
         """Parse and version-check a manifest's text, read by whichever filesystem layer holds it (``where``
         names it in errors)."""
@@ -108,6 +96,6 @@ class Manifest(BaseModel):
             raise SchemaError(f"{where}: manifest version {version!r}, this ccgpt reads {MANIFEST_VERSION!r}")
         return cls.model_validate(data)
 
-    def save(self, path: str) -> None:
-        """Write atomically (temp file, then rename)."""
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+    def to_json(self) -> str:
+        """The text of ``manifest.json``, written by whichever filesystem layer holds the shards."""
+        return self.model_dump_json(indent=2) + "\n"

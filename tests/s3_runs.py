@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.commit import untagged
 from pipeline.run import Run, RunConfig
 from pipeline.runner import RunnerConfig
 from pipeline.stages import STAGE_NAMES
@@ -44,6 +45,17 @@ def objects(fs: pafs.S3FileSystem, url: str) -> dict[str, bytes]:
             with fs.open_input_stream(info.path, compression=None) as fh:
                 out[info.path[len(prefix) + 1 :]] = fh.read()
     return out
+
+
+def untagged_files(stats) -> dict[str, dict]:
+    """A commit's file records by their names without the attempt tag (``pipeline.commit.untagged``): what two
+    runs' files are compared by, since each attempt tags the files its workers name."""
+    return {untagged(f["path"]): f for f in stats.extra["files"]}
+
+
+def by_name(files: dict[str, bytes]) -> dict[str, bytes]:
+    """:func:`objects` or :func:`local_files` keyed by names without the attempt tag."""
+    return {untagged(path): data for path, data in files.items()}
 
 
 def local_files(folder: str) -> dict[str, bytes]:

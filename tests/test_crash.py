@@ -22,6 +22,8 @@ import time
 import pytest
 import yaml
 
+from pipeline.commit import untagged
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -50,7 +52,7 @@ def _kill_when(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> No
 
 def _data_files(run: str) -> dict[str, bytes]:
     """What must be byte-identical: document tables, dedup clusters and index, shards, manifest, mix table,
-    tokenizer."""
+    tokenizer; by names without the attempt tag (each attempt tags the files its workers name)."""
     files = {}
     for pattern in (
         "shards/*.arrow",
@@ -63,7 +65,7 @@ def _data_files(run: str) -> dict[str, bytes]:
     ):
         for path in sorted(glob.glob(os.path.join(run, pattern))):
             with open(path, "rb") as fh:
-                files[os.path.relpath(path, run)] = fh.read()
+                files[untagged(os.path.relpath(path, run))] = fh.read()
     return files
 
 

@@ -14,12 +14,31 @@ import pyarrow as pa
 import pytest
 import torch
 
-from schemas.manifest import Manifest, ShardInfo, SourceMix, TokenizerInfo, ValidationSource, ValidationSplit
+from schemas.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardInfo,
+    SourceMix,
+    TokenizerInfo,
+    ValidationSource,
+    ValidationSplit,
+)
 from schemas.shards import SHARD_SCHEMA_VERSION, shard_schema
 from train.config import ModelConfig
 from train.data import DataError, ShardLoader, check_compatibility, resolve_model_config
 
 EOT = 0
+
+
+def load_manifest(folder: str) -> Manifest:
+    """The manifest beside the shards in ``folder``, read as the trainer reads a local one."""
+    with open(os.path.join(folder, MANIFEST_NAME), encoding="utf-8") as fh:
+        return Manifest.from_json(fh.read())
+
+
+def save_manifest(manifest: Manifest, folder: str) -> None:
+    with open(os.path.join(folder, MANIFEST_NAME), "w", encoding="utf-8") as fh:
+        fh.write(manifest.to_json())
 
 
 def _cycle_docs(rng: np.random.Generator, cycle: np.ndarray, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +163,7 @@ def make_shards(
         )
         for s in sources
     }
-    Manifest(
+    manifest = Manifest(
         shard_schema_version=SHARD_SCHEMA_VERSION,
         seq_len=seq_len,
         token_dtype=token_dtype,
@@ -154,13 +173,14 @@ def make_shards(
         sources=mix,
         shards=infos,
         validation=validation,
-    ).save(os.path.join(root, "manifest.json"))
+    )
+    save_manifest(manifest, root)
     return root
 
 
 def read_rows(root: str, split: str = "train") -> list[tuple[list[int], list[int], str]]:
     """All rows of a split in global order, read independently of the loader."""
-    m = Manifest.load(root)
+    m = load_manifest(root)
     out = []
     for s in m.shards if split == "train" else m.validation.shards:
         with pa.memory_map(os.path.join(root, s.file)) as src:
@@ -289,7 +309,7 @@ def test_source_counters_count_global_samples(shards):
 
 def test_held_out_rows_are_stratified_and_never_trained_on(shards):
     """A manifest without a validation split (as written before it existed): rows are held out of training."""
-    assert Manifest.load(shards).validation is None
+    assert load_manifest(shards).validation is None
     ld = ShardLoader(shards, 4, seed=3, eval_rows=6)
     assert ld.eval_rows == 6 and ld.eval_split == "train"
     held = set(ld.eval_index.tolist())
@@ -319,9 +339,9 @@ def test_missing_shard_is_a_clear_error(shards):
 
 def test_sha256_mismatch_is_caught_when_asked(shards):
     path = os.path.join(shards, "shard-00000.arrow")
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     m.shards[0].sha256 = "0" * 64
-    m.save(os.path.join(shards, "manifest.json"))
+    save_manifest(m, shards)
     ShardLoader(shards, 4)  # not verified by default
     with pytest.raises(DataError, match="sha256"):
         ShardLoader(shards, 4, verify_sha256=True)
@@ -329,13 +349,13 @@ def test_sha256_mismatch_is_caught_when_asked(shards):
 
 
 def test_row_count_and_schema_are_checked(shards, tmp_path):
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     m.shards[1].rows += 1
-    m.save(os.path.join(shards, "manifest.json"))
+    save_manifest(m, shards)
     with pytest.raises(DataError, match="rows"):
         ShardLoader(shards, 4)
     m.shards[1].rows -= 1
-    m.save(os.path.join(shards, "manifest.json"))
+    save_manifest(m, shards)
     bad = pa.table({"tokens": pa.array([[1, 2]], pa.list_(pa.uint16()))})
     with pa.OSFile(os.path.join(shards, "shard-00001.arrow"), "wb") as sink, pa.ipc.new_file(sink, bad.schema) as w:
         w.write_table(bad)
@@ -345,15 +365,15 @@ def test_row_count_and_schema_are_checked(shards, tmp_path):
 
 def test_out_of_range_tokens_fail_when_read(tmp_path):
     root = make_shards(str(tmp_path / "s"), vocab_size=64)
-    m = Manifest.load(root)
+    m = load_manifest(root)
     m.tokenizer.vocab_size = 10  # the shards hold ids up to 63
-    m.save(os.path.join(root, "manifest.json"))
+    save_manifest(m, root)
     with pytest.raises(DataError, match="vocab_size"):
         take(ShardLoader(root, 4), 1)
 
 
 def test_model_compatibility(shards):
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     cfg = resolve_model_config(ModelConfig(n_layer=1, n_head=1, n_embd=8), m)
     assert (cfg.vocab_size, cfg.n_ctx) == (64, 32)
     padded = ModelConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=128, n_ctx=64)
@@ -410,9 +430,9 @@ def test_validation_split_is_evaluated_and_every_training_row_trains(tmp_path):
 
 def test_missing_or_corrupt_validation_shard_is_a_clear_error(tmp_path):
     root = make_shards(str(tmp_path / "s"), val_rows=2)
-    m = Manifest.load(root)
+    m = load_manifest(root)
     m.validation.shards[0].sha256 = "0" * 64
-    m.save(os.path.join(root, "manifest.json"))
+    save_manifest(m, root)
     with pytest.raises(DataError, match="val-00000.arrow: sha256"):
         ShardLoader(root, 4, verify_sha256=True)
     os.remove(os.path.join(root, "val-00000.arrow"))

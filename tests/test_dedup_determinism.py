@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 
+from pipeline.commit import untagged
 from pipeline.dedup import read_clusters
 from pipeline.tables import read_documents
 from schemas.documents import write_documents
@@ -71,7 +72,7 @@ def _run(src: str, out: str, seed: str, workers: int, mode: str) -> dict[str, by
     files = {}
     for name in names:
         with open(os.path.join(out, name), "rb") as fh:
-            files[name] = fh.read()
+            files[untagged(name)] = fh.read()  # by name without the attempt tag, which differs run to run
     return files
 
 

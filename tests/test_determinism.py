@@ -16,6 +16,7 @@ import os
 
 import pytest
 
+from pipeline.commit import untagged
 from pipeline.run import Run, RunConfig
 from pipeline.runner import RunnerConfig
 from pipeline.stages import STAGE_NAMES
@@ -36,7 +37,8 @@ OUTPUTS = (
 
 
 def run_curation(config: dict, runner: RunnerConfig) -> dict[str, bytes]:
-    """Run the curation stages of ``config`` on ``runner``; every output file's bytes, by relative path."""
+    """Run the curation stages of ``config`` on ``runner``; every output file's bytes, by relative path without
+    the attempt tag."""
     run = Run(dataclasses.replace(from_dict(RunConfig, config), runner=runner))
     for stage in CURATION:
         if not run.skips(stage):
@@ -45,7 +47,7 @@ def run_curation(config: dict, runner: RunnerConfig) -> dict[str, bytes]:
     for pattern in OUTPUTS:
         for path in sorted(glob.glob(os.path.join(run.out, pattern))):
             with open(path, "rb") as fh:
-                files[os.path.relpath(path, run.out)] = fh.read()
+                files[untagged(os.path.relpath(path, run.out))] = fh.read()  # each run tags its files anew
     return files
 
 

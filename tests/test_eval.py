@@ -14,10 +14,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_data import make_shards  # noqa: E402
+from test_data import load_manifest, make_shards, save_manifest  # noqa: E402
 from test_generate import byte_bpe  # noqa: E402
 
-from schemas.manifest import Manifest  # noqa: E402
 from schemas.tasks import (  # noqa: E402
     MinimalPair,
     MultipleChoice,
@@ -42,11 +41,11 @@ def train_eval_run(root, seq_len: int = 128, out_name: str = "run", **overrides)
         os.makedirs(shards, exist_ok=True)
         n = byte_bpe(os.path.join(shards, "tokenizer.json"))
         make_shards(shards, seq_len=seq_len, vocab_size=n, rows_per_shard=(16,))
-        manifest = Manifest.load(shards)
+        manifest = load_manifest(shards)
         manifest.tokenizer.path = "tokenizer.json"
         manifest.tokenizer.eot_id = 0
         manifest.tokenizer.vocab_size = n
-        manifest.save(os.path.join(shards, "manifest.json"))
+        save_manifest(manifest, shards)
     out = str(root / out_name)
     base = dict(shards=shards, out=out, preset="nano", batch_size=4, max_steps=3, warmup_steps=1, log_every=1)
     base.update(eval_every=0, eval_rows=0, seed=1, lr=1e-2, tensorboard=False)

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_data import make_shards  # noqa: E402  (shared shard-writing helper)
+from test_data import load_manifest, make_shards, save_manifest  # noqa: E402  (shared shard-writing helpers)
 
-from schemas.manifest import Manifest  # noqa: E402
 from train.checkpoint import CheckpointError  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.generate import GenerateError, find_tokenizer, generate, load_model, main  # noqa: E402
@@ -46,10 +45,10 @@ def train_tiny_run(root, **overrides) -> str:
     shards = make_shards(str(root / "shards"), vocab_size=300, rows_per_shard=(32,))
     n = byte_bpe(os.path.join(shards, "tokenizer.json"))
     assert n <= 300
-    manifest = Manifest.load(shards)
+    manifest = load_manifest(shards)
     manifest.tokenizer.path = "tokenizer.json"
     manifest.tokenizer.eot_id = 0  # <|endoftext|> is the tokenizer's first token
-    manifest.save(os.path.join(shards, "manifest.json"))
+    save_manifest(manifest, shards)
     out = str(root / "run")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

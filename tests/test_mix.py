@@ -24,9 +24,9 @@ from pipeline.mix.plan import (
     take_prefix,
     val_key,
 )
+from pipeline.shards import load_manifest
 from pipeline.tokenizer import EOT, TokenizerConfig, load_tokenizer, train_tokenizer
 from schemas.documents import write_documents
-from schemas.manifest import Manifest
 from schemas.stats import StageStats
 
 WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
@@ -96,7 +96,7 @@ def shard_bytes(folder: str, pattern: str = "shard-*.arrow") -> dict[str, bytes]
 
 
 def test_realised_shares_and_epochs(mixed):
-    m = Manifest.load(mixed["out"])
+    m = load_manifest(mixed["out"])
     total = sum(WEIGHTS.values())
     assert set(m.sources) == set(SIZES)
     assert abs(m.total_tokens - BUDGET) <= 3 * (SEQ_LEN + 1)
@@ -118,7 +118,7 @@ def test_accounting_is_exact(mixed):
     assert stats.dropped["empty_text"] == 1
     assert stats.dropped.get("not_drawn", 0) > 0  # crawl is downsampled
     # sources drawn for more than one epoch keep every document, and repeat the rest
-    m = Manifest.load(mixed["out"])
+    m = load_manifest(mixed["out"])
     assert stats.kept >= SIZES["books"] + SIZES["wiki"]
     assert stats.kept + sum(stats.dropped.get(k, 0) for k in ("not_drawn", "packing_tail", "val_packing_tail")) == sum(
         SIZES.values()
@@ -134,7 +134,7 @@ def test_rows_offsets_and_sources_decode_back(mixed):
     tok = load_tokenizer(mixed["tok"])
     eot = tok.token_to_id(EOT)
     rows = read_rows(mixed["out"])
-    m = Manifest.load(mixed["out"])
+    m = load_manifest(mixed["out"])
     assert len(rows) == sum(s.rows for s in m.shards)
     assert m.token_dtype == "uint16"
     rows += read_rows(mixed["out"], "val-*.arrow")  # validation rows are packed the same way
@@ -177,7 +177,7 @@ def test_validation_documents_never_reach_a_training_row(mixed):
     """Rebuild every source's training and validation token streams from the files and compare documents."""
     tok = load_tokenizer(mixed["tok"])
     eot = tok.token_to_id(EOT)
-    m = Manifest.load(mixed["out"])
+    m = load_manifest(mixed["out"])
     stats = StageStats.load(mixed["out"])
     train_rows = read_rows(mixed["out"])
     counts = {s: sum(1 for _, _, src in train_rows if src == s) for s in SIZES}
@@ -226,7 +226,7 @@ def test_sources_packed_in_buckets_keep_exact_shares_accounting_and_held_out_doc
     cfg = mix_config(mixed["tok"], pack_bucket_documents=60)
     out = str(tmp_path / "buckets")
     stats = run_mix([mixed["docs"]], out, cfg, RunnerConfig("local", 1, "in_memory")).check()
-    m = Manifest.load(out)
+    m = load_manifest(out)
     total = sum(WEIGHTS.values())
     for source, s in m.sources.items():
         assert s.tokens_drawn == round(BUDGET * WEIGHTS[source] / total / (SEQ_LEN + 1)) * (SEQ_LEN + 1), source

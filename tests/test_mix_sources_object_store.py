@@ -48,7 +48,8 @@ def _same_bytes(store, local, local_dir: str, remote, url: str, suffixes: tuple[
     """A stage committed on ``s3://`` like on local disk: the same files, the same bytes for ``suffixes``, the
     same stats."""
     objects, on_disk = _committed(store, remote, url), s3_runs.local_files(local_dir)
-    assert [f["path"] for f in remote.extra["files"]] == [f["path"] for f in local.extra["files"]]
+    assert list(s3_runs.untagged_files(remote)) == list(s3_runs.untagged_files(local))
+    objects, on_disk = s3_runs.by_name(objects), s3_runs.by_name(on_disk)
     compared = [p for p in objects if p.endswith(suffixes)]
     assert compared
     for path in compared:

@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import s3_runs
 
+from pipeline.commit import untagged
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.read import expand_inputs
 from schemas.config import from_dict
@@ -62,21 +63,23 @@ def test_curate_commits_its_output_on_s3_like_on_local_disk(shared_data, s3_buck
 
     store, bucket = s3_runs.store(s3_server), s3_bucket[len("s3://") :]
     listed = [f["path"] for f in remote.extra["files"]]
-    assert listed == [f["path"] for f in local.extra["files"]] and "documents-g00000-00000-of-00001.parquet" in listed
-    for f in remote.extra["files"]:  # every committed file is there with its size and checksum
+    on_disk = {name: f["path"] for name, f in s3_runs.untagged_files(local).items()}
+    assert list(s3_runs.untagged_files(remote)) == list(on_disk)
+    assert "documents-g00000-00000-of-00001.parquet" in on_disk
+    for name, f in s3_runs.untagged_files(remote).items():  # every committed file is there with its size and checksum
         with store.open_input_stream(f"{bucket}/runs/curate/{f['path']}") as fh:
             data = fh.read()
         assert len(data) == f["size"]
-        if f["path"].endswith(".parquet"):
-            with open(os.path.join(local_out, f["path"]), "rb") as lf:
-                assert data == lf.read(), f["path"]  # the same bytes as on local disk
+        if name.endswith(".parquet"):
+            with open(os.path.join(local_out, on_disk[name]), "rb") as lf:
+                assert data == lf.read(), name  # the same bytes as on local disk
     info = store.get_file_info(pafs.FileSelector(f"{bucket}/runs/curate", recursive=True))
     assert not [i.path for i in info if "_attempt" in i.path or "beam-temp" in i.path]
 
     assert run_curate([warc], remote_out, cfg, local_runner).extra["attempt"] == remote.extra["attempt"]  # skipped
 
     # a straggler's late file under the committed folder is not read: readers take stats.json's list
-    with open(os.path.join(local_out, "documents-g00000-00000-of-00001.parquet"), "rb") as lf:
+    with open(os.path.join(local_out, on_disk["documents-g00000-00000-of-00001.parquet"]), "rb") as lf:
         doc_bytes = lf.read()
     with store.open_output_stream(f"{bucket}/runs/curate/documents-straggler.parquet") as fh:
         fh.write(doc_bytes)
@@ -141,13 +144,12 @@ def test_curate_killed_mid_write_on_s3_reruns_to_the_same_bytes(tiny_inputs, s3_
         if i.is_file
     }
     assert present == committed | {"stats.json"}  # the killed attempt's files are gone
+    clean = s3_runs.by_name(s3_runs.local_files(str(tmp_path / "clean")))
+    assert {untagged(name) for name in committed} | {"stats.json"} == set(clean)
     for name in sorted(committed):
         if name.endswith(".parquet"):
-            with (
-                store.open_input_stream(f"{bucket}/run/curate/{name}") as fh,
-                open(tmp_path / "clean" / name, "rb") as lf,
-            ):
-                assert fh.read() == lf.read(), name
+            with store.open_input_stream(f"{bucket}/run/curate/{name}") as fh:
+                assert fh.read() == clean[untagged(name)], name
 
 
 def test_curate_on_s3_resumes_by_input_file_group(
@@ -179,5 +181,5 @@ def test_curate_on_s3_resumes_by_input_file_group(
     monkeypatch.setattr(read, "open_stream", lambda path: opened.append(path) or real_open(path))
     again = run_curate(warcs, out, cfg, local_runner)
     assert opened == [sorted(warcs)[3]]
-    assert [f["path"] for f in again.extra["files"]] == [f["path"] for f in first.extra["files"]]
+    assert list(s3_runs.untagged_files(again)) == list(s3_runs.untagged_files(first))
     assert (again.read, again.kept, again.dropped) == (first.read, first.kept, first.dropped)

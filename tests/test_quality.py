@@ -11,6 +11,7 @@ speeches out of training reports how well it ranks them anyway (quality, not pro
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -734,17 +735,27 @@ def test_cross_fit_filter_scores_each_document_with_the_model_that_did_not_see_i
     mtime = os.stat(os.path.join(out, "stats.json")).st_mtime_ns
     assert run_quality_filter([planted["table"]], out, cfg, local_runner).kept == stats.kept
     assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns == mtime
-    # (models are identified by content: a retrained model has new bytes; stand one in with fold 0's bytes)
+    # (models are identified by content: a retrained model has new bytes; stand one in with fold 0's bytes,
+    # committed as a retrain commits it: its record in stats.json too, since readers check the file against it)
     fold0, fold1 = (os.path.join(folded, f"model-fold{k}.bin") for k in (0, 1))
-    original = open(fold1, "rb").read()
+    original, commit = open(fold1, "rb").read(), open(os.path.join(folded, "stats.json"), "rb").read()
     try:
+        retrained = open(fold0, "rb").read()
+        record = json.loads(commit)
+        for f in record["files"]:
+            if f["path"] == "model-fold1.bin":
+                f.update(size=len(retrained), sha256=hashlib.sha256(retrained).hexdigest())
         with open(fold1, "wb") as fh:
-            fh.write(open(fold0, "rb").read())
+            fh.write(retrained)
+        with open(os.path.join(folded, "stats.json"), "w") as fh:
+            json.dump(record, fh)
         run_quality_filter([planted["table"]], out, cfg, local_runner)
         assert os.stat(os.path.join(out, "stats.json")).st_mtime_ns != mtime
     finally:
         with open(fold1, "wb") as fh:
             fh.write(original)
+        with open(os.path.join(folded, "stats.json"), "wb") as fh:
+            fh.write(commit)
 
 
 def test_cross_fit_filter_is_the_same_on_every_runner(planted, local_runner, portable_runner, tmp_path):

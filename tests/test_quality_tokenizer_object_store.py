@@ -38,15 +38,15 @@ _RUN_KEYS = ("fingerprint", "lineage", "attempt", "files")
 def _committed_alike(local: StageStats, remote: StageStats, store, url: str, path_dependent: tuple = ()) -> None:
     """Both commits list the same files with the same sizes and checksums (but for files that record the
     inputs' paths), and the bucket holds nothing under ``url`` beyond them and ``stats.json``."""
-    files = {f["path"]: f for f in local.extra["files"]}
-    remote_files = {f["path"]: f for f in remote.extra["files"]}
+    files, remote_files = s3_runs.untagged_files(local), s3_runs.untagged_files(remote)
     assert remote_files.keys() == files.keys()
     for name, record in files.items():
         if name not in path_dependent:
-            assert remote_files[name] == record, name
+            assert {**remote_files[name], "path": name} == {**record, "path": name}, name
     key = url[len("s3://") :]
     stored = store.get_file_info(pafs.FileSelector(key, recursive=True))
-    assert {i.path[len(key) + 1 :] for i in stored if i.type == pafs.FileType.File} == {*files, "stats.json"}
+    stored_names = {i.path[len(key) + 1 :] for i in stored if i.type == pafs.FileType.File}
+    assert stored_names == {f["path"] for f in remote_files.values()} | {"stats.json"}
 
 
 def _inputs(shared_data: str, folder) -> dict[str, str]:

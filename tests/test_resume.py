@@ -19,6 +19,7 @@ import time
 import pytest
 
 from pipeline import read
+from pipeline.commit import untagged
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.extract import ExtractConfig
 from pipeline.ledger import Group, committed_groups, plan_groups
@@ -47,17 +48,20 @@ def _config() -> CurateConfig:
 def _outputs(out: str) -> dict[str, bytes]:
     """What an uninterrupted and a resumed run must write alike: every file of a curate folder byte for byte,
     but a group's side files (in its workers' arrival order: compared as sorted lines) and the commit records
-    (they name their attempt, and list the side files' checksums: compared without those)."""
+    (they name their attempt, and list the side files' checksums: compared without those), by names without
+    the attempt tag (each attempt tags the files its workers name)."""
     files = {}
     for root, _, names in os.walk(out):
         for name in names:
             path = os.path.join(root, name)
-            rel = os.path.relpath(path, out)
+            rel = untagged(os.path.relpath(path, out))
             data = open(path, "rb").read()
             if rel == "stats.json" or (rel.startswith("groups/") and rel.endswith(".json")):
                 record = json.loads(data)
                 record.pop("attempt")
-                record["files"] = [(f["path"], f["sha256"]) for f in record["files"] if f["path"].endswith(".parquet")]
+                record["files"] = [
+                    (untagged(f["path"]), f["sha256"]) for f in record["files"] if f["path"].endswith(".parquet")
+                ]
                 data = json.dumps(record, sort_keys=True).encode()
             elif rel.startswith("groups/"):
                 data = b"\n".join(sorted(data.splitlines()))
@@ -95,7 +99,11 @@ def test_kill_then_rerun_reads_no_committed_group(shared_data, tmp_path, local_r
     committed = committed_groups(out, groups, fingerprint)
     assert {"g00000", "g00001"} <= set(committed) and len(committed) < 5
     # a killed attempt's leftovers of a group it never committed: a document file, a side file, Beam's temp folder
-    leftovers = ["documents-g00004-00000-of-00001.parquet", "groups/g00004/outcomes.jsonl", "beam-temp-x/y"]
+    leftovers = [
+        "documents-g00004-00000-of-00001.attempt-0123456789ab.parquet",
+        "groups/g00004/outcomes.jsonl",
+        "beam-temp-x/y",
+    ]
     for rel in leftovers:
         os.makedirs(os.path.dirname(os.path.join(out, rel)) or out, exist_ok=True)
         open(os.path.join(out, rel), "wb").write(b"partial")
@@ -109,7 +117,9 @@ def test_kill_then_rerun_reads_no_committed_group(shared_data, tmp_path, local_r
     assert sorted(opened) == sorted(f for g in pending for f in g.files)  # each once, none of a committed group
     assert resumed.to_dict()["read"] == stats.read and resumed.dropped == stats.dropped
     assert _outputs(out) == _outputs(clean)  # leftovers cleared, every output byte-identical, stats included
-    assert document_files(out) == [os.path.join(out, os.path.basename(f)) for f in document_files(clean)]
+    assert [untagged(f) for f in document_files(out)] == [
+        os.path.join(out, untagged(os.path.basename(f))) for f in document_files(clean)
+    ]
     assert len({os.path.basename(f)[:16] for f in document_files(os.path.join(out, "raw"))}) >= 3  # groups' tables
 
     # committed: a rerun skips the stage; a changed config invalidates every group

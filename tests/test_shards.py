@@ -14,10 +14,17 @@ import pytest
 
 from pipeline.mix import MixConfig, run_mix
 from pipeline.mix.pack import write_shard_file
-from pipeline.shards import ShardError, format_inspection, inspect_shards, read_shard, verify_shards
+from pipeline.shards import (
+    ShardError,
+    format_inspection,
+    inspect_shards,
+    load_manifest,
+    read_shard,
+    save_manifest,
+    verify_shards,
+)
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.documents import write_documents
-from schemas.manifest import Manifest
 from schemas.shards import validate_shard_schema
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -65,7 +72,7 @@ def texts(shards) -> dict[str, str]:
 
 def test_good_folder_verifies(shards):
     summary = verify_shards(shards)
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     assert m.validation is not None and [s.file for s in m.validation.shards] == ["val-00000.arrow"]
     assert summary["validation"] == {
         "shards": 1,
@@ -123,9 +130,9 @@ def test_validation_shards_are_verified_too(copy):
 
 
 def test_validation_token_counts_are_checked(copy):
-    m = Manifest.load(copy)
+    m = load_manifest(copy)
     m.validation.sources["wiki"].tokens_packed += 17
-    m.save(os.path.join(copy, "manifest.json"))
+    save_manifest(m, copy)
     with pytest.raises(ShardError, match="validation source 'wiki': shards hold"):
         verify_shards(copy)
 
@@ -174,13 +181,13 @@ def _rewrite(folder: str, mutate) -> None:
         schema=table.schema,
     )
     sha = write_shard_file(path, new)
-    m = Manifest.load(folder)
+    m = load_manifest(folder)
     m.shards[0].sha256 = sha
-    m.save(os.path.join(folder, "manifest.json"))
+    save_manifest(m, folder)
 
 
 def test_token_id_beyond_vocab(copy):
-    vocab = Manifest.load(copy).tokenizer.vocab_size
+    vocab = load_manifest(copy).tokenizer.vocab_size
 
     def mutate(tokens, offsets):
         tokens[0, 1] = vocab
@@ -231,7 +238,7 @@ def test_large_vocabularies_get_uint32_shards(tmp_path):
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_inspect_decodes_rows_back_to_their_documents(shards, texts, split):
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     infos = m.shards if split == "train" else m.validation.shards
     n = min(40, infos[0].rows)
     rows = inspect_shards(shards, rows=n, split=split)
@@ -261,7 +268,7 @@ def test_inspect_decodes_rows_back_to_their_documents(shards, texts, split):
 def test_inspect_start_crosses_files_and_cli(shards, capsys):
     from pipeline.cli import main
 
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     first = m.shards[0].rows
     (row,) = inspect_shards(shards, rows=1, start=first + 2)
     assert (row["file"], row["row"]) == (m.shards[1].file, 2)
@@ -278,7 +285,7 @@ def test_inspect_start_crosses_files_and_cli(shards, capsys):
 
 def test_plain_pyarrow_reads_any_row_zero_copy(shards):
     """The recipe in README ("Reading the shards without ccgpt"): memory map + IPC file reader, no copy."""
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     path = os.path.join(shards, m.shards[1].file)
     mm = pa.memory_map(path)
     before = pa.total_allocated_bytes()
@@ -301,7 +308,7 @@ def test_plain_pyarrow_reads_any_row_zero_copy(shards):
 def test_hugging_face_datasets_reads_the_shards(shards, tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    m = Manifest.load(shards)
+    m = load_manifest(shards)
     path = os.path.join(shards, m.shards[0].file)
     expected = read_shard(path)
     # zero copy: the IPC file format is "ARROW1" + 2 padding bytes + an IPC stream + footer; datasets reads the

@@ -8,9 +8,19 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.commit import AlteredOutput, Attempt, CommitError, UnfinishedOutput, committed_files
+from pipeline.commit import (
+    AlteredOutput,
+    Attempt,
+    CommitError,
+    UnfinishedOutput,
+    active,
+    attempt_name,
+    committed_files,
+    untagged,
+    verified,
+)
 from pipeline.stage import Stage, fingerprint, is_complete
-from pipeline.tables import document_files
+from pipeline.tables import WriteDocuments, document_files
 from schemas.atomic import atomic_path, atomic_write_text
 from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
 from schemas.stats import StageStats
@@ -88,6 +98,99 @@ def test_two_attempts_on_one_folder_cannot_both_commit(tmp_path):
     open(os.path.join(out, "stats.json"), "w").write("{}")  # committed by someone else meanwhile
     with pytest.raises(CommitError, match="committed by another attempt"):
         third.commit({"stage": "s"})
+
+
+def _write_tagged(text: str, also=None):
+    """A body writing ``documents-0.parquet`` under its attempt's tag (as the stages' writers do), then
+    calling ``also(out)``; it keeps the tagged name in ``written``."""
+    written = []
+
+    def body(out: str) -> StageStats:
+        written.append(os.path.join(out, attempt_name("documents-0.parquet")))
+        with open(written[-1], "w") as fh:
+            fh.write(text)
+        if also:
+            also(out)
+        return StageStats(stage="s", read=1, kept=1)
+
+    return body, written
+
+
+def test_files_of_another_attempt_are_not_listed_and_go_after_the_commit(tmp_path):
+    """A straggler of another attempt (a zombie's worker) writes into the folder before this attempt commits:
+    its file carries the other attempt's tag, so the commit does not list it, and deletes it."""
+    out = str(tmp_path / "stage")
+    straggler = Attempt(out)
+
+    def zombie_writes(folder: str) -> None:
+        with straggler.active():
+            open(os.path.join(folder, attempt_name("documents-0.parquet")), "w").write("a straggler's rows")
+
+    body, written = _write_tagged("x", zombie_writes)
+    stats = Stage("s", out, [], {"v": 1}).run(body)
+    mine = os.path.basename(written[0])
+    assert mine.startswith("documents-0.attempt-") and untagged(mine) == "documents-0.parquet"
+    assert [f["path"] for f in stats.extra["files"]] == [mine]
+    assert sorted(os.listdir(out)) == [mine, "stats.json"]  # the straggler's file went after the commit
+    assert document_files(out) == written
+
+
+def test_a_zombie_of_an_attempt_with_other_inputs_cannot_overwrite(tmp_path):
+    """An attempt for other inputs (another fingerprint) outlives the one that committed and writes its
+    version of the same file: under its own tag, so the committed file keeps its bytes and stays the one read."""
+    out = str(tmp_path / "stage")
+    zombie = []
+
+    def cut_off(_: str) -> StageStats:
+        zombie.append(active())
+        raise RuntimeError("the driver is gone; its workers live on")
+
+    with pytest.raises(RuntimeError):
+        Stage("s", out, [], {"v": 1}).run(cut_off)
+    body, written = _write_tagged("new")
+    Stage("s", out, [], {"v": 2}).run(body)
+    with zombie[0].active():
+        late = os.path.join(out, attempt_name("documents-0.parquet"))
+    open(late, "w").write("old")  # the zombie's late write, of the same size
+    assert late != written[0] and open(written[0]).read() == "new"
+    assert committed_files(out, verify=True) == written
+    assert document_files(out) == written
+
+
+def test_verify_catches_a_same_size_rewrite(tmp_path):
+    """Sizes catch most late writes in one listing; checksums, when a reader asks, catch a same-size one."""
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("model.bin", "abc"))
+    open(os.path.join(out, "model.bin"), "w").write("xyz")
+    assert committed_files(out) == [os.path.join(out, "model.bin")]
+    with pytest.raises(AlteredOutput, match="model.bin"):
+        committed_files(out, verify=True)
+
+
+def test_a_small_committed_file_is_verified_before_use(tmp_path):
+    """What a model's or a tokenizer's reader checks: the file as its stage committed it, to the byte."""
+    out = str(tmp_path / "stage")
+    Stage("s", out, [], {"v": 1}).run(_write("model.bin", "abc"))
+    path = os.path.join(out, "model.bin")
+    assert verified(path) == path
+    open(path, "w").write("xyz")  # a late writer, same size
+    with pytest.raises(AlteredOutput, match="changed since"):
+        verified(path)
+    open(os.path.join(out, "other.bin"), "w").write("late")
+    with pytest.raises(AlteredOutput, match="not listed"):
+        verified(os.path.join(out, "other.bin"))
+    plain = tmp_path / "model.bin"  # not in a stage folder: as it is
+    plain.write_text("abc")
+    assert verified(str(plain)) == str(plain)
+
+
+def test_writers_built_inside_an_attempt_tag_their_files(tmp_path):
+    attempt = Attempt(str(tmp_path))
+    assert WriteDocuments(str(tmp_path), 2).name == "documents-{k:05d}-of-00002.parquet"  # outside any attempt
+    with attempt.active():
+        name = WriteDocuments(str(tmp_path), 2, "documents-g00001").name
+    assert name == f"documents-g00001-{{k:05d}}-of-00002.attempt-{attempt.tag}.parquet"
+    assert active() is None
 
 
 def test_atomic_file_writes_leave_old_or_new_never_partial(tmp_path):

@@ -15,7 +15,7 @@ import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_data import make_shards  # noqa: E402  (shared shard-writing helper)
+from test_data import load_manifest, make_shards, save_manifest  # noqa: E402  (shared shard-writing helpers)
 
 from train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from train.cli import build_parser, config_from_args, main  # noqa: E402
@@ -312,15 +312,13 @@ def test_wrong_vocab_size_fails_before_training(shards, tmp_path):
 
 
 def test_resume_on_shards_of_another_tokenizer_is_refused(tmp_path):
-    from schemas.manifest import Manifest
-
     first = make_shards(str(tmp_path / "a"))
     out = str(tmp_path / "run")
     train(tiny(first, out, max_steps=1))
     other = make_shards(str(tmp_path / "b"))
-    manifest = Manifest.load(other)
+    manifest = load_manifest(other)
     manifest.tokenizer.content_hash = "ef" * 32
-    manifest.save(os.path.join(other, "manifest.json"))
+    save_manifest(manifest, other)
     with pytest.raises(CheckpointError, match="tokenizer"):
         train(tiny(other, out, max_steps=2, resume=True))
     assert len(losses(out)) == 1  # refused before any step

@@ -2,7 +2,7 @@
 
 What the loader promises, and why:
 
-* **Checked before the first step.** The manifest is version-checked (``Manifest.load``), every shard must
+* **Checked before the first step.** The manifest is version-checked (``Manifest.from_json``), every shard must
   exist, carry the shard schema, the manifest's token dtype and its row count, and optionally its sha256.
   :func:`check_compatibility` compares the tokenizer with the model (vocab size, end-of-text id, context
   length, an expected tokenizer hash). Finding a wrong file after an hour of training wastes the hour.

@@ -136,10 +136,11 @@ def _index_tables(folder: str) -> list[str]:
     return sorted(f for f in committed if f.startswith(fs.join(index, "")) and f.endswith(".parquet"))
 
 
-def write_index_file(sketches: str, positions: np.ndarray, folder: str, chunk: int, chunks: int) -> None:
-    """The index file of one output chunk: the rows of its sketch file at the kept ``positions``."""
+def write_index_file(sketches: str, positions: np.ndarray, folder: str, name: str, chunk: int, chunks: int) -> None:
+    """The index file of one output chunk (``name``: :func:`.work.chunk_name`'s pattern): the rows of its
+    sketch file at the kept ``positions``."""
     rows = (table for _, table in rows_at(sketches, positions, INDEX_SCHEMA.names))
-    write_parquet(chunk_file(os.path.join(folder, INDEX_DIR), "index", chunk, chunks), rows, INDEX_SCHEMA)
+    write_parquet(chunk_file(os.path.join(folder, INDEX_DIR), name, chunk, chunks), rows, INDEX_SCHEMA)
 
 
 def write_index_meta(folder: str, meta: dict[str, Any], documents: int) -> None:

@@ -93,7 +93,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
-from pipeline.commit import committed_files
+from pipeline.commit import attempt_name, committed_files
 from pipeline.dedup.boilerplate import BoilerplateConfig, candidate_threshold
 from pipeline.dedup.components import ConnectedComponents, auto_rounds
 from pipeline.dedup.exact import ExactConfig
@@ -490,7 +490,8 @@ def cluster_files(folder: str) -> list[str]:
     if listed is None:
         listed = [f.path for f in fs.match(fs.join(folder, f"{CLUSTERS_PREFIX}-*.jsonl"))]
     top = len(folder.rstrip("/")) + 1
-    return sorted(f for f in listed if re.fullmatch(rf"{CLUSTERS_PREFIX}-\d+-of-\d+\.jsonl", f[top:]))
+    name = re.compile(rf"{CLUSTERS_PREFIX}-\d+-of-\d+(\.attempt-[0-9a-f]{{12}})?\.jsonl")  # tagged: pipeline.commit
+    return sorted(f for f in listed if name.fullmatch(f[top:]))
 
 
 def read_clusters(folder: str) -> Iterator[dict[str, Any]]:
@@ -510,8 +511,8 @@ class MergeClusterLines(beam.PTransform):
         self.folder, self.shards = folder, shards
 
     def expand(self, files):
-        prefix = os.path.join(self.folder, CLUSTERS_PREFIX)
-        return files | "ByShard" >> beam.GroupByKey() | "Merge" >> beam.ParDo(MergeSortedLines(prefix, self.shards))
+        path = os.path.join(self.folder, attempt_name(CLUSTERS_PREFIX + "-{k:05d}-of-{n:05d}.jsonl"))
+        return files | "ByShard" >> beam.GroupByKey() | "Merge" >> beam.ParDo(MergeSortedLines(path, self.shards))
 
 
 class Dedup(beam.PTransform):

@@ -49,6 +49,7 @@ from pipeline.dedup.work import (
     WEIGHTS,
     Chunk,
     chunk_file,
+    chunk_name,
     hand_off,
     hand_off_lines,
     handed,
@@ -582,6 +583,7 @@ class WriteChunk(beam.DoFn):
         self.work = work
         self.folder = folder
         self.index = index
+        self.names = chunk_name("documents"), chunk_name("index")  # tagged by the attempt, on the driver
 
     def process(self, element: tuple[int, Iterable[Kept]]) -> Iterator[None]:
         chunk, kept = element
@@ -609,9 +611,9 @@ class WriteChunk(beam.DoFn):
                     yield pa.Table.from_pylist(out, schema=DOCUMENT_SCHEMA)
                 start += batch.num_rows
 
-        written = write_parquet(chunk_file(self.folder, "documents", chunk, n), documents(), DOCUMENT_SCHEMA)
+        written = write_parquet(chunk_file(self.folder, self.names[0], chunk, n), documents(), DOCUMENT_SCHEMA)
         if written != len(extra):
             raise RuntimeError(f"dedup: chunk {chunk} ({path}): wrote {written} of {len(extra)} kept rows")
         if self.index:
-            write_index_file(sketches, positions, self.folder, chunk, n)
+            write_index_file(sketches, positions, self.folder, self.names[1], chunk, n)
         return iter(())

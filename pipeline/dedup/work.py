@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs
+from pipeline.commit import attempt_name
 from pipeline.dedup.records import Batch, R, Stored, pack, unpack
 
 WORK_DIR = "_work"  # sketch and hand-off files, removed when the stage finishes
@@ -95,8 +96,15 @@ def line_keys_file(work: str, chunk: int) -> str:
     return os.path.join(work, f"lines-{chunk:05d}.parquet")
 
 
-def chunk_file(folder: str, prefix: str, chunk: int, chunks: int) -> str:
-    return os.path.join(folder, f"{prefix}-{chunk:05d}-of-{chunks:05d}.parquet")
+def chunk_name(prefix: str) -> str:
+    """The name pattern of an output chunk's files, ``<prefix>-<k>-of-<n>.parquet`` tagged by the stage's
+    attempt (:func:`pipeline.commit.attempt_name`): made on the driver, filled in on the workers
+    (:func:`chunk_file`)."""
+    return attempt_name(prefix + "-{k:05d}-of-{n:05d}.parquet")
+
+
+def chunk_file(folder: str, name: str, chunk: int, chunks: int) -> str:
+    return os.path.join(folder, name.format(k=chunk, n=chunks))
 
 
 def list_array(arrays: list[np.ndarray | None]) -> pa.Array:
@@ -225,17 +233,17 @@ def hand_off_lines(work: str, producer: str, lines: list[str], shards: int) -> I
 
 
 class MergeSortedLines(beam.DoFn):
-    """One output shard's sorted line files (from every step) -> ``<prefix>-<k>-of-<n>.jsonl``, merged in sorted
+    """One output shard's sorted line files (from every step) -> its file (``path``, k of n), merged in sorted
     order: the same bytes whatever order the runner delivered the files in. Streams (a k-way merge of the
     UTF-8 lines as bytes, which sort as their text does): one line per file in memory, and each shard is
     merged by its own worker, so no worker sees the whole corpus's lines."""
 
-    def __init__(self, prefix: str, shards: int):
-        self.prefix, self.shards = prefix, shards
+    def __init__(self, path: str, shards: int):
+        self.path, self.shards = path, shards  # path: a pattern of the shard k of n, {k} and {n}
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
         k, paths = element
-        path = f"{self.prefix}-{k:05d}-of-{self.shards:05d}.jsonl"
+        path = self.path.format(k=k, n=self.shards)
         with contextlib.ExitStack() as stack:
             sources = [stack.enter_context(fs.open_read(p)) for p in sorted(set(paths))]
             with fs.open_write(path) as fh:

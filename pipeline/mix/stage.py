@@ -45,6 +45,7 @@ from pipeline.mix.pack import (
 from pipeline.mix.plan import bucket_counts, bucket_of, count_documents, normalise_weights, plan_problems, preflight
 from pipeline.mix.table import format_mix_table
 from pipeline.runner import RunnerConfig
+from pipeline.shards import save_manifest
 from pipeline.stage import Stage, load_stats
 from pipeline.tables import WriteJsonLines, WriteLines, count_rows, document_files, read_jsonl
 from pipeline.tokenizer import TOKENIZER_FILE, copy_tokenizer, load_tokenizer, tokenizer_info
@@ -215,8 +216,7 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
         _check_plan(per_source, shares, cfg)
         manifest = _manifest(per_source, shares, shards, val_shards, cfg, token_dtype, info, stage, inputs)
         copy_tokenizer(tok, tmp)
-        # the bytes Manifest.save writes, which takes a local path only
-        fs.write_text(fs.join(tmp, "manifest.json"), manifest.model_dump_json(indent=2) + "\n")
+        save_manifest(manifest, tmp)
         table = format_mix_table(manifest)
         fs.write_text(fs.join(tmp, "mix_table.md"), table)
         log.info("mix table:\n%s", table)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline import fs
+from pipeline.commit import verified
 from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
 
 HQ_LABEL = "__label__hq"  # reference text ("high quality")
@@ -175,9 +176,10 @@ def load_model(model_path: str) -> Any:
 
     fastText only reads local files, so a remote model is copied to a temporary file first; that is what lets
     Dataflow or Flink workers run the filter with the model in object storage. The file is checked first
-    (:func:`check_model`): a missing, damaged or foreign model raises :class:`QualityError` naming it.
+    (:func:`check_model`): a missing, damaged or foreign model raises :class:`QualityError` naming it, and one
+    rewritten since its stage committed :class:`pipeline.commit.AlteredOutput` (:func:`pipeline.commit.verified`).
     """
-    return _on_local_copy(resolve_model_path(model_path), _load_local)
+    return _on_local_copy(verified(resolve_model_path(model_path)), _load_local)
 
 
 @lru_cache(maxsize=4)
