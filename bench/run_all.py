@@ -113,6 +113,16 @@ BENCHES = [
         module="dedup",
     ),
     Bench(
+        "dedup-crawl",
+        "dedup removal rates on the demo's real crawl (the sample `ccgpt sample` builds from registry packages, "
+        "curated as the demo curates it): the earlier plain settings (`plain`: full texts, Jaccard) vs the "
+        "boilerplate-aware defaults (`default`): exact and near duplicates removed, template-line share, and the "
+        "most frequent boilerplate lines",
+        [],
+        [],
+        module="dedup_crawl",
+    ),
+    Bench(
         "object-store",
         "curate and dedup with inputs and outputs on an S3 API (moto_server, local emulation) vs local disk: "
         "the cost of the object-store code path",
