@@ -107,7 +107,8 @@ BENCHES = [
         "near-duplicate quality on the labelled sets (syndicated-news v1 and v2, the trafilatura set that "
         "`bench.dedup_sets` builds, the synthetic corpus) in one process (`ccgpt dedup eval`): the Beam stage's "
         "earlier plain settings (`plain`: full texts, Jaccard) vs the boilerplate-aware defaults (`default`), and a "
-        "boilerplate.min_docs sweep",
+        "boilerplate.min_docs sweep; the trafilatura set also through the Beam stage itself (`via: beam` rows), "
+        "beside the eval",
         ["--labelled"],
         ["--labelled"],
         module="dedup",
