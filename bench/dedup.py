@@ -530,7 +530,8 @@ def main() -> None:
     ap.add_argument(
         "--labelled",
         action="store_true",
-        help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process, "
+        help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process "
+        "(the trafilatura set through the Beam stage too), "
         "the plain settings vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
     )
     ap.add_argument("--labelled-synthetic", type=int, default=10_000, help="synthetic documents for --labelled")
