@@ -7,13 +7,15 @@ Run from the repository root::
     .venv/bin/python -m bench.dedup --minhash --docs 3000    # signatures only: ccgpt vs datasketch.MinHash
     .venv/bin/python -m bench.dedup --labelled               # near-duplicate quality on the labelled sets only
 
-**Labelled sets** (``--labelled``, no Beam, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
+**Labelled sets** (``--labelled``, no scale runs): ``evaluate_dedup`` (``ccgpt dedup eval``) on
 syndicated-news v1 and v2, the trafilatura set built by :mod:`bench.dedup_sets` and the synthetic corpus
 below (``--labelled-synthetic`` documents), each with the earlier plain settings (``plain``: full texts,
 Jaccard) and with the boilerplate-aware defaults (``default``, the Beam stage's too): F1, precision, recall,
 recall on syndicated copies and false-positive pairs among template pages, candidate pairs, the one-process docs/s
 ratio on the synthetic corpus, and (unless ``--no-sweep``) F1 / syndicated recall / template false positives
-for several ``boilerplate.min_docs``. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
+for several ``boilerplate.min_docs``. The trafilatura set is also run through the Beam stage itself
+(``run_dedup`` on the local runner, ``via: beam`` rows) with both settings, beside the eval path, so the figure
+for the untouched set is the stage's own. Written to the ``dedup-labelled`` section of ``docs/BENCHMARKS.md``.
 
 **Corpus** (built once per size, not timed): "originals" are three random 60-word chunks of real WikiText-2
 paragraphs (``../shared/data/reference``), so two originals share at most one chunk (Jaccard about 0.2);
@@ -354,6 +356,7 @@ def news_folder(work: str) -> str:
 
 V2 = os.path.join(SHARED, "dedup", "syndicated-news-v2.jsonl")
 SWEEP_MIN_DOCS = (3, 4, 5, 6, 8, 12)  # boilerplate.min_docs values the sweep shows (the default among them)
+BEAM_SETS = ("trafilatura-syndicated",)  # scored through the Beam stage (run_dedup) as well as the eval path
 
 
 def labelled_sets(work: str, synthetic: int) -> list[tuple[str, str]]:
@@ -397,14 +400,58 @@ def score_labelled(name: str, path: str, settings: str, min_docs: int = 0) -> di
     return row
 
 
+def score_labelled_beam(name: str, path: str, settings: str, work: str) -> dict:
+    """The Beam stage itself (``run_dedup``, local runner, 2 workers, Parquet in) on one labelled set with
+    ``settings`` "plain" or "default", scored like :func:`score_labelled` (``via``: beam)."""
+    from pipeline.dedup import DedupConfig, read_clusters, run_dedup
+    from pipeline.dedup.evaluate import kind_scores, pairwise_scores, plain_near_config, read_labelled
+    from pipeline.runner import RunnerConfig
+    from schemas.documents import write_documents
+
+    truth, texts, extras = read_labelled(path)
+    folder = os.path.join(work, f"beam-{name}")
+    os.makedirs(os.path.join(folder, "in"), exist_ok=True)
+    rows = [{"id": i, "source": "crawl", "text": texts[i], "url": extras.get(i, {}).get("url")} for i in truth]
+    write_documents(rows, os.path.join(folder, "in", "part-0.parquet"))
+    cfg = DedupConfig(threshold=0.8, near=plain_near_config()) if settings == "plain" else DedupConfig(threshold=0.8)
+    out = os.path.join(folder, settings)
+    t = time.perf_counter()
+    stats = run_dedup([os.path.join(folder, "in")], out, cfg, RunnerConfig(runner="local", num_workers=2), force=True)
+    elapsed = time.perf_counter() - t
+    predicted = {d["id"]: d["cluster"] for d in read_clusters(out)}
+    kinds = {i: e["kind"] for i, e in extras.items() if "kind" in e}
+    scores = {**pairwise_scores(predicted, truth), **kind_scores(predicted, truth, kinds)}
+    row = {"corpus": name, "settings": settings, "via": "beam", "docs": len(truth), "seconds": round(elapsed, 2)}
+    for k in ("precision", "recall", "f1", "syndicated_recall"):
+        if k in scores:
+            row[k] = round(scores[k], 4)
+    for k in ("template_fp_pairs", "template_other_fp_pairs"):
+        if k in scores:
+            row[k] = scores[k]
+    row["candidate_pairs"], row["verified_pairs"] = stats.extra["candidate_pairs"], stats.extra["verified_pairs"]
+    if stats.extra["boilerplate"]["enabled"]:
+        row["boilerplate_lines"] = stats.extra["boilerplate"]["lines"]
+    return row
+
+
 def labelled_main(synthetic: int, sweep: bool, report) -> None:
-    """Score every labelled set with the plain settings and with the defaults (and the min_docs sweep)."""
+    """Score every labelled set with the plain settings and with the defaults (and the min_docs sweep); the
+    third set (``BEAM_SETS``) through the Beam stage too, beside the one-process eval."""
     with tempfile.TemporaryDirectory() as work:
         sets = labelled_sets(work, synthetic)
         for name, path in sets:
             rows = {s: score_labelled(name, path, s) for s in ("plain", "default")}
             for row in rows.values():
                 report(row)
+            if name in BEAM_SETS:
+                for s in ("plain", "default"):
+                    beam_row = score_labelled_beam(name, path, s, work)
+                    report(beam_row)
+                    print(
+                        f"{name} {s}: F1 Beam stage / eval {beam_row['f1']:.4f} / {rows[s]['f1']:.4f}: "
+                        f"{beam_row['f1'] / rows[s]['f1'] if rows[s]['f1'] else 0.0:.2f}x",
+                        flush=True,
+                    )
             if name.startswith("synthetic"):
                 ratio = rows["default"]["docs_per_s"] / rows["plain"]["docs_per_s"]
                 print(f"one-process eval docs/s on {name}, boilerplate-aware / plain: {ratio:.2f}x", flush=True)
@@ -483,7 +530,8 @@ def main() -> None:
     ap.add_argument(
         "--labelled",
         action="store_true",
-        help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process, "
+        help="only score the labelled sets (v1, v2, the trafilatura set, a synthetic corpus) in one process "
+        "(the trafilatura set through the Beam stage too), "
         "the plain settings vs the boilerplate-aware defaults, with a boilerplate.min_docs sweep",
     )
     ap.add_argument("--labelled-synthetic", type=int, default=10_000, help="synthetic documents for --labelled")

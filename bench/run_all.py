@@ -107,10 +107,21 @@ BENCHES = [
         "near-duplicate quality on the labelled sets (syndicated-news v1 and v2, the trafilatura set that "
         "`bench.dedup_sets` builds, the synthetic corpus) in one process (`ccgpt dedup eval`): the Beam stage's "
         "earlier plain settings (`plain`: full texts, Jaccard) vs the boilerplate-aware defaults (`default`), and a "
-        "boilerplate.min_docs sweep",
+        "boilerplate.min_docs sweep; the trafilatura set also through the Beam stage itself (`via: beam` rows), "
+        "beside the eval",
         ["--labelled"],
         ["--labelled"],
         module="dedup",
+    ),
+    Bench(
+        "dedup-crawl",
+        "dedup removal rates on the demo's real crawl (the sample `ccgpt sample` builds from registry packages, "
+        "curated as the demo curates it): the earlier plain settings (`plain`: full texts, Jaccard) vs the "
+        "boilerplate-aware defaults (`default`): exact and near duplicates removed, template-line share, and the "
+        "most frequent boilerplate lines",
+        [],
+        [],
+        module="dedup_crawl",
     ),
     Bench(
         "object-store",
