@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def curated_crawl(config: str, overrides: list[str], work: str) -> tuple[str, int, float]:
     """The demo's crawl curated into ``work``: (folder, documents kept, seconds)."""
     from pipeline.curate import run_curate
-    from pipeline.run import _expand, load_run_config
+    from pipeline.run import expand_paths, load_run_config
     from pipeline.sample import build_sample
 
     cfg = load_run_config(config, overrides)
@@ -48,7 +48,7 @@ def curated_crawl(config: str, overrides: list[str], work: str) -> tuple[str, in
     out = os.path.join(work, "curate")
     curate = dataclasses.replace(cfg.curate, write_raw=False)
     t = time.perf_counter()
-    stats = run_curate(_expand(cfg.crawl, cfg), out, curate, cfg.runner, force=True)
+    stats = run_curate(expand_paths(cfg.crawl, cfg), out, curate, cfg.runner, force=True)
     return out, stats.kept, time.perf_counter() - t
 
 

@@ -99,7 +99,9 @@ def load_run_config(path: str, overrides: list[str] | None = None) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
-def _expand(paths: list[str], cfg: RunConfig) -> list[str]:
+def expand_paths(paths: list[str], cfg: RunConfig) -> list[str]:
+    """A run config's input paths as stages take them: ``{sample_dir}`` filled in, globs expanded (local or on an
+    object store); a glob that matches nothing is an error, never an empty input."""
     out: list[str] = []
     for p in paths:
         p = p.replace("{sample_dir}", cfg.sample_dir)
@@ -142,7 +144,7 @@ class Run:
 
     def curate(self) -> StageStats:
         c = self.cfg
-        return run_curate(_expand(c.crawl, c), self.dirs["curate"], c.curate, c.runner, force=self.force)
+        return run_curate(expand_paths(c.crawl, c), self.dirs["curate"], c.curate, c.runner, force=self.force)
 
     def sources(self) -> dict[str, StageStats]:
         done = {}
@@ -151,7 +153,7 @@ class Run:
                 spec,
                 folder,
                 self.cfg.runner,
-                lambda p: _expand(p, self.cfg),
+                lambda p: expand_paths(p, self.cfg),
                 crawl=self.cfg.crawl,
                 curate=self.cfg.curate,
                 force=self.force,
@@ -163,7 +165,7 @@ class Run:
             return None  # a model was given: nothing to train
         negatives = [fs.join(self.dirs["curate"], "raw")]
         return train_quality(
-            _expand(self.cfg.reference, self.cfg),
+            expand_paths(self.cfg.reference, self.cfg),
             negatives,
             self.dirs["quality_train"],
             self.cfg.quality_train,
@@ -197,7 +199,7 @@ class Run:
         d = self.cfg.decontam
         data_root = d.data_root.replace("{sample_dir}", self.cfg.sample_dir)
         tasks = [] if self.missing_data("decontam") else d.tasks
-        cfg = dataclasses.replace(d, benchmarks=_expand(d.benchmarks, self.cfg), data_root=data_root, tasks=tasks)
+        cfg = dataclasses.replace(d, benchmarks=expand_paths(d.benchmarks, self.cfg), data_root=data_root, tasks=tasks)
         return run_decontam([self.dirs["dedup"]], self.dirs["decontam"], cfg, self.cfg.runner, force=self.force)
 
     def clean_documents(self) -> str:
