@@ -47,7 +47,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from pipeline import fs
@@ -112,16 +112,24 @@ def active() -> Attempt | None:
     return _active.get()
 
 
-def file_records(folder: str, select: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+def file_records(
+    folder: str, select: Callable[[str], bool] | None = None, known: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """``[{"path", "size", "sha256"}]`` for every file under ``folder`` but the commit files (only those whose
     relative path ``select`` accepts, when given), sorted by path; ``sha256`` is None above
-    :data:`CHECKSUM_MAX_BYTES`."""
+    :data:`CHECKSUM_MAX_BYTES`. ``known``: records by path made earlier (the input-file groups' ledger
+    records, :mod:`pipeline.ledger`), whose checksum is taken as it is while the size still matches, so a
+    stage committed by group does not read every file of a crawl back once more at its final commit."""
     out = []
     for info in fs.list_files(folder):
         rel = relative_path(folder, info.path)
         if rel in (STATS_FILE, ATTEMPT_FILE) or rel.endswith("/") or rel == "" or (select and not select(rel)):
             continue  # the commit files, an object store's folder markers (keys ending in "/"), unselected ones
-        digest = fs.sha256(info.path) if info.size <= CHECKSUM_MAX_BYTES else None
+        earlier = (known or {}).get(rel)
+        if earlier is not None and earlier["size"] == info.size:
+            digest = earlier["sha256"]
+        else:
+            digest = fs.sha256(info.path) if info.size <= CHECKSUM_MAX_BYTES else None
         out.append({"path": rel, "size": int(info.size), "sha256": digest})
     return sorted(out, key=lambda r: r["path"])
 
@@ -182,11 +190,12 @@ class Attempt:
         if fs.exists(self._path(STATS_FILE)):
             raise CommitError(f"{self.out_dir}: committed by another attempt while attempt {self.id} ran")
 
-    def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
+    def commit(self, stats: dict[str, Any], known: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Write ``stats.json`` (``stats`` plus the attempt and the file list) if this attempt still owns the
-        folder; then drop the marker. Returns what was written."""
+        folder; then drop the marker. Returns what was written. ``known``: file records made earlier
+        (:func:`file_records`)."""
         self.check_owner()
-        record = {**stats, "attempt": self.id, "files": file_records(self.out_dir, self.owns)}
+        record = {**stats, "attempt": self.id, "files": file_records(self.out_dir, self.owns, known)}
         fs.write_bytes(self._path(STATS_FILE), (json.dumps(record, indent=2) + "\n").encode())
         fs.delete([self._path(ATTEMPT_FILE)])
         self._delete_others()

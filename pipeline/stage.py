@@ -283,14 +283,16 @@ class Stage:
             log.info("%s: rerun: %s", self.name, rerun_reason(_recorded_lineage(self.out_dir), self.lineage))
         return False
 
-    def finish(self, stats: StageStats, attempt: Attempt | None = None) -> StageStats:
+    def finish(
+        self, stats: StageStats, attempt: Attempt | None = None, known: dict[str, dict[str, Any]] | None = None
+    ) -> StageStats:
         """Record the lineage and commit: ``stats.json`` (accounting checked, every output file listed) is
         written last. ``attempt`` is the one :meth:`run` began; the train stage, which resumes in place,
-        commits without one."""
+        commits without one. ``known``: file records made earlier (the groups' ledger records)."""
         stats.extra.update(fingerprint=self.fingerprint, code_version=self.code_version, lineage=self.lineage)
         stats.check()
         attempt = attempt or _InPlace(self.out_dir)
-        record = attempt.commit(stats.to_dict())
+        record = attempt.commit(stats.to_dict(), known)
         stats.extra.update(attempt=record["attempt"], files=record["files"])  # as a later load reads them
         return stats
 
@@ -395,11 +397,13 @@ class Stage:
                         _ = p | f"Group {g.id}" >> build(g)
                 for g in wave:
                     attempt.check_owner()
-                    commit_group(self.out_dir, g, self.fingerprint, attempt, tables)
+                    done[g.id] = commit_group(self.out_dir, g, self.fingerprint, attempt, tables)
             merge_side_files(self.out_dir, groups, side_files)
             stats = self._stats(self.out_dir, summarise)
             stats.extra["input_groups"] = len(groups)
-            return self.finish(stats, attempt)
+            # the groups' files were hashed as each group committed: the stage's commit takes those checksums
+            known = {f["path"]: f for record in done.values() for f in record["files"]}
+            return self.finish(stats, attempt, known)
 
 
 _NOT_RAW = (".parquet", ".json", ".bin", ".jsonl.tmp")  # tables, stats, models: not raw input records

@@ -170,3 +170,33 @@ def test_a_source_in_groups_keeps_the_same_documents(shared_data, tmp_path, loca
         runs[name] = (stats.extra["input_groups"], stats.read, stats.kept, stats.dropped, rows)
     assert [runs[n][0] for n in ("one", "three")] == [1, 3]
     assert runs["one"][1:] == runs["three"][1:] and runs["one"][2] == 30
+
+
+def test_the_stage_commit_takes_the_groups_checksums(shared_data, tmp_path, local_runner, monkeypatch):
+    """Each group's files are hashed once, when the group commits; the stage's final commit takes those
+    checksums instead of reading every file of the crawl back again."""
+    from collections import Counter
+
+    import pipeline.commit
+    from pipeline.sources.files import SourceConfig, run_source
+
+    text = open(os.path.join(shared_data, "reference", "tinyshakespeare.txt"), encoding="utf-8").read()
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        lines = [json.dumps({"text": text[j : j + 2000]}) for j in range(i * 20_000, (i + 1) * 20_000, 2000)]
+        (tmp_path / "in" / f"part-{i}.jsonl").write_text("\n".join(lines) + "\n")
+    hashed: Counter[str] = Counter()
+    real = pipeline.commit.fs.sha256
+
+    def counting(path):
+        hashed[os.path.relpath(path, tmp_path / "out")] += 1
+        return real(path)
+
+    monkeypatch.setattr(pipeline.commit.fs, "sha256", counting)
+    cfg = SourceConfig(name="books", group_bytes=1)
+    stats = run_source([str(tmp_path / "in")], str(tmp_path / "out"), cfg, local_runner)
+    assert stats.extra["input_groups"] == 3
+    tables = [p for p in hashed if p.endswith(".parquet")]
+    assert len(tables) == 3 and all(hashed[p] == 1 for p in tables), hashed
+    committed = {f["path"]: f["sha256"] for f in stats.extra["files"]}
+    assert all(committed[p] == real(str(tmp_path / "out" / p)) for p in tables)
