@@ -141,6 +141,13 @@ def _under(path: str, folder: str) -> str | None:
     return None if rel == os.curdir or rel.startswith(os.pardir) else rel.replace(os.sep, "/")
 
 
+def _is_root(folder: str) -> bool:
+    """A filesystem's root (``/``) or a bucket's (``s3://bucket``): nothing above it to look in."""
+    if fs.is_url(folder):
+        return "/" not in folder.split("://", 1)[1].strip("/")
+    return folder == os.path.dirname(folder)
+
+
 def _parent(path: str) -> str:
     return path.rstrip("/").rpartition("/")[0] if fs.is_url(path) else os.path.dirname(path.rstrip(os.sep))
 
@@ -168,7 +175,7 @@ def committed_file(path: str) -> str:
         return _tagged(path, attempt.tag) if kept is None else fs.join(attempt.out_dir, *kept.split("/"))
     folder = _parent(path)
     for _ in range(STAGE_DEPTH):
-        if not folder or folder == _parent(folder):
+        if not folder:
             break
         if fs.exists(fs.join(folder, STATS_FILE)) or fs.exists(fs.join(folder, ATTEMPT_FILE)):
             files = committed_files(folder)
@@ -178,6 +185,8 @@ def committed_file(path: str) -> str:
             top = len(folder.rstrip("/")) + 1
             found = [f for f in files if untagged(f[top:].replace(os.sep, "/")) == rel]
             return found[0] if found else path
+        if _is_root(folder):
+            break
         folder = _parent(folder)
     return path
 

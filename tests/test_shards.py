@@ -128,6 +128,17 @@ def test_missing_shard_and_unlisted_file(copy):
     assert "not in the manifest: ['shard-99999.arrow']" in str(err.value)
 
 
+def test_another_attempts_shard_beside_them_is_left_alone(copy):
+    """A zombie of another attempt writes a shard after the commit: under its own tag, so the manifest and the
+    commit never list it, no reader takes it, and verify does not count it as a stray (the next commit deletes
+    it); an untagged stray is still one."""
+    listed = _named(copy, "shard-00000.arrow")
+    late = os.path.join(copy, untagged(os.path.basename(listed)).replace(".arrow", ".attempt-0123456789ab.arrow"))
+    shutil.copy(_named(copy, "shard-00001.arrow"), late)
+    assert tag_of(late) != tag_of(listed) and verify_shards(copy)["shards"] == len(load_manifest(copy).shards)
+    assert committed_file(os.path.join(copy, "shard-00000.arrow")) == listed
+
+
 def test_validation_shards_are_verified_too(copy):
     path = _named(copy, "val-00000.arrow")
     data = bytearray(open(path, "rb").read())
