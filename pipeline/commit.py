@@ -157,7 +157,8 @@ STAGE_DEPTH = 3  # side files lie in a stage folder or up to two folders below i
 
 def committed_file(path: str) -> str:
     """Where the file a stage wrote as ``path`` (its untagged name: ``OUT/outcomes.jsonl``,
-    ``OUT/groups/<gid>/counters.jsonl``) lies, found without a listing.
+    ``OUT/groups/<gid>/counters.jsonl``) lies, found by name, never by a listing (after the commit the folder's
+    sizes are still checked against its list in one listing, as every reader of :func:`committed_files` does).
 
     Inside the active attempt's folder (the driver reading what its workers just wrote, before the commit):
     this attempt's tagged name, or the name a kept input-file group's file carries (tagged by the earlier
