@@ -40,6 +40,8 @@ import tempfile
 import time
 from urllib.parse import quote
 
+from pipeline.commit import untagged
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 
@@ -117,14 +119,15 @@ def run_and_kill(cmd: list[str], out: str, total: int, at: float) -> tuple[float
 
 
 def outputs(out: str) -> dict[str, bytes]:
-    """A curate folder's final outputs: every file but the groups' own (ledger records, per-group side files),
-    ``stats.json`` without its attempt and file list."""
+    """A curate folder's final outputs: every file but the groups' own (ledger records, per-group side files), by
+    its name without the attempt tag (each attempt tags the files it writes), ``stats.json`` without its attempt
+    and file list."""
     files = {}
     for path in glob.glob(os.path.join(out, "**", "*"), recursive=True):
         rel = os.path.relpath(path, out)
         if os.path.isfile(path) and not rel.startswith("groups" + os.sep):
             with open(path, "rb") as fh:
-                files[rel] = fh.read()
+                files[untagged(rel)] = fh.read()
     stats = json.loads(files.pop("stats.json"))
     for key in ("attempt", "files"):
         stats.pop(key)

@@ -13,6 +13,7 @@ import os
 
 import apache_beam as beam
 
+from pipeline.commit import attempt_name
 from pipeline.tables import WriteLines, sum_jsonl
 from schemas.stats import StageStats
 
@@ -32,7 +33,7 @@ class WriteOutcomes(beam.PTransform):
 
     def __init__(self, folder: str, progress: bool = True):
         super().__init__()
-        self.path = os.path.join(folder, "outcomes.jsonl")
+        self.path = attempt_name(os.path.join(folder, "outcomes.jsonl"))  # tagged: see pipeline.tables.WriteLines
         self.progress = progress
 
     def expand(self, outcomes):

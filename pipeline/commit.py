@@ -7,10 +7,12 @@ Object stores have no rename, so a stage cannot write a temporary folder and mov
    else in the folder (the old output, or a killed attempt's leftovers), then writes ``_attempt.json``
    naming this attempt. A folder holding ``_attempt.json`` and no ``stats.json`` is an unfinished output,
    and readers refuse it (:func:`committed_files`).
-2. The stage writes its files in place, through Beam's IOs and ``pipeline.fs``. The files its workers write
-   under names of their own choosing (document tables, dedup's cluster and index files) carry the attempt's
-   tag, ``<name>.attempt-<tag>.<ext>`` (:func:`attempt_name`): a random tag per attempt, set while the
-   attempt is :meth:`~Attempt.active` and taken by the writers when the pipeline is built on the driver.
+2. The stage writes its files in place, through Beam's IOs and ``pipeline.fs``. Every file its workers write
+   carries the attempt's tag, ``<name>.attempt-<tag>.<ext>`` (:func:`attempt_name`): the names they choose
+   (document tables, dedup's cluster and index files) and the fixed ones alike (the side files of
+   ``pipeline.tables``' writers: outcomes, counters, drop examples, failed files and other JSON lines; the
+   mix's shards). The tag is random per attempt, set while the attempt is :meth:`~Attempt.active`, and taken
+   by the writers when the pipeline is built on the driver.
 3. ``commit`` checks that no other attempt took the folder over (``_attempt.json`` still names this one and
    no ``stats.json`` appeared), lists the folder's files but those tagged by another attempt (and not kept
    from an earlier one, :mod:`pipeline.ledger`), with size and, up to :data:`CHECKSUM_MAX_BYTES`, sha256,
@@ -28,13 +30,25 @@ compare files by :func:`untagged` name.
 
 Readers take a stage's files from the ``files`` list in its ``stats.json``, never from a listing, so a file
 nobody committed is never read, and check each file's size there (:func:`committed_files`; its sha256 too,
-when asked; the readers of one small file, a model or a tokenizer, always: :func:`verified`). Two attempts on
-the same folder: the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit``
-with a clear error instead of committing. The same code runs on local disk and object stores (``pipeline.fs``
-is Beam's ``FileSystems``). What it does not close: files with fixed names (``outcomes.jsonl``, the mix's
-shards and manifest, models) are not tagged, since their readers open them by name; a zombie that writes one
-of them after this attempt committed overwrites it, and the size and checksum in ``stats.json`` expose that to
-a reader (the trainer checks every shard against the manifest's sha256).
+when asked; the readers of one small file, a model or a tokenizer, always: :func:`verified`). A file with a
+fixed name is found by that name without its tag, and without a listing (:func:`committed_file`): within the
+attempt (the driver reading the outcomes its workers just wrote, before the commit) by the attempt's own tag,
+or a kept input-file group's recorded name; after the commit through the ``files`` list. The shards are named
+in the manifest, which the trainer and ``ccgpt shards verify`` read them by. Two attempts on the same folder:
+the later one's ``begin`` takes the folder over, and the earlier one then stops at ``commit`` with a clear
+error instead of committing. The same code runs on local disk and object stores (``pipeline.fs`` is Beam's
+``FileSystems``).
+
+What keeps a fixed name: the single files the driver writes itself once its pipelines have ended and before
+it commits (``manifest.json``, ``mix_table.md``, the tokenizer's ``tokenizer.json``, the quality model's
+``model.bin`` and its config and eval files, ``stats.json`` and ``_attempt.json``), because readers open them
+by name, and the trainer, which imports no ccgpt pipeline code, reads the manifest so. The driver writes them
+after checking it still owns the folder (:func:`check_active_owner`: once a Beam stage's pipeline has ended,
+before the quality model and the tokenizer are written), so a driver another attempt took over stops before it
+writes one. One that passed that check just before the takeover, and writes late, is caught by the readers'
+checks against ``stats.json``: :func:`committed_files` compares every listed file's size in one listing, and
+the readers of a model or a tokenizer check the one file they load against its sha256 (:func:`verified`); the
+trainer checks each shard it fetches from an object store against the manifest's sha256.
 """
 
 from __future__ import annotations
@@ -96,20 +110,95 @@ def untagged(path: str) -> str:
 _active: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("ccgpt_attempt", default=None)
 
 
-def attempt_name(name: str) -> str:
-    """``name`` (``documents-00000-of-00001.parquet``) tagged by the active attempt
-    (``documents-00000-of-00001.attempt-<tag>.parquet``); unchanged outside any attempt. Called where a
-    writer is built, on the driver: the workers get the name with the writer."""
-    attempt = _active.get()
-    if attempt is None:
-        return name
+def _tagged(path: str, tag: str) -> str:
+    """``path`` with its file name (the part after the last ``/``) tagged ``tag``, before its extension."""
+    head, slash, name = path.rpartition("/")
     stem, dot, ext = name.rpartition(".")
-    return f"{stem}.attempt-{attempt.tag}.{ext}" if dot else f"{name}.attempt-{attempt.tag}"
+    return head + slash + (f"{stem}.attempt-{tag}.{ext}" if dot and stem else f"{name}.attempt-{tag}")
+
+
+def attempt_name(name: str) -> str:
+    """``name`` (``documents-00000-of-00001.parquet``, or a path ending in it) tagged by the active attempt
+    (``documents-00000-of-00001.attempt-<tag>.parquet``); unchanged outside any attempt, and when it carries
+    the tag already. Called where a writer is built, on the driver: the workers get the name with the writer."""
+    attempt = _active.get()
+    return name if attempt is None or tag_of(name) == attempt.tag else _tagged(name, attempt.tag)
 
 
 def active() -> Attempt | None:
     """The attempt whose stage is running in this context (None outside any)."""
     return _active.get()
+
+
+def _under(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it (None otherwise)."""
+    if fs.is_url(path) != fs.is_url(folder):
+        return None
+    if fs.is_url(path):
+        base = folder.rstrip("/") + "/"
+        return path[len(base) :] if path.startswith(base) else None
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    return None if rel == os.curdir or rel.startswith(os.pardir) else rel.replace(os.sep, "/")
+
+
+def _is_root(folder: str) -> bool:
+    """A filesystem's root (``/``) or a bucket's (``s3://bucket``): nothing above it to look in."""
+    if fs.is_url(folder):
+        return "/" not in folder.split("://", 1)[1].strip("/")
+    return folder == os.path.dirname(folder)
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("/").rpartition("/")[0] if fs.is_url(path) else os.path.dirname(path.rstrip(os.sep))
+
+
+STAGE_DEPTH = 3  # side files lie in a stage folder or up to two folders below it (OUT/groups/<gid>/...)
+
+
+def committed_file(path: str) -> str:
+    """Where the file a stage wrote as ``path`` (its untagged name: ``OUT/outcomes.jsonl``,
+    ``OUT/groups/<gid>/counters.jsonl``) lies, found by name, never by a listing (after the commit the folder's
+    sizes are still checked against its list in one listing, as every reader of :func:`committed_files` does).
+
+    Inside the active attempt's folder (the driver reading what its workers just wrote, before the commit):
+    this attempt's tagged name, or the name a kept input-file group's file carries (tagged by the earlier
+    attempt that committed the group, :mod:`pipeline.ledger`). Elsewhere: the file the ``files`` list of the
+    nearest committed stage folder holding it (the file's folder or up to :data:`STAGE_DEPTH` - 1 above) names
+    under that untagged name, so another attempt's file (a zombie's, written after the commit) is never read;
+    an unfinished stage folder raises :class:`UnfinishedOutput`. A path in no stage folder, or a name the list
+    does not hold, is returned as it is (a user's file; a file the reader then finds missing)."""
+    if tag_of(path):  # found already
+        return path
+    attempt = _active.get()
+    rel = _under(path, attempt.out_dir) if attempt is not None else None
+    if attempt is not None and rel is not None:
+        kept = attempt.kept_names.get(rel)
+        return _tagged(path, attempt.tag) if kept is None else fs.join(attempt.out_dir, *kept.split("/"))
+    folder = _parent(path)
+    for _ in range(STAGE_DEPTH):
+        if not folder:
+            break
+        if fs.exists(fs.join(folder, STATS_FILE)) or fs.exists(fs.join(folder, ATTEMPT_FILE)):
+            files = committed_files(folder)
+            rel = _under(path, folder)
+            if files is None or rel is None:
+                return path
+            top = len(folder.rstrip("/")) + 1
+            found = [f for f in files if untagged(f[top:].replace(os.sep, "/")) == rel]
+            return found[0] if found else path
+        if _is_root(folder):
+            break
+        folder = _parent(folder)
+    return path
+
+
+def check_active_owner() -> None:
+    """:meth:`Attempt.check_owner` for the active attempt (none active: nothing to check). A driver calls it
+    before it writes a file with a fixed name (a manifest, a model, a tokenizer), so the driver of an attempt
+    another one took over stops there instead of writing over that one's file."""
+    attempt = _active.get()
+    if attempt is not None:
+        attempt.check_owner()
 
 
 def file_records(
@@ -142,6 +231,7 @@ class Attempt:
         self.tag = uuid.uuid4().hex[:12]
         self.id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self.tag}"
         self.keep: frozenset[str] = frozenset()
+        self.kept_names: dict[str, str] = {}  # a kept file's untagged relative path -> its tagged one
 
     def _path(self, name: str) -> str:
         return fs.join(self.out_dir, name)
@@ -150,6 +240,7 @@ class Attempt:
         """Take the folder over: the old output stops being complete, its files go (but ``keep``: the files of
         the input groups an earlier attempt committed, :mod:`pipeline.ledger`), the marker names us."""
         self.keep = frozenset(keep)
+        self.kept_names = {untagged(rel): rel for rel in self.keep if tag_of(rel)}
         fs.delete([self._path(STATS_FILE)])
         fs.delete_except(self.out_dir, set(keep))
         marker = {"attempt": self.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}

@@ -16,8 +16,10 @@ Group ids are ``g00000``, ``g00001``, ... in plan order.
                                              the group's document files (k of n: pipeline.tables.WriteDocuments;
                                              tagged by the attempt that wrote them: pipeline.commit)
     OUT/raw/documents-<gid>-...parquet       curate: the group's share of the raw crawl sample
-    OUT/groups/<gid>/outcomes.jsonl, ...     the group's side files: what the stage writes for all its input
-                                             (outcomes, counters, examples, failed files), for this group only
+    OUT/groups/<gid>/outcomes.attempt-<tag>.jsonl, ...
+                                             the group's side files: what the stage writes for all its input
+                                             (outcomes, counters, examples, failed files), for this group only,
+                                             tagged by the attempt that wrote them, as every side file is
     OUT/groups/<gid>.json                    the group's commit record: its ledger entry, written last
 
 **The ledger** is the set of ``OUT/groups/<gid>.json`` records. A record is one JSON object::
@@ -38,8 +40,10 @@ groups' files and records only (a killed attempt's leftovers of an uncommitted g
 pipeline could not commit before the pipeline ends), and each group's record is written once its pipeline has
 ended. After the last group, the groups' side files are merged into the stage's own (:func:`merge_side_files`:
 outcomes and counters summed, failed files and other lines concatenated in group order, per reason the first
-examples of all groups' firsts), and ``stats.json`` is written last, listing every group's files: a reader never
-sees a partial group, and sees all of them. A rerun after a kill costs the groups of the wave that was running.
+examples of all groups' firsts; each group's files found by their untagged names,
+``pipeline.commit.committed_file``, the merged ones tagged by this attempt), and ``stats.json`` is written last,
+listing every group's files: a reader never sees a partial group, and sees all of them. A rerun after a kill
+costs the groups of the wave that was running.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline import fs
-from pipeline.commit import Attempt, file_records, relative_path
+from pipeline.commit import Attempt, attempt_name, committed_file, file_records, relative_path
 
 GROUPS = "groups"
 OUTCOMES_FILE = "outcomes.jsonl"
@@ -139,6 +143,7 @@ def kept_paths(records: Iterable[dict[str, Any]]) -> set[str]:
 
 def _sums(path: str, key: str) -> dict[str, int]:
     out: dict[str, int] = {}
+    path = committed_file(path)  # this attempt's file, or the one a kept group's committed attempt tagged
     if fs.exists(path):
         for line in fs.read_lines(path):
             if line.strip():
@@ -194,6 +199,7 @@ class SideFile:
 
 
 def _lines(path: str) -> list[str]:
+    path = committed_file(path)
     return [line for line in fs.read_lines(path) if line.strip()] if fs.exists(path) else []
 
 
@@ -224,4 +230,5 @@ def merge_side_files(out_dir: str, groups: list[Group], side_files: Iterable[Sid
             ]
         else:  # same
             lines = _lines(parts[0]) if parts else []
-        fs.write_bytes(fs.join(out_dir, *side.name.split("/")), "".join(line + "\n" for line in lines).encode())
+        merged = attempt_name(fs.join(out_dir, *side.name.split("/")))
+        fs.write_bytes(merged, "".join(line + "\n" for line in lines).encode())

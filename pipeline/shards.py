@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from pipeline import fs
+from pipeline.commit import tag_of
 from schemas.documents import SchemaError
 from schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
@@ -143,10 +144,13 @@ def _check_split(
     return rows_total, tokens_total, source_tokens
 
 
-def _unlisted(folder: str, pattern: str, infos: list[ShardInfo]) -> list[str]:
+def _unlisted(folder: str, pattern: str, infos: list[ShardInfo], tags: set[str | None]) -> list[str]:
+    """Files matching ``pattern`` the manifest does not list; those another attempt tagged (``tags``: the
+    manifest's shards' own) are left out: no reader takes them, and the next commit deletes them
+    (:mod:`pipeline.commit`)."""
     listed = {s.file for s in infos}
     found = sorted(posixpath.basename(f.path) for f in fs.match(fs.join(folder, pattern)))
-    return [f for f in found if f not in listed]
+    return [f for f in found if f not in listed and (tag_of(f) is None or tag_of(f) in tags)]
 
 
 def verify_shards(folder: str) -> dict[str, Any]:
@@ -155,7 +159,8 @@ def verify_shards(folder: str) -> dict[str, Any]:
     Checks: manifest version, every listed shard exists and matches its sha256, the schema is the shard schema
     with the manifest's token dtype, row and token counts match the manifest, every row has ``seq_len + 1``
     ids below the vocabulary size, ``doc_offsets`` are sorted, in the row, and mark exactly the positions after
-    an end-of-text token, per-source tokens match the manifest, and no unlisted ``shard-*.arrow`` lies beside.
+    an end-of-text token, per-source tokens match the manifest, and no unlisted ``shard-*.arrow`` lies beside
+    (but another attempt's, by its tag: a zombie's, never read and deleted at the next commit).
     The validation split (``val-*.arrow``), when the manifest lists one, gets the same checks against its own
     entries; a manifest from before the split existed verifies without one.
     """
@@ -195,10 +200,11 @@ def verify_shards(folder: str) -> dict[str, Any]:
                         f"validation source {source!r}: shards hold {val_source_tokens.get(source, 0)} tokens, "
                         f"the manifest says {listed}"
                     )
-    extra = _unlisted(folder, "shard-*.arrow", manifest.shards)
+    tags = {tag_of(s.file) for s in [*manifest.shards, *(val.shards if val else [])]}
+    extra = _unlisted(folder, "shard-*.arrow", manifest.shards, tags)
     if extra:
         problems.append(f"shard file(s) not in the manifest: {extra}")
-    extra = _unlisted(folder, "val-*.arrow", val.shards if val else [])
+    extra = _unlisted(folder, "val-*.arrow", val.shards if val else [], tags)
     if extra:
         problems.append(f"validation shard file(s) not in the manifest: {extra}")
     if problems:

@@ -26,7 +26,7 @@ from functools import cache
 from typing import Any
 
 from pipeline import fs
-from pipeline.commit import STATS_FILE, Attempt
+from pipeline.commit import STATS_FILE, Attempt, check_active_owner
 from pipeline.fs import READ_ONLY, check_path, is_url, scheme
 from pipeline.ledger import Group, SideFile, commit_group, committed_groups, kept_paths, merge_side_files
 from schemas.config import validate_config
@@ -330,6 +330,7 @@ class Stage:
         def body(tmp: str) -> StageStats:
             with make_pipeline(runner, label or self.name, total=total) as p:
                 build(p, tmp)
+            check_active_owner()  # before the driver writes its own files (a manifest) over another attempt's
             return self._stats(tmp, summarise, total)
 
         return self.run(body)

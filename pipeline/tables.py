@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs
-from pipeline.commit import STATS_FILE, active, attempt_name, committed_files, relative_path
+from pipeline.commit import STATS_FILE, active, attempt_name, committed_file, committed_files, relative_path
 from pipeline.ledger import example_order
 from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
 
@@ -94,15 +94,19 @@ def count_rows(inputs: list[str]) -> int:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """Every object of a JSON-lines file a stage wrote (absent file: none); local or on an object store."""
+    """Every object of a JSON-lines file a stage wrote as ``path`` (its untagged name; found by
+    :func:`pipeline.commit.committed_file`; absent file: none); local or on an object store."""
+    path = committed_file(path)
     if not fs.exists(path):
         return []
     return [json.loads(line) for line in fs.read_lines(path) if line.strip()]
 
 
 def sum_jsonl(path: str, key: str, value: str, cast: Callable[[Any], Any] = int) -> dict[Any, Any]:
-    """Sum ``value`` by ``key`` over a JSON-lines file (absent file: empty). List keys become tuples."""
+    """Sum ``value`` by ``key`` over a JSON-lines file a stage wrote as ``path`` (its untagged name, as
+    :func:`read_jsonl`; absent file: empty). List keys become tuples."""
     out: dict[Any, Any] = {}
+    path = committed_file(path)
     if fs.exists(path):
         for line in fs.read_lines(path):
             if line.strip():
@@ -116,12 +120,16 @@ class WriteLines(beam.PTransform):
     """PCollection[str] -> one text file at ``path`` (no shard suffix), present even when nothing reaches it.
 
     With ``num_shards=1`` Beam writes the file even for an empty collection, so a stage's side files
-    (examples, failures, counters) always exist once its pipeline has run.
+    (examples, failures, counters) always exist once its pipeline has run. Built inside a stage's attempt, the
+    file name carries the attempt's tag (``outcomes.attempt-<tag>.jsonl``, :func:`pipeline.commit.attempt_name`):
+    a worker of another attempt (a zombie beside an Airflow retry) writes another name, which this attempt's
+    commit never lists, so it never overwrites a committed side file. Readers find the file by the name given
+    here (:func:`read_jsonl`, :func:`sum_jsonl`: :func:`pipeline.commit.committed_file`).
     """
 
     def __init__(self, path: str):
         super().__init__()
-        self.path = path
+        self.path = attempt_name(path)
 
     def expand(self, lines):
         return lines | "Write" >> beam.io.WriteToText(self.path, shard_name_template="", num_shards=1)
@@ -132,7 +140,7 @@ class WriteJsonLines(beam.PTransform):
 
     def __init__(self, path: str):
         super().__init__()
-        self.path = path
+        self.path = attempt_name(path)  # tagged, as WriteLines tags it
 
     def expand(self, rows):
         return (
@@ -154,7 +162,7 @@ class WriteCounters(beam.PTransform):
 
     def __init__(self, folder: str, name: str = COUNTERS_FILE):
         super().__init__()
-        self.path = os.path.join(folder, name)
+        self.path = attempt_name(os.path.join(folder, name))  # tagged, as WriteLines tags it
 
     def expand(self, counters):
         return (
@@ -366,7 +374,7 @@ class WriteExamples(beam.PTransform):
 
     def __init__(self, folder: str, per_reason: int):
         super().__init__()
-        self.path = os.path.join(folder, EXAMPLES_FILE)
+        self.path = attempt_name(os.path.join(folder, EXAMPLES_FILE))  # tagged, as WriteLines tags it
         self.per_reason = per_reason
 
     def expand(self, examples):

@@ -34,7 +34,7 @@ import xxhash
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline import fs
-from pipeline.commit import verified
+from pipeline.commit import check_active_owner, verified
 from pipeline.stage import Stage
 from pipeline.tables import document_files
 from schemas.documents import validate_document_schema
@@ -429,6 +429,7 @@ def train_tokenizer(inputs: list[str], out_dir: str, cfg: TokenizerConfig, force
                 raise TokenizerError(f"no non-empty documents to train a tokenizer on in {inputs}")
             tok = _byte_level(Tokenizer(models.BPE()))
             tok.train_from_iterator(texts, trainer=new_bpe_trainer(cfg), length=len(texts))
+            check_active_owner()  # the tokenizer's fixed name: only while this attempt owns the folder
             copy_tokenizer(tok, out)
             tok = load_tokenizer(fs.join(out, TOKENIZER_FILE))
             info = tokenizer_info(tok, path=TOKENIZER_FILE)

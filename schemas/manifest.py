@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Literal
 
@@ -12,15 +11,6 @@ from schemas.documents import SchemaError
 
 MANIFEST_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
-
-
-def file_sha256(path: str) -> str:
-    """The checksum a manifest records for a file (streamed in 8 MiB blocks, never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 23):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TokenizerInfo(BaseModel):

@@ -3,17 +3,14 @@
 Written last by a stage's commit (``pipeline.commit``), which adds ``attempt`` (the attempt that wrote the
 output) and ``files`` (every output file: ``path`` relative to the stage folder, ``size``, ``sha256`` or
 null above 64 MiB); readers take a stage's files from that list. Both land in :attr:`StageStats.extra` on
-load.
+load. No I/O here (``schemas/`` validates and serialises): the commit writes ``to_dict()`` through
+``pipeline.fs``, and ``pipeline.stage.load_stats`` reads a stage folder's record back with ``from_dict``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from schemas.atomic import atomic_write_text
 
 
 class AccountingError(AssertionError):
@@ -54,14 +51,3 @@ class StageStats:
         d = dict(d)
         base = {k: d.pop(k) for k in ("stage", "read", "kept", "dropped") if k in d}
         return cls(**base, extra=d)
-
-    def save(self, folder: str) -> str:
-        """Check the accounting, then write ``folder/stats.json`` atomically."""
-        self.check()
-        path = os.path.join(folder, "stats.json")
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-
-    @classmethod
-    def load(cls, folder: str) -> StageStats:
-        with open(os.path.join(folder, "stats.json"), encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))

@@ -38,6 +38,15 @@ def run_ccgpt(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     )
 
 
+_ATTEMPT_TAG = re.compile(rb"\.attempt-[0-9a-f]{12}(?=\.)")
+
+
+def without_tags(manifest: bytes) -> bytes:
+    """A manifest's bytes with the attempt tags of the shard names it lists removed (each run tags its files
+    anew: ``pipeline.commit``), every other byte as it is: what two runs' manifests compare by."""
+    return _ATTEMPT_TAG.sub(b"", manifest)
+
+
 def third_party_info(output: str) -> list[str]:
     """The lines of ``output`` logged at INFO by a logger that is not ccgpt's own."""
     return [

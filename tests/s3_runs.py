@@ -114,9 +114,20 @@ def table(fs: pafs.S3FileSystem, folder: str) -> pa.Table:
     return pa.concat_tables(tables).drop_columns(["source_file"]).sort_by([("id", "ascending")])
 
 
+def untagged_shards(manifest: dict) -> dict:
+    """The manifest with its shards' file names untagged (each run tags its files anew), all else as it is."""
+    manifest = dict(manifest)
+    manifest["shards"] = [{**s, "file": untagged(s["file"])} for s in manifest["shards"]]
+    if manifest.get("validation"):
+        val = manifest["validation"]
+        manifest["validation"] = {**val, "shards": [{**s, "file": untagged(s["file"])} for s in val["shards"]]}
+    return manifest
+
+
 def _without_locations(manifest: dict) -> dict:
-    """The manifest's fields that say where things were (inputs in the lineage, the tokenizer's path) left out."""
-    manifest = {k: v for k, v in manifest.items() if k != "lineage"}
+    """The manifest's fields that say where things were (inputs in the lineage, the tokenizer's path) left out,
+    its shard names untagged (:func:`untagged_shards`)."""
+    manifest = {k: v for k, v in untagged_shards(manifest).items() if k != "lineage"}
     manifest["tokenizer"] = {k: v for k, v in manifest["tokenizer"].items() if k != "path"}
     return manifest
 
@@ -125,9 +136,10 @@ def assert_same_outputs(fs: pafs.S3FileSystem, remote: str, local: str) -> None:
     """Two runs' curation outputs are the same (see the module docstring)."""
     for stage in TABLE_STAGES:
         assert table(fs, f"{remote}/{stage}").equals(table(fs, f"{local}/{stage}")), stage
-    shards = [f for f in committed(fs, f"{remote}/shards") if f.endswith(".arrow")]
-    assert shards and shards == [f for f in committed(fs, f"{local}/shards") if f.endswith(".arrow")]
-    for f in [*(f"shards/{s}" for s in shards), "tokenizer/tokenizer.json"]:
-        assert read(fs, f"{remote}/{f}") == read(fs, f"{local}/{f}"), f
+    shards = {run: [f for f in committed(fs, f"{run}/shards") if f.endswith(".arrow")] for run in (remote, local)}
+    assert shards[remote] and [untagged(f) for f in shards[remote]] == [untagged(f) for f in shards[local]]
+    pairs = [(f"shards/{mine}", f"shards/{theirs}") for mine, theirs in zip(shards[remote], shards[local])]
+    for mine, theirs in [*pairs, ("tokenizer/tokenizer.json",) * 2]:
+        assert read(fs, f"{remote}/{mine}") == read(fs, f"{local}/{theirs}"), mine
     manifests = [json.loads(read(fs, f"{run}/shards/manifest.json")) for run in (remote, local)]
     assert _without_locations(manifests[0]) == _without_locations(manifests[1])

@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import ShardError, verify_shards
+from pipeline.stage import load_stats
 from pipeline.tables import read_documents
 from schemas.config import from_dict
-from schemas.stats import StageStats
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_whole_pipeline_on_bad_input(tiny_inputs, tiny_run_config, tmp_path):
     run_all(cfg)
     out = cfg.out_dir
     stats = {
-        name: StageStats.load(os.path.join(out, name))
+        name: load_stats(os.path.join(out, name))
         for name in ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train")
     }
     for name, st in stats.items():

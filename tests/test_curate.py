@@ -9,6 +9,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.commit import committed_file
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.read import ReadConfig, iter_warc
 from pipeline.tables import document_files, read_documents
@@ -74,7 +75,7 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
 
     # failed files: the ARC file, the lying example.warc (7 bytes skipped, then read on) and our cut gzip,
     # with errors (the retry list)
-    failed = _lines(os.path.join(out, "failed_files.jsonl"))
+    failed = _lines(committed_file(os.path.join(out, "failed_files.jsonl")))
     assert sorted((os.path.basename(f["file"]), f["reason"]) for f in failed) == [
         ("example.arc", "unreadable_file"),
         ("example.warc", "garbage_skipped"),
@@ -101,11 +102,11 @@ def test_curate_local_exact_accounting(inputs, tmp_path, local_runner):
     damage = sum(stats.dropped[r] for r in ("truncated_file", "unreadable_file", "garbage_skipped"))
     assert sum(stats.extra["record_types"].values()) + damage == stats.read
 
-    examples = _lines(os.path.join(out, "examples.jsonl"))
+    examples = _lines(committed_file(os.path.join(out, "examples.jsonl")))
     per_reason = Counter(e["reason"] for e in examples)
     assert set(per_reason) == set(stats.dropped) and max(per_reason.values()) <= 5
     assert all(len(e["text"]) <= 300 for e in examples)
-    assert sum(r["n"] for r in _lines(os.path.join(out, "outcomes.jsonl"))) == stats.read
+    assert sum(r["n"] for r in _lines(committed_file(os.path.join(out, "outcomes.jsonl")))) == stats.read
 
     # lineage: a rerun with the same inputs and config is skipped; a config change recomputes
     mtime = os.path.getmtime(os.path.join(out, "stats.json"))
@@ -230,7 +231,7 @@ def test_curate_generated_bad_input_completes_with_reasons(tmp_path, local_runne
     # the PNG labelled text/html and the 0-byte page yield no text: counted, not crashed
     assert stats.dropped.get("empty_text", 0) + stats.dropped.get("extract_error", 0) == 10 - 4 - len(urls)
     assert stats.extra["failed_files"] == [str(warc)]  # both bad regions: the file reported once, by name
-    failed = _lines(os.path.join(out, "failed_files.jsonl"))
+    failed = _lines(committed_file(os.path.join(out, "failed_files.jsonl")))
     assert sorted((f["reason"], f["bytes"]) for f in failed) == sorted(
         [("garbage_skipped", 3 * 54), ("garbage_skipped", len(b"this is garbage after the last record\r\n\r\n"))]
     )

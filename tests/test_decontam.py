@@ -23,6 +23,7 @@ from pipeline.benchmarks import (
     text_ngram_hashes,
     words_with_spans,
 )
+from pipeline.commit import committed_file
 from pipeline.decontam import (
     ALL_SHORT,
     EMPTY,
@@ -324,7 +325,9 @@ def test_stage_local_and_portable_agree_with_exact_accounting(tmp_path, shared_d
                 "end": e,
                 "benchmarks": sorted(r.hits),
             }
-    log = [json.loads(x) for x in (tmp_path / "local" / "contaminated.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(x) for x in open(committed_file(str(tmp_path / "local" / "contaminated.jsonl"))).read().splitlines()
+    ]
     assert len(log) == sum(r.outcome not in ("kept", EMPTY) for r in results)
 
 

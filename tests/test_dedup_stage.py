@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline.accounting import read_outcomes
+from pipeline.commit import untagged
 from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, read_clusters, run_dedup
 from pipeline.dedup.evaluate import default_near_config
 from pipeline.dedup.stage import ComponentsError, cluster_files
@@ -112,8 +113,8 @@ def test_syndicated_news_exact_near_and_source_priority(shared_data, local_runne
     kept = _check_accounting(stats, out, n_rows)
     clusters = _clusters(out)
     _check_clusters(stats, kept, clusters)
-    assert set(os.listdir(out)) == {"stats.json", "outcomes.jsonl", "counters.jsonl", "index"} | {
-        f for f in os.listdir(out) if f.startswith(("documents-", "clusters-"))
+    assert {untagged(f) for f in os.listdir(out)} == {"stats.json", "outcomes.jsonl", "counters.jsonl", "index"} | {
+        untagged(f) for f in os.listdir(out) if f.startswith(("documents-", "clusters-"))
     }
     assert [os.path.basename(f) for f in cluster_files(out)] == sorted(
         f for f in os.listdir(out) if f.startswith("clusters-")

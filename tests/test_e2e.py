@@ -20,9 +20,9 @@ from conftest import TINY_STAGE_FOLDERS
 from pipeline.report import fmt_bytes
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import verify_shards
+from pipeline.stage import load_stats
 from pipeline.tables import read_documents
 from schemas.config import from_dict
-from schemas.stats import StageStats
 
 
 @pytest.fixture
@@ -50,19 +50,19 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
 
     # every stage accounted for every input record
     for name in TINY_STAGE_FOLDERS:
-        stats = StageStats.load(os.path.join(out, name))
+        stats = load_stats(os.path.join(out, name))
         assert stats.read == stats.kept + sum(stats.dropped.values()), name
         assert stats.read > 0, name
-    curate = StageStats.load(os.path.join(out, "curate"))
+    curate = load_stats(os.path.join(out, "curate"))
     assert curate.kept >= 10 and curate.dropped.get("revisit", 0) > 0 and curate.dropped.get("request", 0) > 0
     # the quality stage's input is exactly what curate kept, dedup's is quality + both sources
-    quality = StageStats.load(os.path.join(out, "quality"))
+    quality = load_stats(os.path.join(out, "quality"))
     assert quality.read == curate.kept
-    dedup = StageStats.load(os.path.join(out, "dedup"))
-    books = StageStats.load(os.path.join(out, "source-books"))
-    wiki = StageStats.load(os.path.join(out, "source-wiki"))
+    dedup = load_stats(os.path.join(out, "dedup"))
+    books = load_stats(os.path.join(out, "source-books"))
+    wiki = load_stats(os.path.join(out, "source-wiki"))
     assert dedup.read == quality.kept + books.kept + wiki.kept
-    decontam = StageStats.load(os.path.join(out, "decontam"))
+    decontam = load_stats(os.path.join(out, "decontam"))
     assert decontam.read == dedup.kept and decontam.extra["benchmarks"]["bench"]["documents"] >= 3
 
     # shards: verified, readable with plain pyarrow, all three sources mixed
@@ -86,7 +86,7 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     html = open(os.path.join(out, "report.html"), encoding="utf-8").read()
     assert "Training mix" in html and "data:image/png;base64," in html
     for name in ("curate", "source-books", "source-wiki", "quality", "dedup", "decontam", "shards", "train"):
-        st = StageStats.load(os.path.join(out, name))
+        st = load_stats(os.path.join(out, name))
         dropped = sum(st.dropped.values())
         assert f"<tr><td>{name}</td><td>{st.read:,}</td><td>{st.kept:,}</td><td>{dropped:,}</td>" in html, name
     text_bytes = sum(len(d["text"].encode("utf-8")) for d in read_documents(os.path.join(out, "dedup")))

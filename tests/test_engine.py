@@ -25,6 +25,7 @@ import engines
 import pytest
 import s3_runs
 
+from pipeline.commit import committed_file
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.runner import RunnerConfig
 from pipeline.tables import read_documents
@@ -79,7 +80,8 @@ def test_curate_on_flink_matches_local_runner(tiny_inputs, tmp_path, local_runne
     assert _rows(os.path.join(flink_out, "raw")) == _rows(os.path.join(local_out, "raw"))
     # side files the workers wrote and the driver read back: same lines, in the engine's own order
     for name in ("outcomes.jsonl", "counters.jsonl"):
-        assert _sorted_lines(os.path.join(flink_out, name)) == _sorted_lines(os.path.join(local_out, name))
+        flink_side, local_side = (committed_file(os.path.join(o, name)) for o in (flink_out, local_out))
+        assert _sorted_lines(flink_side) == _sorted_lines(local_side)
 
 
 @pytest.mark.slow

@@ -38,9 +38,9 @@ from pipeline.quality.model import check_model
 from pipeline.quality.rules import exact_cutoff, pareto_draw, pareto_keep, pareto_keep_probability, rank_key
 from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
 from pipeline.quality.train import split_holdout, train_fasttext
+from pipeline.stage import load_stats
 from pipeline.tables import read_documents
 from schemas.documents import write_documents
-from schemas.stats import StageStats
 
 TINY = dict(dim=16, epoch=10, bucket=20_000, min_count=1, word_ngrams=2, lr=0.3, baseline_features=2**14)
 
@@ -322,7 +322,7 @@ def test_train_separates_reference_from_crawl(trained):
     keep = result["pareto_expected_keep_rate"]
     assert keep["positive"] > 3 * keep["negative"]
 
-    stats = StageStats.load(out)
+    stats = load_stats(out)
     stats.check()
     assert stats.stage == "quality_train"
     assert stats.kept == result["n_train"] + result["n_test"]
@@ -364,7 +364,7 @@ def test_left_out_reference_source_is_scored_not_trained(corpus, left_out):
     assert not any(os.path.basename(p) in LEFT_OUT for p in config["positives"])
     assert config["config"]["holdout_positive"] == LEFT_OUT
     # the other three sources only: fewer positives than the full run, and every record accounted for
-    stats = StageStats.load(out)
+    stats = load_stats(out)
     stats.check()
     assert stats.dropped["left_out"] == n_speech_docs
     assert stats.extra["left_out"]["usable"] == n_speech_docs
@@ -536,11 +536,11 @@ def test_pareto_or_top_fraction_falls_back_by_the_pareto_count(corpus, trained, 
         assert stats.read == stats.kept + sum(stats.dropped.values())
     assert kept["pareto"] == by_pareto  # Pareto keeps enough: it feeds the mix
     assert len(kept["top"]) == round(0.3 * corpus["n_scorable"])  # one short: the top fraction does
-    assert StageStats.load(str(tmp_path / "top")).extra["rule_used"] == "top_fraction"
-    assert StageStats.load(str(tmp_path / "pareto")).extra["rule_used"] == "pareto"
+    assert load_stats(str(tmp_path / "top")).extra["rule_used"] == "top_fraction"
+    assert load_stats(str(tmp_path / "pareto")).extra["rule_used"] == "pareto"
     from pipeline.run import _quality_rule
 
-    line = _quality_rule(StageStats.load(str(tmp_path / "top")))
+    line = _quality_rule(load_stats(str(tmp_path / "top")))
     assert line.startswith("quality rule: top_fraction (GPT-3's Pareto rule, alpha 9, keeps ")
     assert f"{len(by_pareto)} documents, fewer than min_documents {len(by_pareto) + 1})" in line
 

@@ -17,6 +17,7 @@ from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
+from pipeline import fs
 from pipeline.sample import Page, SampleConfig, build_sample, write_warc
 from pipeline.sample.archives import iter_members, read_ar
 from pipeline.sample.build import DOC_LINKS
@@ -25,7 +26,6 @@ from pipeline.sample.output import page_links
 from pipeline.sample.pins import DEBFAQ, DEBREF, DEVREF, HANDBOOK, JARGON, NPM_WARC, PYDOC, PYWB, SampleError
 from pipeline.sample.text import split_jargon_entries, split_numbered_sections, split_rst_sections
 from pipeline.sample.warc import content_type, record_id, regzip_per_record
-from schemas.manifest import file_sha256
 
 
 def _goose_pages(shared_data: str, n: int = 12) -> list[Page]:
@@ -212,7 +212,7 @@ def _fill_cache(cache: str, shared_data: str, pages: int) -> None:
         name = f"{art.package}_{art.version.replace(':', '%3a')}_all.deb"
         path = os.path.join(cache, "debian", name)
         _deb(path, files)
-        index[art.key] = {"file": name, "version": art.version, "sha256": file_sha256(path)}
+        index[art.key] = {"file": name, "version": art.version, "sha256": fs.sha256(path)}
     with open(os.path.join(cache, "fetched.json"), "w") as fh:
         json.dump(index, fh)
 
@@ -239,10 +239,10 @@ def test_build_offline_from_cache(tmp_path, shared_data):
     ]
 
     prov = json.load(open(os.path.join(out, "provenance.json")))
-    on_disk = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+    on_disk = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, names in os.walk(out) for f in names)
     assert sorted(prov["files"]) == [f for f in on_disk if f != "provenance.json"]
     for rel, meta in prov["files"].items():
-        assert meta["sha256"] == file_sha256(os.path.join(out, rel))
+        assert meta["sha256"] == fs.sha256(os.path.join(out, rel))
         assert meta["members"] and meta["from"][0]["sha256"] and meta["from"][0]["version"]
         assert meta["records"]
     css = [m for m in prov["files"]["crawl/python3.11-doc-00002.warc.gz"]["members"] if m.endswith(".css")]
@@ -350,4 +350,4 @@ def test_url_list_of_cited_links(tmp_path, shared_data):
     assert manifest["summary"]["url_lists"] == {DOC_LINKS: len(rows)}
     prov = manifest["files"][DOC_LINKS]
     assert {f["package"] for f in prov["from"]} == {"python3.11-doc", "debian-handbook", "developers-reference"}
-    assert prov["sha256"] == file_sha256(os.path.join(out, DOC_LINKS))
+    assert prov["sha256"] == fs.sha256(os.path.join(out, DOC_LINKS))

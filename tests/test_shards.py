@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.commit import committed_file, tag_of, untagged
 from pipeline.mix import MixConfig, run_mix
 from pipeline.mix.pack import write_shard_file
 from pipeline.shards import (
@@ -56,6 +58,13 @@ def shards(tmp_path_factory):
     return str(base / "out")
 
 
+def _named(folder: str, name: str) -> str:
+    """The file the mix wrote as ``name`` (``shard-00000.arrow``): its attempt-tagged name, from ``stats.json``."""
+    path = committed_file(os.path.join(folder, name))
+    assert tag_of(path) is not None and untagged(os.path.basename(path)) == name
+    return path
+
+
 @pytest.fixture
 def copy(shards, tmp_path):
     dst = str(tmp_path / "copy")
@@ -73,7 +82,8 @@ def texts(shards) -> dict[str, str]:
 def test_good_folder_verifies(shards):
     summary = verify_shards(shards)
     m = load_manifest(shards)
-    assert m.validation is not None and [s.file for s in m.validation.shards] == ["val-00000.arrow"]
+    assert m.validation is not None and [untagged(s.file) for s in m.validation.shards] == ["val-00000.arrow"]
+    assert {tag_of(s.file) for s in [*m.shards, *m.validation.shards]} == {tag_of(_named(shards, "val-00000.arrow"))}
     assert summary["validation"] == {
         "shards": 1,
         "rows": m.validation.shards[0].rows,
@@ -91,41 +101,53 @@ def test_good_folder_verifies(shards):
 
 
 def test_flipped_bytes_fail_the_checksum(copy):
-    path = os.path.join(copy, "shard-00000.arrow")
+    path = _named(copy, "shard-00000.arrow")
     data = bytearray(open(path, "rb").read())
     mid = len(data) // 2
     data[mid : mid + 4] = bytes(b ^ 0xFF for b in data[mid : mid + 4])
     open(path, "wb").write(bytes(data))
-    with pytest.raises(ShardError, match=r"shard-00000.arrow: sha256 .* does not match"):
+    with pytest.raises(ShardError, match=rf"{re.escape(os.path.basename(path))}: sha256 .* does not match"):
         verify_shards(copy)
 
 
 def test_truncated_shard_is_a_clear_error(copy):
-    path = os.path.join(copy, "shard-00001.arrow")
+    path = _named(copy, "shard-00001.arrow")
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 3])
-    with pytest.raises(ShardError, match="shard-00001.arrow: not a readable Arrow IPC file"):
+    with pytest.raises(ShardError, match=rf"{re.escape(os.path.basename(path))}: not a readable Arrow IPC file"):
         verify_shards(copy)
 
 
 def test_missing_shard_and_unlisted_file(copy):
-    os.remove(os.path.join(copy, "shard-00000.arrow"))
-    shutil.copy(os.path.join(copy, "shard-00001.arrow"), os.path.join(copy, "shard-99999.arrow"))
+    first, second = _named(copy, "shard-00000.arrow"), _named(copy, "shard-00001.arrow")
+    os.remove(first)
+    shutil.copy(second, os.path.join(copy, "shard-99999.arrow"))
     with pytest.raises(ShardError) as err:
         verify_shards(copy)
-    assert "shard-00000.arrow: missing" in str(err.value)
+    assert f"{os.path.basename(first)}: missing" in str(err.value)
     assert "not in the manifest: ['shard-99999.arrow']" in str(err.value)
 
 
+def test_another_attempts_shard_beside_them_is_left_alone(copy):
+    """A zombie of another attempt writes a shard after the commit: under its own tag, so the manifest and the
+    commit never list it, no reader takes it, and verify does not count it as a stray (the next commit deletes
+    it); an untagged stray is still one."""
+    listed = _named(copy, "shard-00000.arrow")
+    late = os.path.join(copy, untagged(os.path.basename(listed)).replace(".arrow", ".attempt-0123456789ab.arrow"))
+    shutil.copy(_named(copy, "shard-00001.arrow"), late)
+    assert tag_of(late) != tag_of(listed) and verify_shards(copy)["shards"] == len(load_manifest(copy).shards)
+    assert committed_file(os.path.join(copy, "shard-00000.arrow")) == listed
+
+
 def test_validation_shards_are_verified_too(copy):
-    path = os.path.join(copy, "val-00000.arrow")
+    path = _named(copy, "val-00000.arrow")
     data = bytearray(open(path, "rb").read())
     data[len(data) // 2] ^= 0xFF
     open(path, "wb").write(bytes(data))
-    shutil.copy(os.path.join(copy, "shard-00000.arrow"), os.path.join(copy, "val-00007.arrow"))
+    shutil.copy(_named(copy, "shard-00000.arrow"), os.path.join(copy, "val-00007.arrow"))
     with pytest.raises(ShardError) as err:
         verify_shards(copy)
-    assert "val-00000.arrow: sha256" in str(err.value)
+    assert f"{os.path.basename(path)}: sha256" in str(err.value)
     assert "validation shard file(s) not in the manifest: ['val-00007.arrow']" in str(err.value)
 
 
@@ -138,10 +160,11 @@ def test_validation_token_counts_are_checked(copy):
 
 
 def test_manifest_from_before_the_validation_split_still_verifies(copy):
+    val = _named(copy, "val-00000.arrow")
     data = json.load(open(os.path.join(copy, "manifest.json")))
     del data["validation"]  # as written before the split existed
     json.dump(data, open(os.path.join(copy, "manifest.json"), "w"))
-    os.remove(os.path.join(copy, "val-00000.arrow"))
+    os.remove(val)
     summary = verify_shards(copy)
     assert summary["validation"] is None and summary["rows"] > 0
     with pytest.raises(ShardError, match="lists no validation split"):
@@ -164,7 +187,7 @@ def test_bad_manifest(copy):
 
 def _rewrite(folder: str, mutate) -> None:
     """Change shard 0's content and re-record its checksum, so only the content checks can catch it."""
-    path = os.path.join(folder, "shard-00000.arrow")
+    path = _named(folder, "shard-00000.arrow")
     table = read_shard(path)
     tokens = np.array(table.column("tokens").to_pylist(), dtype=np.uint16)
     offsets = table.column("doc_offsets").to_pylist()
@@ -274,9 +297,9 @@ def test_inspect_start_crosses_files_and_cli(shards, capsys):
     assert (row["file"], row["row"]) == (m.shards[1].file, 2)
     assert main(["shards", "inspect", shards, "--rows", "2", "--split", "val", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["file"] for r in out] == ["val-00000.arrow"] * 2
+    assert [r["file"] for r in out] == [os.path.basename(_named(shards, "val-00000.arrow"))] * 2
     assert main(["shards", "inspect", shards, "--rows", "1"]) == 0
-    assert "shard-00000.arrow row 0" in capsys.readouterr().out
+    assert f"{os.path.basename(_named(shards, 'shard-00000.arrow'))} row 0" in capsys.readouterr().out
     assert main(["shards", "inspect", shards, "--tokenizer", os.path.join(shards, "missing.json")]) != 0
 
 

@@ -15,6 +15,7 @@ from pipeline.commit import (
     UnfinishedOutput,
     active,
     attempt_name,
+    committed_file,
     committed_files,
     untagged,
     verified,
@@ -155,6 +156,58 @@ def test_a_zombie_of_an_attempt_with_other_inputs_cannot_overwrite(tmp_path):
     assert late != written[0] and open(written[0]).read() == "new"
     assert committed_files(out, verify=True) == written
     assert document_files(out) == written
+
+
+def test_a_zombie_side_file_or_shard_written_after_the_commit_is_never_read_and_goes(tmp_path):
+    """The files with fixed names a stage's workers write (outcomes, counters, shards) carry the attempt's tag
+    too: a zombie of an earlier attempt writing them after this one committed writes other names, which the
+    commit never listed, so readers (by the untagged name, through ``stats.json``) never take them; the next
+    attempt deletes them."""
+    import numpy as np
+
+    from pipeline.accounting import WriteOutcomes, read_outcomes
+    from pipeline.mix.config import MixConfig
+    from pipeline.mix.pack import SHARD_PATTERN, ShardRow, WriteShard
+    from pipeline.mix.stage import WriteShards
+    from pipeline.tables import WriteCounters, read_counters
+
+    out = str(tmp_path / "stage")
+    zombie = []
+
+    def cut_off(_: str) -> StageStats:
+        zombie.append(active())
+        raise RuntimeError("the driver is gone; its workers live on")
+
+    def worker_files(folder: str, n: int) -> list[str]:
+        """What the workers of the active attempt write: the names its writers were built with (on the driver)."""
+        outcomes, counters = WriteOutcomes(folder).path, WriteCounters(folder).path
+        open(outcomes, "w").write(json.dumps({"outcome": "kept", "n": n}) + "\n")
+        open(counters, "w").write(json.dumps({"counter": "pages", "n": n}) + "\n")
+        pattern = WriteShards(folder, MixConfig(), "uint16", None, True, SHARD_PATTERN, "_shards.jsonl").pattern
+        row = ShardRow((0, "web", 0), "web", np.full(4, n, dtype=np.uint16).tobytes(), [0])
+        (info,) = WriteShard(folder, "uint16", 3, pattern).process((0, [row]))
+        return [outcomes, counters, os.path.join(folder, json.loads(info)["file"])]
+
+    def body(folder: str) -> StageStats:
+        mine.extend(worker_files(folder, 1))
+        return StageStats(stage="s", read=1, kept=1)
+
+    with pytest.raises(RuntimeError):
+        Stage("s", out, [], {"v": 1}).run(cut_off)
+    mine: list[str] = []
+    stats = Stage("s", out, [], {"v": 2}).run(body)
+    assert [untagged(os.path.basename(f)) for f in mine] == ["outcomes.jsonl", "counters.jsonl", "shard-00000.arrow"]
+    assert sorted(f["path"] for f in stats.extra["files"]) == sorted(os.path.basename(f) for f in mine)
+    with zombie[0].active():
+        late = worker_files(out, 7)  # after the commit, the same files under the zombie's tag
+    assert not set(late) & set(mine) and all(os.path.exists(f) for f in late)
+    assert read_outcomes(out) == {"kept": 1} and read_counters(out) == {"pages": 1}
+    assert committed_file(os.path.join(out, "shard-00000.arrow")) == mine[2]
+    assert committed_files(out, verify=True) == sorted(mine)
+    mine.clear()
+    Stage("s", out, [], {"v": 3}).run(body)
+    assert not any(os.path.exists(f) for f in late)  # gone with the next attempt
+    assert read_outcomes(out) == {"kept": 1}
 
 
 def test_verify_catches_a_same_size_rewrite(tmp_path):

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from pipeline.stage import load_stats
 from pipeline.tokenizer import (
     EOT,
     TokenizerConfig,
@@ -20,7 +21,6 @@ from pipeline.tokenizer import (
     train_tokenizer,
 )
 from schemas.documents import write_documents
-from schemas.stats import StageStats
 
 WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which "
@@ -60,7 +60,7 @@ def test_train_writes_tokenizer_info_and_exact_stats(trained):
     assert info["vocab_size"] == tok.get_vocab_size() and 257 < info["vocab_size"] <= 320
     assert info["eot_id"] == tok.token_to_id(EOT)
     assert info["content_hash"] == tokenizer_content_hash(tok)
-    stats = StageStats.load(out).check()
+    stats = load_stats(out).check()
     assert stats.read == len(rows)
     assert stats.dropped == {"empty_text": 1, "not_sampled": 0}
     assert stats.kept == len(rows) - 1 == info["sample_documents"]
@@ -80,7 +80,7 @@ def test_training_is_deterministic_and_skips_when_done(trained, tmp_path):
 def test_sample_cap_is_seeded_and_counted(trained, tmp_path):
     docs, _, _, rows = trained
     a = train_tokenizer([docs], str(tmp_path / "a"), TokenizerConfig(vocab_size=300, max_documents=10, seed=3))
-    stats = StageStats.load(str(tmp_path / "a")).check()
+    stats = load_stats(str(tmp_path / "a")).check()
     assert a["sample_documents"] == stats.kept == 10
     assert stats.dropped == {"empty_text": 1, "not_sampled": len(rows) - 11}
     b = train_tokenizer([docs], str(tmp_path / "b"), TokenizerConfig(vocab_size=300, max_documents=10, seed=4))

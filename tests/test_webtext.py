@@ -12,7 +12,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline.cli import main
-from pipeline.commit import untagged
+from pipeline.commit import committed_file, untagged
 from pipeline.extract import ExtractConfig
 from pipeline.sample import Page, write_warc
 from pipeline.sources.common import SourceError
@@ -239,10 +239,10 @@ def test_join_matches_the_listed_pages(crawl, side_input_run):
     assert all(s >= 3 for s in scores.values())
     saved = json.load(open(os.path.join(out, "stats.json")))
     assert saved["matched_urls"] == 20 and saved["url_list"]["kept"] == 22
-    examples = [json.loads(line) for line in open(os.path.join(out, "examples.jsonl"))]
+    examples = [json.loads(line) for line in open(committed_file(os.path.join(out, "examples.jsonl")))]
     assert {"url_list:malformed", "url_list:duplicate", "url_list:below_min_score"} <= {e["reason"] for e in examples}
     for side in ("outcomes.jsonl", "url_list/outcomes.jsonl", "counters.jsonl", "failed_files.jsonl"):
-        assert os.path.isfile(os.path.join(out, side)), side  # written by the pipeline, even when empty
+        assert os.path.isfile(committed_file(os.path.join(out, side))), side  # written by the pipeline, even when empty
 
 
 def _comparable(stats) -> dict:

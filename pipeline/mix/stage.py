@@ -2,17 +2,24 @@
 
 Output folder::
 
-    OUT/shard-00000.arrow ...  training rows, globally shuffled (``schemas.shards`` schema)
-    OUT/val-00000.arrow ...    the validation split, packed per source, ordered by source (val_fraction > 0)
-    OUT/manifest.json          ``schemas.manifest.Manifest``: sources, shards, validation split, lineage
+    OUT/shard-00000.attempt-<tag>.arrow ...
+                               training rows, globally shuffled (``schemas.shards`` schema)
+    OUT/val-00000.attempt-<tag>.arrow ...
+                               the validation split, packed per source, ordered by source (val_fraction > 0)
+    OUT/manifest.json          ``schemas.manifest.Manifest``: sources, shards (by their tagged names),
+                               validation split, lineage
     OUT/mix_table.md           the mix as GPT-3's Table 2.2
     OUT/tokenizer.json         the tokenizer that made the shards
-    OUT/outcomes.jsonl         one outcome per input document
+    OUT/outcomes.attempt-<tag>.jsonl
+                               one outcome per input document
     OUT/stats.json             stage "mix"; extra: repeated_documents, tokens_per_source, validation_documents ...
 
 ``OUT`` may be a local folder or an object-store URL (``s3://``, ``gs://``, ``hdfs://``): every file is read and
 written through :mod:`pipeline.fs` and Beam's IOs, and the stage's commit (``stats.json``, written last) is what
-makes the folder's files visible, so nothing is renamed.
+makes the folder's files visible, so nothing is renamed. The files the workers write (shards, side files) carry
+the attempt's tag (:mod:`pipeline.commit`), so a zombie worker of another attempt never overwrites a committed
+shard; the manifest names the shards, and the trainer and ``ccgpt shards verify`` take them from it. The files
+the driver writes once it still owns the folder (manifest, mix table, tokenizer) keep fixed names.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
 from pipeline import fs
 from pipeline.accounting import OUTCOMES, WriteOutcomes
+from pipeline.commit import attempt_name, committed_file
 from pipeline.mix.config import MixConfig, MixError
 from pipeline.mix.draw import PlanDraws
 from pipeline.mix.encode import READ_COLUMNS, Doc, EncodeDocuments
@@ -141,7 +149,7 @@ class WriteShards(beam.PTransform):
         self.token_dtype = token_dtype
         self.rows_per_source = rows_per_source
         self.shuffle = shuffle
-        self.pattern = pattern
+        self.pattern = attempt_name(pattern)  # built on the driver: the workers write this attempt's names
         self.infos_file = infos_file
 
     def expand(self, rows):
@@ -227,7 +235,7 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
 
 def _take_jsonl(folder: str, name: str) -> list[dict[str, Any]]:
     """Read a side file the pipeline wrote for the driver, and remove it: it is no output of the stage."""
-    path = fs.join(folder, name)
+    path = committed_file(fs.join(folder, name))  # the name this attempt's workers wrote (tagged)
     rows = read_jsonl(path)
     fs.delete([path])
     return rows

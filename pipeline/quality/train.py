@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import fs
+from pipeline.commit import check_active_owner
 from pipeline.quality.folds import FOLD_HASH, fold_model_file, fold_of
 from pipeline.quality.model import CC_LABEL, CONFIG_FILE, HQ_LABEL, MODEL_FILE, fasttext_scores, load_model
 from pipeline.quality.sample import SAMPLE_HASH, SampleSpec, draw_samples
@@ -627,6 +628,7 @@ def train_quality(
             result = evaluate(model, data, cfg, left_out_paths)
             if data.fold_sets:
                 result["cross_fit"] = cross_fit_analysis(work, model, data, cfg)
+            check_active_owner()  # the model's fixed name: only while this attempt owns the folder
             for name in (MODEL_FILE, *data.fold_files):
                 fs.put_file(os.path.join(work, name), fs.join(out, name))
         fs.write_json(fs.join(out, EVAL_FILE), result)

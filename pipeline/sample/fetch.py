@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import fs
 from pipeline.sample.pins import Artefact, PinMissing, SampleError
 from schemas.atomic import atomic_write_text
-from schemas.manifest import file_sha256
 
 log = logging.getLogger("ccgpt.sample")
 
@@ -147,7 +147,7 @@ def fetch(a: Artefact, cache_dir: str, offline: bool = False) -> Fetched:
         known = index.get(pin.key)
         if known and known.get("version") == pin.version and os.path.exists(os.path.join(dest, known["file"])):
             path = os.path.join(dest, known["file"])
-            digest = file_sha256(path)
+            digest = fs.sha256(path)
             if digest != known["sha256"]:
                 raise SampleError(
                     f"{path}: cached file changed (sha256 {digest}, recorded {known['sha256']}); delete it"
@@ -162,7 +162,7 @@ def fetch(a: Artefact, cache_dir: str, offline: bool = False) -> Fetched:
         except PinMissing as e:
             missing.append(str(e))
             continue
-        digest = file_sha256(path)
+        digest = fs.sha256(path)
         if digest != pin.sha256:
             os.remove(path)
             raise SampleError(f"{pin.key}: downloaded sha256 {digest} does not match the pinned {pin.sha256}")

@@ -7,9 +7,9 @@ import os
 import urllib.parse
 from typing import Any
 
+from pipeline import fs
 from pipeline.sample.fetch import Fetched
 from pipeline.sample.warc import Page, count_warc_records, write_warc
-from schemas.manifest import file_sha256
 
 
 def page_links(url: str, body: bytes) -> set[str]:
@@ -50,7 +50,7 @@ class Output:
         path = os.path.join(self.out_dir, rel)
         self.files[rel] = {
             "bytes": os.path.getsize(path),
-            "sha256": file_sha256(path),
+            "sha256": fs.sha256(path),
             "records": records,
             "from": [f.provenance() for f in fetched],
             "members": members,

@@ -51,6 +51,7 @@ import apache_beam as beam
 
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.commit import committed_file
 from pipeline.curate import identify_and_filter
 from pipeline.extract import ExtractConfig, ExtractText
 from pipeline.filters import FiltersConfig
@@ -478,7 +479,7 @@ def run_webtext(
     def summarise(out: str, stats: StageStats) -> None:
         listed = stats_from_outcomes("url_list", read_outcomes(fs.join(out, URL_LIST)))
         counters = read_counters(out)
-        matched = sum(1 for key in fs.read_lines(fs.join(out, MATCHED_FILE)) if key)
+        matched = sum(1 for key in fs.read_lines(committed_file(fs.join(out, MATCHED_FILE))) if key)
         where = f"{len(list_files)} URL list file(s)"
         if listed.kept == 0:
             raise SourceError(
