@@ -23,11 +23,12 @@ attempt as any file of the folder.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs
 from pipeline.commit import attempt_name
@@ -66,8 +67,49 @@ def put(folder: str, pattern: str, table: pa.Table) -> str:
 
 
 def take(paths: Iterable[str]) -> pa.Table:
-    """The tables of the hand-off files ``paths``, as one table (in the order of ``paths``)."""
-    return pa.concat_tables([decode_table(fs.read_bytes(p)) for p in paths])
+    """The tables of the hand-off files ``paths`` (a key's references, as the shuffle grouped them), as one
+    table, in the order of their paths: a consumer orders the rows by content where order matters."""
+    return pa.concat_tables([decode_table(fs.read_bytes(p)) for p in sorted(paths)])
+
+
+BATCH_BYTES = 8 << 20  # what a producer buffers (over all keys) before it writes its files
+
+
+class HandOff(beam.DoFn):
+    """``(key, value)`` -> ``(key, path)``: a bundle's values of each key gathered into a table
+    (``to_table(values)``) and written to a hand-off file of ``folder`` once the bundle's values weigh
+    :data:`BATCH_BYTES` (``weight(value)`` each) and when the bundle ends. Which values share a file depends
+    on bundles: a consumer must order what it reads by content. ``to_table`` and ``weight`` are module-level
+    functions (the DoFn is pickled to the workers)."""
+
+    def __init__(
+        self,
+        folder: str,
+        pattern: str,
+        to_table: Callable[[list[Any]], pa.Table],
+        weight: Callable[[Any], int],
+    ):
+        self.folder, self.pattern, self.to_table, self.weight = folder, pattern, to_table, weight
+
+    def start_bundle(self):
+        self._values: dict[Any, list[Any]] = {}
+        self._bytes = 0
+
+    def process(self, element: tuple[Any, Any]) -> Iterator[tuple[Any, str]]:
+        key, value = element
+        self._values.setdefault(key, []).append(value)
+        self._bytes += self.weight(value)
+        if self._bytes >= BATCH_BYTES:
+            yield from self._flush()
+
+    def _flush(self) -> Iterator[tuple[Any, str]]:
+        values, self._values, self._bytes = self._values, {}, 0
+        for key in sorted(values):
+            yield key, put(self.folder, self.pattern, self.to_table(values[key]))
+
+    def finish_bundle(self):
+        for kv in self._flush():
+            yield GlobalWindows.windowed_value(kv)
 
 
 class _RemoveFolder(beam.DoFn):

@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs, handoff
 from pipeline.commit import STATS_FILE, active, attempt_name, committed_files, relative_path
@@ -184,7 +183,6 @@ DOCUMENT_FILE_BYTES = 32 << 20  # input bytes per output document file (a docume
 CRAWL_FILE_BYTES = 1 << 30  # WARC bytes per output document file: about one Common Crawl WARC's text
 ROW_GROUP_TEXT_BYTES = 16 << 20  # text per Parquet row group: what a reader of the table holds at once
 ROW_GROUP_ROWS = 50_000
-SHUFFLE_BATCH_TEXT_BYTES = 8 << 20  # text a writer's batching step buffers (over all files) before it ships
 UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
 
 
@@ -214,38 +212,16 @@ def file_of(doc_id: str, files: int) -> int:
     return int.from_bytes(digest, "big") % files
 
 
-class _BatchByFile(beam.DoFn):
-    """Document rows -> ``(file, hand-off path)``: each row's file by :func:`file_of`, rows of one file packed
-    into zstd-compressed Arrow batches of at most :data:`SHUFFLE_BATCH_TEXT_BYTES` of text, each written to a
-    hand-off file (:mod:`pipeline.handoff`) whose path is what crosses the shuffle.
+def _keyed_by_file(row: dict[str, Any], files: int) -> tuple[int, dict[str, Any]]:
+    return file_of(row["id"], files), row
 
-    Why files and not the batches themselves: Beam's local runner holds every shuffled value in its driver
-    process until the grouped step runs (a row as a Python dict, about five times its bytes; a batch as bytes,
-    and again as the gRPC messages that carry it), and hands a worker all of its keys' values in one bundle.
-    Which rows share a batch depends on bundles, but the writer sorts a file's rows, so the files never show
-    it."""
 
-    def __init__(self, files: int, folder: str, pattern: str):
-        self.files, self.folder, self.pattern = files, folder, pattern
+def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
 
-    def start_bundle(self):
-        self._rows: dict[int, list[dict[str, Any]]] = {}
-        self._text = 0
 
-    def process(self, row: dict[str, Any]) -> Iterator[tuple[int, str]]:
-        self._rows.setdefault(file_of(row["id"], self.files), []).append(row)
-        self._text += len(row.get("text") or "")
-        if self._text >= SHUFFLE_BATCH_TEXT_BYTES:
-            yield from self._flush()
-
-    def _flush(self) -> Iterator[tuple[int, str]]:
-        rows, self._rows, self._text = self._rows, {}, 0
-        for k in sorted(rows):
-            yield k, handoff.put(self.folder, self.pattern, pa.Table.from_pylist(rows[k], schema=DOCUMENT_SCHEMA))
-
-    def finish_bundle(self):
-        for kv in self._flush():
-            yield GlobalWindows.windowed_value(kv)
+def _text_length(row: dict[str, Any]) -> int:
+    return len(row.get("text") or "")
 
 
 def _sort_order(table: pa.Table) -> pa.Array:
@@ -289,7 +265,7 @@ class _WriteDocumentFile(beam.DoFn):
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
         k, handed = element
         path = fs.join(self.folder, self.name.format(k=k))
-        table = handoff.take(sorted(handed))
+        table = handoff.take(handed)
         order = _sort_order(table)
         text_bytes = pc.binary_length(table["text"]).to_numpy()[order.to_numpy()]
         with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, DOCUMENT_SCHEMA, compression="zstd") as writer:
@@ -305,8 +281,9 @@ class WriteDocuments(beam.PTransform):
 
     Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
-    arrival order never shows. Rows cross the shuffle in compressed Arrow batches written to hand-off files
-    (:class:`_BatchByFile`, :mod:`pipeline.handoff`), only their paths shuffled; the files are deleted once
+    arrival order never shows. Rows cross the shuffle in zstd-compressed Arrow batches written to hand-off
+    files, only their paths shuffled (:mod:`pipeline.handoff`: Beam's local runner would otherwise hold every
+    batch in its driver, and hand a worker all of its files' batches at once); the files are deleted once
     every output file is written. One worker holds one file's rows while it writes them, so size ``files``
     from the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table`
     once the pipeline ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
@@ -322,7 +299,8 @@ class WriteDocuments(beam.PTransform):
     def expand(self, rows):
         written = (
             rows
-            | "ByFile" >> beam.ParDo(_BatchByFile(self.files, self.handoff, self.pattern))
+            | "ByFile" >> beam.Map(_keyed_by_file, self.files)
+            | "HandOff" >> beam.ParDo(handoff.HandOff(self.handoff, self.pattern, _rows_table, _text_length))
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.name))
         )

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.mix.draw import SourceDraw, is_validation, times_drawn
 from pipeline.mix.encode import Doc
@@ -149,6 +149,23 @@ def source_stats(source: str, draw: SourceDraw, buckets: Iterable[BucketStats]) 
         val_tokens_packed=total.val_tokens_packed,
         val_rows=total.val_rows,
     )
+
+
+def docs_table(docs: list[Doc]) -> pa.Table:
+    """Tokenized documents as a table, the way they cross the shuffle into their bucket (:mod:`pipeline.handoff`)."""
+    return pa.table(
+        {"id": pa.array([d.id for d in docs], pa.string()), "tokens": pa.array([d.tokens for d in docs], pa.binary())}
+    )
+
+
+def doc_bytes(doc: Doc) -> int:
+    return len(doc.tokens)
+
+
+def bucket_docs(key: tuple[str, int], paths: Iterable[str]) -> tuple[tuple[str, int], list[Doc]]:
+    """A bucket's hand-off files -> its documents (in no particular order: packing sorts them)."""
+    table = handoff.take(paths)
+    return key, [Doc(i, t) for i, t in zip(table["id"].to_pylist(), table["tokens"].to_pylist())]
 
 
 class PackBucket(beam.DoFn):
@@ -287,6 +304,32 @@ class AssignShard(beam.DoFn):
         first = sum(n for s, n in rows_per_source.items() if s < row.source)
         rank = first + row.index
         yield rank // self.rows_per_shard, ShardRow((rank, "", 0), row.source, row.tokens, row.doc_offsets)
+
+
+def shard_rows_table(rows: list[ShardRow]) -> pa.Table:
+    """Rows on their way to a shard as a table, the way they cross the shuffle (:mod:`pipeline.handoff`)."""
+    return pa.table(
+        {
+            "order_key": pa.array([r.order[0] for r in rows], pa.uint64()),
+            "order_source": pa.array([r.order[1] for r in rows], pa.string()),
+            "order_index": pa.array([r.order[2] for r in rows], pa.int64()),
+            "source": pa.array([r.source for r in rows], pa.string()),
+            "tokens": pa.array([r.tokens for r in rows], pa.binary()),
+            "doc_offsets": pa.array([r.doc_offsets for r in rows], pa.list_(pa.int32())),
+        }
+    )
+
+
+def shard_row_bytes(row: ShardRow) -> int:
+    return len(row.tokens)
+
+
+def shard_rows(shard: int, paths: Iterable[str]) -> tuple[int, list[ShardRow]]:
+    """A shard's hand-off files -> its rows (in no particular order: :class:`WriteShard` sorts them)."""
+    t = handoff.take(paths)
+    columns = [t[name].to_pylist() for name in ("order_key", "order_source", "order_index", "source", "tokens")]
+    offsets = t["doc_offsets"].to_pylist()
+    return shard, [ShardRow((k, o, i), s, b, d) for k, o, i, s, b, d in zip(*columns, offsets)]
 
 
 # --------------------------------------------------------------------------------------------- shard files

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.mix.config import MixConfig, MixError
 from pipeline.mix.draw import PlanDraws
@@ -40,6 +40,12 @@ from pipeline.mix.pack import (
     PackBucket,
     SourceStats,
     WriteShard,
+    bucket_docs,
+    doc_bytes,
+    docs_table,
+    shard_row_bytes,
+    shard_rows,
+    shard_rows_table,
     source_stats,
 )
 from pipeline.mix.plan import bucket_counts, bucket_of, count_documents, normalise_weights, plan_problems, preflight
@@ -62,16 +68,19 @@ _VAL_SHARDS_FILE = "_val_shards.jsonl"
 
 
 class Mix(beam.PTransform):
-    """PCollection of document-table paths -> dict of PCollections:
+    """PCollection of document-table paths -> dict of PCollections (``folder``: the stage's output folder,
+    where the documents' hand-off files into their buckets live while it runs, :mod:`pipeline.handoff`):
 
     ``rows`` and ``val_rows`` (packed :class:`pipeline.mix.pack.Row` records of the training and validation
     splits), ``source_stats`` (one :class:`pipeline.mix.pack.SourceStats` per source) and ``outcomes`` (one
     per input document).
     """
 
-    def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int]):
+    def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int], folder: str):
         super().__init__()
         self.cfg = cfg
+        self.handoff = handoff.handoff_folder(folder, "buckets")
+        self.pattern = handoff.file_pattern()
         self.shares = normalise_weights(cfg.weights)
         self.token_dtype = token_dtype
         self.buckets = bucket_counts(documents, cfg.pack_bucket_documents)
@@ -91,7 +100,9 @@ class Mix(beam.PTransform):
         packed = (
             encoded.docs
             | "KeyByBucket" >> beam.MapTuple(_key_by_bucket, buckets=self.buckets)
+            | "HandOff" >> beam.ParDo(handoff.HandOff(self.handoff, self.pattern, docs_table, doc_bytes))
             | "GroupByBucket" >> beam.GroupByKey()
+            | "Take" >> beam.MapTuple(bucket_docs)
             | "Pack"
             >> beam.ParDo(
                 PackBucket(cfg.seq_len, cfg.seed, self.token_dtype),
@@ -104,6 +115,7 @@ class Mix(beam.PTransform):
             | "JoinSourceStats" >> beam.CoGroupByKey()
             | "SourceStats" >> beam.MapTuple(lambda s, g: source_stats(s, g["draw"][0], list(g["buckets"])))
         )
+        _ = packed[BUCKET_STATS] | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
         return {
             "rows": packed.rows,
             "val_rows": packed[VAL_ROWS],
@@ -122,7 +134,8 @@ class WriteShards(beam.PTransform):
     in ``folder/infos_file``.
 
     ``rows_per_source`` ((source, rows) pairs) places every row: in the seeded global shuffle, or with
-    ``shuffle=False`` by source, then row index.
+    ``shuffle=False`` by source, then row index. Rows reach their shard through hand-off files
+    (:mod:`pipeline.handoff`, in ``folder/_handoff-<pattern's stem>``), one shard's at a time.
     """
 
     def __init__(
@@ -143,19 +156,25 @@ class WriteShards(beam.PTransform):
         self.shuffle = shuffle
         self.pattern = pattern
         self.infos_file = infos_file
+        self.handoff = handoff.handoff_folder(folder, pattern.split("-")[0])
+        self.handoff_pattern = handoff.file_pattern()
 
     def expand(self, rows):
-        return (
+        infos = (
             rows
             | "Assign"
             >> beam.ParDo(
                 AssignShard(self.cfg.seed, self.cfg.rows_per_shard, shuffle=self.shuffle),
                 rows_per_source=beam.pvalue.AsDict(self.rows_per_source),
             )
+            | "HandOff"
+            >> beam.ParDo(handoff.HandOff(self.handoff, self.handoff_pattern, shard_rows_table, shard_row_bytes))
             | "GroupByShard" >> beam.GroupByKey()
+            | "Take" >> beam.MapTuple(shard_rows)
             | "Write" >> beam.ParDo(WriteShard(self.folder, self.token_dtype, self.cfg.seq_len, self.pattern))
-            | "Infos" >> WriteLines(fs.join(self.folder, self.infos_file))
         )
+        _ = infos | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
+        return infos | "Infos" >> WriteLines(fs.join(self.folder, self.infos_file))
 
 
 def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfig, force: bool = False) -> StageStats:
@@ -192,7 +211,7 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     preflight(documents, cfg)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype, documents)
+        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype, documents, tmp)
         per_source = out["source_stats"]
         rows_per_source = per_source | "RowsPerSource" >> beam.Map(lambda s: (s.source, s.rows))
         val_rows_per_source = per_source | "ValRowsPerSource" >> beam.Map(lambda s: (s.source, s.val_rows))
