@@ -79,6 +79,7 @@ class Mix(beam.PTransform):
     def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int], folder: str):
         super().__init__()
         self.cfg = cfg
+        self.folder, self.documents = folder, sum(documents.values())
         self.handoff = handoff.handoff_folder(folder, "buckets")
         self.pattern = handoff.file_pattern()
         self.shares = normalise_weights(cfg.weights)
@@ -95,7 +96,8 @@ class Mix(beam.PTransform):
                 EncodeDocuments(cfg.tokenizer, list(self.shares), self.token_dtype, cfg.encode_batch_size)
             ).with_outputs(OUTCOMES, main="docs")
         )
-        plan = encoded.docs | "Plan" >> PlanDraws(cfg, np.dtype(self.token_dtype).itemsize, self.buckets)
+        itemsize = np.dtype(self.token_dtype).itemsize
+        plan = encoded.docs | "Plan" >> PlanDraws(cfg, itemsize, self.buckets, self.folder, self.documents)
         draws = beam.pvalue.AsDict(plan["draws"])
         packed = (
             encoded.docs
