@@ -177,16 +177,20 @@ class PackBucket(beam.DoFn):
     a worker, so no worker holds a whole source. Its stream is every whole epoch of its training documents,
     each in its own seeded order, then its fractional-epoch documents; the first ``plan.rows`` rows are kept
     (:func:`pipeline.mix.plan.allocate_rows` shared the source's rows among its buckets) and numbered from
-    ``plan.offset``. Held-out documents are packed apart, in validation order, into validation rows (tagged
-    ``val_rows``) and never into a training row. Besides rows it emits one outcome per document and one
-    ``(source, BucketStats)`` (tagged ``bucket_stats``). A source whose plan cannot be met packs nothing (the
-    driver raises).
+    ``plan.offset``; they are written to a hand-off file in ``rows_folder`` (:func:`rows_table`) and its path
+    emitted, so the rows never wait in Beam's local runner's driver for the shuffle's side input
+    (:class:`AssignFile`). Held-out documents are packed apart, in validation order, into validation rows (a
+    file in ``val_rows_folder``, its path tagged ``val_rows``) and never into a training row. Besides the rows
+    files it emits one outcome per document and one ``(source, BucketStats)`` (tagged ``bucket_stats``). A
+    source whose plan cannot be met packs nothing (the driver raises).
     """
 
-    def __init__(self, seq_len: int, seed: int, token_dtype: str):
+    def __init__(self, seq_len: int, seed: int, token_dtype: str, rows_folder: str, val_rows_folder: str):
         self.seq_len = seq_len
         self.seed = seed
         self.token_dtype = token_dtype
+        self.rows_folder, self.val_rows_folder = rows_folder, val_rows_folder
+        self.pattern = handoff.file_pattern()
 
     def process(
         self,
@@ -226,7 +230,10 @@ class PackBucket(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("packing_tail"))
             else:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("not_drawn"))
-        yield from _row_records(source, rows, starts, width, plan.offset)
+        if len(rows):
+            yield handoff.put(
+                self.rows_folder, self.pattern, rows_table(_row_records(source, rows, starts, width, plan.offset))
+            )
         # validation: every held-out document once, in validation order; the bucket's final partial row dropped
         vrows, vstarts, vused = pack_rows([np.frombuffer(docs[i], dtype=dtype) for _, i in held], width)
         if len(vrows) != plan.val_rows:
@@ -235,8 +242,11 @@ class PackBucket(beam.DoFn):
             )
         for start in vstarts.tolist():
             yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT if start < vused else dropped("val_packing_tail"))
-        for record in _row_records(source, vrows, vstarts, width, plan.val_offset):
-            yield beam.pvalue.TaggedOutput(VAL_ROWS, record)
+        if len(vrows):
+            records = _row_records(source, vrows, vstarts, width, plan.val_offset)
+            yield beam.pvalue.TaggedOutput(
+                VAL_ROWS, handoff.put(self.val_rows_folder, self.pattern, rows_table(records))
+            )
         selected = int(sum(len(arrays[k]) for k in order))
         stats = BucketStats(
             documents_drawn=int((landed > 0).sum()),
@@ -306,6 +316,36 @@ class AssignShard(beam.DoFn):
         first = sum(n for s, n in rows_per_source.items() if s < row.source)
         rank = first + row.index
         yield rank // self.rows_per_shard, ShardRow((rank, "", 0), row.source, row.tokens, row.doc_offsets)
+
+
+def rows_table(rows: Iterable[Row]) -> pa.Table:
+    """A bucket's packed rows as a table, the hand-off file :class:`PackBucket` writes."""
+    rows = list(rows)
+    return pa.table(
+        {
+            "source": pa.array([r.source for r in rows], pa.string()),
+            "index": pa.array([r.index for r in rows], pa.int64()),
+            "tokens": pa.array([r.tokens for r in rows], pa.binary()),
+            "doc_offsets": pa.array([r.doc_offsets for r in rows], pa.list_(pa.int32())),
+        }
+    )
+
+
+def read_rows(path: str) -> Iterator[Row]:
+    """The rows of one hand-off file :func:`rows_table` wrote."""
+    t = handoff.take([path])
+    columns = [t[name].to_pylist() for name in ("source", "index", "tokens", "doc_offsets")]
+    for source, index, tokens, offsets in zip(*columns):
+        yield Row(source, index, tokens, offsets)
+
+
+class AssignFile(AssignShard):
+    """A bucket's rows file (:class:`PackBucket`) -> ``(shard index, ShardRow)`` for each of its rows
+    (:class:`AssignShard`): the file's path is what waits for the ``rows_per_source`` side input."""
+
+    def process(self, path: str, rows_per_source: dict[str, int]) -> Iterator[tuple[int, ShardRow]]:
+        for row in read_rows(path):
+            yield from super().process(row, rows_per_source)
 
 
 def shard_rows_table(rows: list[ShardRow]) -> pa.Table:

@@ -36,7 +36,7 @@ from pipeline.mix.pack import (
     SHARD_PATTERN,
     VAL_ROWS,
     VAL_SHARD_PATTERN,
-    AssignShard,
+    AssignFile,
     PackBucket,
     SourceStats,
     WriteShard,
@@ -65,15 +65,19 @@ log = logging.getLogger(__name__)
 _SOURCES_FILE = "_sources.jsonl"
 _SHARDS_FILE = "_shards.jsonl"
 _VAL_SHARDS_FILE = "_val_shards.jsonl"
+# hand-off folders (pipeline.handoff) of the packed rows, from their bucket to their shard
+ROWS_HANDOFF = "rows"
+VAL_ROWS_HANDOFF = "val-rows"
 
 
 class Mix(beam.PTransform):
     """PCollection of document-table paths -> dict of PCollections (``folder``: the stage's output folder,
-    where the documents' hand-off files into their buckets live while it runs, :mod:`pipeline.handoff`):
+    where its hand-off files live while it runs, :mod:`pipeline.handoff`):
 
-    ``rows`` and ``val_rows`` (packed :class:`pipeline.mix.pack.Row` records of the training and validation
-    splits), ``source_stats`` (one :class:`pipeline.mix.pack.SourceStats` per source) and ``outcomes`` (one
-    per input document).
+    ``rows`` and ``val_rows`` (paths of files of packed :class:`pipeline.mix.pack.Row` records of the training
+    and validation splits, in the hand-off folders ``ROWS_HANDOFF`` and ``VAL_ROWS_HANDOFF``),
+    ``source_stats`` (one :class:`pipeline.mix.pack.SourceStats` per source) and ``outcomes`` (one per input
+    document).
     """
 
     def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int], folder: str):
@@ -107,7 +111,13 @@ class Mix(beam.PTransform):
             | "Take" >> beam.MapTuple(bucket_docs)
             | "Pack"
             >> beam.ParDo(
-                PackBucket(cfg.seq_len, cfg.seed, self.token_dtype),
+                PackBucket(
+                    cfg.seq_len,
+                    cfg.seed,
+                    self.token_dtype,
+                    handoff.handoff_folder(self.folder, ROWS_HANDOFF),
+                    handoff.handoff_folder(self.folder, VAL_ROWS_HANDOFF),
+                ),
                 draws=draws,
                 buckets=beam.pvalue.AsDict(plan["buckets"]),
             ).with_outputs(OUTCOMES, BUCKET_STATS, VAL_ROWS, main="rows")
@@ -132,12 +142,13 @@ def _key_by_bucket(source: str, doc: Doc, buckets: dict[str, int] | None = None)
 
 
 class WriteShards(beam.PTransform):
-    """Packed rows -> Arrow shard files in ``folder`` (named by ``pattern``), their ``ShardInfo`` JSON lines
+    """Paths of packed-rows files (:class:`pipeline.mix.pack.PackBucket`'s, in the hand-off folder
+    ``handoff_name``) -> Arrow shard files in ``folder`` (named by ``pattern``), their ``ShardInfo`` JSON lines
     in ``folder/infos_file``.
 
     ``rows_per_source`` ((source, rows) pairs) places every row: in the seeded global shuffle, or with
-    ``shuffle=False`` by source, then row index. Rows reach their shard through hand-off files
-    (:mod:`pipeline.handoff`, in ``folder/_handoff-<pattern's stem>``), one shard's at a time.
+    ``shuffle=False`` by source, then row index. Rows reach their shard through hand-off files too
+    (:mod:`pipeline.handoff`), one shard's at a time; the folder goes once every shard is written.
     """
 
     def __init__(
@@ -149,6 +160,7 @@ class WriteShards(beam.PTransform):
         shuffle: bool,
         pattern: str,
         infos_file: str,
+        handoff_name: str,
     ):
         super().__init__()
         self.folder = folder
@@ -158,7 +170,7 @@ class WriteShards(beam.PTransform):
         self.shuffle = shuffle
         self.pattern = pattern
         self.infos_file = infos_file
-        self.handoff = handoff.handoff_folder(folder, pattern.split("-")[0])
+        self.handoff = handoff.handoff_folder(folder, handoff_name)
         self.handoff_pattern = handoff.file_pattern()
 
     def expand(self, rows):
@@ -166,7 +178,7 @@ class WriteShards(beam.PTransform):
             rows
             | "Assign"
             >> beam.ParDo(
-                AssignShard(self.cfg.seed, self.cfg.rows_per_shard, shuffle=self.shuffle),
+                AssignFile(self.cfg.seed, self.cfg.rows_per_shard, shuffle=self.shuffle),
                 rows_per_source=beam.pvalue.AsDict(self.rows_per_source),
             )
             | "HandOff"
@@ -218,10 +230,10 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
         rows_per_source = per_source | "RowsPerSource" >> beam.Map(lambda s: (s.source, s.rows))
         val_rows_per_source = per_source | "ValRowsPerSource" >> beam.Map(lambda s: (s.source, s.val_rows))
         _ = out["rows"] | "WriteShards" >> WriteShards(
-            tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE
+            tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE, ROWS_HANDOFF
         )
         _ = out["val_rows"] | "WriteValShards" >> WriteShards(
-            tmp, cfg, token_dtype, val_rows_per_source, False, VAL_SHARD_PATTERN, _VAL_SHARDS_FILE
+            tmp, cfg, token_dtype, val_rows_per_source, False, VAL_SHARD_PATTERN, _VAL_SHARDS_FILE, VAL_ROWS_HANDOFF
         )
         _ = (
             per_source
