@@ -501,21 +501,17 @@ def memory_notes(pts: list[dict]) -> list[str]:
         "- **The local runner's driver** is also its shuffle: Beam's FnApiRunner keeps every GroupByKey's input,",
         "  decoded, and every PCollection a side input waits on, in the driver process until the next step runs,",
         "  then encodes it again and streams it to a worker through gRPC (measured: the driver's resident memory",
-        "  grew by three to five times the bytes a pipeline shuffled as values). So documents, tokens and rows",
-        "  cross every shuffle as hand-off files, and only their paths reach the driver; what still crosses as",
-        "  values grows it with the documents: the mix plan's per-document metadata (an id and a token count,",
-        "  `Mix/Plan/Reread`, `RereadForBuckets`, `DistinctIds` above) and the outcomes, pre-combined. On",
-        "  Dataflow, Flink and Spark the shuffle lives outside the driver and the workers.",
+        "  grew by three to five times the bytes a pipeline shuffled as values). So documents, tokens, rows and",
+        "  the mix plan's per-document metadata cross every shuffle as hand-off files (`pipeline/handoff.py`),",
+        "  and only their paths reach the driver; what still crosses as values (the shuffle column above) is",
+        "  pre-combined per bundle or one histogram bin's documents. On Dataflow, Flink and Spark the shuffle",
+        "  lives outside the driver and the workers.",
         "",
         *(
             [
                 "Processes outside the memory bar, each role on its own: " + "; ".join(grown) + ". A driver's "
-                "growth is what still crosses the local runner's shuffle as values (above): for the mix, its "
-                "plan's per-document metadata, which Beam encodes at about 240 bytes a document in each of its "
-                "two `Reread` steps and 90 more in `DistinctIds` (26 MiB at 100,000 documents: the shuffle "
-                "table above), held and re-sent by the driver as described. A worker's growth that the bounds above do "
-                "not explain is not profiled yet (the mix worker's fell from 1.58x to the bar's edge once buckets "
-                "and shards came through hand-off files).",
+                "growth is what still crosses the local runner's shuffle as values (above); a worker's that the "
+                "bounds above do not explain is not profiled yet.",
                 "",
             ]
             if grown
