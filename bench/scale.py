@@ -269,7 +269,9 @@ def folder_bytes(path: str) -> int:
 
 
 def text_bytes(folder: str) -> int:
-    """UTF-8 bytes of the ``text`` column of a stage's document tables."""
+    """UTF-8 bytes of the ``text`` column of a stage's document tables, a row group at a time. Called by the
+    measuring process, never the measured one: reading a table there once added its text to the dedup
+    driver's peak (+180 MB at 100,000 documents)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -277,7 +279,8 @@ def text_bytes(folder: str) -> int:
 
     total = 0
     for path in document_files(folder):
-        total += pc.sum(pc.binary_length(pc.cast(pq.read_table(path, columns=["text"])["text"], "binary"))).as_py() or 0
+        for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+            total += pc.sum(pc.binary_length(pc.cast(batch.column(0), "binary"))).as_py() or 0
     return total
 
 
@@ -308,8 +311,6 @@ def run_stage(stage: str, work: str, docs: int) -> dict:
     elif stage == "dedup":
         from pipeline.dedup import DedupConfig, run_dedup
 
-        extra["in_text_bytes"] = text_bytes(os.path.join(base, "quality_filter"))
-        t0 = time.perf_counter()
         stats = run_dedup([os.path.join(base, "quality_filter")], out, DedupConfig(), runner, force=True)
     elif stage == "mix":
         from pipeline.mix import MixConfig, run_mix
@@ -384,6 +385,8 @@ def measure(stage: str, work: str, docs: int, timeout: float) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{stage} at {docs} documents failed ({proc.returncode}):\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
+    if stage == "dedup":
+        result["in_text_bytes"] = text_bytes(os.path.join(work, f"n{docs}", "quality_filter"))
     mb = 1 << 20
     driver = max((v[0] for v in peaks.values() if v[1] == "driver"), default=0)
     worker = max((v[0] for v in peaks.values() if v[1] == "worker"), default=0)

@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.transforms.window import GlobalWindows
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.commit import STATS_FILE, active, attempt_name, committed_file, committed_files, relative_path
 from pipeline.ledger import example_order
 from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
@@ -192,7 +191,6 @@ DOCUMENT_FILE_BYTES = 32 << 20  # input bytes per output document file (a docume
 CRAWL_FILE_BYTES = 1 << 30  # WARC bytes per output document file: about one Common Crawl WARC's text
 ROW_GROUP_TEXT_BYTES = 16 << 20  # text per Parquet row group: what a reader of the table holds at once
 ROW_GROUP_ROWS = 50_000
-SHUFFLE_BATCH_TEXT_BYTES = 8 << 20  # text a writer's batching step buffers (over all files) before it ships
 UNLISTED_INPUT_BYTES = 1 << 30  # an https:// input, never listed: one Common Crawl WARC
 
 
@@ -222,53 +220,16 @@ def file_of(doc_id: str, files: int) -> int:
     return int.from_bytes(digest, "big") % files
 
 
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+def _keyed_by_file(row: dict[str, Any], files: int) -> tuple[int, dict[str, Any]]:
+    return file_of(row["id"], files), row
 
 
-def encode_rows(rows: list[dict[str, Any]]) -> bytes:
-    """Document rows -> one zstd-compressed Arrow IPC stream (what crosses the writer's shuffle)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, DOCUMENT_SCHEMA, options=_IPC_OPTIONS) as writer:
-        writer.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA))
-    return sink.getvalue().to_pybytes()
+def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
 
 
-def decode_rows(batch: bytes) -> pa.Table:
-    """The table :func:`encode_rows` encoded."""
-    return pa.ipc.open_stream(pa.py_buffer(batch)).read_all()
-
-
-class _BatchByFile(beam.DoFn):
-    """Document rows -> ``(file, batch)``: each row's file by :func:`file_of`, rows of one file packed into
-    compressed Arrow batches (:func:`encode_rows`) of at most :data:`SHUFFLE_BATCH_TEXT_BYTES` of text.
-
-    Why batches and not rows: a shuffled row would be a Python dict wherever the runner decodes it, and Beam's
-    local runner decodes and holds every shuffled value in its driver process until the grouped step runs,
-    about five times the row's bytes; a compressed batch is held as bytes, a fraction of them. Cluster
-    runners shuffle fewer bytes too. Which rows share a batch depends on bundles, but the writer sorts a
-    file's rows, so the files never show it."""
-
-    def __init__(self, files: int):
-        self.files = files
-
-    def start_bundle(self):
-        self._rows: dict[int, list[dict[str, Any]]] = {}
-        self._text = 0
-
-    def process(self, row: dict[str, Any]) -> Iterator[tuple[int, bytes]]:
-        self._rows.setdefault(file_of(row["id"], self.files), []).append(row)
-        self._text += len(row.get("text") or "")
-        if self._text >= SHUFFLE_BATCH_TEXT_BYTES:
-            yield from self._flush()
-
-    def _flush(self) -> Iterator[tuple[int, bytes]]:
-        rows, self._rows, self._text = self._rows, {}, 0
-        for k in sorted(rows):
-            yield k, encode_rows(rows[k])
-
-    def finish_bundle(self):
-        for kv in self._flush():
-            yield GlobalWindows.windowed_value(kv)
+def _text_length(row: dict[str, Any]) -> int:
+    return len(row.get("text") or "")
 
 
 def _sort_order(table: pa.Table) -> pa.Array:
@@ -303,15 +264,16 @@ class _WriteDocumentFile(beam.DoFn):
     """One output file's batches -> ``<prefix>-<k>-of-<n>.attempt-<tag>.parquet``, its rows sorted, written in
     place (a retried bundle writes the same bytes again; readers see the file through the stage's commit).
     ``name`` is the name pattern, tagged on the driver (:func:`pipeline.commit.attempt_name`). The file's rows
-    are held once, as one Arrow table (about their own size), never as Python objects."""
+    are held once, as one Arrow table (about their own size), never as Python objects; they are read from the
+    hand-off files the shuffle names, sorted so that the table does not depend on their order."""
 
     def __init__(self, folder: str, name: str):
         self.folder, self.name = folder, name
 
-    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[str]:
-        k, batches = element
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
+        k, handed = element
         path = fs.join(self.folder, self.name.format(k=k))
-        table = pa.concat_tables([decode_rows(b) for b in batches])
+        table = handoff.take(handed)
         order = _sort_order(table)
         text_bytes = pc.binary_length(table["text"]).to_numpy()[order.to_numpy()]
         with fs.arrow_sink(path) as sink, pq.ParquetWriter(sink, DOCUMENT_SCHEMA, compression="zstd") as writer:
@@ -327,24 +289,31 @@ class WriteDocuments(beam.PTransform):
 
     Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
-    arrival order never shows. Rows cross the shuffle in compressed Arrow batches (:class:`_BatchByFile`).
-    One worker holds one file's rows while it writes them, so size ``files`` from the input
-    (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table` once the pipeline
-    ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
+    arrival order never shows. Rows cross the shuffle in zstd-compressed Arrow batches written to hand-off
+    files, only their paths shuffled (:mod:`pipeline.handoff`: Beam's local runner would otherwise hold every
+    batch in its driver, and hand a worker all of its files' batches at once); the files are deleted once
+    every output file is written. One worker holds one file's rows while it writes them, so size ``files``
+    from the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table`
+    once the pipeline ran. ``prefix`` starts the file names (an input-file group's, ``documents-<gid>``: see
     :mod:`pipeline.ledger`)."""
 
     def __init__(self, folder: str, files: int = 1, prefix: str = "documents"):
         super().__init__()
         self.folder, self.files = folder, max(1, files)
         self.name = attempt_name(f"{prefix}-{{k:05d}}-of-{self.files:05d}.parquet")
+        self.handoff = handoff.handoff_folder(folder, prefix)
+        self.pattern = handoff.file_pattern()
 
     def expand(self, rows):
-        return (
+        written = (
             rows
-            | "ByFile" >> beam.ParDo(_BatchByFile(self.files))
+            | "ByFile" >> beam.Map(_keyed_by_file, self.files)
+            | "HandOff" >> beam.ParDo(handoff.HandOff(self.handoff, self.pattern, _rows_table, _text_length))
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.ParDo(_WriteDocumentFile(self.folder, self.name))
         )
+        _ = written | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
+        return written
 
 
 def ensure_table(folder: str) -> None:

@@ -17,10 +17,15 @@ next:
 What remains per source on one worker: the histogram (65,536 bins at most), one bin's documents and one
 (bucket -> plan) table (a bucket per ``pack_bucket_documents`` documents of the source).
 
-Two ``Reshuffle`` steps re-read the metadata before steps whose side input is computed from that same
-metadata: without them Beam's local runner fuses the consumer with its own side input's producer and stalls
-("watermark-pending bundles did not execute"). They move ~50 bytes a document, against the tokens' one
-shuffle into the packing buckets.
+The metadata itself never crosses a shuffle: each document's ``(source, id)`` entry is handed, by a hash of
+the id, to one of ``partitions`` workers through hand-off files (:mod:`pipeline.handoff`); each keeps the
+copy of a duplicated id that packing keeps and writes its distinct :class:`Meta` records to one *metas file*
+(:class:`WriteMetas`, a partition per :data:`META_PARTITION_DOCUMENTS` documents); every step that needs the
+metadata reads those files (:func:`read_metas`), and only their paths are shuffled. (Beam's local runner keeps
+every shuffled value, and every PCollection a side input waits on, in its driver: ~240 bytes a document per
+step when the records themselves crossed.) Two ``Reshuffle`` steps of those paths re-read the metadata before
+steps whose side input is computed from that same metadata: without them Beam's local runner fuses the
+consumer with its own side input's producer and stalls ("watermark-pending bundles did not execute").
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
 import xxhash
 
+from pipeline import handoff
 from pipeline.mix.config import MixConfig
 from pipeline.mix.encode import Doc
 from pipeline.mix.plan import (
@@ -117,6 +124,69 @@ def _add(values: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
 def _meta_entry(element: tuple[str, Doc], itemsize: int) -> tuple[tuple[str, str], tuple[str, int]]:
     source, doc = element
     return (source, doc.id), (xxhash.xxh64_hexdigest(doc.tokens), len(doc.tokens) // itemsize)
+
+
+META_PARTITION_DOCUMENTS = 100_000  # documents whose metadata one worker makes distinct and writes as one file
+
+
+def meta_partitions(documents: int) -> int:
+    """How many metas files the plan writes for ``documents`` input documents."""
+    return max(1, -(-documents // META_PARTITION_DOCUMENTS))
+
+
+def _by_partition(entry: tuple[tuple[str, str], tuple[str, int]], partitions: int) -> tuple[int, tuple]:
+    (source, doc_id), _ = entry
+    return xxhash.xxh64_intdigest(f"{source}\x00{doc_id}".encode("utf-8", "surrogatepass")) % partitions, entry
+
+
+def _entries_table(entries: list[tuple[tuple[str, str], tuple[str, int]]]) -> pa.Table:
+    return pa.table(
+        {
+            "source": pa.array([e[0][0] for e in entries], pa.string()),
+            "id": pa.array([e[0][1] for e in entries], pa.string()),
+            "digest": pa.array([e[1][0] for e in entries], pa.string()),
+            "tokens": pa.array([e[1][1] for e in entries], pa.int64()),
+        }
+    )
+
+
+def _entry_bytes(entry: tuple[tuple[str, str], tuple[str, int]]) -> int:
+    return len(entry[0][0]) + len(entry[0][1]) + 24
+
+
+class WriteMetas(beam.DoFn):
+    """A partition's hand-off files of ``(source, id) -> (digest, tokens)`` entries -> the path of its metas
+    file: one :class:`Meta` per distinct document, the copy with the smallest (digest, length) counting, as
+    packing keeps it."""
+
+    def __init__(self, folder: str, pattern: str):
+        self.folder, self.pattern = folder, pattern
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
+        _, paths = element
+        t = handoff.take(paths)
+        best: dict[tuple[str, str], tuple[str, int]] = {}
+        for key, value in zip(
+            zip(t["source"].to_pylist(), t["id"].to_pylist()), zip(t["digest"].to_pylist(), t["tokens"].to_pylist())
+        ):
+            if key not in best or value < best[key]:
+                best[key] = value
+        keys = sorted(best)
+        table = pa.table(
+            {
+                "source": pa.array([k[0] for k in keys], pa.string()),
+                "id": pa.array([k[1] for k in keys], pa.string()),
+                "tokens": pa.array([best[k][1] for k in keys], pa.int64()),
+            }
+        )
+        yield handoff.put(self.folder, self.pattern, table)
+
+
+def read_metas(path: str) -> Iterator[Meta]:
+    """The :class:`Meta` records of one metas file."""
+    t = handoff.take([path])
+    for source, doc_id, tokens in zip(t["source"].to_pylist(), t["id"].to_pylist(), t["tokens"].to_pylist()):
+        yield Meta(source, doc_id, tokens)
 
 
 def _val_order(meta: Meta) -> int:
@@ -243,8 +313,11 @@ def _allocate(
 class PlanDraws(beam.PTransform):
     """``(source, Doc)`` -> ``{"draws": (source, SourceDraw), "buckets": ((source, bucket), BucketPlan)}``."""
 
-    def __init__(self, cfg: MixConfig, itemsize: int, buckets: dict[str, int]):
+    def __init__(self, cfg: MixConfig, itemsize: int, buckets: dict[str, int], folder: str, documents: int):
         super().__init__()
+        self.handoff = handoff.handoff_folder(folder, "plan")
+        self.pattern = handoff.file_pattern()
+        self.partitions = meta_partitions(documents)
         self.weights = normalise_weights(cfg.weights)
         self.total_tokens = cfg.total_tokens
         self.seq_len = cfg.seq_len
@@ -258,21 +331,24 @@ class PlanDraws(beam.PTransform):
     def expand(self, docs):
         width = self.seq_len + 1
         # distinct documents: the copy of a duplicated id with the smallest (digest, length) counts, as packing keeps
-        metas = (
+        metas_files = (
             docs
             | "MetaEntries" >> beam.Map(_meta_entry, itemsize=self.itemsize)
-            | "DistinctIds" >> beam.CombinePerKey(min)
-            | "Metas" >> beam.MapTuple(lambda key, value: Meta(key[0], key[1], value[1]))
+            | "ByPartition" >> beam.Map(_by_partition, partitions=self.partitions)
+            | "HandOff" >> beam.ParDo(handoff.HandOff(self.handoff, self.pattern, _entries_table, _entry_bytes))
+            | "GroupEntries" >> beam.GroupByKey()
+            | "DistinctIds" >> beam.ParDo(WriteMetas(self.handoff, self.pattern))
         )
         # 1. validation
         fractions = {s: self.val_fraction if w > 0 else 0.0 for s, w in self.weights.items()}
         val_steps = (
-            metas
+            metas_files
+            | "ValMetas" >> beam.FlatMap(read_metas)
             | "ValHistogram" >> Histogram(_val_order)
             | "ValStep" >> beam.MapTuple(_val_step, fractions=fractions, max_tokens=self.val_max_tokens, width=width)
         )
         steps = val_steps | "ValSteps" >> beam.MapTuple(lambda s, v: (s, v[2]))
-        val_cuts = metas | "ValPrefix" >> Prefix(_val_order, steps)
+        val_cuts = metas_files | "ValPrefixMetas" >> beam.FlatMap(read_metas) | "ValPrefix" >> Prefix(_val_order, steps)
         vals = (
             {"step": val_steps, "cut": val_cuts}
             | "JoinVal" >> beam.CoGroupByKey()
@@ -280,8 +356,9 @@ class PlanDraws(beam.PTransform):
         )
         # 2. the draw, over training documents only
         train = (
-            metas
+            metas_files
             | "Reread" >> beam.Reshuffle()
+            | "TrainMetas" >> beam.FlatMap(read_metas)
             | "TrainOnly"
             >> beam.Filter(
                 lambda m, vals: not is_validation(m.source, m.id, vals[m.source]), vals=beam.pvalue.AsDict(vals)
@@ -307,12 +384,15 @@ class PlanDraws(beam.PTransform):
         )
         # 3. bucket capacities and rows
         buckets = (
-            metas
+            metas_files
             | "RereadForBuckets" >> beam.Reshuffle()
+            | "BucketMetas" >> beam.FlatMap(read_metas)
             | "BucketTokens" >> beam.FlatMap(_capacity, draws=beam.pvalue.AsDict(draws), seed=self.seed)
             | "SumBuckets" >> beam.CombinePerKey(_add)
             | "BucketsBySource" >> beam.MapTuple(lambda key, sv: (key[0], (key[1], *sv)))
             | "GroupBuckets" >> beam.GroupByKey()
             | "Allocate" >> beam.FlatMapTuple(_allocate, draws=beam.pvalue.AsDict(draws), width=width)
         )
+        # every metas file has been read once the buckets are allocated (each read feeds a GroupByKey before it)
+        _ = buckets | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
         return {"draws": draws, "buckets": buckets}

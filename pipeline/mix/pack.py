@@ -5,8 +5,10 @@ is cut into rows of ``seq_len + 1`` tokens with ``doc_offsets``; the final parti
 tokens counted (``tail_tokens_dropped``) rather than padded, so every token a trainer sees is real text and no
 pad token or loss mask is needed. A row's place in the global shuffle is a seeded hash of (source, row index):
 its range picks the shard and its value the place in it (:class:`AssignShard`), so no worker sorts or lists
-all rows. Shards are Arrow IPC files written in place through :mod:`pipeline.fs` (local disk or an object
-store), made visible by the stage's commit.
+all rows. Documents reach their bucket, and rows their shard, as hand-off files (:func:`docs_table`,
+:func:`shard_rows_table`; :mod:`pipeline.handoff`): only paths cross the shuffle, and a worker reads one
+bucket's or one shard's files when it packs or writes it. Shards are Arrow IPC files written in place through
+:mod:`pipeline.fs` (local disk or an object store), made visible by the stage's commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.accounting import KEPT, OUTCOMES, dropped
 from pipeline.mix.draw import SourceDraw, is_validation, times_drawn
 from pipeline.mix.encode import Doc
@@ -151,6 +153,23 @@ def source_stats(source: str, draw: SourceDraw, buckets: Iterable[BucketStats]) 
     )
 
 
+def docs_table(docs: list[Doc]) -> pa.Table:
+    """Tokenized documents as a table, the way they cross the shuffle into their bucket (:mod:`pipeline.handoff`)."""
+    return pa.table(
+        {"id": pa.array([d.id for d in docs], pa.string()), "tokens": pa.array([d.tokens for d in docs], pa.binary())}
+    )
+
+
+def doc_bytes(doc: Doc) -> int:
+    return len(doc.tokens)
+
+
+def bucket_docs(key: tuple[str, int], paths: Iterable[str]) -> tuple[tuple[str, int], list[Doc]]:
+    """A bucket's hand-off files -> its documents (in no particular order: packing sorts them)."""
+    table = handoff.take(paths)
+    return key, [Doc(i, t) for i, t in zip(table["id"].to_pylist(), table["tokens"].to_pylist())]
+
+
 class PackBucket(beam.DoFn):
     """One (source, bucket)'s documents -> its drawn, packed :class:`Row` records.
 
@@ -158,16 +177,20 @@ class PackBucket(beam.DoFn):
     a worker, so no worker holds a whole source. Its stream is every whole epoch of its training documents,
     each in its own seeded order, then its fractional-epoch documents; the first ``plan.rows`` rows are kept
     (:func:`pipeline.mix.plan.allocate_rows` shared the source's rows among its buckets) and numbered from
-    ``plan.offset``. Held-out documents are packed apart, in validation order, into validation rows (tagged
-    ``val_rows``) and never into a training row. Besides rows it emits one outcome per document and one
-    ``(source, BucketStats)`` (tagged ``bucket_stats``). A source whose plan cannot be met packs nothing (the
-    driver raises).
+    ``plan.offset``; they are written to a hand-off file in ``rows_folder`` (:func:`rows_table`) and its path
+    emitted, so the rows never wait in Beam's local runner's driver for the shuffle's side input
+    (:class:`AssignFile`). Held-out documents are packed apart, in validation order, into validation rows (a
+    file in ``val_rows_folder``, its path tagged ``val_rows``) and never into a training row. Besides the rows
+    files it emits one outcome per document and one ``(source, BucketStats)`` (tagged ``bucket_stats``). A
+    source whose plan cannot be met packs nothing (the driver raises).
     """
 
-    def __init__(self, seq_len: int, seed: int, token_dtype: str):
+    def __init__(self, seq_len: int, seed: int, token_dtype: str, rows_folder: str, val_rows_folder: str):
         self.seq_len = seq_len
         self.seed = seed
         self.token_dtype = token_dtype
+        self.rows_folder, self.val_rows_folder = rows_folder, val_rows_folder
+        self.pattern = handoff.file_pattern()
 
     def process(
         self,
@@ -207,7 +230,10 @@ class PackBucket(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("packing_tail"))
             else:
                 yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("not_drawn"))
-        yield from _row_records(source, rows, starts, width, plan.offset)
+        if len(rows):
+            yield handoff.put(
+                self.rows_folder, self.pattern, rows_table(_row_records(source, rows, starts, width, plan.offset))
+            )
         # validation: every held-out document once, in validation order; the bucket's final partial row dropped
         vrows, vstarts, vused = pack_rows([np.frombuffer(docs[i], dtype=dtype) for _, i in held], width)
         if len(vrows) != plan.val_rows:
@@ -216,8 +242,11 @@ class PackBucket(beam.DoFn):
             )
         for start in vstarts.tolist():
             yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT if start < vused else dropped("val_packing_tail"))
-        for record in _row_records(source, vrows, vstarts, width, plan.val_offset):
-            yield beam.pvalue.TaggedOutput(VAL_ROWS, record)
+        if len(vrows):
+            records = _row_records(source, vrows, vstarts, width, plan.val_offset)
+            yield beam.pvalue.TaggedOutput(
+                VAL_ROWS, handoff.put(self.val_rows_folder, self.pattern, rows_table(records))
+            )
         selected = int(sum(len(arrays[k]) for k in order))
         stats = BucketStats(
             documents_drawn=int((landed > 0).sum()),
@@ -287,6 +316,62 @@ class AssignShard(beam.DoFn):
         first = sum(n for s, n in rows_per_source.items() if s < row.source)
         rank = first + row.index
         yield rank // self.rows_per_shard, ShardRow((rank, "", 0), row.source, row.tokens, row.doc_offsets)
+
+
+def rows_table(rows: Iterable[Row]) -> pa.Table:
+    """A bucket's packed rows as a table, the hand-off file :class:`PackBucket` writes."""
+    rows = list(rows)
+    return pa.table(
+        {
+            "source": pa.array([r.source for r in rows], pa.string()),
+            "index": pa.array([r.index for r in rows], pa.int64()),
+            "tokens": pa.array([r.tokens for r in rows], pa.binary()),
+            "doc_offsets": pa.array([r.doc_offsets for r in rows], pa.list_(pa.int32())),
+        }
+    )
+
+
+def read_rows(path: str) -> Iterator[Row]:
+    """The rows of one hand-off file :func:`rows_table` wrote."""
+    t = handoff.take([path])
+    columns = [t[name].to_pylist() for name in ("source", "index", "tokens", "doc_offsets")]
+    for source, index, tokens, offsets in zip(*columns):
+        yield Row(source, index, tokens, offsets)
+
+
+class AssignFile(AssignShard):
+    """A bucket's rows file (:class:`PackBucket`) -> ``(shard index, ShardRow)`` for each of its rows
+    (:class:`AssignShard`): the file's path is what waits for the ``rows_per_source`` side input."""
+
+    def process(self, path: str, rows_per_source: dict[str, int]) -> Iterator[tuple[int, ShardRow]]:
+        for row in read_rows(path):
+            yield from super().process(row, rows_per_source)
+
+
+def shard_rows_table(rows: list[ShardRow]) -> pa.Table:
+    """Rows on their way to a shard as a table, the way they cross the shuffle (:mod:`pipeline.handoff`)."""
+    return pa.table(
+        {
+            "order_key": pa.array([r.order[0] for r in rows], pa.uint64()),
+            "order_source": pa.array([r.order[1] for r in rows], pa.string()),
+            "order_index": pa.array([r.order[2] for r in rows], pa.int64()),
+            "source": pa.array([r.source for r in rows], pa.string()),
+            "tokens": pa.array([r.tokens for r in rows], pa.binary()),
+            "doc_offsets": pa.array([r.doc_offsets for r in rows], pa.list_(pa.int32())),
+        }
+    )
+
+
+def shard_row_bytes(row: ShardRow) -> int:
+    return len(row.tokens)
+
+
+def shard_rows(shard: int, paths: Iterable[str]) -> tuple[int, list[ShardRow]]:
+    """A shard's hand-off files -> its rows (in no particular order: :class:`WriteShard` sorts them)."""
+    t = handoff.take(paths)
+    columns = [t[name].to_pylist() for name in ("order_key", "order_source", "order_index", "source", "tokens")]
+    offsets = t["doc_offsets"].to_pylist()
+    return shard, [ShardRow((k, o, i), s, b, d) for k, o, i, s, b, d in zip(*columns, offsets)]
 
 
 # --------------------------------------------------------------------------------------------- shard files

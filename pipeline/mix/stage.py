@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.accounting import OUTCOMES, WriteOutcomes
 from pipeline.commit import attempt_name, committed_file
 from pipeline.mix.config import MixConfig, MixError
@@ -44,10 +44,16 @@ from pipeline.mix.pack import (
     SHARD_PATTERN,
     VAL_ROWS,
     VAL_SHARD_PATTERN,
-    AssignShard,
+    AssignFile,
     PackBucket,
     SourceStats,
     WriteShard,
+    bucket_docs,
+    doc_bytes,
+    docs_table,
+    shard_row_bytes,
+    shard_rows,
+    shard_rows_table,
     source_stats,
 )
 from pipeline.mix.plan import bucket_counts, bucket_of, count_documents, normalise_weights, plan_problems, preflight
@@ -67,19 +73,27 @@ log = logging.getLogger(__name__)
 _SOURCES_FILE = "_sources.jsonl"
 _SHARDS_FILE = "_shards.jsonl"
 _VAL_SHARDS_FILE = "_val_shards.jsonl"
+# hand-off folders (pipeline.handoff) of the packed rows, from their bucket to their shard
+ROWS_HANDOFF = "rows"
+VAL_ROWS_HANDOFF = "val-rows"
 
 
 class Mix(beam.PTransform):
-    """PCollection of document-table paths -> dict of PCollections:
+    """PCollection of document-table paths -> dict of PCollections (``folder``: the stage's output folder,
+    where its hand-off files live while it runs, :mod:`pipeline.handoff`):
 
-    ``rows`` and ``val_rows`` (packed :class:`pipeline.mix.pack.Row` records of the training and validation
-    splits), ``source_stats`` (one :class:`pipeline.mix.pack.SourceStats` per source) and ``outcomes`` (one
-    per input document).
+    ``rows`` and ``val_rows`` (paths of files of packed :class:`pipeline.mix.pack.Row` records of the training
+    and validation splits, in the hand-off folders ``ROWS_HANDOFF`` and ``VAL_ROWS_HANDOFF``),
+    ``source_stats`` (one :class:`pipeline.mix.pack.SourceStats` per source) and ``outcomes`` (one per input
+    document).
     """
 
-    def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int]):
+    def __init__(self, cfg: MixConfig, token_dtype: str, documents: dict[str, int], folder: str):
         super().__init__()
         self.cfg = cfg
+        self.folder, self.documents = folder, sum(documents.values())
+        self.handoff = handoff.handoff_folder(folder, "buckets")
+        self.pattern = handoff.file_pattern()
         self.shares = normalise_weights(cfg.weights)
         self.token_dtype = token_dtype
         self.buckets = bucket_counts(documents, cfg.pack_bucket_documents)
@@ -94,15 +108,24 @@ class Mix(beam.PTransform):
                 EncodeDocuments(cfg.tokenizer, list(self.shares), self.token_dtype, cfg.encode_batch_size)
             ).with_outputs(OUTCOMES, main="docs")
         )
-        plan = encoded.docs | "Plan" >> PlanDraws(cfg, np.dtype(self.token_dtype).itemsize, self.buckets)
+        itemsize = np.dtype(self.token_dtype).itemsize
+        plan = encoded.docs | "Plan" >> PlanDraws(cfg, itemsize, self.buckets, self.folder, self.documents)
         draws = beam.pvalue.AsDict(plan["draws"])
         packed = (
             encoded.docs
             | "KeyByBucket" >> beam.MapTuple(_key_by_bucket, buckets=self.buckets)
+            | "HandOff" >> beam.ParDo(handoff.HandOff(self.handoff, self.pattern, docs_table, doc_bytes))
             | "GroupByBucket" >> beam.GroupByKey()
+            | "Take" >> beam.MapTuple(bucket_docs)
             | "Pack"
             >> beam.ParDo(
-                PackBucket(cfg.seq_len, cfg.seed, self.token_dtype),
+                PackBucket(
+                    cfg.seq_len,
+                    cfg.seed,
+                    self.token_dtype,
+                    handoff.handoff_folder(self.folder, ROWS_HANDOFF),
+                    handoff.handoff_folder(self.folder, VAL_ROWS_HANDOFF),
+                ),
                 draws=draws,
                 buckets=beam.pvalue.AsDict(plan["buckets"]),
             ).with_outputs(OUTCOMES, BUCKET_STATS, VAL_ROWS, main="rows")
@@ -112,6 +135,7 @@ class Mix(beam.PTransform):
             | "JoinSourceStats" >> beam.CoGroupByKey()
             | "SourceStats" >> beam.MapTuple(lambda s, g: source_stats(s, g["draw"][0], list(g["buckets"])))
         )
+        _ = packed[BUCKET_STATS] | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
         return {
             "rows": packed.rows,
             "val_rows": packed[VAL_ROWS],
@@ -126,11 +150,13 @@ def _key_by_bucket(source: str, doc: Doc, buckets: dict[str, int] | None = None)
 
 
 class WriteShards(beam.PTransform):
-    """Packed rows -> Arrow shard files in ``folder`` (named by ``pattern``), their ``ShardInfo`` JSON lines
+    """Paths of packed-rows files (:class:`pipeline.mix.pack.PackBucket`'s, in the hand-off folder
+    ``handoff_name``) -> Arrow shard files in ``folder`` (named by ``pattern``), their ``ShardInfo`` JSON lines
     in ``folder/infos_file``.
 
     ``rows_per_source`` ((source, rows) pairs) places every row: in the seeded global shuffle, or with
-    ``shuffle=False`` by source, then row index.
+    ``shuffle=False`` by source, then row index. Rows reach their shard through hand-off files too
+    (:mod:`pipeline.handoff`), one shard's at a time; the folder goes once every shard is written.
     """
 
     def __init__(
@@ -142,6 +168,7 @@ class WriteShards(beam.PTransform):
         shuffle: bool,
         pattern: str,
         infos_file: str,
+        handoff_name: str,
     ):
         super().__init__()
         self.folder = folder
@@ -151,19 +178,25 @@ class WriteShards(beam.PTransform):
         self.shuffle = shuffle
         self.pattern = attempt_name(pattern)  # built on the driver: the workers write this attempt's names
         self.infos_file = infos_file
+        self.handoff = handoff.handoff_folder(folder, handoff_name)
+        self.handoff_pattern = handoff.file_pattern()
 
     def expand(self, rows):
-        return (
+        infos = (
             rows
             | "Assign"
             >> beam.ParDo(
-                AssignShard(self.cfg.seed, self.cfg.rows_per_shard, shuffle=self.shuffle),
+                AssignFile(self.cfg.seed, self.cfg.rows_per_shard, shuffle=self.shuffle),
                 rows_per_source=beam.pvalue.AsDict(self.rows_per_source),
             )
+            | "HandOff"
+            >> beam.ParDo(handoff.HandOff(self.handoff, self.handoff_pattern, shard_rows_table, shard_row_bytes))
             | "GroupByShard" >> beam.GroupByKey()
+            | "Take" >> beam.MapTuple(shard_rows)
             | "Write" >> beam.ParDo(WriteShard(self.folder, self.token_dtype, self.cfg.seq_len, self.pattern))
-            | "Infos" >> WriteLines(fs.join(self.folder, self.infos_file))
         )
+        _ = infos | "RemoveHandoff" >> handoff.RemoveWhenDone(self.handoff)
+        return infos | "Infos" >> WriteLines(fs.join(self.folder, self.infos_file))
 
 
 def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfig, force: bool = False) -> StageStats:
@@ -200,15 +233,15 @@ def run_mix(inputs: list[str], out_dir: str, cfg: MixConfig, runner: RunnerConfi
     preflight(documents, cfg)
 
     def build(p: beam.Pipeline, tmp: str) -> None:
-        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype, documents)
+        out = p | "Files" >> beam.Create(files) | "Mix" >> Mix(cfg, token_dtype, documents, tmp)
         per_source = out["source_stats"]
         rows_per_source = per_source | "RowsPerSource" >> beam.Map(lambda s: (s.source, s.rows))
         val_rows_per_source = per_source | "ValRowsPerSource" >> beam.Map(lambda s: (s.source, s.val_rows))
         _ = out["rows"] | "WriteShards" >> WriteShards(
-            tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE
+            tmp, cfg, token_dtype, rows_per_source, True, SHARD_PATTERN, _SHARDS_FILE, ROWS_HANDOFF
         )
         _ = out["val_rows"] | "WriteValShards" >> WriteShards(
-            tmp, cfg, token_dtype, val_rows_per_source, False, VAL_SHARD_PATTERN, _VAL_SHARDS_FILE
+            tmp, cfg, token_dtype, val_rows_per_source, False, VAL_SHARD_PATTERN, _VAL_SHARDS_FILE, VAL_ROWS_HANDOFF
         )
         _ = (
             per_source

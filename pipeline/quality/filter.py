@@ -9,12 +9,13 @@ never a default score, and every model file is checked before any document is re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline import fs
 from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped
@@ -234,6 +235,27 @@ def _cutoff_entries(cutoff: tuple[float, float] | None) -> Iterator[tuple[str, f
         yield ("cutoff_score", float(cutoff[0]))
 
 
+class _BundleSums(beam.DoFn):
+    """Rows -> the sums per key of ``entry(row, *args)`` over a bundle, emitted when it ends: a few pairs a
+    bundle, where one pair a row made the summary's input grow with the documents (Beam's local runner holds
+    the flattened entries in its driver before it sums them)."""
+
+    def __init__(self, entry: Callable[..., tuple[str, float]], *args: Any):
+        self.entry, self.args = entry, args
+
+    def start_bundle(self):
+        self._sums: dict[str, float] = {}
+
+    def process(self, row: dict[str, Any]) -> Iterator[tuple[str, float]]:
+        key, value = self.entry(row, *self.args)
+        self._sums[key] = self._sums.get(key, 0.0) + value
+        return iter(())
+
+    def finish_bundle(self):
+        for kv in sorted(self._sums.items()):
+            yield GlobalWindows.windowed_value(kv)
+
+
 def _summary_row(kv: tuple[str, float]) -> dict[str, Any]:
     return {"key": kv[0], "value": kv[1]}
 
@@ -326,13 +348,15 @@ def run_quality_filter(
         _ = kept.kept | "WriteDocuments" >> WriteDocuments(tmp, output_files(inputs))
         _ = (scored[OUTCOMES], kept[OUTCOMES]) | "AllOutcomes" >> beam.Flatten() | WriteOutcomes(tmp)
 
-        summary_parts.append(scored.scored | "HistAll" >> beam.Map(_hist_entries, "scored", bins))
-        summary_parts.append(kept.kept | "HistKept" >> beam.Map(_hist_entries, "kept", bins))
-        summary_parts.append(scored.scored | "ScoreSum" >> beam.Map(_score_entry))
+        summary_parts.append(scored.scored | "HistAll" >> beam.ParDo(_BundleSums(_hist_entries, "scored", bins)))
+        summary_parts.append(kept.kept | "HistKept" >> beam.ParDo(_BundleSums(_hist_entries, "kept", bins)))
+        summary_parts.append(scored.scored | "ScoreSum" >> beam.ParDo(_BundleSums(_score_entry)))
         if folds:
-            summary_parts.append(scored.scored | "FoldCounts" >> beam.Map(_fold_entry, fold_seed, folds))
+            summary_parts.append(scored.scored | "FoldCounts" >> beam.ParDo(_BundleSums(_fold_entry, fold_seed, folds)))
         if cfg.rule in ("pareto", PARETO_OR_TOP):
-            summary_parts.append(scored.scored | "ExpectedKeep" >> beam.Map(_expected_keep_entry, cfg.alpha))
+            summary_parts.append(
+                scored.scored | "ExpectedKeep" >> beam.ParDo(_BundleSums(_expected_keep_entry, cfg.alpha))
+            )
         _ = (
             tuple(summary_parts)
             | "FlattenSummary" >> beam.Flatten()
