@@ -282,6 +282,15 @@ def test_crawl_in_groups_counts_each_matched_url_once(crawl, listed, side_input_
     assert grouped.read == 2 * news and grouped.kept == 2 * from_news > 0
 
 
+def _table_bytes(out: str) -> dict[str, bytes]:
+    """The document files and the prepared list's files of a webtext folder, by untagged name."""
+    prepared = os.path.join(out, "groups", "url_list")
+    paths = [os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet")]
+    paths += [os.path.join(prepared, f) for f in os.listdir(prepared) if f.endswith(".parquet")]
+    assert len(paths) >= 2
+    return {untagged(os.path.relpath(p, out)): open(p, "rb").read() for p in paths}
+
+
 def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, portable_runner):
     """The portable job API pickles the DoFns, the side input and the CoGroupByKey: Dataflow's path."""
     out, stats = side_input_run
@@ -289,6 +298,8 @@ def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, por
         got = run_webtext(crawl, str(tmp_path / join), _cfg(listed, join=join), portable_runner)
         assert _comparable(got) == _comparable(stats)
         assert _docs(str(tmp_path / join)) == _docs(out)
+        # the same bytes on either runner: the document table and the prepared URL list
+        assert _table_bytes(str(tmp_path / join)) == _table_bytes(out)
 
 
 def test_auto_join_by_list_size(crawl, listed, tmp_path, local_runner):

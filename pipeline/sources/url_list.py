@@ -18,7 +18,8 @@ before the groups, does all the list's work once, as the ledger's *prepared unit
        OUT/groups/url_list/keys-<k>-of-<n>.attempt-<tag>.parquet
        OUT/groups/url_list/url_list/outcomes.attempt-<tag>.jsonl
        OUT/groups/url_list/examples.attempt-<tag>.jsonl
-       OUT/groups/url_list.json                 its ledger record, written last
+       OUT/groups/url_list.json                 its ledger record, written last (its ``outcomes`` empty:
+                                                the rows are accounted in url_list/outcomes.jsonl)
 
    The stage merges these into ``OUT/url_list/outcomes.jsonl`` and ``OUT/examples.jsonl`` with the groups'
    side files, so ``stats.json``'s ``url_list`` counts each list row once.
