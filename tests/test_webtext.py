@@ -304,8 +304,11 @@ def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, por
 
 def test_auto_join_by_list_size(crawl, listed, tmp_path, local_runner):
     stats = run_webtext(crawl[1:2], str(tmp_path / "a"), _cfg(listed, side_input_max_urls=10), local_runner)
-    assert stats.extra["join"] == "cogroup"  # 37 rows > 10
+    assert stats.extra["join"] == "cogroup"  # 22 usable URLs > 10
     assert stats.extra["matched_urls"] == 4  # only the iana pages are in this crawl
+    # decided by the prepared list's usable URLs (22), not its 37 rows: the list files are not read to decide
+    stats = run_webtext(crawl[1:2], str(tmp_path / "b"), _cfg(listed, side_input_max_urls=22), local_runner)
+    assert stats.extra["join"] == "side_input" and stats.extra["matched_urls"] == 4
 
 
 def test_progress_counts_crawl_records_not_list_rows(crawl, listed, tmp_path, local_runner, capsys):

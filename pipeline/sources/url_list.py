@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import fs
-from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped
+from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes
 from pipeline.commit import attempt_name, committed_file
 from pipeline.ledger import Group
 from pipeline.read import EXAMPLES
@@ -210,16 +210,6 @@ def _merge_entries(kv):
     yield key, max(scores) if scores else None
 
 
-def count_list_rows(paths: list[str]) -> int:
-    """Lines in the list files (an upper bound on rows), counted in bytes: what ``join: auto`` decides on."""
-    n = 0
-    for path in paths:
-        with fs.open_decompressed(path) as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                n += chunk.count(b"\n")
-    return n
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The prepared list
 
@@ -235,7 +225,12 @@ def prepared_files(unit: Group) -> int:
     return max(1, -(-unit.bytes // LIST_FILE_BYTES))
 
 
-def _prepared_name(k: str | int, n: int) -> str:
+def prepared_urls(unit: Group, out_dir: str) -> int:
+    """The usable URLs of the prepared list (its ``kept`` rows), from its outcomes: no list file read again."""
+    return read_outcomes(fs.join(unit.folder(out_dir), URL_LIST)).get(KEPT, 0)
+
+
+def _prepared_name(k: str, n: int) -> str:
     return f"keys-{k}-of-{n:05d}.parquet"
 
 

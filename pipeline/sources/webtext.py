@@ -21,9 +21,10 @@ classifier, did the quality selection. This stage does the same with any list of
    ...) removed, the remaining query parameters sorted, percent-escapes of unreserved characters decoded.
 3. **The join** runs in Beam, in each input-file group of the crawl, keyed by the normalised URL, against
    the prepared list's rows (read from its Parquet files; nothing parsed or merged again). A small list (up
-   to ``side_input_max_urls`` rows) is a dict side input every worker holds, and the crawl streams past it
-   without a shuffle; a large list (tens of millions of URLs, GPT-2's was 45 M) is joined with
-   ``CoGroupByKey``, so no worker ever holds it. Both give the same documents and counts (tested).
+   to ``side_input_max_urls`` usable URLs, as the prepared list counts them: no list file is read to decide)
+   is a dict side input every worker holds, and the crawl streams past it without a shuffle; a large list
+   (tens of millions of URLs, GPT-2's was 45 M) is joined with ``CoGroupByKey``, so no worker ever holds
+   it. Both give the same documents and counts (tested).
 4. Matched responses go through the crawl's own pieces, :class:`pipeline.read.ReadWarcFiles`,
    :class:`pipeline.extract.ExtractText`, :class:`pipeline.langid.IdentifyLanguage` and
    :class:`pipeline.filters.HeuristicFilters`, with the same configs as ``ccgpt curate``.
@@ -75,11 +76,11 @@ from pipeline.sources.url_list import (
     URL_LIST,
     PrepareUrlList,
     ReadPreparedList,
-    count_list_rows,
     csv_columns,
     list_format,
     list_unit,
     prepared_paths,
+    prepared_urls,
 )
 from pipeline.sources.urls import DEFAULT_TRACKING_PARAMS, excluded, normalize_url
 from pipeline.stage import Stage, load_stats
@@ -133,7 +134,8 @@ class WebTextConfig:
         metadata={"help": "side_input: list held by every worker; cogroup: shuffle join (any size); auto: by size"},
     )
     side_input_max_urls: int = field(
-        default=1_000_000, metadata={"help": "auto join: lists with at most this many rows become a side input"}
+        default=1_000_000,
+        metadata={"help": "auto join: lists with at most this many usable URLs (merged) become a side input"},
     )
     read: ReadConfig = field(
         default_factory=ReadConfig, metadata={"help": "crawl reading, as in curate (read.source is replaced by name)"}
@@ -272,10 +274,11 @@ class WebText(beam.PTransform):
         }
 
 
-def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
+def choose_join(cfg: WebTextConfig, urls: int) -> str:
+    """The join for a list of ``urls`` usable URLs (``join: auto``: by that count, as the prepared list holds it)."""
     if cfg.join != "auto":
         return cfg.join
-    return "side_input" if count_list_rows(list_files) <= cfg.side_input_max_urls else "cogroup"
+    return "side_input" if urls <= cfg.side_input_max_urls else "cogroup"
 
 
 def run_webtext(
@@ -308,10 +311,17 @@ def run_webtext(
     groups = plan_groups(expand_inputs(inputs), cfg.read.group_bytes)
     crawl_files = [f for g in groups for f in g.files]
     stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force, module=__name__)
-    if stage.complete():  # before counting the list's rows to choose the join
+    if stage.complete():
         return load_stats(out_dir)
-    join = choose_join(cfg, list_files)
     unit = list_unit([(p, size) for p, _, size in sized])
+    chosen: list[str] = []
+
+    def join() -> str:
+        """Decided once the list is prepared (the groups' pipelines are built after it), by its usable URLs."""
+        if not chosen:
+            chosen.append(choose_join(cfg, prepared_urls(unit, out_dir)))
+        return chosen[0]
+
     side_files = (
         SideFile(f"{URL_LIST}/{OUTCOMES_FILE}", "sum", "outcome"),  # the prepared unit's alone
         SideFile(MATCHED_FILE, "unique"),
@@ -344,7 +354,7 @@ def run_webtext(
             {
                 "source": cfg.name,
                 "format": "webtext",
-                "join": join,
+                "join": join(),
                 "input_files": len(crawl_files),
                 "url_list_files": len(list_files),
                 "url_list": listed.to_dict(),
@@ -361,7 +371,7 @@ def run_webtext(
     return stage.run_groups(
         runner,
         groups,
-        lambda g: WebTextGroup(cfg, join, g, prepared_paths(unit, out_dir), out_dir),
+        lambda g: WebTextGroup(cfg, join(), g, prepared_paths(unit, out_dir), out_dir),
         side_files,
         summarise,
         label=f"source {cfg.name}",
