@@ -28,16 +28,15 @@ def dropped(reason: str) -> str:
 class WriteOutcomes(beam.PTransform):
     """PCollection[str] of outcomes -> ``<folder>/outcomes.jsonl`` with one ``{"outcome", "n"}`` per line.
 
-    The outcomes of a stage's input records are its progress; ``progress=False`` for a second kind of record
-    in the same pipeline (a URL list beside the crawl), which the progress line must not count."""
+    The outcomes of a stage's input records are its progress: one kind of record a pipeline (webtext's URL
+    list rows are counted by a pipeline of their own, :mod:`pipeline.sources.url_list`)."""
 
-    def __init__(self, folder: str, progress: bool = True):
+    def __init__(self, folder: str):
         super().__init__()
         self.path = attempt_name(os.path.join(folder, "outcomes.jsonl"))  # tagged: see pipeline.tables.WriteLines
-        self.progress = progress
 
     def expand(self, outcomes):
-        progress = getattr(outcomes.pipeline, "progress", None) if self.progress else None
+        progress = getattr(outcomes.pipeline, "progress", None)
         if progress is not None:  # one outcome per input record: counting them is the stage's progress
             outcomes = outcomes | "Progress" >> beam.ParDo(progress.counter())
         return (

@@ -10,6 +10,12 @@ budget is a group of its own). The plan depends only on the input files and the 
 run and a resumed one, on any runner and any number of workers, make the same groups, and so the same files.
 Group ids are ``g00000``, ``g00001``, ... in plan order.
 
+**A prepared unit** (webtext's URL list, ``url_list``: :mod:`pipeline.sources.url_list`): an input every group
+reads, prepared once per stage run by a pipeline of its own before the groups, is a :class:`Group` too (its
+``(path, bytes)`` input files, its side-file folder, its record), committed in the ledger as a group is, so a
+rerun keeps it and does not prepare it again; the groups read its files by their untagged names
+(``pipeline.commit.committed_file``).
+
 **Layout** in the stage's folder ``OUT``::
 
     OUT/documents-<gid>-<k>-of-<n>.attempt-<tag>.parquet
@@ -21,6 +27,7 @@ Group ids are ``g00000``, ``g00001``, ... in plan order.
                                              (outcomes, counters, examples, failed files), for this group only,
                                              tagged by the attempt that wrote them, as every side file is
     OUT/groups/<gid>.json                    the group's commit record: its ledger entry, written last
+    OUT/groups/url_list/..., url_list.json   webtext's prepared unit: its files and its record
 
 **The ledger** is the set of ``OUT/groups/<gid>.json`` records. A record is one JSON object::
 
@@ -35,10 +42,11 @@ stage's current fingerprint (inputs + config + code: a change of any invalidates
 planned inputs, and every file it lists is still there with its size. ``force`` ignores the ledger.
 
 **The run** (:meth:`pipeline.stage.Stage.run_groups`): the attempt takes ``OUT`` over keeping the committed
-groups' files and records only (a killed attempt's leftovers of an uncommitted group go); the pending groups run,
-``runner.groups_per_wave`` per Beam pipeline (a batch pipeline's shuffles are barriers, so a group inside one
-pipeline could not commit before the pipeline ends), and each group's record is written once its pipeline has
-ended. After the last group, the groups' side files are merged into the stage's own (:func:`merge_side_files`:
+groups' files and records only (a killed attempt's leftovers of an uncommitted group go); the prepared unit,
+if any and not committed, runs and commits first; the pending groups run, ``runner.groups_per_wave`` per Beam
+pipeline (a batch pipeline's shuffles are barriers, so a group inside one pipeline could not commit before the
+pipeline ends), and each group's record is written once its pipeline has ended. After the last group, the
+groups' (and the prepared unit's) side files are merged into the stage's own (:func:`merge_side_files`:
 outcomes and counters summed, failed files and other lines concatenated in group order, per reason the first
 examples of all groups' firsts; each group's files found by their untagged names,
 ``pipeline.commit.committed_file``, the merged ones tagged by this attempt), and ``stats.json`` is written last,
@@ -188,12 +196,12 @@ class SideFile:
     ``sum``: JSON lines ``{key: name, "n": count}`` summed by ``key`` (outcomes, counters); ``lines``: every
     group's lines, in group order, sorted within a group (failed files); ``unique``: the distinct lines, sorted
     (webtext's matched URL keys); ``examples``: ``{"reason", "url", "text"}`` lines, per reason the first
-    ``per_reason`` by url and text (each group wrote its first that many, :func:`example_order`); ``same``: every
-    group wrote the same file (webtext's URL-list accounting, read whole by every group): the first group's.
+    ``per_reason`` by url and text (each group wrote its first that many, :func:`example_order`). A file only
+    the prepared unit writes (webtext's URL-list outcomes) is merged from it alone: the groups have none.
     """
 
     name: str
-    merge: Literal["sum", "lines", "unique", "examples", "same"]
+    merge: Literal["sum", "lines", "unique", "examples"]
     key: str = ""
     per_reason: int = 0
 
@@ -218,9 +226,9 @@ def merge_side_files(out_dir: str, groups: list[Group], side_files: Iterable[Sid
             lines = [line for part in parts for line in sorted(_lines(part))]
         elif side.merge == "unique":
             lines = sorted({line for part in parts for line in _lines(part)})
-        elif side.merge == "examples":
+        else:  # examples
             by_reason: dict[str, list[dict[str, Any]]] = {}
-            for line in sorted({line for part in parts for line in _lines(part)}):  # webtext's list: in every group
+            for line in sorted({line for part in parts for line in _lines(part)}):
                 ex = json.loads(line)
                 by_reason.setdefault(ex.get("reason") or "", []).append(ex)
             lines = [
@@ -228,7 +236,5 @@ def merge_side_files(out_dir: str, groups: list[Group], side_files: Iterable[Sid
                 for reason in sorted(by_reason)
                 for ex in sorted(by_reason[reason], key=example_order)[: side.per_reason]
             ]
-        else:  # same
-            lines = _lines(parts[0]) if parts else []
         merged = attempt_name(fs.join(out_dir, *side.name.split("/")))
         fs.write_bytes(merged, "".join(line + "\n" for line in lines).encode())

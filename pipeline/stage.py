@@ -365,6 +365,7 @@ class Stage:
         summarise: Callable[[str, StageStats], None] | None = None,
         label: str | None = None,
         tables: Sequence[str] = ("",),
+        prepare: tuple[Group, Callable[[Group], Any]] | None = None,
     ) -> StageStats:
         """:meth:`run_beam` committed by input-file group (:mod:`pipeline.ledger`), for stages that read many files.
 
@@ -373,25 +374,42 @@ class Stage:
         (folders relative to ``OUT``; curate's ``raw``), side files (``outcomes.jsonl`` among them) in
         ``group.folder(OUT)``. Groups an earlier attempt committed for this fingerprint are kept and never read
         again; the others run ``runner.groups_per_wave`` to a Beam pipeline, each committed (its ledger record
-        written last) once its pipeline has ended. Then ``side_files`` of all groups are merged into ``OUT``,
-        their outcomes become the stats, ``summarise(OUT, stats)`` adds the stage's own figures, and the stage
+        written last) once its pipeline has ended. ``prepare``: ``(unit, build)``, the ledger's prepared unit,
+        an input every group reads (webtext's URL list), run by its own pipeline before the groups and
+        committed as a group is (kept, and not run again, when an earlier attempt committed it); its side
+        files are merged with the groups'. Then ``side_files`` of all groups are merged into ``OUT``, their
+        outcomes become the stats, ``summarise(OUT, stats)`` adds the stage's own figures, and the stage
         commits as every stage does: ``stats.json`` last, listing every group's files."""
         from pipeline.runner import make_pipeline  # late: keeps this module Beam-free
 
         if self.complete():
             return load_stats(self.out_dir)
-        done = {} if self.force else committed_groups(self.out_dir, groups, self.fingerprint)
+        units = ([prepare[0]] if prepare else []) + groups
+        done = {} if self.force else committed_groups(self.out_dir, units, self.fingerprint)
         attempt = Attempt(self.out_dir)
         attempt.begin(keep=kept_paths(done.values()))
         pending = [g for g in groups if g.id not in done]
-        if done:
-            log.info("%s: %d of %d input groups committed earlier, not read again", self.name, len(done), len(groups))
+        if len(pending) < len(groups):
+            log.info(
+                "%s: %d of %d input groups committed earlier, not read again",
+                self.name,
+                len(groups) - len(pending),
+                len(groups),
+            )
         per_wave = max(1, runner.groups_per_wave)
+        name = label or self.name
         with attempt.active():
+            if prepare is not None and prepare[0].id in done:
+                log.info("%s: %s prepared earlier, not read again", self.name, prepare[0].id)
+            elif prepare is not None:
+                unit, build_unit = prepare
+                with make_pipeline(runner, f"{name} ({unit.id})") as p:
+                    _ = p | f"Prepare {unit.id}" >> build_unit(unit)
+                attempt.check_owner()
+                done[unit.id] = commit_group(self.out_dir, unit, self.fingerprint, attempt, tables)
             for start in range(0, len(pending), per_wave):
                 wave = pending[start : start + per_wave]
                 where = f"group {wave[0].id}" if len(wave) == 1 else f"groups {wave[0].id}-{wave[-1].id}"
-                name = label or self.name
                 title = f"{name} ({where}, {len(groups)} in all)" if len(groups) > 1 else name
                 with make_pipeline(runner, title) as p:
                     for g in wave:
@@ -399,7 +417,7 @@ class Stage:
                 for g in wave:
                     attempt.check_owner()
                     done[g.id] = commit_group(self.out_dir, g, self.fingerprint, attempt, tables)
-            merge_side_files(self.out_dir, groups, side_files)
+            merge_side_files(self.out_dir, units, side_files)
             stats = self._stats(self.out_dir, summarise)
             stats.extra["input_groups"] = len(groups)
             # the groups' files were hashed as each group committed: the stage's commit takes those checksums

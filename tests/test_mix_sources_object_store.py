@@ -61,11 +61,13 @@ def _same_bytes(store, local, local_dir: str, remote, url: str, suffixes: tuple[
 
 
 def _documents(files: dict[str, bytes]) -> list[dict]:
-    """The documents of a table's Parquet files (given as bytes), sorted by id, without ``source_file``."""
+    """The documents of a table's Parquet files (given as bytes; the top-level ones, as
+    ``pipeline.tables.document_files`` takes a stage folder's: webtext's prepared URL list lies below), sorted by
+    id, without ``source_file``."""
     rows = [
         row
         for path, data in files.items()
-        if path.endswith(".parquet")
+        if path.endswith(".parquet") and "/" not in path
         for row in pq.read_table(pa.BufferReader(data)).to_pylist()
     ]
     return sorted(({k: v for k, v in r.items() if k != "source_file"} for r in rows), key=lambda r: r["id"])
@@ -179,6 +181,10 @@ def test_webtext_list_and_crawl_on_s3(s3_server, s3_bucket, shared_data, local_r
     objects = _committed(store, remote, f"{s3_bucket}/runs/webtext")
     assert "url_list/outcomes.jsonl" in s3_runs.by_name(objects)
     assert _documents(objects) == _documents(s3_runs.local_files(local_dir))
+    remote_files, local_files = s3_runs.by_name(objects), s3_runs.by_name(s3_runs.local_files(local_dir))
+    prepared = [p for p in remote_files if p.startswith("groups/url_list/keys-")]  # the list, prepared once
+    assert prepared == ["groups/url_list/keys-00000-of-00001.parquet"]
+    assert all(remote_files[p] == local_files[p] for p in prepared)
 
 
 def _corpus(rng: random.Random) -> list[dict]:

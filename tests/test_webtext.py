@@ -282,6 +282,15 @@ def test_crawl_in_groups_counts_each_matched_url_once(crawl, listed, side_input_
     assert grouped.read == 2 * news and grouped.kept == 2 * from_news > 0
 
 
+def _table_bytes(out: str) -> dict[str, bytes]:
+    """The document files and the prepared list's files of a webtext folder, by untagged name."""
+    prepared = os.path.join(out, "groups", "url_list")
+    paths = [os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet")]
+    paths += [os.path.join(prepared, f) for f in os.listdir(prepared) if f.endswith(".parquet")]
+    assert len(paths) >= 2
+    return {untagged(os.path.relpath(p, out)): open(p, "rb").read() for p in paths}
+
+
 def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, portable_runner):
     """The portable job API pickles the DoFns, the side input and the CoGroupByKey: Dataflow's path."""
     out, stats = side_input_run
@@ -289,12 +298,17 @@ def test_portable_runner_both_joins(crawl, listed, side_input_run, tmp_path, por
         got = run_webtext(crawl, str(tmp_path / join), _cfg(listed, join=join), portable_runner)
         assert _comparable(got) == _comparable(stats)
         assert _docs(str(tmp_path / join)) == _docs(out)
+        # the same bytes on either runner: the document table and the prepared URL list
+        assert _table_bytes(str(tmp_path / join)) == _table_bytes(out)
 
 
 def test_auto_join_by_list_size(crawl, listed, tmp_path, local_runner):
     stats = run_webtext(crawl[1:2], str(tmp_path / "a"), _cfg(listed, side_input_max_urls=10), local_runner)
-    assert stats.extra["join"] == "cogroup"  # 37 rows > 10
+    assert stats.extra["join"] == "cogroup"  # 22 usable URLs > 10
     assert stats.extra["matched_urls"] == 4  # only the iana pages are in this crawl
+    # decided by the prepared list's usable URLs (22), not its 37 rows: the list files are not read to decide
+    stats = run_webtext(crawl[1:2], str(tmp_path / "b"), _cfg(listed, side_input_max_urls=22), local_runner)
+    assert stats.extra["join"] == "side_input" and stats.extra["matched_urls"] == 4
 
 
 def test_progress_counts_crawl_records_not_list_rows(crawl, listed, tmp_path, local_runner, capsys):
@@ -437,3 +451,87 @@ def test_run_config_sources_of_every_kind(crawl, listed, shared_data, tmp_path):
         assert {d["source"] for d in read_documents(str(tmp_path / "run" / f"source-{name}"))} == {name}
     with pytest.raises(SourceError, match="unknown kind"):  # when the config loads, before any stage
         from_dict(RunConfig, {"out_dir": str(tmp_path / "r2"), "sources": {"x": {"kind": "pdf"}}})
+
+
+def test_list_prepared_once_per_stage_run_and_kept_after_a_kill(
+    crawl, listed, side_input_run, tmp_path, local_runner, monkeypatch
+):
+    """The list is read, normalised and merged once per stage run, by a pipeline before the crawl's groups, into
+    hash-split Parquet files every group joins against (here three, by a small ``LIST_FILE_BYTES``), not once a
+    group. A run killed after two of four groups committed reruns neither the list nor those groups; one killed
+    before the prepared list committed prepares it again and never reads the killed attempt's files."""
+    import pyarrow.parquet as pq
+
+    import pipeline.stage
+    from pipeline import read
+    from pipeline.ledger import plan_groups
+    from pipeline.read import expand_inputs
+    from pipeline.sources import url_list
+    from pipeline.tables import file_of
+
+    out0, stats0 = side_input_run
+    lists: list[str] = []
+    real_rows = url_list.iter_url_rows
+    monkeypatch.setattr(url_list, "iter_url_rows", lambda path, cfg: lists.append(path) or real_rows(path, cfg))
+    monkeypatch.setattr(url_list, "LIST_FILE_BYTES", 1000)
+    opened: list[str] = []
+    real_open = read.open_stream
+    monkeypatch.setattr(read, "open_stream", lambda path: opened.append(path) or real_open(path))
+    real_commit = pipeline.stage.commit_group
+    kill_at: list[str] = []
+
+    class Killed(Exception):
+        pass
+
+    def commit_or_die(out_dir, group, *args):
+        if group.id == "url_list" and "url_list" in kill_at:  # killed before the prepared list committed
+            raise Killed(group.id)
+        record = real_commit(out_dir, group, *args)
+        if group.id in kill_at:
+            raise Killed(group.id)
+        return record
+
+    monkeypatch.setattr(pipeline.stage, "commit_group", commit_or_die)
+    cfg = _cfg(listed, join="cogroup")
+    cfg.read.group_bytes = 1  # one crawl file a group: four groups
+    groups = plan_groups(expand_inputs(crawl), 1)
+    out = str(tmp_path / "out")
+
+    kill_at[:] = ["g00001"]
+    with pytest.raises(Killed):
+        run_webtext(crawl, out, cfg, local_runner)
+    assert lists == [listed]  # once for the four groups
+    assert not os.path.exists(os.path.join(out, "stats.json"))
+    prepared = sorted(f for f in os.listdir(os.path.join(out, "groups", "url_list")) if f.startswith("keys-"))
+    assert [untagged(f) for f in prepared] == [f"keys-{k:05d}-of-00003.parquet" for k in range(3)]
+    keys = {
+        k: pq.read_table(os.path.join(out, "groups", "url_list", f)).column("key").to_pylist()
+        for k, f in enumerate(prepared)
+    }
+    assert all(v == sorted(v) and all(file_of(key, 3) == k for key in v) for k, v in keys.items())
+    assert sum(len(v) for v in keys.values()) == stats0.extra["url_list"]["kept"]
+
+    kill_at.clear()
+    lists.clear()
+    opened.clear()
+    stats = run_webtext(crawl, out, cfg, local_runner)
+    assert lists == []  # the committed prepared list is kept, not read again
+    assert sorted(opened) == sorted(f for g in groups[2:] for f in g.files)  # nor the committed groups
+    assert stats.extra["input_groups"] == 4
+    for key in ("url_list", "matched_urls", "unmatched_urls", "duplicate_urls"):
+        assert stats.extra[key] == stats0.extra[key], key
+    assert (stats.read, stats.kept, stats.dropped) == (stats0.read, stats0.kept, stats0.dropped)
+    assert _docs(out) == _docs(out0)
+
+    small = str(tmp_path / "small")
+    kill_at[:] = ["url_list"]
+    with pytest.raises(Killed):
+        run_webtext(crawl[1:2], small, cfg, local_runner)
+    for name in os.listdir(os.path.join(small, "groups", "url_list")):  # the killed attempt's files, half written
+        if name.endswith(".parquet"):
+            open(os.path.join(small, "groups", "url_list", name), "wb").write(b"partial")
+    kill_at.clear()
+    lists.clear()
+    stats = run_webtext(crawl[1:2], small, cfg, local_runner)
+    assert lists == [listed] and stats.extra["url_list"] == stats0.extra["url_list"]
+    assert stats.extra["matched_urls"] == 4

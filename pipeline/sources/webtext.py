@@ -4,7 +4,11 @@ GPT-2 built WebText from the pages that Reddit posts with at least 3 karma linke
 classifier, did the quality selection. This stage does the same with any list of URLs and any crawl:
 
 1. **The list** (plain text, one URL per line; or JSONL / CSV / TSV with a URL column and an optional score
-   column) is read in Beam, one streaming DoFn call per file. Every row ends as a usable URL or is counted
+   column) is read in Beam, one streaming DoFn call per file, **once per stage run**: a pipeline of its own,
+   before the crawl's input-file groups, reads, normalises and merges it and writes it prepared, as compact
+   Parquet (key, score) split by a hash of the key, with its accounting
+   (:mod:`pipeline.sources.url_list`; committed in the ledger, so a rerun after a kill does not prepare it
+   again). Every row ends as a usable URL or is counted
    by reason: ``malformed`` (not an http(s) URL with a host), ``missing_url``, ``bad_row`` (not JSON / not
    an object), ``invalid_utf8``, ``bad_score`` / ``missing_score`` / ``below_min_score`` (with ``min_score``),
    ``excluded_domain`` (``exclude_domains``, subdomains included; ``wikipedia.org`` by default, as GPT-2
@@ -15,7 +19,9 @@ classifier, did the quality selection. This stage does the same with any list of
    on a string: scheme folded (http = https), ``www.`` stripped, host lowercased (IDN as punycode), default
    port, userinfo, fragment and trailing slash dropped, tracking parameters (``utm_*``, ``fbclid``, ``gclid``,
    ...) removed, the remaining query parameters sorted, percent-escapes of unreserved characters decoded.
-3. **The join** runs in Beam, keyed by the normalised URL. A small list (up to ``side_input_max_urls`` rows)
+3. **The join** runs in Beam, in each input-file group of the crawl, keyed by the normalised URL, against
+   the prepared list's rows (read from its Parquet files; nothing parsed or merged again). A small list (up
+   to ``side_input_max_urls`` usable URLs, as the prepared list counts them: no list file is read to decide)
    is a dict side input every worker holds, and the crawl streams past it without a shuffle; a large list
    (tens of millions of URLs, GPT-2's was 45 M) is joined with ``CoGroupByKey``, so no worker ever holds
    it. Both give the same documents and counts (tested).
@@ -25,8 +31,9 @@ classifier, did the quality selection. This stage does the same with any list of
 
 Every crawl record has one outcome: the reader's drops, ``not_in_url_list``, ``excluded_domain``,
 ``bad_url``, then extraction, language and filter drops, or ``kept``. ``stats.json`` adds ``url_list`` (the
-list's own accounting) and ``matched_urls`` / ``unmatched_urls`` (distinct list URLs found / not found in the
-crawl). A list that matches nothing is a :class:`SourceError`, never a silently empty source.
+list's own accounting, counted once, by the pipeline that prepares it) and ``matched_urls`` /
+``unmatched_urls`` (distinct list URLs found / not found in the crawl). A list that matches nothing is a
+:class:`SourceError`, never a silently empty source.
 
 Documents get their own ids (sha1 of the source name and the crawl document id), so a page that is both in
 the crawl and in WebText is two documents for dedup to settle by source priority, and carry
@@ -38,19 +45,17 @@ The lists, the crawl and the output folder may be local or object-store URLs: ev
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import apache_beam as beam
 
 from pipeline import fs
-from pipeline.accounting import KEPT, OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
+from pipeline.accounting import OUTCOMES, WriteOutcomes, dropped, read_outcomes, stats_from_outcomes
 from pipeline.commit import committed_file
 from pipeline.curate import identify_and_filter
 from pipeline.extract import ExtractConfig, ExtractText
@@ -63,9 +68,19 @@ from pipeline.sources.common import (
     STAGE,
     SourceError,
     check_source_name,
-    resolve_inputs,
+    resolve_sized_inputs,
     source_config,
     take_paths,
+)
+from pipeline.sources.url_list import (
+    URL_LIST,
+    PrepareUrlList,
+    ReadPreparedList,
+    csv_columns,
+    list_format,
+    list_unit,
+    prepared_paths,
+    prepared_urls,
 )
 from pipeline.sources.urls import DEFAULT_TRACKING_PARAMS, excluded, normalize_url
 from pipeline.stage import Stage, load_stats
@@ -89,7 +104,6 @@ from schemas.stats import StageStats
 
 MATCHED = "matched"  # tag: the key of each distinct list URL found in the crawl
 MATCHED_FILE = "matched_urls.txt"  # those keys, one a line
-URL_LIST = "url_list"  # the folder of the list's own outcomes.jsonl
 
 
 @dataclass
@@ -120,7 +134,8 @@ class WebTextConfig:
         metadata={"help": "side_input: list held by every worker; cogroup: shuffle join (any size); auto: by size"},
     )
     side_input_max_urls: int = field(
-        default=1_000_000, metadata={"help": "auto join: lists with at most this many rows become a side input"}
+        default=1_000_000,
+        metadata={"help": "auto join: lists with at most this many usable URLs (merged) become a side input"},
     )
     read: ReadConfig = field(
         default_factory=ReadConfig, metadata={"help": "crawl reading, as in curate (read.source is replaced by name)"}
@@ -136,155 +151,6 @@ class WebTextConfig:
                 "WebTextConfig: side_input_max_urls and examples_per_reason cannot be negative, got"
                 f" {self.side_input_max_urls}, {self.examples_per_reason}"
             )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The URL list
-
-
-def list_format(path: str, cfg: WebTextConfig) -> str:
-    if cfg.list_format != "auto":
-        return cfg.list_format
-    name = path[:-3] if path.endswith(".gz") else path
-    ext = os.path.splitext(name)[1].lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(ext, "text")
-
-
-def _lines(path: str) -> Iterator[bytes]:
-    with fs.open_decompressed(path) as fh:
-        yield from fh
-
-
-def _decode(line: bytes) -> str | None:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def csv_columns(path: str, fmt: str) -> list[str]:
-    """The header row of a CSV/TSV list (checked before a pipeline starts)."""
-    first = next(iter(_lines(path)), b"")
-    return next(csv.reader([first.decode("utf-8", "replace")], delimiter="," if fmt == "csv" else "\t"), [])
-
-
-def iter_url_rows(path: str, cfg: WebTextConfig) -> Iterator[tuple[str | None, Any, str | None]]:
-    """Stream one list file: ``(url, score, problem)`` per row; ``problem`` names why a row has no usable URL.
-
-    Plain text: one URL per line; blank lines and ``#`` comments are not rows. JSONL: one object per line.
-    CSV/TSV: a header row naming the columns. A line that is not UTF-8 is a row with ``invalid_utf8``.
-    """
-    fmt = list_format(path, cfg)
-    if fmt == "text":
-        for line in _lines(path):
-            s = _decode(line)
-            if s is None:
-                yield None, None, "invalid_utf8"
-            elif s.strip() and not s.strip().startswith("#"):
-                yield s.strip(), None, None
-    elif fmt == "jsonl":
-        for line in _lines(path):
-            if not line.strip():
-                continue
-            s = _decode(line)
-            if s is None:
-                yield None, None, "invalid_utf8"
-                continue
-            try:
-                obj = json.loads(s)
-            except ValueError:
-                yield None, None, "bad_row"
-                continue
-            if not isinstance(obj, dict):
-                yield None, None, "bad_row"
-                continue
-            url = obj.get(cfg.url_field)
-            yield (url, obj.get(cfg.score_field), None) if isinstance(url, str) else (None, None, "missing_url")
-    elif fmt in ("csv", "tsv"):
-        text = (line.decode("utf-8", "surrogateescape") for line in _lines(path))
-        reader = csv.DictReader(text, delimiter="," if fmt == "csv" else "\t")
-        if reader.fieldnames is None:
-            return
-        if cfg.url_field not in reader.fieldnames:
-            raise SourceError(f"{path}: no {cfg.url_field!r} column (columns: {reader.fieldnames}); set --url_field")
-        for row in reader:
-            url = row.get(cfg.url_field)
-            if not url:
-                yield None, None, "missing_url"
-                continue
-            try:
-                "".join(str(v) for v in row.values()).encode("utf-8")
-            except UnicodeEncodeError:
-                yield None, None, "invalid_utf8"
-                continue
-            yield url, row.get(cfg.score_field), None
-    else:
-        raise SourceError(f"unknown URL list format {fmt!r} (text | jsonl | csv | tsv)")
-
-
-def _score(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a score")
-    return float(value)
-
-
-class ReadUrlList(beam.DoFn):
-    """A list file -> ``(key, (score, url))`` per usable row; one outcome per row on the outcome tag."""
-
-    def __init__(self, cfg: WebTextConfig):
-        self.cfg = cfg
-
-    def _drop(self, reason: str, url: Any):
-        yield beam.pvalue.TaggedOutput(OUTCOMES, dropped(reason))
-        yield beam.pvalue.TaggedOutput(
-            EXAMPLES, (f"url_list:{reason}", {"reason": f"url_list:{reason}", "url": str(url)[:300], "text": ""})
-        )
-
-    def process(self, path: str):
-        cfg = self.cfg
-        for url, raw_score, problem in iter_url_rows(path, cfg):
-            if problem:
-                yield from self._drop(problem, url)
-                continue
-            key = normalize_url(url, cfg.tracking_params)
-            if key is None:
-                yield from self._drop("malformed", url)
-                continue
-            if excluded(key, cfg.exclude_domains):
-                yield from self._drop("excluded_domain", url)
-                continue
-            try:
-                score = _score(raw_score)
-            except (TypeError, ValueError):
-                if cfg.min_score is not None:
-                    yield from self._drop("bad_score", url)
-                    continue
-                score = None
-            if cfg.min_score is not None:
-                if score is None:
-                    yield from self._drop("missing_score", url)
-                    continue
-                if score < cfg.min_score:
-                    yield from self._drop("below_min_score", url)
-                    continue
-            yield key, (score, url)
-
-
-def _merge_entries(kv):
-    """All rows of one normalised URL -> one usable list URL (the highest score) + ``duplicate`` per extra row."""
-    key, entries = kv
-    entries = sorted(entries, key=lambda e: e[1])
-    scores = [s for s, _ in entries if s is not None]
-    url = entries[0][1]
-    yield beam.pvalue.TaggedOutput(OUTCOMES, KEPT)
-    for _, u in entries[1:]:
-        yield beam.pvalue.TaggedOutput(OUTCOMES, dropped("duplicate"))
-        yield beam.pvalue.TaggedOutput(
-            EXAMPLES, ("url_list:duplicate", {"reason": "url_list:duplicate", "url": f"{u} = {url}"[:300], "text": ""})
-        )
-    yield key, max(scores) if scores else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -363,10 +229,10 @@ class ExtractListed(ExtractText):
 
 
 class WebText(beam.PTransform):
-    """``{"crawl": PCollection of WARC paths, "lists": PCollection of list paths}`` -> dict of PCollections:
-
-    ``documents``, ``outcomes`` (one per crawl record), ``list_outcomes`` (one per list row), ``matched``
-    (distinct matched list keys), ``examples``, ``counters``, ``failed`` (damaged crawl files).
+    """``{"crawl": PCollection of WARC paths, "list": PCollection of the prepared list's (key, score)}`` -> dict
+    of PCollections: ``documents``, ``outcomes`` (one per crawl record), ``matched`` (distinct matched list
+    keys), ``examples``, ``counters``, ``failed`` (damaged crawl files). The list's own accounting is the
+    prepared unit's (:mod:`pipeline.sources.url_list`).
     """
 
     def __init__(self, cfg: WebTextConfig, join: str):
@@ -378,28 +244,17 @@ class WebText(beam.PTransform):
 
     def expand(self, inputs):
         cfg = self.cfg
-        rows = (
-            inputs["lists"]
-            | "SpreadLists" >> beam.Reshuffle()
-            | "ReadList" >> beam.ParDo(ReadUrlList(cfg)).with_outputs(OUTCOMES, EXAMPLES, main="rows")
-        )
-        unique = (
-            rows.rows
-            | "GroupListUrls" >> beam.GroupByKey()
-            | "MergeListUrls" >> beam.FlatMap(_merge_entries).with_outputs(OUTCOMES, EXAMPLES, main="urls")
-        )
-
         read_cfg = dataclasses.replace(cfg.read, source=cfg.name)
         read = inputs["crawl"] | "ReadWarc" >> ReadWarcFiles(read_cfg)
         keyed = read.records | "KeyByUrl" >> beam.ParDo(KeyByUrl(cfg)).with_outputs(OUTCOMES, main="keyed")
         if self.join == "side_input":
             joined = keyed.keyed | "MatchSideInput" >> beam.ParDo(
-                MatchSideInput(cfg.name), beam.pvalue.AsDict(unique.urls)
+                MatchSideInput(cfg.name), beam.pvalue.AsDict(inputs["list"])
             ).with_outputs(OUTCOMES, MATCHED, main="records")
             matched = joined[MATCHED] | "DistinctMatched" >> beam.Distinct()
         else:
             joined = (
-                {"list": unique.urls, "crawl": keyed.keyed}
+                {"list": inputs["list"], "crawl": keyed.keyed}
                 | "JoinByUrl" >> beam.CoGroupByKey()
                 | "MatchGrouped" >> beam.ParDo(MatchGrouped(cfg.name)).with_outputs(OUTCOMES, MATCHED, main="records")
             )
@@ -412,29 +267,18 @@ class WebText(beam.PTransform):
         return {
             "documents": filtered.documents,
             "outcomes": [s[OUTCOMES] for s in steps] | "CrawlOutcomes" >> beam.Flatten(),
-            "list_outcomes": [rows[OUTCOMES], unique[OUTCOMES]] | "ListOutcomes" >> beam.Flatten(),
             "matched": matched,
-            "examples": [s[EXAMPLES] for s in (rows, unique, read, extracted, langid, filtered)]
-            | "AllExamples" >> beam.Flatten(),
+            "examples": [s[EXAMPLES] for s in (read, extracted, langid, filtered)] | "AllExamples" >> beam.Flatten(),
             "counters": [read[COUNTERS], extracted[COUNTERS], langid[COUNTERS]] | "AllCounters" >> beam.Flatten(),
             "failed": read[FAILED],
         }
 
 
-def count_list_rows(paths: list[str]) -> int:
-    """Lines in the list files (an upper bound on rows), counted in bytes: what ``join: auto`` decides on."""
-    n = 0
-    for path in paths:
-        with fs.open_decompressed(path) as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                n += chunk.count(b"\n")
-    return n
-
-
-def choose_join(cfg: WebTextConfig, list_files: list[str]) -> str:
+def choose_join(cfg: WebTextConfig, urls: int) -> str:
+    """The join for a list of ``urls`` usable URLs (``join: auto``: by that count, as the prepared list holds it)."""
     if cfg.join != "auto":
         return cfg.join
-    return "side_input" if count_list_rows(list_files) <= cfg.side_input_max_urls else "cogroup"
+    return "side_input" if urls <= cfg.side_input_max_urls else "cogroup"
 
 
 def run_webtext(
@@ -447,13 +291,15 @@ def run_webtext(
     ``matched_urls.txt`` (the keys of the list URLs found), ``examples.jsonl``, ``counters.jsonl``,
     ``failed_files.jsonl``, and per crawl-file group its ledger record and side files (``groups/``: committed
     one by one, ``read.group_bytes`` of crawl each, so a rerun after a kill reads only the groups not done;
-    :mod:`pipeline.ledger`). Raises :class:`SourceError` when the list
-    has no usable URL, nothing on it is in the crawl, or no matched page survives the filters.
+    :mod:`pipeline.ledger`), the list prepared once before them (``groups/url_list``:
+    :mod:`pipeline.sources.url_list`). Raises :class:`SourceError` when the list has no usable URL, nothing on
+    it is in the crawl, or no matched page survives the filters.
     """
     check_source_name(cfg.name)
     if not cfg.urls:
         raise SourceError("webtext needs a URL list (--urls FILE)")
-    list_files = [p for p, _ in resolve_inputs(list(cfg.urls))]
+    sized = resolve_sized_inputs(list(cfg.urls))
+    list_files = [p for p, _, _ in sized]
     if cfg.min_score is not None:
         plain = [p for p in list_files if list_format(p, cfg) == "text"]
         if plain:
@@ -465,11 +311,19 @@ def run_webtext(
     groups = plan_groups(expand_inputs(inputs), cfg.read.group_bytes)
     crawl_files = [f for g in groups for f in g.files]
     stage = Stage(STAGE, out_dir, list(inputs) + list_files, cfg, force, module=__name__)
-    if stage.complete():  # before counting the list's rows to choose the join
+    if stage.complete():
         return load_stats(out_dir)
-    join = choose_join(cfg, list_files)
+    unit = list_unit([(p, size) for p, _, size in sized])
+    chosen: list[str] = []
+
+    def join() -> str:
+        """Decided once the list is prepared (the groups' pipelines are built after it), by its usable URLs."""
+        if not chosen:
+            chosen.append(choose_join(cfg, prepared_urls(unit, out_dir)))
+        return chosen[0]
+
     side_files = (
-        SideFile(f"{URL_LIST}/{OUTCOMES_FILE}", "same"),
+        SideFile(f"{URL_LIST}/{OUTCOMES_FILE}", "sum", "outcome"),  # the prepared unit's alone
         SideFile(MATCHED_FILE, "unique"),
         SideFile(COUNTERS_FILE, "sum", "counter"),
         SideFile(EXAMPLES_FILE, "examples", per_reason=cfg.examples_per_reason),
@@ -500,7 +354,7 @@ def run_webtext(
             {
                 "source": cfg.name,
                 "format": "webtext",
-                "join": join,
+                "join": join(),
                 "input_files": len(crawl_files),
                 "url_list_files": len(list_files),
                 "url_list": listed.to_dict(),
@@ -517,34 +371,34 @@ def run_webtext(
     return stage.run_groups(
         runner,
         groups,
-        lambda g: WebTextGroup(cfg, join, g, list_files, out_dir),
+        lambda g: WebTextGroup(cfg, join(), g, prepared_paths(unit, out_dir), out_dir),
         side_files,
         summarise,
         label=f"source {cfg.name}",
+        prepare=(unit, lambda u: PrepareUrlList(cfg, u, out_dir)),
     )
 
 
 class WebTextGroup(beam.PTransform):
-    """One input-file group of the crawl (:mod:`pipeline.ledger`), joined with the whole URL list -> the group's
-    document files in ``out_dir`` and its side files in ``group.folder(out_dir)``: outcomes, the list's own
-    accounting (the same in every group: each reads the list whole), the keys of the list URLs it matched (a
-    URL matched in two groups counts once when they are merged), counters, examples, failed files."""
+    """One input-file group of the crawl (:mod:`pipeline.ledger`), joined with the prepared URL list (its files
+    at ``prepared``: :func:`pipeline.sources.url_list.prepared_paths`) -> the group's document files in
+    ``out_dir`` and its side files in ``group.folder(out_dir)``: outcomes, the keys of the list URLs it matched
+    (a URL matched in two groups counts once when they are merged), counters, examples, failed files."""
 
-    def __init__(self, cfg: WebTextConfig, join: str, group: Group, list_files: list[str], out_dir: str):
+    def __init__(self, cfg: WebTextConfig, join: str, group: Group, prepared: list[str], out_dir: str):
         super().__init__()
-        self.cfg, self.join, self.group, self.list_files, self.out_dir = cfg, join, group, list_files, out_dir
+        self.cfg, self.join, self.group, self.prepared, self.out_dir = cfg, join, group, prepared, out_dir
 
     def expand(self, pbegin):
         cfg, g = self.cfg, self.group
         side = g.folder(self.out_dir)
         out = {
             "crawl": pbegin | "CrawlFiles" >> beam.Create(g.files),
-            "lists": pbegin | "ListFiles" >> beam.Create(self.list_files),
+            "list": pbegin | "PreparedList" >> ReadPreparedList(self.prepared),
         } | "WebText" >> WebText(cfg, self.join)
         n_files = group_output_files(g.bytes, CRAWL_FILE_BYTES)
         _ = out["documents"] | "WriteDocuments" >> WriteDocuments(self.out_dir, n_files, g.prefix)
         _ = out["outcomes"] | "WriteOutcomes" >> WriteOutcomes(side)
-        _ = out["list_outcomes"] | "WriteListOutcomes" >> WriteOutcomes(fs.join(side, URL_LIST), progress=False)
         _ = out["matched"] | "WriteMatched" >> WriteLines(fs.join(side, MATCHED_FILE))
         _ = out["counters"] | "WriteCounters" >> WriteCounters(side)
         _ = out["examples"] | "WriteExamples" >> WriteExamples(side, cfg.examples_per_reason)
