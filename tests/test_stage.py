@@ -183,7 +183,9 @@ def test_a_zombie_side_file_or_shard_written_after_the_commit_is_never_read_and_
         outcomes, counters = WriteOutcomes(folder).path, WriteCounters(folder).path
         open(outcomes, "w").write(json.dumps({"outcome": "kept", "n": n}) + "\n")
         open(counters, "w").write(json.dumps({"counter": "pages", "n": n}) + "\n")
-        pattern = WriteShards(folder, MixConfig(), "uint16", None, True, SHARD_PATTERN, "_shards.jsonl", "shards").pattern
+        pattern = WriteShards(
+            folder, MixConfig(), "uint16", None, True, SHARD_PATTERN, "_shards.jsonl", "shards"
+        ).pattern
         row = ShardRow((0, "web", 0), "web", np.full(4, n, dtype=np.uint16).tobytes(), [0])
         (info,) = WriteShard(folder, "uint16", 3, pattern).process((0, [row]))
         return [outcomes, counters, os.path.join(folder, json.loads(info)["file"])]
