@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from pipeline import fs
 from pipeline.dedup.stage import read_clusters
+from pipeline.fs import atomic_write_text
 from pipeline.tables import document_files, read_jsonl
-from schemas.atomic import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -33,8 +33,8 @@ from pipeline.decontam import (
     decontaminate_text,
     run_decontam,
 )
-from pipeline.tables import read_documents
-from schemas.documents import SchemaError, write_documents
+from pipeline.tables import read_documents, write_documents
+from schemas.documents import SchemaError
 from schemas.tasks import split_wikitext_articles, wikitext_detokenize
 
 CFG = DecontamConfig()

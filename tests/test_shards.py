@@ -25,8 +25,8 @@ from pipeline.shards import (
     save_manifest,
     verify_shards,
 )
+from pipeline.tables import write_documents
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-from schemas.documents import write_documents
 from schemas.shards import validate_shard_schema
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
