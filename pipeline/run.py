@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pipeline import fs
+from pipeline.benchmarks import missing_task_data
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
@@ -33,7 +34,7 @@ from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
 from schemas.config import from_dict, parse_yaml
 from schemas.stats import StageStats
-from schemas.tasks import EvalConfig, missing_task_data
+from schemas.tasks import EvalConfig
 from train.config import TrainConfig
 
 
