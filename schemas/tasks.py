@@ -180,6 +180,8 @@ class Subtask:
 
 
 # ----------------------------------------------------------------------------------------------- loading
+# Each side reads the files (train.tasks, pipeline.benchmarks); the rules and the errors they raise are worded
+# once, here, so both readers resolve a task and fail alike.
 def is_task_path(spec: str) -> bool:
     """A task file's path (``x.yaml``, ``dir/x``), not a shipped task's name (``blimp``)."""
     return spec.endswith((".yaml", ".yml")) or "/" in spec
