@@ -146,7 +146,7 @@ def make_corpus(n: int, seed: int = 0) -> list[dict]:
 
 
 def write_corpus(docs: list[dict], folder: str) -> None:
-    from schemas.documents import write_documents
+    from pipeline.tables import write_documents
 
     os.makedirs(os.path.join(folder, "parquet"), exist_ok=True)
     os.makedirs(os.path.join(folder, "jsonl"), exist_ok=True)
@@ -406,7 +406,7 @@ def score_labelled_beam(name: str, path: str, settings: str, work: str) -> dict:
     from pipeline.dedup import DedupConfig, read_clusters, run_dedup
     from pipeline.dedup.evaluate import kind_scores, pairwise_scores, plain_near_config, read_labelled
     from pipeline.runner import RunnerConfig
-    from schemas.documents import write_documents
+    from pipeline.tables import write_documents
 
     truth, texts, extras = read_labelled(path)
     folder = os.path.join(work, f"beam-{name}")

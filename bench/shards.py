@@ -184,8 +184,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     sys.path.insert(0, REPO)
+    from pipeline.tables import write_documents
     from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from schemas.documents import write_documents
 
     docs = corpus(args.repeat)
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import sys
+import tarfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,8 +45,24 @@ import apache_beam as beam
 import numpy as np
 
 from pipeline import fs
-from schemas.tasks import TaskError, load_tasks, read_examples, resolve_data_root
+from schemas.tasks import (
+    Subtask,
+    TaskError,
+    TaskSpec,
+    check_task_list,
+    data_text,
+    is_task_path,
+    member_texts,
+    member_wanted,
+    missing_data,
+    missing_task_file,
+    not_an_archive,
+    parse_task_text,
+    split_task_list,
+    subtasks,
+)
 from schemas.tasks import benchmark_texts as task_texts
+from train.tasks import resolve_data_root, shipped_task_file
 
 SUMMARY = "summary"  # tag of the counters output
 NGRAM_MIN, NGRAM_MAX = 8, 13  # GPT-3 appendix C: the bounds of a task's N
@@ -264,6 +281,55 @@ def resolve_benchmarks(specs: list[str]) -> list[tuple[str, str]]:
                 raise DecontamError(f"two benchmarks named {key!r}: {out[key]} and {p} (use NAME=PATH)")
             out[key] = p
     return sorted(out.items())
+
+
+# -- evaluation tasks, read through pipeline.fs (a task file or its data may be a URL) and parsed by schemas.tasks;
+# train.tasks reads the same files on the train side, and finds the shipped ones and the default data root for both
+def _task_file(name_or_path: str) -> str:
+    """A shipped task's file, or the path given (a local one made absolute: workers may run elsewhere)."""
+    if not is_task_path(name_or_path):
+        return shipped_task_file(name_or_path)
+    if not fs.is_file(name_or_path):
+        raise missing_task_file(name_or_path)
+    return name_or_path if fs.is_url(name_or_path) else os.path.abspath(name_or_path)
+
+
+def load_tasks(specs: list[str] | str) -> list[TaskSpec]:
+    """Read and validate task files (shipped names or paths): at least one, no name twice."""
+    paths = [_task_file(s) for s in split_task_list(specs)]
+    return check_task_list([parse_task_text(fs.read_bytes(p).decode("utf-8"), p) for p in paths])
+
+
+def read_examples(task: TaskSpec, data_root: str) -> list[Subtask]:
+    """A task's examples per subtask (what ``ccgpt eval`` scores), its data under the resolved ``data_root``
+    read in place: the whole file, or the archive's wanted members in one sequential pass."""
+    path = task.data_path(data_root)
+    if not fs.is_file(path):
+        raise missing_data(task, path, data_root)
+    if not task.data.members:
+        return subtasks(task, [(task.name, data_text(path, fs.read_bytes(path)))], path, None)
+    with fs.open_read(path) as raw:
+        try:
+            tar = tarfile.open(fileobj=raw)  # .tar and .tar.gz
+        except tarfile.TarError as e:
+            raise not_an_archive(task, path, e) from None
+        with tar:
+            found = {}
+            for member in tar:
+                if member.isfile() and member_wanted(task, member.name):
+                    fh = tar.extractfile(member)
+                    assert fh is not None  # a regular file's member
+                    found[member.name] = fh.read().decode("utf-8")
+    return subtasks(task, member_texts(task, path, found), path, None)
+
+
+def missing_task_data(specs: list[str] | str, data_root: str | None = None) -> list[str]:
+    """The data files of the tasks ``specs`` that are not there (none: every task's data can be read, or no
+    task is set)."""
+    if not split_task_list(specs):
+        return []
+    root = resolve_data_root(data_root)
+    return [t.data_path(root) for t in load_tasks(specs) if not fs.exists(t.data_path(root))]
 
 
 class BenchmarkSource(NamedTuple):

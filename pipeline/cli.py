@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.logs import setup_logging
-from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
+from schemas.config import add_dataclass_args, dataclass_from_args, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,9 @@ def _config_section(path: str | None, section: str) -> tuple[dict[str, Any], dic
     """(stage section, runner section) from a YAML file: a full run config or just the stage's section."""
     if not path:
         return {}, {}
-    data = load_yaml(path)
+    from pipeline import fs
+
+    data = parse_yaml(fs.read_bytes(path).decode("utf-8"), path)  # pipeline.fs: a config may be a URL
     if section in data and isinstance(data[section], dict):
         return data[section], data.get("runner") or {}
     return data, {}

@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import fs
+from pipeline.commit import untagged
 from pipeline.dedup.stage import read_clusters
+from pipeline.fs import atomic_write_text
 from pipeline.tables import document_files, read_jsonl
-from schemas.atomic import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -492,12 +493,14 @@ def _mix_section(run_dir: str) -> str:
             ],
         ),
     ]
-    shard_rows = [[s["file"], s["rows"], s["tokens"], s["sha256"][:16] + "…"] for s in m["shards"]]
+    # shards are named by the attempt that wrote them (``shard-00000.attempt-<tag>.arrow``, pipeline.commit): the
+    # tag tells a reader nothing, so the tables show the name without it
+    shard_rows = [[untagged(s["file"]), s["rows"], s["tokens"], s["sha256"][:16] + "…"] for s in m["shards"]]
     out += ["<h3>Shards</h3>", _table(shard_rows, ["file", "rows", "tokens", "sha256"])]
     val = m.get("validation")
     if val:
         val_rows = [[name, v["documents"], v["tokens_packed"]] for name, v in val["sources"].items()]
-        val_rows += [[s["file"], s["rows"], s["tokens"]] for s in val["shards"]]
+        val_rows += [[untagged(s["file"]), s["rows"], s["tokens"]] for s in val["shards"]]
         out += [
             f"<h3>Validation split ({val['total_tokens']:,} tokens; whole documents held out of training, "
             f"{fmt(val['fraction'] * 100)}% per source)</h3>",

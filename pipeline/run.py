@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 
 from pipeline import fs
+from pipeline.benchmarks import missing_task_data
 from pipeline.curate import CurateConfig, run_curate
 from pipeline.decontam import DecontamConfig, run_decontam
 from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.fs import use_options
+from pipeline.fs import atomic_write_text, use_options
 from pipeline.mix import MixConfig, run_mix
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
 from pipeline.runner import RunnerConfig, pipeline_options
@@ -31,10 +32,9 @@ from pipeline.sources.builders import SourceSpec, parse_sources, run_source_spec
 from pipeline.stage import Stage
 from pipeline.stages import STAGE_NAMES, STAGES
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-from schemas.atomic import atomic_write_text
-from schemas.config import from_dict, load_yaml
+from schemas.config import from_dict, parse_yaml
 from schemas.stats import StageStats
-from schemas.tasks import EvalConfig, missing_task_data
+from schemas.tasks import EvalConfig
 from train.config import TrainConfig
 
 
@@ -84,7 +84,7 @@ class RunConfig:
 def load_run_config(path: str, overrides: list[str] | None = None) -> RunConfig:
     """Load a run config; ``overrides`` are ``dotted.key=YAML`` strings (``mix.seq_len=512``) applied on top,
     so every option of every stage can be set from the command line without editing the file."""
-    data = load_yaml(path)
+    data = parse_yaml(fs.read_bytes(path).decode("utf-8"), path)  # pipeline.fs: a config may be a URL
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:

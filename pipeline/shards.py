@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from pipeline import fs
-from pipeline.commit import tag_of
+from pipeline.commit import tag_of, verified
 from schemas.documents import SchemaError
 from schemas.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from schemas.shards import SHARD_SCHEMA_VERSION, validate_shard_schema
@@ -41,12 +41,17 @@ def read_shard(path: str) -> pa.Table:
 
 def load_manifest(path: str) -> Manifest:
     """Read and version-check a manifest, local or at a URL: ``path`` is the shard folder or its
-    ``manifest.json``."""
+    ``manifest.json``.
+
+    In a committed stage folder (the mix's) the manifest is first checked against the commit record
+    (``stats.json``: size and sha256, :func:`pipeline.commit.verified`): the mix's driver writes it under a fixed
+    name, so a late rewrite (a zombie driver, a hand edit) would otherwise be read as the stage's own and
+    point readers at shards the commit never listed; it is refused (:class:`pipeline.commit.AlteredOutput`)."""
     if fs.is_dir(path):
         path = fs.join(path, MANIFEST_NAME)
     if not fs.exists(path):
         raise SchemaError(f"{path}: manifest not found")
-    return Manifest.from_json(fs.read_bytes(path), where=path)
+    return Manifest.from_json(fs.read_bytes(verified(path)), where=path)
 
 
 def save_manifest(manifest: Manifest, folder: str) -> str:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pipeline import fs, handoff
 from pipeline.commit import STATS_FILE, active, attempt_name, committed_file, committed_files, relative_path
 from pipeline.ledger import example_order
-from schemas.documents import DOCUMENT_SCHEMA, SchemaError, validate_document_schema
+from schemas.documents import DOCUMENT_SCHEMA, SchemaError, document_row, validate_document_schema
 
 
 def document_files(path: str) -> list[str]:
@@ -328,6 +328,17 @@ def ensure_table(folder: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(DOCUMENT_SCHEMA.empty_table(), sink)
     fs.write_bytes(fs.join(folder, attempt_name("documents-empty.parquet")), sink.getvalue().to_pybytes())
+
+
+def write_documents(rows: list[dict[str, Any]], path: str, row_group_size: int | None = None) -> str:
+    """Rows (:func:`schemas.documents.document_row`'s fields) as one Parquet document table at ``path``, local
+    or an object-store URL, written in one piece through :mod:`pipeline.fs`; returns ``path``. For small
+    writes outside Beam (the tests' and benches' inputs); ``row_group_size`` caps the rows per row group
+    (pyarrow's default otherwise)."""
+    table = pa.Table.from_pylist([document_row(**r) for r in rows], schema=DOCUMENT_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=row_group_size)
+    return fs.write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def _example_lines(kv):

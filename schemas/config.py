@@ -1,4 +1,4 @@
-"""Typed configuration shared by every CLI: dataclasses, loadable from YAML, every field also a flag.
+"""Typed configuration shared by every CLI: dataclasses, parsed from YAML text, every field also a flag.
 
 A stage declares a ``@dataclass`` of its options (with defaults and a ``help`` in field metadata); the CLI
 turns it into ``--flag`` arguments with :func:`add_dataclass_args` and back with :func:`dataclass_from_args`.
@@ -154,9 +154,11 @@ def apply_overrides(obj: T, args: argparse.Namespace, prefix: str = "") -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
-def load_yaml(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+def parse_yaml(text: str, path: str) -> dict[str, Any]:
+    """A config file's text as a mapping (an empty file: ``{}``); ``path`` names it in errors. The caller reads
+    the file through its own side's layer (``pipeline.fs``, so a config may be a URL; ``train/`` reads a local
+    file): ``schemas/`` does no I/O."""
+    data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     return data

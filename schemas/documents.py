@@ -11,9 +11,6 @@ import json
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from schemas.atomic import atomic_path
 
 DOCUMENT_SCHEMA_VERSION = "1"
 
@@ -88,11 +85,3 @@ def validate_document_schema(schema: pa.Schema, where: str = "input") -> None:
         got = schema.field(f.name).type
         if got != f.type:
             raise SchemaError(f"{where}: field {f.name!r} has type {got}, expected {f.type}")
-
-
-def write_documents(rows: list[dict[str, Any]], path: str, row_group_size: int | None = None) -> None:
-    """Write rows as one Parquet file atomically (temp name, then rename). For small, non-Beam writes.
-    ``row_group_size`` caps the rows per row group (pyarrow's default otherwise)."""
-    table = pa.Table.from_pylist([document_row(**r) for r in rows], schema=DOCUMENT_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size)

@@ -3,7 +3,10 @@
 One file per task (``schemas/task_files/<name>.yaml``, or any path), read by ``ccgpt eval`` (``train/eval/``) to
 score a model and by ``ccgpt decontam --tasks`` (``pipeline/decontam.py``) to cut the same text out of the
 training data, so what is evaluated is what was removed. It lives in ``schemas/`` because both halves read
-it and ``train/`` never imports ``pipeline/``. Local files only: nothing here touches the network.
+it and ``train/`` never imports ``pipeline/``. Parsing and validation only, from text: ``schemas/`` does no
+I/O, so each side reads the task files and their data through its own code (:mod:`train.tasks`: local files,
+and the one place the shipped task files are found in the installed package; :mod:`pipeline.benchmarks`:
+:mod:`pipeline.fs`, so a task file or its data may be a URL), and both hand the bytes here.
 
 Schema, version 1 (unknown keys are errors, so a typo cannot silently change a task)::
 
@@ -39,7 +42,7 @@ Formats and their ``fields``:
 Zero-shot only: a task has no few-shot examples.
 
 The data root is, in order: the ``--data-root`` flag, ``$CCGPT_DATA_ROOT``, ``../shared/data`` beside the
-repository.
+repository (:func:`train.tasks.resolve_data_root`).
 """
 
 from __future__ import annotations
@@ -47,10 +50,9 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import json
-import os
+import posixpath
 import re
-import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +60,6 @@ import yaml
 
 TASK_SCHEMA_VERSION = 1
 DATA_ROOT_ENV = "CCGPT_DATA_ROOT"
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "task_files")  # package data: in the wheel too
-DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(_REPO), "shared", "data")
 
 MINIMAL_PAIRS = "minimal_pairs"
 MULTIPLE_CHOICE = "multiple_choice"
@@ -121,8 +120,10 @@ class TaskSpec:
     preprocess: str | None = None
     target_delimiter: str = " "
 
-    def data_path(self, data_root: str | None = None) -> str:
-        return os.path.join(resolve_data_root(data_root), self.data.path)
+    def data_path(self, data_root: str) -> str:
+        """The data file under a resolved data root (an absolute ``data.path`` stands alone): path strings
+        joined, nothing read."""
+        return posixpath.join(data_root, self.data.path)
 
     def to_dict(self) -> dict[str, Any]:
         """The task as written (for results files and fingerprints)."""
@@ -179,37 +180,21 @@ class Subtask:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def resolve_data_root(flag: str | None = None) -> str:
-    return os.path.abspath(flag or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+# Each side reads the files (train.tasks, pipeline.benchmarks); the rules and the errors they raise are worded
+# once, here, so both readers resolve a task and fail alike.
+def is_task_path(spec: str) -> bool:
+    """A task file's path (``x.yaml``, ``dir/x``), not a shipped task's name (``blimp``)."""
+    return spec.endswith((".yaml", ".yml")) or "/" in spec
 
 
-def available_tasks() -> list[str]:
-    if not os.path.isdir(TASKS_DIR):
-        return []
-    return sorted(f[: -len(".yaml")] for f in os.listdir(TASKS_DIR) if f.endswith(".yaml"))
+def missing_task_file(path: str) -> TaskError:
+    return TaskError(f"task file {path!r} does not exist")
 
 
-def task_file(name_or_path: str) -> str:
-    """A shipped task's file (``blimp`` -> ``schemas/task_files/blimp.yaml``) or the path given."""
-    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
-        if not os.path.isfile(name_or_path):
-            raise TaskError(f"task file {name_or_path!r} does not exist")
-        return os.path.abspath(name_or_path)
-    path = os.path.join(TASKS_DIR, f"{name_or_path}.yaml")
-    if not os.path.isfile(path):
-        raise TaskError(
-            f"unknown task {name_or_path!r}: no {path}; shipped tasks: {', '.join(available_tasks()) or 'none'}"
-            " (or give a task file's path)"
-        )
-    return path
-
-
-def missing_task_data(specs: list[str] | str, data_root: str | None = None) -> list[str]:
-    """The data files of the tasks ``specs`` that are not there (none: every task's data can be read, or no
-    task is set)."""
-    if not split_task_list(specs):
-        return []
-    return [t.data_path(data_root) for t in load_tasks(specs) if not os.path.exists(t.data_path(data_root))]
+def unknown_task(name: str, path: str, shipped: list[str]) -> TaskError:
+    return TaskError(
+        f"unknown task {name!r}: no {path}; shipped tasks: {', '.join(shipped) or 'none'} (or give a task file's path)"
+    )
 
 
 @dataclass
@@ -314,19 +299,17 @@ def parse_task(raw: Any, path: str) -> TaskSpec:
     )
 
 
-def load_task(name_or_path: str) -> TaskSpec:
-    """Read and validate one task file (a shipped task's name or a path)."""
-    path = task_file(name_or_path)
+def parse_task_text(text: str, path: str) -> TaskSpec:
+    """A task file's text (read by the caller, from ``path``) parsed and validated."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise TaskError(f"{path}: not valid YAML ({e})") from None
     return parse_task(raw, path)
 
 
-def load_tasks(specs: list[str] | str) -> list[TaskSpec]:
-    tasks = [load_task(s) for s in split_task_list(specs)]
+def check_task_list(tasks: list[TaskSpec]) -> list[TaskSpec]:
+    """The tasks of one run: at least one, no name twice."""
     if not tasks:
         raise TaskError("no task given")
     names = [t.name for t in tasks]
@@ -336,49 +319,47 @@ def load_tasks(specs: list[str] | str) -> list[TaskSpec]:
     return tasks
 
 
-# ----------------------------------------------------------------------------------------------- reading
-def _stem(path: str) -> str:
-    name = os.path.basename(path)
+# ----------------------------------------------------------------------------------------------- examples
+def _stem(member: str) -> str:
+    name = member.rpartition("/")[2]  # an archive member's name: "/"-separated on every system
     for suffix in (".gz", ".jsonl", ".ndjson", ".json", ".txt"):
         name = name.removesuffix(suffix)
     return name
 
 
-def _open_text(path: str) -> str:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    if path.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    return raw.decode("utf-8")
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise TaskError(f"limit must be >= 1, got {limit}")
 
 
-def _sources(task: TaskSpec, data_root: str | None) -> Iterator[tuple[str, str]]:
-    """``(subtask name, text)`` per data file, or per archive member, in a fixed (sorted) order."""
-    path = task.data_path(data_root)
-    if not os.path.isfile(path):
-        raise TaskError(
-            f"{task.source}: data file {path} not found (data root {resolve_data_root(data_root)}; set it with "
-            f"--data-root or ${DATA_ROOT_ENV})"
-        )
-    if not task.data.members:
-        yield task.name, _open_text(path)
-        return
-    try:
-        tar = tarfile.open(path)  # reads .tar and .tar.gz in place
-    except tarfile.TarError as e:
-        raise TaskError(f"{task.source}: data.members given but {path} is not a tar archive ({e})") from None
-    with tar:  # one sequential pass: seeking back in a gzip stream would decompress it again per member
-        found: dict[str, str] = {}
-        for member in tar:
-            if member.isfile() and any(fnmatch.fnmatch(member.name, p) for p in task.data.members):
-                fh = tar.extractfile(member)
-                assert fh is not None
-                found[member.name] = fh.read().decode("utf-8")
+def missing_data(task: TaskSpec, path: str, data_root: str) -> TaskError:
+    return TaskError(
+        f"{task.source}: data file {path} not found (data root {data_root}; set it with --data-root or "
+        f"${DATA_ROOT_ENV})"
+    )
+
+
+def not_an_archive(task: TaskSpec, path: str, error: Exception) -> TaskError:
+    return TaskError(f"{task.source}: data.members given but {path} is not a tar archive ({error})")
+
+
+def data_text(path: str, raw: bytes) -> str:
+    """A data file's bytes as text (``.gz`` decompressed)."""
+    return (gzip.decompress(raw) if path.endswith(".gz") else raw).decode("utf-8")
+
+
+def member_wanted(task: TaskSpec, name: str) -> bool:
+    """Whether the archive member ``name`` is one of the task's subtasks (``data.members`` globs)."""
+    return any(fnmatch.fnmatch(name, p) for p in task.data.members)
+
+
+def member_texts(task: TaskSpec, path: str, found: dict[str, str]) -> list[tuple[str, str]]:
+    """``(subtask name, text)`` per wanted member of the archive at ``path`` (``found``: member name -> text,
+    read by the caller in one sequential pass), sorted by member name; every glob must match a member."""
     for pattern in task.data.members:
         if not fnmatch.filter(found, pattern):
             raise TaskError(f"{task.source}: no member of {path} matches {pattern!r}")
-    for member in sorted(found):
-        yield f"{task.name}_{_stem(member)}", found[member]
+    return [(f"{task.name}_{_stem(member)}", found[member]) for member in sorted(found)]
 
 
 def split_wikitext_articles(text: str) -> list[str]:
@@ -481,18 +462,17 @@ def _examples(task: TaskSpec, name: str, text: str, limit: int | None) -> tuple[
     return out, len(lines)
 
 
-def read_examples(task: TaskSpec, data_root: str | None = None, limit: int | None = None) -> list[Subtask]:
-    """The task's examples per subtask, in file order; ``limit``: at most that many per subtask.
+def subtasks(task: TaskSpec, texts: Iterable[tuple[str, str]], path: str, limit: int | None) -> list[Subtask]:
+    """The task's examples per subtask, in file order, from ``(subtask name, text)`` pairs read from the data
+    file ``path`` (the whole file, or one per archive member); ``limit``: at most that many per subtask.
 
-    Raises :class:`TaskError` for unreadable data, malformed records and a task or subtask with no example.
+    Raises :class:`TaskError` for malformed records and a subtask with no example.
     """
-    if limit is not None and limit < 1:
-        raise TaskError(f"limit must be >= 1, got {limit}")
     out = []
-    for name, text in _sources(task, data_root):
+    for name, text in texts:
         examples, total = _examples(task, name, text, limit)
         if not examples:
-            raise TaskError(f"{task.source}: {name} has no examples in {task.data_path(data_root)}")
+            raise TaskError(f"{task.source}: {name} has no examples in {path}")
         out.append(Subtask(name, examples, total))
     return out
 

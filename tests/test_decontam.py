@@ -33,8 +33,8 @@ from pipeline.decontam import (
     decontaminate_text,
     run_decontam,
 )
-from pipeline.tables import read_documents
-from schemas.documents import SchemaError, write_documents
+from pipeline.tables import read_documents, write_documents
+from schemas.documents import SchemaError
 from schemas.tasks import split_wikitext_articles, wikitext_detokenize
 
 CFG = DecontamConfig()
@@ -411,3 +411,54 @@ def test_stage_reads_benchmarks_from_task_files(tmp_path, shared_data, local_run
         run_decontam([str(tmp_path / "in")], str(tmp_path / "bad"), DecontamConfig(tasks=["blimpp"]), local_runner)
     with pytest.raises(DecontamError, match="at least one benchmark file"):
         run_decontam([str(tmp_path / "in")], str(tmp_path / "bad"), DecontamConfig(), local_runner)
+
+
+def test_both_sides_read_the_same_task_examples(tmp_path, shared_data):
+    """``schemas.tasks`` parses; the pipeline reads the files through ``pipeline.fs`` and the trainer through
+    ``train.tasks``: the same subtasks and examples, and the same errors, from either side."""
+    import io
+    import tarfile
+
+    from pipeline import benchmarks
+    from schemas.tasks import TaskError
+    from train import tasks as train_tasks
+
+    for name in ("blimp", "wikitext2"):
+        (p_task,), (t_task,) = benchmarks.load_tasks(name), train_tasks.load_tasks(name)
+        assert p_task == t_task and p_task.source.endswith(f"schemas/task_files/{name}.yaml")
+        assert benchmarks.read_examples(p_task, shared_data) == train_tasks.read_examples(t_task, shared_data)
+
+    archive = tmp_path / "pairs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for member, lines in {"data/a.jsonl": 2, "data/b.jsonl": 1, "README": 1}.items():
+            body = "".join(json.dumps({"g": f"good {i}", "b": f"bad {i}"}) + "\n" for i in range(lines)).encode()
+            info = tarfile.TarInfo(member)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    spec = "version: 1\nname: pairs\nformat: minimal_pairs\ndata: {path: pairs.tar.gz, members: [data/*.jsonl]}\n"
+    spec += "fields: {good: g, bad: b}\n"
+    (tmp_path / "pairs.yaml").write_text(spec)
+    (p_task,), (t_task,) = (
+        benchmarks.load_tasks(str(tmp_path / "pairs.yaml")),
+        train_tasks.load_tasks(str(tmp_path / "pairs.yaml")),
+    )
+    subs = benchmarks.read_examples(p_task, str(tmp_path))
+    assert subs == train_tasks.read_examples(t_task, str(tmp_path))
+    assert [(s.name, len(s.examples)) for s in subs] == [("pairs_a", 2), ("pairs_b", 1)]
+
+    (tmp_path / "plain.yaml").write_text(spec.replace("name: pairs", "name: plain").replace("pairs.tar.gz", "x.gz"))
+    (tmp_path / "x.gz").write_bytes(b"not a tar")
+    (tmp_path / "glob.yaml").write_text(spec.replace("name: pairs", "name: glob").replace("data/*.jsonl", "none/*"))
+    for reader, load in ((benchmarks.read_examples, benchmarks.load_tasks), (train_tasks.read_examples, None)):
+        load = load or train_tasks.load_tasks
+        (plain,), (glob,) = load(str(tmp_path / "plain.yaml")), load(str(tmp_path / "glob.yaml"))
+        with pytest.raises(TaskError, match="is not a tar archive"):
+            reader(plain, str(tmp_path))
+        with pytest.raises(TaskError, match="no member of .* matches 'none/\\*'"):
+            reader(glob, str(tmp_path))
+        with pytest.raises(TaskError, match="data file .* not found"):
+            reader(glob, str(tmp_path / "elsewhere"))
+        with pytest.raises(TaskError, match="unknown task 'nope'.*blimp"):
+            load("nope")
+        with pytest.raises(TaskError, match="does not exist"):
+            load(str(tmp_path / "missing.yaml"))

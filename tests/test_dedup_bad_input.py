@@ -8,8 +8,7 @@ import random
 
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, run_dedup
-from pipeline.tables import read_documents
-from schemas.documents import write_documents
+from pipeline.tables import read_documents, write_documents
 
 
 def _write(folder, rows: list[dict]) -> None:

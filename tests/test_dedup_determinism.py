@@ -16,8 +16,7 @@ import sys
 
 from pipeline.commit import untagged
 from pipeline.dedup import read_clusters
-from pipeline.tables import read_documents
-from schemas.documents import write_documents
+from pipeline.tables import read_documents, write_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,8 +12,7 @@ import pytest
 
 from pipeline.accounting import read_outcomes
 from pipeline.dedup import DedupConfig, NearConfig, read_clusters, run_dedup
-from pipeline.tables import read_documents
-from schemas.documents import write_documents
+from pipeline.tables import read_documents, write_documents
 
 
 def _words(rng: random.Random, n: int) -> list[str]:

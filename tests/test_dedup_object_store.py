@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import s3_runs
 
 from pipeline.dedup import DedupConfig, NearConfig, run_dedup
-from schemas.documents import write_documents
+from pipeline.tables import write_documents
 
 # what decides the stats but not the output: where it ran, when, and which inputs (paths differ by scheme)
 _VOLATILE = ("seconds", "attempt", "files", "fingerprint", "lineage", "against")

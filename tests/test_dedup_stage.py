@@ -16,9 +16,8 @@ from pipeline.commit import untagged
 from pipeline.dedup import DedupConfig, NearConfig, evaluate_dedup, pairwise_scores, read_clusters, run_dedup
 from pipeline.dedup.evaluate import default_near_config
 from pipeline.dedup.stage import ComponentsError, cluster_files
-from pipeline.tables import read_documents
+from pipeline.tables import read_documents, write_documents
 from schemas.config import add_dataclass_args, dataclass_from_args
-from schemas.documents import write_documents
 
 
 def _clusters(out_dir: str) -> list[dict]:

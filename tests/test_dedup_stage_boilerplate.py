@@ -12,7 +12,7 @@ from pipeline.dedup import DedupConfig, evaluate_dedup, pairwise_scores, read_cl
 from pipeline.dedup.evaluate import kind_scores
 from pipeline.dedup.exact import NormalizeConfig
 from pipeline.dedup.lines import TOP_LINES
-from schemas.documents import write_documents
+from pipeline.tables import write_documents
 
 
 def _stage(rows: list[dict], tmp_path, runner, cfg: DedupConfig | None = None) -> tuple[dict[str, str], object]:

@@ -21,15 +21,13 @@ from schemas.tasks import (  # noqa: E402
     MinimalPair,
     MultipleChoice,
     TaskError,
-    load_task,
-    load_tasks,
     parse_task,
-    read_examples,
     split_wikitext_articles,
     wikitext_detokenize,
 )
 from train.config import TrainConfig  # noqa: E402
 from train.eval import EvalModelError, evaluate, open_model, rolling_requests, score_requests  # noqa: E402
+from train.tasks import load_task, load_tasks, read_examples  # noqa: E402
 from train.trainer import train  # noqa: E402
 
 
@@ -403,7 +401,7 @@ def test_eval_tasks_under_fsdp_score_the_gathered_model(run_dir, tmp_path, share
 
 def test_no_task_set_means_no_task_data_missing():
     """A run config without tasks (the default) skips decontam's tasks and the eval stage quietly."""
-    from schemas.tasks import missing_task_data
+    from pipeline.benchmarks import missing_task_data
 
     assert missing_task_data([]) == [] and missing_task_data("") == []
     assert missing_task_data(["blimp"], data_root="/nonexistent-data-root") != []

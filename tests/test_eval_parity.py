@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_eval import train_eval_run  # noqa: E402
 
 from bench.eval import write_oracle_tasks  # noqa: E402
-from schemas.tasks import load_task, read_examples  # noqa: E402
 from train.eval import evaluate  # noqa: E402
+from train.tasks import load_task, read_examples  # noqa: E402
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is the `eval-oracle` extra: pip install -e '.[eval-oracle]'")
 

@@ -27,8 +27,8 @@ from pipeline.mix.plan import (
 )
 from pipeline.shards import load_manifest
 from pipeline.stage import load_stats
+from pipeline.tables import write_documents
 from pipeline.tokenizer import EOT, TokenizerConfig, load_tokenizer, train_tokenizer
-from schemas.documents import write_documents
 
 WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
 SIZES = {"crawl": 700, "books": 30, "wiki": 8}  # uneven on purpose: wiki must be repeated, crawl downsampled
@@ -462,10 +462,11 @@ def test_the_shuffle_spreads_rows_evenly_without_a_rank_table():
 
 def test_gpt3_preset_loads_as_a_mix_config():
     from pipeline.mix.plan import normalise_weights
-    from schemas.config import from_dict, load_yaml
+    from schemas.config import from_dict, parse_yaml
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cfg = from_dict(MixConfig, load_yaml(os.path.join(repo, "configs", "mix-gpt3.yaml"))["mix"])
+    path = os.path.join(repo, "configs", "mix-gpt3.yaml")
+    cfg = from_dict(MixConfig, parse_yaml(open(path, encoding="utf-8").read(), path)["mix"])
     shares = normalise_weights(cfg.weights)
     assert set(shares) == {"crawl", "webtext2", "books1", "books2", "wikipedia"}
     assert shares["crawl"] == pytest.approx(60 / 101) and sum(shares.values()) == pytest.approx(1.0)

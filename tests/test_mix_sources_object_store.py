@@ -202,8 +202,8 @@ def test_decontam_and_mix_on_s3_commit_the_bytes_they_commit_locally(s3_server, 
     from pipeline.decontam import DecontamConfig, run_decontam
     from pipeline.mix import MixConfig, run_mix
     from pipeline.shards import ShardError, inspect_shards, verify_shards
+    from pipeline.tables import write_documents
     from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-    from schemas.documents import write_documents
 
     store = s3_runs.store(s3_server)
     rows = _corpus(random.Random(3))

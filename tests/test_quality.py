@@ -39,8 +39,7 @@ from pipeline.quality.rules import exact_cutoff, pareto_draw, pareto_keep, paret
 from pipeline.quality.text import DEFAULT_MAX_CHARS, iter_records, normalize_text, unscorable_reason
 from pipeline.quality.train import split_holdout, train_fasttext
 from pipeline.stage import load_stats
-from pipeline.tables import read_documents
-from schemas.documents import write_documents
+from pipeline.tables import read_documents, write_documents
 
 TINY = dict(dim=16, epoch=10, bucket=20_000, min_count=1, word_ngrams=2, lr=0.3, baseline_features=2**14)
 

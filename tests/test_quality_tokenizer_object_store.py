@@ -20,6 +20,7 @@ import s3_runs
 from pipeline.filters import UrlBlocklist, UrlBlocklistConfig
 from pipeline.quality import QualityFilterConfig, QualityTrainConfig, run_quality_filter, train_quality
 from pipeline.stage import load_stats
+from pipeline.tables import write_documents
 from pipeline.tokenizer import (
     TokenizerConfig,
     copy_tokenizer,
@@ -27,7 +28,6 @@ from pipeline.tokenizer import (
     tokenizer_content_hash,
     train_tokenizer,
 )
-from schemas.documents import write_documents
 from schemas.stats import StageStats
 
 TINY = dict(dim=8, epoch=3, bucket=2000, min_count=1, min_words=5, lr=0.3, baseline_features=2**12)

@@ -6,9 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.tables import read_documents
+from pipeline.tables import read_documents, write_documents
 from schemas import DOCUMENT_SCHEMA, Manifest, SchemaError, StageStats, document_row
-from schemas.documents import write_documents
 from schemas.manifest import ShardInfo, SourceMix, TokenizerInfo
 from schemas.shards import shard_schema, token_dtype_for, validate_shard_schema
 from schemas.stats import AccountingError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.commit import committed_file, tag_of, untagged
+from pipeline.commit import AlteredOutput, committed_file, tag_of, untagged
 from pipeline.mix import MixConfig, run_mix
 from pipeline.mix.pack import write_shard_file
 from pipeline.shards import (
@@ -25,8 +26,8 @@ from pipeline.shards import (
     save_manifest,
     verify_shards,
 )
+from pipeline.tables import write_documents
 from pipeline.tokenizer import TokenizerConfig, train_tokenizer
-from schemas.documents import write_documents
 from schemas.shards import validate_shard_schema
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -63,6 +64,21 @@ def _named(folder: str, name: str) -> str:
     path = committed_file(os.path.join(folder, name))
     assert tag_of(path) is not None and untagged(os.path.basename(path)) == name
     return path
+
+
+def _recommit(folder: str) -> None:
+    """Record the files a test changed on purpose in the folder's commit (``stats.json``: size, and sha256 where
+    the commit keeps one), as if the mix had written them: what ``verify`` checks inside the files is then what
+    fails, not the commit check that ``load_manifest`` runs first (tested on its own below)."""
+    path = os.path.join(folder, "stats.json")
+    stats = json.load(open(path))
+    for record in stats["files"]:
+        file = os.path.join(folder, *record["path"].split("/"))
+        if os.path.exists(file):
+            record["size"] = os.path.getsize(file)
+            if record.get("sha256"):
+                record["sha256"] = hashlib.sha256(open(file, "rb").read()).hexdigest()
+    json.dump(stats, open(path, "w"))
 
 
 @pytest.fixture
@@ -155,6 +171,7 @@ def test_validation_token_counts_are_checked(copy):
     m = load_manifest(copy)
     m.validation.sources["wiki"].tokens_packed += 17
     save_manifest(m, copy)
+    _recommit(copy)
     with pytest.raises(ShardError, match="validation source 'wiki': shards hold"):
         verify_shards(copy)
 
@@ -165,6 +182,7 @@ def test_manifest_from_before_the_validation_split_still_verifies(copy):
     del data["validation"]  # as written before the split existed
     json.dump(data, open(os.path.join(copy, "manifest.json"), "w"))
     os.remove(val)
+    _recommit(copy)
     summary = verify_shards(copy)
     assert summary["validation"] is None and summary["rows"] > 0
     with pytest.raises(ShardError, match="lists no validation split"):
@@ -175,9 +193,11 @@ def test_bad_manifest(copy):
     path = os.path.join(copy, "manifest.json")
     data = json.load(open(path))
     json.dump({**data, "schema_version": "0"}, open(path, "w"))
+    _recommit(copy)
     with pytest.raises(ShardError, match="manifest version '0'"):
         verify_shards(copy)
     open(path, "w").write("{not json")
+    _recommit(copy)
     with pytest.raises(ShardError, match="not a valid manifest"):
         verify_shards(copy)
     os.remove(path)
@@ -207,6 +227,25 @@ def _rewrite(folder: str, mutate) -> None:
     m = load_manifest(folder)
     m.shards[0].sha256 = sha
     save_manifest(m, folder)
+    _recommit(folder)
+
+
+def test_a_late_rewrite_of_the_manifest_is_refused(copy):
+    """The mix's driver writes manifest.json under a fixed name, inside its commit: a rewrite after the commit (a
+    zombie driver, a hand edit), even one of the same size, is refused by every reader of the manifest."""
+    path = os.path.join(copy, "manifest.json")
+    data = json.load(open(path))
+    json.dump({**data, "total_tokens": data["total_tokens"] + 1}, open(path, "w"))
+    with pytest.raises(AlteredOutput, match="manifest.json: changed since its stage's commit"):
+        load_manifest(copy)
+    with pytest.raises(ShardError, match="manifest.json: changed since its stage's commit"):
+        verify_shards(copy)
+    with pytest.raises(ShardError, match="changed since its stage's commit"):
+        inspect_shards(copy)
+    _recommit(copy)  # the same edit, committed: read as the stage's, and verify finds what it changed
+    assert load_manifest(copy).total_tokens == data["total_tokens"] + 1
+    with pytest.raises(ShardError, match="manifest total_tokens"):
+        verify_shards(copy)
 
 
 def test_token_id_beyond_vocab(copy):

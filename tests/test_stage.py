@@ -2,6 +2,7 @@
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from pipeline.commit import (
 )
 from pipeline.stage import Stage, fingerprint, is_complete
 from pipeline.tables import WriteDocuments, document_files
-from schemas.atomic import atomic_path, atomic_write_text
 from schemas.config import add_dataclass_args, dataclass_from_args, from_dict
 from schemas.stats import StageStats
 
@@ -248,7 +248,11 @@ def test_writers_built_inside_an_attempt_tag_their_files(tmp_path):
     assert active() is None
 
 
-def test_atomic_file_writes_leave_old_or_new_never_partial(tmp_path):
+@pytest.mark.parametrize("layer", ["pipeline.fs", "train.storage"])
+def test_atomic_file_writes_leave_old_or_new_never_partial(tmp_path, layer):
+    """Each side's layer writes its few local-only files atomically (``schemas/`` does no I/O)."""
+    module = importlib.import_module(layer)
+    atomic_path, atomic_write_text = module.atomic_path, module.atomic_write_text
     path = str(tmp_path / "f.json")
     assert atomic_write_text(path, "old") == path
     with pytest.raises(RuntimeError):

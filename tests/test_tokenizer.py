@@ -9,6 +9,7 @@ import random
 import pytest
 
 from pipeline.stage import load_stats
+from pipeline.tables import write_documents
 from pipeline.tokenizer import (
     EOT,
     TokenizerConfig,
@@ -20,7 +21,6 @@ from pipeline.tokenizer import (
     tokenizer_info,
     train_tokenizer,
 )
-from schemas.documents import write_documents
 
 WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from at which "

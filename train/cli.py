@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from schemas.config import add_dataclass_args, dataclass_from_args, load_yaml
+from schemas.config import add_dataclass_args, dataclass_from_args, parse_yaml
 from train.config import GPT3_N_CTX, GPT3_TABLE, GPT3_VOCAB_SIZE, PRESETS, TrainConfig
 
 
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     section: dict[str, Any] | None = None
     if args.config:
-        data = load_yaml(args.config)
+        with open(args.config, encoding="utf-8") as fh:  # a local file: train/ reads its own (schemas/ does no I/O)
+            data = parse_yaml(fh.read(), args.config)
         section = data["train"] if isinstance(data.get("train"), dict) else data
     return dataclass_from_args(TrainConfig, args, section)
 

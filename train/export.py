@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
-from schemas.atomic import atomic_folder
 from train.checkpoint import CheckpointError
 from train.config import ModelConfig
 from train.generate import find_tokenizer, load_model, load_tokenizer
 from train.model import GPT
+from train.storage import atomic_folder
 
 
 class ExportError(ValueError):

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from schemas.atomic import atomic_write_text
 from train.config import TrainConfig
+from train.storage import atomic_write_text
 
 LOG_NAME = "log.jsonl"
 

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import importlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -412,3 +414,57 @@ def find_tokenizer_beside(folder: str, cache_dir: str = "") -> str | None:
         os.replace(tmp, local)
         return local
     return None
+
+
+# -- local files only, written atomically (temp name beside, then rename) --------------------------------------
+# For the few files that live on the local disk by design and are no committed stage output: the trainer's summary
+# and trimmed log, ``ccgpt eval``'s results, ``ccgpt export``'s folder. A reader sees the old version or the
+# complete new one, never a partial file. Temporary names carry the writer's pid, so two processes never write the
+# same temporary file. Stage outputs never rely on this: they are committed by ``stats.json``
+# (``pipeline.commit``), which works on object stores too, where nothing can be renamed. ``schemas/`` does no I/O,
+# so each side keeps its own copy (``train/`` imports no Beam).
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary name beside the local ``path``; when the block succeeds it is renamed to ``path``,
+    when it fails it is removed."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to the local ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(out_dir: str) -> Iterator[str]:
+    """Yield a temporary local folder to write into; on success it replaces ``out_dir`` (an existing one is
+    moved aside only once the new one is complete), on failure it is removed. Leftover temporary folders of
+    killed writers are removed first."""
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    for stale in glob.glob(f"{glob.escape(out_dir)}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = f"{out_dir}.partial-{os.getpid()}"
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(out_dir):
+        old = f"{out_dir}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 
-from schemas.atomic import atomic_write_text
 from train.attention import FLEX_MIN_HEAD_DIM
 from train.checkpoint import (
     CHECKPOINTS_DIR,
@@ -57,7 +56,7 @@ from train.parallel import (
     sum_over_ranks,
     wrap_model,
 )
-from train.storage import find_tokenizer_beside
+from train.storage import atomic_write_text, find_tokenizer_beside
 
 
 # --------------------------------------------------------------------------------------------- device checks

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.fs import atomic_folder
 from pipeline.sample.archives import Member, iter_members
 from pipeline.sample.fetch import Fetched, fetch
 from pipeline.sample.output import Output
@@ -36,7 +37,6 @@ from pipeline.sample.pins import (
 )
 from pipeline.sample.text import rst_to_text, split_jargon_entries, split_numbered_sections, split_rst_sections
 from pipeline.sample.warc import Page, content_type, count_warc_records, regzip_per_record
-from schemas.atomic import atomic_folder
 
 log = logging.getLogger("ccgpt.sample")
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import fs
+from pipeline.fs import atomic_write_text
 from pipeline.sample.pins import Artefact, PinMissing, SampleError
-from schemas.atomic import atomic_write_text
 
 log = logging.getLogger("ccgpt.sample")
 

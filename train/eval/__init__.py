@@ -1,9 +1,9 @@
 """Zero-shot downstream evaluation (``ccgpt eval``): task files in, lm-eval-layout results out.
 
-``schemas.tasks`` reads the task files; :mod:`train.eval.models` opens a ccgpt checkpoint or a Hugging Face
-folder; :mod:`train.eval.scoring` batches log-likelihood requests; :mod:`train.eval.metrics` turns scores
-into metrics per format; :mod:`train.eval.runner` ties them together in an order that rejects bad input
-before any weight is loaded.
+:mod:`train.tasks` reads the task files (:mod:`schemas.tasks` parses them); :mod:`train.eval.models` opens a
+ccgpt checkpoint or a Hugging Face folder; :mod:`train.eval.scoring` batches log-likelihood requests;
+:mod:`train.eval.metrics` turns scores into metrics per format; :mod:`train.eval.runner` ties them together in
+an order that rejects bad input before any weight is loaded.
 """
 
 from train.eval.models import EvalModelError, ModelSource, open_model

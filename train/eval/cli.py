@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from schemas.tasks import DATA_ROOT_ENV, TaskError, available_tasks
+from schemas.tasks import DATA_ROOT_ENV, TaskError
+from train.tasks import available_tasks
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -24,13 +24,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from schemas.atomic import atomic_write_text
-from schemas.tasks import MINIMAL_PAIRS, Subtask, TaskSpec, load_tasks, read_examples, resolve_data_root
+from schemas.tasks import MINIMAL_PAIRS, Subtask, TaskSpec
 from train.eval.metrics import TaskRequests, build_requests, higher_is_better, metric_row, sample_records
 from train.eval.models import EvalModelError, ccgpt_source, open_model
 from train.eval.scoring import score_requests
 from train.generate import checkpoint_meta, find_tokenizer, model_from_checkpoint, read_checkpoint
 from train.model import GPT
+from train.storage import atomic_write_text
+from train.tasks import load_tasks, read_examples, resolve_data_root
 
 RESULTS_FILE = "results.json"
 
