@@ -359,7 +359,9 @@ _S3_OPTIONS = (
 # sees the old version or the complete new one, never a partial file. Temporary names carry the writer's pid, so
 # two processes never write the same temporary file. Stage outputs never rely on this: they are committed by
 # ``stats.json`` (:mod:`pipeline.commit`), which works on object stores too, where nothing can be renamed.
-# ``schemas/`` does no I/O, so each side keeps its own copy (``train/`` imports no Beam).
+# ``schemas/`` does no I/O, so each side keeps its own copy: ``train/`` imports no Beam, and importing
+# ``train.storage`` here would put the trainer's layer into curation's code version (``pipeline.stage``), so a
+# trainer change would rerun curation.
 
 
 @contextlib.contextmanager
