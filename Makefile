@@ -1,7 +1,8 @@
 # ccgpt: `make demo` runs the whole pipeline on a real sample built from package registries;
 # `make test` runs the test suite. Both create .venv and install everything they need.
 PYTHON ?= python3
-# test files run on this many processes (pytest-xdist), each file whole on one, so its module fixtures run once
+# test files run on this many processes (pytest-xdist), each file whole on one, so its module fixtures run once,
+# the longest files first (tests/conftest.py, LONG_FILES)
 TEST_PROCESSES ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -48,7 +49,7 @@ test: lint
 	  echo "apt-get install chromium (the report test opens report.html in headless Chromium)"; \
 	  ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -qq; \
 	  apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; fi
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 clean-demo:
 	rm -rf runs/demo

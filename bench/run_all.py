@@ -134,9 +134,10 @@ BENCHES = [
     Bench(
         "resume",
         "`ccgpt curate` over 40 WARC files of real pages, killed once 90 % of its input is read and rerun: "
-        "what the rerun costs against the full run, and whether its outputs are the uninterrupted run's bytes",
+        "what the rerun costs against the full run, and whether its outputs are the uninterrupted run's bytes; "
+        "and the same input as one group (one pipeline, one commit): what committing by group costs a run",
         ["--quick"],
-        [],
+        ["--one-group"],
         full_only=True,
     ),
     Bench(

@@ -25,6 +25,33 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
+# The longest test files, longest first (per-file totals of pytest's --durations print, which every run shows).
+# `make test` spreads whole files over processes in collection order (pytest-xdist, `--dist loadfile
+# --no-loadscope-reorder`): these are collected first, so they start first and the short files fill the gaps,
+# instead of a long file starting last and running alone. A stale list costs minutes, never a result.
+LONG_FILES = (
+    "test_determinism.py",
+    "test_first_run.py",
+    "test_crash.py",
+    "test_dags.py",
+    "test_object_store.py",
+    "test_webtext.py",
+    "test_quality.py",
+    "test_trainer.py",
+    "test_meta_init.py",
+    "test_mix.py",
+    "test_run_object_store.py",
+    "test_eval.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The :data:`LONG_FILES` first, in their order; every other file after them, as collected. The sort is
+    stable and keys on the file, so each file's tests stay together and in their own order."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
+
+
 # a log line at INFO: ccgpt's format ("... INFO name: msg") or Python's default ("INFO:name:msg")
 _INFO_LINE = re.compile(r"(?:^|\s)INFO(?:\s+|:)([\w.]+):")
 
