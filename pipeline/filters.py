@@ -384,7 +384,13 @@ class _Words:
     def __init__(self, language: str):
         from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
 
-        self.tokenizer = load_word_tokenizer(language)
+        # A tokenizer of its own, not datatrove's cached one (``load_word_tokenizer`` is an ``lru_cache``: one
+        # spaCy pipeline per process). Runners such as Flink's SDK harness run bundles on several threads of a
+        # process, each with its own DoFn and so its own ``_Words``, and a shared spaCy pipeline is not safe
+        # there: datatrove sets ``max_length`` and adds its sentencizer on the shared object, and one thread's
+        # ``memory_zone`` frees strings another thread's tokens still use (tests/test_filters.py shows the
+        # shared tokenizer failing under threads).
+        self.tokenizer = load_word_tokenizer.__wrapped__(language)
         self.spacy = isinstance(self.tokenizer, SpaCyTokenizer) and language != "ja"
         self._cache: dict[str, tuple[str, ...]] = {}
 

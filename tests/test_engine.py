@@ -8,11 +8,12 @@ runs every curation stage, curate to the shards, on Flink with all inputs and ou
 (moto), so the workers and the driver share nothing but the bucket, and compares with the local runner:
 document tables, shards, tokenizer and manifest (:mod:`s3_runs`).
 
-Opt-in for now (``CCGPT_ENGINE_TESTS=1``, after ``make engines`` fetches the runner): in one of several runs
-one document ended as ``gopher_repetition:error`` on Flink while the local runner kept it, so the engine
-run is not yet reliably identical and must not gate every ``make test``; the cause is open (it did not
-recur since; a filter's exception is now logged with the document's id and URL in the worker pool's log,
-``worker-pool.log``, for the next time). With the
+Opt-in (``CCGPT_ENGINE_TESTS=1``, after ``make engines`` fetches the runner with Maven, about 150 MB, once):
+fetching and running Flink takes minutes that every ``make test`` would pay. One earlier run ended a document
+as ``gopher_repetition:error`` on Flink while the local runner kept it: Flink's SDK harness runs bundles on
+several threads of one process, and every filter chain shared datatrove's one cached spaCy pipeline, which is
+not safe across threads. Each chain now has its own (``pipeline/filters.py``, ``_Words``), and
+``tests/test_filters.py`` shows the shared one giving ``:error`` decisions on threads. With the
 variable set, the test skips, saying why, when Java or Maven is missing or Maven Central cannot be reached,
 and in CI (``CI=true``) it fails instead.
 """
@@ -62,7 +63,7 @@ def _sorted_lines(path: str) -> list[str]:
 
 OPT_IN = pytest.mark.skipif(
     os.environ.get("CCGPT_ENGINE_TESTS") != "1",
-    reason="opt-in (CCGPT_ENGINE_TESTS=1): one Flink run dropped a document with a filter error; see docstring",
+    reason="opt-in (CCGPT_ENGINE_TESTS=1, after `make engines`): fetching and running Flink takes minutes",
 )
 
 

@@ -273,3 +273,40 @@ def test_attribute_name_texts_go_to_the_tokenizer_whole():
     text = "IS_ALPHA " * 60 + GOOD
     words.words(text)
     assert calls == [text]
+
+
+def test_filter_chains_on_threads_keep_their_own_tokenizer():
+    """Runners such as Flink's SDK harness run bundles on several threads of one process, each with its own
+    DoFn and so its own filter chain. The chains must not share a spaCy pipeline (datatrove's cached word
+    tokenizer is one per process, and not safe across threads): each chain's tokenizer is its own, and four
+    chains on four threads decide as one chain on one thread does."""
+    import sys
+    import threading
+
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    long_text = "\n".join(
+        f"Paragraph {i} tells of the harbour, the mill and market day number {i}." for i in range(3000)
+    )
+    rows = [{"id": str(i), "text": t} for i, t in enumerate((GOOD, REPETITIVE, long_text, GOOD * 3, "short words"))]
+    expected = [FilterChain(FiltersConfig()).apply(dict(r))[1] for r in rows]
+    chains = [FilterChain(FiltersConfig()) for _ in range(4)]
+    tokenizers = [chain._filters("en")[0][1].tokenizer for chain in chains]  # the chain's shared word splitter
+    assert len({id(t) for t in tokenizers}) == 4 and load_word_tokenizer("en") not in tokenizers
+    got: list[list[str | None]] = [[] for _ in chains]
+
+    def work(k: int) -> None:
+        for _ in range(6):
+            got[k].extend(chains[k].apply(dict(r))[1] for r in rows)
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(chains))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(before)
+    assert got == [expected * 6] * len(chains)
