@@ -459,7 +459,9 @@ def run_curve(sizes: list[int], work: str, timeout: float, save=None) -> dict:
 def remeasure(results: dict, stage: str, work: str, timeout: float) -> dict:
     """``results`` with ``stage`` measured again at every size, on the earlier stage outputs kept in ``work``."""
     for point in sorted(results["points"], key=lambda p: p["docs"]):
+        before = load_avg()
         r = measure(stage, work, point["docs"], timeout)
+        r["load_before"], r["load_after"] = before, load_avg()  # the point's own load was another run's
         print(f"{point['docs']:>8} {stage:15s} {r['seconds']:8.1f} s  peak {r['peak_process_mb']:5d} MB", flush=True)
         point["stages"][stage] = r
     results.setdefault("remeasured", {})[stage] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -279,10 +279,15 @@ def render(results: dict) -> str:
         "| output MiB | load before / after |",
         "|---:|---|---:|---:|---:|---:|---|---:|---:|---|",
     ]
+    again = results.get("remeasured", {})
     for p in pts:
-        load = f"{' / '.join(map(str, p['load_before']))} → {' / '.join(map(str, p['load_after']))}"
         for s in STAGES:
             r = p["stages"][s]
+            if "load_before" in r or s not in again:  # a stage measured again has its own load, or none recorded
+                had = r if "load_before" in r else p
+                load = f"{' / '.join(map(str, had['load_before']))} → {' / '.join(map(str, had['load_after']))}"
+            else:
+                load = f"not recorded (measured again {again[s]})"
             out.append(
                 f"| {p['docs']:,} | {s} | {r['read']:,} | {r['kept']:,} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} "
                 f"| {r['peak_process_mb']} ({r['driver_mb']}, {r['worker_mb']}) | {r['shuffle_bytes'] / 2**20:,.1f} "
