@@ -76,7 +76,11 @@ def test_curate_on_flink_matches_local_runner(tiny_inputs, tmp_path, local_runne
     local = run_curate(crawl, local_out, CurateConfig(), local_runner)
     flink = run_curate(crawl, flink_out, CurateConfig(), flink_runner)
 
-    assert local.kept > 0 and flink.to_dict() == local.to_dict()  # read, kept, dropped by reason, extra
+    assert local.kept > 0
+    # read, kept, dropped by reason, extra: all but what names the attempt, and the same files by untagged name
+    run_keys = ("seconds", "attempt", "files")
+    assert s3_runs.figures(flink, *run_keys) == s3_runs.figures(local, *run_keys)
+    assert set(s3_runs.untagged_files(flink)) == set(s3_runs.untagged_files(local))
     assert _rows(flink_out) == _rows(local_out)  # the document table, row for row
     assert _rows(os.path.join(flink_out, "raw")) == _rows(os.path.join(local_out, "raw"))
     # side files the workers wrote and the driver read back: same lines, in the engine's own order
