@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from conftest import TINY_STAGE_FOLDERS
 
+from pipeline.commit import untagged
 from pipeline.report import fmt_bytes
 from pipeline.run import RunConfig, run_all
 from pipeline.shards import verify_shards
@@ -96,7 +97,7 @@ def test_whole_pipeline_end_to_end(tiny_run_config, tmp_path, no_network):
     )
     for shard in manifest["shards"]:
         assert (
-            f"<td>{shard['file']}</td><td>{shard['rows']}</td><td>{shard['tokens']:,}</td>"
+            f"<td>{untagged(shard['file'])}</td><td>{shard['rows']}</td><td>{shard['tokens']:,}</td>"
             f"<td>{shard['sha256'][:16]}…</td>" in html
         )
     for name, src in manifest["sources"].items():
