@@ -7,28 +7,22 @@ See :mod:`pipeline.dedup.stage` for the pipeline (configs, the :class:`~pipeline
 components on the runner) and :mod:`.evaluate`.
 """
 
-from pipeline.dedup.evaluate import (
-    adjusted_rand_index,
-    eval_main,
-    evaluate_dedup,
-    load_labelled,
-    pairwise_scores,
-)
-from pipeline.dedup.exact import ExactConfig, NormalizeConfig
-from pipeline.dedup.minhash import ShingleConfig
-from pipeline.dedup.stage import DedupConfig, NearConfig, read_clusters, run_dedup
+from pipeline.lazy import exports
 
-__all__ = [
-    "DedupConfig",
-    "ExactConfig",
-    "NearConfig",
-    "NormalizeConfig",
-    "ShingleConfig",
-    "adjusted_rand_index",
-    "eval_main",
-    "evaluate_dedup",
-    "load_labelled",
-    "pairwise_scores",
-    "read_clusters",
-    "run_dedup",
-]
+# imported on first use, so importing the package imports none of its modules (pipeline/lazy.py says why)
+_EXPORTS = {
+    "DedupConfig": "pipeline.dedup.stage",
+    "ExactConfig": "pipeline.dedup.exact",
+    "NearConfig": "pipeline.dedup.stage",
+    "NormalizeConfig": "pipeline.dedup.exact",
+    "ShingleConfig": "pipeline.dedup.minhash",
+    "adjusted_rand_index": "pipeline.dedup.evaluate",
+    "eval_main": "pipeline.dedup.evaluate",
+    "evaluate_dedup": "pipeline.dedup.evaluate",
+    "load_labelled": "pipeline.dedup.evaluate",
+    "pairwise_scores": "pipeline.dedup.evaluate",
+    "read_clusters": "pipeline.dedup.stage",
+    "run_dedup": "pipeline.dedup.stage",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = exports(__name__, _EXPORTS)

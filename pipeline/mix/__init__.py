@@ -47,7 +47,14 @@ only into the dropped end of its bucket's stream) and ``val_packing_tail`` (held
 final validation row of its bucket).
 """
 
-from pipeline.mix.config import MixConfig, MixError
-from pipeline.mix.stage import Mix, run_mix
+from pipeline.lazy import exports
 
-__all__ = ["Mix", "MixConfig", "MixError", "run_mix"]
+# imported on first use, so importing the package imports none of its modules (pipeline/lazy.py says why)
+_EXPORTS = {
+    "Mix": "pipeline.mix.stage",
+    "MixConfig": "pipeline.mix.config",
+    "MixError": "pipeline.mix.config",
+    "run_mix": "pipeline.mix.stage",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = exports(__name__, _EXPORTS)

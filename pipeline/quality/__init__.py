@@ -12,20 +12,20 @@ fastText classifier keeping a fixed top fraction works at least as well. The par
 * :mod:`.filter`: :func:`run_quality_filter`, the Beam stage that scores, stores ``quality_score`` and keeps.
 """
 
-from pipeline.quality.filter import QualityFilterConfig, ScoreDocuments, run_quality_filter
-from pipeline.quality.model import HQ_LABEL, QualityError, score_documents, score_paths
-from pipeline.quality.text import normalize_text
-from pipeline.quality.train import QualityTrainConfig, train_quality
+from pipeline.lazy import exports
 
-__all__ = [
-    "HQ_LABEL",
-    "QualityError",
-    "QualityFilterConfig",
-    "QualityTrainConfig",
-    "ScoreDocuments",
-    "normalize_text",
-    "run_quality_filter",
-    "score_documents",
-    "score_paths",
-    "train_quality",
-]
+# imported on first use, so importing the package imports none of its modules (pipeline/lazy.py says why)
+_EXPORTS = {
+    "HQ_LABEL": "pipeline.quality.model",
+    "QualityError": "pipeline.quality.model",
+    "QualityFilterConfig": "pipeline.quality.filter",
+    "QualityTrainConfig": "pipeline.quality.train",
+    "ScoreDocuments": "pipeline.quality.filter",
+    "normalize_text": "pipeline.quality.text",
+    "run_quality_filter": "pipeline.quality.filter",
+    "score_documents": "pipeline.quality.model",
+    "score_paths": "pipeline.quality.model",
+    "train_quality": "pipeline.quality.train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = exports(__name__, _EXPORTS)

@@ -37,7 +37,14 @@ Parts: ``pins`` (what is fetched, pinned how), ``fetch`` (downloaders and the ca
 ``SampleConfig``, ``build_sample``).
 """
 
-from pipeline.sample.build import SampleConfig, build_sample
-from pipeline.sample.warc import Page, write_warc
+from pipeline.lazy import exports
 
-__all__ = ["Page", "SampleConfig", "build_sample", "write_warc"]
+# imported on first use, so importing the package imports none of its modules (pipeline/lazy.py says why)
+_EXPORTS = {
+    "Page": "pipeline.sample.warc",
+    "SampleConfig": "pipeline.sample.build",
+    "build_sample": "pipeline.sample.build",
+    "write_warc": "pipeline.sample.warc",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = exports(__name__, _EXPORTS)
