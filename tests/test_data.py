@@ -337,14 +337,18 @@ def test_missing_shard_is_a_clear_error(shards):
         ShardLoader(shards, 4)
 
 
-def test_sha256_mismatch_is_caught_when_asked(shards):
+def test_sha256_mismatch_is_caught_before_the_first_step(shards):
     path = os.path.join(shards, "shard-00000.arrow")
     m = load_manifest(shards)
     m.shards[0].sha256 = "0" * 64
     save_manifest(m, shards)
-    ShardLoader(shards, 4)  # not verified by default
+    with pytest.raises(DataError, match="shard-00000.arrow: sha256"):
+        ShardLoader(shards, 4)  # verified by default
+    # each rank hashes its own share: rank 1 of 2 does not hold shard 0, rank 0 does
+    ShardLoader(shards, 4, rank=1, world_size=2)
     with pytest.raises(DataError, match="sha256"):
-        ShardLoader(shards, 4, verify_sha256=True)
+        ShardLoader(shards, 4, rank=0, world_size=2)
+    ShardLoader(shards, 4, verify_sha256=False)  # a user who opts out
     assert os.path.exists(path)
 
 
@@ -359,8 +363,10 @@ def test_row_count_and_schema_are_checked(shards, tmp_path):
     bad = pa.table({"tokens": pa.array([[1, 2]], pa.list_(pa.uint16()))})
     with pa.OSFile(os.path.join(shards, "shard-00001.arrow"), "wb") as sink, pa.ipc.new_file(sink, bad.schema) as w:
         w.write_table(bad)
+    with pytest.raises(DataError, match="shard-00001.arrow: sha256"):
+        ShardLoader(shards, 4)  # hashed first, by default
     with pytest.raises(DataError, match="not a ccgpt token shard"):
-        ShardLoader(shards, 4)
+        ShardLoader(shards, 4, verify_sha256=False)  # and the schema is checked without the hash too
 
 
 def test_out_of_range_tokens_fail_when_read(tmp_path):
@@ -434,7 +440,7 @@ def test_missing_or_corrupt_validation_shard_is_a_clear_error(tmp_path):
     m.validation.shards[0].sha256 = "0" * 64
     save_manifest(m, root)
     with pytest.raises(DataError, match="val-00000.arrow: sha256"):
-        ShardLoader(root, 4, verify_sha256=True)
+        ShardLoader(root, 4)
     os.remove(os.path.join(root, "val-00000.arrow"))
     with pytest.raises(DataError, match="missing.*val-00000"):
         ShardLoader(root, 4)

@@ -348,7 +348,11 @@ class TrainConfig:
         metadata={"help": "peak FLOP/s of one device for MFU; 0 = the known bf16 peak on CUDA, MFU null on CPU"},
     )
     verify_sha256: bool = field(
-        default=False, metadata={"help": "hash every shard against the manifest before training"}
+        default=True,
+        metadata={
+            "help": "hash every local shard against the manifest before the first step (each rank a disjoint share);"
+            " shards on an object store are verified as each is fetched, whatever this says"
+        },
     )
     tokenizer_hash: str = field(
         default="", metadata={"help": "require this tokenizer content_hash in the manifest ('' = accept any)"}

@@ -3,7 +3,9 @@
 What the loader promises, and why:
 
 * **Checked before the first step.** The manifest is version-checked (``Manifest.from_json``), every shard must
-  exist, carry the shard schema, the manifest's token dtype and its row count, and optionally its sha256.
+  exist, carry the shard schema, the manifest's token dtype and its row count, and the manifest's sha256 (local
+  shards are hashed before the first step, each rank a disjoint share, unless ``verify_sha256=False``; remote
+  ones as each is fetched).
   :func:`check_compatibility` compares the tokenizer with the model (vocab size, end-of-text id, context
   length, an expected tokenizer hash). Finding a wrong file after an hour of training wastes the hour.
 * **Memory-mapped, local or remote.** Shards are opened with ``pa.memory_map`` + ``pa.ipc.open_file`` and rows
@@ -293,7 +295,7 @@ class ShardLoader:
         world_size: int | None = None,
         num_workers: int = 0,
         eval_rows: int = 0,
-        verify_sha256: bool = False,
+        verify_sha256: bool = True,
         vocab_size: int | None = None,
         pin_memory: bool = False,
         cache_dir: str = "",
@@ -331,9 +333,10 @@ class ShardLoader:
             missing = self.store.missing([s.file for s in infos])
             if missing:
                 raise DataError(f"{len(missing)} shard(s) listed in the manifest are missing, first: {missing[0]}")
-            if verify_sha256:
-                # Each rank hashes a disjoint share of the shards (a remote one is fetched into the cache, which
-                # verifies it); a mismatch anywhere stops the job.
+            if verify_sha256 and self.store.cache is None:
+                # Local shards: each rank hashes a disjoint share, so the job reads the data set once in all; a
+                # mismatch anywhere stops the job. Remote ones are verified as each is fetched into the cache
+                # (hashed while it streams), so checking them here would download the whole set up front.
                 for info in infos[self.rank :: self.world_size]:
                     self.store.verify(info.file, info.sha256)
         self.sources: list[str] = list(self.manifest.sources)
