@@ -28,7 +28,10 @@ from pipeline import fs
 from pipeline.commit import untagged
 from pipeline.dedup.stage import read_clusters
 from pipeline.fs import atomic_write_text
+from pipeline.shards import load_manifest
 from pipeline.tables import document_files, read_jsonl
+from schemas.documents import SchemaError
+from schemas.manifest import MANIFEST_NAME
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,6 +50,18 @@ def _order_key(name: str) -> tuple[int, str]:
 
 def _load_json(path: str) -> Any:
     return fs.read_json(path)
+
+
+def _manifest(run_dir: str) -> tuple[dict[str, Any] | None, str]:
+    """The mix's manifest as a dict, read as a trainer reads it (:func:`pipeline.shards.load_manifest`: version-
+    and commit-checked, so the report never shows a manifest the commit refuses); else None and why."""
+    folder = fs.join(run_dir, "shards")
+    if not fs.exists(fs.join(folder, MANIFEST_NAME)):
+        return None, "the mix stage has not written shards yet"
+    try:
+        return load_manifest(folder).model_dump(mode="json"), ""
+    except SchemaError as e:
+        return None, f"its manifest is not usable: {e}"
 
 
 def fmt(value: Any) -> str:
@@ -180,9 +195,8 @@ def _overview(run_dir: str, stats: dict[str, dict[str, Any]], sizes: dict[str, d
             "documents",
             "decontam",
         )
-    manifest_path = fs.join(run_dir, "shards", "manifest.json")
-    if fs.exists(manifest_path):
-        m = _load_json(manifest_path)
+    m, _ = _manifest(run_dir)
+    if m is not None:
         add(
             "all sources",
             "tokens available for training",
@@ -462,10 +476,9 @@ def _validation_note(m: dict[str, Any]) -> str:
 
 
 def _mix_section(run_dir: str) -> str:
-    path = fs.join(run_dir, "shards", "manifest.json")
-    if not fs.exists(path):
-        return _none("Training mix", "the mix stage has not written shards yet")
-    m = _load_json(path)
+    m, why = _manifest(run_dir)
+    if m is None:
+        return _none("Training mix", why)
     total = m.get("total_tokens", 0)
     rows = [
         [
