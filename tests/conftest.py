@@ -33,6 +33,7 @@ LONG_FILES = (
     "test_determinism.py",
     "test_first_run.py",
     "test_crash.py",
+    "test_engine.py",
     "test_dags.py",
     "test_object_store.py",
     "test_webtext.py",

@@ -108,6 +108,19 @@ def committed(fs: pafs.S3FileSystem, folder: str) -> list[str]:
     return [f["path"] for f in json.loads(read(fs, f"{folder}/stats.json"))["files"]]
 
 
+def counts(fs: pafs.S3FileSystem, folder: str) -> tuple:
+    """A committed stage's ``read``, ``kept`` and ``dropped`` counts (its ``stats.json``)."""
+    stats = json.loads(read(fs, f"{folder}/stats.json"))
+    return stats["read"], stats["kept"], stats["dropped"]
+
+
+def side_file(fs: pafs.S3FileSystem, folder: str, name: str) -> str:
+    """The text of the file a committed stage's workers wrote as ``name`` (found by its untagged name in the
+    stage's file list)."""
+    (path,) = [f for f in committed(fs, folder) if untagged(f) == name]
+    return read(fs, f"{folder}/{path}").decode("utf-8")
+
+
 def table(fs: pafs.S3FileSystem, folder: str) -> pa.Table:
     files = [f for f in committed(fs, folder) if f.endswith(".parquet") and "/" not in f]
     tables = [pq.read_table(pa.BufferReader(read(fs, f"{folder}/{f}"))) for f in files]
