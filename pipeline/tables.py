@@ -290,7 +290,7 @@ class WriteDocuments(beam.PTransform):
     Beam's own ``WriteToParquet`` writes a file per bundle, so which worker saw which row decides the files.
     Here a hash of each row's id picks one of ``files`` files, and each file holds its rows sorted by id:
     arrival order never shows. Rows cross the shuffle in zstd-compressed Arrow batches written to hand-off
-    files, only their paths shuffled (:mod:`pipeline.handoff`: Beam's local runner would otherwise hold every
+    files, only references shuffled (:mod:`pipeline.handoff`: Beam's local runner would otherwise hold every
     batch in its driver, and hand a worker all of its files' batches at once); the files are deleted once
     every output file is written. One worker holds one file's rows while it writes them, so size ``files``
     from the input (:func:`output_files`). A file that gets no row is not written: call :func:`ensure_table`

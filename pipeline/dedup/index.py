@@ -32,7 +32,17 @@ from pipeline import fs
 from pipeline.commit import committed_files
 from pipeline.dedup.exact import _RANK_WIDTH
 from pipeline.dedup.records import Member, add_band_batches, add_batches
-from pipeline.dedup.work import BANDS, COUNTERS, WORK_ROWS, chunk_file, hand_off, open_parquet, rows_at, write_parquet
+from pipeline.dedup.work import (
+    BANDS,
+    COUNTERS,
+    WORK_ROWS,
+    chunk_file,
+    hand_off,
+    handoff_name,
+    open_parquet,
+    rows_at,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     from pipeline.dedup.stage import DedupConfig
@@ -159,7 +169,7 @@ class IndexEntries(beam.DoFn):
         self.exact = exact
         self.near = near
         self.partitions = partitions
-        self.work = work
+        self.work, self.handoff = work, handoff_name()
 
     def process(self, task: tuple[int, str]) -> Iterator[Any]:
         chunk, path = task
@@ -191,7 +201,7 @@ class IndexEntries(beam.DoFn):
                     np.stack(hashes),
                     self.partitions,
                 )
-        yield from hand_off(self.work, "members", f"i{chunk:05d}", members)
-        for bp, band_path in hand_off(self.work, "bands", f"i{chunk:05d}", bands):
+        yield from hand_off(self.work, self.handoff, "members", f"i{chunk:05d}", members)
+        for bp, band_path in hand_off(self.work, self.handoff, "bands", f"i{chunk:05d}", bands):
             yield beam.pvalue.TaggedOutput(BANDS, (bp, band_path))
         yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", pos))

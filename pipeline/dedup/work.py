@@ -1,23 +1,22 @@
 """The dedup stage's work: input chunks, the chunks' sketch files, and hand-off files between steps.
 
-Why work files: Beam's local runner holds every shuffle in memory (the driver keeps each grouped PCollection,
-and an SDK worker keeps what it received for a stage for as long as it caches that stage's bundle processor:
-measured, about 11 MB per connected-components step at 300k documents, every step adding to the last), so
-a document's text and shingle set crossing the shuffles made the stage's memory grow ~15 KB per document per
-process. Instead, each *chunk* of input rows (:func:`plan_chunks`) writes one *sketch file* into the stage's
-work folder (its rows' keys, hashes, bands and sketches, in input order); per-document data between steps
-goes through **hand-off files** there, the way a distributed runner's shuffle spills to disk, and only
-references to them (short strings) are shuffled: the GroupByKey on the references is the barrier.
-Verification reads the two sketches of a candidate pair from the sketch files (:func:`load_sketches`), and
-the kept rows are read again from the input chunk when its output file is written. The work folder is in
-the stage's output folder, so workers that share no disk with each other meet there: every file of it is
-read and written through :mod:`pipeline.fs`, on local disk or an object store alike.
+Each *chunk* of input rows (:func:`plan_chunks`) writes one *sketch file* into the stage's work folder (its
+rows' keys, hashes, bands and sketches, in input order); per-document data between steps goes through
+**hand-off files** there (:mod:`pipeline.handoff`, which says why: a document's text and shingle set crossing
+Beam's local shuffles made the stage's memory grow ~15 KB per document per process), and only references to
+them (short strings) are shuffled: the GroupByKey on the references is the barrier. Verification reads the two
+sketches of a candidate pair from the sketch files (:func:`load_sketches`), and the kept rows are read again
+from the input chunk when its output file is written. The work folder is in the stage's output folder, so
+workers that share no disk with each other meet there: every file of it is read and written through
+:mod:`pipeline.fs`, on local disk or an object store alike.
 
-:func:`hand_off` writes **one Arrow IPC file per producer** with one record batch per target partition and
-yields ``(partition, "path#batch")``; :func:`handed` reads the batches a consumer was sent. A file's name is
-fixed by kind and producer, so a retried bundle rewrites the same file in place (no rename: object stores
-have none); a consumer only reads it once the GroupByKey on the references says its producer finished.
-:func:`send` and :func:`receive` do the same for lists of named records (:mod:`.records`).
+:func:`hand_off` writes a producer's batches for its target partitions to one hand-off file
+(:func:`pipeline.handoff.write`: one record batch per partition, references ``path#batch``); :func:`handed`
+reads the batches a consumer was sent. A file's name is fixed by kind and producer and tagged by the stage's
+attempt (:func:`handoff_name`), so a retried bundle rewrites the same bytes in place (no rename: object stores
+have none) and another attempt's straggler never writes it; a consumer only reads it once the GroupByKey on
+the references says its producer finished. :func:`send` and :func:`receive` do the same for lists of named
+records (:mod:`.records`).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import fs
+from pipeline import fs, handoff
 from pipeline.commit import attempt_name
 from pipeline.dedup.records import Batch, R, Stored, pack, unpack
 
@@ -169,45 +168,43 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, Stored]:
     return out
 
 
-def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[Batch]]) -> Iterator[tuple[int, str]]:
-    """Write ``batches`` (target partition -> batches, each a tuple of bytes) to one file and yield
-    ``(partition, reference)`` per target that gets any."""
+def handoff_name() -> str:
+    """The name pattern of a producer's hand-off file, ``<kind>-<producer>.arrow`` tagged by the stage's attempt
+    (:func:`pipeline.commit.attempt_name`): made on the driver, where a producing DoFn is built, filled in on
+    the workers (:func:`hand_off`)."""
+    return attempt_name("{kind}-{producer}.arrow")
+
+
+def _binary_batch(rows: list[Batch]) -> pa.RecordBatch:
+    """Batches (tuples of bytes) -> one record batch of ``large_binary`` columns, a batch per row."""
+    width = len(rows[0])
+    return pa.RecordBatch.from_arrays(
+        [pa.array([r[i] for r in rows], type=pa.large_binary()) for i in range(width)],
+        names=[f"f{i}" for i in range(width)],
+    )
+
+
+def hand_off(work: str, name: str, kind: str, producer: str, batches: dict[int, list[Batch]]) -> list[tuple[int, str]]:
+    """Write ``batches`` (target partition -> batches, each a tuple of bytes) to the producer's one hand-off
+    file (:func:`pipeline.handoff.write`; ``name``: :func:`handoff_name`) and return ``(partition, reference)``
+    per target that gets any, in partition order."""
     targets = sorted(p for p, rows in batches.items() if rows)
-    if not targets:
-        return
-    path = os.path.join(work, f"{kind}-{producer}.arrow")
-    width = len(batches[targets[0]][0])
-    schema = pa.schema([(f"f{i}", pa.large_binary()) for i in range(width)])
-    with fs.arrow_sink(path) as sink, pa.ipc.new_file(sink, schema) as writer:
-        for p in targets:
-            rows = batches[p]
-            writer.write_batch(
-                pa.record_batch(
-                    [pa.array([r[i] for r in rows], type=pa.large_binary()) for i in range(width)], schema=schema
-                )
-            )
-    for i, p in enumerate(targets):
-        yield p, f"{path}#{i}"
+    path = os.path.join(work, name.format(kind=kind, producer=producer))
+    return handoff.write(path, ((p, _binary_batch(batches[p])) for p in targets))
 
 
 def handed(refs: Iterable[str]) -> Iterator[Batch]:
-    """The batches :func:`hand_off` sent to one consumer (``refs`` in any order; read in sorted order; a local
-    file memory-mapped)."""
-    by_path: dict[str, list[int]] = {}
-    for ref in refs:
-        path, _, index = ref.rpartition("#")
-        by_path.setdefault(path, []).append(int(index))
-    for path in sorted(by_path):
-        with fs.open_arrow(path) as source:
-            reader = pa.ipc.open_file(source)
-            for i in sorted(by_path[path]):
-                batch = reader.get_batch(i)
-                yield from zip(*(batch.column(c).to_pylist() for c in range(batch.num_columns)))
+    """The batches :func:`hand_off` sent to one consumer, in :func:`pipeline.handoff.read`'s order (``refs`` in
+    any order)."""
+    for batch in handoff.read(refs):
+        yield from zip(*(column.to_pylist() for column in batch.columns))
 
 
-def send(work: str, kind: str, producer: str, record: type[R], rows: dict[int, list[R]]) -> Iterator[tuple[int, str]]:
+def send(
+    work: str, name: str, kind: str, producer: str, record: type[R], rows: dict[int, list[R]]
+) -> list[tuple[int, str]]:
     """:func:`hand_off` of records: each target's list goes as one batch of ``record``."""
-    return hand_off(work, kind, producer, {t: [pack(record, mine)] for t, mine in rows.items() if mine})
+    return hand_off(work, name, kind, producer, {t: [pack(record, mine)] for t, mine in rows.items() if mine})
 
 
 def receive(record: type[R], refs: Iterable[str]) -> Iterator[R]:
@@ -223,7 +220,8 @@ def cluster_shard(line: str, shards: int) -> int:
 
 def hand_off_lines(work: str, producer: str, lines: list[str], shards: int) -> Iterator[tuple[int, str]]:
     """Split one step's cluster lines into the output's ``shards`` files, each part sorted into a file of the
-    work folder; yields ``(shard, path)`` (the element that crosses the shuffle, as with :func:`hand_off`)."""
+    work folder; yields ``(shard, path)`` (the element that crosses the shuffle, as with :func:`hand_off`).
+    Text files, not :mod:`pipeline.handoff` batches: :class:`MergeSortedLines` streams them as sorted lines."""
     parts: dict[int, list[str]] = {}
     for line in lines:
         parts.setdefault(cluster_shard(line, shards), []).append(line)

@@ -21,9 +21,9 @@ The metadata itself never crosses a shuffle: each document's ``(source, id)`` en
 the id, to one of ``partitions`` workers through hand-off files (:mod:`pipeline.handoff`); each keeps the
 copy of a duplicated id that packing keeps and writes its distinct :class:`Meta` records to one *metas file*
 (:class:`WriteMetas`, a partition per :data:`META_PARTITION_DOCUMENTS` documents); every step that needs the
-metadata reads those files (:func:`read_metas`), and only their paths are shuffled. (Beam's local runner keeps
+metadata reads those files (:func:`read_metas`), and only references are shuffled. (Beam's local runner keeps
 every shuffled value, and every PCollection a side input waits on, in its driver: ~240 bytes a document per
-step when the records themselves crossed.) Two ``Reshuffle`` steps of those paths re-read the metadata before
+step when the records themselves crossed.) Two ``Reshuffle`` steps of those references re-read the metadata before
 steps whose side input is computed from that same metadata: without them Beam's local runner fuses the
 consumer with its own side input's producer and stalls ("watermark-pending bundles did not execute").
 """

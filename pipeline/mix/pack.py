@@ -6,7 +6,7 @@ tokens counted (``tail_tokens_dropped``) rather than padded, so every token a tr
 pad token or loss mask is needed. A row's place in the global shuffle is a seeded hash of (source, row index):
 its range picks the shard and its value the place in it (:class:`AssignShard`), so no worker sorts or lists
 all rows. Documents reach their bucket, and rows their shard, as hand-off files (:func:`docs_table`,
-:func:`shard_rows_table`; :mod:`pipeline.handoff`): only paths cross the shuffle, and a worker reads one
+:func:`shard_rows_table`; :mod:`pipeline.handoff`): only references cross the shuffle, and a worker reads one
 bucket's or one shard's files when it packs or writes it. Shards are Arrow IPC files written in place through
 :mod:`pipeline.fs` (local disk or an object store), made visible by the stage's commit.
 """
