@@ -96,15 +96,19 @@ def relative_path(folder: str, path: str) -> str:
 
 
 def tag_of(path: str) -> str | None:
-    """The attempt tag a file's name carries (None for a name without one)."""
-    found = _TAG.search(path.rsplit("/", 1)[-1])
-    return found.group(1) if found else None
+    """The attempt tag a file's name carries, or else the nearest folder it lies in (a work folder an attempt
+    tagged as a whole, dedup's: every file in it is that attempt's); None for a path without one."""
+    for part in reversed(path.split("/")):
+        found = _TAG.search(part)
+        if found:
+            return found.group(1)
+    return None
 
 
 def untagged(path: str) -> str:
-    """``path`` without its attempt tag: what two runs' files are compared by."""
-    head, _, name = path.rpartition("/")
-    return head + "/" * bool(head) + _TAG.sub("", name)
+    """``path`` without its attempt tags (the file's name, and any tagged folder's): what two runs' files are
+    compared by."""
+    return "/".join(_TAG.sub("", part) for part in path.split("/"))
 
 
 _active: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("ccgpt_attempt", default=None)
@@ -294,9 +298,11 @@ class Attempt:
 
     def _delete_others(self) -> None:
         """After the commit: the files other attempts tagged (a straggler's, a killed attempt's), which no
-        reader takes, go. One a zombie writes later stays until the next attempt begins, unread."""
-        others = [f.path for f in fs.list_files(self.out_dir) if not self.owns(relative_path(self.out_dir, f.path))]
-        fs.delete(others)
+        reader takes, go, and on local disk the folders they leave empty (a tagged work folder). One a zombie writes
+        later stays until the next attempt begins, unread."""
+        files = [relative_path(self.out_dir, f.path) for f in fs.list_files(self.out_dir)]
+        if not all(self.owns(rel) for rel in files):
+            fs.delete_except(self.out_dir, {rel for rel in files if self.owns(rel)})
 
 
 def _check_unchanged(folder: str, files: list[dict[str, Any]], verify: bool = False) -> None:

@@ -90,7 +90,7 @@ def test_kill_and_rerun_is_byte_identical(tiny_run_config, tmp_path):
     killed = str(tmp_path / "run")
     # Beam stages mid-write, once some of their files exist: the first stage's document table, dedup's hand-off
     # files between its steps, the first shard
-    for stage, written in (("curate", "documents-*.parquet"), ("dedup", "_work/*"), ("shards", "shard-*.arrow")):
+    for stage, written in (("curate", "documents-*.parquet"), ("dedup", "_work*/*"), ("shards", "shard-*.arrow")):
         _kill_when(_start(config), os.path.join(killed, stage, written))
         assert os.path.exists(os.path.join(killed, stage, "_attempt.json")), stage
         assert not os.path.exists(os.path.join(killed, stage, "stats.json")), stage

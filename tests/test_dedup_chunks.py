@@ -23,7 +23,6 @@ from pipeline.dedup.records import (
 from pipeline.dedup.work import (
     hand_off,
     handed,
-    handoff_name,
     list_array,
     load_sketches,
     plan_chunks,
@@ -31,8 +30,6 @@ from pipeline.dedup.work import (
     send,
     write_parquet,
 )
-
-NAME = handoff_name()  # outside an attempt: untagged
 
 
 def _file(path, groups: list[int]) -> str:
@@ -62,16 +59,16 @@ def test_packed_strings_round_trip_any_text():
 def test_hand_off_writes_one_file_per_producer_and_each_consumer_reads_its_batches(tmp_path):
     work = str(tmp_path)
     rows = {3: [(b"a", b"\x00\xff"), (b"b", b"")], 0: [(b"c", b"d")], 5: []}
-    refs = list(hand_off(work, NAME, "kind", "p00001", rows))
+    refs = list(hand_off(work, "kind", "p00001", rows))
     assert [p for p, _ in refs] == [0, 3]  # sorted targets; an empty one gets nothing
     assert len({ref.rpartition("#")[0] for _, ref in refs}) == 1 == len(list(tmp_path.iterdir()))
     assert list(handed([refs[1][1]])) == rows[3] and list(handed([refs[0][1]])) == rows[0]
-    again = list(hand_off(work, NAME, "kind", "p00001", rows))  # a retried producer rewrites the same file
+    again = list(hand_off(work, "kind", "p00001", rows))  # a retried producer rewrites the same file
     assert again == refs and len(list(tmp_path.iterdir())) == 1
-    other = list(hand_off(work, NAME, "kind", "p00002", {3: [(b"z", b"z")]}))
+    other = list(hand_off(work, "kind", "p00002", {3: [(b"z", b"z")]}))
     # a consumer's rows come in file order whatever order its references arrive in
     assert list(handed([other[0][1], refs[1][1]])) == rows[3] + [(b"z", b"z")]
-    assert list(hand_off(work, NAME, "kind", "p00003", {})) == []
+    assert list(hand_off(work, "kind", "p00003", {})) == []
 
 
 def test_members_round_trip_with_and_without_bands():
@@ -93,9 +90,9 @@ def test_records_round_trip_through_hand_off_files(tmp_path):
     survivors = [Survivor("k\x00a", "crawl", 0, 5, 2), Survivor("\ud800", "books", 7, 2**40, 0)]
     empty = np.zeros(0, np.uint64)
     probes = [Probe("a", "b", 3, np.array([1, 2], dtype=np.uint64), empty, 1), Probe("a", "c", 0, empty, empty, 0)]
-    refs = dict(send(str(tmp_path), NAME, "survivors", "x00000", Survivor, {4: survivors, 1: []}))
+    refs = dict(send(str(tmp_path), "survivors", "x00000", Survivor, {4: survivors, 1: []}))
     assert list(refs) == [4] and list(receive(Survivor, [refs[4]])) == survivors
-    back = list(receive(Probe, [ref for _, ref in send(str(tmp_path), NAME, "probes", "s00000", Probe, {0: probes})]))
+    back = list(receive(Probe, [ref for _, ref in send(str(tmp_path), "probes", "s00000", Probe, {0: probes})]))
     assert [p[:3] for p in back] == [p[:3] for p in probes]
     assert [p.sketch_a.tolist() for p in back] == [[1, 2], []]
     assert [p.stored_a().core for p in back][1] is None and back[0].stored_a().core.tolist() == []

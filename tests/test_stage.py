@@ -136,6 +136,28 @@ def test_files_of_another_attempt_are_not_listed_and_go_after_the_commit(tmp_pat
     assert document_files(out) == written
 
 
+def test_a_straggler_writing_into_its_own_work_folder_is_not_listed_and_goes(tmp_path):
+    """Dedup's work folder is tagged as a whole (``pipeline.dedup.work.work_folder``): the files in another
+    attempt's folder are that attempt's, whatever their own names, so the commit neither lists nor keeps them."""
+    from pipeline.dedup.work import work_folder
+
+    out = str(tmp_path / "stage")
+    straggler = Attempt(out)
+
+    def zombie_writes(folder: str) -> None:
+        with straggler.active():
+            theirs = work_folder(folder)
+        mine = work_folder(folder)
+        assert theirs != mine and untagged(theirs) == untagged(mine) == os.path.join(folder, "_work")
+        os.makedirs(theirs)
+        open(os.path.join(theirs, "sketch-00000.parquet"), "w").write("a straggler's sketches")
+
+    body, written = _write_tagged("x", zombie_writes)
+    stats = Stage("s", out, [], {"v": 1}).run(body)
+    assert [f["path"] for f in stats.extra["files"]] == [os.path.basename(written[0])]
+    assert sorted(os.listdir(out)) == [os.path.basename(written[0]), "stats.json"]  # its folder's file went
+
+
 def test_a_zombie_of_an_attempt_with_other_inputs_cannot_overwrite(tmp_path):
     """An attempt for other inputs (another fingerprint) outlives the one that committed and writes its
     version of the same file: under its own tag, so the committed file keeps its bytes and stays the one read."""

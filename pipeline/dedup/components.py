@@ -36,7 +36,7 @@ import apache_beam as beam
 import xxhash
 
 from pipeline.dedup.records import Edge, Label
-from pipeline.dedup.work import handoff_name, receive, send
+from pipeline.dedup.work import receive, send
 
 UNCONVERGED = "unconverged"
 
@@ -126,7 +126,7 @@ class _EdgesToPartitions(beam.DoFn):
 
     def __init__(self, partitions: int, work: str):
         self.partitions = partitions
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, batch: list) -> Iterator[tuple[int, str]]:
         edges = sorted(e for edge in batch for e in _both_directions(tuple(edge)))
@@ -135,7 +135,7 @@ class _EdgesToPartitions(beam.DoFn):
         # named by content: a retried batch rewrites its own file (identical batches, identical files)
         content = "\n".join(f"{u}\t{v}" for u, v in edges).encode("utf-8", "surrogatepass")
         producer = xxhash.xxh3_64_hexdigest(content)
-        yield from send(self.work, self.handoff, "cc-edges", producer, Edge, _by_partition(edges, self.partitions))
+        yield from send(self.work, "cc-edges", producer, Edge, _by_partition(edges, self.partitions))
 
 
 class _StarPartition(beam.DoFn):
@@ -150,7 +150,7 @@ class _StarPartition(beam.DoFn):
     def __init__(self, large: bool, partitions: int, work: str, step: str):
         self.large = large
         self.partitions = partitions
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
         self.step = step
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[int, str]]:
@@ -158,7 +158,7 @@ class _StarPartition(beam.DoFn):
         star = _large_star if self.large else _small_star
         nxt = _towards_smaller if self.large else _both_directions
         out = [f for u, nbrs in _adjacency(refs).items() for e in star((u, nbrs)) for f in nxt(e)]
-        yield from send(self.work, self.handoff, self.step, f"p{part:05d}", Edge, _by_partition(out, self.partitions))
+        yield from send(self.work, self.step, f"p{part:05d}", Edge, _by_partition(out, self.partitions))
 
 
 class _LabelPartition(beam.DoFn):
@@ -166,7 +166,7 @@ class _LabelPartition(beam.DoFn):
     number of nodes not yet in a star (as an ``unconverged`` output, only when there are any)."""
 
     def __init__(self, work: str):
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         part, refs = element
@@ -177,7 +177,7 @@ class _LabelPartition(beam.DoFn):
             unconverged += not settled
         if unconverged:
             yield beam.pvalue.TaggedOutput(UNCONVERGED, unconverged)
-        yield from send(self.work, self.handoff, "cc-labels", f"p{part:05d}", Label, {part: labels})
+        yield from send(self.work, "cc-labels", f"p{part:05d}", Label, {part: labels})
 
 
 class ConnectedComponents(beam.PTransform):

@@ -38,7 +38,6 @@ from pipeline.dedup.work import (
     WORK_ROWS,
     chunk_file,
     hand_off,
-    handoff_name,
     open_parquet,
     rows_at,
     write_parquet,
@@ -169,7 +168,7 @@ class IndexEntries(beam.DoFn):
         self.exact = exact
         self.near = near
         self.partitions = partitions
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, task: tuple[int, str]) -> Iterator[Any]:
         chunk, path = task
@@ -201,7 +200,7 @@ class IndexEntries(beam.DoFn):
                     np.stack(hashes),
                     self.partitions,
                 )
-        yield from hand_off(self.work, self.handoff, "members", f"i{chunk:05d}", members)
-        for bp, band_path in hand_off(self.work, self.handoff, "bands", f"i{chunk:05d}", bands):
+        yield from hand_off(self.work, "members", f"i{chunk:05d}", members)
+        for bp, band_path in hand_off(self.work, "bands", f"i{chunk:05d}", bands):
             yield beam.pvalue.TaggedOutput(BANDS, (bp, band_path))
         yield beam.pvalue.TaggedOutput(COUNTERS, ("indexed_documents", pos))

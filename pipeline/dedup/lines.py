@@ -49,7 +49,6 @@ from pipeline.dedup.work import (
     COUNTERS,
     hand_off,
     handed,
-    handoff_name,
     iter_chunk,
     line_keys_file,
     list_array,
@@ -96,7 +95,7 @@ class CountLines(beam.DoFn):
 
     def __init__(self, cfg: DedupConfig, work: str, partitions: int):
         self.boilerplate = cfg.near.boilerplate
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
         self.partitions = partitions
 
     def process(self, task: tuple[int, tuple[str, tuple[int, ...]]]) -> Iterator[Any]:
@@ -139,7 +138,7 @@ class CountLines(beam.DoFn):
             at = np.flatnonzero(part == p)
             counts = LineCount([group_names[g] for g in gid[at].tolist()], line[at], docs[at], np.full(at.size, chunk))
             out[p] = [pack_columns(counts)]
-        yield from hand_off(self.work, self.handoff, "line-counts", f"c{chunk:05d}", out)
+        yield from hand_off(self.work, "line-counts", f"c{chunk:05d}", out)
 
 
 class FrequentLines(beam.DoFn):
@@ -149,7 +148,7 @@ class FrequentLines(beam.DoFn):
 
     def __init__(self, min_docs: int, work: str):
         self.min_docs = min_docs
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         part, refs = element
@@ -171,7 +170,7 @@ class FrequentLines(beam.DoFn):
         out: dict[int, list[FrequentLine]] = {}
         for r, n in zip(rows.tolist(), total_of_row.tolist()):
             out.setdefault(int(chunk[r]), []).append(FrequentLine(group_names[gid[r]], int(line[r]), n))
-        yield from send(self.work, self.handoff, "frequent-lines", f"l{part:05d}", FrequentLine, out)
+        yield from send(self.work, "frequent-lines", f"l{part:05d}", FrequentLine, out)
         yield beam.pvalue.TaggedOutput(COUNTERS, ("boilerplate_lines", int(frequent.sum())))
 
 

@@ -62,7 +62,7 @@ Output folder: ``documents-NNNNN-of-NNNNN.parquet`` (kept documents of every sou
 "cluster", "source", "survivor", "reason"}`` per cluster member, each file sorted, a line's file chosen by
 its hash; ``cluster`` is the survivor's id, ``reason`` is ``exact_duplicate``
 or ``near_duplicate`` for the dropped members, null for the survivor) and ``index/`` (:mod:`.index`). The
-output files, the sketch and hand-off files (in ``_work/``, removed before the stage commits) and
+output files, the sketch and hand-off files (in the attempt's work folder, removed before the stage commits) and
 cluster files are written by the workers in place into the stage's output folder, through
 :mod:`pipeline.fs`: a local or shared path, or an object-store URL (``s3://``, ``gs://``, ``hdfs://``) when
 workers and driver share no disk. Inputs and ``--against`` folders may be URLs too.
@@ -120,12 +120,12 @@ from pipeline.dedup.work import (
     PAIRS,
     SURVIVORS,
     WEIGHTS,
-    WORK_DIR,
     Chunk,
     MergeSortedLines,
     open_parquet,
     plan_chunks,
     sketch_file,
+    work_folder,
 )
 from pipeline.runner import RunnerConfig
 from pipeline.stage import Stage, load_stats
@@ -517,7 +517,7 @@ class MergeClusterLines(beam.PTransform):
 
 class Dedup(beam.PTransform):
     """Pipeline root -> ``{"outcomes", "counters"}``; writes the kept documents, the cluster files and the
-    index files into ``folder`` (its ``_work/`` holds the sketch and hand-off files)."""
+    index files into ``folder`` (its work folder, :func:`.work.work_folder`, holds the sketch and hand-off files)."""
 
     def __init__(self, cfg: DedupConfig, plan: Plan, folder: str):
         super().__init__()
@@ -525,7 +525,7 @@ class Dedup(beam.PTransform):
 
     def expand(self, root):
         cfg, plan = self.cfg, self.plan
-        work = os.path.join(self.folder, WORK_DIR)
+        work = work_folder(self.folder)
         read = root | "ReadChunks" >> ReadChunks(cfg, plan, work)
         indexed = root | "ReadIndexes" >> ReadIndexes(cfg, plan, work)
         members = _flatten("AllMembers", [read["members"], indexed["members"]])
@@ -630,7 +630,7 @@ def run_dedup(
         _ = out["counters"] | "WriteCounters" >> WriteCounters(tmp)
 
     def summarise(tmp: str, stats: StageStats) -> None:
-        fs.delete_folder(os.path.join(tmp, WORK_DIR))
+        fs.delete_folder(work_folder(tmp))
         stats.extra.update(_summary(read_counters(tmp), cfg, plan))
         stats.extra["seconds"] = round(time.perf_counter() - started, 2)
         if stats.extra["cc_unconverged_nodes"]:  # converge or fail: a split cluster is silent under-dedup

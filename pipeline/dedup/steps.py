@@ -53,7 +53,6 @@ from pipeline.dedup.work import (
     hand_off,
     hand_off_lines,
     handed,
-    handoff_name,
     iter_chunk,
     list_array,
     load_sketches,
@@ -109,7 +108,7 @@ class ReadChunk(beam.DoFn):
         self.cfg = cfg
         self.bands = bands
         self.rows = rows
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
         self.partitions = partitions
 
     def setup(self) -> None:
@@ -173,7 +172,7 @@ class ReadChunk(beam.DoFn):
         # nothing downstream can look up a sketch that is not yet written.
         write_parquet(sketch_file(self.work, chunk), batches(), SKETCH_SCHEMA)
         yield from emitted
-        yield from hand_off(self.work, self.handoff, "members", f"c{chunk:05d}", members)
+        yield from hand_off(self.work, "members", f"c{chunk:05d}", members)
         yield from _counters(counts)
         yield from _tagged(COUNTERS, lines.counters())
 
@@ -255,7 +254,7 @@ class ExactPartition(beam.DoFn):
         self.exact = exact
         self.near = near
         self.partitions = partitions
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         part, paths = element
@@ -279,7 +278,7 @@ class ExactPartition(beam.DoFn):
             (COPIES, "copies", ExactCopy, copies, lambda c: c.survivor),
             (SURVIVORS, "survivors", Survivor, survivors, lambda s: s.key),
         ):
-            refs = send(self.work, self.handoff, kind, producer, record, _by_partition(rows, key, self.partitions))
+            refs = send(self.work, kind, producer, record, _by_partition(rows, key, self.partitions))
             yield from _tagged(tag, refs)
         if self.near:
             banded = [m for m, _ in winners if m.bands.size]
@@ -295,7 +294,7 @@ class ExactPartition(beam.DoFn):
                     np.stack([m.bands for m in banded]),
                     self.partitions,
                 )
-                yield from _tagged(BANDS, hand_off(self.work, self.handoff, "bands", producer, entries))
+                yield from _tagged(BANDS, hand_off(self.work, "bands", producer, entries))
 
     def _group(
         self,
@@ -356,7 +355,7 @@ class BucketPairs(beam.DoFn):
 
     def __init__(self, all_pairs_max: int, work: str):
         self.all_pairs_max = all_pairs_max
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         part, paths = element
@@ -387,9 +386,7 @@ class BucketPairs(beam.DoFn):
                 out.setdefault(chunk_a, set()).add(Pair(a, pos_a, b, chunk_b, pos_b))
         if oversized:
             yield beam.pvalue.TaggedOutput(COUNTERS, ("oversized_buckets", oversized))
-        yield from send(
-            self.work, self.handoff, "pairs", f"b{part:05d}", Pair, {c: sorted(pairs) for c, pairs in out.items()}
-        )
+        yield from send(self.work, "pairs", f"b{part:05d}", Pair, {c: sorted(pairs) for c, pairs in out.items()})
 
 
 class ShipFirst(beam.DoFn):
@@ -403,7 +400,7 @@ class ShipFirst(beam.DoFn):
     def __init__(self, mode: str, sketch_files: list[str], work: str):
         self.mode = mode
         self.sketch_files = sketch_files
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[Any]:
         chunk, paths = element
@@ -421,7 +418,7 @@ class ShipFirst(beam.DoFn):
             sketch, core = sketches[p.pos_a]
             probe = Probe(p.a, p.b, p.pos_b, sketch, empty if core is None else core, int(core is not None))
             probes.setdefault(p.chunk_b, []).append(probe)
-        yield from send(self.work, self.handoff, "probes", f"s{chunk:05d}", Probe, probes)
+        yield from send(self.work, "probes", f"s{chunk:05d}", Probe, probes)
 
 
 class VerifyPairs(beam.DoFn):
@@ -458,14 +455,14 @@ class ClusterWeights(beam.DoFn):
 
     def __init__(self, partitions: int, work: str):
         self.partitions = partitions
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, dict[str, Iterable[str]]]) -> Iterator[tuple[int, str]]:
         part, grouped = element
         weights = {w.key: w.weight for w in receive(Weight, grouped["weight"])}
         shares = (Weight(n.label, weights.get(n.node, 1)) for n in read_labels(grouped["label"]))
         by_label = _by_partition(shares, lambda w: w.key, self.partitions)
-        yield from send(self.work, self.handoff, "cluster-weights", f"p{part:05d}", Weight, by_label)
+        yield from send(self.work, "cluster-weights", f"p{part:05d}", Weight, by_label)
 
 
 class ClusterSizes(beam.DoFn):
@@ -473,7 +470,7 @@ class ClusterSizes(beam.DoFn):
     (a label is its survivor's node key)."""
 
     def __init__(self, work: str):
-        self.work, self.handoff = work, handoff_name()
+        self.work = work
 
     def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[int, str]]:
         part, refs = element
@@ -482,7 +479,6 @@ class ClusterSizes(beam.DoFn):
             sizes[w.key] = sizes.get(w.key, 0) + w.weight
         yield from send(
             self.work,
-            self.handoff,
             "cluster-sizes",
             f"p{part:05d}",
             Weight,

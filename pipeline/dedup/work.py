@@ -12,11 +12,12 @@ workers that share no disk with each other meet there: every file of it is read 
 
 :func:`hand_off` writes a producer's batches for its target partitions to one hand-off file
 (:func:`pipeline.handoff.write`: one record batch per partition, references ``path#batch``); :func:`handed`
-reads the batches a consumer was sent. A file's name is fixed by kind and producer and tagged by the stage's
-attempt (:func:`handoff_name`), so a retried bundle rewrites the same bytes in place (no rename: object stores
-have none) and another attempt's straggler never writes it; a consumer only reads it once the GroupByKey on
-the references says its producer finished. :func:`send` and :func:`receive` do the same for lists of named
-records (:mod:`.records`).
+reads the batches a consumer was sent. A file's name is fixed by kind and producer, so a retried bundle
+rewrites the same bytes in place (no rename: object stores have none); a consumer only reads it once the
+GroupByKey on the references says its producer finished. The work folder itself is tagged by the stage's
+attempt (:func:`work_folder`), so another attempt's straggler writes its sketch and hand-off files into its
+own folder, never into this one's, and the commit deletes that folder with the other attempts' files.
+:func:`send` and :func:`receive` do the same for lists of named records (:mod:`.records`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ WEIGHTS = "weights"
 PAIRS = "pairs"
 
 Chunk = tuple[str, tuple[int, ...]]  # an input file and the row groups of it that make one chunk
+
+
+def work_folder(folder: str) -> str:
+    """The stage's work folder in its output ``folder``: ``_work`` tagged by the active attempt as a whole
+    (:func:`pipeline.commit.attempt_name`; made on the driver, where the pipeline is built)."""
+    return attempt_name(os.path.join(folder, WORK_DIR))
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -168,13 +175,6 @@ def load_sketches(path: str, positions: Iterable[int]) -> dict[int, Stored]:
     return out
 
 
-def handoff_name() -> str:
-    """The name pattern of a producer's hand-off file, ``<kind>-<producer>.arrow`` tagged by the stage's attempt
-    (:func:`pipeline.commit.attempt_name`): made on the driver, where a producing DoFn is built, filled in on
-    the workers (:func:`hand_off`)."""
-    return attempt_name("{kind}-{producer}.arrow")
-
-
 def _binary_batch(rows: list[Batch]) -> pa.RecordBatch:
     """Batches (tuples of bytes) -> one record batch of ``large_binary`` columns, a batch per row."""
     width = len(rows[0])
@@ -184,12 +184,12 @@ def _binary_batch(rows: list[Batch]) -> pa.RecordBatch:
     )
 
 
-def hand_off(work: str, name: str, kind: str, producer: str, batches: dict[int, list[Batch]]) -> list[tuple[int, str]]:
+def hand_off(work: str, kind: str, producer: str, batches: dict[int, list[Batch]]) -> list[tuple[int, str]]:
     """Write ``batches`` (target partition -> batches, each a tuple of bytes) to the producer's one hand-off
-    file (:func:`pipeline.handoff.write`; ``name``: :func:`handoff_name`) and return ``(partition, reference)``
-    per target that gets any, in partition order."""
+    file, ``<kind>-<producer>.arrow`` in the work folder (:func:`pipeline.handoff.write`), and return
+    ``(partition, reference)`` per target that gets any, in partition order."""
     targets = sorted(p for p, rows in batches.items() if rows)
-    path = os.path.join(work, name.format(kind=kind, producer=producer))
+    path = os.path.join(work, f"{kind}-{producer}.arrow")
     return handoff.write(path, ((p, _binary_batch(batches[p])) for p in targets))
 
 
@@ -200,11 +200,9 @@ def handed(refs: Iterable[str]) -> Iterator[Batch]:
         yield from zip(*(column.to_pylist() for column in batch.columns))
 
 
-def send(
-    work: str, name: str, kind: str, producer: str, record: type[R], rows: dict[int, list[R]]
-) -> list[tuple[int, str]]:
+def send(work: str, kind: str, producer: str, record: type[R], rows: dict[int, list[R]]) -> list[tuple[int, str]]:
     """:func:`hand_off` of records: each target's list goes as one batch of ``record``."""
-    return hand_off(work, name, kind, producer, {t: [pack(record, mine)] for t, mine in rows.items() if mine})
+    return hand_off(work, kind, producer, {t: [pack(record, mine)] for t, mine in rows.items() if mine})
 
 
 def receive(record: type[R], refs: Iterable[str]) -> Iterator[R]:
