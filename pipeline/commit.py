@@ -301,8 +301,9 @@ class Attempt:
         reader takes, go, and on local disk the folders they leave empty (a tagged work folder). One a zombie writes
         later stays until the next attempt begins, unread."""
         files = [relative_path(self.out_dir, f.path) for f in fs.list_files(self.out_dir)]
-        if not all(self.owns(rel) for rel in files):
-            fs.delete_except(self.out_dir, {rel for rel in files if self.owns(rel)})
+        mine = {rel for rel in files if self.owns(rel)}
+        if len(mine) < len(files):
+            fs.delete_except(self.out_dir, mine)
 
 
 def _check_unchanged(folder: str, files: list[dict[str, Any]], verify: bool = False) -> None:

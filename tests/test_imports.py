@@ -52,7 +52,8 @@ for r in range(rounds):
     for loaded in [m for m in sys.modules if m.split(".")[0] in first_party]:
         del sys.modules[loaded]
     order = list(modules)
-    random.Random(r).shuffle(order) if r else None
+    if r:
+        random.Random(r).shuffle(order)
     barrier = threading.Barrier(len(order))
     def load(name):
         barrier.wait()
